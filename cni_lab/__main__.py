@@ -1,0 +1,3 @@
+from cni_lab.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""Data planes: how pods are wired into their node and how nodes reach each other's pods.
+
+Each module describes one real CNI setup in plan steps; none of them talks to the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from cni_lab.errors import LabError
+
+if TYPE_CHECKING:
+    from cni_lab.ipam import Lab, Node, Pod
+    from cni_lab.plan import Step
+
+
+class DataPlane(Protocol):
+    name: str
+
+    def node_steps(self, lab: Lab, node: Node) -> list[Step]:
+        """What a node needs before its pods are wired (a bridge, a tunnel device)."""
+
+    def pod_steps(self, lab: Lab, node: Node, pod: Pod) -> list[Step]:
+        """Wiring one pod into its node (what a CNI plugin's ADD does)."""
+
+    def cluster_steps(self, lab: Lab) -> list[Step]:
+        """What makes pods on different nodes reach each other (routes, tunnels)."""
+
+
+def get(name: str) -> DataPlane:
+    from cni_lab.dataplanes import bridge, hostgw
+
+    planes: dict[str, DataPlane] = {"bridge": bridge.Bridge(), "host-gw": hostgw.HostGw()}
+    try:
+        return planes[name]
+    except KeyError:
+        raise LabError(f"unknown data plane {name!r} (known: {', '.join(planes)})") from None

@@ -1,0 +1,45 @@
+"""`bridge`: pods on a per-node Linux bridge, exactly what the CNI `bridge` plugin with
+`host-local` IPAM and `isGateway`/`isDefaultGateway` does:
+
+    cni0 (10.244.X.1/24) in the node, pod eth0 10.244.X.N/24 with `default via 10.244.X.1`,
+    the host end `vethXXXXXXXX` a port of cni0.
+
+No routes between nodes: pods reach pods on their own node only. That is the lesson's
+"it does not work yet" state; `host-gw` adds the routes.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+
+from cni_lab import names
+from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.plan import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step
+
+
+class Bridge:
+    name = "bridge"
+
+    def node_steps(self, lab: Lab, node: Node) -> list[Step]:
+        ns = names.node_netns(lab.name, node.name)
+        gateway = IPv4Interface(f"{node.gateway}/{node.pod_cidr.prefixlen}")
+        return [
+            AddBridge(ns, names.CNI_BRIDGE),
+            AddAddress(ns, names.CNI_BRIDGE, gateway),
+            LinkUp(ns, names.CNI_BRIDGE),
+        ]
+
+    def pod_steps(self, lab: Lab, node: Node, pod: Pod) -> list[Step]:
+        node_ns = names.node_netns(lab.name, node.name)
+        pod_ns = names.pod_netns(lab.name, node.name, pod.name)
+        host_veth = names.pod_host_veth(lab.name, node.name, pod.name)
+        return [
+            AddVeth(pod_ns, names.POD_IFNAME, node_ns, host_veth),
+            LinkUp(node_ns, host_veth, master=names.CNI_BRIDGE),
+            AddAddress(pod_ns, names.POD_IFNAME, pod.interface),
+            LinkUp(pod_ns, names.POD_IFNAME),
+            AddRoute(pod_ns, DEFAULT_ROUTE, names.POD_IFNAME, via=node.gateway),
+        ]
+
+    def cluster_steps(self, lab: Lab) -> list[Step]:
+        return []

@@ -1,0 +1,29 @@
+"""`host-gw`: flannel's host-gw backend. Pods are wired as in `bridge`; in addition every node
+gets one route per other node, with that node's underlay IP as the next hop:
+
+    10.244.Y.0/24 via 192.168.1.Y dev eth0
+
+This works only while all nodes share one L2 segment (the next hop must be on-link).
+"""
+
+from __future__ import annotations
+
+from cni_lab import names
+from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.ipam import Lab
+from cni_lab.plan import AddRoute, Step
+
+
+class HostGw(Bridge):
+    name = "host-gw"
+
+    def cluster_steps(self, lab: Lab) -> list[Step]:
+        steps: list[Step] = []
+        for node in lab.nodes:
+            ns = names.node_netns(lab.name, node.name)
+            for other in lab.nodes:
+                # With overlapping pod CIDRs (the collision lesson) the route would shadow the
+                # node's own cni0 subnet; the kernel refuses it anyway, so it is left out.
+                if other is not node and not other.pod_cidr.overlaps(node.pod_cidr):
+                    steps.append(AddRoute(ns, other.pod_cidr, names.NODE_UPLINK, via=other.ip))
+        return steps

@@ -1,0 +1,191 @@
+"""Addresses, the way a cluster hands them out.
+
+- Node underlay IPs: the underlay's hosts in node order from .2 (.1 is left for a router),
+  unless a node gives its own.
+- Pod CIDRs: like kube-controller-manager's range allocator (`--allocate-node-cidrs
+  --cluster-cidr --node-cidr-mask-size`): the cluster CIDR split into /nodeCIDRMaskSize
+  subnets, handed out in node order from the first free one; an explicit podCIDR wins.
+- Pod IPs: like the CNI bridge plugin with host-local IPAM: the first address of the pod CIDR
+  is the gateway on cni0, pods get the next ones in order (first pod .2).
+
+Pure: returns a resolved `Lab` or raises LabError listing every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Iterator
+
+from cni_lab.errors import LabError
+from cni_lab.model import Scenario
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    node: str
+    ip: IPv4Address
+    prefixlen: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.node}/{self.name}"
+
+    @property
+    def interface(self) -> IPv4Interface:
+        return IPv4Interface(f"{self.ip}/{self.prefixlen}")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    ip: IPv4Address
+    pod_cidr: IPv4Network
+    pods: tuple[Pod, ...]
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    @property
+    def gateway(self) -> IPv4Address:
+        """The bridge address pods route through (host-local's default gateway: the first host)."""
+        return self.pod_cidr.network_address + 1
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A scenario with every address decided: what every later stage reads."""
+
+    scenario: Scenario
+    nodes: tuple[Node, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def dataplane(self) -> str:
+        return self.scenario.dataplane
+
+    @property
+    def underlay(self) -> IPv4Network:
+        return self.scenario.underlay
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return tuple(p for n in self.nodes for p in n.pods)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabError(f"lab {self.name} has no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+
+def resolve(scenario: Scenario) -> Lab:
+    problems: list[str] = []
+    warnings: list[str] = []
+    src = scenario.source
+
+    node_ips = _node_ips(scenario, problems)
+    pod_cidrs = _pod_cidrs(scenario, problems, warnings)
+    if problems:
+        raise LabError(*problems)
+
+    nodes = []
+    for i, spec in enumerate(scenario.nodes):
+        cidr = pod_cidrs[i]
+        capacity = cidr.num_addresses - 3  # network, gateway, broadcast
+        if len(spec.pods) > capacity:
+            problems.append(
+                f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s pod CIDR {cidr} "
+                f"({capacity} addresses after the gateway); use a smaller nodeCIDRMaskSize"
+            )
+            continue
+        hosts = _hosts(cidr, skip=1)
+        pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen) for p in spec.pods)
+        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods))
+    if problems:
+        raise LabError(*problems)
+    return Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
+
+
+def _hosts(net: IPv4Network, skip: int = 0) -> Iterator[IPv4Address]:
+    """Usable host addresses of `net` in order, after skipping the first `skip` of them."""
+    first = int(net.network_address) + 1 + skip
+    last = int(net.broadcast_address) - 1
+    for value in range(first, last + 1):
+        yield IPv4Address(value)
+
+
+def _node_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address]:
+    src, underlay = scenario.source, scenario.underlay
+    taken: dict[IPv4Address, str] = {}
+    for i, spec in enumerate(scenario.nodes):
+        if spec.ip is None:
+            continue
+        key = f"{src}: nodes[{i}].ip"
+        if spec.ip not in underlay:
+            problems.append(f"{key}: {spec.ip} is outside the underlay {underlay}")
+        elif spec.ip in (underlay.network_address, underlay.broadcast_address):
+            problems.append(f"{key}: {spec.ip} is the underlay's network or broadcast address")
+        elif spec.ip in taken:
+            problems.append(f"{key}: {spec.ip} is already {taken[spec.ip]}'s address")
+        taken[spec.ip] = spec.name
+    free = (ip for ip in _hosts(underlay, skip=1) if ip not in taken)
+    ips = []
+    for i, spec in enumerate(scenario.nodes):
+        ip = spec.ip if spec.ip is not None else next(free, None)
+        if ip is None:
+            problems.append(f"{src}: nodes[{i}]: the underlay {underlay} has no free address left for {spec.name}")
+            ip = underlay.network_address
+        ips.append(ip)
+    return ips
+
+
+def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> list[IPv4Network]:
+    src, cluster = scenario.source, scenario.cluster_cidr
+    if cluster.overlaps(scenario.underlay):
+        problems.append(f"{src}: networking.clusterCIDR: {cluster} overlaps the underlay {scenario.underlay}")
+    explicit: list[tuple[int, IPv4Network]] = []
+    for i, spec in enumerate(scenario.nodes):
+        if spec.pod_cidr is None:
+            continue
+        key = f"{src}: nodes[{i}].podCIDR"
+        if not spec.pod_cidr.subnet_of(cluster):
+            problems.append(f"{key}: {spec.pod_cidr} is outside the cluster CIDR {cluster}")
+        elif spec.pod_cidr.prefixlen > 30:
+            problems.append(f"{key}: {spec.pod_cidr} is too small for a gateway and a pod (use /30 or larger)")
+        for j, other in explicit:
+            if spec.pod_cidr.overlaps(other):
+                other_name = scenario.nodes[j].name
+                message = f"{spec.pod_cidr} overlaps {other_name}'s {other}"
+                if scenario.allow_overlap:
+                    warnings.append(
+                        f"{spec.name} and {other_name} share pod addresses ({message}): "
+                        "pods on one will not reach the same addresses on the other"
+                    )
+                else:
+                    problems.append(f"{key}: {message} (set allowOverlap: true only to study the collision)")
+        explicit.append((i, spec.pod_cidr))
+
+    candidates = cluster.subnets(new_prefix=scenario.node_cidr_mask_size)
+    cidrs: list[IPv4Network] = []
+    for i, spec in enumerate(scenario.nodes):
+        if spec.pod_cidr is not None:
+            cidrs.append(spec.pod_cidr)
+            continue
+        for candidate in candidates:
+            if not any(candidate.overlaps(c) for _, c in explicit):
+                cidrs.append(candidate)
+                break
+        else:
+            problems.append(
+                f"{src}: nodes[{i}]: the cluster CIDR {cluster} has no free /{scenario.node_cidr_mask_size} "
+                f"left for {spec.name}"
+            )
+            cidrs.append(cluster)
+    return cidrs

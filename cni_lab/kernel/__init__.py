@@ -1,0 +1,1 @@
+"""The only side effects: namespaces, netlink, sysctls, processes. Nothing else imports pyroute2."""

@@ -1,0 +1,197 @@
+"""Entering and making network namespaces, the way iproute2's `ip netns` does, without forks.
+
+`setns(2)` and `unshare(2)` change only the calling thread, so every namespace switch happens on
+a short-lived thread of our own; the main thread never leaves the root namespace (house style
+rule 7). A netlink or UDP socket stays bound to the namespace it was opened in, so one socket
+per namespace is opened that way and then used from anywhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import threading
+from typing import Callable, TypeVar
+
+from pyroute2 import IPRoute
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def _check(result: int, what: str, path: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+
+
+def netns_path(name: str) -> str:
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def on_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` on a fresh thread and return its result (or raise its exception)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="cni-lab-netns")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
+
+
+def _enter(name: str) -> None:
+    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns", name)
+    finally:
+        os.close(fd)
+
+
+def in_netns(name: str, fn: Callable[[], T]) -> T:
+    """Run `fn` inside namespace `name` on a thread of its own."""
+
+    def run() -> T:
+        _enter(name)
+        return fn()
+
+    return on_thread(run)
+
+
+def _prepare_run_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does, so bind mounts propagate."""
+    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
+    run_dir = NETNS_RUN_DIR.encode()
+    if _libc.mount(b"", run_dir, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(_libc.mount(run_dir, run_dir, b"none", MS_BIND | MS_REC, None), "mount --bind", NETNS_RUN_DIR)
+    _check(_libc.mount(b"", run_dir, b"none", MS_SHARED | MS_REC, None), "mount --make-shared", NETNS_RUN_DIR)
+
+
+_run_dir_ready = False
+
+
+def create(name: str) -> bool:
+    """Create a named namespace. Returns False when it already exists (and is a namespace)."""
+    global _run_dir_ready
+    if not _run_dir_ready:
+        _prepare_run_dir()
+        _run_dir_ready = True
+    path = netns_path(name)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        if is_netns(name):
+            return False
+        raise OSError(errno.EEXIST, f"{path} exists but is not a network namespace", path) from None
+
+    def unshare_and_bind() -> None:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+        source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        _check(_libc.mount(source, path.encode(), b"none", MS_BIND, None), "mount", name)
+
+    try:
+        on_thread(unshare_and_bind)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return True
+
+
+def is_netns(name: str) -> bool:
+    """True when /run/netns/<name> is a mounted namespace (not just the empty mount point file)."""
+    try:
+        return os.stat(netns_path(name)).st_dev != os.stat(NETNS_RUN_DIR).st_dev
+    except OSError:
+        return False
+
+
+def inode(name: str) -> int | None:
+    try:
+        return os.stat(netns_path(name)).st_ino
+    except OSError:
+        return None
+
+
+def remove(name: str) -> bool:
+    """Unmount and remove a named namespace; True when there was one. The kernel frees it
+    (and every link in it, veth peers included) once no process holds it."""
+    path = netns_path(name)
+    if not os.path.exists(path):
+        return False
+    _libc.umount2(path.encode(), MNT_DETACH)  # may already be unmounted: not an error
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def listing() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def open_ipr(name: str) -> IPRoute:
+    """An IPRoute whose netlink socket lives in namespace `name`."""
+    sock = in_netns(name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE))
+    return IPRoute(use_socket=sock)
+
+
+def open_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket of namespace `name` (for probes and responders)."""
+    return in_netns(name, lambda: socket.socket(family, kind, proto))
+
+
+def write_sysctl(name: str, key: str, value: str) -> None:
+    """Write /proc/sys/<key> of namespace `name`: /proc/sys/net reflects the opener's namespace."""
+
+    def write() -> None:
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
+
+    in_netns(name, write)
+
+
+def read_sysctl(name: str, key: str) -> str:
+    def read() -> str:
+        with open(f"/proc/sys/{key}") as f:
+            return f.read().strip()
+
+    return in_netns(name, read)
+
+
+def pids_in(names: list[str]) -> dict[int, str]:
+    """Processes whose network namespace is one of `names` (matched by inode, never by name)."""
+    wanted = {ino: n for n in names if (ino := inode(n)) is not None}
+    found: dict[int, str] = {}
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry}/ns/net").st_ino
+        except OSError:
+            continue
+        if ino in wanted:
+            found[int(entry)] = wanted[ino]
+    return found

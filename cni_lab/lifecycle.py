@@ -1,0 +1,231 @@
+"""The lab's life: load → up → status → down. Glue between the pure pipeline
+(model → ipam → plan), the recorded state and the kernel layer. Returns values; prints nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cni_lab import ipam, model, names, plan, state
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import apply, netns
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+BUILTIN_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def require_root(command: str) -> None:
+    """Namespaces need CAP_SYS_ADMIN (mounts, unshare) and CAP_NET_ADMIN (links, routes)."""
+    if os.geteuid() == 0 and _has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
+        return
+    raise LabError(
+        f"cni-lab {command} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to build network namespaces: "
+        f"run it as `sudo cni-lab {command} ...`"
+    )
+
+
+def _has_caps(*caps: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return all(eff >> c & 1 for c in caps)
+
+
+def scenario_path(arg: str) -> Path:
+    """A scenario argument: a file path, or the name of a scenario shipped in scenarios/."""
+    path = Path(arg)
+    if path.exists() or "/" in arg or arg.endswith((".yaml", ".yml")):
+        return path
+    builtin = BUILTIN_SCENARIOS / f"{arg}.yaml"
+    return builtin if builtin.exists() else path
+
+
+def load(arg: str, name: str | None = None) -> Lab:
+    """Scenario file → validated, addressed lab (no root needed)."""
+    return ipam.resolve(model.load_file(scenario_path(arg), name_override=name))
+
+
+def from_state(st: state.LabState) -> Lab:
+    return ipam.resolve(model.load_document(st.document, st.source))
+
+
+@dataclass(frozen=True)
+class UpResult:
+    lab: Lab
+    created: bool  # False when the same lab was already up (a no-op)
+    replaced_stale: bool = False
+
+
+def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
+    require_root("up")
+    the_plan = plan.build(lab)
+    digest = state.LabState.digest_of(lab.scenario.document)
+    with state.locked(lab.name):
+        current = state.read(lab.name)
+        stale = False
+        if current is not None:
+            if current.status == "up" and all(netns.is_netns(n) for n in current.namespaces):
+                if current.digest == digest:
+                    return UpResult(lab=lab, created=False)
+                raise LabError(
+                    f"lab {lab.name} already runs from {current.source} with a different scenario: "
+                    f"run `cni-lab down {lab.name}` first, or `cni-lab up --name OTHER` to run both"
+                )
+            # Left by a killed `up` or damaged by hand: we hold the lock, so nobody builds it now.
+            _teardown(lab.name, current)
+            stale = True
+        elif any(names.lab_of_netns(n) == lab.name for n in netns.listing()):
+            _teardown(lab.name, None)
+            stale = True
+        record = state.LabState(
+            name=lab.name,
+            status="building",
+            source=lab.scenario.source,
+            document=lab.scenario.document,
+            digest=digest,
+            namespaces=list(the_plan.namespaces),
+        )
+        state.write(record)  # first, so a SIGKILL'd `up` still leaves a record `down` can follow
+        try:
+            apply.apply(the_plan, progress)
+        except BaseException:
+            with apply.shielded():
+                state.remove(lab.name)
+            raise
+        record.status = "up"
+        state.write(record)
+    return UpResult(lab=lab, created=True, replaced_stale=stale)
+
+
+def _lab_namespaces(name: str, recorded: state.LabState | None) -> list[str]:
+    found = {n for n in netns.listing() if names.lab_of_netns(n) == name}
+    if recorded is not None:
+        found |= {n for n in recorded.namespaces if os.path.exists(netns.netns_path(n))}
+    return sorted(found)
+
+
+def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
+    with apply.shielded():
+        return apply.remove_namespaces(_lab_namespaces(name, recorded))
+
+
+def down(name: str) -> list[str]:
+    """Remove one lab: what its record names, then anything else carrying its name."""
+    require_root("down")
+    with state.locked(name):
+        try:
+            recorded = state.read(name)
+        except LabError:
+            recorded = None  # a corrupted record: the sweep by name still finds everything
+        removed = _teardown(name, recorded)
+        state.remove(name)
+    return removed
+
+
+def down_all() -> dict[str, list[str]]:
+    """Every lab on the machine, recorded or only found by its namespaces' names."""
+    require_root("down")
+    labs = set(state.names()) | {lab for n in netns.listing() if (lab := names.lab_of_netns(n))}
+    return {lab: down(lab) for lab in sorted(labs) if model.LAB_NAME.match(lab)}
+
+
+def running() -> list[str]:
+    return [n for n in state.names() if state.read(n) is not None]
+
+
+def pick(name: str | None) -> str:
+    """The lab a command means: the one named, or the only one running."""
+    labs = running()
+    if name is not None:
+        if name not in labs:
+            hint = f" (running: {', '.join(labs)})" if labs else " (no lab is running: start one with `sudo cni-lab up SCENARIO`)"
+            raise LabError(f"no lab named {name!r}{hint}")
+        return name
+    if not labs:
+        raise LabError("no lab is running: start one with `sudo cni-lab up SCENARIO`")
+    if len(labs) > 1:
+        raise LabError(f"{len(labs)} labs are running ({', '.join(labs)}): name one")
+    return labs[0]
+
+
+def running_lab(name: str | None) -> tuple[Lab, state.LabState]:
+    lab_name = pick(name)
+    st = state.read(lab_name)
+    if st is None:  # pragma: no cover - removed between pick and read
+        raise LabError(f"lab {lab_name} just went away")
+    return from_state(st), st
+
+
+@dataclass(frozen=True)
+class Status:
+    lab: Lab
+    status: str
+    present: dict[str, bool]  # netns name → exists in the kernel
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "up" and all(self.present.values())
+
+    def to_json(self) -> dict[str, object]:
+        lab = self.lab
+        return {
+            "name": lab.name,
+            "dataplane": lab.dataplane,
+            "status": self.status if self.healthy or self.status != "up" else "degraded",
+            "source": lab.scenario.source,
+            "underlay": str(lab.underlay),
+            "clusterCIDR": str(lab.scenario.cluster_cidr),
+            "warnings": list(lab.warnings),
+            "nodes": [
+                {
+                    "name": node.name,
+                    "netns": (ns := names.node_netns(lab.name, node.name)),
+                    "ip": str(node.ip),
+                    "podCIDR": str(node.pod_cidr),
+                    "gateway": str(node.gateway),
+                    "present": self.present.get(ns, False),
+                    "pods": [
+                        {
+                            "name": pod.name,
+                            "netns": (pns := names.pod_netns(lab.name, node.name, pod.name)),
+                            "ip": str(pod.ip),
+                            "present": self.present.get(pns, False),
+                        }
+                        for pod in node.pods
+                    ],
+                }
+                for node in lab.nodes
+            ],
+        }
+
+
+def status(name: str | None) -> Status:
+    require_root("status")
+    lab, st = running_lab(name)
+    return Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces})
+
+
+def target_netns(lab: Lab, target: str) -> str:
+    """`node1` or `node1/web` (or a bare pod name when unique) → the namespace to run in."""
+    node_name, _, pod_name = target.partition("/")
+    if not pod_name:
+        if any(n.name == target for n in lab.nodes):
+            return names.node_netns(lab.name, target)
+        if target == "underlay":
+            return names.underlay_netns(lab.name)
+        matches = [p for p in lab.pods if p.name == target]
+        if len(matches) == 1:
+            return names.pod_netns(lab.name, matches[0].node, matches[0].name)
+        raise LabError(f"lab {lab.name} has no node or unique pod {target!r}: use NODE or NODE/POD")
+    node = lab.node(node_name)
+    if not any(p.name == pod_name for p in node.pods):
+        raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
+    return names.pod_netns(lab.name, node_name, pod_name)

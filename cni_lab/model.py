@@ -1,0 +1,279 @@
+"""Scenario files → a validated, typed description of the lab.
+
+Pure: no kernel, no subprocess, no terminal. Every problem found is collected and reported at
+once, each naming the file and the key (rule 6 of the house style).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cni_lab.errors import LabError
+
+DATAPLANES = ("bridge", "host-gw")
+VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
+RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
+
+# Names become parts of namespace and interface names. A node's underlay port is called
+# "<node>-eth0" inside the underlay namespace and must fit IFNAMSIZ (15 characters).
+LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+RESERVED_NODE_NAMES = ("underlay",)
+MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port gives "Exchange full"
+
+DEFAULT_CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
+DEFAULT_NODE_MASK = 24
+DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
+
+TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect")
+NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay")
+NODE_KEYS = ("name", "ip", "podCIDR", "pods")
+EXPECT_KEYS = ("from", "to", "rule", "verdict")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Pairs matching `src`/`dst` (globs over endpoint names such as `node1` or `node1/web`)
+    and `rule` must end with one of `verdicts`. `fail` stands for any verdict but `ok`."""
+
+    src: str = "*"
+    dst: str = "*"
+    rule: str | None = None
+    verdicts: frozenset[str] = frozenset({"ok"})
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    ip: IPv4Address | None
+    pod_cidr: IPv4Network | None
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the file says, checked for shape and types; addresses not yet allocated."""
+
+    name: str
+    dataplane: str
+    cluster_cidr: IPv4Network
+    node_cidr_mask_size: int
+    underlay: IPv4Network
+    nodes: tuple[NodeSpec, ...]
+    allow_overlap: bool = False
+    expect: tuple[Expectation, ...] = ()
+    description: str = ""
+    source: str = "<scenario>"
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def load_file(path: str | Path, name_override: str | None = None) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabError(f"{path}: cannot read scenario: {getattr(e, 'strerror', None) or e}") from None
+    return load_text(text, str(path), name_override)
+
+
+def load_text(text: str, source: str, name_override: str | None = None) -> Scenario:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise LabError(f"{source}: not valid YAML{where}: {problem}") from None
+    return load_document(document, source, name_override)
+
+
+def load_document(document: Any, source: str, name_override: str | None = None) -> Scenario:
+    """Check a parsed document and return the Scenario, or raise LabError listing every problem."""
+    c = _Checker(source)
+    if not isinstance(document, dict):
+        raise LabError(f"{source}: a scenario is a mapping with keys {', '.join(TOP_KEYS)}")
+    if name_override is not None:
+        document = {**document, "name": name_override}
+    c.unknown_keys(document, TOP_KEYS, "")
+
+    name = c.name(document.get("name"), "name", LAB_NAME, "1-12 of [a-z0-9-], starting with a letter")
+    dataplane = document.get("dataplane", "host-gw")
+    if dataplane not in DATAPLANES:
+        c.problem("dataplane", f"{dataplane!r} is not one of {', '.join(DATAPLANES)}{_hint(dataplane, DATAPLANES)}")
+
+    networking = document.get("networking") or {}
+    if not isinstance(networking, dict):
+        c.problem("networking", "must be a mapping")
+        networking = {}
+    c.unknown_keys(networking, NETWORKING_KEYS, "networking.")
+    cluster = c.network(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR), "networking.clusterCIDR")
+    underlay = c.network(networking.get("underlay", DEFAULT_UNDERLAY), "networking.underlay")
+    mask = networking.get("nodeCIDRMaskSize", DEFAULT_NODE_MASK)
+    if not isinstance(mask, int) or isinstance(mask, bool) or not 8 <= mask <= 30:
+        c.problem("networking.nodeCIDRMaskSize", f"{mask!r} is not a prefix length between 8 and 30")
+        mask = DEFAULT_NODE_MASK
+    elif cluster is not None and mask < cluster.prefixlen:
+        c.problem("networking.nodeCIDRMaskSize", f"/{mask} is larger than the cluster CIDR {cluster}")
+    if underlay is not None and underlay.num_addresses < 4:
+        c.problem("networking.underlay", f"{underlay} is too small for nodes (use /30 or larger)")
+
+    nodes = c.nodes(document.get("nodes"))
+    allow_overlap = document.get("allowOverlap", False)
+    if not isinstance(allow_overlap, bool):
+        c.problem("allowOverlap", f"{allow_overlap!r} is not true or false")
+        allow_overlap = False
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        c.problem("description", "must be text")
+        description = ""
+    expect = c.expectations(document.get("expect", "full"))
+    c.raise_if_any()
+    assert name is not None and cluster is not None and underlay is not None
+    return Scenario(
+        name=name,
+        dataplane=dataplane,
+        cluster_cidr=cluster,
+        node_cidr_mask_size=mask,
+        underlay=underlay,
+        nodes=nodes,
+        allow_overlap=allow_overlap,
+        expect=expect,
+        description=description,
+        source=source,
+        document=document,
+    )
+
+
+def _hint(value: object, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    """Collects problems as values while walking the document."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {key}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise LabError(*self.problems)
+
+    def unknown_keys(self, mapping: dict[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                self.problem(f"{prefix}{key}", f"unknown key{_hint(key, allowed)}; known keys: {', '.join(allowed)}")
+
+    def name(self, value: Any, key: str, pattern: re.Pattern[str], rule: str) -> str | None:
+        if not isinstance(value, str) or not pattern.match(value):
+            shown = "missing" if value is None else f"{value!r} is not a valid name"
+            self.problem(key, f"{shown}: use {rule}")
+            return None
+        return value
+
+    def network(self, value: Any, key: str) -> IPv4Network | None:
+        try:
+            return IPv4Network(str(value), strict=True)
+        except ValueError as e:
+            self.problem(key, f"{value!r} is not an IPv4 CIDR with host bits zero ({e})")
+            return None
+
+    def nodes(self, value: Any) -> tuple[NodeSpec, ...]:
+        if not isinstance(value, list) or not value:
+            self.problem("nodes", "must be a non-empty list of nodes")
+            return ()
+        nodes = []
+        seen: set[str] = set()
+        for i, raw in enumerate(value):
+            key = f"nodes[{i}]"
+            if not isinstance(raw, dict):
+                self.problem(key, "must be a mapping with keys " + ", ".join(NODE_KEYS))
+                continue
+            self.unknown_keys(raw, NODE_KEYS, f"{key}.")
+            name = self.name(raw.get("name"), f"{key}.name", NODE_NAME, "1-10 of [a-z0-9-], starting with a letter")
+            if name in RESERVED_NODE_NAMES:
+                self.problem(f"{key}.name", f"{name!r} is reserved for the lab's underlay")
+            elif name is not None and name in seen:
+                self.problem(f"{key}.name", f"duplicate node name {name!r}")
+            if name:
+                seen.add(name)
+            ip = None
+            if raw.get("ip") is not None:
+                try:
+                    ip = IPv4Address(str(raw["ip"]))
+                except ValueError:
+                    self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IPv4 address")
+            pod_cidr = self.network(raw["podCIDR"], f"{key}.podCIDR") if raw.get("podCIDR") is not None else None
+            pods = self.pods(raw.get("pods", []), f"{key}.pods")
+            nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods))
+        return tuple(nodes)
+
+    def pods(self, value: Any, key: str) -> tuple[str, ...]:
+        if isinstance(value, bool):
+            self.problem(key, "must be a list of pod names or a count")
+            return ()
+        if isinstance(value, int):
+            if not 0 <= value <= MAX_BRIDGE_PORTS:
+                self.problem(key, f"{value} pods: a node holds 0 to {MAX_BRIDGE_PORTS} pods (a bridge's port limit)")
+                return ()
+            return tuple(f"pod-{i}" for i in range(1, value + 1))
+        if not isinstance(value, list):
+            self.problem(key, "must be a list of pod names or a count")
+            return ()
+        names: list[str] = []
+        for j, pod in enumerate(value):
+            if not isinstance(pod, str) or not POD_NAME.match(pod):
+                self.problem(f"{key}[{j}]", f"{pod!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
+            elif pod in names:
+                self.problem(f"{key}[{j}]", f"duplicate pod name {pod!r}")
+            else:
+                names.append(pod)
+        if len(value) > MAX_BRIDGE_PORTS:
+            self.problem(key, f"{len(value)} pods: a node holds at most {MAX_BRIDGE_PORTS} pods")
+        return tuple(names)
+
+    def expectations(self, value: Any) -> tuple[Expectation, ...]:
+        if value == "full" or value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem("expect", "must be 'full' or a list of {from, to, rule, verdict} entries")
+            return ()
+        out = []
+        for i, raw in enumerate(value):
+            key = f"expect[{i}]"
+            if not isinstance(raw, dict):
+                self.problem(key, "must be a mapping with keys " + ", ".join(EXPECT_KEYS))
+                continue
+            self.unknown_keys(raw, EXPECT_KEYS, f"{key}.")
+            src, dst = raw.get("from", "*"), raw.get("to", "*")
+            for k, v in (("from", src), ("to", dst)):
+                if not isinstance(v, str) or not v:
+                    self.problem(f"{key}.{k}", f"{v!r} is not an endpoint pattern such as node1 or node2/*")
+            rule = raw.get("rule")
+            if rule is not None and rule not in RULES:
+                self.problem(f"{key}.rule", f"{rule!r} is not one of {', '.join(RULES)}{_hint(rule, RULES)}")
+            verdict = raw.get("verdict", "ok")
+            verdicts = verdict if isinstance(verdict, list) else [verdict]
+            allowed = (*VERDICTS, "fail")
+            bad = [v for v in verdicts if v not in allowed]
+            if bad or not verdicts:
+                self.problem(f"{key}.verdict", f"{verdict!r}: use one or a list of {', '.join(allowed)}")
+                continue
+            expanded = set()
+            for v in verdicts:
+                expanded |= set(VERDICTS) - {"ok"} if v == "fail" else {v}
+            out.append(Expectation(src=str(src), dst=str(dst), rule=rule, verdicts=frozenset(expanded)))
+        return tuple(out)
+

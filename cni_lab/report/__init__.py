@@ -1,0 +1,1 @@
+"""Turning results into output: rich for people, JSON and JUnit for machines. Only the CLI prints."""

@@ -153,8 +153,9 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
 
 
 def _hint(value: object, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(value).lower(), list(lowered), n=1)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 class _Checker:

@@ -1,0 +1,49 @@
+"""Test tiers: tests/unit needs nothing; tests/kernel builds real namespaces and needs root.
+
+The session ends by checking that no lab object is left on the machine (namespaces, state
+files, processes), whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cni_lab import names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_root() -> bool:
+    from cni_lab import lifecycle
+
+    return os.geteuid() == 0 and lifecycle._has_caps(lifecycle.CAP_NET_ADMIN, lifecycle.CAP_SYS_ADMIN)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="kernel test: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN); CI runs it as root")
+    for item in items:
+        if "tests/kernel" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.kernel)
+            if not is_root():
+                item.add_marker(skip)
+
+
+def lab_objects() -> set[str]:
+    from cni_lab import state
+    from cni_lab.kernel import netns
+
+    found = {f"netns {n}" for n in netns.listing() if n.startswith(names.PREFIX)}
+    found |= {f"state {n}" for n in state.names()}
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks_after_suite() -> object:
+    before = lab_objects() if is_root() else set()
+    yield
+    if is_root():
+        left = lab_objects() - before
+        assert not left, f"the test suite left lab objects behind: {sorted(left)}"

@@ -1,0 +1,67 @@
+"""The command line through click's CliRunner: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cni_lab.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_validate_a_good_scenario() -> None:
+    code, output = run("validate", str(ROOT / "scenarios/two-nodes.yaml"))
+    assert code == 0
+    assert "10.244.1.2" in output and "is valid" in output
+
+
+def test_validate_by_builtin_name() -> None:
+    assert run("validate", "single-node")[0] == 0
+
+
+def test_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnodes:\n  - name: node1\n    podCidr: 10.244.0.0/24\n")
+    code, output = run("validate", str(bad))
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in output
+    assert f"{bad}: nodes[0].podCidr: unknown key (did you mean 'podCIDR'?)" in lines[0]
+
+
+def test_plan_shows_ip_commands() -> None:
+    code, output = run("plan", str(ROOT / "scenarios/two-nodes.yaml"))
+    assert code == 0
+    assert "route add 10.244.1.0/24 via 192.168.1.3 dev eth0" in output
+
+
+@pytest.mark.parametrize("command", [["up", "two-nodes"], ["status"], ["down", "--all"], ["exec", "node1", "--", "true"]])
+def test_not_root_says_how_to_run_it(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    code, output = run(*command)
+    assert code == 2
+    assert "needs root" in output and "sudo cni-lab" in output
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_python_dash_m_works_like_the_script() -> None:
+    done = subprocess.run([sys.executable, "-m", "cni_lab", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "cni-lab, version" in done.stdout
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci/run").read_text().strip().splitlines()[-1]
+    # the README's command, run as root without sudo
+    readme_lines = [line.strip() for line in readme.splitlines()]
+    assert any(line.replace("sudo ", "") == ci for line in readme_lines if "pytest" in line), ci

@@ -1,0 +1,45 @@
+"""Address allocation the way kube-controller-manager and host-local do it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cni_lab import ipam, model
+
+
+def resolve(doc: dict[str, Any]) -> ipam.Lab:
+    return ipam.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+
+
+def test_defaults_follow_the_seed_picture() -> None:
+    lab = resolve({"nodes": [{"name": "node1", "pods": 2}, {"name": "node2", "pods": ["api"]}]})
+    n1, n2 = lab.nodes
+    assert (str(n1.ip), str(n1.pod_cidr), str(n1.gateway)) == ("192.168.1.2", "10.244.0.0/24", "10.244.0.1")
+    assert [str(p.ip) for p in n1.pods] == ["10.244.0.2", "10.244.0.3"]
+    assert [p.id for p in n1.pods] == ["node1/pod-1", "node1/pod-2"]
+    assert (str(n2.ip), str(n2.pod_cidr), str(n2.pods[0].ip)) == ("192.168.1.3", "10.244.1.0/24", "10.244.1.2")
+
+
+def test_explicit_values_win_and_are_skipped_by_allocation() -> None:
+    lab = resolve({"nodes": [
+        {"name": "a", "pods": 1},
+        {"name": "b", "ip": "192.168.1.2", "podCIDR": "10.244.0.0/24"},
+        {"name": "c"},
+    ]})
+    assert [str(n.ip) for n in lab.nodes] == ["192.168.1.3", "192.168.1.2", "192.168.1.4"]
+    assert [str(n.pod_cidr) for n in lab.nodes] == ["10.244.1.0/24", "10.244.0.0/24", "10.244.2.0/24"]
+
+
+def test_mask_size_splits_the_cluster_cidr() -> None:
+    lab = resolve({"networking": {"clusterCIDR": "10.0.0.0/8", "nodeCIDRMaskSize": 26}, "nodes": [{"name": "a"}, {"name": "b"}]})
+    assert [str(n.pod_cidr) for n in lab.nodes] == ["10.0.0.0/26", "10.0.0.64/26"]
+    assert lab.nodes[0].pods == ()
+
+
+def test_allow_overlap_turns_the_collision_into_a_warning() -> None:
+    lab = resolve({"allowOverlap": True, "nodes": [
+        {"name": "node1", "podCIDR": "10.244.0.0/24", "pods": 1},
+        {"name": "node2", "podCIDR": "10.244.0.0/24", "pods": 1},
+    ]})
+    assert lab.nodes[0].pods[0].ip == lab.nodes[1].pods[0].ip
+    assert len(lab.warnings) == 1 and "node2 and node1 share pod addresses" in lab.warnings[0]

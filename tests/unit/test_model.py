@@ -1,0 +1,88 @@
+"""Scenario validation: every bad input is one line naming the file and the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cni_lab import ipam, model
+from cni_lab.errors import LabError
+
+
+def resolve(doc: dict[str, Any]) -> ipam.Lab:
+    return ipam.resolve(model.load_document(doc, "s.yaml"))
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"name": "lab", "nodes": [{"name": "node1", "pods": 1}, {"name": "node2", "pods": 1}], **extra}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"nodes": [{"name": "n1"}]}, "s.yaml: name: missing"),
+        (base(name="Lab_1"), "s.yaml: name: 'Lab_1' is not a valid name"),
+        (base(name="a-very-long-name"), "s.yaml: name:"),
+        (base(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw (did you mean 'host-gw'?)"),
+        (base(nodez=[]), "s.yaml: nodez: unknown key (did you mean 'nodes'?)"),
+        (base(networking={"clusterCidr": "10.0.0.0/8"}), "s.yaml: networking.clusterCidr: unknown key (did you mean 'clusterCIDR'?)"),
+        (base(networking={"clusterCIDR": "10.244.0.1/16"}), "s.yaml: networking.clusterCIDR: '10.244.0.1/16' is not an IPv4 CIDR"),
+        (base(networking={"nodeCIDRMaskSize": 40}), "s.yaml: networking.nodeCIDRMaskSize: 40 is not a prefix length"),
+        (base(networking={"nodeCIDRMaskSize": 12}), "s.yaml: networking.nodeCIDRMaskSize: /12 is larger than the cluster CIDR"),
+        ({"name": "lab", "nodes": []}, "s.yaml: nodes: must be a non-empty list"),
+        ({"name": "lab", "nodes": [{"name": "n1"}, {"name": "n1"}]}, "s.yaml: nodes[1].name: duplicate node name 'n1'"),
+        ({"name": "lab", "nodes": [{"name": "node-number-1"}]}, "s.yaml: nodes[0].name: 'node-number-1' is not a valid name"),
+        ({"name": "lab", "nodes": [{"name": "underlay"}]}, "s.yaml: nodes[0].name: 'underlay' is reserved"),
+        ({"name": "lab", "nodes": [{"name": "n1", "pods": ["a", "a"]}]}, "s.yaml: nodes[0].pods[1]: duplicate pod name 'a'"),
+        ({"name": "lab", "nodes": [{"name": "n1", "pods": ["a/b"]}]}, "s.yaml: nodes[0].pods[0]: 'a/b' is not a valid pod name"),
+        ({"name": "lab", "nodes": [{"name": "n1", "pods": -1}]}, "s.yaml: nodes[0].pods: -1 pods"),
+        ({"name": "lab", "nodes": [{"name": "n1", "ip": "192.168.2.5"}]}, "s.yaml: nodes[0].ip: 192.168.2.5 is outside the underlay 192.168.1.0/24"),
+        ({"name": "lab", "nodes": [{"name": "n1", "ip": "192.168.1.255"}]}, "s.yaml: nodes[0].ip: 192.168.1.255 is the underlay's network or broadcast address"),
+        ({"name": "lab", "nodes": [{"name": "n1", "ip": "192.168.1.9"}, {"name": "n2", "ip": "192.168.1.9"}]}, "s.yaml: nodes[1].ip: 192.168.1.9 is already n1's address"),
+        ({"name": "lab", "nodes": [{"name": "n1", "podCIDR": "10.0.0.0/24"}]}, "s.yaml: nodes[0].podCIDR: 10.0.0.0/24 is outside the cluster CIDR 10.244.0.0/16"),
+        (
+            {"name": "lab", "nodes": [{"name": "n1", "podCIDR": "10.244.0.0/24"}, {"name": "n2", "podCIDR": "10.244.0.0/25"}]},
+            "s.yaml: nodes[1].podCIDR: 10.244.0.0/25 overlaps n1's 10.244.0.0/24 (set allowOverlap: true",
+        ),
+        ({"name": "lab", "nodes": [{"name": "n1", "podCIDR": "10.244.0.0/29", "pods": 6}]}, "s.yaml: nodes[0].pods: 6 pods do not fit n1's pod CIDR 10.244.0.0/29 (5 addresses"),
+        (base(networking={"clusterCIDR": "192.168.0.0/16"}), "s.yaml: networking.clusterCIDR: 192.168.0.0/16 overlaps the underlay"),
+        (base(allowOverlap="yes"), "s.yaml: allowOverlap: 'yes' is not true or false"),
+        (base(expect=[{"from": "node1", "verdict": "nope"}]), "s.yaml: expect[0].verdict: 'nope'"),
+        (base(expect=[{"rule": "pod-to-pod"}]), "s.yaml: expect[0].rule: 'pod-to-pod' is not one of"),
+    ],
+)
+def test_bad_scenarios_name_file_and_key(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(LabError) as e:
+        resolve(doc)
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+    assert all("\n" not in p for p in e.value.problems)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(LabError) as e:
+        resolve({"name": "BAD", "dataplane": "x", "nodes": [{"name": "n1", "pods": "three"}]})
+    assert len(e.value.problems) == 3
+
+
+def test_not_yaml_and_not_a_mapping() -> None:
+    with pytest.raises(LabError, match=r"s.yaml: not valid YAML \(line 1"):
+        model.load_text("name: [unclosed", "s.yaml")
+    with pytest.raises(LabError, match="s.yaml: a scenario is a mapping"):
+        model.load_text("- 1\n- 2\n", "s.yaml")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(LabError, match="nope.yaml: cannot read scenario"):
+        model.load_file("nope.yaml")
+
+
+def test_name_override_wins() -> None:
+    assert model.load_document(base(), "s.yaml", name_override="other").name == "other"
+    with pytest.raises(LabError, match="name:"):
+        model.load_document(base(), "s.yaml", name_override="../etc")
+
+
+def test_expectations_expand_fail() -> None:
+    s = model.load_document(base(expect=[{"from": "node1/*", "to": "node2/*", "verdict": "fail"}]), "s.yaml")
+    assert s.expect[0].verdicts == frozenset(model.VERDICTS) - {"ok"}

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 from rich.console import Console
 
 from cni_lab import __version__, lifecycle, plan as planning
 from cni_lab.errors import LabError
-from cni_lab.report import terminal
+from cni_lab.probe.check import CheckResult
+from cni_lab.report import machine, terminal
 
 out = Console()
 err = Console(stderr=True)
@@ -191,6 +192,73 @@ def down(lab: str | None, everything: bool) -> None:
     name = lifecycle.pick(lab) if lab is None else lab
     namespaces = lifecycle.down(name)
     out.print(f"[green]✓[/] lab {name} removed ({len(namespaces)} namespaces)")
+
+
+def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None:
+    if junit:
+        with open(junit, "w", encoding="utf-8") as f:
+            f.write(machine.check_junit(result))
+    if as_json:
+        _json(machine.check_json(result))
+    else:
+        out.print(terminal.check_view(result))
+        if junit:
+            out.print(f"JUnit written to {junit}", style="dim")
+
+
+def _probe_progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
+    spinner = err.status(label)
+
+    def progress(done: int, total: int) -> None:
+        spinner.update(f"{label}: {done}/{total} pairs")
+
+    return spinner, progress
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result (schema: docs/check.schema.json).")
+@click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
+def check(lab: str | None, as_json: bool, junit: str | None) -> None:
+    """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
+
+    Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
+    receiver saw (no NAT) and who answered (the right peer). Exit 0 when every pair is as the
+    scenario expects (`ok` unless it says otherwise), 1 when not, 2 on bad input.
+
+    \b
+    Example: sudo cni-lab check --junit check.xml
+    """
+    spinner, progress = _probe_progress("probing")
+    with spinner:
+        result = lifecycle.check(lab, progress)
+    _report_check(result, as_json, junit)
+    sys.exit(0 if result.passed else 1)
+
+
+@cli.command()
+@click.argument("scenario")
+@click.option("--name", help="Run under this lab name instead of the file's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the check result as JSON.")
+@click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
+def run(scenario: str, name: str | None, as_json: bool, junit: str | None) -> None:
+    """Up, check and down in one go, for CI: exits with check's code, never leaves the lab behind.
+
+    \b
+    Example: sudo cni-lab run scenarios/two-nodes.yaml --junit out.xml
+    """
+    lab = lifecycle.load(scenario, name)
+    with err.status(f"building lab {lab.name}…"):
+        result = lifecycle.up(lab)
+    try:
+        spinner, progress = _probe_progress("probing")
+        with spinner:
+            checked = lifecycle.check(lab.name, progress)
+    finally:
+        if result.created:
+            lifecycle.down(lab.name)
+    _report_check(checked, as_json, junit)
+    sys.exit(0 if checked.passed else 1)
 
 
 def main() -> None:

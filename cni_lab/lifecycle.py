@@ -13,6 +13,8 @@ from cni_lab import ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, netns
+from cni_lab.probe import check as probe_check
+from cni_lab.probe.check import CheckResult
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -229,3 +231,12 @@ def target_netns(lab: Lab, target: str) -> str:
     if not any(p.name == pod_name for p in node.pods):
         raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
     return names.pod_netns(lab.name, node_name, pod_name)
+
+
+def check(name: str | None, progress: Callable[[int, int], None] | None = None) -> CheckResult:
+    """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile)."""
+    require_root("check")
+    lab_name = pick(name)
+    with state.locked(lab_name):
+        lab, _ = running_lab(lab_name)
+        return probe_check.run(lab, progress=progress)

@@ -133,6 +133,9 @@ def build(lab: Lab) -> Plan:
             LinkUp(ns, "lo"),
             # A node routes its pods' traffic: the one sysctl every data plane needs.
             SetSysctl(ns, "net/ipv4/ip_forward", "1"),
+            # Answer every undeliverable packet with an ICMP error instead of a rate-limited few,
+            # so `check` and `trace` say "unreachable" for every such pair, not for some.
+            SetSysctl(ns, "net/ipv4/icmp_ratelimit", "0"),
             AddVeth(ns, names.NODE_UPLINK, underlay_ns, port),
             LinkUp(underlay_ns, port, master=names.UNDERLAY_BRIDGE),
             AddAddress(ns, names.NODE_UPLINK, IPv4Interface(f"{node.ip}/{lab.underlay.prefixlen}")),

@@ -10,6 +10,8 @@ from cni_lab import names
 from cni_lab.ipam import Lab
 from cni_lab.lifecycle import Status
 from cni_lab.plan import Plan
+from cni_lab.probe.check import CheckResult
+from cni_lab.probe.pairs import endpoints
 
 
 def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
@@ -60,3 +62,67 @@ def status_view(st: Status) -> RenderableType:
     style = {"up": "green", "building": "yellow"}.get(state, "red")
     header = Text.assemble(("status: ", ""), (state, f"bold {style}"), f" · from {st.lab.scenario.source}")
     return Group(lab_table(st.lab, st.present), header, *warnings(st.lab))
+
+
+VERDICT_STYLE = {"ok": "green", "nat": "magenta", "wrong-peer": "red", "timeout": "yellow", "unreachable": "bright_red"}
+VERDICT_MARK = {"ok": "✓", "nat": "N", "wrong-peer": "W", "timeout": "T", "unreachable": "U"}
+GRID_LIMIT = 16
+
+
+def check_view(result: CheckResult) -> RenderableType:
+    lab = result.lab
+    parts: list[RenderableType] = []
+    endpoint_count = len(endpoints(lab))
+    if endpoint_count <= GRID_LIMIT:
+        parts.append(matrix_grid(result))
+    rules = Table(title=f"lab {lab.name} · {len(result.results)} pairs in {result.duration:.2f}s",
+                  title_justify="left", box=None, show_header=False, pad_edge=False)
+    rules.add_column()
+    rules.add_column()
+    rules.add_column()
+    for s in result.summaries():
+        rs = [r for r in result.results if r.pair.rule == s.rule]
+        must_fail = [r for r in rs if "ok" not in r.pair.expected]
+        text = f"{s.ok}/{s.total} reach the right peer without NAT"
+        if must_fail:
+            text += f" · {sum(r.met for r in must_fail)}/{len(must_fail)} expected failures seen"
+        mark = Text("✓", style="bold green") if s.passed else Text("✗", style="bold red")
+        rules.add_row(Text(s.title, style="bold"), text, mark)
+    parts.append(rules)
+    failures = result.failures
+    if failures:
+        table = Table(title=f"{len(failures)} pairs not as expected", title_justify="left", title_style="bold red")
+        for col in ("from", "to", "verdict", "expected", "why"):
+            table.add_column(col)
+        for r in failures[:50]:
+            table.add_row(f"{r.pair.src.id} {r.pair.src.ip}", f"{r.pair.dst.id} {r.pair.dst.ip}",
+                          Text(r.verdict, style=VERDICT_STYLE[r.verdict]), "/".join(sorted(r.pair.expected)), r.detail)
+        if len(failures) > 50:
+            table.caption = f"… and {len(failures) - 50} more (see --json)"
+        parts.append(table)
+    parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
+    verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
+    parts.append(Text.assemble(verdict, f": {len(result.results) - len(failures)}/{len(result.results)} pairs as expected"))
+    return Group(*parts)
+
+
+def matrix_grid(result: CheckResult) -> Table:
+    eps = endpoints(result.lab)
+    by_pair = {(r.pair.src.id, r.pair.dst.id): r for r in result.results}
+    grid = Table(title="from ↓ to →", caption="✓ ok  N nat  W wrong peer  T timeout  U unreachable  (red: not as expected)",
+                 title_justify="left", caption_justify="left", title_style="dim", caption_style="dim",
+                 box=None, pad_edge=False, padding=(0, 1))
+    grid.add_column("")
+    for i, _ in enumerate(eps):
+        grid.add_column(str(i + 1), justify="center")
+    for i, src in enumerate(eps):
+        cells: list[Text] = [Text(f"{i + 1:>2} {src.id} {src.ip}")]
+        for dst in eps:
+            r = by_pair.get((src.id, dst.id))
+            if r is None:
+                cells.append(Text("-", style="dim"))
+                continue
+            style = VERDICT_STYLE[r.verdict] + ("" if r.met else " on dark_red")
+            cells.append(Text(VERDICT_MARK[r.verdict], style=style))
+        grid.add_row(*cells)
+    return grid

@@ -1,0 +1,1 @@
+"""The connectivity matrix: every ordered pair of endpoints (pods and nodes) probed for real."""

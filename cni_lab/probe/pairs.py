@@ -1,0 +1,86 @@
+"""Which pairs the matrix probes, which Kubernetes rule each belongs to, and what is expected
+of it. Pure: no sockets here."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from cni_lab import names
+from cni_lab.ipam import Lab
+from cni_lab.model import Expectation
+
+# The rules the Kubernetes network model states, plus the underlay for completeness.
+RULE_TITLES = {
+    "pod-pod-same-node": "pod → pod, same node",
+    "pod-pod-cross-node": "pod → pod, across nodes",
+    "node-pod": "node → pod",
+    "pod-node": "pod → node",
+    "node-node": "node → node (underlay)",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str  # "node1" or "node1/web"
+    kind: str  # "pod" | "node"
+    node: str
+    ip: IPv4Address
+    netns: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    index: int
+    src: Endpoint
+    dst: Endpoint
+    rule: str
+    expected: frozenset[str]
+
+
+def endpoints(lab: Lab) -> list[Endpoint]:
+    out = []
+    for node in lab.nodes:
+        out.append(Endpoint(node.name, "node", node.name, node.ip, names.node_netns(lab.name, node.name)))
+        for pod in node.pods:
+            out.append(Endpoint(pod.id, "pod", node.name, pod.ip, names.pod_netns(lab.name, node.name, pod.name)))
+    return out
+
+
+def rule_of(src: Endpoint, dst: Endpoint) -> str:
+    if src.kind == "pod" and dst.kind == "pod":
+        return "pod-pod-same-node" if src.node == dst.node else "pod-pod-cross-node"
+    if src.kind == "node" and dst.kind == "node":
+        return "node-node"
+    return "node-pod" if src.kind == "node" else "pod-node"
+
+
+def expected(expectations: tuple[Expectation, ...], src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:
+    """The first expectation matching the pair decides; pairs nobody mentions must be ok."""
+    for e in expectations:
+        if (e.rule is None or e.rule == rule) and fnmatch.fnmatchcase(src.id, e.src) and fnmatch.fnmatchcase(dst.id, e.dst):
+            return e.verdicts
+    return frozenset({"ok"})
+
+
+def all_pairs(lab: Lab) -> list[Pair]:
+    eps = endpoints(lab)
+    pairs = []
+    for src in eps:
+        for dst in eps:
+            if src is not dst:
+                rule = rule_of(src, dst)
+                pairs.append(Pair(len(pairs), src, dst, rule, expected(lab.scenario.expect, src, dst, rule)))
+    return pairs
+
+
+def neighbours_needed(lab: Lab) -> int:
+    """ARP entries a full matrix creates in the kernel's shared neighbour table: each pod needs
+    its same-node peers and its gateway; each node its pods and the other nodes (both directions)."""
+    total = 0
+    for node in lab.nodes:
+        pods = len(node.pods)
+        total += pods * pods  # each pod: the other pods + its gateway
+        total += pods + len(lab.nodes) - 1  # the node: its pods, the other nodes
+    return total

@@ -1,0 +1,78 @@
+"""Machine-readable check results: JSON (schema in docs/check.schema.json) and JUnit XML."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from cni_lab.probe.check import CheckResult
+from cni_lab.probe.engine import PairResult
+from cni_lab.probe.pairs import endpoints
+
+SCHEMA_ID = "cni-lab/check/v1"
+
+
+def pair_json(r: PairResult) -> dict[str, Any]:
+    p = r.pair
+    return {
+        "src": p.src.id,
+        "dst": p.dst.id,
+        "srcIP": str(p.src.ip),
+        "dstIP": str(p.dst.ip),
+        "rule": p.rule,
+        "verdict": r.verdict,
+        "expected": sorted(p.expected),
+        "met": r.met,
+        "rttMs": None if r.rtt_ms is None else round(r.rtt_ms, 3),
+        "observedSource": r.observed,
+        "answeredBy": r.answered_by,
+        "detail": r.detail,
+    }
+
+
+def check_json(result: CheckResult) -> dict[str, Any]:
+    lab = result.lab
+    return {
+        "schema": SCHEMA_ID,
+        "lab": lab.name,
+        "dataplane": lab.dataplane,
+        "passed": result.passed,
+        "durationSeconds": round(result.duration, 3),
+        "endpoints": [
+            {"id": e.id, "kind": e.kind, "node": e.node, "ip": str(e.ip)} for e in endpoints(lab)
+        ],
+        "rules": [
+            {"rule": s.rule, "title": s.title, "total": s.total, "ok": s.ok, "met": s.met, "passed": s.passed}
+            for s in result.summaries()
+        ],
+        "pairs": [pair_json(r) for r in result.results],
+        "notes": result.notes,
+        "neighbours": {"needed": result.neighbours_needed, "cap": result.neighbour_cap},
+    }
+
+
+def check_junit(result: CheckResult) -> str:
+    """One test case per Kubernetes rule; a failing case lists the pairs that broke it."""
+    summaries = result.summaries()
+    suite = ET.Element(
+        "testsuite",
+        name=f"cni-lab {result.lab.name}",
+        tests=str(len(summaries)),
+        failures=str(sum(not s.passed for s in summaries)),
+        errors="0",
+        time=f"{result.duration:.3f}",
+    )
+    for s in summaries:
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=s.title, time="0")
+        if not s.passed:
+            bad = [r for r in result.results if r.pair.rule == s.rule and not r.met]
+            failure = ET.SubElement(case, "failure", message=f"{s.total - s.met}/{s.total} pairs not as expected")
+            failure.text = "\n".join(
+                f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))}) {r.detail}"
+                for r in bad
+            )
+        else:
+            ET.SubElement(case, "system-out").text = f"{s.met}/{s.total} pairs as expected, {s.ok} ok without NAT"
+    suites = ET.Element("testsuites")
+    suites.append(suite)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)

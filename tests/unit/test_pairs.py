@@ -1,0 +1,45 @@
+"""Which pairs the matrix probes, their rules and their expectations (pure)."""
+
+from __future__ import annotations
+
+from cni_lab import ipam, lifecycle, model
+from cni_lab.probe import pairs
+
+
+def lab(doc: dict) -> ipam.Lab:  # type: ignore[type-arg]
+    return ipam.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+
+
+def test_every_ordered_pair_once_with_its_rule() -> None:
+    ps = pairs.all_pairs(lifecycle.load("two-nodes"))
+    assert len(ps) == 5 * 4
+    assert len({(p.src.id, p.dst.id) for p in ps}) == 20
+    rules = {(p.src.id, p.dst.id): p.rule for p in ps}
+    assert rules[("node1/web", "node1/db")] == "pod-pod-same-node"
+    assert rules[("node1/web", "node2/api")] == "pod-pod-cross-node"
+    assert rules[("node1", "node2/api")] == "node-pod"
+    assert rules[("node2/api", "node1")] == "pod-node"
+    assert rules[("node1", "node2")] == "node-node"
+
+
+def test_first_matching_expectation_decides_and_the_rest_must_be_ok() -> None:
+    the_lab = lab({
+        "nodes": [{"name": "a", "pods": 2}, {"name": "b", "pods": 1}],
+        "expect": [
+            {"from": "a/pod-1", "to": "b/*", "verdict": "nat"},
+            {"from": "a/*", "to": "b/*", "verdict": "fail"},
+            {"rule": "node-node", "verdict": ["ok", "timeout"]},
+        ],
+    })
+    got = {(p.src.id, p.dst.id): p.expected for p in pairs.all_pairs(the_lab)}
+    assert got[("a/pod-1", "b/pod-1")] == {"nat"}
+    assert got[("a/pod-2", "b/pod-1")] == set(model.VERDICTS) - {"ok"}
+    assert got[("a", "b")] == {"ok", "timeout"}
+    assert got[("b/pod-1", "a/pod-1")] == {"ok"}
+
+
+def test_neighbour_estimate_grows_with_pods_per_node() -> None:
+    small = lab({"nodes": [{"name": "a", "pods": 2}, {"name": "b", "pods": 2}]})
+    big = lab({"nodes": [{"name": "a", "pods": 40}, {"name": "b", "pods": 40}]})
+    assert pairs.neighbours_needed(small) == 2 * (4 + 2 + 1)
+    assert pairs.neighbours_needed(big) > 1024

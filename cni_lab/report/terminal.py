@@ -67,6 +67,7 @@ def status_view(st: Status) -> RenderableType:
 VERDICT_STYLE = {"ok": "green", "nat": "magenta", "wrong-peer": "red", "timeout": "yellow", "unreachable": "bright_red"}
 VERDICT_MARK = {"ok": "✓", "nat": "N", "wrong-peer": "W", "timeout": "T", "unreachable": "U"}
 GRID_LIMIT = 16
+GRID_LEGEND = "✓ ok  N nat  W wrong peer  T timeout  U unreachable  (red background: not as expected)"
 
 
 def check_view(result: CheckResult) -> RenderableType:
@@ -74,7 +75,7 @@ def check_view(result: CheckResult) -> RenderableType:
     parts: list[RenderableType] = []
     endpoint_count = len(endpoints(lab))
     if endpoint_count <= GRID_LIMIT:
-        parts.append(matrix_grid(result))
+        parts += [matrix_grid(result), Text(GRID_LEGEND, style="dim")]
     rules = Table(title=f"lab {lab.name} · {len(result.results)} pairs in {result.duration:.2f}s",
                   title_justify="left", box=None, show_header=False, pad_edge=False)
     rules.add_column()
@@ -109,9 +110,7 @@ def check_view(result: CheckResult) -> RenderableType:
 def matrix_grid(result: CheckResult) -> Table:
     eps = endpoints(result.lab)
     by_pair = {(r.pair.src.id, r.pair.dst.id): r for r in result.results}
-    grid = Table(title="from ↓ to →", caption="✓ ok  N nat  W wrong peer  T timeout  U unreachable  (red: not as expected)",
-                 title_justify="left", caption_justify="left", title_style="dim", caption_style="dim",
-                 box=None, pad_edge=False, padding=(0, 1))
+    grid = Table(title="from ↓ to →", title_justify="left", title_style="dim", box=None, pad_edge=False, padding=(0, 1))
     grid.add_column("")
     for i, _ in enumerate(eps):
         grid.add_column(str(i + 1), justify="center")

@@ -1,0 +1,204 @@
+"""Reading a lab back from the kernel: links, addresses, routes, veth peers, route lookups.
+
+`explain`, `trace` and the demo show what these return, never what the plan meant to build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from socket import AF_INET
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from cni_lab.kernel import netns
+
+RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+RT_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+RT_PROTOS = {2: "kernel", 3: "boot", 4: "static", 12: "bird", 16: "dhcp"}
+RT_TABLE_MAIN = 254
+
+
+@dataclass
+class Link:
+    index: int
+    name: str
+    kind: str  # veth, bridge, vxlan, loopback ...
+    up: bool
+    mtu: int
+    mac: str
+    master: str | None = None
+    peer_netns: str | None = None  # for a veth: the namespace holding the other end
+    peer_index: int | None = None
+    peer_name: str | None = None
+    addresses: list[IPv4Interface] = field(default_factory=list)
+
+
+@dataclass
+class Route:
+    dst: str  # "default" or a CIDR
+    dev: str | None
+    gateway: str | None
+    scope: str
+    proto: str
+    type: str
+    prefsrc: str | None
+    onlink: bool
+
+    def describe(self) -> str:
+        parts = [self.dst if self.type == "unicast" else f"{self.type} {self.dst}"]
+        if self.gateway:
+            parts.append(f"via {self.gateway}")
+        if self.dev:
+            parts.append(f"dev {self.dev}")
+        if self.proto not in ("boot", "static"):
+            parts.append(f"proto {self.proto}")
+        if self.scope != "global":
+            parts.append(f"scope {self.scope}")
+        if self.prefsrc:
+            parts.append(f"src {self.prefsrc}")
+        if self.onlink:
+            parts.append("onlink")
+        return " ".join(parts)
+
+
+@dataclass
+class NetnsView:
+    netns: str
+    links: list[Link]
+    routes: list[Route]
+    forwarding: bool
+
+    def link(self, name: str) -> Link | None:
+        return next((lk for lk in self.links if lk.name == name), None)
+
+    def ports(self, bridge: str) -> list[Link]:
+        return [lk for lk in self.links if lk.master == bridge]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The kernel's answer to `ip route get`: where a packet for `dst` goes from here."""
+
+    type: str  # unicast | local | unreachable | ... | error
+    dev: str | None = None
+    gateway: str | None = None
+    prefsrc: str | None = None
+    error: str | None = None
+
+
+def _kind(msg: object) -> str:
+    info = msg.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
+    if info is not None:
+        return str(info.get_attr("IFLA_INFO_KIND") or "")
+    return "loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else "device"  # type: ignore[attr-defined]
+
+
+def read(ns: str, neighbours: list[str]) -> NetnsView:
+    """Everything about one namespace. `neighbours` are the namespaces veth peers may be in."""
+    ipr = netns.open_ipr(ns)
+    try:
+        raw_links = list(ipr.get_links())
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in raw_links}
+        nsids = _nsids(ipr, neighbours)
+        links = []
+        for m in raw_links:
+            master = m.get_attr("IFLA_MASTER")
+            link = Link(
+                index=m["index"],
+                name=m.get_attr("IFLA_IFNAME"),
+                kind=_kind(m),
+                up=bool(m["flags"] & 1),
+                mtu=m.get_attr("IFLA_MTU"),
+                mac=m.get_attr("IFLA_ADDRESS") or "",
+                master=names.get(master) if master else None,
+            )
+            if link.kind == "veth":
+                link.peer_index = m.get_attr("IFLA_LINK")
+                nsid = m.get_attr("IFLA_LINK_NETNSID")
+                link.peer_netns = nsids.get(nsid) if nsid is not None else ns
+            links.append(link)
+        by_index = {lk.index: lk for lk in links}
+        for a in ipr.get_addr(family=AF_INET):
+            owner = by_index.get(a["index"])
+            if owner is not None:
+                owner.addresses.append(IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
+        routes = [_route(r, names) for r in ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN)]
+    finally:
+        ipr.close()
+    forwarding = netns.read_sysctl(ns, "net/ipv4/ip_forward") == "1"
+    return NetnsView(ns, links, routes, forwarding)
+
+
+def _nsids(ipr: IPRoute, neighbours: list[str]) -> dict[int, str]:
+    """nsid (as this namespace numbers its peers) → namespace name."""
+    out = {}
+    for other in neighbours:
+        with contextlib.suppress(OSError):
+            fd = os.open(netns.netns_path(other), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                got = ipr.get_netnsid(fd=fd)
+            finally:
+                os.close(fd)
+            if got and got.get("nsid") is not None and got["nsid"] >= 0:
+                out[got["nsid"]] = other
+    return out
+
+
+def _route(r: object, names: dict[int, str]) -> Route:
+    get = r.get_attr  # type: ignore[attr-defined]
+    dst = get("RTA_DST")
+    length = r["dst_len"]  # type: ignore[index]
+    oif = get("RTA_OIF")
+    return Route(
+        dst=f"{dst}/{length}" if dst else "default",
+        dev=names.get(oif) if oif else None,
+        gateway=get("RTA_GATEWAY"),
+        scope=RT_SCOPES.get(r["scope"], str(r["scope"])),  # type: ignore[index]
+        proto=RT_PROTOS.get(r["proto"], str(r["proto"])),  # type: ignore[index]
+        type=RT_TYPES.get(r["type"], str(r["type"])),  # type: ignore[index]
+        prefsrc=get("RTA_PREFSRC"),
+        onlink=bool(r["flags"] & 4),  # type: ignore[index]
+    )
+
+
+def route_get(ns: str, dst: IPv4Address, src: IPv4Address | None = None, iif: str | None = None) -> Decision:
+    """The kernel's own route lookup in `ns`: as sent from here (no iif) or as forwarded (iif)."""
+    ipr = netns.open_ipr(ns)
+    try:
+        query: dict[str, object] = {"dst": str(dst)}
+        if src is not None:
+            query["src"] = str(src)
+        if iif is not None:
+            found = ipr.link_lookup(ifname=iif)
+            if not found:
+                return Decision("error", error=f"no interface {iif}")
+            query["iif"] = found[0]
+        try:
+            r = ipr.route("get", **query)[0]
+        except NetlinkError as e:
+            return Decision("error", error=os.strerror(e.code).lower())
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+        oif = r.get_attr("RTA_OIF")
+        return Decision(
+            type=RT_TYPES.get(r["type"], str(r["type"])),
+            dev=names.get(oif) if oif else None,
+            gateway=r.get_attr("RTA_GATEWAY"),
+            prefsrc=r.get_attr("RTA_PREFSRC"),
+        )
+    finally:
+        ipr.close()
+
+
+def raw(ns: str) -> str:
+    """What `ip addr`, `ip route` and `bridge link` print inside the namespace."""
+    out = []
+    for command in (["ip", "addr"], ["ip", "route"], ["bridge", "link"]):
+        done = subprocess.run(["ip", "netns", "exec", ns, *command], capture_output=True, text=True)
+        text = (done.stdout + done.stderr).rstrip()
+        out.append(f"$ {' '.join(command)}\n{text}" if text else f"$ {' '.join(command)}")
+    return "\n".join(out)

@@ -1,0 +1,125 @@
+"""`explain`: each node as the kernel has it, put in the words of the lesson."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Any
+
+from cni_lab import names
+from cni_lab.ipam import Lab
+from cni_lab.kernel import inspect
+from cni_lab.kernel.inspect import NetnsView, Route
+
+
+@dataclass
+class PodFacts:
+    name: str
+    netns: str
+    view: NetnsView
+    host_veth: str | None  # the node's end of the pod's veth pair, found from the kernel
+
+    @property
+    def eth0(self) -> inspect.Link | None:
+        return self.view.link(names.POD_IFNAME)
+
+
+@dataclass
+class NodeFacts:
+    name: str
+    netns: str
+    view: NetnsView
+    pods: list[PodFacts]
+    underlay_port: str | None  # the underlay bridge's port that is the other end of this node's eth0
+
+
+def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
+    underlay = names.underlay_netns(lab.name)
+    node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
+    underlay_view = inspect.read(underlay, node_namespaces)
+    port_of = {lk.peer_netns: lk.name for lk in underlay_view.links if lk.kind == "veth"}
+    out = []
+    for n in lab.nodes:
+        if node is not None and n.name != node:
+            continue
+        node_ns = names.node_netns(lab.name, n.name)
+        pod_ns = {p.name: names.pod_netns(lab.name, n.name, p.name) for p in n.pods}
+        view = inspect.read(node_ns, [underlay, *pod_ns.values()])
+        pods = []
+        for pod in n.pods:
+            pview = inspect.read(pod_ns[pod.name], [node_ns])
+            host = next((lk.name for lk in view.links if lk.kind == "veth" and lk.peer_netns == pod_ns[pod.name]), None)
+            pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host))
+        out.append(NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns)))
+    if node is not None and not out:
+        lab.node(node)  # raises the "no such node" error
+    return out
+
+
+def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str:
+    """What a route means in the lesson's words (`in_pod`: a route of a pod, not of its node)."""
+    # With colliding pod CIDRs two nodes share a gateway address: this node's own wins.
+    ordered = sorted(lab.nodes, key=lambda n: n.name == node_name)
+    owner_of_gateway = {str(n.gateway): n.name for n in ordered}
+    node_by_ip = {str(n.ip): n.name for n in lab.nodes}
+    if route.dst == "default":
+        if route.gateway in owner_of_gateway:
+            return f"everything else goes to the gateway {route.gateway} (cni0 on {owner_of_gateway[route.gateway]})"
+        return f"everything else goes to {route.gateway or route.dev}"
+    if route.type == "blackhole":
+        return f"blackhole: drop anything in {route.dst} no more specific route claims"
+    try:
+        dst = IPv4Network(route.dst)
+    except ValueError:
+        return ""
+    if dst == lab.underlay:
+        return "the underlay LAN: other nodes are reached directly"
+    for n in reversed(ordered):
+        if dst == n.pod_cidr:
+            if in_pod and route.gateway is None:
+                return "the pod network: pods of this node are reached directly (ARP over cni0)"
+            if n.name == node_name and route.gateway is None:
+                return f"this node's pod CIDR, on the bridge {route.dev}"
+            if route.gateway in node_by_ip:
+                return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}"
+            return f"route to {n.name}'s pods ({n.pod_cidr})"
+    if dst.prefixlen == 32 and route.gateway is None:
+        return f"a single address straight out of {route.dev}"
+    return ""
+
+
+def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
+    def addr_of(view: NetnsView, ifname: str) -> str | None:
+        link = view.link(ifname)
+        return str(link.addresses[0]) if link and link.addresses else None
+
+    nodes = []
+    for nf in facts:
+        bridge = nf.view.link(names.CNI_BRIDGE)
+        nodes.append({
+            "name": nf.name,
+            "netns": nf.netns,
+            "underlay": {"ifname": names.NODE_UPLINK, "address": addr_of(nf.view, names.NODE_UPLINK),
+                         "peer": nf.underlay_port},
+            "forwarding": nf.view.forwarding,
+            "bridge": None if bridge is None else {
+                "name": bridge.name,
+                "address": addr_of(nf.view, bridge.name),
+                "mtu": bridge.mtu,
+                "ports": sorted(p.name for p in nf.view.ports(bridge.name)),
+            },
+            "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
+                        "meaning": meaning(lab, nf.name, r)} for r in nf.view.routes],
+            "pods": [{
+                "name": pf.name,
+                "netns": pf.netns,
+                "ifname": names.POD_IFNAME,
+                "address": addr_of(pf.view, names.POD_IFNAME),
+                "mtu": pf.eth0.mtu if pf.eth0 else None,
+                "hostVeth": pf.host_veth,
+                "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
+                            "meaning": meaning(lab, nf.name, r, in_pod=True)} for r in pf.view.routes],
+            } for pf in nf.pods],
+        })
+    return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}
+

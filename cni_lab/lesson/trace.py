@@ -1,0 +1,248 @@
+"""`trace`: the path a packet takes, hop by hop, each decision the kernel's own route lookup.
+
+At every namespace the packet reaches, `ip route get` (with the interface it came in on, so
+forwarding is judged as the kernel would) says where it goes next. Which namespace receives it
+is followed over the wiring read from the kernel: veth pairs and bridge ports. The trace then
+goes back the other way, because a reply needs a route too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from cni_lab import names
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import inspect
+from cni_lab.kernel.inspect import NetnsView
+from cni_lab.probe.pairs import Endpoint, endpoints
+
+MAX_HOPS = 16
+
+
+@dataclass
+class Hop:
+    where: str  # a lesson name: node1, node1/web, underlay
+    netns: str
+    came_in: str | None  # interface the packet arrived on (None where it was sent)
+    action: str  # forward | deliver | drop
+    route: str | None = None  # the route that matched, as `ip route` prints it
+    out: str | None = None  # interface it leaves by
+    next_hop: str | None = None
+    wire: list[str] = field(default_factory=list)  # the L2 path to the next namespace
+    reason: str = ""
+
+
+@dataclass
+class Leg:
+    src: Endpoint
+    dst_ip: IPv4Address
+    hops: list[Hop]
+
+    @property
+    def delivered_to(self) -> str | None:
+        last = self.hops[-1] if self.hops else None
+        return last.where if last and last.action == "deliver" else None
+
+
+@dataclass
+class Trace:
+    src: Endpoint
+    dst: Endpoint
+    there: Leg
+    back: Leg | None
+
+    @property
+    def outcome(self) -> str:
+        """ok | wrong-peer | dropped (the probe verdicts a trace can predict)."""
+        if self.there.delivered_to is None:
+            return "dropped"
+        if self.there.delivered_to != self.dst.id:
+            return "wrong-peer"
+        if self.back is None or self.back.delivered_to != self.src.id:
+            return "dropped"
+        return "ok"
+
+    def summary(self) -> str:
+        there = self.there
+        if there.delivered_to is None:
+            last = there.hops[-1]
+            return f"dropped at {last.where}: {last.reason}"
+        if there.delivered_to != self.dst.id:
+            return f"delivered to {there.delivered_to}, not {self.dst.id}: the address {self.dst.ip} is also {there.delivered_to}'s"
+        if self.back is None or self.back.delivered_to is None:
+            last = self.back.hops[-1] if self.back and self.back.hops else None
+            why = f"dropped at {last.where}: {last.reason}" if last else "no way back"
+            return f"delivered to {self.dst.id}, but the reply is {why}"
+        return f"delivered to {self.dst.id}, and the reply reaches {self.src.id}"
+
+
+class Wiring:
+    """The lab's L2 wiring and addresses, read from the kernel once per trace."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        underlay = names.underlay_netns(lab.name)
+        self.views: dict[str, NetnsView] = {}
+        self.label: dict[str, str] = {underlay: "underlay"}
+        node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
+        self.views[underlay] = inspect.read(underlay, node_namespaces)
+        for n in lab.nodes:
+            node_ns = names.node_netns(lab.name, n.name)
+            pod_namespaces = [names.pod_netns(lab.name, n.name, p.name) for p in n.pods]
+            self.views[node_ns] = inspect.read(node_ns, [underlay, *pod_namespaces])
+            self.label[node_ns] = n.name
+            for p in n.pods:
+                pod_ns = names.pod_netns(lab.name, n.name, p.name)
+                self.views[pod_ns] = inspect.read(pod_ns, [node_ns])
+                self.label[pod_ns] = p.id
+
+    def _peer(self, ns: str, ifname: str) -> tuple[str, str] | None:
+        link = self.views[ns].link(ifname)
+        if link is None or link.kind != "veth" or link.peer_netns not in self.views:
+            return None
+        peer = next((lk for lk in self.views[link.peer_netns].links if lk.index == link.peer_index), None)
+        return (link.peer_netns, peer.name) if peer else None
+
+    def segment(self, ns: str, ifname: str) -> list[tuple[str, str, list[str]]]:
+        """Every L3 interface on the same L2 segment as (ns, ifname), with the wire path to it."""
+        start = (ns, ifname)
+        seen = {start}
+        queue: list[tuple[tuple[str, str], list[str]]] = [(start, [])]
+        found = []
+        while queue:
+            (cur_ns, cur_if), path = queue.pop(0)
+            view = self.views[cur_ns]
+            link = view.link(cur_if)
+            if link is None:
+                continue
+            steps: list[tuple[str, str]] = []
+            if link.kind == "bridge":
+                steps += [(cur_ns, p.name) for p in view.ports(cur_if)]
+            if link.master:
+                steps.append((cur_ns, link.master))
+            peer = self._peer(cur_ns, cur_if)
+            if peer:
+                steps.append(peer)
+            for nxt in steps:
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                label = f"{nxt[1]} ({self.label.get(nxt[0], nxt[0])})"
+                nxt_path = [*path, label]
+                nxt_link = self.views[nxt[0]].link(nxt[1])
+                if nxt_link and nxt_link.addresses and nxt != start:
+                    found.append((nxt[0], nxt[1], nxt_path))
+                queue.append((nxt, nxt_path))
+        return found
+
+    def owner(self, ns: str, ifname: str, ip: IPv4Address) -> tuple[str, str, list[str]] | None:
+        for other_ns, other_if, path in self.segment(ns, ifname):
+            link = self.views[other_ns].link(other_if)
+            if link and any(a.ip == ip for a in link.addresses):
+                return other_ns, other_if, path
+        return None
+
+    def matched_route(self, ns: str, dst: IPv4Address) -> str | None:
+        """The route the lookup used, found by longest prefix match over the table read back."""
+        best, best_len = None, -1
+        for r in self.views[ns].routes:
+            net = IPv4Network("0.0.0.0/0") if r.dst == "default" else IPv4Network(r.dst)
+            if dst in net and net.prefixlen > best_len:
+                best, best_len = r, net.prefixlen
+        return best.describe() if best else None
+
+
+def resolve_endpoint(lab: Lab, text: str) -> Endpoint:
+    eps = endpoints(lab)
+    for ep in eps:
+        if ep.id == text:
+            return ep
+    matches = [ep for ep in eps if str(ep.ip) == text or ep.id.split("/")[-1] == text]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise LabError(f"{text!r} is ambiguous in lab {lab.name}: {', '.join(e.id for e in matches)}; use NODE/POD")
+    raise LabError(f"lab {lab.name} has no node, pod or endpoint IP {text!r}")
+
+
+def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address) -> Leg:
+    ns, came_in = src.netns, None
+    hops: list[Hop] = []
+    for _ in range(MAX_HOPS):
+        where = w.label.get(ns, ns)
+        decision = inspect.route_get(ns, dst_ip, src=src.ip if came_in else None, iif=came_in)
+        route = w.matched_route(ns, dst_ip)
+        if decision.type == "local":
+            hops.append(Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}"))
+            break
+        if decision.type != "unicast":
+            reason = _no_route(w.lab, dst_ip) if decision.type in ("error", "unreachable") else decision.type
+            if decision.error and decision.type == "error" and "unreachable" not in decision.error:
+                reason = decision.error
+            hops.append(Hop(where, ns, came_in, "drop", route=route, reason=reason))
+            break
+        next_hop = IPv4Address(decision.gateway) if decision.gateway else dst_ip
+        assert decision.dev is not None
+        owner = w.owner(ns, decision.dev, next_hop)
+        if owner is None:
+            hops.append(Hop(where, ns, came_in, "drop", route=route, out=decision.dev, next_hop=str(next_hop),
+                            reason=f"nobody on {decision.dev}'s segment has {next_hop} (ARP gets no answer)"))
+            break
+        next_ns, next_if, wire = owner
+        hops.append(Hop(where, ns, came_in, "forward", route=route, out=decision.dev, next_hop=str(next_hop), wire=wire))
+        ns, came_in = next_ns, next_if
+    else:
+        hops.append(Hop(w.label.get(ns, ns), ns, came_in, "drop", reason=f"more than {MAX_HOPS} hops: a routing loop"))
+    return Leg(src, dst_ip, hops)
+
+
+def _no_route(lab: Lab, dst: IPv4Address) -> str:
+    for n in lab.nodes:
+        if dst in n.pod_cidr:
+            return f"no route to {n.pod_cidr} ({n.name}'s pod CIDR): the kernel answers 'network unreachable'"
+    return f"no route to {dst}: the kernel answers 'network unreachable'"
+
+
+def trace(lab: Lab, src_text: str, dst_text: str) -> Trace:
+    src, dst = resolve_endpoint(lab, src_text), resolve_endpoint(lab, dst_text)
+    if src == dst:
+        raise LabError("source and destination are the same endpoint")
+    w = Wiring(lab)
+    there = _leg(w, src, dst.ip)
+    back = None
+    if there.delivered_to == dst.id:
+        answering = next(e for e in endpoints(lab) if e.id == there.delivered_to)
+        back = _leg(w, answering, src.ip)
+    return Trace(src, dst, there, back)
+
+
+def to_json(t: Trace) -> dict[str, Any]:
+    def leg(lg: Leg | None) -> list[dict[str, Any]] | None:
+        if lg is None:
+            return None
+        return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
+                 "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason} for h in lg.hops]
+
+    return {
+        "src": t.src.id, "dst": t.dst.id, "srcIP": str(t.src.ip), "dstIP": str(t.dst.ip),
+        "outcome": t.outcome, "summary": t.summary(), "there": leg(t.there), "back": leg(t.back),
+    }
+
+
+def verify(lab: Lab, t: Trace) -> str:
+    """Send the real packets for the traced pair; returns the probe's verdict."""
+    from cni_lab.probe.engine import Prober
+    from cni_lab.probe.pairs import Pair, rule_of
+
+    pair = Pair(0, t.src, t.dst, rule_of(t.src, t.dst), frozenset({"ok"}))
+    with Prober([t.src, t.dst], lab.name) as prober:
+        return prober.run([pair])[0].verdict
+
+
+def agrees(t: Trace, verdict: str) -> bool:
+    if t.outcome == "dropped":
+        return verdict in ("timeout", "unreachable")
+    return t.outcome == verdict

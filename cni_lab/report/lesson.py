@@ -1,0 +1,109 @@
+"""Rich views of the lesson: `explain` trees and `trace` paths."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+from cni_lab.ipam import Lab
+from cni_lab.lesson.explain import NodeFacts, meaning
+from cni_lab.lesson.trace import Leg, Trace
+
+
+def _addr(facts: NodeFacts, ifname: str) -> str:
+    link = facts.view.link(ifname)
+    return ", ".join(str(a) for a in link.addresses) if link and link.addresses else "no address"
+
+
+def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
+    trees = []
+    for nf in facts:
+        node = lab.node(nf.name)
+        tree = Tree(Text.assemble((f"node {nf.name}", "bold"), f"  underlay {_addr(nf, 'eth0')}",
+                                  ("  (ip_forward on)" if nf.view.forwarding else "  (ip_forward OFF)", "dim")))
+        tree.add(f"eth0 {_addr(nf, 'eth0')} ⇄ veth pair ⇄ {nf.underlay_port or '?'} on the underlay switch")
+        bridge = nf.view.link("cni0")
+        if bridge is not None:
+            br = tree.add(Text.assemble(("cni0", "bold"), f" bridge, gateway {_addr(nf, 'cni0')} for the pod CIDR {node.pod_cidr}"))
+            for port in nf.view.ports("cni0"):
+                pod = next((p for p in nf.pods if p.host_veth == port.name), None)
+                label = f"port {port.name} ⇄ veth pair ⇄ " + (f"eth0 of pod {pod.name}" if pod else "?")
+                br.add(label)
+        for pf in nf.pods:
+            eth0 = pf.eth0
+            ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"
+            pod = tree.add(Text.assemble(("pod ", ""), (pf.name, "bold"), f"  eth0 {ip}",
+                                         (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
+            for r in pf.view.routes:
+                pod.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
+        routes = tree.add(Text("routing table", style="bold"))
+        for r in nf.view.routes:
+            routes.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))
+        trees.append(tree)
+    return Group(*trees)
+
+
+def _leg_tree(title: str, leg: Leg) -> Tree:
+    tree = Tree(Text(title, style="bold"))
+    for i, hop in enumerate(leg.hops, 1):
+        came = f" (in on {hop.came_in})" if hop.came_in else ""
+        if hop.action == "deliver":
+            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
+        elif hop.action == "drop":
+            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("dropped", "bold red"), f": {hop.reason}"))
+        else:
+            node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: route ", (hop.route or "?", "cyan"),
+                                          f" → out {hop.out}, next hop {hop.next_hop}"))
+            if hop.wire:
+                node.add(Text(" → ".join(hop.wire), style="dim"))
+    return tree
+
+
+def trace_view(t: Trace, verdict: str | None, agree: bool | None) -> RenderableType:
+    parts: list[RenderableType] = [_leg_tree(f"{t.src.id} ({t.src.ip}) → {t.dst.id} ({t.dst.ip})", t.there)]
+    if t.back is not None:
+        parts.append(_leg_tree(f"reply {t.back.src.id} ({t.back.src.ip}) → {t.src.ip}", t.back))
+    style = "green" if t.outcome == "ok" else "red"
+    parts.append(Text.assemble(("result: ", "bold"), (t.summary(), style)))
+    if verdict is not None:
+        mark = ("✓ agrees", "green") if agree else ("✗ DISAGREES", "bold red")
+        parts.append(Text.assemble(f"real probe: {verdict} ", mark))
+    return Group(*parts)
+
+
+def demo_event(event: object) -> RenderableType:
+    from rich.panel import Panel
+    from rich.rule import Rule
+
+    from cni_lab.lesson import demo
+    from cni_lab.report.terminal import check_view, lab_table, warnings
+
+    if isinstance(event, demo.ActStarted):
+        act = event.act
+        parts: list[RenderableType] = [Rule(f"[bold]Act {act.number}: {act.title}[/]  (scenarios/{act.scenario}.yaml)"),
+                                       Text(act.story)]
+        parts += warnings(event.lab)
+        parts.append(lab_table(event.lab))
+        return Group(*parts)
+    if isinstance(event, demo.Facts):
+        return Group(Text("What the kernel says (read back from the namespaces):", style="bold"),
+                     explain_view(event.lab, event.nodes))
+    if isinstance(event, demo.Traced):
+        return trace_view(event.trace, None, None)
+    if isinstance(event, demo.Proved):
+        return Group(Text("The proof (every pair probed for real):", style="bold"), check_view(event.result))
+    if isinstance(event, demo.ActDone):
+        if event.passed:
+            return Panel(Text(event.act.notice), title=f"Act {event.act.number}: what to notice", border_style="green")
+        return Panel(Text("\n".join(event.problems), style="red"), title=f"Act {event.act.number} did not show what it should",
+                     border_style="red")
+    return Text(str(event))
+
+
+def demo_summary(results: list) -> RenderableType:  # type: ignore[type-arg]
+    lines = Text()
+    for r in results:
+        lines.append("✓ " if r.passed else "✗ ", style="green" if r.passed else "red")
+        lines.append(f"Act {r.act.number}: {r.act.title}\n")
+    return lines

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from cni_lab import __version__, lifecycle, plan as planning
 from cni_lab.errors import LabError
@@ -31,7 +32,7 @@ class LabGroup(click.Group):
             if os.environ.get("CNI_LAB_DEBUG"):
                 raise
             for problem in e.problems:
-                err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+                err.print(Text.assemble(("error: ", "bold red"), problem), highlight=False, soft_wrap=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted: everything this command made was removed[/]")
@@ -69,6 +70,7 @@ def validate(scenario: str, as_json: bool) -> None:
     Example: cni-lab validate scenarios/two-nodes.yaml
     """
     lab = lifecycle.load(scenario)
+    planning.build(lab)  # what the data plane itself rules out (host-gw across segments ...)
     if as_json:
         _json(lifecycle.Status(lab, "planned", {}).to_json())
         return
@@ -221,7 +223,8 @@ def _probe_progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result (schema: docs/check.schema.json).")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
-def check(lab: str | None, as_json: bool, junit: str | None) -> None:
+@click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
+def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 
     Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
@@ -233,7 +236,7 @@ def check(lab: str | None, as_json: bool, junit: str | None) -> None:
     """
     spinner, progress = _probe_progress("probing")
     with spinner:
-        result = lifecycle.check(lab, progress)
+        result = lifecycle.check(lab, progress, mtu=mtu)
     _report_check(result, as_json, junit)
     sys.exit(0 if result.passed else 1)
 
@@ -243,7 +246,8 @@ def check(lab: str | None, as_json: bool, junit: str | None) -> None:
 @click.option("--name", help="Run under this lab name instead of the file's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the check result as JSON.")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
-def run(scenario: str, name: str | None, as_json: bool, junit: str | None) -> None:
+@click.option("--mtu", is_flag=True, help="Also run the MTU check.")
+def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
     """Up, check and down in one go, for CI: exits with check's code, never leaves the lab behind.
 
     \b
@@ -255,7 +259,7 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None) -> No
     try:
         spinner, progress = _probe_progress("probing")
         with spinner:
-            checked = lifecycle.check(lab.name, progress)
+            checked = lifecycle.check(lab.name, progress, mtu=mtu)
     finally:
         if result.created:
             lifecycle.down(lab.name)

@@ -1,7 +1,7 @@
 """Addresses, the way a cluster hands them out.
 
-- Node underlay IPs: the underlay's hosts in node order from .2 (.1 is left for a router),
-  unless a node gives its own.
+- Node underlay IPs: each segment's hosts in node order from .2 (.1 is the segment's router,
+  when the lab has one), unless a node gives its own.
 - Pod CIDRs: like kube-controller-manager's range allocator (`--allocate-node-cidrs
   --cluster-cidr --node-cidr-mask-size`): the cluster CIDR split into /nodeCIDRMaskSize
   subnets, handed out in node order from the first free one; an explicit podCIDR wins.
@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Iterator
 
 from cni_lab.errors import LabError
-from cni_lab.model import Scenario
+from cni_lab.model import Scenario, Segment
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,17 @@ class Node:
     ip: IPv4Address
     pod_cidr: IPv4Network
     pods: tuple[Pod, ...]
+    segment: Segment
+
+    @property
+    def underlay(self) -> IPv4Interface:
+        """The node's eth0 address with its segment's prefix."""
+        return IPv4Interface(f"{self.ip}/{self.segment.cidr.prefixlen}")
+
+    @property
+    def router(self) -> IPv4Address:
+        """Its segment's router address (the first host), where the lab has a router."""
+        return self.segment.cidr.network_address + 1
 
     @property
     def id(self) -> str:
@@ -71,8 +82,24 @@ class Lab:
         return self.scenario.dataplane
 
     @property
-    def underlay(self) -> IPv4Network:
-        return self.scenario.underlay
+    def segments(self) -> tuple[Segment, ...]:
+        return self.scenario.segments
+
+    @property
+    def has_router(self) -> bool:
+        """A router namespace joins the segments, and plays the fabric for `fabric`."""
+        return len(self.segments) > 1 or self.dataplane == "fabric"
+
+    @property
+    def pod_mtu(self) -> int:
+        """What the data plane needs (VXLAN takes 50 bytes), unless the scenario mis-sets it."""
+        if self.scenario.pod_mtu is not None:
+            return self.scenario.pod_mtu
+        return self.overlay_mtu
+
+    @property
+    def overlay_mtu(self) -> int:
+        return self.scenario.underlay_mtu - (50 if self.dataplane == "vxlan" else 0)
 
     @property
     def pods(self) -> tuple[Pod, ...]:
@@ -90,7 +117,8 @@ def resolve(scenario: Scenario) -> Lab:
     warnings: list[str] = []
     src = scenario.source
 
-    node_ips = _node_ips(scenario, problems)
+    segments = _node_segments(scenario, problems)
+    node_ips = _node_ips(scenario, segments, problems)
     pod_cidrs = _pod_cidrs(scenario, problems, warnings)
     if problems:
         raise LabError(*problems)
@@ -107,7 +135,7 @@ def resolve(scenario: Scenario) -> Lab:
             continue
         hosts = _hosts(cidr, skip=1)
         pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen) for p in spec.pods)
-        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods))
+        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i]))
     if problems:
         raise LabError(*problems)
     return Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
@@ -121,35 +149,58 @@ def _hosts(net: IPv4Network, skip: int = 0) -> Iterator[IPv4Address]:
         yield IPv4Address(value)
 
 
-def _node_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address]:
-    src, underlay = scenario.source, scenario.underlay
+def _node_segments(scenario: Scenario, problems: list[str]) -> list[Segment]:
+    """Each node's segment: the one it names, the one holding its IP, or the first."""
+    by_name = {s.name: s for s in scenario.segments}
+    out = []
+    for i, spec in enumerate(scenario.nodes):
+        segment = scenario.segments[0]
+        if spec.segment is not None:
+            if spec.segment in by_name:
+                segment = by_name[spec.segment]
+            else:
+                problems.append(f"{scenario.source}: nodes[{i}].segment: no segment {spec.segment!r} "
+                                f"(segments: {', '.join(by_name)})")
+        elif spec.ip is not None:
+            segment = next((s for s in scenario.segments if spec.ip in s.cidr), segment)
+        out.append(segment)
+    return out
+
+
+def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) -> list[IPv4Address]:
+    src = scenario.source
     taken: dict[IPv4Address, str] = {}
     for i, spec in enumerate(scenario.nodes):
         if spec.ip is None:
             continue
         key = f"{src}: nodes[{i}].ip"
-        if spec.ip not in underlay:
-            problems.append(f"{key}: {spec.ip} is outside the underlay {underlay}")
-        elif spec.ip in (underlay.network_address, underlay.broadcast_address):
+        net = segments[i].cidr
+        where = "the underlay" if len(scenario.segments) == 1 else f"segment {segments[i].name}"
+        if spec.ip not in net:
+            problems.append(f"{key}: {spec.ip} is outside {where} {net}")
+        elif spec.ip in (net.network_address, net.broadcast_address):
             problems.append(f"{key}: {spec.ip} is the underlay's network or broadcast address")
         elif spec.ip in taken:
             problems.append(f"{key}: {spec.ip} is already {taken[spec.ip]}'s address")
+        elif spec.ip == net.network_address + 1 and (len(scenario.segments) > 1 or scenario.dataplane == "fabric"):
+            problems.append(f"{key}: {spec.ip} is the address of {where}'s router")
         taken[spec.ip] = spec.name
-    free = (ip for ip in _hosts(underlay, skip=1) if ip not in taken)
+    free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}
     ips = []
     for i, spec in enumerate(scenario.nodes):
-        ip = spec.ip if spec.ip is not None else next(free, None)
+        ip = spec.ip if spec.ip is not None else next(free[segments[i].name], None)
         if ip is None:
-            problems.append(f"{src}: nodes[{i}]: the underlay {underlay} has no free address left for {spec.name}")
-            ip = underlay.network_address
+            problems.append(f"{src}: nodes[{i}]: the underlay {segments[i].cidr} has no free address left for {spec.name}")
+            ip = segments[i].cidr.network_address
         ips.append(ip)
     return ips
 
 
 def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> list[IPv4Network]:
     src, cluster = scenario.source, scenario.cluster_cidr
-    if cluster.overlaps(scenario.underlay):
-        problems.append(f"{src}: networking.clusterCIDR: {cluster} overlaps the underlay {scenario.underlay}")
+    for segment in scenario.segments:
+        if cluster.overlaps(segment.cidr):
+            problems.append(f"{src}: networking.clusterCIDR: {cluster} overlaps the underlay {segment.cidr}")
     explicit: list[tuple[int, IPv4Network]] = []
     for i, spec in enumerate(scenario.nodes):
         if spec.pod_cidr is None:

@@ -97,7 +97,7 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
         )
         state.write(record)  # first, so a SIGKILL'd `up` still leaves a record `down` can follow
         try:
-            apply.apply(the_plan, progress)
+            apply.apply(the_plan, state.lab_dir(lab.name), progress)
         except BaseException:
             with apply.shielded():
                 state.remove(lab.name)
@@ -183,7 +183,8 @@ class Status:
             "dataplane": lab.dataplane,
             "status": self.status if self.healthy or self.status != "up" else "degraded",
             "source": lab.scenario.source,
-            "underlay": str(lab.underlay),
+            "underlay": {seg.name: str(seg.cidr) for seg in lab.segments},
+            "podMTU": lab.pod_mtu,
             "clusterCIDR": str(lab.scenario.cluster_cidr),
             "warnings": list(lab.warnings),
             "nodes": [
@@ -191,6 +192,7 @@ class Status:
                     "name": node.name,
                     "netns": (ns := names.node_netns(lab.name, node.name)),
                     "ip": str(node.ip),
+                    "segment": node.segment.name,
                     "podCIDR": str(node.pod_cidr),
                     "gateway": str(node.gateway),
                     "present": self.present.get(ns, False),
@@ -223,6 +225,8 @@ def target_netns(lab: Lab, target: str) -> str:
             return names.node_netns(lab.name, target)
         if target == "underlay":
             return names.underlay_netns(lab.name)
+        if target == "router" and lab.has_router:
+            return names.router_netns(lab.name)
         matches = [p for p in lab.pods if p.name == target]
         if len(matches) == 1:
             return names.pod_netns(lab.name, matches[0].node, matches[0].name)
@@ -233,10 +237,10 @@ def target_netns(lab: Lab, target: str) -> str:
     return names.pod_netns(lab.name, node_name, pod_name)
 
 
-def check(name: str | None, progress: Callable[[int, int], None] | None = None) -> CheckResult:
+def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False) -> CheckResult:
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile)."""
     require_root("check")
     lab_name = pick(name)
     with state.locked(lab_name):
         lab, _ = running_lab(lab_name)
-        return probe_check.run(lab, progress=progress)
+        return probe_check.run(lab, progress=progress, mtu=mtu)

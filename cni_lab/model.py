@@ -17,7 +17,7 @@ import yaml
 
 from cni_lab.errors import LabError
 
-DATAPLANES = ("bridge", "host-gw")
+DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
 RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
 
@@ -25,17 +25,20 @@ RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "nod
 # "<node>-eth0" inside the underlay namespace and must fit IFNAMSIZ (15 characters).
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+SEGMENT_NAME = NODE_NAME  # a segment's bridge is "br-<segment>", its router port "r-<segment>"
 POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-RESERVED_NODE_NAMES = ("underlay",)
+RESERVED_NODE_NAMES = ("underlay", "router")
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port gives "Exchange full"
 
 DEFAULT_CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
 DEFAULT_NODE_MASK = 24
 DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
+DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
+DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect")
-NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay")
-NODE_KEYS = ("name", "ip", "podCIDR", "pods")
+NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU")
+NODE_KEYS = ("name", "ip", "podCIDR", "pods", "segment")
 EXPECT_KEYS = ("from", "to", "rule", "verdict")
 
 
@@ -51,11 +54,20 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One L2 segment of the underlay (a rack, a subnet); more than one are joined by a router."""
+
+    name: str
+    cidr: IPv4Network
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     ip: IPv4Address | None
     pod_cidr: IPv4Network | None
     pods: tuple[str, ...]
+    segment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,10 @@ class Scenario:
     dataplane: str
     cluster_cidr: IPv4Network
     node_cidr_mask_size: int
-    underlay: IPv4Network
+    segments: tuple[Segment, ...]
     nodes: tuple[NodeSpec, ...]
+    underlay_mtu: int = DEFAULT_MTU
+    pod_mtu: int | None = None  # None: what the data plane needs; set it to mis-set it on purpose
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
     description: str = ""
@@ -115,15 +129,15 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         networking = {}
     c.unknown_keys(networking, NETWORKING_KEYS, "networking.")
     cluster = c.network(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR), "networking.clusterCIDR")
-    underlay = c.network(networking.get("underlay", DEFAULT_UNDERLAY), "networking.underlay")
+    segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY)))
+    underlay_mtu = c.mtu(networking.get("underlayMTU", DEFAULT_MTU), "networking.underlayMTU")
+    pod_mtu = c.mtu(networking["podMTU"], "networking.podMTU") if networking.get("podMTU") is not None else None
     mask = networking.get("nodeCIDRMaskSize", DEFAULT_NODE_MASK)
     if not isinstance(mask, int) or isinstance(mask, bool) or not 8 <= mask <= 30:
         c.problem("networking.nodeCIDRMaskSize", f"{mask!r} is not a prefix length between 8 and 30")
         mask = DEFAULT_NODE_MASK
     elif cluster is not None and mask < cluster.prefixlen:
         c.problem("networking.nodeCIDRMaskSize", f"/{mask} is larger than the cluster CIDR {cluster}")
-    if underlay is not None and underlay.num_addresses < 4:
-        c.problem("networking.underlay", f"{underlay} is too small for nodes (use /30 or larger)")
 
     nodes = c.nodes(document.get("nodes"))
     allow_overlap = document.get("allowOverlap", False)
@@ -136,14 +150,16 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         description = ""
     expect = c.expectations(document.get("expect", "full"))
     c.raise_if_any()
-    assert name is not None and cluster is not None and underlay is not None
+    assert name is not None and cluster is not None
     return Scenario(
         name=name,
         dataplane=dataplane,
         cluster_cidr=cluster,
         node_cidr_mask_size=mask,
-        underlay=underlay,
+        segments=segments,
         nodes=nodes,
+        underlay_mtu=underlay_mtu,
+        pod_mtu=pod_mtu,
         allow_overlap=allow_overlap,
         expect=expect,
         description=description,
@@ -191,6 +207,40 @@ class _Checker:
             self.problem(key, f"{value!r} is not an IPv4 CIDR with host bits zero ({e})")
             return None
 
+    def mtu(self, value: Any, key: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not 576 <= value <= 9000:
+            self.problem(key, f"{value!r} is not an MTU between 576 and 9000")
+            return DEFAULT_MTU
+        return value
+
+    def segments(self, value: Any) -> tuple[Segment, ...]:
+        """`underlay: 192.168.1.0/24`, or `underlay: {segments: {rack1: CIDR, rack2: CIDR}}`."""
+        if isinstance(value, dict):
+            self.unknown_keys(value, ("segments",), "networking.underlay.")
+            raw = value.get("segments")
+            if not isinstance(raw, dict) or not raw:
+                self.problem("networking.underlay.segments", "must map segment names to CIDRs, e.g. {rack1: 192.168.1.0/24}")
+                return (Segment(DEFAULT_SEGMENT, DEFAULT_UNDERLAY),)
+            items = list(raw.items())
+        else:
+            items = [(DEFAULT_SEGMENT, value)]
+        out: list[Segment] = []
+        for seg_name, cidr in items:
+            key = "networking.underlay" if len(items) == 1 and not isinstance(value, dict) else f"networking.underlay.segments.{seg_name}"
+            if not isinstance(seg_name, str) or not SEGMENT_NAME.match(seg_name):
+                self.problem(key, f"{seg_name!r} is not a valid segment name: use 1-10 of [a-z0-9-], starting with a letter")
+                continue
+            net = self.network(cidr, key)
+            if net is None:
+                continue
+            if net.num_addresses < 4:
+                self.problem(key, f"{net} is too small for nodes (use /30 or larger)")
+            for other in out:
+                if net.overlaps(other.cidr):
+                    self.problem(key, f"{net} overlaps segment {other.name} {other.cidr}")
+            out.append(Segment(seg_name, net))
+        return tuple(out) or (Segment(DEFAULT_SEGMENT, DEFAULT_UNDERLAY),)
+
     def nodes(self, value: Any) -> tuple[NodeSpec, ...]:
         if not isinstance(value, list) or not value:
             self.problem("nodes", "must be a non-empty list of nodes")
@@ -218,7 +268,11 @@ class _Checker:
                     self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IPv4 address")
             pod_cidr = self.network(raw["podCIDR"], f"{key}.podCIDR") if raw.get("podCIDR") is not None else None
             pods = self.pods(raw.get("pods", []), f"{key}.pods")
-            nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods))
+            segment = raw.get("segment")
+            if segment is not None and not isinstance(segment, str):
+                self.problem(f"{key}.segment", f"{segment!r} is not a segment name")
+                segment = None
+            nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods, segment=segment))
         return tuple(nodes)
 
     def pods(self, value: Any, key: str) -> tuple[str, ...]:

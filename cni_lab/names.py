@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 PREFIX = "cnilab-"
-UNDERLAY_BRIDGE = "br-underlay"  # the LAN switch, alone in the underlay namespace
+UNDERLAY_BRIDGE = "br-underlay"  # the LAN switch of the default segment, in the underlay namespace
 NODE_UPLINK = "eth0"  # a node's underlay interface, as on a real machine
 POD_IFNAME = "eth0"  # CNI_IFNAME the kubelet passes
 CNI_BRIDGE = "cni0"  # the bridge plugin's default name, as flannel configures it
@@ -22,6 +22,10 @@ def lab_netns_prefix(lab: str) -> str:
 
 def underlay_netns(lab: str) -> str:
     return f"{PREFIX}{lab}.underlay"
+
+
+def router_netns(lab: str) -> str:
+    return f"{PREFIX}{lab}.router"
 
 
 def node_netns(lab: str, node: str) -> str:
@@ -49,3 +53,25 @@ def pod_host_veth(lab: str, node: str, pod: str) -> str:
     random names, but derived from the pod's identity so a plan is reproducible."""
     digest = hashlib.sha256(f"{lab}/{node}/{pod}".encode()).hexdigest()
     return f"veth{digest[:8]}"
+
+
+def segment_bridge(segment: str) -> str:
+    """The switch of one underlay segment: `br-underlay` for a plain underlay, `br-rack1` ..."""
+    return f"br-{segment}"
+
+
+def router_port(segment: str) -> str:
+    """The underlay bridge's port that is the other end of the router's interface on `segment`."""
+    return f"r-{segment}"
+
+
+FLANNEL_DEVICE = "flannel.1"  # flannel names its VXLAN device flannel.<VNI>
+VXLAN_VNI = 1
+VXLAN_PORT = 8472  # flannel's default: the Linux kernel's historical VXLAN port, not IANA's 4789
+
+
+def vtep_mac(lab: str, node: str) -> str:
+    """The node's VTEP MAC. flannel picks a random locally administered MAC and publishes it in
+    the node's annotations; a hash of the node's identity gives the same kind of MAC, known at plan time."""
+    digest = hashlib.sha256(f"vtep/{lab}/{node}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x0A, *digest[:5]))

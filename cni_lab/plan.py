@@ -96,7 +96,66 @@ class AddRoute:
         return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{onlink}"
 
 
-Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute]
+@dataclass(frozen=True)
+class AddVxlan:
+    netns: str
+    ifname: str
+    vni: int
+    port: int
+    local: IPv4Address
+    dev: str  # the underlay interface the VTEP sends from
+    mac: str
+    mtu: int
+    learning: bool = False
+
+    def describe(self) -> str:
+        learning = "" if self.learning else " nolearning"
+        return (
+            f"ip -n {self.netns} link add {self.ifname} address {self.mac} mtu {self.mtu} type vxlan "
+            f"id {self.vni} local {self.local} dev {self.dev} dstport {self.port}{learning}"
+        )
+
+
+@dataclass(frozen=True)
+class AddNeighbour:
+    """A permanent ARP entry: what flannel writes for each remote VTEP instead of letting ARP ask."""
+
+    netns: str
+    ifname: str
+    ip: IPv4Address
+    mac: str
+
+    def describe(self) -> str:
+        return f"ip -n {self.netns} neigh add {self.ip} lladdr {self.mac} dev {self.ifname} nud permanent"
+
+
+@dataclass(frozen=True)
+class AddFdb:
+    """A forwarding entry of a VXLAN device: frames for `mac` are sent to the VTEP at `dst`."""
+
+    netns: str
+    ifname: str
+    mac: str
+    dst: IPv4Address
+
+    def describe(self) -> str:
+        return f"bridge -n {self.netns} fdb add {self.mac} dev {self.ifname} dst {self.dst} self permanent"
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """A file under the lab's state folder (`path` is relative to it), e.g. flannel's subnet.env."""
+
+    netns: str  # the namespace the file belongs to (for grouping; the file lives on the host's /run)
+    path: str
+    content: str
+
+    def describe(self) -> str:
+        return f"write <lab state>/{self.path}"
+
+
+Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
+             AddFdb, WriteFile]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 
@@ -118,13 +177,15 @@ def build(lab: Lab) -> Plan:
     from cni_lab.dataplanes import get
 
     dataplane = get(lab.dataplane)
+    dataplane.validate(lab)
     underlay_ns = names.underlay_netns(lab.name)
-    steps: list[Step] = [
-        CreateNetns(underlay_ns),
-        LinkUp(underlay_ns, "lo"),
-        AddBridge(underlay_ns, names.UNDERLAY_BRIDGE),
-        LinkUp(underlay_ns, names.UNDERLAY_BRIDGE),
-    ]
+    mtu = lab.scenario.underlay_mtu
+    steps: list[Step] = [CreateNetns(underlay_ns), LinkUp(underlay_ns, "lo")]
+    for segment in lab.segments:
+        bridge = names.segment_bridge(segment.name)
+        steps += [AddBridge(underlay_ns, bridge, mtu), LinkUp(underlay_ns, bridge)]
+    if lab.has_router:
+        steps += _router(lab)
     for node in lab.nodes:
         ns = names.node_netns(lab.name, node.name)
         port = names.underlay_port(node.name)
@@ -136,11 +197,14 @@ def build(lab: Lab) -> Plan:
             # Answer every undeliverable packet with an ICMP error instead of a rate-limited few,
             # so `check` and `trace` say "unreachable" for every such pair, not for some.
             SetSysctl(ns, "net/ipv4/icmp_ratelimit", "0"),
-            AddVeth(ns, names.NODE_UPLINK, underlay_ns, port),
-            LinkUp(underlay_ns, port, master=names.UNDERLAY_BRIDGE),
-            AddAddress(ns, names.NODE_UPLINK, IPv4Interface(f"{node.ip}/{lab.underlay.prefixlen}")),
+            AddVeth(ns, names.NODE_UPLINK, underlay_ns, port, mtu),
+            LinkUp(underlay_ns, port, master=names.segment_bridge(node.segment.name)),
+            AddAddress(ns, names.NODE_UPLINK, node.underlay),
             LinkUp(ns, names.NODE_UPLINK),
         ]
+        if lab.has_router:
+            # Like any machine on a routed network, a node's default gateway is its segment's router.
+            steps.append(AddRoute(ns, DEFAULT_ROUTE, names.NODE_UPLINK, via=node.router))
         steps += dataplane.node_steps(lab, node)
         for pod in node.pods:
             pod_ns = names.pod_netns(lab.name, node.name, pod.name)
@@ -148,3 +212,28 @@ def build(lab: Lab) -> Plan:
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
+
+
+def _router(lab: Lab) -> list[Step]:
+    """The router joining the segments (a ToR/spine, a cloud VPC router): one leg per segment at
+    its first address. `fabric` adds the pod routes a fabric controller would program here."""
+    ns = names.router_netns(lab.name)
+    underlay_ns = names.underlay_netns(lab.name)
+    steps: list[Step] = [
+        CreateNetns(ns),
+        LinkUp(ns, "lo"),
+        SetSysctl(ns, "net/ipv4/ip_forward", "1"),
+        SetSysctl(ns, "net/ipv4/icmp_ratelimit", "0"),
+        # Forward as programmed; do not tell nodes about shortcuts on their own segment.
+        SetSysctl(ns, "net/ipv4/conf/all/send_redirects", "0"),
+    ]
+    for segment in lab.segments:
+        port = names.router_port(segment.name)
+        address = IPv4Interface(f"{segment.cidr.network_address + 1}/{segment.cidr.prefixlen}")
+        steps += [
+            AddVeth(ns, segment.name, underlay_ns, port, lab.scenario.underlay_mtu),
+            LinkUp(underlay_ns, port, master=names.segment_bridge(segment.name)),
+            AddAddress(ns, segment.name, address),
+            LinkUp(ns, segment.name),
+        ]
+    return steps

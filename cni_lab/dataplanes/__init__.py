@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 class DataPlane(Protocol):
     name: str
 
+    def validate(self, lab: Lab) -> None:
+        """Raise LabError when the lab cannot work with this data plane (checked before `up`)."""
+
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         """What a node needs before its pods are wired (a bridge, a tunnel device)."""
 
@@ -28,9 +31,14 @@ class DataPlane(Protocol):
 
 
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bridge, hostgw
+    from cni_lab.dataplanes import bridge, fabric, hostgw, vxlan
 
-    planes: dict[str, DataPlane] = {"bridge": bridge.Bridge(), "host-gw": hostgw.HostGw()}
+    planes: dict[str, DataPlane] = {
+        "bridge": bridge.Bridge(),
+        "host-gw": hostgw.HostGw(),
+        "vxlan": vxlan.Vxlan(),
+        "fabric": fabric.Fabric(),
+    }
     try:
         return planes[name]
     except KeyError:

@@ -20,11 +20,14 @@ from cni_lab.plan import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth
 class Bridge:
     name = "bridge"
 
+    def validate(self, lab: Lab) -> None:
+        pass
+
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
         gateway = IPv4Interface(f"{node.gateway}/{node.pod_cidr.prefixlen}")
         return [
-            AddBridge(ns, names.CNI_BRIDGE),
+            AddBridge(ns, names.CNI_BRIDGE, lab.pod_mtu),
             AddAddress(ns, names.CNI_BRIDGE, gateway),
             LinkUp(ns, names.CNI_BRIDGE),
         ]
@@ -34,7 +37,7 @@ class Bridge:
         pod_ns = names.pod_netns(lab.name, node.name, pod.name)
         host_veth = names.pod_host_veth(lab.name, node.name, pod.name)
         return [
-            AddVeth(pod_ns, names.POD_IFNAME, node_ns, host_veth),
+            AddVeth(pod_ns, names.POD_IFNAME, node_ns, host_veth, lab.pod_mtu),
             LinkUp(node_ns, host_veth, master=names.CNI_BRIDGE),
             AddAddress(pod_ns, names.POD_IFNAME, pod.interface),
             LinkUp(pod_ns, names.POD_IFNAME),

@@ -3,19 +3,38 @@ gets one route per other node, with that node's underlay IP as the next hop:
 
     10.244.Y.0/24 via 192.168.1.Y dev eth0
 
-This works only while all nodes share one L2 segment (the next hop must be on-link).
+This works only while all nodes share one L2 segment: the next hop must be on-link. Across a
+router the kernel refuses such a route ("Nexthop has invalid gateway"), and so does flannel; the
+lab says so before building anything (use `vxlan` or `fabric` there).
 """
 
 from __future__ import annotations
 
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.plan import AddRoute, Step
 
 
 class HostGw(Bridge):
     name = "host-gw"
+
+    def validate(self, lab: Lab) -> None:
+        problems = []
+        for node in lab.nodes:
+            for other in lab.nodes:
+                if other is not node and other.ip not in node.segment.cidr:
+                    problems.append(
+                        f"{lab.scenario.source}: dataplane: host-gw needs every node on one L2 segment, but "
+                        f"{node.name} ({node.segment.name} {node.segment.cidr}) cannot use {other.name}'s "
+                        f"{other.ip} as a next hop (not on-link); use dataplane vxlan or fabric across segments"
+                    )
+                    break
+            if problems:
+                break
+        if problems:
+            raise LabError(*problems)
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []

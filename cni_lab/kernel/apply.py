@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Callable, Iterator
 
 from pyroute2 import IPRoute
@@ -18,17 +19,36 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cni_lab.errors import LabError
 from cni_lab.kernel import netns
-from cni_lab.plan import AddAddress, AddBridge, AddRoute, AddVeth, CreateNetns, LinkUp, Plan, SetSysctl, Step
+from cni_lab.plan import (
+    AddAddress,
+    AddBridge,
+    AddFdb,
+    AddNeighbour,
+    AddRoute,
+    AddVeth,
+    AddVxlan,
+    CreateNetns,
+    LinkUp,
+    Plan,
+    SetSysctl,
+    Step,
+    WriteFile,
+)
 
 EEXIST = 17
 RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+AF_BRIDGE = 7
 
 
 class Session:
-    """One netlink socket per namespace, opened once and reused for every step in it."""
+    """One netlink socket per namespace, opened once and reused for every step in it.
+    `files` is the lab's state folder, where WriteFile steps write."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: Path | None = None) -> None:
         self._ipr: dict[str, IPRoute] = {}
+        self.files = files
 
     def ipr(self, ns: str) -> IPRoute:
         if ns not in self._ipr:
@@ -106,7 +126,8 @@ def apply_step(session: Session, step: Step) -> None:
             if e.code != EEXIST:
                 raise
     elif isinstance(step, AddRoute):
-        route: dict[str, object] = {"dst": str(step.dst), "oif": session.index(step.netns, step.dev)}
+        # proto boot, as `ip route add` and flannel (netlink without a protocol) leave it
+        route: dict[str, object] = {"dst": str(step.dst), "oif": session.index(step.netns, step.dev), "proto": 3}
         if step.via is not None:
             route["gateway"] = str(step.via)
         if step.onlink:
@@ -116,6 +137,29 @@ def apply_step(session: Session, step: Step) -> None:
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
+    elif isinstance(step, AddVxlan):
+        _add_link(
+            session, step.netns, step.ifname, "vxlan",
+            vxlan_id=step.vni, vxlan_local=str(step.local), vxlan_port=step.port,
+            vxlan_learning=int(step.learning), vxlan_link=session.index(step.netns, step.dev),
+            address=step.mac, mtu=step.mtu,
+        )
+    elif isinstance(step, AddNeighbour):
+        # "replace": the same entry again is not an error, like flannel's NeighSet
+        session.ipr(step.netns).neigh("replace", dst=str(step.ip), lladdr=step.mac,
+                                      ifindex=session.index(step.netns, step.ifname), state=NUD_PERMANENT)
+    elif isinstance(step, AddFdb):
+        session.ipr(step.netns).neigh("replace", family=AF_BRIDGE, lladdr=step.mac, dst=str(step.dst),
+                                      ifindex=session.index(step.netns, step.ifname), state=NUD_PERMANENT,
+                                      flags=NTF_SELF)
+    elif isinstance(step, WriteFile):
+        if session.files is None:
+            raise LabError(f"{step.describe()}: no state folder to write to")
+        target = (session.files / step.path).resolve()
+        if session.files.resolve() not in target.parents:
+            raise LabError(f"{step.describe()}: outside the lab's state folder")
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.write_text(step.content)
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
 
@@ -137,11 +181,12 @@ def shielded() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def apply(plan: Plan, progress: Callable[[int, int], None] | None = None) -> None:
-    """Apply every step; on any failure or interruption remove what this call created, then re-raise."""
+def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], None] | None = None) -> None:
+    """Apply every step; on any failure or interruption remove what this call created, then re-raise.
+    Files go under `files` (the lab's state folder), which the caller removes on failure."""
     created: list[str] = []
     total = len(plan.steps)
-    with Session() as session:
+    with Session(files) as session:
         try:
             for i, step in enumerate(plan.steps, 1):
                 if isinstance(step, CreateNetns):

@@ -21,6 +21,13 @@ RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreac
 RT_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 RT_PROTOS = {2: "kernel", 3: "boot", 4: "static", 12: "bird", 16: "dhcp"}
 RT_TABLE_MAIN = 254
+AF_BRIDGE = 7
+NUD_STATES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE", 0x20: "FAILED",
+              0x40: "NOARP", 0x80: "PERMANENT"}
+
+
+def _nud(state: int) -> str:
+    return "|".join(v for k, v in NUD_STATES.items() if state & k) or "NONE"
 
 
 @dataclass
@@ -36,6 +43,9 @@ class Link:
     peer_index: int | None = None
     peer_name: str | None = None
     addresses: list[IPv4Interface] = field(default_factory=list)
+    vxlan: dict[str, object] | None = None  # id, port, local, learning, for a VXLAN device
+    neighbours: list[tuple[str, str, str]] = field(default_factory=list)  # (ip, mac, state) on a VXLAN device
+    fdb: list[tuple[str, str]] = field(default_factory=list)  # (mac, dst) of a VXLAN device
 
 
 @dataclass
@@ -117,6 +127,19 @@ def read(ns: str, neighbours: list[str]) -> NetnsView:
                 mac=m.get_attr("IFLA_ADDRESS") or "",
                 master=names.get(master) if master else None,
             )
+            if link.kind == "vxlan":
+                data = m.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+                link.vxlan = {
+                    "id": data.get_attr("IFLA_VXLAN_ID"),
+                    "port": data.get_attr("IFLA_VXLAN_PORT"),
+                    "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+                    "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+                }
+                for n in ipr.get_neighbours(AF_INET, ifindex=link.index):
+                    link.neighbours.append((n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR"), _nud(n["state"])))
+                for n in ipr.get_neighbours(AF_BRIDGE, ifindex=link.index):
+                    if n.get_attr("NDA_DST"):
+                        link.fdb.append((n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")))
             if link.kind == "veth":
                 link.peer_index = m.get_attr("IFLA_LINK")
                 nsid = m.get_attr("IFLA_LINK_NETNSID")

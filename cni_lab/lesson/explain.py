@@ -36,7 +36,7 @@ class NodeFacts:
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
     underlay = names.underlay_netns(lab.name)
     node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
-    underlay_view = inspect.read(underlay, node_namespaces)
+    underlay_view = inspect.read(underlay, [*node_namespaces, *([names.router_netns(lab.name)] if lab.has_router else [])])
     port_of = {lk.peer_netns: lk.name for lk in underlay_view.links if lk.kind == "veth"}
     out = []
     for n in lab.nodes:
@@ -63,6 +63,8 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
     owner_of_gateway = {str(n.gateway): n.name for n in ordered}
     node_by_ip = {str(n.ip): n.name for n in lab.nodes}
     if route.dst == "default":
+        if any(route.gateway == str(seg.cidr.network_address + 1) for seg in lab.segments) and lab.has_router:
+            return f"everything else goes to the segment's router {route.gateway}"
         if route.gateway in owner_of_gateway:
             return f"everything else goes to the gateway {route.gateway} (cni0 on {owner_of_gateway[route.gateway]})"
         return f"everything else goes to {route.gateway or route.dev}"
@@ -72,14 +74,19 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
         dst = IPv4Network(route.dst)
     except ValueError:
         return ""
-    if dst == lab.underlay:
-        return "the underlay LAN: other nodes are reached directly"
+    for segment in lab.segments:
+        if dst == segment.cidr:
+            if len(lab.segments) == 1:
+                return "the underlay LAN: other nodes are reached directly"
+            return f"underlay segment {segment.name}: nodes on it are reached directly"
     for n in reversed(ordered):
         if dst == n.pod_cidr:
             if in_pod and route.gateway is None:
                 return "the pod network: pods of this node are reached directly (ARP over cni0)"
             if n.name == node_name and route.gateway is None:
                 return f"this node's pod CIDR, on the bridge {route.dev}"
+            if route.dev == names.FLANNEL_DEVICE:
+                return f"route to {n.name}'s pods through the VXLAN tunnel (its VTEP {route.gateway})"
             if route.gateway in node_by_ip:
                 return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}"
             return f"route to {n.name}'s pods ({n.pod_cidr})"
@@ -102,6 +109,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
             "underlay": {"ifname": names.NODE_UPLINK, "address": addr_of(nf.view, names.NODE_UPLINK),
                          "peer": nf.underlay_port},
             "forwarding": nf.view.forwarding,
+            "vxlan": _vxlan_json(nf.view),
             "bridge": None if bridge is None else {
                 "name": bridge.name,
                 "address": addr_of(nf.view, bridge.name),
@@ -123,3 +131,18 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
         })
     return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}
 
+
+
+def _vxlan_json(view: NetnsView) -> dict[str, Any] | None:
+    link = view.link(names.FLANNEL_DEVICE)
+    if link is None or link.vxlan is None:
+        return None
+    return {
+        "name": link.name,
+        "mac": link.mac,
+        "mtu": link.mtu,
+        "addresses": [str(a) for a in link.addresses],
+        **link.vxlan,
+        "neighbours": [{"ip": ip, "mac": mac, "state": st} for ip, mac, st in link.neighbours],
+        "fdb": [{"mac": mac, "dst": dst} for mac, dst in link.fdb],
+    }

@@ -88,7 +88,11 @@ class Wiring:
         self.views: dict[str, NetnsView] = {}
         self.label: dict[str, str] = {underlay: "underlay"}
         node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
-        self.views[underlay] = inspect.read(underlay, node_namespaces)
+        router = [names.router_netns(lab.name)] if lab.has_router else []
+        self.views[underlay] = inspect.read(underlay, [*node_namespaces, *router])
+        for r in router:
+            self.views[r] = inspect.read(r, [underlay])
+            self.label[r] = "router"
         for n in lab.nodes:
             node_ns = names.node_netns(lab.name, n.name)
             pod_namespaces = [names.pod_netns(lab.name, n.name, p.name) for p in n.pods]
@@ -139,10 +143,30 @@ class Wiring:
         return found
 
     def owner(self, ns: str, ifname: str, ip: IPv4Address) -> tuple[str, str, list[str]] | None:
+        link = self.views[ns].link(ifname)
+        if link is not None and link.vxlan is not None:
+            return self._tunnel(ns, link, ip)
         for other_ns, other_if, path in self.segment(ns, ifname):
             link = self.views[other_ns].link(other_if)
             if link and any(a.ip == ip for a in link.addresses):
                 return other_ns, other_if, path
+        return None
+
+    def _tunnel(self, ns: str, link: inspect.Link, ip: IPv4Address) -> tuple[str, str, list[str]] | None:
+        """Across a VXLAN device: the neighbour entry gives the remote VTEP's MAC, the fdb entry the
+        node IP the encapsulated frame is sent to, and that node's VXLAN device receives it."""
+        mac = next((m for n_ip, m, _ in link.neighbours if n_ip == str(ip)), None)
+        remote = next((dst for m, dst in link.fdb if m == mac), None)
+        if mac is None or remote is None:
+            return None
+        for other_ns, view in self.views.items():
+            other = view.link(link.name)
+            if other_ns != ns and other is not None and other.mac == mac:
+                wire = [f"VXLAN VNI {link.vxlan['id'] if link.vxlan else '?'}: {mac} is at {remote}, "
+                        f"so the frame goes as UDP {link.vxlan['port'] if link.vxlan else '?'} "
+                        f"{link.vxlan['local'] if link.vxlan else '?'} → {remote} over the underlay",
+                        f"{other.name} ({self.label.get(other_ns, other_ns)})"]
+                return other_ns, other.name, wire
         return None
 
     def matched_route(self, ns: str, dst: IPv4Address) -> str | None:

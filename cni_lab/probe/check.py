@@ -9,6 +9,7 @@ from typing import Callable
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import pairs as pairing
+from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe.engine import PairResult, Prober, Settings
 
 GC_THRESH3 = "net/ipv4/neigh/default/gc_thresh3"
@@ -35,10 +36,11 @@ class CheckResult:
     neighbours_needed: int
     neighbour_cap: int | None
     notes: list[str] = field(default_factory=list)
+    mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
 
     @property
     def passed(self) -> bool:
-        return all(r.met for r in self.results)
+        return all(r.met for r in self.results) and all(m.passed for m in self.mtu or [])
 
     @property
     def failures(self) -> list[PairResult]:
@@ -62,7 +64,8 @@ def neighbour_cap() -> int | None:
         return None
 
 
-def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> CheckResult:
+def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int], None] | None = None,
+        mtu: bool = False) -> CheckResult:
     settings = settings or Settings()
     pairs = pairing.all_pairs(lab)
     needed = pairing.neighbours_needed(lab)
@@ -86,4 +89,5 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     started = time.monotonic()
     with Prober(pairing.endpoints(lab), lab.name, settings) as prober:
         results = prober.run(pairs, progress)
-    return CheckResult(lab, results, time.monotonic() - started, needed, cap, notes)
+        mtu_results = mtu_check.run(prober, pairs, lab.pod_mtu) if mtu else None
+    return CheckResult(lab, results, time.monotonic() - started, needed, cap, notes, mtu_results)

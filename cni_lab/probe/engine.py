@@ -26,6 +26,8 @@ from cni_lab.kernel import netns
 from cni_lab.probe.pairs import Endpoint, Pair
 
 PROBE_PORT = 31999
+IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # DF always set, the path MTU cache ignored: a size test
+HEADERS = 28  # IPv4 + UDP
 MAGIC = b"CNIL"
 ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_TIME_EXCEEDED = 8, 0, 3, 11
 UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
@@ -94,6 +96,7 @@ def _raise_fd_limit(needed: int) -> None:
 class Prober:
     def __init__(self, endpoints: list[Endpoint], lab_name: str, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        self.sizes: dict[int, int] | None = None
         self.lab_name = lab_name
         self.token = os.urandom(4)
         self.endpoints = endpoints
@@ -107,6 +110,7 @@ class Prober:
             udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             udp.bind((str(ep.ip), PROBE_PORT))
+            udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
             udp.setblocking(False)
             raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
             raw.bind((str(ep.ip), 0))
@@ -135,8 +139,12 @@ class Prober:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None) -> list[PairResult]:
+    def run(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None,
+            sizes: dict[int, int] | None = None) -> list[PairResult]:
+        """Probe every pair. With `sizes` (pair index → IP packet size) only UDP probes of exactly
+        that size are sent, with DF set: an MTU test."""
         s = self.settings
+        self.sizes = sizes
         flights = {p.index: _Flight(PairResult(p)) for p in pairs}
         queue = list(pairs)
         queue.reverse()  # pop() from the end keeps the given order
@@ -181,11 +189,17 @@ class Prober:
         dst = str(p.dst.ip)
         try:
             if not r.udp_ok:
-                self.udp[p.src.id].sendto(b"Q" + MAGIC + self.token + struct.pack("!Id", p.index, now), (dst, PROBE_PORT))
-            if not r.icmp_ok:
+                query = b"Q" + MAGIC + self.token + struct.pack("!Id", p.index, now)
+                if self.sizes is not None:
+                    query = query.ljust(self.sizes[p.index] - HEADERS, b"\0")
+                self.udp[p.src.id].sendto(query, (dst, PROBE_PORT))
+            if not r.icmp_ok and self.sizes is None:
                 self.icmp[p.src.id].sendto(_echo(p.index, self.token, now), (dst, 0))
         except OSError as e:
-            if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
+            if e.errno == errno.EMSGSIZE:
+                r.detail = f"{self.sizes and self.sizes.get(p.index)} bytes is more than {p.src.id}'s own MTU"
+                flight.done = True
+            elif e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
                 r.verdict, r.detail = "unreachable", f"{p.src.id} has no route to {dst} ({os.strerror(e.errno)})"
                 flight.done = True
             elif e.errno not in (errno.EAGAIN, errno.ENOBUFS):
@@ -204,7 +218,7 @@ class Prober:
             elif r.observed != str(p.src.ip):
                 r.verdict = "nat"
                 r.detail = f"{p.dst.id} saw the packet come from {r.observed}, not {p.src.ip}"
-            elif r.icmp_ok:
+            elif r.icmp_ok or self.sizes is not None:
                 r.verdict = "ok"
             else:
                 r.verdict, r.detail = "timeout", "UDP answered but the ICMP echo was not"
@@ -214,7 +228,7 @@ class Prober:
 
     def _maybe_done(self, flight: _Flight) -> None:
         r = flight.result
-        if r.udp_ok and r.icmp_ok:
+        if r.udp_ok and (r.icmp_ok or self.sizes is not None):
             self._finish(flight)
         elif r.udp_ok and r.answered_by != _identity(self.lab_name, r.pair.dst):
             self._finish(flight)  # a wrong peer needs no more evidence
@@ -236,8 +250,9 @@ class Prober:
     def _on_udp(self, sock: socket.socket, ep: Endpoint, data: bytes, addr: tuple[str, int],
                 flights: dict[int, _Flight], now: float) -> None:
         if data[:1] == b"Q" and data[1:5] == MAGIC:
-            # answer as a responder: echo the nonce, say what source we saw and who we are
-            reply = b"R" + data[1:] + f"|{addr[0]}|{_identity(self.lab_name, ep)}".encode()
+            # answer as a responder: echo the nonce (not the padding: only the way there is
+            # size-tested), say what source we saw and who we are
+            reply = b"R" + data[1:21] + f"|{addr[0]}|{_identity(self.lab_name, ep)}".encode()
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
             return

@@ -30,6 +30,15 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 pod = next((p for p in nf.pods if p.host_veth == port.name), None)
                 label = f"port {port.name} ⇄ veth pair ⇄ " + (f"eth0 of pod {pod.name}" if pod else "?")
                 br.add(label)
+        vx = nf.view.link("flannel.1")
+        if vx is not None and vx.vxlan is not None:
+            v = vx.vxlan
+            tun = tree.add(Text.assemble(("flannel.1", "bold"), f" VXLAN VTEP {_addr(nf, 'flannel.1')} mac {vx.mac}, "
+                                         f"VNI {v['id']}, UDP {v['port']}, local {v['local']}, mtu {vx.mtu}"
+                                         + ("" if v["learning"] else ", no learning")))
+            for ip, mac, state in vx.neighbours:
+                fdb = next((dst for m, dst in vx.fdb if m == mac), None)
+                tun.add(f"neighbour {ip} is {mac} ({state.lower()}); fdb sends {mac} to {fdb or '?'}")
         for pf in nf.pods:
             eth0 = pf.eth0
             ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"

@@ -48,6 +48,10 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "pairs": [pair_json(r) for r in result.results],
         "notes": result.notes,
         "neighbours": {"needed": result.neighbours_needed, "cap": result.neighbour_cap},
+        "mtu": None if result.mtu is None else [
+            {"src": m.pair.src.id, "dst": m.pair.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}
+            for m in result.mtu
+        ],
     }
 
 
@@ -73,6 +77,14 @@ def check_junit(result: CheckResult) -> str:
             )
         else:
             ET.SubElement(case, "system-out").text = f"{s.met}/{s.total} pairs as expected, {s.ok} ok without NAT"
+    if result.mtu is not None:
+        suite.set("tests", str(len(summaries) + 1))
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="MTU", time="0")
+        bad = [m for m in result.mtu if not m.passed]
+        if bad:
+            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
+            failure = ET.SubElement(case, "failure", message=f"{len(bad)} pairs lose {result.lab.pod_mtu}-byte packets")
+            failure.text = "\n".join(f"{m.pair.src.id} → {m.pair.dst.id}: largest that passes {m.largest}" for m in bad)
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

@@ -15,7 +15,8 @@ from cni_lab.probe.pairs import endpoints
 
 
 def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
-    title = f"lab [bold]{lab.name}[/] · data plane [bold]{lab.dataplane}[/] · underlay {lab.underlay}"
+    underlay = ", ".join(f"{s.name} {s.cidr}" if len(lab.segments) > 1 else str(s.cidr) for s in lab.segments)
+    title = f"lab [bold]{lab.name}[/] · data plane [bold]{lab.dataplane}[/] · underlay {underlay}"
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("node")
     table.add_column("underlay IP")
@@ -34,7 +35,8 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
         node_label = Text(node.name, style="bold")
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):
             node_label.append(" (missing)", style="red")
-        table.add_row(node_label, str(node.ip), str(node.pod_cidr), str(node.gateway), pods or "-")
+        ip = f"{node.ip} ({node.segment.name})" if len(lab.segments) > 1 else str(node.ip)
+        table.add_row(node_label, ip, str(node.pod_cidr), str(node.gateway), pods or "-")
     return table
 
 
@@ -101,9 +103,14 @@ def check_view(result: CheckResult) -> RenderableType:
         if len(failures) > 50:
             table.caption = f"… and {len(failures) - 50} more (see --json)"
         parts.append(table)
+    if result.mtu is not None:
+        parts.append(mtu_view(result))
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
-    parts.append(Text.assemble(verdict, f": {len(result.results) - len(failures)}/{len(result.results)} pairs as expected"))
+    summary = f": {len(result.results) - len(failures)}/{len(result.results)} pairs as expected"
+    if result.mtu is not None and not all(m.passed for m in result.mtu):
+        summary += ", but full-size packets are lost (MTU)"
+    parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
 
 
@@ -125,3 +132,17 @@ def matrix_grid(result: CheckResult) -> Table:
             cells.append(Text(VERDICT_MARK[r.verdict], style=style))
         grid.add_row(*cells)
     return grid
+
+
+def mtu_view(result: CheckResult) -> RenderableType:
+    mtu = result.mtu or []
+    size = result.lab.pod_mtu
+    good = sum(m.passed for m in mtu)
+    mark = Text("✓", style="bold green") if good == len(mtu) else Text("✗", style="bold red")
+    head = Text.assemble(("MTU", "bold"), f"  {good}/{len(mtu)} cross-node pod pairs carry {size}-byte packets with DF set  ", mark)
+    lines = [head]
+    for m in mtu:
+        if not m.passed:
+            largest = f"largest that passes: {m.largest} bytes" if m.largest else "nothing passes"
+            lines.append(Text(f"  {m.pair.src.id} → {m.pair.dst.id}: {size} bytes lost, {largest}", style="red"))
+    return Group(*lines)

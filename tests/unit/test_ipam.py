@@ -43,3 +43,25 @@ def test_allow_overlap_turns_the_collision_into_a_warning() -> None:
     ]})
     assert lab.nodes[0].pods[0].ip == lab.nodes[1].pods[0].ip
     assert len(lab.warnings) == 1 and "node2 and node1 share pod addresses" in lab.warnings[0]
+
+
+def test_segments_allocate_per_segment_and_reserve_the_router() -> None:
+    lab = resolve({
+        "dataplane": "vxlan",
+        "networking": {"underlay": {"segments": {"rack1": "192.168.1.0/24", "rack2": "192.168.2.0/24"}}},
+        "nodes": [{"name": "a", "segment": "rack1"}, {"name": "b", "segment": "rack2"},
+                  {"name": "c", "ip": "192.168.2.9"}, {"name": "d", "segment": "rack1"}],
+    })
+    assert [(n.segment.name, str(n.ip)) for n in lab.nodes] == [
+        ("rack1", "192.168.1.2"), ("rack2", "192.168.2.2"), ("rack2", "192.168.2.9"), ("rack1", "192.168.1.3")]
+    assert lab.has_router and str(lab.nodes[1].router) == "192.168.2.1"
+
+
+def test_mtus_follow_the_data_plane_unless_mis_set() -> None:
+    vx = resolve({"dataplane": "vxlan", "nodes": [{"name": "a"}]})
+    assert (vx.overlay_mtu, vx.pod_mtu) == (1450, 1450)
+    jumbo = resolve({"dataplane": "vxlan", "networking": {"underlayMTU": 9000}, "nodes": [{"name": "a"}]})
+    assert jumbo.pod_mtu == 8950
+    wrong = resolve({"dataplane": "vxlan", "networking": {"podMTU": 1500}, "nodes": [{"name": "a"}]})
+    assert (wrong.overlay_mtu, wrong.pod_mtu) == (1450, 1500)
+    assert resolve({"dataplane": "host-gw", "nodes": [{"name": "a"}]}).pod_mtu == 1500

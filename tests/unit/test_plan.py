@@ -45,3 +45,27 @@ def test_pure_layers_do_not_touch_the_kernel_or_terminal(module: str) -> None:
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not imported & {"pyroute2", "subprocess", "rich", "socket"}, path
+
+
+def test_data_planes_refuse_what_cannot_work() -> None:
+    from cni_lab.errors import LabError
+
+    racks = {"underlay": {"segments": {"rack1": "192.168.1.0/24", "rack2": "192.168.2.0/24"}}}
+    doc = {"name": "lab", "dataplane": "host-gw", "networking": racks,
+           "nodes": [{"name": "a", "segment": "rack1"}, {"name": "b", "segment": "rack2"}]}
+    with pytest.raises(LabError, match="host-gw needs every node on one L2 segment, but a .* cannot use b's 192.168.2.2"):
+        plan.build(lifecycle.ipam.resolve(lifecycle.model.load_document(doc, "s.yaml")))
+    overlap = {"name": "lab", "dataplane": "fabric", "allowOverlap": True,
+               "nodes": [{"name": "a", "podCIDR": "10.244.0.0/24"}, {"name": "b", "podCIDR": "10.244.0.0/24"}]}
+    with pytest.raises(LabError, match="fabric routes each pod CIDR to one node"):
+        plan.build(lifecycle.ipam.resolve(lifecycle.model.load_document(overlap, "s.yaml")))
+
+
+def test_vxlan_plan_has_flannels_three_entries_per_remote_node() -> None:
+    steps = plan.build(lifecycle.load("vxlan")).describe()
+    node1 = [s for s in steps if "cnilab-vxlan.node1 " in s or "cnilab-vxlan.node1 " in s + " "]
+    assert any("link add flannel.1" in s and "type vxlan id 1 local 192.168.1.2 dev eth0 dstport 8472 nolearning" in s
+               and "mtu 1450" in s for s in node1)
+    assert any(s.endswith("route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink") for s in node1)
+    assert any("neigh add 10.244.2.0 lladdr 0a:" in s and s.endswith("nud permanent") for s in node1)
+    assert any("fdb add 0a:" in s and s.endswith("dst 192.168.1.4 self permanent") for s in node1)

@@ -123,7 +123,9 @@ def up(scenario: str, name: str | None, as_json: bool) -> None:
         _json(lifecycle.status(lab.name).to_json())
         return
     out.print(terminal.lab_table(lab))
-    if not result.created:
+    if result.healed:
+        out.print(f"[green]✓[/] lab {lab.name} was up; started again what had died: {', '.join(result.healed)}")
+    elif not result.created:
         out.print(f"[green]✓[/] lab {lab.name} was already up with this scenario: nothing to do")
     else:
         if result.replaced_stale:

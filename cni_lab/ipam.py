@@ -7,6 +7,8 @@
   subnets, handed out in node order from the first free one; an explicit podCIDR wins.
 - Pod IPs: like the CNI bridge plugin with host-local IPAM: the first address of the pod CIDR
   is the gateway on cni0, pods get the next ones in order (first pod .2).
+- With `bgp` (Calico), a node's pod CIDR is its IPAM block (/blockSize, /26 by default) and, as
+  there is no bridge to take a gateway address, pods start at the block's first host.
 
 Pure: returns a resolved `Lab` or raises LabError listing every problem.
 """
@@ -87,8 +89,7 @@ class Lab:
 
     @property
     def has_router(self) -> bool:
-        """A router namespace joins the segments, and plays the fabric for `fabric`."""
-        return len(self.segments) > 1 or self.dataplane == "fabric"
+        return has_router(self.scenario)
 
     @property
     def pod_mtu(self) -> int:
@@ -112,6 +113,14 @@ class Lab:
         raise LabError(f"lab {self.name} has no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
 
 
+def has_router(scenario: Scenario) -> bool:
+    """A router namespace (at each segment's first address, every node's default gateway) joins
+    the segments; it plays the fabric for `fabric`; and `bgp` needs it because Calico's proxy ARP
+    only answers for 169.254.1.1 when the node has a route to it, normally the default route
+    (projectcalico/calico#3270)."""
+    return len(scenario.segments) > 1 or scenario.dataplane in ("fabric", "bgp")
+
+
 def resolve(scenario: Scenario) -> Lab:
     problems: list[str] = []
     warnings: list[str] = []
@@ -126,14 +135,15 @@ def resolve(scenario: Scenario) -> Lab:
     nodes = []
     for i, spec in enumerate(scenario.nodes):
         cidr = pod_cidrs[i]
-        capacity = cidr.num_addresses - 3  # network, gateway, broadcast
+        skip = 0 if scenario.dataplane == "bgp" else 1  # the gateway's address on cni0
+        capacity = cidr.num_addresses - 2 - skip  # network, broadcast (and gateway)
         if len(spec.pods) > capacity:
             problems.append(
                 f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s pod CIDR {cidr} "
-                f"({capacity} addresses after the gateway); use a smaller nodeCIDRMaskSize"
+                f"({capacity} addresses for pods); use a smaller nodeCIDRMaskSize"
             )
             continue
-        hosts = _hosts(cidr, skip=1)
+        hosts = _hosts(cidr, skip=skip)
         pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen) for p in spec.pods)
         nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i]))
     if problems:
@@ -182,7 +192,7 @@ def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) 
             problems.append(f"{key}: {spec.ip} is the underlay's network or broadcast address")
         elif spec.ip in taken:
             problems.append(f"{key}: {spec.ip} is already {taken[spec.ip]}'s address")
-        elif spec.ip == net.network_address + 1 and (len(scenario.segments) > 1 or scenario.dataplane == "fabric"):
+        elif spec.ip == net.network_address + 1 and has_router(scenario):
             problems.append(f"{key}: {spec.ip} is the address of {where}'s router")
         taken[spec.ip] = spec.name
     free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}
@@ -223,7 +233,8 @@ def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> 
                     problems.append(f"{key}: {message} (set allowOverlap: true only to study the collision)")
         explicit.append((i, spec.pod_cidr))
 
-    candidates = cluster.subnets(new_prefix=scenario.node_cidr_mask_size)
+    mask = scenario.block_size if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size
+    candidates = cluster.subnets(new_prefix=mask)
     cidrs: list[IPv4Network] = []
     for i, spec in enumerate(scenario.nodes):
         if spec.pod_cidr is not None:
@@ -235,7 +246,7 @@ def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> 
                 break
         else:
             problems.append(
-                f"{src}: nodes[{i}]: the cluster CIDR {cluster} has no free /{scenario.node_cidr_mask_size} "
+                f"{src}: nodes[{i}]: the cluster CIDR {cluster} has no free /{mask} "
                 f"left for {spec.name}"
             )
             cidrs.append(cluster)

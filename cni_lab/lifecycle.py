@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cni_lab import ipam, model, names, plan, state
+from cni_lab import dataplanes, ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, netns
+from cni_lab.kernel import apply, daemons, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
 
@@ -64,11 +64,13 @@ class UpResult:
     lab: Lab
     created: bool  # False when the same lab was already up (a no-op)
     replaced_stale: bool = False
+    healed: tuple[str, ...] = ()  # daemons that had died and were started again
 
 
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
     the_plan = plan.build(lab)
+    daemons.require(dataplanes.get(lab.dataplane).needs, lab.dataplane)
     digest = state.LabState.digest_of(lab.scenario.document)
     with state.locked(lab.name):
         current = state.read(lab.name)
@@ -76,7 +78,8 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
         if current is not None:
             if current.status == "up" and all(netns.is_netns(n) for n in current.namespaces):
                 if current.digest == digest:
-                    return UpResult(lab=lab, created=False)
+                    healed = _heal(lab)
+                    return UpResult(lab=lab, created=False, healed=healed)
                 raise LabError(
                     f"lab {lab.name} already runs from {current.source} with a different scenario: "
                     f"run `cni-lab down {lab.name}` first, or `cni-lab up --name OTHER` to run both"
@@ -105,6 +108,33 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
         record.status = "up"
         state.write(record)
     return UpResult(lab=lab, created=True, replaced_stale=stale)
+
+
+def daemon_status(lab: Lab) -> dict[str, tuple[int | None, bool]]:
+    """node → (BIRD's pid, running in the node's namespace), for labs that run BIRD."""
+    if lab.dataplane != "bgp":
+        return {}
+    out = {}
+    for node in lab.nodes:
+        pid = daemons.read_pid(state.lab_dir(lab.name) / names.bird_dir(node.name) / "bird.pid")
+        out[node.name] = (pid, daemons.alive(pid, names.node_netns(lab.name, node.name)))
+    return out
+
+
+def _heal(lab: Lab) -> tuple[str, ...]:
+    """Start again the daemons of a running lab that died, and wait until BGP has converged."""
+    dead = [node for node, (_, running) in daemon_status(lab).items() if not running]
+    if not dead:
+        return ()
+    the_plan = plan.build(lab)
+    with apply.Session(state.lab_dir(lab.name)) as session:
+        for step in the_plan.steps:
+            if isinstance(step, plan.StartBird) and any(step.netns == names.node_netns(lab.name, n) for n in dead):
+                apply.apply_step(session, step)
+        for step in the_plan.steps:
+            if isinstance(step, plan.WaitBgp):
+                apply.apply_step(session, step)
+    return tuple(f"bird on {n}" for n in dead)
 
 
 def _lab_namespaces(name: str, recorded: state.LabState | None) -> list[str]:
@@ -171,10 +201,11 @@ class Status:
     lab: Lab
     status: str
     present: dict[str, bool]  # netns name → exists in the kernel
+    daemons: dict[str, tuple[int | None, bool]] = field(default_factory=dict)  # node → (pid, running)
 
     @property
     def healthy(self) -> bool:
-        return self.status == "up" and all(self.present.values())
+        return self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
 
     def to_json(self) -> dict[str, object]:
         lab = self.lab
@@ -187,6 +218,7 @@ class Status:
             "podMTU": lab.pod_mtu,
             "clusterCIDR": str(lab.scenario.cluster_cidr),
             "warnings": list(lab.warnings),
+            "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in self.daemons.items()],
             "nodes": [
                 {
                     "name": node.name,
@@ -214,7 +246,8 @@ class Status:
 def status(name: str | None) -> Status:
     require_root("status")
     lab, st = running_lab(name)
-    return Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces})
+    return Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces},
+                  daemons=daemon_status(lab))
 
 
 def target_netns(lab: Lab, target: str) -> str:

@@ -17,7 +17,7 @@ import yaml
 
 from cni_lab.errors import LabError
 
-DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric")
+DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
 RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
 
@@ -37,7 +37,9 @@ DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay
 DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect")
-NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU")
+NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU", "blockSize", "asNumber")
+DEFAULT_BLOCK_SIZE = 26  # Calico's IPAM block: a /26 per node
+DEFAULT_AS = 64512  # Calico's default AS number
 NODE_KEYS = ("name", "ip", "podCIDR", "pods", "segment")
 EXPECT_KEYS = ("from", "to", "rule", "verdict")
 
@@ -82,6 +84,8 @@ class Scenario:
     nodes: tuple[NodeSpec, ...]
     underlay_mtu: int = DEFAULT_MTU
     pod_mtu: int | None = None  # None: what the data plane needs; set it to mis-set it on purpose
+    block_size: int = DEFAULT_BLOCK_SIZE  # bgp: the prefix length of a node's IPAM block
+    as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
     description: str = ""
@@ -132,6 +136,16 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY)))
     underlay_mtu = c.mtu(networking.get("underlayMTU", DEFAULT_MTU), "networking.underlayMTU")
     pod_mtu = c.mtu(networking["podMTU"], "networking.podMTU") if networking.get("podMTU") is not None else None
+    block_size = networking.get("blockSize", DEFAULT_BLOCK_SIZE)
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or not 16 <= block_size <= 30:
+        c.problem("networking.blockSize", f"{block_size!r} is not a block prefix length between 16 and 30")
+        block_size = DEFAULT_BLOCK_SIZE
+    elif cluster is not None and block_size < cluster.prefixlen:
+        c.problem("networking.blockSize", f"/{block_size} is larger than the cluster CIDR {cluster}")
+    as_number = networking.get("asNumber", DEFAULT_AS)
+    if not isinstance(as_number, int) or isinstance(as_number, bool) or not 1 <= as_number <= 4294967295:
+        c.problem("networking.asNumber", f"{as_number!r} is not an AS number")
+        as_number = DEFAULT_AS
     mask = networking.get("nodeCIDRMaskSize", DEFAULT_NODE_MASK)
     if not isinstance(mask, int) or isinstance(mask, bool) or not 8 <= mask <= 30:
         c.problem("networking.nodeCIDRMaskSize", f"{mask!r} is not a prefix length between 8 and 30")
@@ -160,6 +174,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         nodes=nodes,
         underlay_mtu=underlay_mtu,
         pod_mtu=pod_mtu,
+        block_size=block_size,
+        as_number=as_number,
         allow_overlap=allow_overlap,
         expect=expect,
         description=description,

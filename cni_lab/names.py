@@ -75,3 +75,16 @@ def vtep_mac(lab: str, node: str) -> str:
     the node's annotations; a hash of the node's identity gives the same kind of MAC, known at plan time."""
     digest = hashlib.sha256(f"vtep/{lab}/{node}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x0A, *digest[:5]))
+
+
+def cali_veth(lab: str, node: str, pod: str) -> str:
+    """Calico's host-side veth name: `cali` + 11 hex characters of a hash of the workload's identity."""
+    return "cali" + hashlib.sha1(f"{lab}/{node}/{pod}".encode()).hexdigest()[:11]
+
+
+CALICO_GATEWAY = "169.254.1.1"  # the link-local next hop every Calico pod routes through (proxy ARP answers)
+
+
+def bird_dir(node: str) -> str:
+    """A node's BIRD files (config, control socket, pid file, log), relative to the lab's state folder."""
+    return f"bird/{node}"

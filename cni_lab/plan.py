@@ -88,12 +88,14 @@ class AddRoute:
     dev: str
     via: IPv4Address | None = None
     onlink: bool = False
+    scope_link: bool = False
 
     def describe(self) -> str:
-        dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
+        dst = "default" if self.dst.prefixlen == 0 else str(self.dst.network_address if self.dst.prefixlen == 32 else self.dst)
         via = f" via {self.via}" if self.via else ""
         onlink = " onlink" if self.onlink else ""
-        return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{onlink}"
+        scope = " scope link" if self.scope_link else ""
+        return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}"
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,34 @@ class WriteFile:
         return f"write <lab state>/{self.path}"
 
 
+@dataclass(frozen=True)
+class StartBird:
+    """Start BIRD in a node namespace with the config, socket, pid file and log in `folder`
+    (relative to the lab's state folder). BIRD daemonizes itself: `up` returns, BIRD runs on."""
+
+    netns: str
+    folder: str
+
+    def describe(self) -> str:
+        return f"ip netns exec {self.netns} bird -c <lab state>/{self.folder}/bird.conf -s <…>/bird.ctl -P <…>/bird.pid"
+
+
+@dataclass(frozen=True)
+class WaitBgp:
+    """Wait until the node's BGP sessions are Established and the kernel has learned every block."""
+
+    netns: str
+    node: str
+    folder: str
+    peers: tuple[str, ...]  # BIRD protocol names, one per peer
+    learned: tuple[IPv4Network, ...]  # remote blocks that must appear as `proto bird` routes
+
+    def describe(self) -> str:
+        return f"birdc -s <lab state>/{self.folder}/bird.ctl show protocols  # until {len(self.peers)} sessions are Established"
+
+
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
-             AddFdb, WriteFile]
+             AddFdb, WriteFile, StartBird, WaitBgp]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 

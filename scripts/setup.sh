@@ -11,8 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # iproute2: ip netns exec for `cni-lab exec`; iputils-ping/tcpdump: tools learners run in pods;
-# nftables/conntrack: the NAT negative control of the tests.
-packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntrack tcpdump)
+# nftables/conntrack: the NAT negative control of the tests; bird2: the BGP daemon of `bgp`;
+# containernetworking-plugins: the CNI reference plugins of `cni`.
+packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntrack tcpdump bird2
+          containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +23,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # cni-lab runs its own BIRDs inside lab namespaces; the package's host-wide service is not
+  # wanted (it would run in the machine's own namespace), so it is stopped if it was started.
+  if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now bird.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -37,6 +37,16 @@ def lab_objects() -> set[str]:
 
     found = {f"netns {n}" for n in netns.listing() if n.startswith(names.PREFIX)}
     found |= {f"state {n}" for n in state.names()}
+    # daemons (BIRD) run in a folder of the lab's state: any process still there is a leak
+    root = str(state.STATE_ROOT)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + "/"):
+                found.add(f"process {entry} in {cwd}")
     return found
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 class DataPlane(Protocol):
     name: str
+    needs: tuple[tuple[str, str], ...]  # (program, Debian package) that must be installed
 
     def validate(self, lab: Lab) -> None:
         """Raise LabError when the lab cannot work with this data plane (checked before `up`)."""
@@ -31,13 +32,14 @@ class DataPlane(Protocol):
 
 
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bridge, fabric, hostgw, vxlan
+    from cni_lab.dataplanes import bgp, bridge, fabric, hostgw, vxlan
 
     planes: dict[str, DataPlane] = {
         "bridge": bridge.Bridge(),
         "host-gw": hostgw.HostGw(),
         "vxlan": vxlan.Vxlan(),
         "fabric": fabric.Fabric(),
+        "bgp": bgp.Bgp(),
     }
     try:
         return planes[name]

@@ -19,6 +19,7 @@ from cni_lab.plan import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth
 
 class Bridge:
     name = "bridge"
+    needs: tuple[tuple[str, str], ...] = ()
 
     def validate(self, lab: Lab) -> None:
         pass

@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cni_lab.errors import LabError
-from cni_lab.kernel import netns
+from cni_lab.kernel import daemons, netns
 from cni_lab.plan import (
     AddAddress,
     AddBridge,
@@ -31,7 +31,9 @@ from cni_lab.plan import (
     LinkUp,
     Plan,
     SetSysctl,
+    StartBird,
     Step,
+    WaitBgp,
     WriteFile,
 )
 
@@ -95,6 +97,16 @@ def _add_link(session: Session, ns: str, ifname: str, kind: str, **attrs: object
             raise LabError(f"{ns}: {ifname} exists but is a {existing or 'plain'} link, not a {kind}") from None
 
 
+def _folder(session: Session, relative: str) -> Path:
+    """A path inside the lab's state folder; nothing a plan says may point outside it."""
+    if session.files is None:
+        raise LabError(f"{relative}: no state folder to write to")
+    target = (session.files / relative).resolve()
+    if session.files.resolve() not in target.parents and target != session.files.resolve():
+        raise LabError(f"{relative}: outside the lab's state folder")
+    return target
+
+
 def apply_step(session: Session, step: Step) -> None:
     if isinstance(step, CreateNetns):
         netns.create(step.netns)
@@ -130,6 +142,8 @@ def apply_step(session: Session, step: Step) -> None:
         route: dict[str, object] = {"dst": str(step.dst), "oif": session.index(step.netns, step.dev), "proto": 3}
         if step.via is not None:
             route["gateway"] = str(step.via)
+        if step.scope_link:
+            route["scope"] = 253
         if step.onlink:
             route["flags"] = RTNH_F_ONLINK
         try:
@@ -153,13 +167,13 @@ def apply_step(session: Session, step: Step) -> None:
                                       ifindex=session.index(step.netns, step.ifname), state=NUD_PERMANENT,
                                       flags=NTF_SELF)
     elif isinstance(step, WriteFile):
-        if session.files is None:
-            raise LabError(f"{step.describe()}: no state folder to write to")
-        target = (session.files / step.path).resolve()
-        if session.files.resolve() not in target.parents:
-            raise LabError(f"{step.describe()}: outside the lab's state folder")
+        target = _folder(session, step.path)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         target.write_text(step.content)
+    elif isinstance(step, StartBird):
+        daemons.start_bird(step.netns, _folder(session, step.folder))
+    elif isinstance(step, WaitBgp):
+        daemons.wait_bgp(step.netns, step.node, _folder(session, step.folder), step.peers, step.learned)
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
 

@@ -46,6 +46,7 @@ class Link:
     vxlan: dict[str, object] | None = None  # id, port, local, learning, for a VXLAN device
     neighbours: list[tuple[str, str, str]] = field(default_factory=list)  # (ip, mac, state) on a VXLAN device
     fdb: list[tuple[str, str]] = field(default_factory=list)  # (mac, dst) of a VXLAN device
+    proxy_arp: bool = False  # answers ARP for addresses it routes elsewhere (Calico's cali* veths)
 
 
 @dataclass
@@ -60,7 +61,8 @@ class Route:
     onlink: bool
 
     def describe(self) -> str:
-        parts = [self.dst if self.type == "unicast" else f"{self.type} {self.dst}"]
+        dst = self.dst[:-3] if self.dst.endswith("/32") else self.dst  # as `ip route` prints host routes
+        parts = [dst if self.type == "unicast" else f"{self.type} {dst}"]
         if self.gateway:
             parts.append(f"via {self.gateway}")
         if self.dev:
@@ -153,8 +155,25 @@ def read(ns: str, neighbours: list[str]) -> NetnsView:
         routes = [_route(r, names) for r in ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN)]
     finally:
         ipr.close()
-    forwarding = netns.read_sysctl(ns, "net/ipv4/ip_forward") == "1"
+    forwarding, proxied = netns.in_netns(ns, lambda: _read_flags([lk.name for lk in links]))
+    for link in links:
+        link.proxy_arp = link.name in proxied
     return NetnsView(ns, links, routes, forwarding)
+
+
+def _read_flags(ifnames: list[str]) -> tuple[bool, set[str]]:
+    """ip_forward and the interfaces with proxy_arp on, read in one visit to the namespace."""
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        forwarding = f.read().strip() == "1"
+    proxied = set()
+    for name in ifnames:
+        try:
+            with open(f"/proc/sys/net/ipv4/conf/{name}/proxy_arp") as f:
+                if f.read().strip() == "1":
+                    proxied.add(name)
+        except OSError:
+            pass
+    return forwarding, proxied
 
 
 def _nsids(ipr: IPRoute, neighbours: list[str]) -> dict[int, str]:

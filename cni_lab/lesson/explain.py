@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
-from cni_lab import names
+from cni_lab import names, state
 from cni_lab.ipam import Lab
-from cni_lab.kernel import inspect
+from cni_lab.errors import LabError
+from cni_lab.kernel import daemons, inspect
 from cni_lab.kernel.inspect import NetnsView, Route
 
 
@@ -31,6 +32,8 @@ class NodeFacts:
     view: NetnsView
     pods: list[PodFacts]
     underlay_port: str | None  # the underlay bridge's port that is the other end of this node's eth0
+    bgp: list[daemons.Session] | None = None  # `birdc show protocols`, where the node runs BIRD
+    bgp_error: str = ""
 
 
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
@@ -50,7 +53,13 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
             pview = inspect.read(pod_ns[pod.name], [node_ns])
             host = next((lk.name for lk in view.links if lk.kind == "veth" and lk.peer_netns == pod_ns[pod.name]), None)
             pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host))
-        out.append(NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns)))
+        facts = NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns))
+        if lab.dataplane == "bgp":
+            try:
+                facts.bgp = daemons.protocols(state.lab_dir(lab.name) / names.bird_dir(n.name) / "bird.ctl")
+            except LabError as e:
+                facts.bgp, facts.bgp_error = [], f"BIRD does not answer: {e}"
+        out.append(facts)
     if node is not None and not out:
         lab.node(node)  # raises the "no such node" error
     return out
@@ -65,11 +74,13 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
     if route.dst == "default":
         if any(route.gateway == str(seg.cidr.network_address + 1) for seg in lab.segments) and lab.has_router:
             return f"everything else goes to the segment's router {route.gateway}"
+        if route.gateway == names.CALICO_GATEWAY:
+            return "everything goes to the fake gateway 169.254.1.1, that is: to the node"
         if route.gateway in owner_of_gateway:
             return f"everything else goes to the gateway {route.gateway} (cni0 on {owner_of_gateway[route.gateway]})"
         return f"everything else goes to {route.gateway or route.dev}"
     if route.type == "blackhole":
-        return f"blackhole: drop anything in {route.dst} no more specific route claims"
+        return f"this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
     try:
         dst = IPv4Network(route.dst)
     except ValueError:
@@ -88,9 +99,14 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             if route.dev == names.FLANNEL_DEVICE:
                 return f"route to {n.name}'s pods through the VXLAN tunnel (its VTEP {route.gateway})"
             if route.gateway in node_by_ip:
-                return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}"
+                how = ", learned over BGP" if route.proto == "bird" else ""
+                return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}{how}"
             return f"route to {n.name}'s pods ({n.pod_cidr})"
     if dst.prefixlen == 32 and route.gateway is None:
+        if route.dev and route.dev.startswith("cali"):
+            return f"a local pod, straight down its veth {route.dev}"
+        if str(dst.network_address) == names.CALICO_GATEWAY:
+            return "the fake gateway is on-link: the node's cali* veth answers its ARP (proxy ARP)"
         return f"a single address straight out of {route.dev}"
     return ""
 
@@ -110,6 +126,11 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                          "peer": nf.underlay_port},
             "forwarding": nf.view.forwarding,
             "vxlan": _vxlan_json(nf.view),
+            "bgp": None if nf.bgp is None else {
+                "error": nf.bgp_error or None,
+                "sessions": [{"name": b.name, "proto": b.proto, "state": b.state, "since": b.since, "info": b.info}
+                             for b in nf.bgp],
+            },
             "bridge": None if bridge is None else {
                 "name": bridge.name,
                 "address": addr_of(nf.view, bridge.name),

@@ -146,10 +146,22 @@ class Wiring:
         link = self.views[ns].link(ifname)
         if link is not None and link.vxlan is not None:
             return self._tunnel(ns, link, ip)
-        for other_ns, other_if, path in self.segment(ns, ifname):
+        segment = self.segment(ns, ifname)
+        for other_ns, other_if, path in segment:
             link = self.views[other_ns].link(other_if)
             if link and any(a.ip == ip for a in link.addresses):
                 return other_ns, other_if, path
+        # Nobody has the address: an interface with proxy_arp answers for it when its namespace
+        # routes that address out of another interface (how Calico's 169.254.1.1 works).
+        peer = self._peer(ns, ifname)
+        if peer is not None:
+            peer_ns, peer_if = peer
+            link = self.views[peer_ns].link(peer_if)
+            if link is not None and link.proxy_arp:
+                decision = inspect.route_get(peer_ns, ip)
+                if decision.type == "unicast" and decision.dev != peer_if:
+                    label = f"{peer_if} ({self.label.get(peer_ns, peer_ns)}) answers the ARP for {ip} (proxy ARP)"
+                    return peer_ns, peer_if, [label]
         return None
 
     def _tunnel(self, ns: str, link: inspect.Link, ip: IPv4Address) -> tuple[str, str, list[str]] | None:

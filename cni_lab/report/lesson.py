@@ -26,7 +26,7 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
         bridge = nf.view.link("cni0")
         if bridge is not None:
             br = tree.add(Text.assemble(("cni0", "bold"), f" bridge, gateway {_addr(nf, 'cni0')} for the pod CIDR {node.pod_cidr}"))
-            for port in nf.view.ports("cni0"):
+            for port in nf.view.ports("cni0") if bridge is not None else []:
                 pod = next((p for p in nf.pods if p.host_veth == port.name), None)
                 label = f"port {port.name} ⇄ veth pair ⇄ " + (f"eth0 of pod {pod.name}" if pod else "?")
                 br.add(label)
@@ -40,12 +40,25 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 fdb = next((dst for m, dst in vx.fdb if m == mac), None)
                 tun.add(f"neighbour {ip} is {mac} ({state.lower()}); fdb sends {mac} to {fdb or '?'}")
         for pf in nf.pods:
+            if bridge is None and pf.host_veth:
+                link = nf.view.link(pf.host_veth)
+                tree.add(f"{pf.host_veth} ⇄ veth pair ⇄ eth0 of pod {pf.name}, no address"
+                         + (f", mac {link.mac}" if link else ""))
+        for pf in nf.pods:
             eth0 = pf.eth0
             ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"
             pod = tree.add(Text.assemble(("pod ", ""), (pf.name, "bold"), f"  eth0 {ip}",
                                          (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
             for r in pf.view.routes:
                 pod.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
+        if nf.bgp is not None:
+            bgp = tree.add(Text("BGP sessions (birdc show protocols)", style="bold"))
+            if nf.bgp_error:
+                bgp.add(Text(nf.bgp_error, style="red"))
+            for b in nf.bgp:
+                if b.proto == "BGP":
+                    style = "green" if b.info.startswith("Established") else "red"
+                    bgp.add(Text.assemble(f"{b.name}: ", (f"{b.state} {b.info}", style), f" since {b.since}"))
         routes = tree.add(Text("routing table", style="bold"))
         for r in nf.view.routes:
             routes.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))

@@ -21,7 +21,7 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
     table.add_column("node")
     table.add_column("underlay IP")
     table.add_column("pod CIDR")
-    table.add_column("gateway (cni0)")
+    table.add_column("pod gateway")
     table.add_column("pods")
     for node in lab.nodes:
         pods = Text()
@@ -36,7 +36,8 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):
             node_label.append(" (missing)", style="red")
         ip = f"{node.ip} ({node.segment.name})" if len(lab.segments) > 1 else str(node.ip)
-        table.add_row(node_label, ip, str(node.pod_cidr), str(node.gateway), pods or "-")
+        gateway = f"{names.CALICO_GATEWAY} (proxy ARP)" if lab.dataplane == "bgp" else f"{node.gateway} (cni0)"
+        table.add_row(node_label, ip, str(node.pod_cidr), gateway, pods or "-")
     return table
 
 
@@ -63,7 +64,10 @@ def status_view(st: Status) -> RenderableType:
     state = "up" if st.healthy else ("building" if st.status == "building" else "degraded")
     style = {"up": "green", "building": "yellow"}.get(state, "red")
     header = Text.assemble(("status: ", ""), (state, f"bold {style}"), f" · from {st.lab.scenario.source}")
-    return Group(lab_table(st.lab, st.present), header, *warnings(st.lab))
+    lines = [Text.assemble(f"bird on {node}: ", ("running", "green") if ok else ("NOT RUNNING", "bold red"),
+                           f" (pid {pid})" if pid else "")
+             for node, (pid, ok) in st.daemons.items()]
+    return Group(lab_table(st.lab, st.present), *lines, header, *warnings(st.lab))
 
 
 VERDICT_STYLE = {"ok": "green", "nat": "magenta", "wrong-peer": "red", "timeout": "yellow", "unreachable": "bright_red"}

@@ -69,3 +69,34 @@ def test_vxlan_plan_has_flannels_three_entries_per_remote_node() -> None:
     assert any(s.endswith("route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink") for s in node1)
     assert any("neigh add 10.244.2.0 lladdr 0a:" in s and s.endswith("nud permanent") for s in node1)
     assert any("fdb add 0a:" in s and s.endswith("dst 192.168.1.4 self permanent") for s in node1)
+
+
+def test_bgp_plan_routes_pods_like_calico_and_configures_bird() -> None:
+    from cni_lab.dataplanes import bgp
+
+    lab = lifecycle.load("bgp")
+    steps = plan.build(lab).describe()
+    assert not any("cni0" in s for s in steps)
+    assert any(s.endswith("route add 169.254.1.1 dev eth0 scope link") for s in steps)
+    assert any(s.endswith("route add default via 169.254.1.1 dev eth0") for s in steps)
+    assert any("proxy_arp=1" in s for s in steps)
+    assert [str(n.pod_cidr) for n in lab.nodes] == ["10.244.0.0/26", "10.244.0.64/26", "10.244.0.128/26"]
+    conf = bgp.bird_conf(lab, lab.nodes[0])
+    assert "route 10.244.0.0/26 blackhole;" in conf
+    assert "local 192.168.1.2 as 64512;" in conf
+    assert "neighbor 192.168.1.3 as 64512;" in conf and "neighbor 192.168.1.4 as 64512;" in conf
+    assert "neighbor 192.168.1.2" not in conf
+
+
+@pytest.mark.skipif(__import__("shutil").which("bird") is None, reason="bird2 is not installed (setup.sh installs it)")
+def test_generated_bird_config_parses(tmp_path: Path) -> None:
+    import subprocess
+
+    from cni_lab.dataplanes import bgp
+
+    lab = lifecycle.load("bgp")
+    for node in lab.nodes:
+        conf = tmp_path / f"{node.name}.conf"
+        conf.write_text(bgp.bird_conf(lab, node))
+        done = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

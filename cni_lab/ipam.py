@@ -99,8 +99,13 @@ class Lab:
         return self.overlay_mtu
 
     @property
+    def routing(self) -> str:
+        """How nodes reach each other's pods: the data plane itself, or what `cni` is given."""
+        return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
+
+    @property
     def overlay_mtu(self) -> int:
-        return self.scenario.underlay_mtu - (50 if self.dataplane == "vxlan" else 0)
+        return self.scenario.underlay_mtu - (50 if self.routing == "vxlan" else 0)
 
     @property
     def pods(self) -> tuple[Pod, ...]:

@@ -12,7 +12,7 @@ from typing import Callable
 from cni_lab import dataplanes, ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, daemons, netns
+from cni_lab.kernel import apply, cni, daemons, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
 
@@ -70,7 +70,7 @@ class UpResult:
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
     the_plan = plan.build(lab)
-    daemons.require(dataplanes.get(lab.dataplane).needs, lab.dataplane)
+    daemons.require(dataplanes.get(lab.dataplane).needs(lab), lab.dataplane)
     digest = state.LabState.digest_of(lab.scenario.document)
     with state.locked(lab.name):
         current = state.read(lab.name)
@@ -146,6 +146,9 @@ def _lab_namespaces(name: str, recorded: state.LabState | None) -> list[str]:
 
 def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
     with apply.shielded():
+        # As a runtime does when a pod goes: CNI DEL for every pod the plugins wired (their IPAM
+        # reservations are released), then the namespaces. Failures do not stop the teardown.
+        cni.delete_recorded(state.lab_dir(name))
         return apply.remove_namespaces(_lab_namespaces(name, recorded))
 
 
@@ -276,4 +279,10 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
     lab_name = pick(name)
     with state.locked(lab_name):
         lab, _ = running_lab(lab_name)
-        return probe_check.run(lab, progress=progress, mtu=mtu)
+        result = probe_check.run(lab, progress=progress, mtu=mtu)
+        if lab.dataplane == "cni":
+            # as a runtime may: ask every plugin to CHECK what it set up for each pod
+            folder = state.lab_dir(lab_name)
+            for record in sorted(folder.glob("cni/*/*.json")):
+                result.cni_problems += cni.check(record, folder)
+        return result

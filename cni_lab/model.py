@@ -7,6 +7,7 @@ once, each naming the file and the key (rule 6 of the house style).
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -17,7 +18,7 @@ import yaml
 
 from cni_lab.errors import LabError
 
-DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp")
+DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
 RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
 
@@ -36,7 +37,10 @@ DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
 DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
 DEFAULT_MTU = 1500
 
-TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect")
+TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni")
+CNI_KEYS = ("routing", "cniPath", "conflist")
+CNI_ROUTING = ("host-gw", "vxlan", "none")
+DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU", "blockSize", "asNumber")
 DEFAULT_BLOCK_SIZE = 26  # Calico's IPAM block: a /26 per node
 DEFAULT_AS = 64512  # Calico's default AS number
@@ -64,6 +68,15 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class CniSpec:
+    """`dataplane: cni`: the reference plugins wire pods; `routing` joins the nodes."""
+
+    routing: str = "host-gw"
+    cni_path: str = DEFAULT_CNI_PATH
+    conflist: dict[str, Any] | None = None  # a network configuration list; None: bridge + host-local
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     ip: IPv4Address | None
@@ -86,6 +99,7 @@ class Scenario:
     pod_mtu: int | None = None  # None: what the data plane needs; set it to mis-set it on purpose
     block_size: int = DEFAULT_BLOCK_SIZE  # bgp: the prefix length of a node's IPAM block
     as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
+    cni: CniSpec = field(default_factory=CniSpec)
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
     description: str = ""
@@ -163,6 +177,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         c.problem("description", "must be text")
         description = ""
     expect = c.expectations(document.get("expect", "full"))
+    cni, document = c.cni(document, source)
     c.raise_if_any()
     assert name is not None and cluster is not None
     return Scenario(
@@ -176,6 +191,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         pod_mtu=pod_mtu,
         block_size=block_size,
         as_number=as_number,
+        cni=cni,
         allow_overlap=allow_overlap,
         expect=expect,
         description=description,
@@ -222,6 +238,42 @@ class _Checker:
         except ValueError as e:
             self.problem(key, f"{value!r} is not an IPv4 CIDR with host bits zero ({e})")
             return None
+
+    def cni(self, document: dict[str, Any], source: str) -> tuple[CniSpec, dict[str, Any]]:
+        """The `cni` section. A conflist given as a path (relative to the scenario file) is read
+        and put into the document, so the recorded lab never depends on the file again."""
+        raw = document.get("cni")
+        if raw is None:
+            return CniSpec(), document
+        if not isinstance(raw, dict):
+            self.problem("cni", "must be a mapping with keys " + ", ".join(CNI_KEYS))
+            return CniSpec(), document
+        self.unknown_keys(raw, CNI_KEYS, "cni.")
+        routing = raw.get("routing", "host-gw")
+        if routing not in CNI_ROUTING:
+            self.problem("cni.routing", f"{routing!r} is not one of {', '.join(CNI_ROUTING)}{_hint(routing, CNI_ROUTING)}")
+        cni_path = raw.get("cniPath", DEFAULT_CNI_PATH)
+        if not isinstance(cni_path, str) or not cni_path.startswith("/"):
+            self.problem("cni.cniPath", f"{cni_path!r} is not an absolute folder")
+            cni_path = DEFAULT_CNI_PATH
+        conflist = raw.get("conflist")
+        if isinstance(conflist, str):
+            path = Path(conflist) if Path(conflist).is_absolute() else Path(source).parent / conflist
+            try:
+                conflist = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                self.problem("cni.conflist", f"cannot read {path} as JSON: {getattr(e, 'strerror', None) or e}")
+                conflist = None
+            document = {**document, "cni": {**raw, "conflist": conflist}}
+        if conflist is not None:
+            plugins = conflist.get("plugins") if isinstance(conflist, dict) else None
+            if not isinstance(plugins, list) or not plugins or not all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in plugins):
+                self.problem("cni.conflist", "a network configuration list needs \"plugins\": a list of objects with a \"type\"")
+                conflist = None
+            elif any("/" in p["type"] for p in plugins):
+                self.problem("cni.conflist", "a plugin type is a file name in cniPath, not a path")
+                conflist = None
+        return CniSpec(routing=str(routing), cni_path=cni_path, conflist=conflist), document
 
     def mtu(self, value: Any, key: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not 576 <= value <= 9000:

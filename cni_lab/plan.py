@@ -182,8 +182,31 @@ class WaitBgp:
         return f"birdc -s <lab state>/{self.folder}/bird.ctl show protocols  # until {len(self.peers)} sessions are Established"
 
 
+@dataclass(frozen=True)
+class CniAdd:
+    """Act as the container runtime: CNI ADD for one pod, each plugin of the node's network
+    configuration list in turn, executed inside the node's namespace (where the bridge it makes
+    belongs) with CNI_NETNS the pod's namespace. `conflist` is relative to the lab's state folder."""
+
+    netns: str  # the node's namespace
+    pod_netns: str
+    container_id: str
+    ifname: str
+    conflist: str
+    result: str  # where the ADD result is recorded, relative to the lab's state folder
+    cni_path: str
+    expect_ip: IPv4Address | None = None  # the address the lab's IPAM model gives the pod
+
+    def describe(self) -> str:
+        return (
+            f"ip netns exec {self.netns} env CNI_COMMAND=ADD CNI_CONTAINERID={self.container_id} "
+            f"CNI_NETNS=/run/netns/{self.pod_netns} CNI_IFNAME={self.ifname} CNI_PATH={self.cni_path} "
+            f"<plugin> < <lab state>/{self.conflist}"
+        )
+
+
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
-             AddFdb, WriteFile, StartBird, WaitBgp]
+             AddFdb, WriteFile, StartBird, WaitBgp, CniAdd]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 class DataPlane(Protocol):
     name: str
-    needs: tuple[tuple[str, str], ...]  # (program, Debian package) that must be installed
+
+    def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
+        """(program, Debian package) pairs that must be installed before `up` builds anything."""
 
     def validate(self, lab: Lab) -> None:
         """Raise LabError when the lab cannot work with this data plane (checked before `up`)."""
@@ -32,7 +34,7 @@ class DataPlane(Protocol):
 
 
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bgp, bridge, fabric, hostgw, vxlan
+    from cni_lab.dataplanes import bgp, bridge, cni, fabric, hostgw, vxlan
 
     planes: dict[str, DataPlane] = {
         "bridge": bridge.Bridge(),
@@ -40,6 +42,7 @@ def get(name: str) -> DataPlane:
         "vxlan": vxlan.Vxlan(),
         "fabric": fabric.Fabric(),
         "bgp": bgp.Bgp(),
+        "cni": cni.Cni(),
     }
     try:
         return planes[name]

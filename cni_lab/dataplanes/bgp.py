@@ -87,7 +87,9 @@ template bgp mesh {{
 
 class Bgp:
     name = "bgp"
-    needs = (("bird", "bird2"), ("birdc", "bird2"))
+
+    def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
+        return (("bird", "bird2"), ("birdc", "bird2"))
 
     def validate(self, lab: Lab) -> None:
         if len(lab.segments) > 1:

@@ -19,7 +19,10 @@ from cni_lab.plan import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth
 
 class Bridge:
     name = "bridge"
-    needs: tuple[tuple[str, str], ...] = ()
+
+    def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
+        """Programs (and their Debian package) the data plane runs."""
+        return ()
 
     def validate(self, lab: Lab) -> None:
         pass

@@ -37,11 +37,14 @@ class Vxlan(Bridge):
     name = "vxlan"
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
+        return [*super().node_steps(lab, node), *self.vtep_steps(lab, node)]
+
+    def vtep_steps(self, lab: Lab, node: Node) -> list[Step]:
+        """The node's VXLAN device and subnet.env: what flanneld sets up on a node."""
         ns = names.node_netns(lab.name, node.name)
         dev = names.FLANNEL_DEVICE
         vtep_ip = IPv4Interface(f"{node.pod_cidr.network_address}/32")
         return [
-            *super().node_steps(lab, node),
             AddVxlan(ns, dev, names.VXLAN_VNI, names.VXLAN_PORT, node.ip, names.NODE_UPLINK,
                      names.vtep_mac(lab.name, node.name), lab.overlay_mtu),
             SetSysctl(ns, f"net/ipv6/conf/{dev}/accept_ra", "0"),  # as flannel does

@@ -8,6 +8,7 @@ those namespaces (the kernel deletes their links, veth peers included, with them
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -18,7 +19,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cni_lab.errors import LabError
-from cni_lab.kernel import daemons, netns
+from cni_lab.kernel import cni, daemons, netns
 from cni_lab.plan import (
     AddAddress,
     AddBridge,
@@ -27,6 +28,7 @@ from cni_lab.plan import (
     AddRoute,
     AddVeth,
     AddVxlan,
+    CniAdd,
     CreateNetns,
     LinkUp,
     Plan,
@@ -174,6 +176,21 @@ def apply_step(session: Session, step: Step) -> None:
         daemons.start_bird(step.netns, _folder(session, step.folder))
     elif isinstance(step, WaitBgp):
         daemons.wait_bgp(step.netns, step.node, _folder(session, step.folder), step.peers, step.learned)
+    elif isinstance(step, CniAdd):
+        assert session.files is not None
+        conflist = json.loads(_folder(session, step.conflist).read_text())
+        pod = step.pod_netns.split(".", 1)[1].replace(".", "/")
+        result = cni.add(step.netns, step.pod_netns, step.container_id, step.ifname, step.cni_path, conflist,
+                         session.files, pod)
+        cni.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
+                   step.cni_path, step.conflist, result)
+        got = [ip.get("address", "").split("/")[0] for ip in result.get("ips", [])]
+        if step.expect_ip is not None and str(step.expect_ip) not in got:
+            raise LabError(
+                f"CNI ADD for pod {pod}: the plugins gave {', '.join(got) or 'no address'}, but the lab expects "
+                f"{step.expect_ip} (cni-lab follows host-local's order over the pod CIDR: first pod .2; "
+                "options such as rangeStart are not supported)"
+            )
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
@@ -19,6 +20,7 @@ class PodFacts:
     netns: str
     view: NetnsView
     host_veth: str | None  # the node's end of the pod's veth pair, found from the kernel
+    cni_result: dict[str, Any] | None = None  # what the CNI plugins returned for the pod (`cni`)
 
     @property
     def eth0(self) -> inspect.Link | None:
@@ -52,7 +54,7 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
         for pod in n.pods:
             pview = inspect.read(pod_ns[pod.name], [node_ns])
             host = next((lk.name for lk in view.links if lk.kind == "veth" and lk.peer_netns == pod_ns[pod.name]), None)
-            pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host))
+            pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host, _cni_result(lab, n.name, pod.name)))
         facts = NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns))
         if lab.dataplane == "bgp":
             try:
@@ -77,7 +79,7 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
         if route.gateway == names.CALICO_GATEWAY:
             return "everything goes to the fake gateway 169.254.1.1, that is: to the node"
         if route.gateway in owner_of_gateway:
-            return f"everything else goes to the gateway {route.gateway} (cni0 on {owner_of_gateway[route.gateway]})"
+            return f"everything else goes to the gateway {route.gateway}, on node {owner_of_gateway[route.gateway]}"
         return f"everything else goes to {route.gateway or route.dev}"
     if route.type == "blackhole":
         return f"this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
@@ -146,6 +148,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "address": addr_of(pf.view, names.POD_IFNAME),
                 "mtu": pf.eth0.mtu if pf.eth0 else None,
                 "hostVeth": pf.host_veth,
+                "cniResult": pf.cni_result,
                 "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
                             "meaning": meaning(lab, nf.name, r, in_pod=True)} for r in pf.view.routes],
             } for pf in nf.pods],
@@ -167,3 +170,12 @@ def _vxlan_json(view: NetnsView) -> dict[str, Any] | None:
         "neighbours": [{"ip": ip, "mac": mac, "state": st} for ip, mac, st in link.neighbours],
         "fdb": [{"mac": mac, "dst": dst} for mac, dst in link.fdb],
     }
+
+
+def _cni_result(lab: Lab, node: str, pod: str) -> dict[str, Any] | None:
+    if lab.dataplane != "cni":
+        return None
+    try:
+        return json.loads((state.lab_dir(lab.name) / "cni" / node / f"{pod}.json").read_text()).get("result")
+    except (OSError, ValueError):
+        return None

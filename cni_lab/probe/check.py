@@ -37,10 +37,11 @@ class CheckResult:
     neighbour_cap: int | None
     notes: list[str] = field(default_factory=list)
     mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
+    cni_problems: list[str] = field(default_factory=list)  # what CNI CHECK reported, for `cni` labs
 
     @property
     def passed(self) -> bool:
-        return all(r.met for r in self.results) and all(m.passed for m in self.mtu or [])
+        return all(r.met for r in self.results) and all(m.passed for m in self.mtu or []) and not self.cni_problems
 
     @property
     def failures(self) -> list[PairResult]:
@@ -88,6 +89,7 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
                        f"run `sudo cni-lab down {lab.name}` and `up` again")
     started = time.monotonic()
     with Prober(pairing.endpoints(lab), lab.name, settings) as prober:
+        notes += prober.missing
         results = prober.run(pairs, progress)
         mtu_results = mtu_check.run(prober, pairs, lab.pod_mtu) if mtu else None
     return CheckResult(lab, results, time.monotonic() - started, needed, cap, notes, mtu_results)

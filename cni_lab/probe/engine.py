@@ -103,17 +103,26 @@ class Prober:
         self.udp: dict[str, socket.socket] = {}
         self.icmp: dict[str, socket.socket] = {}
         self.selector = selectors.DefaultSelector()
+        self.missing: list[str] = []  # endpoints whose namespace lacks their own address
 
     def open(self) -> None:
         _raise_fd_limit(2 * len(self.endpoints))
         for ep in self.endpoints:
             udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            udp.bind((str(ep.ip), PROBE_PORT))
+            raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            try:
+                udp.bind((str(ep.ip), PROBE_PORT))
+                raw.bind((str(ep.ip), 0))
+            except OSError as e:
+                if e.errno != errno.EADDRNOTAVAIL:
+                    raise
+                # A damaged endpoint (its address was removed): probe it anyway, from whatever
+                # address it has left, and let the verdicts show what that breaks.
+                self.missing.append(f"{ep.id} does not have its address {ep.ip} any more")
+                udp.bind(("0.0.0.0", PROBE_PORT))
             udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
             udp.setblocking(False)
-            raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            raw.bind((str(ep.ip), 0))
             raw.setblocking(False)
             self.udp[ep.id], self.icmp[ep.id] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, ("udp", ep))

@@ -42,8 +42,10 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
         for pf in nf.pods:
             if bridge is None and pf.host_veth:
                 link = nf.view.link(pf.host_veth)
-                tree.add(f"{pf.host_veth} ⇄ veth pair ⇄ eth0 of pod {pf.name}, no address"
-                         + (f", mac {link.mac}" if link else ""))
+                addrs = ", ".join(str(a) for a in link.addresses) if link and link.addresses else "no address"
+                tree.add(f"{pf.host_veth} ⇄ veth pair ⇄ eth0 of pod {pf.name}, {addrs}"
+                         + (f", mac {link.mac}" if link else "")
+                         + (", proxy_arp on" if link and link.proxy_arp else ""))
         for pf in nf.pods:
             eth0 = pf.eth0
             ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"
@@ -51,6 +53,12 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                                          (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
             for r in pf.view.routes:
                 pod.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
+            if pf.cni_result is not None:
+                res = pf.cni_result
+                ips = ", ".join(f"{i.get('address')} gw {i.get('gateway', '-')}" for i in res.get("ips", []))
+                ifs = ", ".join(i.get("name", "?") for i in res.get("interfaces", []))
+                pod.add(Text(f"CNI ADD result (cniVersion {res.get('cniVersion')}): ips {ips}; interfaces {ifs}",
+                             style="magenta"))
         if nf.bgp is not None:
             bgp = tree.add(Text("BGP sessions (birdc show protocols)", style="bold"))
             if nf.bgp_error:

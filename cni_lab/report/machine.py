@@ -47,6 +47,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         ],
         "pairs": [pair_json(r) for r in result.results],
         "notes": result.notes,
+        "cniCheck": result.cni_problems,
         "neighbours": {"needed": result.neighbours_needed, "cap": result.neighbour_cap},
         "mtu": None if result.mtu is None else [
             {"src": m.pair.src.id, "dst": m.pair.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}

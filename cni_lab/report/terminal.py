@@ -109,11 +109,17 @@ def check_view(result: CheckResult) -> RenderableType:
         parts.append(table)
     if result.mtu is not None:
         parts.append(mtu_view(result))
+    if result.lab.dataplane == "cni":
+        mark = Text("✓", style="bold green") if not result.cni_problems else Text("✗", style="bold red")
+        parts.append(Text.assemble(("CNI CHECK", "bold"), f"  every plugin confirms what it set up for each pod  ", mark))
+        parts += [Text(f"  {p}", style="red") for p in result.cni_problems]
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
     summary = f": {len(result.results) - len(failures)}/{len(result.results)} pairs as expected"
     if result.mtu is not None and not all(m.passed for m in result.mtu):
         summary += ", but full-size packets are lost (MTU)"
+    if result.cni_problems:
+        summary += ", but CNI CHECK failed"
     parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
 

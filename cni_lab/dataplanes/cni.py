@@ -1,0 +1,117 @@
+"""`cni`: the real CNI reference plugins wire the pods, with the lab acting as the container
+runtime (kubelet + containerd): for every pod it executes the plugins of the node's network
+configuration list with CNI_COMMAND=ADD, as the CNI specification says, inside the node's
+namespace so the bridge the plugin makes is the node's bridge.
+
+The default list is what flannel delegates to: `bridge` (cni0, isGateway, isDefaultGateway,
+ipMasq false) with `host-local` IPAM over the node's pod CIDR, its dataDir inside the lab's
+state folder. A scenario may bring its own list (`cni.conflist`); these strings in it are replaced
+per node: {{podCIDR}} {{gateway}} {{mtu}} {{node}} {{clusterCIDR}}.
+
+Nodes reach each other's pods through `cni.routing`: `host-gw` routes or a `vxlan` overlay.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cni_lab import names
+from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.dataplanes.hostgw import HostGw
+from cni_lab.dataplanes.vxlan import Vxlan
+from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.plan import CniAdd, Step, WriteFile
+
+CNI_VERSION = "1.0.0"  # the newest version Debian's plugins (1.1.1) speak
+
+
+def default_conflist(lab: Lab) -> dict[str, Any]:
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": f"cnilab-{lab.name}",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": names.CNI_BRIDGE,
+            "isGateway": True,
+            "isDefaultGateway": True,  # isGateway alone gives pods only their subnet route
+            "ipMasq": False,
+            "mtu": "{{mtu}}",
+            "ipam": {"type": "host-local", "subnet": "{{podCIDR}}", "dataDir": "{{dataDir}}"},
+        }],
+    }
+
+
+def render(lab: Lab, node: Node) -> dict[str, Any]:
+    """The node's network configuration list with the node's values put in."""
+    template = lab.scenario.cni.conflist or default_conflist(lab)
+    values = {
+        "podCIDR": str(node.pod_cidr),
+        "gateway": str(node.gateway),
+        "mtu": lab.pod_mtu,
+        "node": node.name,
+        "clusterCIDR": str(lab.scenario.cluster_cidr),
+        # relative: the runtime resolves it inside the lab's state folder (each node its own,
+        # as nodes share one filesystem here and host-local keeps its last address in it)
+        "dataDir": f"cni/{node.name}/ipam",
+    }
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, str):
+            for key, replacement in values.items():
+                token = "{{" + key + "}}"
+                if value == token:
+                    return replacement  # keeps numbers numbers
+                value = value.replace(token, str(replacement))
+        return value
+
+    conflist = fill(template)
+    conflist.setdefault("cniVersion", CNI_VERSION)
+    conflist.setdefault("name", f"cnilab-{lab.name}")
+    return conflist
+
+
+def container_id(lab: Lab, node: Node, pod: Pod) -> str:
+    return f"cnilab-{lab.name}-{node.name}-{pod.name}"
+
+
+class Cni(Bridge):
+    name = "cni"
+
+    def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
+        return ((f"{lab.scenario.cni.cni_path}/host-local", "containernetworking-plugins"),)
+
+    def validate(self, lab: Lab) -> None:
+        if lab.routing == "host-gw":
+            HostGw().validate(lab)
+
+    def node_steps(self, lab: Lab, node: Node) -> list[Step]:
+        ns = names.node_netns(lab.name, node.name)
+        steps: list[Step] = [WriteFile(ns, f"cni/{node.name}/net.conflist", json.dumps(render(lab, node), indent=2))]
+        if lab.routing == "vxlan":
+            steps += Vxlan().vtep_steps(lab, node)
+        return steps
+
+    def pod_steps(self, lab: Lab, node: Node, pod: Pod) -> list[Step]:
+        return [CniAdd(
+            netns=names.node_netns(lab.name, node.name),
+            pod_netns=names.pod_netns(lab.name, node.name, pod.name),
+            container_id=container_id(lab, node, pod),
+            ifname=names.POD_IFNAME,
+            conflist=f"cni/{node.name}/net.conflist",
+            result=f"cni/{node.name}/{pod.name}.json",
+            cni_path=lab.scenario.cni.cni_path,
+            expect_ip=pod.ip,
+        )]
+
+    def cluster_steps(self, lab: Lab) -> list[Step]:
+        if lab.routing == "host-gw":
+            return HostGw().cluster_steps(lab)
+        if lab.routing == "vxlan":
+            return Vxlan().cluster_steps(lab)
+        return []
+

@@ -44,7 +44,8 @@ DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU", "blockSize", "asNumber")
 DEFAULT_BLOCK_SIZE = 26  # Calico's IPAM block: a /26 per node
 DEFAULT_AS = 64512  # Calico's default AS number
-NODE_KEYS = ("name", "ip", "podCIDR", "pods", "segment")
+NODE_KEYS = ("name", "ip", "podCIDR", "pods", "segment", "count")
+MAX_NODES = 1000
 EXPECT_KEYS = ("from", "to", "rule", "verdict")
 
 
@@ -315,8 +316,8 @@ class _Checker:
             return ()
         nodes = []
         seen: set[str] = set()
-        for i, raw in enumerate(value):
-            key = f"nodes[{i}]"
+        for i, raw in enumerate(self.expand_counts(value)):
+            key = f"nodes[{raw.pop('_index')}]" if isinstance(raw, dict) and "_index" in raw else f"nodes[{i}]"
             if not isinstance(raw, dict):
                 self.problem(key, "must be a mapping with keys " + ", ".join(NODE_KEYS))
                 continue
@@ -342,6 +343,28 @@ class _Checker:
                 segment = None
             nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods, segment=segment))
         return tuple(nodes)
+
+    def expand_counts(self, value: list[Any]) -> list[Any]:
+        """`{name: node, count: 50, pods: 20}` stands for node1 … node50, each with 20 pods."""
+        out: list[Any] = []
+        for i, raw in enumerate(value):
+            if not isinstance(raw, dict) or "count" not in raw:
+                out.append({**raw, "_index": i} if isinstance(raw, dict) else raw)
+                continue
+            count = raw["count"]
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES:
+                self.problem(f"nodes[{i}].count", f"{count!r} is not a node count between 1 and {MAX_NODES}")
+                continue
+            for field_name in ("ip", "podCIDR"):
+                if raw.get(field_name) is not None:
+                    self.problem(f"nodes[{i}].{field_name}", "cannot be given for a counted group of nodes")
+            base = {k: v for k, v in raw.items() if k not in ("count", "ip", "podCIDR")}
+            name = raw.get("name", "node")
+            out += [{**base, "name": f"{name}{n}" if isinstance(name, str) else name, "_index": i} for n in range(1, count + 1)]
+        if len(out) > MAX_NODES:
+            self.problem("nodes", f"{len(out)} nodes: a lab holds at most {MAX_NODES}")
+            return out[:MAX_NODES]
+        return out
 
     def pods(self, value: Any, key: str) -> tuple[str, ...]:
         if isinstance(value, bool):

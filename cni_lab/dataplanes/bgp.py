@@ -111,10 +111,9 @@ class Bgp:
         pod_ns = names.pod_netns(lab.name, node.name, pod.name)
         cali = names.cali_veth(lab.name, node.name, pod.name)
         return [
-            AddVeth(pod_ns, names.POD_IFNAME, node_ns, cali, lab.pod_mtu),
+            AddVeth(node_ns, cali, pod_ns, names.POD_IFNAME, lab.pod_mtu, up=True),
             SetSysctl(node_ns, f"net/ipv4/conf/{cali}/proxy_arp", "1"),
             SetSysctl(node_ns, f"net/ipv4/neigh/{cali}/proxy_delay", "0"),  # answer ARP at once, as Felix sets it
-            LinkUp(node_ns, cali),
             AddAddress(pod_ns, names.POD_IFNAME, IPv4Interface(f"{pod.ip}/32")),
             LinkUp(pod_ns, names.POD_IFNAME),
             AddRoute(pod_ns, IPv4Network(f"{GATEWAY}/32"), names.POD_IFNAME, scope_link=True),

@@ -41,8 +41,7 @@ class Bridge:
         pod_ns = names.pod_netns(lab.name, node.name, pod.name)
         host_veth = names.pod_host_veth(lab.name, node.name, pod.name)
         return [
-            AddVeth(pod_ns, names.POD_IFNAME, node_ns, host_veth, lab.pod_mtu),
-            LinkUp(node_ns, host_veth, master=names.CNI_BRIDGE),
+            AddVeth(node_ns, host_veth, pod_ns, names.POD_IFNAME, lab.pod_mtu, master=names.CNI_BRIDGE, up=True),
             AddAddress(pod_ns, names.POD_IFNAME, pod.interface),
             LinkUp(pod_ns, names.POD_IFNAME),
             AddRoute(pod_ns, DEFAULT_ROUTE, names.POD_IFNAME, via=node.gateway),

@@ -15,11 +15,9 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from cni_lab.errors import LabError
-from cni_lab.kernel import cni, daemons, netns
+from cni_lab.kernel import cni, daemons, inspect, netns
+from cni_lab.kernel.rtnl import EEXIST, Rtnl
 from cni_lab.plan import (
     AddAddress,
     AddBridge,
@@ -39,39 +37,38 @@ from cni_lab.plan import (
     WriteFile,
 )
 
-EEXIST = 17
-RTNH_F_ONLINK = 4
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-AF_BRIDGE = 7
-
 
 class Session:
-    """One netlink socket per namespace, opened once and reused for every step in it.
-    `files` is the lab's state folder, where WriteFile steps write."""
+    """One netlink socket per namespace, opened once and reused for every step in it, and the
+    interface indexes learned on the way. `files` is the lab's state folder (WriteFile, daemons)."""
 
     def __init__(self, files: Path | None = None) -> None:
-        self._ipr: dict[str, IPRoute] = {}
+        self._rtnl: dict[str, Rtnl] = {}
+        self._index: dict[tuple[str, str], int] = {}
         self.files = files
 
-    def ipr(self, ns: str) -> IPRoute:
-        if ns not in self._ipr:
-            self._ipr[ns] = netns.open_ipr(ns)
-        return self._ipr[ns]
+    def rtnl(self, ns: str) -> Rtnl:
+        if ns not in self._rtnl:
+            self._rtnl[ns] = Rtnl(ns)
+        return self._rtnl[ns]
 
     def index(self, ns: str, ifname: str) -> int:
-        found = self.ipr(ns).link_lookup(ifname=ifname)
-        if not found:
-            raise LabError(f"no interface {ifname} in namespace {ns}")
-        return int(found[0])
+        key = (ns, ifname)
+        if key not in self._index:
+            try:
+                self._index[key] = self.rtnl(ns).index(ifname)
+            except OSError:
+                raise LabError(f"no interface {ifname} in namespace {ns}") from None
+        return self._index[key]
 
     def forget(self, ns: str) -> None:
-        ipr = self._ipr.pop(ns, None)
-        if ipr is not None:
-            ipr.close()
+        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        rtnl = self._rtnl.pop(ns, None)
+        if rtnl is not None:
+            rtnl.close()
 
     def close(self) -> None:
-        for ns in list(self._ipr):
+        for ns in list(self._rtnl):
             self.forget(ns)
 
     def __enter__(self) -> Session:
@@ -81,22 +78,26 @@ class Session:
         self.close()
 
 
-def _link_kind(session: Session, ns: str, ifname: str) -> str | None:
-    for link in session.ipr(ns).get_links(session.index(ns, ifname)):
-        info = link.get("IFLA_LINKINFO")
-        return info.get("IFLA_INFO_KIND") if info else None
-    return None
-
-
-def _add_link(session: Session, ns: str, ifname: str, kind: str, **attrs: object) -> None:
+def _add_link(session: Session, ns: str, ifname: str, kind: str, add: Callable[[Rtnl], None]) -> bool:
+    """Create a link; False when one of that name and kind was already there."""
     try:
-        session.ipr(ns).link("add", ifname=ifname, kind=kind, **attrs)
-    except NetlinkError as e:
-        if e.code != EEXIST:
+        add(session.rtnl(ns))
+        return True
+    except OSError as e:
+        if e.errno != EEXIST:
             raise
-        existing = _link_kind(session, ns, ifname)
+        existing = next((lk.kind for lk in inspect.read(ns, []).links if lk.name == ifname), None)
         if existing != kind:
             raise LabError(f"{ns}: {ifname} exists but is a {existing or 'plain'} link, not a {kind}") from None
+        return False
+
+
+def _exists_ok(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except OSError as e:
+        if e.errno != EEXIST:
+            raise
 
 
 def _folder(session: Session, relative: str) -> Path:
@@ -115,59 +116,37 @@ def apply_step(session: Session, step: Step) -> None:
     elif isinstance(step, SetSysctl):
         netns.write_sysctl(step.netns, step.key, step.value)
     elif isinstance(step, AddBridge):
-        _add_link(session, step.netns, step.ifname, "bridge", mtu=step.mtu)
+        _add_link(session, step.netns, step.ifname, "bridge", lambda r: r.add_link(step.ifname, "bridge", mtu=step.mtu))
     elif isinstance(step, AddVeth):
+        master = session.index(step.netns, step.master) if step.master else None
         fd = os.open(netns.netns_path(step.peer_netns), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            peer = {"ifname": step.peer_ifname, "net_ns_fd": fd, "mtu": step.mtu}
-            _add_link(session, step.netns, step.ifname, "veth", mtu=step.mtu, peer=peer)
+            created = _add_link(session, step.netns, step.ifname, "veth", lambda r: r.add_veth(
+                step.ifname, step.peer_ifname, fd, mtu=step.mtu, master=master, up=step.up))
         finally:
             os.close(fd)
+        if not created and (master is not None or step.up):  # a repeated apply: make it so anyway
+            session.rtnl(step.netns).set_link(session.index(step.netns, step.ifname), up=step.up or None, master=master)
     elif isinstance(step, LinkUp):
-        attrs: dict[str, object] = {"state": "up"}
-        if step.master:
-            attrs["master"] = session.index(step.netns, step.master)
-        session.ipr(step.netns).link("set", index=session.index(step.netns, step.ifname), **attrs)
+        master = session.index(step.netns, step.master) if step.master else None
+        session.rtnl(step.netns).set_link(session.index(step.netns, step.ifname), up=True, master=master)
     elif isinstance(step, AddAddress):
-        try:
-            session.ipr(step.netns).addr(
-                "add",
-                index=session.index(step.netns, step.ifname),
-                address=str(step.address.ip),
-                prefixlen=step.address.network.prefixlen,
-            )
-        except NetlinkError as e:
-            if e.code != EEXIST:
-                raise
+        index = session.index(step.netns, step.ifname)
+        _exists_ok(lambda: session.rtnl(step.netns).add_address(index, step.address.ip, step.address.network.prefixlen))
     elif isinstance(step, AddRoute):
-        # proto boot, as `ip route add` and flannel (netlink without a protocol) leave it
-        route: dict[str, object] = {"dst": str(step.dst), "oif": session.index(step.netns, step.dev), "proto": 3}
-        if step.via is not None:
-            route["gateway"] = str(step.via)
-        if step.scope_link:
-            route["scope"] = 253
-        if step.onlink:
-            route["flags"] = RTNH_F_ONLINK
-        try:
-            session.ipr(step.netns).route("add", **route)
-        except NetlinkError as e:
-            if e.code != EEXIST:
-                raise
+        oif = session.index(step.netns, step.dev)
+        _exists_ok(lambda: session.rtnl(step.netns).add_route(step.dst, oif, gateway=step.via, onlink=step.onlink,
+                                                             scope_link=step.scope_link))
     elif isinstance(step, AddVxlan):
-        _add_link(
-            session, step.netns, step.ifname, "vxlan",
-            vxlan_id=step.vni, vxlan_local=str(step.local), vxlan_port=step.port,
-            vxlan_learning=int(step.learning), vxlan_link=session.index(step.netns, step.dev),
-            address=step.mac, mtu=step.mtu,
-        )
+        data = [("IFLA_VXLAN_ID", step.vni), ("IFLA_VXLAN_LOCAL", str(step.local)), ("IFLA_VXLAN_PORT", step.port),
+                ("IFLA_VXLAN_LEARNING", int(step.learning)), ("IFLA_VXLAN_LINK", session.index(step.netns, step.dev))]
+        _add_link(session, step.netns, step.ifname, "vxlan", lambda r: r.add_link(
+            step.ifname, "vxlan", mtu=step.mtu, address=step.mac, data=data))
     elif isinstance(step, AddNeighbour):
-        # "replace": the same entry again is not an error, like flannel's NeighSet
-        session.ipr(step.netns).neigh("replace", dst=str(step.ip), lladdr=step.mac,
-                                      ifindex=session.index(step.netns, step.ifname), state=NUD_PERMANENT)
+        session.rtnl(step.netns).replace_neighbour(session.index(step.netns, step.ifname), step.ip, step.mac)
     elif isinstance(step, AddFdb):
-        session.ipr(step.netns).neigh("replace", family=AF_BRIDGE, lladdr=step.mac, dst=str(step.dst),
-                                      ifindex=session.index(step.netns, step.ifname), state=NUD_PERMANENT,
-                                      flags=NTF_SELF)
+        session.rtnl(step.netns).replace_neighbour(session.index(step.netns, step.ifname), step.dst, step.mac,
+                                                   bridge=True)
     elif isinstance(step, WriteFile):
         target = _folder(session, step.path)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -177,22 +156,26 @@ def apply_step(session: Session, step: Step) -> None:
     elif isinstance(step, WaitBgp):
         daemons.wait_bgp(step.netns, step.node, _folder(session, step.folder), step.peers, step.learned)
     elif isinstance(step, CniAdd):
-        assert session.files is not None
-        conflist = json.loads(_folder(session, step.conflist).read_text())
-        pod = step.pod_netns.split(".", 1)[1].replace(".", "/")
-        result = cni.add(step.netns, step.pod_netns, step.container_id, step.ifname, step.cni_path, conflist,
-                         session.files, pod)
-        cni.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
-                   step.cni_path, step.conflist, result)
-        got = [ip.get("address", "").split("/")[0] for ip in result.get("ips", [])]
-        if step.expect_ip is not None and str(step.expect_ip) not in got:
-            raise LabError(
-                f"CNI ADD for pod {pod}: the plugins gave {', '.join(got) or 'no address'}, but the lab expects "
-                f"{step.expect_ip} (cni-lab follows host-local's order over the pod CIDR: first pod .2; "
-                "options such as rangeStart are not supported)"
-            )
+        _cni_add(session, step)
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
+
+
+def _cni_add(session: Session, step: CniAdd) -> None:
+    assert session.files is not None
+    conflist = json.loads(_folder(session, step.conflist).read_text())
+    pod = step.pod_netns.split(".", 1)[1].replace(".", "/")
+    result = cni.add(step.netns, step.pod_netns, step.container_id, step.ifname, step.cni_path, conflist,
+                     session.files, pod)
+    cni.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
+               step.cni_path, step.conflist, result)
+    got = [ip.get("address", "").split("/")[0] for ip in result.get("ips", [])]
+    if step.expect_ip is not None and str(step.expect_ip) not in got:
+        raise LabError(
+            f"CNI ADD for pod {pod}: the plugins gave {', '.join(got) or 'no address'}, but the lab expects "
+            f"{step.expect_ip} (cni-lab follows host-local's order over the pod CIDR: first pod .2; "
+            "options such as rangeStart are not supported)"
+        )
 
 
 @contextlib.contextmanager
@@ -226,8 +209,8 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
                 else:
                     try:
                         apply_step(session, step)
-                    except (NetlinkError, OSError) as e:
-                        reason = getattr(e, "strerror", None) or (e.args[1] if len(e.args) > 1 else str(e))
+                    except OSError as e:
+                        reason = e.strerror or str(e)
                         raise LabError(f"{step.describe()}: {reason}") from e
                 if progress is not None:
                     progress(i, total)

@@ -226,7 +226,10 @@ def _probe_progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result (schema: docs/check.schema.json).")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
 @click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
-def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
+@click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
+              help="Raise the host's shared ARP table limit (gc_thresh3) to N for this check, then put it back. "
+                   "Needed for labs of hundreds of pods.")
+def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 
     Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
@@ -238,7 +241,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
     """
     spinner, progress = _probe_progress("probing")
     with spinner:
-        result = lifecycle.check(lab, progress, mtu=mtu)
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap)
     _report_check(result, as_json, junit)
     sys.exit(0 if result.passed else 1)
 
@@ -249,7 +252,10 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the check result as JSON.")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
 @click.option("--mtu", is_flag=True, help="Also run the MTU check.")
-def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool) -> None:
+@click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
+              help="As for check: raise the host's ARP table limit for the check, then put it back.")
+def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool,
+        neighbour_cap: int | None) -> None:
     """Up, check and down in one go, for CI: exits with check's code, never leaves the lab behind.
 
     \b
@@ -261,7 +267,7 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
     try:
         spinner, progress = _probe_progress("probing")
         with spinner:
-            checked = lifecycle.check(lab.name, progress, mtu=mtu)
+            checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
     finally:
         if result.created:
             lifecycle.down(lab.name)

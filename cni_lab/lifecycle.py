@@ -12,7 +12,7 @@ from typing import Callable
 from cni_lab import dataplanes, ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, cni, daemons, netns
+from cni_lab.kernel import apply, cni, daemons, neighbours, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
 
@@ -149,6 +149,7 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
         # As a runtime does when a pod goes: CNI DEL for every pod the plugins wired (their IPAM
         # reservations are released), then the namespaces. Failures do not stop the teardown.
         cni.delete_recorded(state.lab_dir(name))
+        neighbours.restore(state.lab_dir(name))  # limits a killed `check --neighbour-cap` raised
         return apply.remove_namespaces(_lab_namespaces(name, recorded))
 
 
@@ -273,13 +274,23 @@ def target_netns(lab: Lab, target: str) -> str:
     return names.pod_netns(lab.name, node_name, pod_name)
 
 
-def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False) -> CheckResult:
-    """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile)."""
+def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
+          neighbour_cap: int | None = None) -> CheckResult:
+    """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
+    `neighbour_cap` raises the host's neighbour table limits for the check, and puts them back."""
     require_root("check")
     lab_name = pick(name)
     with state.locked(lab_name):
         lab, _ = running_lab(lab_name)
-        result = probe_check.run(lab, progress=progress, mtu=mtu)
+        folder = state.lab_dir(lab_name)
+        if neighbour_cap is not None:
+            neighbours.raise_cap(folder, neighbour_cap)
+        try:
+            result = probe_check.run(lab, progress=progress, mtu=mtu)
+        finally:
+            if neighbour_cap is not None:
+                with apply.shielded():
+                    neighbours.restore(folder)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             folder = state.lab_dir(lab_name)

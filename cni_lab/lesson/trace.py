@@ -270,12 +270,10 @@ def to_json(t: Trace) -> dict[str, Any]:
 
 def verify(lab: Lab, t: Trace) -> str:
     """Send the real packets for the traced pair; returns the probe's verdict."""
-    from cni_lab.probe.engine import Prober
-    from cni_lab.probe.pairs import Pair, rule_of
+    from cni_lab.probe.engine import VERDICTS, Prober
 
-    pair = Pair(0, t.src, t.dst, rule_of(t.src, t.dst), frozenset({"ok"}))
     with Prober([t.src, t.dst], lab.name) as prober:
-        return prober.run([pair])[0].verdict
+        return VERDICTS[prober.run([(0, 1)]).verdict[0]]
 
 
 def agrees(t: Trace, verdict: str) -> bool:

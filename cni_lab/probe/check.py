@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import cached_property
+from typing import Callable, Iterator
 
+from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
-from cni_lab.probe import pairs as pairing
 from cni_lab.probe import mtu as mtu_check
-from cni_lab.probe.engine import PairResult, Prober, Settings
+from cni_lab.probe import pairs as pairing
+from cni_lab.probe.engine import OK, VERDICTS, AllPairs, Outcomes, Prober, Settings, identity
+from cni_lab.probe.pairs import Endpoint, Pair
 
 GC_THRESH3 = "net/ipv4/neigh/default/gc_thresh3"
+
+
+@dataclass
+class PairResult:
+    pair: Pair
+    verdict: str
+    rtt_ms: float | None = None
+    observed: str | None = None  # the source address the responder saw
+    answered_by: str | None = None  # identity of whoever answered the UDP probe
+    detail: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.verdict in self.pair.expected
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,8 @@ class RuleSummary:
     total: int
     ok: int
     met: int  # pairs whose verdict is what the scenario expects
+    must_fail: int = 0  # pairs the scenario expects not to be ok
+    failed_as_expected: int = 0
 
     @property
     def passed(self) -> bool:
@@ -31,7 +50,8 @@ class RuleSummary:
 @dataclass
 class CheckResult:
     lab: Lab
-    results: list[PairResult]
+    endpoints: list[Endpoint]
+    outcomes: Outcomes
     duration: float
     neighbours_needed: int
     neighbour_cap: int | None
@@ -39,21 +59,72 @@ class CheckResult:
     mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
     cni_problems: list[str] = field(default_factory=list)  # what CNI CHECK reported, for `cni` labs
 
-    @property
-    def passed(self) -> bool:
-        return all(r.met for r in self.results) and all(m.passed for m in self.mtu or []) and not self.cni_problems
+    def __len__(self) -> int:
+        return len(self.outcomes.verdict)
 
-    @property
+    def _pair(self, i: int) -> Pair:
+        s, d = self.outcomes.jobs[i]
+        src, dst = self.endpoints[s], self.endpoints[d]
+        rule = pairing.rule_of(src, dst)
+        return Pair(i, src, dst, rule, pairing.expected(self.lab.scenario.expect, src, dst, rule))
+
+    def result(self, i: int) -> PairResult:
+        pair = self._pair(i)
+        code = self.outcomes.verdict[i]
+        rtt = self.outcomes.rtt[i] or None
+        extra = self.outcomes.extra.get(i)
+        if code == OK:
+            return PairResult(pair, "ok", rtt, str(pair.src.ip), identity(self.lab.name, pair.dst))
+        verdict = VERDICTS[code] if code < len(VERDICTS) else "timeout"
+        if extra is None:
+            return PairResult(pair, verdict, rtt)
+        return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail)
+
+    def _met_flags(self) -> Iterator[tuple[int, str, bool, bool]]:
+        """(index, rule, met, expected ok) per pair, without building result objects."""
+        expectations = self.lab.scenario.expect
+        n = len(self.endpoints)
+        eps = self.endpoints
+        for i, code in enumerate(self.outcomes.verdict):
+            s, r = divmod(i, n - 1)
+            d = r if r < s else r + 1
+            rule = pairing.rule_of(eps[s], eps[d])
+            if not expectations:
+                yield i, rule, code == OK, True
+                continue
+            want = pairing.expected(expectations, eps[s], eps[d], rule)
+            verdict = VERDICTS[code] if code < len(VERDICTS) else "timeout"
+            yield i, rule, verdict in want, "ok" in want
+
+    @cached_property
+    def results(self) -> list[PairResult]:
+        """Every pair as an object: for small labs, reports and tests."""
+        return [self.result(i) for i in range(len(self))]
+
+    @cached_property
     def failures(self) -> list[PairResult]:
-        return [r for r in self.results if not r.met]
+        return [self.result(i) for i, _, met, _ in self._met_flags() if not met]
+
+    @cached_property
+    def _summaries(self) -> list[RuleSummary]:
+        counts: dict[str, list[int]] = {}
+        verdicts = self.outcomes.verdict
+        for i, rule, met, want_ok in self._met_flags():
+            c = counts.setdefault(rule, [0, 0, 0, 0, 0])
+            c[0] += 1
+            c[1] += verdicts[i] == OK
+            c[2] += met
+            if not want_ok:
+                c[3] += 1
+                c[4] += met
+        return [RuleSummary(rule, title, *counts[rule]) for rule, title in pairing.RULE_TITLES.items() if rule in counts]
 
     def summaries(self) -> list[RuleSummary]:
-        out = []
-        for rule, title in pairing.RULE_TITLES.items():
-            rs = [r for r in self.results if r.pair.rule == rule]
-            if rs:
-                out.append(RuleSummary(rule, title, len(rs), sum(r.verdict == "ok" for r in rs), sum(r.met for r in rs)))
-        return out
+        return self._summaries
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
 
 
 def neighbour_cap() -> int | None:
@@ -68,28 +139,31 @@ def neighbour_cap() -> int | None:
 def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int], None] | None = None,
         mtu: bool = False) -> CheckResult:
     settings = settings or Settings()
-    pairs = pairing.all_pairs(lab)
+    endpoints = pairing.endpoints(lab)
     needed = pairing.neighbours_needed(lab)
     cap = neighbour_cap()
     notes = []
     if cap is not None and needed > cap:
-        # Entries for finished pairs age out; keeping few pairs in flight keeps the ones being
-        # resolved at once well under the cap, so the host's sysctl need not change.
+        # The kernel frees a neighbour entry for a new one only once it is 5 s old, so past the
+        # cap entries are made at ~cap/5 per second: fewer pairs in flight keep ARP from failing.
         settings.window = max(16, min(settings.window, cap // 4))
         notes.append(
-            f"a full matrix touches ~{needed} neighbour (ARP) entries, more than the kernel's shared cap "
-            f"net.ipv4.neigh.default.gc_thresh3={cap}: probing at most {settings.window} pairs at a time "
-            "so entries age out as it goes; if pairs still time out, raise gc_thresh3 yourself and restore it after"
+            f"a full matrix needs ~{needed} neighbour (ARP) entries, more than the kernel's shared cap "
+            f"net.ipv4.neigh.default.gc_thresh3={cap}, which only frees entries 5 s old: probing at most "
+            f"{settings.window} pairs at a time. For large labs run `check --neighbour-cap {needed * 2}` "
+            "(raises gc_thresh1-3 for the check and puts them back after)"
         )
-    missing = [ep.netns for ep in pairing.endpoints(lab) if not netns.is_netns(ep.netns)]
+    missing = [ep.netns for ep in endpoints if not netns.is_netns(ep.netns)]
     if missing:
-        from cni_lab.errors import LabError
-
         raise LabError(f"lab {lab.name} is damaged: {len(missing)} namespaces are missing (first: {missing[0]}); "
                        f"run `sudo cni-lab down {lab.name}` and `up` again")
     started = time.monotonic()
-    with Prober(pairing.endpoints(lab), lab.name, settings) as prober:
+    jobs = AllPairs(len(endpoints))
+    with Prober(endpoints, lab.name, settings) as prober:
         notes += prober.missing
-        results = prober.run(pairs, progress)
-        mtu_results = mtu_check.run(prober, pairs, lab.pod_mtu) if mtu else None
-    return CheckResult(lab, results, time.monotonic() - started, needed, cap, notes, mtu_results)
+        outcomes = prober.run(jobs, progress)
+        result = CheckResult(lab, endpoints, outcomes, 0.0, needed, cap, notes)
+        if mtu:
+            result.mtu = mtu_check.run(prober, endpoints, lab.pod_mtu)
+    result.duration = time.monotonic() - started
+    return result

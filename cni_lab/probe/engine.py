@@ -7,56 +7,43 @@ For every endpoint namespace it opens two sockets (inside that namespace, then u
 - a raw ICMP socket bound to the endpoint's IP that sends echo requests and receives echo
   replies and ICMP errors (destination unreachable), which say which hop refused the packet.
 Nothing runs after `check` returns: the responders are sockets of this process.
+
+Results are kept compactly (a byte per pair, details only for pairs that are not ok) so that a
+1000-pod lab's million pairs fit in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import resource
 import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from array import array
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
 
 from cni_lab.kernel import netns
-from cni_lab.probe.pairs import Endpoint, Pair
+from cni_lab.probe.pairs import Endpoint
 
 PROBE_PORT = 31999
-IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # DF always set, the path MTU cache ignored: a size test
-HEADERS = 28  # IPv4 + UDP
 MAGIC = b"CNIL"
+IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # DF always set, the path MTU cache ignored: a size test
+SOL_RAW, ICMP_FILTER = 255, 1
+HEADERS = 28  # IPv4 + UDP
 ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_TIME_EXCEEDED = 8, 0, 3, 11
 UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
-                 9: "network prohibited", 10: "host prohibited", 13: "administratively prohibited"}
-
-
-@dataclass
-class PairResult:
-    pair: Pair
-    verdict: str = "timeout"
-    rtt_ms: float | None = None
-    observed: str | None = None  # the source address the responder saw
-    answered_by: str | None = None  # identity of whoever answered the UDP probe
-    detail: str = ""
-    icmp_ok: bool = False
-    udp_ok: bool = False
-    attempts: int = 0
-
-    @property
-    def met(self) -> bool:
-        return self.verdict in self.pair.expected
-
-
-@dataclass
-class _Flight:
-    result: PairResult
-    sent_at: float = 0.0
-    done: bool = False
-    first_sent: float = 0.0
+                 4: "fragmentation needed", 9: "network prohibited", 10: "host prohibited",
+                 13: "administratively prohibited"}
+VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
+OK, NAT, WRONG_PEER, TIMEOUT, UNREACHABLE = range(5)
+PENDING = 255
+UDP_OK, ICMP_OK, DONE = 1, 2, 4
+Q_HEADER = struct.Struct("!Id")  # pair index, send time
 
 
 @dataclass
@@ -65,7 +52,52 @@ class Settings:
     interval: float = 0.3  # seconds between attempts
     settle: float = 0.7  # wait after the last attempt before calling it a timeout
     window: int = 512  # pairs in flight at once: keeps neighbour resolution under the kernel's cap
-    deadline: float = 120.0  # bound on the whole run
+    deadline: float = 600.0  # bound on the whole run
+
+
+class Jobs(Protocol):
+    """Pairs to probe, as (source, destination) endpoint indexes."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> tuple[int, int]: ...
+
+
+class AllPairs:
+    """Every ordered pair of n endpoints, source ≠ destination, without storing them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n * (self.n - 1)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        s, r = divmod(i, self.n - 1)
+        return s, r if r < s else r + 1
+
+    def index(self, s: int, d: int) -> int:
+        return s * (self.n - 1) + (d if d < s else d - 1)
+
+
+@dataclass
+class Extra:
+    """What is known about a pair beyond its verdict (kept only where it matters)."""
+
+    observed: str | None = None  # the source address the responder saw
+    answered_by: str | None = None  # identity of whoever answered the UDP probe
+    detail: str = ""
+
+
+class Outcomes:
+    """Verdicts of one run: a byte and an RTT per job, details for the rest."""
+
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+        n = len(jobs)
+        self.verdict = bytearray([PENDING]) * n
+        self.rtt = array("f", bytes(4 * n))
+        self.extra: dict[int, Extra] = {}
+        self.duration = 0.0
 
 
 def _checksum(data: bytes) -> int:
@@ -78,7 +110,7 @@ def _checksum(data: bytes) -> int:
 
 
 def _echo(index: int, token: bytes, now: float) -> bytes:
-    """An ICMP echo request; id and sequence carry the pair index so that ICMP errors, which quote
+    """An ICMP echo request; id and sequence carry the job index so that ICMP errors, which quote
     only the first 8 bytes of the echo, still name the pair."""
     ident, seq = index >> 16 & 0xFFFF, index & 0xFFFF
     payload = MAGIC + token + struct.pack("!Id", index, now)
@@ -93,27 +125,36 @@ def _raise_fd_limit(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed + 64, soft)), hard))
 
 
+def identity(lab: str, ep: Endpoint) -> str:
+    return f"{lab}/{ep.id}"
+
+
 class Prober:
     def __init__(self, endpoints: list[Endpoint], lab_name: str, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.sizes: dict[int, int] | None = None
         self.lab_name = lab_name
         self.token = os.urandom(4)
         self.endpoints = endpoints
-        self.udp: dict[str, socket.socket] = {}
-        self.icmp: dict[str, socket.socket] = {}
+        self.ids = [identity(lab_name, ep).encode() for ep in endpoints]
+        self.ips = [str(ep.ip) for ep in endpoints]
+        self.udp: list[socket.socket] = []
+        self.icmp: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.missing: list[str] = []  # endpoints whose namespace lacks their own address
 
     def open(self) -> None:
         _raise_fd_limit(2 * len(self.endpoints))
-        for ep in self.endpoints:
+        # Only echo replies and errors reach the raw sockets: not every echo request of the matrix.
+        wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
+        icmp_filter = struct.pack("I", ~wanted & 0xFFFFFFFF)
+        for i, ep in enumerate(self.endpoints):
             udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            raw.setsockopt(SOL_RAW, ICMP_FILTER, icmp_filter)
             try:
-                udp.bind((str(ep.ip), PROBE_PORT))
-                raw.bind((str(ep.ip), 0))
+                udp.bind((self.ips[i], PROBE_PORT))
+                raw.bind((self.ips[i], 0))
             except OSError as e:
                 if e.errno != errno.EADDRNOTAVAIL:
                     raise
@@ -122,15 +163,17 @@ class Prober:
                 self.missing.append(f"{ep.id} does not have its address {ep.ip} any more")
                 udp.bind(("0.0.0.0", PROBE_PORT))
             udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             udp.setblocking(False)
             raw.setblocking(False)
-            self.udp[ep.id], self.icmp[ep.id] = udp, raw
-            self.selector.register(udp, selectors.EVENT_READ, ("udp", ep))
-            self.selector.register(raw, selectors.EVENT_READ, ("icmp", ep))
+            self.udp.append(udp)
+            self.icmp.append(raw)
+            self.selector.register(udp, selectors.EVENT_READ, (0, i))
+            self.selector.register(raw, selectors.EVENT_READ, (1, i))
 
     def close(self) -> None:
         self.selector.close()
-        for s in (*self.udp.values(), *self.icmp.values()):
+        for s in (*self.udp, *self.icmp):
             s.close()
         self.udp.clear()
         self.icmp.clear()
@@ -148,101 +191,111 @@ class Prober:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None,
-            sizes: dict[int, int] | None = None) -> list[PairResult]:
-        """Probe every pair. With `sizes` (pair index → IP packet size) only UDP probes of exactly
+    def run(self, jobs: Jobs, progress: Callable[[int, int], None] | None = None,
+            sizes: Sequence[int] | None = None) -> Outcomes:
+        """Probe every job. With `sizes` (an IP packet size per job) only UDP probes of exactly
         that size are sent, with DF set: an MTU test."""
         s = self.settings
-        self.sizes = sizes
-        flights = {p.index: _Flight(PairResult(p)) for p in pairs}
-        queue = list(pairs)
-        queue.reverse()  # pop() from the end keeps the given order
-        active: dict[int, _Flight] = {}
+        out = Outcomes(jobs)
+        total = len(jobs)
+        flags = bytearray(total)
+        attempts = bytearray(total)
+        sent_at = array("d", bytes(8 * total)) if total else array("d")
+        timers: list[tuple[float, int]] = []  # (when to look at the job again, job)
+        active = 0
         finished = 0
+        next_job = 0
         started = time.monotonic()
-        while queue or active:
+        last_progress = 0.0
+        udp_only = sizes is not None
+
+        def send(j: int, now: float) -> None:
+            src, dst = jobs[j]
+            attempts[j] += 1
+            sent_at[j] = now
+            try:
+                if not flags[j] & UDP_OK:
+                    query = b"Q" + MAGIC + self.token + Q_HEADER.pack(j, now)
+                    if sizes is not None:
+                        query = query.ljust(sizes[j] - HEADERS, b"\0")
+                    self.udp[src].sendto(query, (self.ips[dst], PROBE_PORT))
+                if not udp_only and not flags[j] & ICMP_OK:
+                    self.icmp[src].sendto(_echo(j, self.token, now), (self.ips[dst], 0))
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    finish(j, TIMEOUT, Extra(detail=f"{sizes and sizes[j]} bytes is more than "
+                                             f"{self.endpoints[src].id}'s own MTU"))
+                    return
+                if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
+                    finish(j, UNREACHABLE, Extra(detail=f"{self.endpoints[src].id} has no route to "
+                                                 f"{self.ips[dst]} ({os.strerror(e.errno)})"))
+                    return
+                if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EPERM):
+                    raise
+            heapq.heappush(timers, (now + s.interval, j))
+
+        def finish(j: int, verdict: int, extra: Extra | None = None) -> None:
+            nonlocal active, finished
+            if flags[j] & DONE:
+                return
+            flags[j] |= DONE
+            out.verdict[j] = verdict
+            if extra is not None:
+                out.extra[j] = extra
+            active -= 1
+            finished += 1
+
+        def expire(j: int) -> None:
+            src, dst = jobs[j]
+            extra = out.extra.get(j)
+            if flags[j] & UDP_OK:
+                if udp_only or flags[j] & ICMP_OK:  # pragma: no cover - finished on arrival
+                    finish(j, OK)
+                else:
+                    finish(j, TIMEOUT, Extra(detail="UDP answered but the ICMP echo was not"))
+            else:
+                finish(j, TIMEOUT, Extra(detail=(extra.detail if extra and extra.detail else
+                                                 f"no answer from {self.ips[dst]} after {attempts[j]} attempts")))
+
+        while next_job < total or active:
             now = time.monotonic()
             if now - started > s.deadline:
-                for f in active.values():
-                    f.result.detail = f.result.detail or "check ran out of time"
+                for j in range(total):
+                    if not flags[j] & DONE and attempts[j]:
+                        finish(j, TIMEOUT, Extra(detail="check ran out of time"))
                 break
-            while queue and len(active) < s.window:
-                pair = queue.pop()
-                flight = flights[pair.index]
-                active[pair.index] = flight
-                self._send(flight, now)
-            for index, flight in list(active.items()):
-                if flight.done:
-                    del active[index]
-                    finished += 1
+            while next_job < total and active < s.window:
+                active += 1
+                send(next_job, now)
+                next_job += 1
+            while timers and timers[0][0] <= now:
+                _, j = heapq.heappop(timers)
+                if flags[j] & DONE:
                     continue
-                if now - flight.sent_at >= s.interval and flight.result.attempts < s.attempts:
-                    self._send(flight, now)
-                elif flight.result.attempts >= s.attempts and now - flight.sent_at >= s.settle:
-                    self._finish(flight)
-                    del active[index]
-                    finished += 1
-            if progress is not None:
-                progress(finished, len(pairs))
-            for key, _ in self.selector.select(timeout=0.02):
-                kind, ep = key.data
-                self._drain(key.fileobj, kind, ep, flights)  # type: ignore[arg-type]
-        return [flights[p.index].result for p in pairs]
+                if attempts[j] < s.attempts:
+                    send(j, now)
+                elif now - sent_at[j] >= s.settle:
+                    expire(j)
+                else:
+                    heapq.heappush(timers, (sent_at[j] + s.settle, j))
+            if progress is not None and now - last_progress > 0.1:
+                progress(finished, total)
+                last_progress = now
+            timeout = max(0.0, min(0.05, timers[0][0] - now)) if timers else 0.05
+            for key, _ in self.selector.select(timeout=timeout):
+                kind, i = key.data
+                if kind == 0:
+                    self._drain_udp(i, jobs, out, flags, udp_only, finish)
+                else:
+                    self._drain_icmp(i, jobs, out, flags, udp_only, finish)
+        if progress is not None:
+            progress(finished, total)
+        out.duration = time.monotonic() - started
+        return out
 
-    def _send(self, flight: _Flight, now: float) -> None:
-        r, p = flight.result, flight.result.pair
-        r.attempts += 1
-        flight.sent_at = now
-        if not flight.first_sent:
-            flight.first_sent = now
-        dst = str(p.dst.ip)
-        try:
-            if not r.udp_ok:
-                query = b"Q" + MAGIC + self.token + struct.pack("!Id", p.index, now)
-                if self.sizes is not None:
-                    query = query.ljust(self.sizes[p.index] - HEADERS, b"\0")
-                self.udp[p.src.id].sendto(query, (dst, PROBE_PORT))
-            if not r.icmp_ok and self.sizes is None:
-                self.icmp[p.src.id].sendto(_echo(p.index, self.token, now), (dst, 0))
-        except OSError as e:
-            if e.errno == errno.EMSGSIZE:
-                r.detail = f"{self.sizes and self.sizes.get(p.index)} bytes is more than {p.src.id}'s own MTU"
-                flight.done = True
-            elif e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
-                r.verdict, r.detail = "unreachable", f"{p.src.id} has no route to {dst} ({os.strerror(e.errno)})"
-                flight.done = True
-            elif e.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                raise
-
-    def _finish(self, flight: _Flight) -> None:
-        r = flight.result
-        flight.done = True
-        if r.verdict == "unreachable":
-            return
-        if r.udp_ok:
-            p = r.pair
-            if r.answered_by != _identity(self.lab_name, p.dst):
-                r.verdict = "wrong-peer"
-                r.detail = f"{p.dst.ip} was answered by {r.answered_by}, not {p.dst.id}"
-            elif r.observed != str(p.src.ip):
-                r.verdict = "nat"
-                r.detail = f"{p.dst.id} saw the packet come from {r.observed}, not {p.src.ip}"
-            elif r.icmp_ok or self.sizes is not None:
-                r.verdict = "ok"
-            else:
-                r.verdict, r.detail = "timeout", "UDP answered but the ICMP echo was not"
-        else:
-            r.verdict = "timeout"
-            r.detail = r.detail or f"no answer from {r.pair.dst.ip} after {r.attempts} attempts"
-
-    def _maybe_done(self, flight: _Flight) -> None:
-        r = flight.result
-        if r.udp_ok and (r.icmp_ok or self.sizes is not None):
-            self._finish(flight)
-        elif r.udp_ok and r.answered_by != _identity(self.lab_name, r.pair.dst):
-            self._finish(flight)  # a wrong peer needs no more evidence
-
-    def _drain(self, sock: socket.socket, kind: str, ep: Endpoint, flights: dict[int, _Flight]) -> None:
+    def _drain_udp(self, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
+                   finish: Callable[..., None]) -> None:
+        sock = self.udp[i]
         while True:
             try:
                 data, addr = sock.recvfrom(2048)
@@ -250,66 +303,71 @@ class Prober:
                 return
             except OSError:
                 continue  # an ICMP error queued on the UDP socket: the raw socket reports it
-            now = time.monotonic()
-            if kind == "udp":
-                self._on_udp(sock, ep, data, addr, flights, now)
-            else:
-                self._on_icmp(ep, data, flights, now)
+            head = data[:1]
+            if head == b"Q" and data[1:5] == MAGIC:
+                # answer as a responder: echo the nonce (not the padding: only the way there is
+                # size-tested), say what source we saw and who we are
+                with contextlib.suppress(OSError):
+                    sock.sendto(b"R" + data[1:21] + b"|" + addr[0].encode() + b"|" + self.ids[i], addr)
+                continue
+            if head != b"R" or data[1:5] != MAGIC or data[5:9] != self.token or len(data) < 21:
+                continue
+            j, sent = Q_HEADER.unpack_from(data, 9)
+            if j >= len(flags) or flags[j] & (DONE | UDP_OK):
+                continue
+            src, dst = jobs[j]
+            if src != i:
+                continue
+            _, observed, who = data[21:].split(b"|", 2)
+            flags[j] |= UDP_OK
+            if not out.rtt[j]:
+                out.rtt[j] = (time.monotonic() - sent) * 1000
+            if who != self.ids[dst]:
+                answered = who.decode(errors="replace")
+                finish(j, WRONG_PEER, Extra(observed.decode(), answered,
+                                            f"{self.ips[dst]} was answered by {answered}, not {self.endpoints[dst].id}"))
+            elif observed.decode() != self.ips[src]:
+                obs = observed.decode()
+                finish(j, NAT, Extra(obs, who.decode(),
+                                     f"{self.endpoints[dst].id} saw the packet come from {obs}, not {self.ips[src]}"))
+            elif udp_only or flags[j] & ICMP_OK:
+                finish(j, OK)
 
-    def _on_udp(self, sock: socket.socket, ep: Endpoint, data: bytes, addr: tuple[str, int],
-                flights: dict[int, _Flight], now: float) -> None:
-        if data[:1] == b"Q" and data[1:5] == MAGIC:
-            # answer as a responder: echo the nonce (not the padding: only the way there is
-            # size-tested), say what source we saw and who we are
-            reply = b"R" + data[1:21] + f"|{addr[0]}|{_identity(self.lab_name, ep)}".encode()
-            with contextlib.suppress(OSError):
-                sock.sendto(reply, addr)
-            return
-        if data[:1] != b"R" or data[1:5] != MAGIC or data[5:9] != self.token or len(data) < 21:
-            return
-        index, sent = struct.unpack("!Id", data[9:21])
-        flight = flights.get(index)
-        if flight is None or flight.done or flight.result.pair.src.id != ep.id:
-            return
-        _, observed, identity = data[21:].decode(errors="replace").split("|", 2)
-        r = flight.result
-        r.udp_ok, r.observed, r.answered_by = True, observed, identity
-        if r.rtt_ms is None:
-            r.rtt_ms = (now - sent) * 1000
-        self._maybe_done(flight)
-
-    def _on_icmp(self, ep: Endpoint, data: bytes, flights: dict[int, _Flight], now: float) -> None:
-        ihl = (data[0] & 0x0F) * 4
-        icmp = data[ihl:]
-        if len(icmp) < 8:
-            return
-        kind, code = icmp[0], icmp[1]
-        src_ip = socket.inet_ntoa(data[12:16])
-        if kind == ICMP_ECHO_REPLY:
-            if icmp[8:12] != MAGIC or icmp[12:16] != self.token or len(icmp) < 28:
+    def _drain_icmp(self, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
+                    finish: Callable[..., None]) -> None:
+        sock = self.icmp[i]
+        while True:
+            try:
+                data = sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
                 return
-            (index,) = struct.unpack("!I", icmp[16:20])
-            (sent,) = struct.unpack("!d", icmp[20:28])
-            flight = flights.get(index)
-            if flight is None or flight.done or flight.result.pair.src.id != ep.id:
-                return
-            flight.result.icmp_ok = True
-            flight.result.rtt_ms = (now - sent) * 1000  # the echo's RTT is the one a learner knows from ping
-            self._maybe_done(flight)
-        elif kind in (ICMP_UNREACH, ICMP_TIME_EXCEEDED):
-            inner = icmp[8:]
-            inner_ihl = (inner[0] & 0x0F) * 4 if inner else 0
-            if len(inner) < inner_ihl + 8 or inner[9] != socket.IPPROTO_ICMP or inner[inner_ihl] != ICMP_ECHO:
-                return
-            ident, seq = struct.unpack("!HH", inner[inner_ihl + 4 : inner_ihl + 8])
-            flight = flights.get(ident << 16 | seq)
-            if flight is None or flight.done or flight.result.pair.src.id != ep.id:
-                return
-            r = flight.result
-            what = UNREACH_CODES.get(code, f"code {code}") if kind == ICMP_UNREACH else "TTL exceeded"
-            r.verdict, r.detail = "unreachable", f"{src_ip} answered: {what}"
-            flight.done = True
+            except OSError:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            kind = data[ihl] if len(data) > ihl else -1
+            if kind == ICMP_ECHO_REPLY:
+                icmp = data[ihl:]
+                if len(icmp) < 28 or icmp[8:12] != MAGIC or icmp[12:16] != self.token:
+                    continue
+                j, sent = struct.unpack_from("!Id", icmp, 16)
+                if j >= len(flags) or flags[j] & (DONE | ICMP_OK) or jobs[j][0] != i:
+                    continue
+                flags[j] |= ICMP_OK
+                out.rtt[j] = (time.monotonic() - sent) * 1000  # the echo's RTT: the one a learner knows from ping
+                if flags[j] & UDP_OK:
+                    finish(j, OK)
+            elif kind in (ICMP_UNREACH, ICMP_TIME_EXCEEDED):
+                icmp = data[ihl:]
+                inner = icmp[8:]
+                inner_ihl = (inner[0] & 0x0F) * 4 if inner else 0
+                if len(inner) < inner_ihl + 8 or inner[9] != socket.IPPROTO_ICMP or inner[inner_ihl] != ICMP_ECHO:
+                    continue
+                ident, seq = struct.unpack_from("!HH", inner, inner_ihl + 4)
+                j = ident << 16 | seq
+                if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
+                    continue
+                what = UNREACH_CODES.get(icmp[1], f"code {icmp[1]}") if kind == ICMP_UNREACH else "TTL exceeded"
+                finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}"))
 
 
-def _identity(lab: str, ep: Endpoint) -> str:
-    return f"{lab}/{ep.id}"
+__all__ = ["AllPairs", "Extra", "Outcomes", "Prober", "Settings", "VERDICTS"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cni_lab.probe.engine import Prober, Settings
-from cni_lab.probe.pairs import Pair
+from cni_lab.probe.engine import OK, Prober, Settings
+from cni_lab.probe.pairs import Endpoint, rule_of
 
 MIN_SIZE = 68  # the smallest MTU IPv4 allows
 FAST = Settings(attempts=2, interval=0.15, settle=0.25)
@@ -19,31 +19,36 @@ FAST = Settings(attempts=2, interval=0.15, settle=0.25)
 
 @dataclass(frozen=True)
 class MtuResult:
-    pair: Pair
+    src: Endpoint
+    dst: Endpoint
     size: int  # the full size that was tried (the sender's MTU)
     passed: bool
     largest: int | None  # the largest size that got through, when the full size did not
 
 
-def run(prober: Prober, pairs: list[Pair], mtu: int) -> list[MtuResult]:
-    cross = [p for p in pairs if p.rule == "pod-pod-cross-node"]
+def run(prober: Prober, endpoints: list[Endpoint], mtu: int) -> list[MtuResult]:
+    cross = [(s, d) for s, src in enumerate(endpoints) for d, dst in enumerate(endpoints)
+             if s != d and rule_of(src, dst) == "pod-pod-cross-node"]
     if not cross:
         return []
     saved = prober.settings
     prober.settings = FAST
     try:
-        full = prober.run(cross, sizes={p.index: mtu for p in cross})
-        failing = [r.pair for r in full if r.verdict != "ok"]
-        # per pair: `passing` got through (or is below the minimum), `failing` did not
-        bounds = {p.index: (MIN_SIZE - 1, mtu) for p in failing}
-        while any(hi - lo > 1 for lo, hi in bounds.values()):
-            open_pairs = [p for p in failing if bounds[p.index][1] - bounds[p.index][0] > 1]
-            sizes = {p.index: sum(bounds[p.index]) // 2 for p in open_pairs}
-            for r in prober.run(open_pairs, sizes=sizes):
-                lo, hi = bounds[r.pair.index]
-                size = sizes[r.pair.index]
-                bounds[r.pair.index] = (size, hi) if r.verdict == "ok" else (lo, size)
+        full = prober.run(cross, sizes=[mtu] * len(cross))
+        failing = [job for job, code in zip(cross, full.verdict) if code != OK]
+        # per pair: the largest size known to pass (or below the minimum), the smallest known to fail
+        bounds = {job: (MIN_SIZE - 1, mtu) for job in failing}
+        while True:
+            open_jobs = [job for job in failing if bounds[job][1] - bounds[job][0] > 1]
+            if not open_jobs:
+                break
+            sizes = [sum(bounds[job]) // 2 for job in open_jobs]
+            outcome = prober.run(open_jobs, sizes=sizes)
+            for job, size, code in zip(open_jobs, sizes, outcome.verdict):
+                lo, hi = bounds[job]
+                bounds[job] = (size, hi) if code == OK else (lo, size)
     finally:
         prober.settings = saved
-    largest = {i: (lo if lo >= MIN_SIZE else None) for i, (lo, _) in bounds.items()}
-    return [MtuResult(p, mtu, p.index not in bounds, largest.get(p.index)) for p in cross]
+    return [MtuResult(endpoints[s], endpoints[d], mtu, (s, d) not in bounds,
+                      (bounds[(s, d)][0] if bounds[(s, d)][0] >= MIN_SIZE else None) if (s, d) in bounds else None)
+            for s, d in cross]

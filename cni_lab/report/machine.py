@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from cni_lab.probe.check import CheckResult
-from cni_lab.probe.engine import PairResult
-from cni_lab.probe.pairs import endpoints
+from cni_lab.probe.check import PairResult
 
 SCHEMA_ID = "cni-lab/check/v1"
+PAIRS_IN_FULL = 20_000
 
 
 def pair_json(r: PairResult) -> dict[str, Any]:
@@ -39,18 +39,20 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "passed": result.passed,
         "durationSeconds": round(result.duration, 3),
         "endpoints": [
-            {"id": e.id, "kind": e.kind, "node": e.node, "ip": str(e.ip)} for e in endpoints(lab)
+            {"id": e.id, "kind": e.kind, "node": e.node, "ip": str(e.ip)} for e in result.endpoints
         ],
         "rules": [
             {"rule": s.rule, "title": s.title, "total": s.total, "ok": s.ok, "met": s.met, "passed": s.passed}
             for s in result.summaries()
         ],
-        "pairs": [pair_json(r) for r in result.results],
+        # every pair for labs up to PAIRS_IN_FULL; beyond, only those not as expected (see pairsOmitted)
+        "pairs": [pair_json(r) for r in (result.results if len(result) <= PAIRS_IN_FULL else result.failures)],
+        "pairsOmitted": 0 if len(result) <= PAIRS_IN_FULL else len(result) - len(result.failures),
         "notes": result.notes,
         "cniCheck": result.cni_problems,
         "neighbours": {"needed": result.neighbours_needed, "cap": result.neighbour_cap},
         "mtu": None if result.mtu is None else [
-            {"src": m.pair.src.id, "dst": m.pair.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}
+            {"src": m.src.id, "dst": m.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}
             for m in result.mtu
         ],
     }
@@ -70,7 +72,7 @@ def check_junit(result: CheckResult) -> str:
     for s in summaries:
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=s.title, time="0")
         if not s.passed:
-            bad = [r for r in result.results if r.pair.rule == s.rule and not r.met]
+            bad = [r for r in result.failures if r.pair.rule == s.rule]
             failure = ET.SubElement(case, "failure", message=f"{s.total - s.met}/{s.total} pairs not as expected")
             failure.text = "\n".join(
                 f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))}) {r.detail}"
@@ -85,7 +87,7 @@ def check_junit(result: CheckResult) -> str:
         if bad:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(bad)} pairs lose {result.lab.pod_mtu}-byte packets")
-            failure.text = "\n".join(f"{m.pair.src.id} → {m.pair.dst.id}: largest that passes {m.largest}" for m in bad)
+            failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in bad)
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from cni_lab import __version__, lifecycle, plan as planning
 from cni_lab.errors import LabError
-from cni_lab.probe.check import CheckResult
 from cni_lab.kernel import inspect
 from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, trace as trace_lesson
-from cni_lab.report import lesson as lesson_view, machine, terminal
+from cni_lab.probe.check import CheckResult
+from cni_lab.report import html, lesson as lesson_view, machine, terminal, topology
 
 out = Console()
 err = Console(stderr=True)
@@ -113,11 +116,7 @@ def up(scenario: str, name: str | None, as_json: bool) -> None:
     lab = lifecycle.load(scenario, name)
     for w in terminal.warnings(lab):
         err.print(w)
-    with err.status(f"building lab {lab.name}…") as spinner:
-
-        def progress(done: int, total: int) -> None:
-            spinner.update(f"building lab {lab.name}: step {done}/{total}")
-
+    with _progress(f"building lab {lab.name}") as progress:
         result = lifecycle.up(lab, progress)
     if as_json:
         _json(lifecycle.status(lab.name).to_json())
@@ -189,14 +188,16 @@ def down(lab: str | None, everything: bool) -> None:
     if everything:
         if lab:
             raise LabError("give a lab name or --all, not both")
-        removed = lifecycle.down_all()
+        with err.status("removing every lab"):
+            removed = lifecycle.down_all()
         for name, namespaces in removed.items():
             out.print(f"[green]✓[/] lab {name} removed ({len(namespaces)} namespaces)")
         if not removed:
             out.print("nothing to remove: no cni-lab objects on this machine")
         return
     name = lifecycle.pick(lab) if lab is None else lab
-    namespaces = lifecycle.down(name)
+    with err.status(f"removing lab {name}"):
+        namespaces = lifecycle.down(name)
     out.print(f"[green]✓[/] lab {name} removed ({len(namespaces)} namespaces)")
 
 
@@ -212,13 +213,18 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
             out.print(f"JUnit written to {junit}", style="dim")
 
 
-def _probe_progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
-    spinner = err.status(label)
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (gone when done) for long work: building, probing."""
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=None)
 
-    def progress(done: int, total: int) -> None:
-        spinner.update(f"{label}: {done}/{total} pairs")
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
 
-    return spinner, progress
+    with bar:
+        yield update
 
 
 @cli.command()
@@ -239,8 +245,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
     \b
     Example: sudo cni-lab check --junit check.xml
     """
-    spinner, progress = _probe_progress("probing")
-    with spinner:
+    with _progress("probing pairs") as progress:
         result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap)
     _report_check(result, as_json, junit)
     sys.exit(0 if result.passed else 1)
@@ -262,15 +267,15 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
     Example: sudo cni-lab run scenarios/two-nodes.yaml --junit out.xml
     """
     lab = lifecycle.load(scenario, name)
-    with err.status(f"building lab {lab.name}…"):
-        result = lifecycle.up(lab)
+    with _progress(f"building lab {lab.name}") as progress:
+        result = lifecycle.up(lab, progress)
     try:
-        spinner, progress = _probe_progress("probing")
-        with spinner:
+        with _progress("probing pairs") as progress:
             checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
     finally:
         if result.created:
-            lifecycle.down(lab.name)
+            with err.status(f"removing lab {lab.name}"):
+                lifecycle.down(lab.name)
     _report_check(checked, as_json, junit)
     sys.exit(0 if checked.passed else 1)
 
@@ -366,6 +371,75 @@ def demo(step: bool) -> None:
         out.print(lesson_view.demo_event(event))
     out.print(lesson_view.demo_summary(results))
     sys.exit(0 if results and all(r.passed for r in results) else 1)
+
+
+def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None, str]:
+    """A running lab (read from the kernel, needs root) or a scenario (from the plan, no root)."""
+    if os.geteuid() == 0 and target in lifecycle.running():
+        lab, _ = lifecycle.running_lab(target)
+        facts = explain_lesson.to_json(lab, explain_lesson.read(lab))
+        routes = {n["name"]: [(r["dst"], r["gateway"], r["dev"]) for r in n["routes"]] for n in facts["nodes"]}
+        return topology.build(lab, routes), facts, lab.name
+    lab = lifecycle.load(target)
+    planning.build(lab)
+    return topology.build(lab), None, lab.name
+
+
+@cli.command()
+@click.argument("target")
+@click.option("-o", "--output", metavar="FILE", help="Write here (.svg, .png, .dot, .mmd); default: print the text.")
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot", "mermaid"]), help="Default: from the file name, else svg.")
+def graph(target: str, output: str | None, fmt: str | None) -> None:
+    """Draw a lab like the course's slides: graph SCENARIO|LAB -o lab.svg
+
+    From a scenario file it needs no root (drawn from the plan); from a running lab it reads
+    the kernel. PNG needs Graphviz (`dot`).
+
+    \b
+    Example: cni-lab graph scenarios/conflict.yaml -o conflict.svg
+    """
+    topo, _, _ = _topology(target)
+    if fmt is None:
+        suffix = os.path.splitext(output or "")[1].lower()
+        fmt = {".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}.get(suffix, "svg")
+    if fmt == "png":
+        if not output:
+            raise LabError("a PNG needs a file: cni-lab graph TARGET -o lab.png")
+        try:
+            done = subprocess.run(["dot", "-Tpng", "-o", output], input=topology.dot(topo), text=True,
+                                  capture_output=True, timeout=60)
+        except FileNotFoundError:
+            raise LabError("a PNG is drawn by Graphviz: sudo apt-get install graphviz (or use -o lab.svg)") from None
+        if done.returncode != 0:
+            raise LabError(f"dot -Tpng: {done.stderr.strip()}")
+    else:
+        text = {"svg": topology.svg, "dot": topology.dot, "mermaid": topology.mermaid}[fmt](topo)
+        if output:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        else:
+            click.echo(text, nl=False)
+            return
+    err.print(f"[green]✓[/] {fmt} written to {output}")
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("-o", "--output", metavar="FILE", default="report.html", show_default=True)
+def report(lab: str | None, output: str) -> None:
+    """One self-contained HTML page: topology, the last check's matrix, per-node routes.
+
+    \b
+    Example: sudo cni-lab check && sudo cni-lab report -o report.html
+    """
+    lifecycle.require_root("report")
+    name = lifecycle.pick(lab)
+    topo, facts, _ = _topology(name)
+    document = html.page(name, topology.svg(topo), lifecycle.last_check(name), facts or {})
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(document)
+    hint = "" if lifecycle.last_check(name) else " (no check yet: run `sudo cni-lab check` for the matrix)"
+    err.print(f"[green]✓[/] report written to {output}{hint}")
 
 
 def main() -> None:

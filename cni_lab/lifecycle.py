@@ -15,6 +15,7 @@ from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, cni, daemons, neighbours, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
+from cni_lab.report import machine
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -293,7 +294,11 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
                     neighbours.restore(folder)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
-            folder = state.lab_dir(lab_name)
             for record in sorted(folder.glob("cni/*/*.json")):
                 result.cni_problems += cni.check(record, folder)
+        state.save_last_check(lab_name, machine.check_json(result))  # for `report`
         return result
+
+
+def last_check(name: str) -> dict[str, object] | None:
+    return state.load_last_check(name)

@@ -103,3 +103,20 @@ def locked(name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+LAST_CHECK = "last-check.json"
+
+
+def save_last_check(name: str, document: dict[str, Any]) -> None:
+    path = lab_dir(name) / LAST_CHECK
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document))
+    os.replace(tmp, path)
+
+
+def load_last_check(name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((lab_dir(name) / LAST_CHECK).read_text())
+    except (OSError, ValueError):
+        return None

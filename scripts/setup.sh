@@ -12,9 +12,10 @@ fi
 
 # iproute2: ip netns exec for `cni-lab exec`; iputils-ping/tcpdump: tools learners run in pods;
 # nftables/conntrack: the NAT negative control of the tests; bird2: the BGP daemon of `bgp`;
-# containernetworking-plugins: the CNI reference plugins of `cni`.
+# containernetworking-plugins: the CNI reference plugins of `cni`; graphviz: `graph -o x.png`;
+# chromium: the report's rendering test; mininet + bridge-utils: the benchmark's comparison.
 packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntrack tcpdump bird2
-          containernetworking-plugins)
+          containernetworking-plugins graphviz chromium mininet bridge-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

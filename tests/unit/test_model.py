@@ -93,3 +93,21 @@ def test_name_override_wins() -> None:
 def test_expectations_expand_fail() -> None:
     s = model.load_document(base(expect=[{"from": "node1/*", "to": "node2/*", "verdict": "fail"}]), "s.yaml")
     assert s.expect[0].verdicts == frozenset(model.VERDICTS) - {"ok"}
+
+
+def test_counted_node_groups_expand_in_order() -> None:
+    s = model.load_document({"name": "lab", "nodes": [{"name": "edge", "pods": 1},
+                                                      {"name": "node", "count": 3, "pods": 2, "segment": "underlay"}]}, "s.yaml")
+    assert [n.name for n in s.nodes] == ["edge", "node1", "node2", "node3"]
+    assert all(len(n.pods) == 2 for n in s.nodes[1:])
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    ({"name": "n", "count": 0}, "s.yaml: nodes[0].count: 0 is not a node count"),
+    ({"name": "n", "count": 2, "ip": "192.168.1.9"}, "s.yaml: nodes[0].ip: cannot be given for a counted group"),
+    ({"name": "node-long", "count": 20}, "s.yaml: nodes[0].name: 'node-long10' is not a valid name"),
+])
+def test_bad_counted_groups(group: dict[str, Any], message: str) -> None:
+    with pytest.raises(LabError) as e:
+        model.load_document({"name": "lab", "nodes": [group]}, "s.yaml")
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems

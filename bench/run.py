@@ -1,0 +1,246 @@
+"""The scale benchmark: cni-lab against the way people build labs by hand, in one run.
+
+    sudo .venv/bin/python bench/run.py            # 100, 500, 1000 pods; shell baseline and Mininet at 100
+    sudo .venv/bin/python bench/run.py --quick    # small sizes, for CI (it must not rot)
+
+1. cni-lab: `up`, `check` (every ordered pair of pods and nodes, with the NAT and right-peer
+   checks), `down` of host-gw labs of 20 pods per node; times, pairs/s, peak RSS.
+2. A shell baseline: `ip netns add`, `ip link add … type veth`, `ip addr`, `ip route` per object,
+   and `ip netns exec … ping -c1 -W1` per pair. Its matrix is timed on a random sample of pairs
+   and extrapolated to all pairs (said so in the output).
+3. Mininet (Debian's `mininet`, Linux bridge, no controller) building the same number of hosts
+   and running `pingAll`, inside a namespace of the benchmark's own (Mininet puts its switch in
+   whatever namespace it starts in). Where it cannot run, the output says why.
+
+Everything it makes carries the `cnilab-` prefix, so `cni-lab down --all` would find leftovers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from cni_lab.kernel import neighbours  # noqa: E402  (the benchmark runs from a checkout)
+PODS_PER_NODE = 20
+SHELL_LAB = "cnilab-bshell"
+MININET_NS = "cnilab-bmn.mininet"
+
+
+def timed(argv: list[str]) -> tuple[float, int, str]:
+    """Run a command as a whole process: (seconds, its peak RSS in KB, its stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err.read().strip()[-500:]}")
+        return seconds, int(usage.ru_maxrss), out.read()
+
+
+def cni_lab(pods: int, workdir: Path) -> dict[str, Any]:
+    nodes = max(1, pods // PODS_PER_NODE)
+    name = f"bench{pods}"
+    scenario = workdir / f"{name}.yaml"
+    scenario.write_text(f"name: {name}\ndataplane: host-gw\nnodes:\n  - {{name: node, count: {nodes}, pods: {PODS_PER_NODE}}}\n")
+    cli = [sys.executable, "-m", "cni_lab"]
+    endpoints = nodes * (PODS_PER_NODE + 1)
+    cap = max(1024, 16 * endpoints * 2)  # comfortably above what the matrix needs (explicit, restored)
+    up_s, up_rss, _ = timed([*cli, "up", str(scenario)])
+    check_s, check_rss, out = timed([*cli, "check", name, "--json", "--neighbour-cap", str(cap)])
+    down_s, down_rss, _ = timed([*cli, "down", name])
+    result = json.loads(out)
+    pairs = sum(r["total"] for r in result["rules"])
+    ok = sum(r["ok"] for r in result["rules"])
+    return {
+        "tool": "cni-lab", "pods": nodes * PODS_PER_NODE, "nodes": nodes, "up_s": up_s, "check_s": check_s,
+        "down_s": down_s, "pairs": pairs, "pairs_ok": ok, "pairs_per_s": pairs / check_s,
+        "probe_s": result["durationSeconds"], "peak_rss_mb": max(up_rss, check_rss, down_rss) / 1024,
+        "passed": result["passed"],
+    }
+
+
+def shell_script_build(pods: int) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """A bash script building the same host-gw lab by hand; also the endpoints (netns, ip)."""
+    nodes = max(1, pods // PODS_PER_NODE)
+    u = f"{SHELL_LAB}.u"
+    lines = ["set -e", f"ip netns add {u}", f"ip -n {u} link add br0 type bridge", f"ip -n {u} link set br0 up"]
+    endpoints: list[tuple[str, str]] = []
+    namespaces = [u]
+    for n in range(nodes):
+        ns, ip = f"{SHELL_LAB}.n{n}", f"192.168.1.{n + 2}"
+        namespaces.append(ns)
+        lines += [f"ip netns add {ns}", f"ip -n {ns} link set lo up",
+                  f"ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1",
+                  f"ip -n {ns} link add eth0 type veth peer name n{n} netns {u}",
+                  f"ip -n {u} link set n{n} master br0 up", f"ip -n {ns} addr add {ip}/24 dev eth0",
+                  f"ip -n {ns} link set eth0 up", f"ip -n {ns} link add cni0 type bridge",
+                  f"ip -n {ns} addr add 10.244.{n}.1/24 dev cni0", f"ip -n {ns} link set cni0 up"]
+        endpoints.append((ns, ip))
+        for p in range(PODS_PER_NODE):
+            pns, pip = f"{SHELL_LAB}.n{n}.p{p}", f"10.244.{n}.{p + 2}"
+            namespaces.append(pns)
+            lines += [f"ip netns add {pns}", f"ip -n {pns} link set lo up",
+                      f"ip -n {pns} link add eth0 type veth peer name v{p} netns {ns}",
+                      f"ip -n {ns} link set v{p} master cni0 up", f"ip -n {pns} addr add {pip}/24 dev eth0",
+                      f"ip -n {pns} link set eth0 up", f"ip -n {pns} route add default via 10.244.{n}.1"]
+            endpoints.append((pns, pip))
+    for n in range(nodes):
+        for m in range(nodes):
+            if n != m:
+                lines.append(f"ip -n {SHELL_LAB}.n{n} route add 10.244.{m}.0/24 via 192.168.1.{m + 2}")
+    return "\n".join(lines) + "\n", endpoints, namespaces
+
+
+def shell_baseline(pods: int, sample: int) -> dict[str, Any]:
+    script, endpoints, namespaces = shell_script_build(pods)
+    try:
+        build_s, _, _ = timed(["bash", "-c", script])
+        all_pairs = [(a, b) for a in endpoints for b in endpoints if a != b]
+        rng = random.Random(7)
+        chosen = rng.sample(all_pairs, min(sample, len(all_pairs)))
+        started = time.perf_counter()
+        ok = 0
+        for (src, _), (_, dst_ip) in chosen:
+            ok += subprocess.run(["ip", "netns", "exec", src, "ping", "-c1", "-W1", dst_ip],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        per_pair = (time.perf_counter() - started) / len(chosen)
+    finally:
+        started = time.perf_counter()
+        for ns in reversed(namespaces):
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        down_s = time.perf_counter() - started
+    return {
+        "tool": "shell (ip + ping)", "pods": pods, "up_s": build_s, "down_s": down_s, "pairs": len(all_pairs),
+        "sampled_pairs": len(chosen), "sampled_ok": ok, "check_s": per_pair * len(all_pairs),
+        "pairs_per_s": 1 / per_pair, "extrapolated": True,
+        "note": f"matrix timed on {len(chosen)} random pairs of {len(all_pairs)} and extrapolated",
+    }
+
+
+MININET_PROGRAM = """
+import json, sys, time
+from mininet.net import Mininet
+from mininet.topo import SingleSwitchTopo
+from mininet.nodelib import LinuxBridge
+from mininet.log import setLogLevel
+setLogLevel('error')
+n = int(sys.argv[1])
+t = time.time()
+net = Mininet(topo=SingleSwitchTopo(n), switch=LinuxBridge, controller=None)
+net.start()
+build = time.time() - t
+t = time.time()
+loss = net.pingAll(timeout=1)
+ping = time.time() - t
+t = time.time()
+net.stop()
+print(json.dumps({"build": build, "ping": ping, "loss": loss, "stop": time.time() - t}))
+"""
+
+
+def mininet(hosts: int) -> dict[str, Any]:
+    python = "/usr/bin/python3"
+    why = None
+    if not shutil.which("mn"):
+        why = "Mininet is not installed (sudo apt-get install mininet bridge-utils)"
+    elif subprocess.run([python, "-c", "import mininet.nodelib"], capture_output=True).returncode != 0:
+        why = "Debian's python3 cannot import mininet"
+    elif not shutil.which("brctl"):
+        why = "Mininet's Linux bridge needs brctl (sudo apt-get install bridge-utils)"
+    if why:
+        return {"tool": "Mininet", "pods": hosts, "skipped": why}
+    subprocess.run(["ip", "netns", "add", MININET_NS], check=True)
+    # pingAll of n hosts on one L2 segment needs n*(n-1) ARP entries: with the host's default
+    # neighbour cap it spends most of its time in 1 s timeouts. Give it the same explicit,
+    # restored cap cni-lab's check gets, so the comparison is of the tools, not of the cap.
+    folder = Path(tempfile.mkdtemp(prefix="cnilab-bench-"))
+    neighbours.raise_cap(folder, max(1024, 4 * hosts * hosts))
+    try:
+        done = subprocess.run(["ip", "netns", "exec", MININET_NS, python, "-c", MININET_PROGRAM, str(hosts)],
+                              capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            return {"tool": "Mininet", "pods": hosts, "skipped": f"Mininet failed: {done.stderr.strip()[-300:]}"}
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["ip", "netns", "exec", MININET_NS, "mn", "-c"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", MININET_NS])
+        neighbours.restore(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    pairs = hosts * (hosts - 1)
+    return {"tool": "Mininet (lxbr, pingAll)", "pods": hosts, "up_s": r["build"], "check_s": r["ping"],
+            "down_s": r["stop"], "pairs": pairs, "pairs_per_s": pairs / r["ping"], "loss_pct": r["loss"]}
+
+
+def render(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:
+    head = f"{'tool':<26}{'pods':>6}{'up s':>9}{'check s':>10}{'pairs':>10}{'pairs/s':>11}{'down s':>8}{'RSS MB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['tool']:<26}{r['pods']:>6}   skipped: {r['skipped']}")
+            continue
+        check = f"{r['check_s']:.2f}" + ("*" if r.get("extrapolated") else "")
+        rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
+        lines.append(f"{r['tool']:<26}{r['pods']:>6}{r['up_s']:>9.2f}{check:>10}{r['pairs']:>10}"
+                     f"{r['pairs_per_s']:>11.0f}{r.get('down_s', 0):>8.2f}{rss:>8}")
+    if any(r.get("extrapolated") for r in rows):
+        lines.append("* extrapolated from a random sample of pairs")
+    lines.append("")
+    lines += [f"{k}: {v:.1f}x" for k, v in ratios.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark builds namespaces: run it as root (sudo)")
+    sizes, baseline_pods, sample = ([20, 40], 20, 40) if args.quick else ([100, 500, 1000], 100, 300)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for pods in sizes:
+            print(f"cni-lab, {pods} pods …", file=sys.stderr)
+            rows.append(cni_lab(pods, Path(tmp)))
+    print(f"shell baseline, {baseline_pods} pods …", file=sys.stderr)
+    shell = shell_baseline(baseline_pods, sample)
+    rows.append(shell)
+    print(f"Mininet, {baseline_pods} hosts …", file=sys.stderr)
+    mn = mininet(baseline_pods)
+    rows.append(mn)
+    ours = next(r for r in rows if r["tool"] == "cni-lab" and r["pods"] == baseline_pods)
+    ratios = {
+        f"build, cni-lab vs shell at {baseline_pods} pods": shell["up_s"] / ours["up_s"],
+        f"matrix pairs/s, cni-lab vs shell at {baseline_pods} pods": ours["pairs_per_s"] / shell["pairs_per_s"],
+    }
+    if "skipped" not in mn:
+        ratios[f"build, cni-lab vs Mininet at {baseline_pods}"] = mn["up_s"] / ours["up_s"]
+        ratios[f"matrix pairs/s, cni-lab vs Mininet pingAll at {baseline_pods}"] = ours["pairs_per_s"] / mn["pairs_per_s"]
+    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    report = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "quick": args.quick, "rows": rows, "ratios": ratios}
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(machine)
+    print(render(rows, ratios))
+    failed = [r for r in rows if r["tool"] == "cni-lab" and (not r["passed"] or r["pairs_ok"] != r["pairs"])]
+    if failed:
+        raise SystemExit(f"cni-lab lost pairs at {[r['pods'] for r in failed]} pods")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`cni-lab report`: one self-contained HTML page (no network fetches) with the topology picture,
+the last `check` as a heat-map matrix, the summary per Kubernetes rule, and each node's
+addresses and routes. CI can keep it as an artifact."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+VERDICT_COLORS = {"ok": "#34a853", "nat": "#a142f4", "wrong-peer": "#d93025", "timeout": "#f9ab00",
+                  "unreachable": "#e8710a"}
+GRID_LIMIT = 80  # endpoints; larger labs get the summary and the failing pairs only
+
+STYLE = """
+body{font-family:sans-serif;margin:24px;color:#202124}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}
+table{border-collapse:collapse}td,th{padding:3px 6px;font-size:12px}
+table.rules td,table.rules th,table.routes td{border:1px solid #dadce0}
+table.matrix td{width:14px;height:14px;padding:0;border:1px solid #fff}
+table.matrix th{font-weight:normal;text-align:right;white-space:nowrap}
+.pass{color:#188038;font-weight:bold}.fail{color:#d93025;font-weight:bold}
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
+td.miss{outline:2px solid #202124}
+"""
+
+
+def _matrix(check: dict[str, Any]) -> str:
+    endpoints = [e["id"] for e in check["endpoints"]]
+    cells = {(p["src"], p["dst"]): p for p in check["pairs"]}
+    rows = ['<table class="matrix" id="matrix"><tr><th>from \\ to</th>'
+            + "".join(f'<th title="{escape(e)}">{i + 1}</th>' for i, e in enumerate(endpoints)) + "</tr>"]
+    for i, src in enumerate(endpoints):
+        tds = []
+        for dst in endpoints:
+            p = cells.get((src, dst))
+            if p is None:
+                tds.append('<td style="background:#f1f3f4"></td>')
+                continue
+            rtt = f", {p['rttMs']:.2f} ms" if p.get("rttMs") else ""
+            seen = f", receiver saw {p['observedSource']}" if p.get("observedSource") else ""
+            title = f"{src} → {dst}: {p['verdict']}{rtt}{seen}. {p.get('detail', '')}"
+            cls = "" if p["met"] else ' class="miss"'
+            tds.append(f'<td{cls} style="background:{VERDICT_COLORS[p["verdict"]]}" title="{escape(title)}"></td>')
+        rows.append(f"<tr><th>{i + 1} {escape(src)}</th>{''.join(tds)}</tr>")
+    rows.append("</table>")
+    legend = "".join(f'<span style="background:{c}"></span>{v}' for v, c in VERDICT_COLORS.items())
+    return "\n".join(rows) + f'<p class="legend">{legend} · outlined: not as expected</p>'
+
+
+def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: dict[str, Any]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>cni-lab {escape(lab_name)}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>cni-lab · lab {escape(lab_name)} · {escape(facts.get('dataplane', ''))}</h1>",
+             "<h2>Topology</h2>", topology_svg]
+    if check is None:
+        parts.append("<h2>Connectivity</h2><p>No check has run yet: <code>sudo cni-lab check</code>, then the report again.</p>")
+    else:
+        verdict = '<span class="pass">PASS</span>' if check["passed"] else '<span class="fail">FAIL</span>'
+        total = sum(r["total"] for r in check["rules"])
+        parts.append(f"<h2>Connectivity: {verdict} · {total} pairs in {check['durationSeconds']} s</h2>")
+        parts.append('<table class="rules" id="rules"><tr><th>Kubernetes rule</th><th>ok without NAT</th>'
+                     "<th>as expected</th><th></th></tr>")
+        for r in check["rules"]:
+            mark = '<span class="pass">✓</span>' if r["passed"] else '<span class="fail">✗</span>'
+            parts.append(f"<tr><td>{escape(r['title'])}</td><td>{r['ok']}/{r['total']}</td>"
+                         f"<td>{r['met']}/{r['total']}</td><td>{mark}</td></tr>")
+        parts.append("</table>")
+        if len(check["endpoints"]) <= GRID_LIMIT and not check.get("pairsOmitted"):
+            parts += ["<h2>Matrix</h2>", _matrix(check)]
+        else:
+            parts.append(f"<p>{len(check['endpoints'])} endpoints: too many for a grid; the pairs not as expected follow.</p>")
+        bad = [p for p in check["pairs"] if not p["met"]]
+        if bad:
+            parts.append("<h2>Pairs not as expected</h2><table class=\"rules\"><tr><th>from</th><th>to</th>"
+                         "<th>verdict</th><th>why</th></tr>")
+            parts += [f"<tr><td>{escape(p['src'])}</td><td>{escape(p['dst'])}</td><td>{escape(p['verdict'])}</td>"
+                      f"<td>{escape(p['detail'])}</td></tr>" for p in bad[:500]]
+            parts.append("</table>")
+    parts.append("<h2>Nodes</h2>")
+    for node in facts.get("nodes", []):
+        parts.append(f"<h3>{escape(node['name'])} · eth0 {escape(str(node['underlay']['address']))}</h3>")
+        parts.append('<table class="routes"><tr><th>route</th><th>meaning</th></tr>')
+        parts += [f"<tr><td><code>{escape(r['route'])}</code></td><td>{escape(r['meaning'])}</td></tr>" for r in node["routes"]]
+        parts.append("</table><ul>")
+        parts += [f"<li>pod {escape(p['name'])}: eth0 {escape(str(p['address']))}, host end {escape(str(p['hostVeth']))}</li>"
+                  for p in node["pods"]]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,39 @@
+"""Scale: a 200-pod lab passes completely, the host's ARP limit comes back, the benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from cni_lab import lifecycle
+from cni_lab.ipam import Lab
+from cni_lab.kernel import neighbours
+
+MakeLab = Callable[..., Lab]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_200_pod_lab_passes_every_pair_and_the_arp_limit_is_put_back(make_lab: MakeLab) -> None:
+    before = neighbours.read()
+    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 10, "pods": 20}]})
+    result = lifecycle.check(lab.name, neighbour_cap=16384)
+    assert len(result) == 210 * 209
+    assert not result.failures and result.passed
+    assert all(s.ok == s.total for s in result.summaries())
+    assert neighbours.read() == before
+
+
+def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    tools = {r["tool"] for r in report["rows"]}
+    assert {"cni-lab", "shell (ip + ping)"} <= tools
+    assert any(r["tool"].startswith("Mininet") for r in report["rows"])  # measured, or why not
+    assert all(r["pairs_ok"] == r["pairs"] for r in report["rows"] if r["tool"] == "cni-lab")
+    assert report["ratios"] and "build, cni-lab vs shell" in " ".join(report["ratios"])

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from cni_lab import __version__, lifecycle, plan as planning
+from cni_lab import __version__, faults, lifecycle, plan as planning
 from cni_lab.errors import LabError
 from cni_lab.kernel import inspect
 from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, trace as trace_lesson
@@ -440,6 +440,52 @@ def report(lab: str | None, output: str) -> None:
         f.write(document)
     hint = "" if lifecycle.last_check(name) else " (no check yet: run `sudo cni-lab check` for the matrix)"
     err.print(f"[green]✓[/] report written to {output}{hint}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True)
+def fault(args: tuple[str, ...]) -> None:
+    """Break one thing in a running lab: fault [LAB] KIND TARGET...
+
+    \b
+    KIND: link-down NODE        the node's underlay link goes down
+          route-del NODE OTHER  NODE loses its route to OTHER's pods
+          pod-down NODE/POD     the pod's eth0 goes down
+    Then `check` shows the pairs it breaks; `heal` undoes every fault.
+
+    \b
+    Example: sudo cni-lab fault route-del node1 node2 && sudo cni-lab check
+    """
+    lifecycle.require_root("fault")
+    words = list(args)
+    lab_name = words.pop(0) if words and words[0] not in faults.KINDS else None
+    if not words or words[0] not in faults.KINDS:
+        raise LabError(f"usage: cni-lab fault [LAB] {{{'|'.join(faults.KINDS)}}} TARGET...")
+    name = lifecycle.pick(lab_name)
+    with lifecycle.state.locked(name):
+        lab, _ = lifecycle.running_lab(name)
+        done = faults.inject(lab, words[0], tuple(words[1:]))
+    out.print(f"[yellow]fault[/] {done.describe()}. Next: [bold]sudo cni-lab check[/], then [bold]sudo cni-lab heal[/]")
+
+
+@cli.command()
+@click.argument("lab", required=False)
+def heal(lab: str | None) -> None:
+    """Undo every fault injected with `fault`, and re-apply the lab's plan.
+
+    \b
+    Example: sudo cni-lab heal && sudo cni-lab check
+    """
+    lifecycle.require_root("heal")
+    name = lifecycle.pick(lab)
+    with lifecycle.state.locked(name):
+        the_lab, _ = lifecycle.running_lab(name)
+        undone = faults.heal(the_lab)
+    if undone:
+        for f in undone:
+            out.print(f"[green]✓[/] healed {f.describe()}")
+    else:
+        out.print(f"[green]✓[/] lab {name} had no faults; its plan was applied again")
 
 
 def main() -> None:

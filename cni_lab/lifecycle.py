@@ -207,10 +207,12 @@ class Status:
     status: str
     present: dict[str, bool]  # netns name → exists in the kernel
     daemons: dict[str, tuple[int | None, bool]] = field(default_factory=dict)  # node → (pid, running)
+    faults: list[str] = field(default_factory=list)  # injected with `cni-lab fault`, until `heal`
 
     @property
     def healthy(self) -> bool:
-        return self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
+        return (self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
+                and not self.faults)
 
     def to_json(self) -> dict[str, object]:
         lab = self.lab
@@ -224,6 +226,7 @@ class Status:
             "clusterCIDR": str(lab.scenario.cluster_cidr),
             "warnings": list(lab.warnings),
             "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in self.daemons.items()],
+            "faults": self.faults,
             "nodes": [
                 {
                     "name": node.name,
@@ -251,8 +254,10 @@ class Status:
 def status(name: str | None) -> Status:
     require_root("status")
     lab, st = running_lab(name)
+    from cni_lab import faults
+
     return Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces},
-                  daemons=daemon_status(lab))
+                  daemons=daemon_status(lab), faults=[f.describe() for f in faults.recorded(lab.name)])
 
 
 def target_netns(lab: Lab, target: str) -> str:

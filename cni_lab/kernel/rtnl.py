@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -137,6 +137,18 @@ class Rtnl:
             attrs.append(("RTA_GATEWAY", str(gateway)))
         msg["attrs"] = attrs
         self._request(msg, RTM_NEWROUTE, CREATE)
+
+    def delete_route(self, dst: IPv4Network, oif: int | None = None) -> None:
+        msg = rtmsg()
+        msg["family"], msg["dst_len"], msg["table"] = socket.AF_INET, dst.prefixlen, RT_TABLE_MAIN
+        msg["scope"] = 255  # RT_SCOPE_NOWHERE: match any scope
+        attrs: list[tuple[str, Any]] = []
+        if dst.prefixlen:
+            attrs.append(("RTA_DST", str(dst.network_address)))
+        if oif is not None:
+            attrs.append(("RTA_OIF", oif))
+        msg["attrs"] = attrs
+        self._request(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
 
     def replace_neighbour(self, index: int, ip: IPv4Address, mac: str, *, bridge: bool = False) -> None:
         """A permanent ARP entry, or with `bridge` a permanent fdb entry of a VXLAN device (`ip`

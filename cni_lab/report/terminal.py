@@ -61,12 +61,14 @@ def plan_view(plan: Plan) -> RenderableType:
 
 
 def status_view(st: Status) -> RenderableType:
-    state = "up" if st.healthy else ("building" if st.status == "building" else "degraded")
+    state = "up" if st.healthy else ("building" if st.status == "building" else
+                                     "faulted" if st.faults and all(st.present.values()) else "degraded")
     style = {"up": "green", "building": "yellow"}.get(state, "red")
     header = Text.assemble(("status: ", ""), (state, f"bold {style}"), f" · from {st.lab.scenario.source}")
     lines = [Text.assemble(f"bird on {node}: ", ("running", "green") if ok else ("NOT RUNNING", "bold red"),
                            f" (pid {pid})" if pid else "")
              for node, (pid, ok) in st.daemons.items()]
+    lines += [Text(f"fault: {f} (undo with `sudo cni-lab heal`)", style="yellow") for f in st.faults]
     return Group(lab_table(st.lab, st.present), *lines, header, *warnings(st.lab))
 
 

@@ -1,0 +1,179 @@
+"""Fault injection for learners: break one thing in a running lab, watch `check` show exactly
+which pairs it breaks and why, then `heal` it.
+
+    link-down NODE           the node's underlay link (eth0) goes down
+    route-del NODE OTHER     NODE loses its route to OTHER's pods (NODE may be `router` in a fabric lab)
+    pod-down NODE/POD        the pod's eth0 goes down
+
+Faults are recorded in the lab's state (`faults.json`) and shown by `status`; `heal` undoes them
+in reverse order: links up again, deleted routes put back exactly as they were read from the
+kernel, and the plan applied again (every step is safe to repeat) so routes the kernel dropped
+with a downed link come back. BIRD is asked to resync its routes into the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from cni_lab import names, plan, state
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import apply, inspect
+from cni_lab.kernel.rtnl import Rtnl
+
+KINDS = ("link-down", "route-del", "pod-down")
+RECORD = "faults.json"
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    target: str  # node, node/pod, or "node>other" for a route
+    netns: str
+    ifname: str = ""
+    route: dict[str, object] | None = None  # the deleted route, as read from the kernel
+
+    def describe(self) -> str:
+        if self.kind == "route-del":
+            assert self.route is not None
+            return f"route-del: {self.target.split('>')[0]} lost `{self.route['text']}`"
+        return f"{self.kind}: {self.target} ({self.ifname} down)"
+
+
+def recorded(lab_name: str) -> list[Fault]:
+    try:
+        return [Fault(**f) for f in json.loads((state.lab_dir(lab_name) / RECORD).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _save(lab_name: str, faults: list[Fault]) -> None:
+    path = state.lab_dir(lab_name) / RECORD
+    if faults:
+        path.write_text(json.dumps([asdict(f) for f in faults], indent=2))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _set_link(ns: str, ifname: str, up: bool) -> None:
+    rtnl = Rtnl(ns)
+    try:
+        rtnl.set_link(rtnl.index(ifname), up=up)
+    finally:
+        rtnl.close()
+
+
+def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
+    if kind == "link-down":
+        if len(args) != 1:
+            raise LabError("usage: cni-lab fault [LAB] link-down NODE")
+        node = lab.node(args[0])
+        fault = Fault(kind, node.name, names.node_netns(lab.name, node.name), names.NODE_UPLINK)
+        _set_link(fault.netns, fault.ifname, up=False)
+    elif kind == "pod-down":
+        if len(args) != 1 or "/" not in args[0]:
+            raise LabError("usage: cni-lab fault [LAB] pod-down NODE/POD")
+        node_name, pod_name = args[0].split("/", 1)
+        node = lab.node(node_name)
+        if not any(p.name == pod_name for p in node.pods):
+            raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
+        fault = Fault(kind, args[0], names.pod_netns(lab.name, node_name, pod_name), names.POD_IFNAME)
+        _set_link(fault.netns, fault.ifname, up=False)
+    elif kind == "route-del":
+        fault = _route_del(lab, args)
+    else:
+        raise LabError(f"unknown fault {kind!r}: use one of {', '.join(KINDS)}")
+    _save(lab.name, [*recorded(lab.name), fault])
+    return fault
+
+
+def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
+    if len(args) != 2:
+        raise LabError("usage: cni-lab fault [LAB] route-del NODE OTHER   (NODE loses its route to OTHER's pods)")
+    holder, other = args
+    target = lab.node(other)
+    if holder == "router":
+        if not lab.has_router:
+            raise LabError(f"lab {lab.name} has no router")
+        ns = names.router_netns(lab.name)
+    else:
+        lab.node(holder)
+        ns = names.node_netns(lab.name, holder)
+    route = next((r for r in inspect.read(ns, []).routes
+                  if r.dst != "default" and IPv4Network(r.dst).overlaps(target.pod_cidr) and r.type == "unicast"), None)
+    if route is None:
+        where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.routing == "fabric" else ""
+        raise LabError(f"{holder} has no route to {other}'s pods ({target.pod_cidr}){where}")
+    rtnl = Rtnl(ns)
+    try:
+        rtnl.delete_route(IPv4Network(route.dst), rtnl.index(route.dev) if route.dev else None)
+    finally:
+        rtnl.close()
+    saved = {"dst": route.dst, "gateway": route.gateway, "dev": route.dev, "onlink": route.onlink,
+             "scope_link": route.scope == "link", "proto": route.proto, "text": route.describe()}
+    return Fault("route-del", f"{holder}>{other}", ns, route.dev or "", saved)
+
+
+def heal(lab: Lab) -> list[Fault]:
+    """Undo every recorded fault (newest first), then make the lab what its plan says again."""
+    faults = recorded(lab.name)
+    for fault in reversed(faults):
+        if fault.kind in ("link-down", "pod-down"):
+            _set_link(fault.netns, fault.ifname, up=True)
+        elif fault.route is not None:
+            r = fault.route
+            rtnl = Rtnl(fault.netns)
+            try:
+                rtnl.add_route(IPv4Network(str(r["dst"])), rtnl.index(str(r["dev"])),
+                               gateway=IPv4Address(str(r["gateway"])) if r.get("gateway") else None,
+                               onlink=bool(r.get("onlink")), scope_link=bool(r.get("scope_link")))
+            except OSError as e:
+                if e.errno != 17:  # already back (BIRD put it back itself)
+                    raise
+            finally:
+                rtnl.close()
+    _reapply(lab)
+    _save(lab.name, [])
+    return faults
+
+
+def _reapply(lab: Lab) -> None:
+    """Apply the plan again: creating steps accept what exists; a downed link loses its routes
+    in the kernel, and this puts them back. Daemons and CNI ADD are not repeated."""
+    the_plan = plan.build(lab)
+    with apply.Session(state.lab_dir(lab.name)) as session:
+        for step in the_plan.steps:
+            if isinstance(step, (plan.StartBird, plan.WaitBgp, plan.CniAdd, plan.WriteFile)):
+                continue
+            apply.apply_step(session, step)
+    if lab.dataplane == "cni":
+        _reapply_cni_routes(lab)
+    if lab.routing == "bgp":
+        for node in lab.nodes:
+            sock = state.lab_dir(lab.name) / names.bird_dir(node.name) / "bird.ctl"
+            subprocess.run(["birdc", "-s", str(sock), "restart", "all"], capture_output=True, timeout=10)
+        with apply.Session(state.lab_dir(lab.name)) as session:
+            for step in the_plan.steps:
+                if isinstance(step, plan.WaitBgp):
+                    apply.apply_step(session, step)
+
+
+def _reapply_cni_routes(lab: Lab) -> None:
+    """The routes the CNI plugins gave each pod (recorded results), put back where missing."""
+    for path in sorted((state.lab_dir(lab.name) / "cni").glob("*/*.json")):
+        record = json.loads(path.read_text())
+        rtnl = Rtnl(record["netns"])
+        try:
+            index = rtnl.index(record["ifname"])
+            for route in record["result"].get("routes", []):
+                gw = route.get("gw")
+                try:
+                    rtnl.add_route(IPv4Network(route["dst"]), index, gateway=IPv4Address(gw) if gw else None)
+                except OSError as e:
+                    if e.errno != 17:
+                        raise
+        finally:
+            rtnl.close()

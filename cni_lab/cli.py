@@ -215,7 +215,11 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
 
 @contextlib.contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr (gone when done) for long work: building, probing."""
+    """A progress bar on stderr (gone when done) for long work: building, probing. Only on a
+    terminal: in scripts and CI stderr carries nothing but errors."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err, transient=True)
     task = bar.add_task(label, total=None)

@@ -145,7 +145,8 @@ def resolve(scenario: Scenario) -> Lab:
         if len(spec.pods) > capacity:
             problems.append(
                 f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s pod CIDR {cidr} "
-                f"({capacity} addresses for pods); use a smaller nodeCIDRMaskSize"
+                f"({capacity} addresses for pods); use a smaller "
+                + ("networking.blockSize" if scenario.dataplane == "bgp" else "networking.nodeCIDRMaskSize")
             )
             continue
         hosts = _hosts(cidr, skip=skip)
@@ -202,12 +203,16 @@ def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) 
         taken[spec.ip] = spec.name
     free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}
     ips = []
+    left_out: dict[str, list[str]] = {}
     for i, spec in enumerate(scenario.nodes):
         ip = spec.ip if spec.ip is not None else next(free[segments[i].name], None)
         if ip is None:
-            problems.append(f"{src}: nodes[{i}]: the underlay {segments[i].cidr} has no free address left for {spec.name}")
+            left_out.setdefault(str(segments[i].cidr), []).append(spec.name)
             ip = segments[i].cidr.network_address
         ips.append(ip)
+    for net, nodes in left_out.items():  # one line per segment, not one per node
+        problems.append(f"{src}: nodes: the underlay {net} has no address left for {len(nodes)} nodes "
+                        f"({nodes[0]}{' … ' + nodes[-1] if len(nodes) > 1 else ''}); use a larger underlay")
     return ips
 
 
@@ -241,7 +246,8 @@ def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> 
     mask = scenario.block_size if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size
     candidates = cluster.subnets(new_prefix=mask)
     cidrs: list[IPv4Network] = []
-    for i, spec in enumerate(scenario.nodes):
+    left_out: list[str] = []
+    for spec in scenario.nodes:
         if spec.pod_cidr is not None:
             cidrs.append(spec.pod_cidr)
             continue
@@ -250,9 +256,10 @@ def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> 
                 cidrs.append(candidate)
                 break
         else:
-            problems.append(
-                f"{src}: nodes[{i}]: the cluster CIDR {cluster} has no free /{mask} "
-                f"left for {spec.name}"
-            )
+            left_out.append(spec.name)
             cidrs.append(cluster)
+    if left_out:
+        problems.append(f"{src}: nodes: the cluster CIDR {cluster} has no /{mask} left for {len(left_out)} nodes "
+                        f"({left_out[0]}{' … ' + left_out[-1] if len(left_out) > 1 else ''}); use a larger "
+                        "clusterCIDR or a longer mask")
     return cidrs

@@ -103,6 +103,9 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
         try:
             apply.apply(the_plan, state.lab_dir(lab.name), progress)
         except BaseException:
+            # apply removed what it made; sweep by name too, so nothing an interruption caught
+            # half-made survives (every namespace of this lab is ours: stale ones went above)
+            _teardown(lab.name, record)
             with apply.shielded():
                 state.remove(lab.name)
             raise

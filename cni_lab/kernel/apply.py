@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -200,6 +201,9 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
     Files go under `files` (the lab's state folder), which the caller removes on failure."""
     created: list[str] = []
     total = len(plan.steps)
+    # A pause after each step, for tests that interrupt `up` at chosen points (and for watching
+    # a lab being built step by step): CNI_LAB_STEP_DELAY=0.05 cni-lab up ...
+    delay = float(os.environ.get("CNI_LAB_STEP_DELAY", "0") or 0)
     with Session(files) as session:
         try:
             for i, step in enumerate(plan.steps, 1):
@@ -214,6 +218,8 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
                         raise LabError(f"{step.describe()}: {reason}") from e
                 if progress is not None:
                     progress(i, total)
+                if delay:
+                    time.sleep(delay)
         except BaseException:
             session.close()
             with shielded():

@@ -50,7 +50,14 @@ def on_thread(fn: Callable[[], T]) -> T:
 
     t = threading.Thread(target=run, name="cni-lab-netns")
     t.start()
-    t.join()
+    interrupted: BaseException | None = None
+    while t.is_alive():
+        try:
+            t.join()
+        except KeyboardInterrupt as e:  # let the thread finish: its outcome must be known
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["result"]  # type: ignore[return-value]
@@ -109,7 +116,7 @@ def create(name: str) -> bool:
     try:
         on_thread(unshare_and_bind)
     except BaseException:
-        os.unlink(path)
+        remove(name)  # unmounts first when the bind mount was made before the interruption
         raise
     return True
 

@@ -42,7 +42,9 @@ def root_snapshot() -> dict[str, Any]:
                 sysctls[str(path)] = path.read_text()
             except OSError:
                 pass
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
     return {
+        "nftables": nft,
         "links": ip_json("link"),
         "addrs": ip_json("addr"),
         "routes": ip_json("route", "show", "table", "all"),

@@ -65,3 +65,17 @@ def test_mtus_follow_the_data_plane_unless_mis_set() -> None:
     wrong = resolve({"dataplane": "vxlan", "networking": {"podMTU": 1500}, "nodes": [{"name": "a"}]})
     assert (wrong.overlay_mtu, wrong.pod_mtu) == (1450, 1500)
     assert resolve({"dataplane": "host-gw", "nodes": [{"name": "a"}]}).pod_mtu == 1500
+
+
+def test_exhaustion_is_one_line_per_pool_not_one_per_node() -> None:
+    import pytest as _pytest
+
+    from cni_lab.errors import LabError
+
+    with _pytest.raises(LabError) as e:
+        resolve({"networking": {"underlay": "192.168.1.0/29"}, "nodes": [{"name": "n", "count": 40}]})
+    assert e.value.problems == ("s.yaml: nodes: the underlay 192.168.1.0/29 has no address left for 35 nodes "
+                                "(n6 … n40); use a larger underlay",)
+    with _pytest.raises(LabError) as e:
+        resolve({"networking": {"clusterCIDR": "10.244.0.0/23"}, "nodes": [{"name": "n", "count": 4}]})
+    assert len(e.value.problems) == 1 and "has no /24 left for 2 nodes (n3 … n4)" in e.value.problems[0]

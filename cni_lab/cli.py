@@ -10,8 +10,10 @@ import sys
 from typing import Any, Callable, Iterator
 
 import click
+from click.shell_completion import CompletionItem, get_completion_class
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
 from cni_lab import __version__, faults, lifecycle, plan as planning
@@ -42,6 +44,33 @@ class LabGroup(click.Group):
             ctx.exit(130)
 
 
+def _complete_labs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    try:
+        return [CompletionItem(n) for n in lifecycle.running() if n.startswith(incomplete)]
+    except (OSError, LabError):
+        return []  # not root: the state folder is root-only
+
+
+def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Lab names, then node and node/pod names of the running lab(s)."""
+    items = [i.value for i in _complete_labs(ctx, param, incomplete)]
+    try:
+        for name in lifecycle.running():
+            recorded = lifecycle.state.read(name)
+            if recorded is None:
+                continue
+            lab = lifecycle.from_state(recorded)
+            items += [n.name for n in lab.nodes] + [p.id for p in lab.pods]
+    except (OSError, LabError):
+        pass
+    return [CompletionItem(i) for i in dict.fromkeys(items) if i.startswith(incomplete)]
+
+
+def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    names = [n for n, _, _ in lifecycle.builtin_scenarios() if n.startswith(incomplete)]
+    return [CompletionItem(n) for n in names] + [CompletionItem(incomplete, type="file")]
+
+
 def _json(data: object) -> None:
     click.echo(json.dumps(data, indent=2))
 
@@ -64,7 +93,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=_complete_scenarios)
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved lab as JSON.")
 def validate(scenario: str, as_json: bool) -> None:
     """Check a scenario file: schema, names and addresses. No root needed.
@@ -84,7 +113,7 @@ def validate(scenario: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=_complete_scenarios)
 @click.option("--name", help="Lab name to plan for instead of the file's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
 def plan(scenario: str, name: str | None, as_json: bool) -> None:
@@ -101,7 +130,7 @@ def plan(scenario: str, name: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=_complete_scenarios)
 @click.option("--name", help="Run under this lab name instead of the file's (run one file twice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's status as JSON.")
 def up(scenario: str, name: str | None, as_json: bool) -> None:
@@ -134,7 +163,7 @@ def up(scenario: str, name: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=_complete_labs)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
 def status(lab: str | None, as_json: bool) -> None:
     """What runs: nodes, pods and addresses, from the record and the kernel.
@@ -152,7 +181,7 @@ def status(lab: str | None, as_json: bool) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True, shell_complete=_complete_targets)
 def exec(args: tuple[str, ...]) -> None:
     """Run a command inside a node or pod: exec [LAB] NODE[/POD] -- COMMAND...
 
@@ -177,7 +206,7 @@ def exec(args: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=_complete_labs)
 @click.option("--all", "everything", is_flag=True, help="Every lab, and anything a killed run left behind.")
 def down(lab: str | None, everything: bool) -> None:
     """Remove a lab: namespaces, links, processes and state files.
@@ -232,7 +261,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=_complete_labs)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result (schema: docs/check.schema.json).")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
 @click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
@@ -256,15 +285,16 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
 
 
 @cli.command()
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=_complete_scenarios)
 @click.option("--name", help="Run under this lab name instead of the file's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the check result as JSON.")
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
 @click.option("--mtu", is_flag=True, help="Also run the MTU check.")
 @click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
               help="As for check: raise the host's ARP table limit for the check, then put it back.")
+@click.option("--report", "report_file", metavar="FILE", help="Also write the HTML report before the lab goes.")
 def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool,
-        neighbour_cap: int | None) -> None:
+        neighbour_cap: int | None, report_file: str | None) -> None:
     """Up, check and down in one go, for CI: exits with check's code, never leaves the lab behind.
 
     \b
@@ -276,6 +306,8 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
     try:
         with _progress("probing pairs") as progress:
             checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
+        if report_file:
+            _write_report(lab.name, report_file)
     finally:
         if result.created:
             with err.status(f"removing lab {lab.name}"):
@@ -295,7 +327,7 @@ def _lab_and_rest(args: tuple[str, ...], rest: int, usage: str) -> tuple[str | N
 
 
 @cli.command()
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, shell_complete=_complete_targets)
 @click.option("--raw", is_flag=True, help="Show `ip addr`, `ip route` and `bridge link` from inside each namespace.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable facts.")
 def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
@@ -324,7 +356,7 @@ def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, shell_complete=_complete_targets)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable hops.")
 @click.option("--no-probe", is_flag=True, help="Only trace; do not send the real packets to compare.")
 def trace(args: tuple[str, ...], as_json: bool, no_probe: bool) -> None:
@@ -390,7 +422,7 @@ def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None, st
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", shell_complete=_complete_scenarios)
 @click.option("-o", "--output", metavar="FILE", help="Write here (.svg, .png, .dot, .mmd); default: print the text.")
 @click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot", "mermaid"]), help="Default: from the file name, else svg.")
 def graph(target: str, output: str | None, fmt: str | None) -> None:
@@ -428,7 +460,7 @@ def graph(target: str, output: str | None, fmt: str | None) -> None:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=_complete_labs)
 @click.option("-o", "--output", metavar="FILE", default="report.html", show_default=True)
 def report(lab: str | None, output: str) -> None:
     """One self-contained HTML page: topology, the last check's matrix, per-node routes.
@@ -438,16 +470,20 @@ def report(lab: str | None, output: str) -> None:
     """
     lifecycle.require_root("report")
     name = lifecycle.pick(lab)
-    topo, facts, _ = _topology(name)
-    document = html.page(name, topology.svg(topo), lifecycle.last_check(name), facts or {})
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(document)
+    _write_report(name, output)
     hint = "" if lifecycle.last_check(name) else " (no check yet: run `sudo cni-lab check` for the matrix)"
     err.print(f"[green]✓[/] report written to {output}{hint}")
 
 
+def _write_report(name: str, output: str) -> None:
+    topo, facts, _ = _topology(name)
+    document = html.page(name, topology.svg(topo), lifecycle.last_check(name), facts or {})
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(document)
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, shell_complete=_complete_targets)
 def fault(args: tuple[str, ...]) -> None:
     """Break one thing in a running lab: fault [LAB] KIND TARGET...
 
@@ -473,7 +509,7 @@ def fault(args: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=_complete_labs)
 def heal(lab: str | None) -> None:
     """Undo every fault injected with `fault`, and re-apply the lab's plan.
 
@@ -490,6 +526,60 @@ def heal(lab: str | None) -> None:
             out.print(f"[green]✓[/] healed {f.describe()}")
     else:
         out.print(f"[green]✓[/] lab {name} had no faults; its plan was applied again")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable checks.")
+def doctor(as_json: bool) -> None:
+    """Can this machine run cni-lab? Kernel features, tools, privileges, leftovers: each with its fix.
+
+    \b
+    Example: sudo cni-lab doctor
+    """
+    from cni_lab import doctor as checkup
+
+    checks = checkup.run()
+    if as_json:
+        _json([{"name": c.name, "ok": c.ok, "found": c.found, "fix": c.fix, "required": c.required} for c in checks])
+    else:
+        for c in checks:
+            mark = "[green]✓[/]" if c.ok else ("[red]✗[/]" if c.required else "[yellow]![/]")
+            fix = f"  → {c.fix}" if not c.ok and c.fix else ""
+            out.print(f"{mark} {c.name}: {c.found}{fix}", highlight=False)
+    sys.exit(0 if all(c.ok for c in checks if c.required) else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def scenarios(as_json: bool) -> None:
+    """The scenarios shipped with cni-lab; `up`, `run`, `plan` ... take their names.
+
+    \b
+    Example: cni-lab scenarios && sudo cni-lab run vxlan
+    """
+    found = lifecycle.builtin_scenarios()
+    if as_json:
+        _json([{"name": n, "dataplane": d, "description": t} for n, d, t in found])
+        return
+    table = Table(title=f"scenarios in {lifecycle.BUILTIN_SCENARIOS}", title_justify="left")
+    for col in ("name", "data plane", "what it shows"):
+        table.add_column(col)
+    for row in found:
+        table.add_row(*row)
+    out.print(table)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (commands, lab, node and pod names).
+
+    \b
+    Example: cni-lab completion bash | sudo tee /etc/bash_completion.d/cni-lab
+    """
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "cni-lab", "_CNI_LAB_COMPLETE").source())
 
 
 def main() -> None:

@@ -20,13 +20,46 @@ from cni_lab.report import machine
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 
-BUILTIN_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+def _builtin_scenarios() -> Path:
+    """Where the shipped scenarios are: in the installed package, or scenarios/ of a checkout."""
+    try:
+        from importlib.resources import files
+
+        folder = Path(str(files("cni_lab.scenarios")))
+        if folder.is_dir() and any(folder.glob("*.yaml")):
+            return folder
+    except (ImportError, ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+BUILTIN_SCENARIOS = _builtin_scenarios()
+
+
+def builtin_scenarios() -> list[tuple[str, str, str]]:
+    """(name, data plane, description) of every shipped scenario."""
+    out = []
+    for path in sorted(BUILTIN_SCENARIOS.glob("*.yaml")):
+        try:
+            s = model.load_file(path)
+            out.append((path.stem, s.dataplane, s.description))
+        except LabError as e:
+            out.append((path.stem, "?", e.problems[0]))
+    return out
 
 
 def require_root(command: str) -> None:
     """Namespaces need CAP_SYS_ADMIN (mounts, unshare) and CAP_NET_ADMIN (links, routes)."""
     if os.geteuid() == 0 and _has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
         return
+    from cni_lab.doctor import in_container
+
+    if os.geteuid() == 0 and in_container():
+        missing = [c for c, n in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN)) if not _has_caps(n)]
+        raise LabError(
+            f"cni-lab {command} needs {' and '.join(missing)}, which this container ({in_container()}) does not have: "
+            "run it with --privileged (or --cap-add NET_ADMIN --cap-add SYS_ADMIN)"
+        )
     raise LabError(
         f"cni-lab {command} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to build network namespaces: "
         f"run it as `sudo cni-lab {command} ...`"

@@ -151,22 +151,9 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY)))
     underlay_mtu = c.mtu(networking.get("underlayMTU", DEFAULT_MTU), "networking.underlayMTU")
     pod_mtu = c.mtu(networking["podMTU"], "networking.podMTU") if networking.get("podMTU") is not None else None
-    block_size = networking.get("blockSize", DEFAULT_BLOCK_SIZE)
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or not 16 <= block_size <= 30:
-        c.problem("networking.blockSize", f"{block_size!r} is not a block prefix length between 16 and 30")
-        block_size = DEFAULT_BLOCK_SIZE
-    elif cluster is not None and block_size < cluster.prefixlen:
-        c.problem("networking.blockSize", f"/{block_size} is larger than the cluster CIDR {cluster}")
-    as_number = networking.get("asNumber", DEFAULT_AS)
-    if not isinstance(as_number, int) or isinstance(as_number, bool) or not 1 <= as_number <= 4294967295:
-        c.problem("networking.asNumber", f"{as_number!r} is not an AS number")
-        as_number = DEFAULT_AS
-    mask = networking.get("nodeCIDRMaskSize", DEFAULT_NODE_MASK)
-    if not isinstance(mask, int) or isinstance(mask, bool) or not 8 <= mask <= 30:
-        c.problem("networking.nodeCIDRMaskSize", f"{mask!r} is not a prefix length between 8 and 30")
-        mask = DEFAULT_NODE_MASK
-    elif cluster is not None and mask < cluster.prefixlen:
-        c.problem("networking.nodeCIDRMaskSize", f"/{mask} is larger than the cluster CIDR {cluster}")
+    as_number = c.integer(networking, "asNumber", DEFAULT_AS, 1, 4294967295, "an AS number")
+    block_size = c.prefix(networking, "blockSize", DEFAULT_BLOCK_SIZE, 16, cluster, "a block prefix length")
+    mask = c.prefix(networking, "nodeCIDRMaskSize", DEFAULT_NODE_MASK, 8, cluster, "a prefix length")
 
     nodes = c.nodes(document.get("nodes"))
     allow_overlap = document.get("allowOverlap", False)
@@ -275,6 +262,22 @@ class _Checker:
                 self.problem("cni.conflist", "a plugin type is a file name in cniPath, not a path")
                 conflist = None
         return CniSpec(routing=str(routing), cni_path=cni_path, conflist=conflist), document
+
+    def integer(self, mapping: dict[str, Any], key: str, default: int, lo: int, hi: int, what: str) -> int:
+        value = mapping.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            self.problem(f"networking.{key}", f"{value!r} is not {what} between {lo} and {hi}")
+            return default
+        return value
+
+    def prefix(self, mapping: dict[str, Any], key: str, default: int, lo: int, cluster: IPv4Network | None,
+               what: str) -> int:
+        """A prefix length the cluster CIDR is split by: no shorter than the cluster CIDR's own.
+        (blockSize is only checked when given: only bgp labs use it.)"""
+        value = self.integer(mapping, key, default, lo, 30, what)
+        if cluster is not None and value < cluster.prefixlen and (key in mapping or key == "nodeCIDRMaskSize"):
+            self.problem(f"networking.{key}", f"/{value} is larger than the cluster CIDR {cluster}")
+        return value
 
     def mtu(self, value: Any, key: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not 576 <= value <= 9000:

@@ -179,6 +179,17 @@ def _cni_add(session: Session, step: CniAdd) -> None:
         )
 
 
+def _hint(e: OSError) -> str:
+    """What a failure caused by the environment usually means, and the way out."""
+    if e.errno == 30:  # EROFS
+        return " (/run/netns or /proc/sys is read-only here: in a container, run it with --privileged)"
+    if e.errno in (1, 13):  # EPERM, EACCES
+        return " (not permitted: run as root; in a container, with --privileged)"
+    if e.errno == 95:  # EOPNOTSUPP
+        return " (this kernel lacks the feature: `sudo cni-lab doctor` says which)"
+    return ""
+
+
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
     """Hold off Ctrl-C and SIGTERM while cleaning up, so a second signal cannot leave half a lab."""
@@ -208,14 +219,17 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
         try:
             for i, step in enumerate(plan.steps, 1):
                 if isinstance(step, CreateNetns):
-                    if netns.create(step.netns):
-                        created.append(step.netns)
+                    try:
+                        if netns.create(step.netns):
+                            created.append(step.netns)
+                    except OSError as e:
+                        raise LabError(f"{step.describe()}: {e.strerror or e}{_hint(e)}") from e
                 else:
                     try:
                         apply_step(session, step)
                     except OSError as e:
                         reason = e.strerror or str(e)
-                        raise LabError(f"{step.describe()}: {reason}") from e
+                        raise LabError(f"{step.describe()}: {reason}{_hint(e)}") from e
                 if progress is not None:
                     progress(i, total)
                 if delay:

@@ -1,0 +1,121 @@
+"""`doctor`: can this machine run cni-lab, and what to do when it cannot. Each check is a value
+(name, ok, what was found, the fix); kernel features are tried in a namespace of its own, made
+and removed on the spot, never in the machine's own namespace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from cni_lab import lifecycle, names, state
+from cni_lab.kernel import neighbours, netns
+from cni_lab.kernel.rtnl import Rtnl
+
+PROBE_NS = f"{names.PREFIX}doctor.probe"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+    required: bool = True  # False: only some data planes or tools need it
+
+
+def in_container() -> str | None:
+    if os.path.exists("/.dockerenv"):
+        return "docker"
+    if os.path.exists("/run/.containerenv"):
+        return "podman"
+    try:
+        with open("/proc/1/cgroup") as f:
+            text = f.read()
+        if "docker" in text or "kubepods" in text or "containerd" in text:
+            return "a container"
+    except OSError:
+        pass
+    return None
+
+
+def _tool(name: str, program: str, package: str, why: str, required: bool = False) -> Check:
+    path = shutil.which(program) if "/" not in program else (program if os.access(program, os.X_OK) else None)
+    return Check(name, path is not None, path or "not installed", f"sudo apt-get install {package} ({why})", required)
+
+
+def run() -> list[Check]:
+    checks: list[Check] = []
+    container = in_container()
+    root = os.geteuid() == 0
+    caps = {c: lifecycle._has_caps(num) for c, num in (("CAP_NET_ADMIN", 12), ("CAP_SYS_ADMIN", 21))}
+    flag = f" ({container}: run it with --privileged)" if container else ""
+    checks.append(Check("root", root, "uid 0" if root else f"uid {os.geteuid()}", "run it with sudo"))
+    for cap, ok in caps.items():
+        checks.append(Check(cap, ok, "present" if ok else "missing", f"grant {cap}{flag or ' (run it as root)'}"))
+    if root and all(caps.values()):
+        checks += _kernel_features(flag)
+    checks += [
+        _tool("iproute2", "ip", "iproute2", "cni-lab exec, trace", required=True),
+        _tool("BIRD", "bird", "bird2", "dataplane bgp"),
+        _tool("birdc", "birdc", "bird2", "dataplane bgp"),
+        _tool("CNI plugins", "/usr/lib/cni/bridge", "containernetworking-plugins", "dataplane cni"),
+        _tool("tcpdump", "tcpdump", "tcpdump", "watching packets in a lab"),
+        _tool("Graphviz", "dot", "graphviz", "cni-lab graph -o lab.png"),
+        _tool("nftables", "nft", "nftables", "NAT experiments"),
+    ]
+    try:
+        cap3 = neighbours.read()["gc_thresh3"]
+        checks.append(Check("neighbour table cap", cap3 >= 4096, f"gc_thresh3={cap3}",
+                            "fine for small labs; for hundreds of pods: cni-lab check --neighbour-cap N", False))
+    except OSError as e:
+        checks.append(Check("neighbour table cap", False, str(e), "", False))
+    leftovers = sorted({names.lab_of_netns(n) or n for n in netns.listing() if n.startswith(names.PREFIX)}
+                       - set(lifecycle.running()) - {"doctor"})
+    stale = [n for n in state.names() if not any(names.lab_of_netns(x) == n for x in netns.listing())]
+    left = leftovers + [f"{n} (state only)" for n in stale]
+    checks.append(Check("leftover lab objects", not left, ", ".join(left) or "none",
+                        "sudo cni-lab down --all", False))
+    return checks
+
+
+def _kernel_features(flag: str) -> list[Check]:
+    out: list[Check] = []
+    try:
+        netns.create(PROBE_NS)
+    except OSError as e:
+        reason = "read-only" if e.errno == 30 else (e.strerror or str(e))
+        return [Check("network namespaces", False, f"/run/netns: {reason}",
+                      f"/run/netns must be writable and mountable{flag or ''}")]
+    out.append(Check("network namespaces", True, "created and removed one"))
+    try:
+        try:
+            netns.write_sysctl(PROBE_NS, "net/ipv4/ip_forward", "1")
+            out.append(Check("/proc/sys writable", True, "ip_forward set in a lab namespace"))
+        except OSError as e:
+            out.append(Check("/proc/sys writable", False, e.strerror or str(e),
+                             f"/proc/sys is read-only{flag or ' (mounted read-only)'}"))
+        rtnl = Rtnl(PROBE_NS)
+        try:
+            for kind, add in (
+                ("veth", lambda: rtnl.add_veth("dr0", "dr1", os.open(netns.netns_path(PROBE_NS), os.O_RDONLY), mtu=1500)),
+                ("bridge", lambda: rtnl.add_link("drbr", "bridge")),
+                ("vxlan", lambda: rtnl.add_link("drvx", "vxlan", data=[("IFLA_VXLAN_ID", 42), ("IFLA_VXLAN_PORT", 8472)])),
+            ):
+                try:
+                    add()
+                    out.append(Check(f"kernel: {kind}", True, "works"))
+                except OSError as e:
+                    out.append(Check(f"kernel: {kind}", False, e.strerror or str(e),
+                                     f"sudo modprobe {kind}", kind != "vxlan"))
+        finally:
+            rtnl.close()
+        nft = subprocess.run(["ip", "netns", "exec", PROBE_NS, "nft", "add", "table", "ip", "doctor"],
+                             capture_output=True, text=True) if shutil.which("nft") else None
+        if nft is not None:
+            out.append(Check("kernel: nftables", nft.returncode == 0, "works" if nft.returncode == 0 else nft.stderr.strip(),
+                             "sudo modprobe nf_tables", False))
+    finally:
+        netns.remove(PROBE_NS)
+    return out

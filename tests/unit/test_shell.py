@@ -1,0 +1,47 @@
+"""Shell polish: every command's help has an example; completion scripts; the CI files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cni_lab.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_help_has_an_example(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output, command
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell: str) -> None:
+    result = CliRunner().invoke(cli, ["completion", shell])
+    assert result.exit_code == 0 and "_CNI_LAB_COMPLETE" in result.output
+
+
+def test_completion_offers_commands_and_builtin_scenarios() -> None:
+    from click.shell_completion import ShellComplete
+
+    comp = ShellComplete(cli, {}, "cni-lab", "_CNI_LAB_COMPLETE")
+    assert {"up", "down", "check", "demo", "doctor"} <= {c.value for c in comp.get_completions([], "")}
+    assert "two-nodes" in {c.value for c in comp.get_completions(["up"], "two")}
+
+
+def test_containerfile_and_workflow_use_the_one_setup_script() -> None:
+    container = (ROOT / "Containerfile").read_text()
+    assert "RUN ./scripts/setup.sh" in container and "--privileged" in container
+    workflow = yaml.safe_load((ROOT / ".github/workflows/cni-lab.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "sudo ./scripts/setup.sh && sudo .venv/bin/pytest" in runs
+    assert "cni-lab run" in runs and "--junit" in runs and "--report" in runs
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert uploads and all(f in uploads[0]["with"]["path"] for f in ("check.json", "junit.xml", "report.html"))
+    assert "./scripts/setup.sh" in (ROOT / "Vagrantfile").read_text()

@@ -178,13 +178,31 @@ def mininet(hosts: int) -> dict[str, Any]:
             return {"tool": "Mininet", "pods": hosts, "skipped": f"Mininet failed: {done.stderr.strip()[-300:]}"}
         r = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
-        subprocess.run(["ip", "netns", "exec", MININET_NS, "mn", "-c"], capture_output=True)
+        # Not `mn -c`: its cleanup deletes /tmp/*.log and kills by broad patterns on the host.
+        # net.stop() ends Mininet's hosts; only if Mininet died first are its shells left over.
+        _kill_mininet_hosts()
         subprocess.run(["ip", "netns", "del", MININET_NS])
         neighbours.restore(folder)
         shutil.rmtree(folder, ignore_errors=True)
     pairs = hosts * (hosts - 1)
     return {"tool": "Mininet (lxbr, pingAll)", "pods": hosts, "up_s": r["build"], "check_s": r["ping"],
             "down_s": r["stop"], "pairs": pairs, "pairs_per_s": pairs / r["ping"], "loss_pct": r["loss"]}
+
+
+def _kill_mininet_hosts() -> None:
+    """Mininet's host shells (`bash … mininet:h1`) left by a Mininet that died, and nothing else."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.startswith(b"mininet:h") for part in cmd) and cmd[0].endswith(b"bash"):
+            try:
+                os.kill(int(entry), 9)
+            except OSError:
+                pass
 
 
 def render(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:

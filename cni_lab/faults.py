@@ -17,6 +17,7 @@ import json
 import subprocess
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from cni_lab import names, plan, state
 from cni_lab.errors import LabError
@@ -34,7 +35,7 @@ class Fault:
     target: str  # node, node/pod, or "node>other" for a route
     netns: str
     ifname: str = ""
-    route: dict[str, object] | None = None  # the deleted route, as read from the kernel
+    route: dict[str, Any] | None = None  # the deleted route, as read from the kernel
 
     def describe(self) -> str:
         if self.kind == "route-del":

@@ -210,8 +210,8 @@ def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) 
             left_out.setdefault(str(segments[i].cidr), []).append(spec.name)
             ip = segments[i].cidr.network_address
         ips.append(ip)
-    for net, nodes in left_out.items():  # one line per segment, not one per node
-        problems.append(f"{src}: nodes: the underlay {net} has no address left for {len(nodes)} nodes "
+    for segment_cidr, nodes in left_out.items():  # one line per segment, not one per node
+        problems.append(f"{src}: nodes: the underlay {segment_cidr} has no address left for {len(nodes)} nodes "
                         f"({nodes[0]}{' … ' + nodes[-1] if len(nodes) > 1 else ''}); use a larger underlay")
     return ips
 

@@ -420,7 +420,7 @@ class _Checker:
             if bad or not verdicts:
                 self.problem(f"{key}.verdict", f"{verdict!r}: use one or a list of {', '.join(allowed)}")
                 continue
-            expanded = set()
+            expanded: set[str] = set()
             for v in verdicts:
                 expanded |= set(VERDICTS) - {"ok"} if v == "fail" else {v}
             out.append(Expectation(src=str(src), dst=str(dst), rule=rule, verdicts=frozenset(expanded)))

@@ -73,8 +73,8 @@ class Trace:
         if there.delivered_to != self.dst.id:
             return f"delivered to {there.delivered_to}, not {self.dst.id}: the address {self.dst.ip} is also {there.delivered_to}'s"
         if self.back is None or self.back.delivered_to is None:
-            last = self.back.hops[-1] if self.back and self.back.hops else None
-            why = f"dropped at {last.where}: {last.reason}" if last else "no way back"
+            final = self.back.hops[-1] if self.back and self.back.hops else None
+            why = f"dropped at {final.where}: {final.reason}" if final else "no way back"
             return f"delivered to {self.dst.id}, but the reply is {why}"
         return f"delivered to {self.dst.id}, and the reply reaches {self.src.id}"
 

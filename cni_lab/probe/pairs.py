@@ -66,7 +66,7 @@ def expected(expectations: tuple[Expectation, ...], src: Endpoint, dst: Endpoint
 
 def all_pairs(lab: Lab) -> list[Pair]:
     eps = endpoints(lab)
-    pairs = []
+    pairs: list[Pair] = []
     for src in eps:
         for dst in eps:
             if src is not dst:

@@ -49,15 +49,15 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
         for pf in nf.pods:
             eth0 = pf.eth0
             ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"
-            pod = tree.add(Text.assemble(("pod ", ""), (pf.name, "bold"), f"  eth0 {ip}",
-                                         (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
+            branch = tree.add(Text.assemble(("pod ", ""), (pf.name, "bold"), f"  eth0 {ip}",
+                                            (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
             for r in pf.view.routes:
-                pod.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
+                branch.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
             if pf.cni_result is not None:
                 res = pf.cni_result
                 ips = ", ".join(f"{i.get('address')} gw {i.get('gateway', '-')}" for i in res.get("ips", []))
                 ifs = ", ".join(i.get("name", "?") for i in res.get("interfaces", []))
-                pod.add(Text(f"CNI ADD result (cniVersion {res.get('cniVersion')}): ips {ips}; interfaces {ifs}",
+                branch.add(Text(f"CNI ADD result (cniVersion {res.get('cniVersion')}): ips {ips}; interfaces {ifs}",
                              style="magenta"))
         if nf.bgp is not None:
             bgp = tree.add(Text("BGP sessions (birdc show protocols)", style="bold"))

@@ -83,11 +83,11 @@ def check_junit(result: CheckResult) -> str:
     if result.mtu is not None:
         suite.set("tests", str(len(summaries) + 1))
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="MTU", time="0")
-        bad = [m for m in result.mtu if not m.passed]
-        if bad:
+        lost = [m for m in result.mtu if not m.passed]
+        if lost:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
-            failure = ET.SubElement(case, "failure", message=f"{len(bad)} pairs lose {result.lab.pod_mtu}-byte packets")
-            failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in bad)
+            failure = ET.SubElement(case, "failure", message=f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets")
+            failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in lost)
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

@@ -53,7 +53,7 @@ def plan_view(plan: Plan) -> RenderableType:
             current = step.netns
             lines.append(f"# {current}\n", style="dim")
         lines.append(step.describe() + "\n")
-    counts = {}
+    counts: dict[str, int] = {}
     for step in plan.steps:
         counts[type(step).__name__] = counts.get(type(step).__name__, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())

@@ -174,9 +174,9 @@ def svg(topo: Topology) -> str:
                    f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle" font-size="11" fill="{color}">'
                    f'{escape(link.src)}: {escape(link.label)}</text></g>')
     if drawn:
-        for name, x in centers.items():
+        for name, cx in centers.items():
             if name != "router":
-                out.append(f'<line x1="{x}" y1="{lan_y + 26}" x2="{x}" y2="{links_y + 26 * (len(drawn) - 1) + 6}" '
+                out.append(f'<line x1="{cx}" y1="{lan_y + 26}" x2="{cx}" y2="{links_y + 26 * (len(drawn) - 1) + 6}" '
                            'stroke="#dadce0" stroke-dasharray="2 3"/>')
     legend = {"route": "host-gw routes", "tunnel": "VXLAN tunnels", "bgp": "BGP sessions", "fabric": "fabric routes"}
     kinds = ", ".join(legend[k] for k in sorted({link.kind for link in topo.links}))

@@ -21,16 +21,11 @@ CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 
 def _builtin_scenarios() -> Path:
-    """Where the shipped scenarios are: in the installed package, or scenarios/ of a checkout."""
-    try:
-        from importlib.resources import files
-
-        folder = Path(str(files("cni_lab.scenarios")))
-        if folder.is_dir() and any(folder.glob("*.yaml")):
-            return folder
-    except (ImportError, ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    """Where the shipped scenarios are: inside the installed package (cni_lab/scenarios/), or
+    scenarios/ at the top of a checkout (an editable install maps the one to the other)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "scenarios"
+    return installed if any(installed.glob("*.yaml")) else here.parent / "scenarios"
 
 
 BUILTIN_SCENARIOS = _builtin_scenarios()

@@ -119,6 +119,8 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
         elif any(names.lab_of_netns(n) == lab.name for n in netns.listing()):
             _teardown(lab.name, None)
             stale = True
+        if stale:
+            state.clear(lab.name)  # its daemons' files, CNI records, faults: all of the old lab
         record = state.LabState(
             name=lab.name,
             status="building",

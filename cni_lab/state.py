@@ -86,6 +86,17 @@ def remove(name: str) -> None:
             STATE_ROOT.rmdir()
 
 
+def clear(name: str) -> None:
+    """Empty a lab's folder but for its lock (held by the caller)."""
+    for entry in lab_dir(name).iterdir():
+        if entry.name == ".lock":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def locked(name: str) -> Iterator[None]:
     """Only one `up`/`down`/`check` of a lab at a time: the second gets a clear error."""

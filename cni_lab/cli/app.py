@@ -1,0 +1,108 @@
+"""The click group, the two consoles, completion helpers and progress bars every command shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Callable, Iterator
+
+import click
+from click.shell_completion import CompletionItem
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from cni_lab import __version__, lifecycle
+from cni_lab.errors import LabError
+
+
+out = Console()
+err = Console(stderr=True)
+
+
+class LabGroup(click.Group):
+    """Maps user errors to one line each and exit 2; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LabError as e:
+            if os.environ.get("CNI_LAB_DEBUG"):
+                raise
+            for problem in e.problems:
+                err.print(Text.assemble(("error: ", "bold red"), problem), highlight=False, soft_wrap=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted: everything this command made was removed[/]")
+            ctx.exit(130)
+
+
+def _complete_labs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    try:
+        return [CompletionItem(n) for n in lifecycle.running() if n.startswith(incomplete)]
+    except (OSError, LabError):
+        return []  # not root: the state folder is root-only
+
+
+def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Lab names, then node and node/pod names of the running lab(s)."""
+    items = [i.value for i in _complete_labs(ctx, param, incomplete)]
+    try:
+        for name in lifecycle.running():
+            recorded = lifecycle.state.read(name)
+            if recorded is None:
+                continue
+            lab = lifecycle.from_state(recorded)
+            items += [n.name for n in lab.nodes] + [p.id for p in lab.pods]
+    except (OSError, LabError):
+        pass
+    return [CompletionItem(i) for i in dict.fromkeys(items) if i.startswith(incomplete)]
+
+
+def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    names = [n for n, _, _ in lifecycle.builtin_scenarios() if n.startswith(incomplete)]
+    return [CompletionItem(n) for n in names] + [CompletionItem(incomplete, type="file")]
+
+
+def _json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (gone when done) for long work: building, probing. Only on a
+    terminal: in scripts and CI stderr carries nothing but errors."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+@click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cni-lab")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """Build a real miniature Kubernetes pod network in network namespaces, and prove it works.
+
+    \b
+    Example:
+      cni-lab validate scenarios/two-nodes.yaml
+      sudo cni-lab up scenarios/two-nodes.yaml
+      sudo cni-lab exec node1/web -- ping -c1 10.244.1.2
+      sudo cni-lab down
+    """
+    if debug:
+        os.environ["CNI_LAB_DEBUG"] = "1"
+
+
+def main() -> None:
+    cli(prog_name="cni-lab")

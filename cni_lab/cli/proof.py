@@ -1,0 +1,81 @@
+"""The proof: check and run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cni_lab import lifecycle
+from cni_lab.cli.app import _complete_labs, _complete_scenarios, _json, _progress, cli, err, out
+from cni_lab.cli.pictures import _write_report
+from cni_lab.probe.check import CheckResult
+from cni_lab.report import machine, terminal
+
+
+def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None:
+    if junit:
+        with open(junit, "w", encoding="utf-8") as f:
+            f.write(machine.check_junit(result))
+    if as_json:
+        _json(machine.check_json(result))
+    else:
+        out.print(terminal.check_view(result))
+        if junit:
+            out.print(f"JUnit written to {junit}", style="dim")
+
+
+@cli.command()
+@click.argument("lab", required=False, shell_complete=_complete_labs)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result (schema: docs/check.schema.json).")
+@click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
+@click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
+@click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
+              help="Raise the host's shared ARP table limit (gc_thresh3) to N for this check, then put it back. "
+                   "Needed for labs of hundreds of pods.")
+def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None) -> None:
+    """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
+
+    Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
+    receiver saw (no NAT) and who answered (the right peer). Exit 0 when every pair is as the
+    scenario expects (`ok` unless it says otherwise), 1 when not, 2 on bad input.
+
+    \b
+    Example: sudo cni-lab check --junit check.xml
+    """
+    with _progress("probing pairs") as progress:
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap)
+    _report_check(result, as_json, junit)
+    sys.exit(0 if result.passed else 1)
+
+
+@cli.command()
+@click.argument("scenario", shell_complete=_complete_scenarios)
+@click.option("--name", help="Run under this lab name instead of the file's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the check result as JSON.")
+@click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
+@click.option("--mtu", is_flag=True, help="Also run the MTU check.")
+@click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
+              help="As for check: raise the host's ARP table limit for the check, then put it back.")
+@click.option("--report", "report_file", metavar="FILE", help="Also write the HTML report before the lab goes.")
+def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool,
+        neighbour_cap: int | None, report_file: str | None) -> None:
+    """Up, check and down in one go, for CI: exits with check's code, never leaves the lab behind.
+
+    \b
+    Example: sudo cni-lab run scenarios/two-nodes.yaml --junit out.xml
+    """
+    lab = lifecycle.load(scenario, name)
+    with _progress(f"building lab {lab.name}") as progress:
+        result = lifecycle.up(lab, progress)
+    try:
+        with _progress("probing pairs") as progress:
+            checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
+        if report_file:
+            _write_report(lab.name, report_file)
+    finally:
+        if result.created:
+            with err.status(f"removing lab {lab.name}"):
+                lifecycle.down(lab.name)
+    _report_check(checked, as_json, junit)
+    sys.exit(0 if checked.passed else 1)

@@ -45,3 +45,11 @@ def test_containerfile_and_workflow_use_the_one_setup_script() -> None:
     uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads and all(f in uploads[0]["with"]["path"] for f in ("check.json", "junit.xml", "report.html"))
     assert "./scripts/setup.sh" in (ROOT / "Vagrantfile").read_text()
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cni_lab").rglob("__init__.py")}
+    assert found <= listed, found - listed

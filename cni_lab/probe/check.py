@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +17,8 @@ from cni_lab.probe.engine import OK, VERDICTS, AllPairs, Outcomes, Prober, Setti
 from cni_lab.probe.pairs import Endpoint, Pair
 
 GC_THRESH3 = "net/ipv4/neigh/default/gc_thresh3"
+PARALLEL_FROM = 20_000  # pairs; below, one process is faster than forking
+MAX_WORKERS = 4
 
 
 @dataclass
@@ -159,9 +162,14 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
                        f"run `sudo cni-lab down {lab.name}` and `up` again")
     started = time.monotonic()
     jobs = AllPairs(len(endpoints))
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
     with Prober(endpoints, lab.name, settings) as prober:
         notes += prober.missing
-        outcomes = prober.run(jobs, progress)
+        if len(jobs) >= PARALLEL_FROM and workers > 1:
+            # the probe loop is CPU-bound Python: big matrices are split over the cores
+            outcomes = prober.run_parallel(jobs, workers, progress)
+        else:
+            outcomes = prober.run(jobs, progress)
         result = CheckResult(lab, endpoints, outcomes, 0.0, needed, cap, notes)
         if mtu:
             result.mtu = mtu_check.run(prober, endpoints, lab.pod_mtu)

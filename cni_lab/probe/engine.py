@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
+import mmap
+import pickle
 import os
 import resource
 import selectors
@@ -125,6 +127,26 @@ def _raise_fd_limit(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed + 64, soft)), hard))
 
 
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a worker gets SIGKILL when `check` dies, so none outlives it."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+
+
+class _Slice:
+    """Jobs first … stop-1 of a larger job list, numbered from 0."""
+
+    def __init__(self, jobs: Jobs, first: int, stop: int) -> None:
+        self.jobs, self.first, self.stop = jobs, first, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.jobs[self.first + i]
+
+
 def identity(lab: str, ep: Endpoint) -> str:
     return f"{lab}/{ep.id}"
 
@@ -141,6 +163,11 @@ class Prober:
         self.icmp: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.missing: list[str] = []  # endpoints whose namespace lacks their own address
+        # Who sends: the responder sockets themselves, unless a worker process has its own.
+        self.sender = self.udp
+        self.pinger = self.icmp
+        self.worker = 0
+        self.shared_progress: mmap.mmap | None = None
 
     def open(self) -> None:
         _raise_fd_limit(2 * len(self.endpoints))
@@ -218,9 +245,9 @@ class Prober:
                     query = b"Q" + MAGIC + self.token + Q_HEADER.pack(j, now)
                     if sizes is not None:
                         query = query.ljust(sizes[j] - HEADERS, b"\0")
-                    self.udp[src].sendto(query, (self.ips[dst], PROBE_PORT))
+                    self.sender[src].sendto(query, (self.ips[dst], PROBE_PORT))
                 if not udp_only and not flags[j] & ICMP_OK:
-                    self.icmp[src].sendto(_echo(j, self.token, now), (self.ips[dst], 0))
+                    self.pinger[src].sendto(_echo(j, self.token, now), (self.ips[dst], 0))
             except OSError as e:
                 if e.errno == errno.EMSGSIZE:
                     finish(j, TIMEOUT, Extra(detail=f"{sizes and sizes[j]} bytes is more than "
@@ -285,17 +312,117 @@ class Prober:
             for key, _ in self.selector.select(timeout=timeout):
                 kind, i = key.data
                 if kind == 0:
-                    self._drain_udp(i, jobs, out, flags, udp_only, finish)
+                    self._drain_udp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
                 else:
-                    self._drain_icmp(i, jobs, out, flags, udp_only, finish)
+                    self._drain_icmp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
+            if self.shared_progress is not None:
+                struct.pack_into("Q", self.shared_progress, 8 * self.worker, finished)
         if progress is not None:
             progress(finished, total)
         out.duration = time.monotonic() - started
         return out
 
-    def _drain_udp(self, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
+    # -- two cores ------------------------------------------------------------------------------
+
+    def run_parallel(self, jobs: AllPairs, workers: int, progress: Callable[[int, int], None] | None = None) -> Outcomes:
+        """The matrix over `workers` processes, each probing the pairs of a slice of the sources
+        from sockets of its own; the responders (opened before the fork) are shared by all."""
+        n = jobs.n
+        bounds = [round(k * n / workers) for k in range(workers + 1)]
+        # the pairs in flight (and so the ARP entries being resolved) stay what one process would have
+        self.settings = Settings(**{**self.settings.__dict__, "window": max(16, self.settings.window // workers)})
+        shared = mmap.mmap(-1, 8 * workers)
+        children: list[tuple[int, int, int, int]] = []  # (pid, read fd, first job, job count)
+        for k in range(workers):
+            first, stop = bounds[k] * (n - 1), bounds[k + 1] * (n - 1)
+            rfd, wfd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 0
+                try:
+                    os.close(rfd)
+                    for _, other, _, _ in children:  # the other workers' pipes are not ours to hold
+                        os.close(other)
+                    _die_with_parent()
+                    self.shared_progress, self.worker = shared, k
+                    outcome = self._as_worker(_Slice(jobs, first, stop), range(bounds[k], bounds[k + 1]))
+                    with os.fdopen(wfd, "wb") as pipe:
+                        pickle.dump((bytes(outcome.verdict), outcome.rtt.tobytes(), outcome.extra), pipe)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(wfd)
+            children.append((pid, rfd, first, stop - first))
+        out = Outcomes(jobs)
+        started = time.monotonic()
+        received = {rfd: bytearray() for _, rfd, _, _ in children}
+        pipes = selectors.DefaultSelector()  # epoll: these descriptors are past select()'s 1024
+        for fd in received:
+            pipes.register(fd, selectors.EVENT_READ)
+        try:
+            # read the results as they come: a worker blocks on a full pipe until it is read
+            while pipes.get_map():
+                for key, _ in pipes.select(timeout=0.1):
+                    chunk = os.read(key.fd, 1 << 20)
+                    if chunk:
+                        received[key.fd] += chunk
+                    else:
+                        pipes.unregister(key.fd)
+                if progress is not None:
+                    progress(sum(struct.unpack_from(f"{workers}Q", shared)), len(jobs))
+        except BaseException:
+            for pid, *_ in children:  # never leave a worker behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            raise
+        finally:
+            pipes.close()
+            for pid, rfd, _, _ in children:
+                os.close(rfd)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        for pid, rfd, first, count in children:
+            if not received[rfd]:
+                raise RuntimeError(f"probe worker {pid} failed")
+            verdicts, rtts, extra = pickle.loads(bytes(received[rfd]))
+            out.verdict[first:first + count] = verdicts
+            part = array("f")
+            part.frombytes(rtts)
+            out.rtt[first:first + count] = part
+            out.extra.update({first + j: e for j, e in extra.items()})
+        out.duration = time.monotonic() - started
+        if progress is not None:
+            progress(len(jobs), len(jobs))
+        return out
+
+    def _as_worker(self, jobs: Jobs, sources: range) -> Outcomes:
+        """In a worker: own sender and ICMP sockets for its sources, the shared responders."""
+        self.token = os.urandom(4)
+        self.selector = selectors.DefaultSelector()
+        self.sender, self.pinger = list(self.udp), list(self.icmp)
+        wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
+        for i in sources:
+            ep = self.endpoints[i]
+            udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
+            raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
+            with contextlib.suppress(OSError):  # a damaged endpoint sends from what it has left
+                udp.bind((self.ips[i], 0))
+                raw.bind((self.ips[i], 0))
+            udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            udp.setblocking(False)
+            raw.setblocking(False)
+            self.sender[i], self.pinger[i] = udp, raw
+            self.selector.register(udp, selectors.EVENT_READ, (0, i))
+            self.selector.register(raw, selectors.EVENT_READ, (1, i))
+        for i, responder in enumerate(self.udp):
+            self.selector.register(responder, selectors.EVENT_READ, (0, i))
+        return self.run(jobs)
+
+    def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                    finish: Callable[..., None]) -> None:
-        sock = self.udp[i]
         while True:
             try:
                 data, addr = sock.recvfrom(2048)
@@ -333,9 +460,8 @@ class Prober:
             elif udp_only or flags[j] & ICMP_OK:
                 finish(j, OK)
 
-    def _drain_icmp(self, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
+    def _drain_icmp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                     finish: Callable[..., None]) -> None:
-        sock = self.icmp[i]
         while True:
             try:
                 data = sock.recv(2048)

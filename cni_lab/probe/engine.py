@@ -29,6 +29,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from cni_lab.errors import LabError
 from cni_lab.kernel import netns
 from cni_lab.probe.pairs import Endpoint
 
@@ -121,10 +122,16 @@ def _echo(index: int, token: bytes, now: float) -> bytes:
 
 
 def _raise_fd_limit(needed: int) -> None:
+    """Sockets are files: raise the soft limit as far as needed, or say plainly why not."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed + 64:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed + 64, soft)), hard))
+    want = needed + 64
+    if soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise LabError(f"probing this lab needs about {want} open files, but this shell allows {hard} "
+                       f"(ulimit -n): run `ulimit -n {want}` as root first")
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _die_with_parent() -> None:
@@ -169,30 +176,37 @@ class Prober:
         self.worker = 0
         self.shared_progress: mmap.mmap | None = None
 
-    def open(self) -> None:
-        _raise_fd_limit(2 * len(self.endpoints))
-        # Only echo replies and errors reach the raw sockets: not every echo request of the matrix.
+    def _sockets(self, i: int, port: int) -> tuple[socket.socket, socket.socket]:
+        """Endpoint i's UDP socket (bound to its IP and `port`) and raw ICMP socket, opened in its
+        namespace. Only echo replies and errors reach the raw socket, not every echo request."""
+        ep = self.endpoints[i]
+        udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
-        icmp_filter = struct.pack("I", ~wanted & 0xFFFFFFFF)
-        for i, ep in enumerate(self.endpoints):
-            udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            raw.setsockopt(SOL_RAW, ICMP_FILTER, icmp_filter)
-            try:
-                udp.bind((self.ips[i], PROBE_PORT))
-                raw.bind((self.ips[i], 0))
-            except OSError as e:
-                if e.errno != errno.EADDRNOTAVAIL:
-                    raise
-                # A damaged endpoint (its address was removed): probe it anyway, from whatever
-                # address it has left, and let the verdicts show what that breaks.
+        raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
+        try:
+            udp.bind((self.ips[i], port))
+            raw.bind((self.ips[i], 0))
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            # A damaged endpoint (its address was removed): probe it anyway, from whatever
+            # address it has left, and let the verdicts show what that breaks.
+            if port:
                 self.missing.append(f"{ep.id} does not have its address {ep.ip} any more")
-                udp.bind(("0.0.0.0", PROBE_PORT))
-            udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            udp.setblocking(False)
-            raw.setblocking(False)
+            udp.bind(("0.0.0.0", port))
+        udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        udp.setblocking(False)
+        raw.setblocking(False)
+        return udp, raw
+
+    def open(self) -> None:
+        # two sockets per endpoint here, and two more per source in a worker process (see run_parallel)
+        _raise_fd_limit(4 * len(self.endpoints))
+        for i in range(len(self.endpoints)):
+            udp, raw = self._sockets(i, PROBE_PORT)
             self.udp.append(udp)
             self.icmp.append(raw)
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
@@ -401,19 +415,8 @@ class Prober:
         self.token = os.urandom(4)
         self.selector = selectors.DefaultSelector()
         self.sender, self.pinger = list(self.udp), list(self.icmp)
-        wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
         for i in sources:
-            ep = self.endpoints[i]
-            udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
-            raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
-            with contextlib.suppress(OSError):  # a damaged endpoint sends from what it has left
-                udp.bind((self.ips[i], 0))
-                raw.bind((self.ips[i], 0))
-            udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            udp.setblocking(False)
-            raw.setblocking(False)
+            udp, raw = self._sockets(i, 0)  # an ephemeral port: replies come back to this worker only
             self.sender[i], self.pinger[i] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))

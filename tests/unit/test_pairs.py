@@ -43,3 +43,17 @@ def test_neighbour_estimate_grows_with_pods_per_node() -> None:
     big = lab({"nodes": [{"name": "a", "pods": 40}, {"name": "b", "pods": 40}]})
     assert pairs.neighbours_needed(small) == 2 * (4 + 2 + 1)
     assert pairs.neighbours_needed(big) > 1024
+
+
+def test_too_low_a_file_limit_is_a_clear_error(monkeypatch: object) -> None:
+    import resource
+
+    import pytest
+
+    from cni_lab.errors import LabError
+    from cni_lab.probe import engine
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 1024))  # type: ignore[attr-defined]
+    with pytest.raises(LabError, match=r"needs about 4264 open files, but this shell allows 1024 .*ulimit -n 4264"):
+        engine._raise_fd_limit(4200)
+    engine._raise_fd_limit(100)  # enough already: nothing to do

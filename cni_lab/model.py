@@ -202,7 +202,9 @@ class _Checker:
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {key}: {message}")
+        # one line per problem, whatever the document holds: control characters are shown escaped
+        line = f"{self.source}: {key}: {message}"
+        self.problems.append("".join(c if c.isprintable() else repr(c)[1:-1] for c in line))
 
     def raise_if_any(self) -> None:
         if self.problems:

@@ -16,10 +16,6 @@ POD_IFNAME = "eth0"  # CNI_IFNAME the kubelet passes
 CNI_BRIDGE = "cni0"  # the bridge plugin's default name, as flannel configures it
 
 
-def lab_netns_prefix(lab: str) -> str:
-    return f"{PREFIX}{lab}."
-
-
 def underlay_netns(lab: str) -> str:
     return f"{PREFIX}{lab}.underlay"
 

@@ -25,6 +25,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from cni_lab.kernel import netns
 
 NLMSG_ERROR = 2
+EEXIST = errno.EEXIST
 IFF_UP = 1
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what `ip route add` and flannel leave: shown without a "proto" by `ip route`
@@ -160,5 +161,3 @@ class Rtnl:
         msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
         self._request(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 
-
-EEXIST = errno.EEXIST

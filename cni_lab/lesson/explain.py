@@ -82,7 +82,7 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             return f"everything else goes to the gateway {route.gateway}, on node {owner_of_gateway[route.gateway]}"
         return f"everything else goes to {route.gateway or route.dev}"
     if route.type == "blackhole":
-        return f"this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
+        return "this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
     try:
         dst = IPv4Network(route.dst)
     except ValueError:

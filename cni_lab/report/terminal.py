@@ -111,7 +111,7 @@ def check_view(result: CheckResult) -> RenderableType:
         parts.append(mtu_view(result))
     if result.lab.dataplane == "cni":
         mark = Text("✓", style="bold green") if not result.cni_problems else Text("✗", style="bold red")
-        parts.append(Text.assemble(("CNI CHECK", "bold"), f"  every plugin confirms what it set up for each pod  ", mark))
+        parts.append(Text.assemble(("CNI CHECK", "bold"), "  every plugin confirms what it set up for each pod  ", mark))
         parts += [Text(f"  {p}", style="red") for p in result.cni_problems]
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from cni_lab import lifecycle, names, state
 from cni_lab.kernel import neighbours, netns
-from cni_lab.kernel.rtnl import Rtnl
 
 PROBE_NS = f"{names.PREFIX}doctor.probe"
 
@@ -96,6 +95,8 @@ def _kernel_features(flag: str) -> list[Check]:
         except OSError as e:
             out.append(Check("/proc/sys writable", False, e.strerror or str(e),
                              f"/proc/sys is read-only{flag or ' (mounted read-only)'}"))
+        from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
+
         rtnl = Rtnl(PROBE_NS)
         try:
             for kind, add in (

@@ -17,13 +17,15 @@ import json
 import subprocess
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni_lab import names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, inspect
-from cni_lab.kernel.rtnl import Rtnl
+
+if TYPE_CHECKING:
+    from cni_lab.kernel.rtnl import Rtnl
 
 KINDS = ("link-down", "route-del", "pod-down")
 RECORD = "faults.json"
@@ -59,8 +61,14 @@ def _save(lab_name: str, faults: list[Fault]) -> None:
         path.unlink(missing_ok=True)
 
 
+def _rtnl(ns: str) -> Rtnl:
+    from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
+
+    return Rtnl(ns)
+
+
 def _set_link(ns: str, ifname: str, up: bool) -> None:
-    rtnl = Rtnl(ns)
+    rtnl = _rtnl(ns)
     try:
         rtnl.set_link(rtnl.index(ifname), up=up)
     finally:
@@ -108,7 +116,7 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     if route is None:
         where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.routing == "fabric" else ""
         raise LabError(f"{holder} has no route to {other}'s pods ({target.pod_cidr}){where}")
-    rtnl = Rtnl(ns)
+    rtnl = _rtnl(ns)
     try:
         rtnl.delete_route(IPv4Network(route.dst), rtnl.index(route.dev) if route.dev else None)
     finally:
@@ -126,7 +134,7 @@ def heal(lab: Lab) -> list[Fault]:
             _set_link(fault.netns, fault.ifname, up=True)
         elif fault.route is not None:
             r = fault.route
-            rtnl = Rtnl(fault.netns)
+            rtnl = _rtnl(fault.netns)
             try:
                 rtnl.add_route(IPv4Network(str(r["dst"])), rtnl.index(str(r["dev"])),
                                gateway=IPv4Address(str(r["gateway"])) if r.get("gateway") else None,
@@ -166,7 +174,7 @@ def _reapply_cni_routes(lab: Lab) -> None:
     """The routes the CNI plugins gave each pod (recorded results), put back where missing."""
     for path in sorted((state.lab_dir(lab.name) / "cni").glob("*/*.json")):
         record = json.loads(path.read_text())
-        rtnl = Rtnl(record["netns"])
+        rtnl = _rtnl(record["netns"])
         try:
             index = rtnl.index(record["ifname"])
             for route in record["result"].get("routes", []):

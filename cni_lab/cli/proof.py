@@ -7,7 +7,7 @@ import sys
 import click
 
 from cni_lab import lifecycle
-from cni_lab.cli.app import _complete_labs, _complete_scenarios, _json, _progress, cli, err, out
+from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
 from cni_lab.cli.pictures import _write_report
 from cni_lab.probe.check import CheckResult
 from cni_lab.report import machine, terminal
@@ -18,7 +18,7 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
         with open(junit, "w", encoding="utf-8") as f:
             f.write(machine.check_junit(result))
     if as_json:
-        _json(machine.check_json(result))
+        click.echo(machine.dumps(machine.check_json(result)))
     else:
         out.print(terminal.check_view(result))
         if junit:

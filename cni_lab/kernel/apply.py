@@ -8,17 +8,17 @@ those namespaces (the kernel deletes their links, veth peers included, with them
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from cni_lab.errors import LabError
 from cni_lab.kernel import cni, daemons, inspect, netns
-from cni_lab.kernel.rtnl import EEXIST, Rtnl
 from cni_lab.plan import (
     AddAddress,
     AddBridge,
@@ -38,6 +38,9 @@ from cni_lab.plan import (
     WriteFile,
 )
 
+if TYPE_CHECKING:
+    from cni_lab.kernel.rtnl import Rtnl
+
 
 class Session:
     """One netlink socket per namespace, opened once and reused for every step in it, and the
@@ -50,6 +53,8 @@ class Session:
 
     def rtnl(self, ns: str) -> Rtnl:
         if ns not in self._rtnl:
+            from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
+
             self._rtnl[ns] = Rtnl(ns)
         return self._rtnl[ns]
 
@@ -85,7 +90,7 @@ def _add_link(session: Session, ns: str, ifname: str, kind: str, add: Callable[[
         add(session.rtnl(ns))
         return True
     except OSError as e:
-        if e.errno != EEXIST:
+        if e.errno != errno.EEXIST:
             raise
         existing = next((lk.kind for lk in inspect.read(ns, []).links if lk.name == ifname), None)
         if existing != kind:
@@ -97,7 +102,7 @@ def _exists_ok(call: Callable[[], None]) -> None:
     try:
         call()
     except OSError as e:
-        if e.errno != EEXIST:
+        if e.errno != errno.EEXIST:
             raise
 
 

@@ -11,11 +11,12 @@ import subprocess
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from socket import AF_INET
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from cni_lab.kernel import netns
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 RT_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
@@ -210,6 +211,8 @@ def _route(r: object, names: dict[int, str]) -> Route:
 
 def route_get(ns: str, dst: IPv4Address, src: IPv4Address | None = None, iif: str | None = None) -> Decision:
     """The kernel's own route lookup in `ns`: as sent from here (no iif) or as forwarded (iif)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     ipr = netns.open_ipr(ns)
     try:
         query: dict[str, object] = {"dst": str(dst)}

@@ -13,9 +13,10 @@ import errno
 import os
 import socket
 import threading
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-from pyroute2 import IPRoute
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -79,6 +80,18 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
         return fn()
 
     return on_thread(run)
+
+
+def visit(names: Sequence[str], fn: Callable[[str], None]) -> None:
+    """Run `fn(name)` inside each namespace in turn, all on one thread of our own: one thread
+    and one setns(2) per namespace instead of a thread per call (opening a lab's sockets)."""
+
+    def run() -> None:
+        for name in names:
+            _enter(name)
+            fn(name)
+
+    on_thread(run)
 
 
 def _prepare_run_dir() -> None:
@@ -159,6 +172,8 @@ def listing() -> list[str]:
 
 def open_ipr(name: str) -> IPRoute:
     """An IPRoute whose netlink socket lives in namespace `name`."""
+    from pyroute2 import IPRoute  # ~0.1 s to import: only commands that read links pay it
+
     sock = in_netns(name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE))
     return IPRoute(use_socket=sock)
 

@@ -17,7 +17,7 @@ from cni_lab.probe.engine import OK, VERDICTS, AllPairs, Outcomes, Prober, Setti
 from cni_lab.probe.pairs import Endpoint, Pair
 
 GC_THRESH3 = "net/ipv4/neigh/default/gc_thresh3"
-PARALLEL_FROM = 20_000  # pairs; below, one process is faster than forking
+PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
 MAX_WORKERS = 4
 
 

@@ -103,22 +103,20 @@ class Outcomes:
         self.duration = 0.0
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
+ECHO = struct.Struct("!BBHHH4s4sId")  # an echo request: header, then MAGIC, token, job index, send time
+ECHO_WORDS = struct.Struct(f"!{ECHO.size // 2}H")
 
 
 def _echo(index: int, token: bytes, now: float) -> bytes:
     """An ICMP echo request; id and sequence carry the job index so that ICMP errors, which quote
     only the first 8 bytes of the echo, still name the pair."""
     ident, seq = index >> 16 & 0xFFFF, index & 0xFFFF
-    payload = MAGIC + token + struct.pack("!Id", index, now)
-    header = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + payload), ident, seq) + payload
+    packet = bytearray(ECHO.pack(ICMP_ECHO, 0, 0, ident, seq, MAGIC, token, index, now))
+    total = sum(ECHO_WORDS.unpack(packet))  # the Internet checksum (RFC 1071), checksum field 0
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    struct.pack_into("!H", packet, 2, ~total & 0xFFFF)
+    return bytes(packet)
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -176,13 +174,34 @@ class Prober:
         self.worker = 0
         self.shared_progress: mmap.mmap | None = None
 
-    def _sockets(self, i: int, port: int) -> tuple[socket.socket, socket.socket]:
-        """Endpoint i's UDP socket (bound to its IP and `port`) and raw ICMP socket, opened in its
-        namespace. Only echo replies and errors reach the raw socket, not every echo request."""
-        ep = self.endpoints[i]
-        udp = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    def _open_sockets(self, indexes: Sequence[int], port: int) -> list[tuple[int, socket.socket, socket.socket]]:
+        """For each endpoint i: its UDP socket (bound to its IP and `port`) and its raw ICMP
+        socket, both opened inside its namespace (one visit per namespace). Only echo replies
+        and errors reach the raw socket, not every echo request."""
+        opened: list[tuple[int, socket.socket, socket.socket]] = []
+
+        def open_here(_: str) -> None:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            except BaseException:
+                udp.close()
+                raise
+            opened.append((indexes[len(opened)], udp, raw))
+
+        try:
+            netns.visit([self.endpoints[i].netns for i in indexes], open_here)
+            for i, udp, raw in opened:
+                self._configure(i, udp, raw, port)
+        except BaseException:
+            for _, udp, raw in opened:
+                udp.close()
+                raw.close()
+            raise
+        return opened
+
+    def _configure(self, i: int, udp: socket.socket, raw: socket.socket, port: int) -> None:
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        raw = netns.open_socket(ep.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
         raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
         try:
@@ -194,19 +213,17 @@ class Prober:
             # A damaged endpoint (its address was removed): probe it anyway, from whatever
             # address it has left, and let the verdicts show what that breaks.
             if port:
-                self.missing.append(f"{ep.id} does not have its address {ep.ip} any more")
+                self.missing.append(f"{self.endpoints[i].id} does not have its address {self.endpoints[i].ip} any more")
             udp.bind(("0.0.0.0", port))
         udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         udp.setblocking(False)
         raw.setblocking(False)
-        return udp, raw
 
     def open(self) -> None:
         # two sockets per endpoint here, and two more per source in a worker process (see run_parallel)
         _raise_fd_limit(4 * len(self.endpoints))
-        for i in range(len(self.endpoints)):
-            udp, raw = self._sockets(i, PROBE_PORT)
+        for i, udp, raw in self._open_sockets(range(len(self.endpoints)), PROBE_PORT):
             self.udp.append(udp)
             self.icmp.append(raw)
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
@@ -415,8 +432,8 @@ class Prober:
         self.token = os.urandom(4)
         self.selector = selectors.DefaultSelector()
         self.sender, self.pinger = list(self.udp), list(self.icmp)
-        for i in sources:
-            udp, raw = self._sockets(i, 0)  # an ephemeral port: replies come back to this worker only
+        # an ephemeral port: replies come back to this worker only
+        for i, udp, raw in self._open_sockets(sources, 0):
             self.sender[i], self.pinger[i] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -28,6 +29,21 @@ def pair_json(r: PairResult) -> dict[str, Any]:
         "answeredBy": r.answered_by,
         "detail": r.detail,
     }
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """JSON for people and programs alike: one top-level key per line, and each item of a list
+    (a pair of the matrix, an endpoint) on a line of its own. As fast as compact JSON (the C
+    encoder writes every line), so a 10,000-pair result prints in milliseconds, not seconds."""
+    lines = []
+    for key, value in document.items():
+        head = f"  {json.dumps(key)}: "
+        if isinstance(value, list) and value:
+            items = ",\n    ".join(json.dumps(item) for item in value)
+            lines.append(f"{head}[\n    {items}\n  ]")
+        else:
+            lines.append(head + json.dumps(value))
+    return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:

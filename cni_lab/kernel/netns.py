@@ -109,7 +109,19 @@ _run_dir_ready = False
 
 def create(name: str) -> bool:
     """Create a named namespace. Returns False when it already exists (and is a namespace)."""
+    try:
+        return on_thread(lambda: make_here(name))
+    except BaseException:
+        remove(name)  # unmounts first when the bind mount was made before the interruption
+        raise
+
+
+def make_here(name: str) -> bool:
+    """Create namespace `name` and leave the calling thread inside it, or enter it when it is
+    there already (False). Only on a thread of our own: the main thread stays in the root
+    namespace (house style rule 7)."""
     global _run_dir_ready
+    assert threading.current_thread() is not threading.main_thread(), "never moves the main thread"
     if not _run_dir_ready:
         _prepare_run_dir()
         _run_dir_ready = True
@@ -118,18 +130,15 @@ def create(name: str) -> bool:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     except FileExistsError:
         if is_netns(name):
+            _enter(name)
             return False
         raise OSError(errno.EEXIST, f"{path} exists but is not a network namespace", path) from None
-
-    def unshare_and_bind() -> None:
+    try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
         source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
         _check(_libc.mount(source, path.encode(), b"none", MS_BIND, None), "mount", name)
-
-    try:
-        on_thread(unshare_and_bind)
     except BaseException:
-        remove(name)  # unmounts first when the bind mount was made before the interruption
+        remove(name)
         raise
     return True
 

@@ -45,11 +45,12 @@ class RtnlError(OSError):
 
 
 class Rtnl:
-    """One NETLINK_ROUTE socket bound inside a namespace."""
+    """One NETLINK_ROUTE socket bound inside a namespace (`sock`: one already opened in there)."""
 
-    def __init__(self, ns: str) -> None:
+    def __init__(self, ns: str, sock: socket.socket | None = None) -> None:
         self.ns = ns
-        self.sock = netns.in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
+        self.sock = sock or netns.in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                                                      socket.NETLINK_ROUTE))
         self.sock.bind((0, 0))
         self.seq = 0
 

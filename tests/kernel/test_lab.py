@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 from typing import Any, Callable
@@ -99,6 +101,26 @@ def test_failed_up_leaves_nothing(make_lab: MakeLab, monkeypatch: pytest.MonkeyP
     with pytest.raises(KeyboardInterrupt):
         lifecycle.up(lab)
     assert calls["n"] == 20
+    assert [n for n in netns.listing() if names.lab_of_netns(n) == lab.name] == []
+    assert state.read(lab.name) is None
+
+
+def test_a_namespace_that_cannot_be_made_stops_up_and_removes_those_made_ahead(
+        make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # namespaces are made on a thread of their own, ahead of the steps: a failure must still
+    # surface at its own step, and every namespace made before it must go
+    lab = make_lab(two_nodes("host-gw"), up=False)
+    blocked = names.pod_netns(lab.name, "node2", "api")
+    real = netns.make_here
+
+    def refusing(name: str) -> bool:
+        if name == blocked:
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a full max_net_namespaces says
+        return real(name)
+
+    monkeypatch.setattr(netns, "make_here", refusing)
+    with pytest.raises(LabError, match=rf"^ip netns add {re.escape(blocked)}: No space left on device$"):
+        lifecycle.up(lab)
     assert [n for n in netns.listing() if names.lab_of_netns(n) == lab.name] == []
     assert state.read(lab.name) is None
 

@@ -168,9 +168,9 @@ class Prober:
         self.icmp: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.missing: list[str] = []  # endpoints whose namespace lacks their own address
-        # Who sends: the responder sockets themselves, unless a worker process has its own.
-        self.sender = self.udp
-        self.pinger = self.icmp
+        # Who sends, by endpoint: the responder sockets themselves, unless a worker process has its own.
+        self.sender: dict[int, socket.socket] = {}
+        self.pinger: dict[int, socket.socket] = {}
         self.worker = 0
         self.shared_progress: mmap.mmap | None = None
 
@@ -226,6 +226,7 @@ class Prober:
         for i, udp, raw in self._open_sockets(range(len(self.endpoints)), PROBE_PORT):
             self.udp.append(udp)
             self.icmp.append(raw)
+            self.sender[i], self.pinger[i] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))
 
@@ -235,6 +236,8 @@ class Prober:
             s.close()
         self.udp.clear()
         self.icmp.clear()
+        self.sender.clear()
+        self.pinger.clear()
 
     def __enter__(self) -> Prober:
         try:
@@ -357,12 +360,21 @@ class Prober:
 
     def run_parallel(self, jobs: AllPairs, workers: int, progress: Callable[[int, int], None] | None = None) -> Outcomes:
         """The matrix over `workers` processes, each probing the pairs of a slice of the sources
-        from sockets of its own; the responders (opened before the fork) are shared by all."""
+        from sockets of its own and answering for the responders of that slice (opened before
+        the fork), so that no probe wakes two workers. A worker that is done keeps answering
+        until every worker is: the parent says so in the last slot of `shared`."""
         n = jobs.n
         bounds = [round(k * n / workers) for k in range(workers + 1)]
+        # Each worker pings from raw sockets of its own. Ours would get a copy of every echo
+        # reply too (the kernel gives one to each matching raw socket): close them first.
+        for raw in self.icmp:
+            self.selector.unregister(raw)
+            raw.close()
+        self.icmp.clear()
+        self.pinger.clear()
         # the pairs in flight (and so the ARP entries being resolved) stay what one process would have
         self.settings = Settings(**{**self.settings.__dict__, "window": max(16, self.settings.window // workers)})
-        shared = mmap.mmap(-1, 8 * workers)
+        shared = mmap.mmap(-1, 8 * (workers + 1))  # probes finished per worker, then "all done"
         children: list[tuple[int, int, int, int]] = []  # (pid, read fd, first job, job count)
         for k in range(workers):
             first, stop = bounds[k] * (n - 1), bounds[k + 1] * (n - 1)
@@ -379,6 +391,7 @@ class Prober:
                     outcome = self._as_worker(_Slice(jobs, first, stop), range(bounds[k], bounds[k + 1]))
                     with os.fdopen(wfd, "wb") as pipe:
                         pickle.dump((bytes(outcome.verdict), outcome.rtt.tobytes(), outcome.extra), pipe)
+                    self._answer_until(shared, 8 * workers, range(bounds[k], bounds[k + 1]))
                 except BaseException:
                     code = 1
                 finally:
@@ -402,6 +415,7 @@ class Prober:
                         pipes.unregister(key.fd)
                 if progress is not None:
                     progress(sum(struct.unpack_from(f"{workers}Q", shared)), len(jobs))
+            struct.pack_into("Q", shared, 8 * workers, 1)  # every worker has reported: all may stop
         except BaseException:
             for pid, *_ in children:  # never leave a worker behind
                 with contextlib.suppress(ProcessLookupError):
@@ -431,15 +445,27 @@ class Prober:
         """In a worker: own sender and ICMP sockets for its sources, the shared responders."""
         self.token = os.urandom(4)
         self.selector = selectors.DefaultSelector()
-        self.sender, self.pinger = list(self.udp), list(self.icmp)
+        self.sender, self.pinger = {}, {}
         # an ephemeral port: replies come back to this worker only
         for i, udp, raw in self._open_sockets(sources, 0):
             self.sender[i], self.pinger[i] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))
-        for i, responder in enumerate(self.udp):
-            self.selector.register(responder, selectors.EVENT_READ, (0, i))
+        for i in sources:
+            self.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
         return self.run(jobs)
+
+    def _answer_until(self, shared: mmap.mmap, offset: int, sources: range) -> None:
+        """A worker whose own probes are done still answers for its responders (the others'
+        probes need them) until the parent sets the word at `offset`."""
+        responders = selectors.DefaultSelector()
+        for i in sources:
+            responders.register(self.udp[i], selectors.EVENT_READ, i)
+        no_jobs = _Slice(AllPairs(2), 0, 0)
+        while not struct.unpack_from("Q", shared, offset)[0]:
+            for key, _ in responders.select(timeout=0.01):
+                self._drain_udp(key.fileobj, key.data, no_jobs, Outcomes(no_jobs), bytearray(), False,  # type: ignore[arg-type]
+                                lambda *_: None)
 
     def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                    finish: Callable[..., None]) -> None:

@@ -334,7 +334,8 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             for record in sorted(folder.glob("cni/*/*.json")):
                 result.cni_problems += cni.check(record, folder)
-        state.save_last_check(lab_name, machine.check_json(result))  # for `report`
+        result.document = machine.dumps(machine.check_json(result))
+        state.save_last_check(lab_name, result.document)  # for `report`; and `check --json` prints it
         return result
 
 

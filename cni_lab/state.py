@@ -119,10 +119,11 @@ def locked(name: str) -> Iterator[None]:
 LAST_CHECK = "last-check.json"
 
 
-def save_last_check(name: str, document: dict[str, Any]) -> None:
+def save_last_check(name: str, text: str) -> None:
+    """The last check's result as JSON text (for `report`)."""
     path = lab_dir(name) / LAST_CHECK
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

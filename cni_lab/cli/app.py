@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 from typing import Any, Callable, Iterator
@@ -21,8 +22,29 @@ out = Console()
 err = Console(stderr=True)
 
 
+# Every command, and the module (under cni_lab/cli/) that defines it. tests/unit checks this
+# against what the modules register.
+COMMANDS = {
+    "validate": "lab", "plan": "lab", "up": "lab", "status": "lab", "exec": "lab", "down": "lab",
+    "scenarios": "lab",
+    "check": "proof", "run": "proof",
+    "explain": "lesson", "trace": "lesson", "demo": "lesson", "fault": "lesson", "heal": "lesson",
+    "graph": "pictures", "report": "pictures",
+    "doctor": "machine", "completion": "machine",
+}
+
+
 class LabGroup(click.Group):
-    """Maps user errors to one line each and exit 2; tracebacks only with --debug."""
+    """Loads a command's module when the command is asked for; maps user errors to one line
+    each and exit 2 (tracebacks only with --debug)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS and name not in self.commands:
+            importlib.import_module(f"cni_lab.cli.{COMMANDS[name]}")
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -8,7 +8,6 @@ import click
 
 from cni_lab import lifecycle
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
-from cni_lab.cli.pictures import _write_report
 from cni_lab.probe.check import CheckResult
 from cni_lab.report import machine, terminal
 
@@ -18,7 +17,7 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
         with open(junit, "w", encoding="utf-8") as f:
             f.write(machine.check_junit(result))
     if as_json:
-        click.echo(machine.dumps(machine.check_json(result)))
+        click.echo(result.document or machine.dumps(machine.check_json(result)))
     else:
         out.print(terminal.check_view(result))
         if junit:
@@ -72,6 +71,8 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
         with _progress("probing pairs") as progress:
             checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
         if report_file:
+            from cni_lab.cli.pictures import _write_report  # the report's modules, only when asked for
+
             _write_report(lab.name, report_file)
     finally:
         if result.created:

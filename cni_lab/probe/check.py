@@ -61,6 +61,7 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
     cni_problems: list[str] = field(default_factory=list)  # what CNI CHECK reported, for `cni` labs
+    document: str = ""  # the result as JSON text, once written to the state folder (report/machine.py)
 
     def __len__(self) -> int:
         return len(self.outcomes.verdict)
@@ -77,7 +78,7 @@ class CheckResult:
         rtt = self.outcomes.rtt[i] or None
         extra = self.outcomes.extra.get(i)
         if code == OK:
-            return PairResult(pair, "ok", rtt, str(pair.src.ip), identity(self.lab.name, pair.dst))
+            return PairResult(pair, "ok", rtt, pair.src.address, identity(self.lab.name, pair.dst))
         verdict = VERDICTS[code] if code < len(VERDICTS) else "timeout"
         if extra is None:
             return PairResult(pair, verdict, rtt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address
 
 from cni_lab import names
@@ -28,6 +29,11 @@ class Endpoint:
     node: str
     ip: IPv4Address
     netns: str
+
+    @cached_property
+    def address(self) -> str:
+        """The IP as text, made once: a matrix's JSON writes it twice per pair."""
+        return str(self.ip)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ def pair_json(r: PairResult) -> dict[str, Any]:
     return {
         "src": p.src.id,
         "dst": p.dst.id,
-        "srcIP": str(p.src.ip),
-        "dstIP": str(p.dst.ip),
+        "srcIP": p.src.address,
+        "dstIP": p.dst.address,
         "rule": p.rule,
         "verdict": r.verdict,
         "expected": sorted(p.expected),

@@ -65,3 +65,24 @@ def test_ci_runs_the_readme_test_command() -> None:
     # the README's command, run as root without sudo
     readme_lines = [line.strip() for line in readme.splitlines()]
     assert any(line.replace("sudo ", "") == ci for line in readme_lines if "pytest" in line), ci
+
+
+def test_every_command_is_loaded_from_the_module_the_group_names() -> None:
+    # the group imports only the module of the command being run: the map must be exact
+    import importlib
+
+    from cni_lab.cli import app
+
+    for module in set(app.COMMANDS.values()):
+        importlib.import_module(f"cni_lab.cli.{module}")
+    registered = {name: cmd.callback.__module__.rsplit(".", 1)[1] for name, cmd in app.cli.commands.items()
+                  if cmd.callback is not None}
+    assert registered == app.COMMANDS
+
+
+def test_check_and_down_start_without_pyroute2_or_the_pictures() -> None:
+    # start-up is a third of a 100-pod `check` (bench/): keep what it imports small
+    code = ("import sys; from cni_lab.cli import app; app.cli.get_command(None, 'check'); "
+            "app.cli.get_command(None, 'down'); print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert not [m for m in loaded if m.startswith(("pyroute2", "cni_lab.report.html", "cni_lab.lesson"))]

@@ -183,8 +183,13 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
         # As a runtime does when a pod goes: CNI DEL for every pod the plugins wired (their IPAM
         # reservations are released), then the namespaces. Failures do not stop the teardown.
         cni.delete_recorded(state.lab_dir(name))
-        neighbours.restore(state.lab_dir(name))  # limits a killed `check --neighbour-cap` raised
-        return apply.remove_namespaces(_lab_namespaces(name, recorded))
+        removed = apply.remove_namespaces(_lab_namespaces(name, recorded))
+        neighbours.restore(state.lab_dir(name), _other_labs(name))  # what `check --neighbour-cap` raised
+        return removed
+
+
+def _other_labs(name: str) -> list[Path]:
+    return [state.lab_dir(n) for n in state.names() if n != name]
 
 
 def down(name: str) -> list[str]:
@@ -316,20 +321,15 @@ def target_netns(lab: Lab, target: str) -> str:
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
           neighbour_cap: int | None = None) -> CheckResult:
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
-    `neighbour_cap` raises the host's neighbour table limits for the check, and puts them back."""
+    `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py)."""
     require_root("check")
     lab_name = pick(name)
     with state.locked(lab_name):
         lab, _ = running_lab(lab_name)
         folder = state.lab_dir(lab_name)
         if neighbour_cap is not None:
-            neighbours.raise_cap(folder, neighbour_cap)
-        try:
-            result = probe_check.run(lab, progress=progress, mtu=mtu)
-        finally:
-            if neighbour_cap is not None:
-                with apply.shielded():
-                    neighbours.restore(folder)
+            neighbours.raise_cap(folder, neighbour_cap, _other_labs(lab_name))
+        result = probe_check.run(lab, progress=progress, mtu=mtu)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             for record in sorted(folder.glob("cni/*/*.json")):

@@ -30,8 +30,8 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per Kubernetes rule.")
 @click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
 @click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
-              help="Raise the host's shared ARP table limit (gc_thresh3) to N for this check, then put it back. "
-                   "Needed for labs of hundreds of pods.")
+              help="Raise the host's shared ARP table limit (gc_thresh3) to N while this lab is up; `down` "
+                   "puts it back. Needed for labs of hundreds of pods.")
 def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 
@@ -55,7 +55,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
 @click.option("--junit", metavar="FILE", help="Also write JUnit XML.")
 @click.option("--mtu", is_flag=True, help="Also run the MTU check.")
 @click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
-              help="As for check: raise the host's ARP table limit for the check, then put it back.")
+              help="As for check: raise the host's ARP table limit while the lab is up (put back at its end).")
 @click.option("--report", "report_file", metavar="FILE", help="Also write the HTML report before the lab goes.")
 def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: bool,
         neighbour_cap: int | None, report_file: str | None) -> None:

@@ -1,19 +1,27 @@
 """The one place cni-lab ever changes the host: the shared neighbour table's limits, only when a
-user asks (`check --neighbour-cap N`), recorded first in the lab's state and put back after.
+user asks (`check --neighbour-cap N`), recorded first in the lab's state and put back by `down`.
 
 Every namespace's ARP entries live in one kernel table capped by the root namespace's
 `net.ipv4.neigh.default.gc_thresh3` (1024 by default), and the kernel frees an entry for a new
 one only once it is 5 seconds old. A 1000-pod lab's matrix needs tens of thousands of entries:
 with the default cap it takes minutes; with a larger cap, seconds.
+
+The limits stay raised while the lab is up: its entries stay in the table after the check, and a
+table holding more entries than its cap refuses new ones, in every namespace of the host, until
+they age. `down` puts the limits back once the lab's entries are gone, and only when no other lab
+still needs them raised (each raise records the values from before the first one).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Iterable
 
 KEYS = ("gc_thresh1", "gc_thresh2", "gc_thresh3")
 SYSCTL = "/proc/sys/net/ipv4/neigh/default/{}"
+STATS = "/proc/net/stat/arp_cache"  # its "entries" column counts the whole table
 RECORD = "neighbour-cap.json"
 
 
@@ -28,25 +36,46 @@ def _write(values: dict[str, int]) -> None:
         Path(SYSCTL.format(key)).write_text(str(values[key]))
 
 
-def raise_cap(folder: Path, cap: int) -> dict[str, int]:
-    """Record the current limits in `folder`, then raise them. Returns what was there."""
-    before = read()
+def entries() -> int:
+    try:
+        return int(Path(STATS).read_text().splitlines()[1].split()[0], 16)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def raise_cap(folder: Path, cap: int, others: Iterable[Path] = ()) -> dict[str, int]:
+    """Record the limits from before any lab raised them in `folder` (a lab's state folder;
+    `others` are the other labs' folders), then raise them. Returns what was recorded."""
     record = folder / RECORD
+    before = _recorded(record) or next(filter(None, (_recorded(o / RECORD) for o in others)), None) or read()
     if not record.exists():  # a second raise keeps the original values
         record.write_text(json.dumps(before))
-    _write({"gc_thresh1": before["gc_thresh1"], "gc_thresh2": max(before["gc_thresh2"], cap // 2),
-            "gc_thresh3": max(before["gc_thresh3"], cap)})
+    now = read()
+    _write({"gc_thresh1": now["gc_thresh1"], "gc_thresh2": max(now["gc_thresh2"], cap // 2),
+            "gc_thresh3": max(now["gc_thresh3"], cap)})
     return before
 
 
-def restore(folder: Path) -> dict[str, int] | None:
-    """Put back what `raise_cap` recorded (also after a killed check: `down` calls this)."""
-    record = folder / RECORD
+def _recorded(record: Path) -> dict[str, int] | None:
     try:
-        before = {k: int(v) for k, v in json.loads(record.read_text()).items() if k in KEYS}
-    except (OSError, ValueError):
+        values = {k: int(v) for k, v in json.loads(record.read_text()).items() if k in KEYS}
+    except (OSError, ValueError, AttributeError):
         return None
-    if set(before) == set(KEYS):
-        _write(before)
+    return values if set(values) == set(KEYS) else None
+
+
+def restore(folder: Path, others: Iterable[Path] = (), wait: float = 3.0) -> dict[str, int] | None:
+    """Put back what `raise_cap` recorded, after the lab's namespaces are gone (`down`). Not while
+    another lab's record says it still needs the raise; and not before the table has shrunk below
+    the cap being put back (the kernel frees a removed namespace's entries shortly after), for at
+    most `wait` seconds."""
+    record = folder / RECORD
+    before = _recorded(record)
     record.unlink(missing_ok=True)
+    if before is None or any((o / RECORD).exists() for o in others):
+        return None
+    deadline = time.monotonic() + wait
+    while entries() > before["gc_thresh3"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _write(before)
     return before

@@ -155,7 +155,7 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
             f"a full matrix needs ~{needed} neighbour (ARP) entries, more than the kernel's shared cap "
             f"net.ipv4.neigh.default.gc_thresh3={cap}, which only frees entries 5 s old: probing at most "
             f"{settings.window} pairs at a time. For large labs run `check --neighbour-cap {needed * 2}` "
-            "(raises gc_thresh1-3 for the check and puts them back after)"
+            "(raises gc_thresh1-3 while the lab is up; `down` puts them back)"
         )
     missing = [ep.netns for ep in endpoints if not netns.is_netns(ep.netns)]
     if missing:

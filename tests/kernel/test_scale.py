@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from helpers import two_nodes
+
 from cni_lab import lifecycle
 from cni_lab.ipam import Lab
 from cni_lab.kernel import neighbours
@@ -16,14 +18,31 @@ MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_200_pod_lab_passes_every_pair_and_the_arp_limit_is_put_back(make_lab: MakeLab) -> None:
+def test_a_200_pod_lab_passes_every_pair_and_down_puts_the_arp_limit_back(make_lab: MakeLab) -> None:
     before = neighbours.read()
     lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 10, "pods": 20}]})
     result = lifecycle.check(lab.name, neighbour_cap=16384)
     assert len(result) == 210 * 209
     assert not result.failures and result.passed
     assert all(s.ok == s.total for s in result.summaries())
+    # raised while the lab is up: the entries the check made are still in the table
+    assert neighbours.read()["gc_thresh3"] == 16384
+    lifecycle.down(lab.name)
     assert neighbours.read() == before
+    assert neighbours.entries() <= before["gc_thresh3"]  # a new lab can make entries at once
+
+
+def test_the_arp_limit_comes_back_when_the_last_lab_that_raised_it_goes(make_lab: MakeLab) -> None:
+    before = neighbours.read()
+    first = make_lab(two_nodes("host-gw"))
+    second = make_lab(two_nodes("host-gw"))
+    lifecycle.check(first.name, neighbour_cap=4096)
+    lifecycle.check(second.name, neighbour_cap=8192)
+    lifecycle.down(second.name)
+    assert neighbours.read()["gc_thresh3"] == 8192  # the first lab still needs it
+    assert lifecycle.check(first.name).passed
+    lifecycle.down(first.name)
+    assert neighbours.read() == before  # the values from before the first raise
 
 
 def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:

@@ -462,10 +462,12 @@ class Prober:
         for i in sources:
             responders.register(self.udp[i], selectors.EVENT_READ, i)
         no_jobs = _Slice(AllPairs(2), 0, 0)
+        nothing = Outcomes(no_jobs)
         while not struct.unpack_from("Q", shared, offset)[0]:
             for key, _ in responders.select(timeout=0.01):
-                self._drain_udp(key.fileobj, key.data, no_jobs, Outcomes(no_jobs), bytearray(), False,  # type: ignore[arg-type]
+                self._drain_udp(key.fileobj, key.data, no_jobs, nothing, bytearray(), False,  # type: ignore[arg-type]
                                 lambda *_: None)
+        responders.close()
 
     def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                    finish: Callable[..., None]) -> None:

@@ -14,6 +14,9 @@ from cni_lab.probe.check import CheckResult
 from cni_lab.probe.pairs import endpoints
 
 
+PODS_LISTED = 8  # a node with more pods shows them as a range
+
+
 def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
     underlay = ", ".join(f"{s.name} {s.cidr}" if len(lab.segments) > 1 else str(s.cidr) for s in lab.segments)
     title = f"lab [bold]{lab.name}[/] · data plane [bold]{lab.dataplane}[/] · underlay {underlay}"
@@ -24,13 +27,24 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
     table.add_column("pod gateway")
     table.add_column("pods")
     for node in lab.nodes:
+        missing = {p.name for p in node.pods if present is not None
+                   and not present.get(names.pod_netns(lab.name, node.name, p.name), False)}
         pods = Text()
-        for i, pod in enumerate(node.pods):
-            if i:
+        # a node with many pods gets one line for all of them (and one per missing pod): a
+        # 1000-pod lab's table stays one screen per 50 nodes
+        listed = node.pods if len(node.pods) <= PODS_LISTED else [p for p in node.pods if p.name in missing]
+        if len(node.pods) > PODS_LISTED:
+            first, last = node.pods[0], node.pods[-1]
+            head, _, tail = str(last.ip).rpartition(".")
+            to = f".{tail}" if str(first.ip).startswith(head + ".") else str(last.ip)
+            pods.append(f"{len(node.pods)} pods", style="bold")
+            pods.append(f"\n{first.ip} … {to}")
+        for pod in listed:
+            if pods:
                 pods.append("\n")
             pods.append(f"{pod.name} ", style="bold")
             pods.append(str(pod.ip))
-            if present is not None and not present.get(names.pod_netns(lab.name, node.name, pod.name), False):
+            if pod.name in missing:
                 pods.append(" (missing)", style="red")
         node_label = Text(node.name, style="bold")
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):

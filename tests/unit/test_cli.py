@@ -86,3 +86,14 @@ def test_check_and_down_start_without_pyroute2_or_the_pictures() -> None:
             "app.cli.get_command(None, 'down'); print(' '.join(sorted(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert not [m for m in loaded if m.startswith(("pyroute2", "cni_lab.report.html", "cni_lab.lesson"))]
+
+
+def test_a_node_with_many_pods_is_one_row_with_its_range(tmp_path: Path) -> None:
+    scenario = tmp_path / "many.yaml"
+    scenario.write_text("name: many\ndataplane: host-gw\nnodes:\n  - {name: node, count: 2, pods: 30}\n"
+                        "  - {name: small, pods: [web]}\n")
+    code, output = run("plan", str(scenario))
+    assert code == 0
+    assert output.count("30 pods") == 2 and "10.244.0.2 … .31" in output
+    assert "pod-17 " not in output.split("# cnilab-")[0]  # the table lists no pod of a big node
+    assert "web 10.244.2.2" in output

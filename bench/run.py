@@ -212,6 +212,74 @@ def _kill_mininet_hosts() -> None:
                 pass
 
 
+def rtnl_serialization(pairs: int = 100) -> dict[str, float]:
+    """Does the build's kernel work spread over the cores? 2×`pairs` veth pairs (peer in another
+    namespace, up), encoded beforehand, sent from one thread, then from two threads at once."""
+    import socket
+    import struct
+    import threading
+
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    from cni_lab.kernel import netns
+    from cni_lab.kernel.rtnl import CREATE, RTM_NEWLINK
+
+    def messages(prefix: str, peer_fd: int) -> list[bytes]:
+        out = []
+        for i in range(pairs):
+            peer = {"attrs": [("IFLA_IFNAME", f"p{prefix}{i}"), ("IFLA_NET_NS_FD", peer_fd)]}
+            m = ifinfmsg()
+            m["attrs"] = [("IFLA_IFNAME", f"{prefix}{i}"), ("IFLA_LINKINFO", {"attrs": [
+                ("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]})]
+            m["flags"] = m["change"] = 1
+            m["header"].update({"type": RTM_NEWLINK, "flags": CREATE, "sequence_number": i + 1})
+            m.encode()
+            out.append(bytes(m.data))
+        return out
+
+    def send(sock: socket.socket, batch: list[bytes]) -> None:
+        for data in batch:
+            sock.send(data)
+            reply = sock.recv(65536)
+            if struct.unpack_from("=i", reply, 16)[0]:
+                raise SystemExit("veth creation failed in the rtnl probe")
+
+    seconds = {}
+    for mode in ("one thread", "two threads"):
+        spaces = [f"cnilab-brtnl.{x}" for x in "abcd"]
+        fds: list[int] = []
+        socks: list[socket.socket] = []
+        try:
+            for ns in spaces:
+                netns.create(ns)
+            fds = [os.open(netns.netns_path(ns), os.O_RDONLY) for ns in spaces]
+            for ns in spaces[::2]:
+                sock = netns.open_socket(ns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                sock.bind((0, 0))
+                socks.append(sock)
+            work = [(socks[0], messages("a", fds[1])), (socks[1], messages("b", fds[3]))]
+            started = time.perf_counter()
+            if mode == "one thread":
+                for sock, batch in work:
+                    send(sock, batch)
+            else:
+                threads = [threading.Thread(target=send, args=w) for w in work]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            seconds[mode] = time.perf_counter() - started
+        finally:
+            for sock in socks:
+                sock.close()
+            for fd in fds:
+                os.close(fd)
+            for ns in spaces:
+                netns.remove(ns)
+            time.sleep(1)  # the kernel frees removed namespaces in the background: not during the next mode
+    return seconds
+
+
 def render(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:
     head = (f"{'tool':<26}{'pods':>6}{'up s':>9}{'check s':>10}{'probe s':>9}{'pairs':>10}{'pairs/s':>11}"
             f"{'down s':>8}{'RSS MB':>8}")
@@ -256,6 +324,8 @@ def main() -> None:
     print(f"Mininet, {baseline_pods} hosts …", file=sys.stderr)
     mn = mininet(baseline_pods)
     rows.append(mn)
+    print("rtnl: one thread against two …", file=sys.stderr)
+    serialization = rtnl_serialization()
     ours = next(r for r in rows if r["tool"] == "cni-lab" and r["pods"] == baseline_pods)
     ratios = {
         f"build, cni-lab vs shell at {baseline_pods} pods (whole `up` vs whole script)": shell["up_s"] / ours["up_s"],
@@ -269,10 +339,14 @@ def main() -> None:
         ratios[f"matrix, cni-lab vs Mininet pingAll at {baseline_pods} (pairs/s)"] = (
             ours["matrix_pairs_per_s"] / mn["pairs_per_s"])
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-    report = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "quick": args.quick, "rows": rows, "ratios": ratios}
+    report = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "quick": args.quick, "rows": rows, "ratios": ratios,
+              "rtnl_200_veth_pairs_s": serialization}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(machine)
     print(render(rows, ratios))
+    print("200 veth pairs (kernel work only, encoded beforehand): "
+          + ", ".join(f"{mode} {s * 1000:.0f} ms" for mode, s in serialization.items())
+          + ": a second core does not make link changes faster (the kernel's rtnl lock)")
     failed = [r for r in rows if r["tool"] == "cni-lab" and (not r["passed"] or r["pairs_ok"] != r["pairs"])]
     if failed:
         raise SystemExit(f"cni-lab lost pairs at {[r['pods'] for r in failed]} pods")

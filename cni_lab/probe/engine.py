@@ -22,6 +22,7 @@ import pickle
 import os
 import resource
 import selectors
+import signal
 import socket
 import struct
 import time
@@ -362,7 +363,7 @@ class Prober:
         """The matrix over `workers` processes, each probing the pairs of a slice of the sources
         from sockets of its own and answering for the responders of that slice (opened before
         the fork), so that no probe wakes two workers. A worker that is done keeps answering
-        until every worker is: the parent says so in the last slot of `shared`."""
+        until the parent, holding every worker's results, ends it."""
         n = jobs.n
         bounds = [round(k * n / workers) for k in range(workers + 1)]
         # Each worker pings from raw sockets of its own. Ours would get a copy of every echo
@@ -374,7 +375,7 @@ class Prober:
         self.pinger.clear()
         # the pairs in flight (and so the ARP entries being resolved) stay what one process would have
         self.settings = Settings(**{**self.settings.__dict__, "window": max(16, self.settings.window // workers)})
-        shared = mmap.mmap(-1, 8 * (workers + 1))  # probes finished per worker, then "all done"
+        shared = mmap.mmap(-1, 8 * workers)  # probes finished, per worker (for the progress bar)
         children: list[tuple[int, int, int, int]] = []  # (pid, read fd, first job, job count)
         for k in range(workers):
             first, stop = bounds[k] * (n - 1), bounds[k + 1] * (n - 1)
@@ -391,7 +392,7 @@ class Prober:
                     outcome = self._as_worker(_Slice(jobs, first, stop), range(bounds[k], bounds[k + 1]))
                     with os.fdopen(wfd, "wb") as pipe:
                         pickle.dump((bytes(outcome.verdict), outcome.rtt.tobytes(), outcome.extra), pipe)
-                    self._answer_until(shared, 8 * workers, range(bounds[k], bounds[k + 1]))
+                    self._answer(range(bounds[k], bounds[k + 1]))
                 except BaseException:
                     code = 1
                 finally:
@@ -415,13 +416,12 @@ class Prober:
                         pipes.unregister(key.fd)
                 if progress is not None:
                     progress(sum(struct.unpack_from(f"{workers}Q", shared)), len(jobs))
-            struct.pack_into("Q", shared, 8 * workers, 1)  # every worker has reported: all may stop
-        except BaseException:
-            for pid, *_ in children:  # never leave a worker behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-            raise
         finally:
+            # every worker has reported (or we are failing): none is needed any more, and none
+            # may outlive this call
+            for pid, *_ in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             pipes.close()
             for pid, rfd, _, _ in children:
                 os.close(rfd)
@@ -455,19 +455,18 @@ class Prober:
             self.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
         return self.run(jobs)
 
-    def _answer_until(self, shared: mmap.mmap, offset: int, sources: range) -> None:
-        """A worker whose own probes are done still answers for its responders (the others'
-        probes need them) until the parent sets the word at `offset`."""
+    def _answer(self, sources: range) -> None:
+        """A worker whose own probes are done still answers for its responders (the other
+        workers' probes need them) until the parent ends it."""
         responders = selectors.DefaultSelector()
         for i in sources:
             responders.register(self.udp[i], selectors.EVENT_READ, i)
         no_jobs = _Slice(AllPairs(2), 0, 0)
         nothing = Outcomes(no_jobs)
-        while not struct.unpack_from("Q", shared, offset)[0]:
-            for key, _ in responders.select(timeout=0.01):
+        while True:
+            for key, _ in responders.select():
                 self._drain_udp(key.fileobj, key.data, no_jobs, nothing, bytearray(), False,  # type: ignore[arg-type]
                                 lambda *_: None)
-        responders.close()
 
     def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                    finish: Callable[..., None]) -> None:

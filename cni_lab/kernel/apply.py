@@ -109,7 +109,7 @@ class Session:
 
     def __init__(self, files: Path | None = None, sockets: dict[str, socket.socket] | None = None) -> None:
         self._rtnl: dict[str, Rtnl] = {}
-        self._index: dict[tuple[str, str], int] = {(ns, "lo"): LOOPBACK_INDEX for ns in sockets or {}}
+        self._index: dict[tuple[str, str], int] = {}
         self._sockets = sockets if sockets is not None else {}
         self.files = files
 
@@ -121,6 +121,8 @@ class Session:
         return self._rtnl[ns]
 
     def index(self, ns: str, ifname: str) -> int:
+        if ifname == "lo":
+            return LOOPBACK_INDEX
         key = (ns, ifname)
         if key not in self._index:
             try:

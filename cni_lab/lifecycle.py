@@ -319,7 +319,7 @@ def target_netns(lab: Lab, target: str) -> str:
 
 
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
-          neighbour_cap: int | None = None) -> CheckResult:
+          neighbour_cap: int | None = None, notice: Callable[[str], None] | None = None) -> CheckResult:
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
     `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py)."""
     require_root("check")
@@ -329,7 +329,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         folder = state.lab_dir(lab_name)
         if neighbour_cap is not None:
             neighbours.raise_cap(folder, neighbour_cap, _other_labs(lab_name))
-        result = probe_check.run(lab, progress=progress, mtu=mtu)
+        result = probe_check.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             for record in sorted(folder.glob("cni/*/*.json")):

@@ -5,11 +5,18 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.text import Text
 
 from cni_lab import lifecycle
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
 from cni_lab.probe.check import CheckResult
 from cni_lab.report import machine, terminal
+
+
+def _notice(text: str) -> None:
+    """Said before probing, on a terminal (the result repeats it for logs and --json)."""
+    if err.is_terminal:
+        err.print(Text(f"note: {text}", style="yellow"), soft_wrap=True)
 
 
 def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None:
@@ -43,7 +50,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
     Example: sudo cni-lab check --junit check.xml
     """
     with _progress("probing pairs") as progress:
-        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap)
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
     _report_check(result, as_json, junit)
     sys.exit(0 if result.passed else 1)
 
@@ -69,7 +76,7 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
         result = lifecycle.up(lab, progress)
     try:
         with _progress("probing pairs") as progress:
-            checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap)
+            checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
         if report_file:
             from cni_lab.cli.pictures import _write_report  # the report's modules, only when asked for
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 import jsonschema
+import pytest
 from helpers import ns_of, run_in, two_nodes
 
-from cni_lab import names
+from cni_lab import lifecycle, names
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import check
@@ -137,3 +138,15 @@ def test_run_is_up_check_down_with_checks_exit_code(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["passed"] is False
     assert not [n for n in netns.listing() if names.lab_of_netns(n) in ("trun1", "trun2")]
+
+
+def test_a_lab_past_the_neighbour_cap_is_said_before_probing(make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = make_lab(two_nodes("host-gw"))
+    monkeypatch.setattr(check, "neighbour_cap", lambda: 8)  # as if the host allowed 8 ARP entries
+    heard: list[tuple[str, int]] = []
+    probed: list[int] = []
+    result = lifecycle.check(lab.name, progress=lambda done, total: probed.append(done),
+                             notice=lambda text: heard.append((text, len(probed))))
+    assert [(n, 0) for n in result.notes] == heard  # once, before any progress
+    assert "--neighbour-cap" in heard[0][0] and probed
+    assert result.passed  # a small lab still passes, slower

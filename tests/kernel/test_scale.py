@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pytest
 from helpers import two_nodes
 
 from cni_lab import lifecycle
@@ -56,3 +57,19 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     assert any(r["tool"].startswith("Mininet") for r in report["rows"])  # measured, or why not
     assert all(r["pairs_ok"] == r["pairs"] for r in report["rows"] if r["tool"] == "cni-lab")
     assert report["ratios"] and "build, cni-lab vs shell" in " ".join(report["ratios"])
+
+
+def test_a_lab_past_the_hosts_arp_cap_still_gets_every_verdict_right(make_lab: MakeLab) -> None:
+    # without --neighbour-cap the host's table is too small for the matrix: the kernel drops ARP
+    # resolutions, and check must probe those pairs again rather than call them timeouts
+    cap = neighbours.read()["gc_thresh3"]
+    pods = next(p for p in range(1, 200) if 3 * (p * p + p + 2) > cap)  # pairs.neighbours_needed
+    if pods > 40:
+        pytest.skip(f"this host's neighbour cap ({cap}) is raised: exceeding it takes {3 * pods} pods")
+    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": pods}]})
+    heard: list[str] = []
+    result = lifecycle.check(lab.name, notice=heard.append)
+    assert heard and "--neighbour-cap" in heard[0]
+    assert result.neighbours_needed > cap
+    assert result.passed and not result.failures
+    assert neighbours.read()["gc_thresh3"] == cap  # nothing on the host was changed

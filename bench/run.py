@@ -346,7 +346,7 @@ def main() -> None:
     print(render(rows, ratios))
     print("200 veth pairs (kernel work only, encoded beforehand): "
           + ", ".join(f"{mode} {s * 1000:.0f} ms" for mode, s in serialization.items())
-          + ": a second core does not make link changes faster (the kernel's rtnl lock)")
+          + ": a second thread gains little, the kernel makes link changes one at a time (rtnl lock)")
     failed = [r for r in rows if r["tool"] == "cni-lab" and (not r["passed"] or r["pairs_ok"] != r["pairs"])]
     if failed:
         raise SystemExit(f"cni-lab lost pairs at {[r['pods'] for r in failed]} pods")

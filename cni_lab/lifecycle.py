@@ -183,7 +183,11 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
         # As a runtime does when a pod goes: CNI DEL for every pod the plugins wired (their IPAM
         # reservations are released), then the namespaces. Failures do not stop the teardown.
         cni.delete_recorded(state.lab_dir(name))
-        removed = apply.remove_namespaces(_lab_namespaces(name, recorded))
+        namespaces = _lab_namespaces(name, recorded)
+        if neighbours.raised(state.lab_dir(name)):
+            # the cap goes back below once the lab's entries are gone: let them go now
+            apply.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
+        removed = apply.remove_namespaces(namespaces)
         neighbours.restore(state.lab_dir(name), _other_labs(name))  # what `check --neighbour-cap` raised
         return removed
 

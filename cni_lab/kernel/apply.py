@@ -310,6 +310,30 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
             maker.stop()
 
 
+def release_neighbours(namespaces: list[str], ifnames: tuple[str, ...]) -> None:
+    """Free the ARP entries of a lab about to go, now: the kernel flushes a link's neighbours
+    when it goes down, whereas removed namespaces give theirs back only when the kernel gets to
+    freeing them, in one batch (~1.4 s for a 1000-pod lab). Best effort: links it cannot find
+    or set down are left to that batch."""
+    from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
+
+    sockets: dict[str, socket.socket] = {}
+
+    def open_here(ns: str) -> None:
+        sockets[ns] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+
+    with contextlib.suppress(OSError):  # one thread visits them all (a namespace may be gone)
+        netns.visit([ns for ns in namespaces if netns.is_netns(ns)], open_here)
+    for ns, sock in sockets.items():
+        rtnl = Rtnl(ns, sock)
+        try:
+            for ifname in dict.fromkeys(ifnames):
+                with contextlib.suppress(OSError):
+                    rtnl.set_link(rtnl.index(ifname), up=False)
+        finally:
+            rtnl.close()
+
+
 def remove_namespaces(names: list[str]) -> list[str]:
     """Kill every process living in these namespaces, then remove them. Returns what was removed."""
     for pid in netns.pids_in(names):

@@ -57,6 +57,11 @@ def raise_cap(folder: Path, cap: int, others: Iterable[Path] = ()) -> dict[str, 
     return before
 
 
+def raised(folder: Path) -> bool:
+    """Whether the lab whose state folder this is raised the limits (and `down` puts them back)."""
+    return (folder / RECORD).exists()
+
+
 def _recorded(record: Path) -> dict[str, int] | None:
     try:
         values = {k: int(v) for k, v in json.loads(record.read_text()).items() if k in KEYS}

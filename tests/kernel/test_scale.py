@@ -11,9 +11,9 @@ from typing import Callable
 import pytest
 from helpers import two_nodes
 
-from cni_lab import lifecycle
+from cni_lab import lifecycle, state
 from cni_lab.ipam import Lab
-from cni_lab.kernel import neighbours
+from cni_lab.kernel import apply, neighbours
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +28,12 @@ def test_a_200_pod_lab_passes_every_pair_and_down_puts_the_arp_limit_back(make_l
     assert all(s.ok == s.total for s in result.summaries())
     # raised while the lab is up: the entries the check made are still in the table
     assert neighbours.read()["gc_thresh3"] == 16384
+    assert neighbours.entries() > before["gc_thresh3"]
+    # what `down` does first: the entries go at once, not when the kernel frees the namespaces
+    recorded = state.read(lab.name)
+    assert recorded is not None
+    apply.release_neighbours(recorded.namespaces, ("eth0", "cni0"))
+    assert neighbours.entries() <= before["gc_thresh3"]
     lifecycle.down(lab.name)
     assert neighbours.read() == before
     assert neighbours.entries() <= before["gc_thresh3"]  # a new lab can make entries at once

@@ -305,7 +305,7 @@ def rtnl_serialization(pairs: int = 100) -> dict[str, float]:
                 netns.create(ns)
             fds = [os.open(netns.netns_path(ns), os.O_RDONLY) for ns in spaces]
             for ns in spaces[::2]:
-                sock = netns.open_socket(ns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                sock = netns.in_netns(ns, netns.route_socket)
                 sock.bind((0, 0))
                 socks.append(sock)
             work = [(socks[0], messages("a", fds[1])), (socks[1], messages("b", fds[3]))]

@@ -69,7 +69,7 @@ class NamespaceMaker:
             try:
                 if netns.make_here(name):
                     self.created.append(name)
-                self.sockets[name] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                self.sockets[name] = netns.route_socket()
             except BaseException as e:  # handed to the main thread at this namespace's step
                 failure = e
             with self._cond:
@@ -81,15 +81,14 @@ class NamespaceMaker:
     def start(self) -> None:
         self._thread.start()
 
-    def wait(self, name: str) -> bool:
-        """Block until `name` exists; True when it was created (not already there)."""
+    def wait(self, name: str) -> None:
+        """Block until `name` exists (or raise what stopped it from being made)."""
         with self._cond:
             while name not in self._done:
                 self._cond.wait()
             failure = self._done[name]
         if failure is not None:
             raise failure
-        return name in self.created
 
     def stop(self) -> None:
         """Make no more namespaces; once this returns, `created` is final."""
@@ -320,7 +319,7 @@ def release_neighbours(namespaces: list[str], ifnames: tuple[str, ...]) -> None:
     sockets: dict[str, socket.socket] = {}
 
     def open_here(ns: str) -> None:
-        sockets[ns] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sockets[ns] = netns.route_socket()
 
     with contextlib.suppress(OSError):  # one thread visits them all (a namespace may be gone)
         netns.visit([ns for ns in namespaces if netns.is_netns(ns)], open_here)

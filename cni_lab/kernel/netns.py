@@ -187,6 +187,11 @@ def open_ipr(name: str) -> IPRoute:
     return IPRoute(use_socket=sock)
 
 
+def route_socket() -> socket.socket:
+    """A NETLINK_ROUTE socket of the calling thread's namespace (rtnl.Rtnl binds and speaks it)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+
+
 def open_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket of namespace `name` (for probes and responders)."""
     return in_netns(name, lambda: socket.socket(family, kind, proto))

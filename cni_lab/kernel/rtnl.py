@@ -49,8 +49,7 @@ class Rtnl:
 
     def __init__(self, ns: str, sock: socket.socket | None = None) -> None:
         self.ns = ns
-        self.sock = sock or netns.in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                                                      socket.NETLINK_ROUTE))
+        self.sock = sock or netns.in_netns(ns, netns.route_socket)
         self.sock.bind((0, 0))
         self.seq = 0
 

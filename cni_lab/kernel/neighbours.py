@@ -1,5 +1,7 @@
-"""The one place cni-lab ever changes the host: the shared neighbour table's limits, only when a
-user asks (`check --neighbour-cap N`), recorded first in the lab's state and put back by `down`.
+"""The kernel's shared neighbour tables: how full they are, emptying the lab's own entries between
+the batches of a check (probe/budget.py), and the one place cni-lab ever changes the host: the
+table's limits, only when a user asks (`check --neighbour-cap N`), recorded first in the lab's
+state and put back by `down`.
 
 Every namespace's ARP entries live in one kernel table capped by the root namespace's
 `net.ipv4.neigh.default.gc_thresh3` (1024 by default), and past the cap the kernel evicts an
@@ -16,9 +18,15 @@ still needs them raised (each raise records the values from before the first one
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
+
+from cni_lab.kernel import netns
 
 KEYS = ("gc_thresh1", "gc_thresh2", "gc_thresh3")
 SYSCTL = "/proc/sys/net/ipv4/neigh/default/{}"
@@ -85,3 +93,184 @@ def restore(folder: Path, others: Iterable[Path] = (), wait: float = 3.0) -> dic
         time.sleep(0.02)
     _write(before)
     return before
+
+
+# -- one table per family --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    """One of the kernel's neighbour tables (IPv4's ARP, IPv6's NDP): one for every namespace."""
+
+    name: str
+    family: int
+    sysctl: str  # the folder of its limits, in the root namespace
+    stats: str  # /proc/net/stat/<table>: its "entries" column counts the whole table
+    default_cap: int = 1024  # gc_thresh3 as the kernel sets it
+
+    def cap(self) -> int | None:
+        """gc_thresh3, or None where it cannot be read: the kernel registers the limits for the
+        root namespace only, so inside a container's own namespace they are not there."""
+        try:
+            return int(Path(f"{self.sysctl}/gc_thresh3").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def entries(self) -> int:
+        try:
+            return int(Path(self.stats).read_text().splitlines()[1].split()[0], 16)
+        except (OSError, IndexError, ValueError):
+            return 0
+
+
+ARP = Table("arp", socket.AF_INET, "/proc/sys/net/ipv4/neigh/default", STATS)
+NDP = Table("ndisc", socket.AF_INET6, "/proc/sys/net/ipv6/neigh/default", "/proc/net/stat/ndisc_cache")
+
+
+class PeakSampler:
+    """The most entries a table held while this runs, read every `every` seconds on a thread."""
+
+    def __init__(self, table: Table, every: float = 0.02) -> None:
+        self.table, self.every = table, every
+        self.peak = table.entries()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cni-lab-neighbours", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, self.table.entries())
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.table.entries())
+
+
+# -- emptying the lab's own entries ------------------------------------------------------------------
+
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 1, 4, 0x300
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NDA_DST = 1
+HEADER = struct.Struct("=LHHLL")  # nlmsghdr
+NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
+RTATTR = struct.Struct("=HH")
+
+
+class Flusher:
+    """Deletes the entries that traffic made (not the permanent ones a data plane installed, such
+    as flannel's VTEP neighbours) in namespaces of a lab, as `ip neigh flush` does there: the
+    kernel takes a deleted entry out of the table's count at once. One NETLINK_ROUTE socket per
+    namespace, opened once by one thread."""
+
+    def __init__(self, table: Table, namespaces: Sequence[str]) -> None:
+        from pyroute2.netlink.rtnl.ndmsg import ndmsg  # pyroute2: see kernel/__init__.py
+
+        self.table = table
+        self._ndmsg = ndmsg
+        self.sockets: dict[str, socket.socket] = {}
+        opened: list[socket.socket] = []
+
+        def open_here(_: str) -> None:
+            opened.append(netns.route_socket())
+
+        try:
+            netns.visit(list(namespaces), open_here)
+            for sock in opened:
+                sock.bind((0, 0))
+        except BaseException:
+            for sock in opened:
+                sock.close()
+            raise
+        self.sockets = dict(zip(namespaces, opened))
+        dump = ndmsg()
+        dump["family"] = table.family
+        dump["header"]["type"], dump["header"]["flags"] = RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP
+        dump.encode()
+        self._dump = bytes(dump.data)
+        self.deleted = 0
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    def __enter__(self) -> Flusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flush(self, namespaces: Iterable[str]) -> int:
+        """Delete the non-permanent entries of these namespaces; returns how many went."""
+        chosen = [self.sockets[ns] for ns in namespaces if ns in self.sockets]
+        for sock in chosen:  # every dump asked first: the kernel answers them meanwhile
+            sock.send(self._dump)
+        deleted = 0
+        for sock in chosen:
+            doomed = self._read_dump(sock)
+            if not doomed:
+                continue
+            requests = []
+            for seq, (ifindex, dst) in enumerate(doomed, 1):
+                msg = self._ndmsg()
+                msg["family"], msg["ifindex"] = self.table.family, ifindex
+                msg["attrs"] = [("NDA_DST", socket.inet_ntop(self.table.family, dst))]
+                msg["header"]["type"], msg["header"]["flags"] = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
+                msg["header"]["sequence_number"] = seq
+                msg.encode()
+                requests.append(bytes(msg.data))
+            sock.send(b"".join(requests))  # netlink takes many requests in one send
+            deleted += self._read_acks(sock, len(requests))
+        self.deleted += deleted
+        return deleted
+
+    def _read_dump(self, sock: socket.socket) -> list[tuple[int, bytes]]:
+        found: list[tuple[int, bytes]] = []
+        while True:
+            data = sock.recv(1 << 16)
+            at = 0
+            while at + HEADER.size <= len(data):
+                length, kind, _, _, _ = HEADER.unpack_from(data, at)
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    return found
+                if kind == RTM_NEWNEIGH:
+                    family, ifindex, state, _, _ = NDMSG.unpack_from(data, at + HEADER.size)
+                    if family == self.table.family and not state & (NUD_PERMANENT | NUD_NOARP):
+                        dst = self._attribute(data, at + HEADER.size + NDMSG.size, at + length, NDA_DST)
+                        if dst is not None:
+                            found.append((ifindex, dst))
+                at += (length + 3) & ~3
+
+    @staticmethod
+    def _attribute(data: bytes, at: int, end: int, wanted: int) -> bytes | None:
+        while at + RTATTR.size <= end:
+            length, kind = RTATTR.unpack_from(data, at)
+            if length < RTATTR.size:
+                return None
+            if kind == wanted:
+                return data[at + RTATTR.size:at + length]
+            at += (length + 3) & ~3
+        return None
+
+    @staticmethod
+    def _read_acks(sock: socket.socket, count: int) -> int:
+        """Read the kernel's answer to each delete; an entry already gone is as good as deleted."""
+        done = 0
+        answered = 0
+        while answered < count:
+            data = sock.recv(1 << 16)
+            at = 0
+            while at + HEADER.size <= len(data):
+                length, kind, _, _, _ = HEADER.unpack_from(data, at)
+                if kind == NLMSG_ERROR:
+                    answered += 1
+                    (code,) = struct.unpack_from("=i", data, at + HEADER.size)
+                    done += code == 0
+                at += (length + 3) & ~3
+        return done

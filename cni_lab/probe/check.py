@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+from cni_lab import names
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.kernel import netns
+from cni_lab.kernel import neighbours, netns
+from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe import pairs as pairing
-from cni_lab.probe.engine import OK, TIMEOUT, VERDICTS, AllPairs, Outcomes, Prober, Settings, identity
+from cni_lab.probe.budget import Batch, Budget
+from cni_lab.probe.engine import OK, TIMEOUT, UNREACHABLE, VERDICTS, AllPairs, Extra, Outcomes, Prober, Settings, identity
 from cni_lab.probe.pairs import Endpoint, Pair
+from cni_lab.probe.workers import Picked, Workers
 
-GC_THRESH3 = "net/ipv4/neigh/default/gc_thresh3"
 PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
 MAX_WORKERS = 4
-REACHABLE_TIME = "net/ipv4/neigh/default/base_reachable_time_ms"
 
 
 @dataclass
@@ -51,14 +55,30 @@ class RuleSummary:
         return self.met == self.total
 
 
+@dataclass(frozen=True)
+class NeighbourUse:
+    """How the check kept within the shared neighbour table (probe/budget.py)."""
+
+    table: str  # "arp"
+    cap: int  # gc_thresh3 (the kernel's default where it cannot be read)
+    cap_known: bool
+    at_start: int  # entries in the table when the check began
+    budget: int  # entries the check allowed itself at once
+    bound: int  # what the table must never exceed meanwhile
+    needed: int  # entries the full matrix would need at once
+    batches: int
+    peak: int  # the most entries the table held while the check ran (sampled every 20 ms)
+    deleted: int  # the lab's entries deleted between batches
+    retried: int  # pairs probed again after their batch's entries were freed
+
+
 @dataclass
 class CheckResult:
     lab: Lab
     endpoints: list[Endpoint]
     outcomes: Outcomes
     duration: float
-    neighbours_needed: int
-    neighbour_cap: int | None
+    neighbours: NeighbourUse
     notes: list[str] = field(default_factory=list)
     mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
     cni_problems: list[str] = field(default_factory=list)  # what CNI CHECK reported, for `cni` labs
@@ -132,100 +152,119 @@ class CheckResult:
         return not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
 
 
-def neighbour_cap() -> int | None:
-    """gc_thresh3 of the root namespace: the cap of the neighbour table every namespace shares."""
-    try:
-        with open(f"/proc/sys/{GC_THRESH3}") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
+def table_room(table: neighbours.Table = neighbours.ARP) -> Budget:
+    """The budget this check may spend, from the table as it is now. Where the cap cannot be read
+    (a container's own namespace) the kernel's default is assumed: the host's limit still applies."""
+    cap = table.cap()
+    return Budget(cap if cap is not None else table.default_cap, table.entries(), cap is not None)
 
 
-def room_after() -> float:
-    """Seconds until the kernel can reuse the ARP entries a probe round made: an entry stays
-    REACHABLE (and held by its timer) for up to 1.5 × base_reachable_time after its last
-    confirmation, then STALE, and the table evicts it for a new one once it is 5 s stale."""
-    try:
-        with open(f"/proc/sys/{REACHABLE_TIME}") as f:
-            reachable = int(f.read()) / 1000
-    except (OSError, ValueError):
-        reachable = 30.0  # the kernel's default
-    return 1.5 * reachable + 5 + 1
+class _Matrix:
+    """The batches of one check, probed in order: after each, the entries it made are deleted in
+    the lab's namespaces, and the pairs whose failure a full table also causes are probed again;
+    only a failure that repeats stands."""
 
+    def __init__(self, jobs: AllPairs, outcomes: Outcomes, probe: Callable[..., Outcomes],
+                 flusher: neighbours.Flusher | None, progress: Callable[[int, int], None] | None) -> None:
+        self.jobs, self.outcomes, self.probe = jobs, outcomes, probe
+        self.flusher, self.progress = flusher, progress
+        self.finished = 0
+        self.retried = 0
 
-def _probe_refused_again(prober: Prober, outcomes: Outcomes, deadline: float) -> None:
-    """Past the neighbour cap the kernel drops ARP resolutions while the table is full of fresh
-    entries, and the pairs that needed one time out: a limit of the host, not a verdict on the
-    lab. Probe the timed-out pairs again once the kernel can reuse entries, round after round,
-    while a round still turns some of them into answers (a pair that never answers stays a
-    timeout). Measured: a 60-pod lab (1,266 entries against a cap of 1,024) lost 262 of 3,906
-    pairs without this, and passed whole after one more round."""
-    pause = room_after()
-    while time.monotonic() + pause < deadline:
-        waiting = [j for j, v in enumerate(outcomes.verdict) if v == TIMEOUT]
-        if not waiting:
+    def _tell(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(min(self.finished + done, len(self.jobs)), len(self.jobs))
+
+    def run(self, batch: Batch) -> None:
+        got = self.probe(batch.jobs, self._tell)
+        self._merge(batch.jobs, got)
+        self.finished += len(batch)
+        if self.flusher is None:
             return
-        time.sleep(pause)
-        again = prober.run([outcomes.jobs[j] for j in waiting])
-        answered = 0
-        for k, j in enumerate(waiting):
-            if again.verdict[k] == TIMEOUT:
-                continue
-            answered += 1
-            outcomes.verdict[j], outcomes.rtt[j] = again.verdict[k], again.rtt[k]
-            outcomes.extra.pop(j, None)
-            if k in again.extra:
-                outcomes.extra[j] = again.extra[k]
-        if not answered:
-            return
+        self.flusher.flush(batch.namespaces)
+        again = array("I", (j for j in batch.jobs if self._maybe_table(j)))
+        if again:
+            self.retried += len(again)
+            self._merge(again, self.probe(again, None))
+            self.flusher.flush(batch.namespaces)
+
+    def _maybe_table(self, j: int) -> bool:
+        code = self.outcomes.verdict[j]
+        if code == TIMEOUT:
+            return True
+        extra = self.outcomes.extra.get(j)
+        return code == UNREACHABLE and extra is not None and extra.unresolved
+
+    def _merge(self, indexes: Sequence[int], got: Outcomes) -> None:
+        out = self.outcomes
+        for k, j in enumerate(indexes):
+            out.verdict[j], out.rtt[j] = got.verdict[k], got.rtt[k]
+        if got.extra or out.extra:
+            for k, j in enumerate(indexes):
+                out.extra.pop(j, None)
+            for k, e in got.extra.items():
+                out.extra[indexes[k]] = e
+
+
+def _in_process(prober: Prober, jobs: AllPairs) -> Callable[..., Outcomes]:
+    def probe(batch: Sequence[int], progress: Callable[[int], None] | None) -> Outcomes:
+        return prober.run(Picked(jobs, batch), None if progress is None else lambda done, _: progress(done))
+    return probe
 
 
 def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int], None] | None = None,
         mtu: bool = False, notice: Callable[[str], None] | None = None) -> CheckResult:
-    """The whole matrix. `notice` hears at once what the result's notes will say about how the
-    check runs (a lab past the neighbour cap takes minutes: the user should know before, not after)."""
+    """The whole matrix, in batches that keep the neighbour entries it causes within the budget."""
     settings = settings or Settings()
     endpoints = pairing.endpoints(lab)
-    needed = pairing.neighbours_needed(lab)
-    cap = neighbour_cap()
-    notes = []
-    over_cap = cap is not None and needed > cap
-    if cap is not None and over_cap:
-        # Past the cap the kernel makes room only by evicting stale entries: fewer pairs in
-        # flight, and the pairs whose ARP it dropped are probed again once it can (room_after).
-        settings.window = max(16, min(settings.window, cap // 4))
-        notes.append(
-            f"a full matrix needs ~{needed} neighbour (ARP) entries, more than the kernel's shared cap "
-            f"net.ipv4.neigh.default.gc_thresh3={cap}, which only frees entries 5 s old: probing at most "
-            f"{settings.window} pairs at a time, and once more after ~{room_after():.0f} s, when the kernel "
-            f"can reuse its entries, the pairs that timed out: this takes minutes, not seconds. "
-            f"Run `check --neighbour-cap {needed * 2}` instead "
-            "(raises gc_thresh1-3 while the lab is up; `down` puts them back)"
-        )
-        if notice is not None:
-            notice(notes[-1])
     missing = [ep.netns for ep in endpoints if not netns.is_netns(ep.netns)]
     if missing:
         raise LabError(f"lab {lab.name} is damaged: {len(missing)} namespaces are missing (first: {missing[0]}); "
                        f"run `sudo cni-lab down {lab.name}` and `up` again")
-    started = time.monotonic()
+    room = table_room()
+    needed = pairing.neighbours_needed(lab)
+    infrastructure = [ns for ns in (names.router_netns(lab.name), names.underlay_netns(lab.name)) if netns.is_netns(ns)]
     jobs = AllPairs(len(endpoints))
+    if needed <= room.entries:
+        batches = [Batch(array("I", range(len(jobs))), (), needed)]
+    else:
+        batches = budget.schedule(endpoints, budget.Costs(lab.has_router), room.entries, infrastructure)
+    notes = []
+    if not room.cap_known:
+        notes.append(f"the neighbour table's cap cannot be read here (a container's own network namespace): "
+                     f"assuming the kernel's default, {room.cap}")
+    if len(batches) > 1:
+        notes.append(f"the full matrix would need ~{needed} neighbour (ARP) entries at once, and the host's table "
+                     f"(cap {room.cap}, {room.at_start} in use) leaves this check {room.entries}: probing in "
+                     f"{len(batches)} batches that fit, deleting the lab's entries after each")
+    for text in notes:
+        if notice is not None:
+            notice(text)
+    started = time.monotonic()
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    with Prober(endpoints, lab.name, settings) as prober:
+    outcomes = Outcomes(jobs)
+    with neighbours.PeakSampler(neighbours.ARP) as sampler, Prober(endpoints, lab.name, settings) as prober:
         notes += prober.missing
-        if len(jobs) >= PARALLEL_FROM and workers > 1 and not over_cap:
-            # the probe loop is CPU-bound Python: big matrices are split over the cores
-            outcomes = prober.run_parallel(jobs, workers, progress)
-        else:
-            outcomes = prober.run(jobs, progress)
-        if over_cap:
-            _probe_refused_again(prober, outcomes, started + settings.deadline)
-            for j, verdict in enumerate(outcomes.verdict):
-                if verdict == TIMEOUT and j in outcomes.extra:
-                    outcomes.extra[j].detail += (f" (the host's ARP table was full during this check: "
-                                                 f"`check --neighbour-cap {needed * 2}` rules that out)")
-        result = CheckResult(lab, endpoints, outcomes, 0.0, needed, cap, notes)
-        if mtu:
-            result.mtu = mtu_check.run(prober, endpoints, lab.pod_mtu)
-    result.duration = time.monotonic() - started
-    return result
+        with contextlib.ExitStack() as stack:
+            flusher = None
+            if len(batches) > 1:
+                spaces = sorted({ns for b in batches for ns in b.namespaces})
+                flusher = stack.enter_context(neighbours.Flusher(neighbours.ARP, spaces))
+            probe = _in_process(prober, jobs)
+            if len(jobs) >= PARALLEL_FROM and workers > 1:
+                # the probe loop is CPU-bound Python: big matrices are split over the cores
+                probe = stack.enter_context(Workers(prober, jobs, workers)).run
+            matrix = _Matrix(jobs, outcomes, probe, flusher, progress)
+            deadline = started + settings.deadline
+            for batch in batches:
+                if time.monotonic() < deadline:
+                    matrix.run(batch)
+                    continue
+                for j in batch.jobs:
+                    outcomes.verdict[j] = TIMEOUT
+                    outcomes.extra[j] = Extra(detail="check ran out of time")
+        mtu_results = mtu_check.run(prober, endpoints, lab.pod_mtu) if mtu else None
+    outcomes.duration = time.monotonic() - started
+    use = NeighbourUse(neighbours.ARP.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
+                       needed, len(batches), sampler.peak, flusher.deleted if flusher else 0, matrix.retried)
+    return CheckResult(lab, endpoints, outcomes, outcomes.duration, use, notes, mtu_results)

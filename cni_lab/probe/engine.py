@@ -17,12 +17,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
-import mmap
-import pickle
 import os
 import resource
 import selectors
-import signal
 import socket
 import struct
 import time
@@ -90,6 +87,9 @@ class Extra:
     observed: str | None = None  # the source address the responder saw
     answered_by: str | None = None  # identity of whoever answered the UDP probe
     detail: str = ""
+    # a failure a full neighbour table also causes ("host unreachable": an ARP request that got
+    # no answer or no entry), probed again once the check has freed its entries (probe/check.py)
+    unresolved: bool = False
 
 
 class Outcomes:
@@ -133,26 +133,6 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: a worker gets SIGKILL when `check` dies, so none outlives it."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
-
-
-class _Slice:
-    """Jobs first … stop-1 of a larger job list, numbered from 0."""
-
-    def __init__(self, jobs: Jobs, first: int, stop: int) -> None:
-        self.jobs, self.first, self.stop = jobs, first, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.first
-
-    def __getitem__(self, i: int) -> tuple[int, int]:
-        return self.jobs[self.first + i]
-
-
 def identity(lab: str, ep: Endpoint) -> str:
     return f"{lab}/{ep.id}"
 
@@ -172,8 +152,6 @@ class Prober:
         # Who sends, by endpoint: the responder sockets themselves, unless a worker process has its own.
         self.sender: dict[int, socket.socket] = {}
         self.pinger: dict[int, socket.socket] = {}
-        self.worker = 0
-        self.shared_progress: mmap.mmap | None = None
 
     def _open_sockets(self, indexes: Sequence[int], port: int) -> list[tuple[int, socket.socket, socket.socket]]:
         """For each endpoint i: its UDP socket (bound to its IP and `port`) and its raw ICMP
@@ -290,7 +268,8 @@ class Prober:
                     return
                 if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
                     finish(j, UNREACHABLE, Extra(detail=f"{self.endpoints[src].id} has no route to "
-                                                 f"{self.ips[dst]} ({os.strerror(e.errno)})"))
+                                                 f"{self.ips[dst]} ({os.strerror(e.errno)})",
+                                                 unresolved=e.errno == errno.EHOSTUNREACH))
                     return
                 if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EPERM):
                     raise
@@ -350,123 +329,37 @@ class Prober:
                     self._drain_udp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
                 else:
                     self._drain_icmp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
-            if self.shared_progress is not None:
-                struct.pack_into("Q", self.shared_progress, 8 * self.worker, finished)
         if progress is not None:
             progress(finished, total)
         out.duration = time.monotonic() - started
         return out
 
-    # -- two cores ------------------------------------------------------------------------------
+    # -- in a worker process (probe/workers.py) ------------------------------------------------------
 
-    def run_parallel(self, jobs: AllPairs, workers: int, progress: Callable[[int, int], None] | None = None) -> Outcomes:
-        """The matrix over `workers` processes, each probing the pairs of a slice of the sources
-        from sockets of its own and answering for the responders of that slice (opened before
-        the fork), so that no probe wakes two workers. A worker that is done keeps answering
-        until the parent, holding every worker's results, ends it."""
-        n = jobs.n
-        bounds = [round(k * n / workers) for k in range(workers + 1)]
-        # Each worker pings from raw sockets of its own. Ours would get a copy of every echo
-        # reply too (the kernel gives one to each matching raw socket): close them first.
+    def drop_pingers(self) -> None:
+        """Close this process's raw ICMP sockets before forking workers that ping from their own."""
         for raw in self.icmp:
             self.selector.unregister(raw)
             raw.close()
         self.icmp.clear()
         self.pinger.clear()
-        # the pairs in flight (and so the ARP entries being resolved) stay what one process would have
-        self.settings = Settings(**{**self.settings.__dict__, "window": max(16, self.settings.window // workers)})
-        shared = mmap.mmap(-1, 8 * workers)  # probes finished, per worker (for the progress bar)
-        children: list[tuple[int, int, int, int]] = []  # (pid, read fd, first job, job count)
-        for k in range(workers):
-            first, stop = bounds[k] * (n - 1), bounds[k + 1] * (n - 1)
-            rfd, wfd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 0
-                try:
-                    os.close(rfd)
-                    for _, other, _, _ in children:  # the other workers' pipes are not ours to hold
-                        os.close(other)
-                    _die_with_parent()
-                    self.shared_progress, self.worker = shared, k
-                    outcome = self._as_worker(_Slice(jobs, first, stop), range(bounds[k], bounds[k + 1]))
-                    with os.fdopen(wfd, "wb") as pipe:
-                        pickle.dump((bytes(outcome.verdict), outcome.rtt.tobytes(), outcome.extra), pipe)
-                    self._answer(range(bounds[k], bounds[k + 1]))
-                except BaseException:
-                    code = 1
-                finally:
-                    os._exit(code)
-            os.close(wfd)
-            children.append((pid, rfd, first, stop - first))
-        out = Outcomes(jobs)
-        started = time.monotonic()
-        received = {rfd: bytearray() for _, rfd, _, _ in children}
-        pipes = selectors.DefaultSelector()  # epoll: these descriptors are past select()'s 1024
-        for fd in received:
-            pipes.register(fd, selectors.EVENT_READ)
-        try:
-            # read the results as they come: a worker blocks on a full pipe until it is read
-            while pipes.get_map():
-                for key, _ in pipes.select(timeout=0.1):
-                    chunk = os.read(key.fd, 1 << 20)
-                    if chunk:
-                        received[key.fd] += chunk
-                    else:
-                        pipes.unregister(key.fd)
-                if progress is not None:
-                    progress(sum(struct.unpack_from(f"{workers}Q", shared)), len(jobs))
-        finally:
-            # every worker has reported (or we are failing): none is needed any more, and none
-            # may outlive this call
-            for pid, *_ in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            pipes.close()
-            for pid, rfd, _, _ in children:
-                os.close(rfd)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-        for pid, rfd, first, count in children:
-            if not received[rfd]:
-                raise RuntimeError(f"probe worker {pid} failed")
-            verdicts, rtts, extra = pickle.loads(bytes(received[rfd]))
-            out.verdict[first:first + count] = verdicts
-            part = array("f")
-            part.frombytes(rtts)
-            out.rtt[first:first + count] = part
-            out.extra.update({first + j: e for j, e in extra.items()})
-        out.duration = time.monotonic() - started
-        if progress is not None:
-            progress(len(jobs), len(jobs))
-        return out
 
-    def _as_worker(self, jobs: Jobs, sources: range) -> Outcomes:
-        """In a worker: own sender and ICMP sockets for its sources, the shared responders."""
+    def become_worker(self, owned: Sequence[int]) -> None:
+        """In a worker: probe from sockets of its own for the endpoints it owns (an ephemeral
+        port, so replies come back to this worker only) and answer for their responders."""
         self.token = os.urandom(4)
         self.selector = selectors.DefaultSelector()
         self.sender, self.pinger = {}, {}
-        # an ephemeral port: replies come back to this worker only
-        for i, udp, raw in self._open_sockets(sources, 0):
+        for i, udp, raw in self._open_sockets(owned, 0):
             self.sender[i], self.pinger[i] = udp, raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))
-        for i in sources:
+        for i in owned:
             self.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
-        return self.run(jobs)
 
-    def _answer(self, sources: range) -> None:
-        """A worker whose own probes are done still answers for its responders (the other
-        workers' probes need them) until the parent ends it."""
-        responders = selectors.DefaultSelector()
-        for i in sources:
-            responders.register(self.udp[i], selectors.EVENT_READ, i)
-        no_jobs = _Slice(AllPairs(2), 0, 0)
-        nothing = Outcomes(no_jobs)
-        while True:
-            for key, _ in responders.select():
-                self._drain_udp(key.fileobj, key.data, no_jobs, nothing, bytearray(), False,  # type: ignore[arg-type]
-                                lambda *_: None)
+    def answer(self, i: int) -> None:
+        """Answer the probes waiting at endpoint i's responder (between a worker's batches)."""
+        self._drain_udp(self.udp[i], i, _NO_JOBS, Outcomes(_NO_JOBS), bytearray(), False, lambda *_: None)
 
     def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
                    finish: Callable[..., None]) -> None:
@@ -540,7 +433,10 @@ class Prober:
                 if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
                     continue
                 what = UNREACH_CODES.get(icmp[1], f"code {icmp[1]}") if kind == ICMP_UNREACH else "TTL exceeded"
-                finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}"))
+                finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}",
+                                             unresolved=kind == ICMP_UNREACH and icmp[1] == 1))
 
+
+_NO_JOBS = AllPairs(1)
 
 __all__ = ["AllPairs", "Extra", "Outcomes", "Prober", "Settings", "VERDICTS"]

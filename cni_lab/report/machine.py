@@ -66,12 +66,19 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "pairsOmitted": 0 if len(result) <= PAIRS_IN_FULL else len(result) - len(result.failures),
         "notes": result.notes,
         "cniCheck": result.cni_problems,
-        "neighbours": {"needed": result.neighbours_needed, "cap": result.neighbour_cap},
+        "neighbours": neighbours_json(result),
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}
             for m in result.mtu
         ],
     }
+
+
+def neighbours_json(result: CheckResult) -> dict[str, Any]:
+    use = result.neighbours
+    return {"table": use.table, "needed": use.needed, "cap": use.cap, "capKnown": use.cap_known,
+            "atStart": use.at_start, "budget": use.budget, "bound": use.bound, "batches": use.batches,
+            "peak": use.peak, "deleted": use.deleted, "retried": use.retried}
 
 
 def check_junit(result: CheckResult) -> str:

@@ -18,6 +18,7 @@ from cni_lab import lifecycle, names
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import check
+from cni_lab.probe.budget import Budget
 from cni_lab.report import machine
 
 MakeLab = Callable[..., Lab]
@@ -140,13 +141,16 @@ def test_run_is_up_check_down_with_checks_exit_code(tmp_path: Path) -> None:
     assert not [n for n in netns.listing() if names.lab_of_netns(n) in ("trun1", "trun2")]
 
 
-def test_a_lab_past_the_neighbour_cap_is_said_before_probing(make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lab_past_its_neighbour_budget_is_said_before_probing_and_probed_in_batches(
+        make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    monkeypatch.setattr(check, "neighbour_cap", lambda: 8)  # as if the host allowed 8 ARP entries
+    monkeypatch.setattr(check, "table_room", lambda: Budget(16, 0))  # as if the host allowed 16 ARP entries
     heard: list[tuple[str, int]] = []
     probed: list[int] = []
     result = lifecycle.check(lab.name, progress=lambda done, total: probed.append(done),
                              notice=lambda text: heard.append((text, len(probed))))
     assert [(n, 0) for n in result.notes] == heard  # once, before any progress
-    assert "--neighbour-cap" in heard[0][0] and probed
-    assert result.passed  # a small lab still passes, slower
+    assert "batches" in heard[0][0] and "--neighbour-cap" not in heard[0][0] and probed
+    use = result.neighbours
+    assert use.budget == 8 and use.batches > 1 and use.deleted > 0
+    assert result.passed  # a small lab still passes, in small batches

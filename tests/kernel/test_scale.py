@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from helpers import two_nodes
+from helpers import pings, run_in, two_nodes
 
-from cni_lab import lifecycle, state
+from cni_lab import faults, lifecycle, state
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, neighbours
 
@@ -65,17 +65,60 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     assert report["ratios"] and "build, cni-lab vs shell" in " ".join(report["ratios"])
 
 
-def test_a_lab_past_the_hosts_arp_cap_still_gets_every_verdict_right(make_lab: MakeLab) -> None:
-    # without --neighbour-cap the host's table is too small for the matrix: the kernel drops ARP
-    # resolutions, and check must probe those pairs again rather than call them timeouts
+def over_the_cap(times: float) -> int:
+    """Pods per node of a 3-node host-gw lab whose full matrix needs `times` the host's cap."""
     cap = neighbours.read()["gc_thresh3"]
-    pods = next(p for p in range(1, 200) if 3 * (p * p + p + 2) > cap)  # pairs.neighbours_needed
-    if pods > 40:
+    pods = next(p for p in range(1, 400) if 3 * (p * p + p + 2) > times * cap)  # pairs.neighbours_needed
+    if pods > 60:
         pytest.skip(f"this host's neighbour cap ({cap}) is raised: exceeding it takes {3 * pods} pods")
-    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": pods}]})
+    return pods
+
+
+def test_a_lab_past_the_hosts_arp_cap_gets_every_verdict_right_within_the_budget(make_lab: MakeLab) -> None:
+    # without --neighbour-cap the host's table is too small for the matrix at once: check probes
+    # it in batches that fit and deletes the lab's entries between them
+    before = neighbours.read()
+    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": over_the_cap(1)}]})
     heard: list[str] = []
     result = lifecycle.check(lab.name, notice=heard.append)
-    assert heard and "--neighbour-cap" in heard[0]
-    assert result.neighbours_needed > cap
+    use = result.neighbours
+    assert heard and "batches" in heard[0] and "--neighbour-cap" not in heard[0]
+    assert use.needed > use.cap and use.batches > 1 and use.deleted > 0
     assert result.passed and not result.failures
-    assert neighbours.read()["gc_thresh3"] == cap  # nothing on the host was changed
+    assert use.peak <= use.bound  # the table never came near the cap (a count, sampled every 20 ms)
+    assert neighbours.read() == before  # nothing on the host was changed
+
+
+def test_the_host_keeps_resolving_neighbours_while_a_big_check_runs(make_lab: MakeLab) -> None:
+    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": over_the_cap(4)}]})
+    # two namespaces that stand for the host and its gateway (named for the lab, so `down` takes them)
+    host, gateway = f"cnilab-{lab.name}.test-host", f"cnilab-{lab.name}.test-gw"
+    for ns in (host, gateway):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    run_in(host, "ip", "link", "add", "h0", "type", "veth", "peer", "name", "g0", "netns", gateway, check=True)
+    for ns, dev, ip in ((host, "h0", "10.255.0.1/24"), (gateway, "g0", "10.255.0.2/24")):
+        run_in(ns, "ip", "addr", "add", ip, "dev", dev, check=True)
+        run_in(ns, "ip", "link", "set", dev, "up", check=True)
+    resolved: list[bool] = []
+
+    def now_and_then(done: int, total: int) -> None:
+        if len(resolved) < 3 and done >= total * (len(resolved) + 1) // 4:
+            run_in(host, "ip", "neigh", "flush", "dev", "h0")  # a fresh resolution each time
+            resolved.append(pings(host, "10.255.0.2"))
+
+    result = lifecycle.check(lab.name, progress=now_and_then)
+    assert resolved == [True] * 3
+    assert result.neighbours.needed > 4 * result.neighbours.cap
+    assert result.passed
+
+
+def test_a_real_failure_still_stands_when_the_check_runs_in_batches(make_lab: MakeLab) -> None:
+    # the pairs that time out are probed again after their batch: that must not hide a real fault
+    lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": over_the_cap(1)}]})
+    faults.inject(lab, "pod-down", ("node2/pod-3",))
+    result = lifecycle.check(lab.name)
+    assert result.neighbours.batches > 1
+    broken = {(r.pair.src.id, r.pair.dst.id) for r in result.failures}
+    others = [ep.id for ep in result.endpoints if ep.id != "node2/pod-3"]
+    assert broken == {(x, "node2/pod-3") for x in others} | {("node2/pod-3", x) for x in others}
+    assert result.neighbours.retried >= len(others)  # probed again, and failed again

@@ -38,7 +38,7 @@ def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None
 @click.option("--mtu", is_flag=True, help="Also send full-size DF packets between pods of different nodes.")
 @click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
               help="Raise the host's shared ARP table limit (gc_thresh3) to N while this lab is up; `down` "
-                   "puts it back. Needed for labs of hundreds of pods.")
+                   "puts it back. Not needed: without it, check probes big labs in batches that fit the table.")
 def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 

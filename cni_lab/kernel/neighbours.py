@@ -172,7 +172,6 @@ class Flusher:
         from pyroute2.netlink.rtnl.ndmsg import ndmsg  # pyroute2: see kernel/__init__.py
 
         self.table = table
-        self._ndmsg = ndmsg
         self.sockets: dict[str, socket.socket] = {}
         opened: list[socket.socket] = []
 
@@ -193,7 +192,24 @@ class Flusher:
         dump["header"]["type"], dump["header"]["flags"] = RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP
         dump.encode()
         self._dump = bytes(dump.data)
+        # RTM_DELNEIGH as pyroute2 encodes it, once: each delete fills in its ifindex, address and
+        # sequence number (under 1 µs a message instead of ~23 µs; bench/run.py measures both, and a unit
+        # test holds the bytes to pyroute2's)
+        blank = ndmsg()
+        blank["family"], blank["ifindex"] = table.family, 0
+        blank["attrs"] = [("NDA_DST", "::" if table.family == socket.AF_INET6 else "0.0.0.0")]
+        blank["header"]["type"], blank["header"]["flags"] = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
+        blank.encode()
+        self._delete = bytes(blank.data)
         self.deleted = 0
+
+    def delete_request(self, ifindex: int, dst: bytes, seq: int) -> bytes:
+        """The RTM_DELNEIGH of one entry (`dst`: its address, packed)."""
+        msg = bytearray(self._delete)
+        struct.pack_into("=L", msg, 8, seq)  # nlmsghdr.nlmsg_seq
+        struct.pack_into("=i", msg, HEADER.size + 4, ifindex)  # ndmsg.ndm_ifindex
+        msg[-len(dst):] = dst  # NDA_DST, the last attribute
+        return bytes(msg)
 
     def close(self) -> None:
         for sock in self.sockets.values():
@@ -216,15 +232,7 @@ class Flusher:
             doomed = self._read_dump(sock)
             if not doomed:
                 continue
-            requests = []
-            for seq, (ifindex, dst) in enumerate(doomed, 1):
-                msg = self._ndmsg()
-                msg["family"], msg["ifindex"] = self.table.family, ifindex
-                msg["attrs"] = [("NDA_DST", socket.inet_ntop(self.table.family, dst))]
-                msg["header"]["type"], msg["header"]["flags"] = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
-                msg["header"]["sequence_number"] = seq
-                msg.encode()
-                requests.append(bytes(msg.data))
+            requests = [self.delete_request(ifindex, dst, seq) for seq, (ifindex, dst) in enumerate(doomed, 1)]
             sock.send(b"".join(requests))  # netlink takes many requests in one send
             deleted += self._read_acks(sock, len(requests))
         self.deleted += deleted

@@ -197,10 +197,13 @@ class _Matrix:
 
     def _merge(self, indexes: Sequence[int], got: Outcomes) -> None:
         out = self.outcomes
+        if len(indexes) == len(out.verdict):  # the whole matrix in one batch (range order)
+            out.verdict[:], out.rtt[:], out.extra = got.verdict, got.rtt, dict(got.extra)
+            return
         for k, j in enumerate(indexes):
             out.verdict[j], out.rtt[j] = got.verdict[k], got.rtt[k]
         if got.extra or out.extra:
-            for k, j in enumerate(indexes):
+            for j in indexes:
                 out.extra.pop(j, None)
             for k, e in got.extra.items():
                 out.extra[indexes[k]] = e
@@ -243,17 +246,18 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     started = time.monotonic()
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
     outcomes = Outcomes(jobs)
-    with neighbours.PeakSampler(neighbours.ARP) as sampler, Prober(endpoints, lab.name, settings) as prober:
+    with neighbours.PeakSampler(neighbours.ARP) as sampler, Prober(endpoints, lab.name, settings) as prober, \
+            contextlib.ExitStack() as stack:
         notes += prober.missing
-        with contextlib.ExitStack() as stack:
-            flusher = None
-            if len(batches) > 1:
-                spaces = sorted({ns for b in batches for ns in b.namespaces})
-                flusher = stack.enter_context(neighbours.Flusher(neighbours.ARP, spaces))
+        flusher = None
+        if len(batches) > 1:
+            spaces = sorted({ns for b in batches for ns in b.namespaces})
+            flusher = stack.enter_context(neighbours.Flusher(neighbours.ARP, spaces))
+        with contextlib.ExitStack() as processes:
             probe = _in_process(prober, jobs)
             if len(jobs) >= PARALLEL_FROM and workers > 1:
                 # the probe loop is CPU-bound Python: big matrices are split over the cores
-                probe = stack.enter_context(Workers(prober, jobs, workers)).run
+                probe = processes.enter_context(Workers(prober, jobs, workers)).run
             matrix = _Matrix(jobs, outcomes, probe, flusher, progress)
             deadline = started + settings.deadline
             for batch in batches:
@@ -263,7 +267,13 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
                 for j in batch.jobs:
                     outcomes.verdict[j] = TIMEOUT
                     outcomes.extra[j] = Extra(detail="check ran out of time")
-        mtu_results = mtu_check.run(prober, endpoints, lab.pod_mtu) if mtu else None
+        mtu_results = None
+        if mtu:  # here, the workers gone; batch by batch too, the table kept within the budget
+            mtu_results = []
+            for batch in batches:
+                mtu_results += mtu_check.run(prober, endpoints, lab.pod_mtu, (jobs[j] for j in batch.jobs))
+                if flusher is not None:
+                    flusher.flush(batch.namespaces)
     outcomes.duration = time.monotonic() - started
     use = NeighbourUse(neighbours.ARP.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
                        needed, len(batches), sampler.peak, flusher.deleted if flusher else 0, matrix.retried)

@@ -9,6 +9,7 @@ every full-size packet: the classic MTU black hole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from cni_lab.probe.engine import OK, Prober, Settings
 from cni_lab.probe.pairs import Endpoint, rule_of
@@ -26,9 +27,12 @@ class MtuResult:
     largest: int | None  # the largest size that got through, when the full size did not
 
 
-def run(prober: Prober, endpoints: list[Endpoint], mtu: int) -> list[MtuResult]:
-    cross = [(s, d) for s, src in enumerate(endpoints) for d, dst in enumerate(endpoints)
-             if s != d and rule_of(src, dst) == "pod-pod-cross-node"]
+def run(prober: Prober, endpoints: list[Endpoint], mtu: int,
+        pairs: Iterable[tuple[int, int]] | None = None) -> list[MtuResult]:
+    """The cross-node pod pairs among `pairs` (default: all pairs of `endpoints`)."""
+    if pairs is None:
+        pairs = ((s, d) for s in range(len(endpoints)) for d in range(len(endpoints)) if s != d)
+    cross = [(s, d) for s, d in pairs if rule_of(endpoints[s], endpoints[d]) == "pod-pod-cross-node"]
     if not cross:
         return []
     saved = prober.settings

@@ -124,9 +124,12 @@ class Workers:
     def run(self, batch: Sequence[int], progress: Callable[[int], None] | None = None) -> Outcomes:
         """Probe the pairs `batch` (indexes into `jobs`); outcomes in the batch's order."""
         n1 = self.jobs.n - 1
-        shares: list[array] = [array("I") for _ in range(self.count)]
-        for j in batch:
-            shares[(j // n1) % self.count].append(j)
+        shares = [array("I") for _ in range(self.count)]  # each worker's pairs
+        places = [array("I") for _ in range(self.count)]  # where each of them is in the batch
+        for i, j in enumerate(batch):
+            w = (j // n1) % self.count
+            shares[w].append(j)
+            places[w].append(i)
         before = self.finished()
         for (_, command_fd, _), share in zip(self.children, shares):
             _write_all(command_fd, LENGTH.pack(len(share)) + share.tobytes())
@@ -149,16 +152,15 @@ class Workers:
         finally:
             pipes.close()
         out = Outcomes(Picked(self.jobs, batch))
-        position = {j: i for i, j in enumerate(batch)}
-        for (_, _, fd), share in zip(self.children, shares):
+        for (_, _, fd), place in zip(self.children, places):
             verdicts, rtts, extra = pickle.loads(bytes(results[fd][LENGTH.size:]))
+            results[fd] = bytearray()
             part = array("f")
             part.frombytes(rtts)
-            for k, j in enumerate(share):
-                i = position[j]
+            for k, i in enumerate(place):
                 out.verdict[i], out.rtt[i] = verdicts[k], part[k]
             for k, e in extra.items():
-                out.extra[position[share[k]]] = e
+                out.extra[place[k]] = e
         if progress is not None:
             progress(len(batch))
         return out

@@ -111,6 +111,13 @@ def check_junit(result: CheckResult) -> str:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets")
             failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in lost)
+    if result.lab.dataplane == "cni":  # the runtime's CNI CHECK of every pod counts in `passed` too
+        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="CNI CHECK", time="0")
+        if result.cni_problems:
+            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
+            failure = ET.SubElement(case, "failure", message=f"{len(result.cni_problems)} CNI CHECK problems")
+            failure.text = "\n".join(result.cni_problems)
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from cni_lab import lifecycle, names, state
 from cni_lab.kernel import neighbours, netns
+from cni_lab.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, in_container
 
 PROBE_NS = f"{names.PREFIX}doctor.probe"
 
@@ -24,21 +25,6 @@ class Check:
     required: bool = True  # False: only some data planes or tools need it
 
 
-def in_container() -> str | None:
-    if os.path.exists("/.dockerenv"):
-        return "docker"
-    if os.path.exists("/run/.containerenv"):
-        return "podman"
-    try:
-        with open("/proc/1/cgroup") as f:
-            text = f.read()
-        if "docker" in text or "kubepods" in text or "containerd" in text:
-            return "a container"
-    except OSError:
-        pass
-    return None
-
-
 def _tool(name: str, program: str, package: str, why: str, required: bool = False) -> Check:
     path = shutil.which(program) if "/" not in program else (program if os.access(program, os.X_OK) else None)
     return Check(name, path is not None, path or "not installed", f"sudo apt-get install {package} ({why})", required)
@@ -48,7 +34,7 @@ def run() -> list[Check]:
     checks: list[Check] = []
     container = in_container()
     root = os.geteuid() == 0
-    caps = {c: lifecycle._has_caps(num) for c, num in (("CAP_NET_ADMIN", 12), ("CAP_SYS_ADMIN", 21))}
+    caps = {c: has_caps(num) for c, num in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN))}
     flag = f" ({container}: run it with --privileged)" if container else ""
     checks.append(Check("root", root, "uid 0" if root else f"uid {os.geteuid()}", "run it with sudo"))
     for cap, ok in caps.items():

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
-from cni_lab import names, plan, state
+from cni_lab import names, plan, state, steps
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, inspect
@@ -155,7 +155,7 @@ def _reapply(lab: Lab) -> None:
     the_plan = plan.build(lab)
     with apply.Session(state.lab_dir(lab.name)) as session:
         for step in the_plan.steps:
-            if isinstance(step, (plan.StartBird, plan.WaitBgp, plan.CniAdd, plan.WriteFile)):
+            if isinstance(step, (steps.StartBird, steps.WaitBgp, steps.CniAdd, steps.WriteFile)):
                 continue
             apply.apply_step(session, step)
     if lab.dataplane == "cni":
@@ -166,7 +166,7 @@ def _reapply(lab: Lab) -> None:
             subprocess.run(["birdc", "-s", str(sock), "restart", "all"], capture_output=True, timeout=10)
         with apply.Session(state.lab_dir(lab.name)) as session:
             for step in the_plan.steps:
-                if isinstance(step, plan.WaitBgp):
+                if isinstance(step, steps.WaitBgp):
                     apply.apply_step(session, step)
 
 

@@ -9,16 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cni_lab import dataplanes, ipam, model, names, plan, state
+from cni_lab import dataplanes, ipam, model, names, plan, state, steps
 from cni_lab.errors import LabError
+from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, cni, daemons, neighbours, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
 from cni_lab.report import machine
-
-CAP_NET_ADMIN = 12
-CAP_SYS_ADMIN = 21
 
 def _builtin_scenarios() -> Path:
     """Where the shipped scenarios are: inside the installed package (cni_lab/scenarios/), or
@@ -41,33 +39,6 @@ def builtin_scenarios() -> list[tuple[str, str, str]]:
         except LabError as e:
             out.append((path.stem, "?", e.problems[0]))
     return out
-
-
-def require_root(command: str) -> None:
-    """Namespaces need CAP_SYS_ADMIN (mounts, unshare) and CAP_NET_ADMIN (links, routes)."""
-    if os.geteuid() == 0 and _has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
-        return
-    from cni_lab.doctor import in_container
-
-    if os.geteuid() == 0 and in_container():
-        missing = [c for c, n in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN)) if not _has_caps(n)]
-        raise LabError(
-            f"cni-lab {command} needs {' and '.join(missing)}, which this container ({in_container()}) does not have: "
-            "run it with --privileged (or --cap-add NET_ADMIN --cap-add SYS_ADMIN)"
-        )
-    raise LabError(
-        f"cni-lab {command} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to build network namespaces: "
-        f"run it as `sudo cni-lab {command} ...`"
-    )
-
-
-def _has_caps(*caps: int) -> bool:
-    try:
-        with open("/proc/self/status") as f:
-            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        return False
-    return all(eff >> c & 1 for c in caps)
 
 
 def scenario_path(arg: str) -> Path:
@@ -163,10 +134,10 @@ def _heal(lab: Lab) -> tuple[str, ...]:
     the_plan = plan.build(lab)
     with apply.Session(state.lab_dir(lab.name)) as session:
         for step in the_plan.steps:
-            if isinstance(step, plan.StartBird) and any(step.netns == names.node_netns(lab.name, n) for n in dead):
+            if isinstance(step, steps.StartBird) and any(step.netns == names.node_netns(lab.name, n) for n in dead):
                 apply.apply_step(session, step)
         for step in the_plan.steps:
-            if isinstance(step, plan.WaitBgp):
+            if isinstance(step, steps.WaitBgp):
                 apply.apply_step(session, step)
     return tuple(f"bird on {n}" for n in dead)
 

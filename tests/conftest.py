@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def is_root() -> bool:
-    from cni_lab import lifecycle
+    from cni_lab import privileges
 
-    return os.geteuid() == 0 and lifecycle._has_caps(lifecycle.CAP_NET_ADMIN, lifecycle.CAP_SYS_ADMIN)
+    return privileges.can_build()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

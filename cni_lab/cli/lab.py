@@ -8,7 +8,7 @@ import sys
 import click
 from rich.table import Table
 
-from cni_lab import lifecycle, plan as planning
+from cni_lab import lifecycle, plan as planning, privileges
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _complete_targets, _json, _progress, cli, err, out
 from cni_lab.errors import LabError
 from cni_lab.report import terminal
@@ -118,7 +118,7 @@ def exec(args: tuple[str, ...]) -> None:
         head, command = words[:2] if len(words) > 2 else words[:1], words[2:] if len(words) > 2 else words[1:]
     if len(head) not in (1, 2) or not command:
         raise LabError("usage: cni-lab exec [LAB] NODE[/POD] -- COMMAND...")
-    lifecycle.require_root("exec")
+    privileges.require_root("exec")
     lab, _ = lifecycle.running_lab(head[0] if len(head) == 2 else None)
     ns = lifecycle.target_netns(lab, head[-1])
     try:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cni_lab import faults, lifecycle
+from cni_lab import faults, lifecycle, privileges
 from cni_lab.cli.app import _complete_labs, _complete_targets, _json, cli, out
 from cni_lab.errors import LabError
 from cni_lab.kernel import inspect
@@ -34,7 +34,7 @@ def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
     \b
     Example: sudo cni-lab explain node1
     """
-    lifecycle.require_root("explain")
+    privileges.require_root("explain")
     if len(args) > 2:
         raise LabError("usage: cni-lab explain [LAB] [NODE]")
     lab_name, node = (args[0], args[1]) if len(args) == 2 else (None, None)
@@ -66,7 +66,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool) -> None:
     \b
     Example: sudo cni-lab trace node1/web node2/api
     """
-    lifecycle.require_root("trace")
+    privileges.require_root("trace")
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
     t = trace_lesson.trace(lab, src, dst)
@@ -93,7 +93,7 @@ def demo(step: bool) -> None:
     \b
     Example: sudo cni-lab demo --step
     """
-    lifecycle.require_root("demo")
+    privileges.require_root("demo")
 
     def pause(act: demo_lesson.Act) -> None:
         click.pause(f"Press any key for act {act.number}: {act.title} …")
@@ -121,7 +121,7 @@ def fault(args: tuple[str, ...]) -> None:
     \b
     Example: sudo cni-lab fault route-del node1 node2 && sudo cni-lab check
     """
-    lifecycle.require_root("fault")
+    privileges.require_root("fault")
     words = list(args)
     lab_name = words.pop(0) if words and words[0] not in faults.KINDS else None
     if not words or words[0] not in faults.KINDS:
@@ -141,7 +141,7 @@ def heal(lab: str | None) -> None:
     \b
     Example: sudo cni-lab heal && sudo cni-lab check
     """
-    lifecycle.require_root("heal")
+    privileges.require_root("heal")
     name = lifecycle.pick(lab)
     with lifecycle.state.locked(name):
         the_lab, _ = lifecycle.running_lab(name)

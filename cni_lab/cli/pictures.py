@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cni_lab import lifecycle, plan as planning
+from cni_lab import lifecycle, plan as planning, privileges
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, cli, err
 from cni_lab.errors import LabError
 from cni_lab.lesson import explain as explain_lesson
@@ -74,7 +74,7 @@ def report(lab: str | None, output: str) -> None:
     \b
     Example: sudo cni-lab check && sudo cni-lab report -o report.html
     """
-    lifecycle.require_root("report")
+    privileges.require_root("report")
     name = lifecycle.pick(lab)
     _write_report(name, output)
     hint = "" if lifecycle.last_check(name) else " (no check yet: run `sudo cni-lab check` for the matrix)"

@@ -11,7 +11,7 @@ from cni_lab.errors import LabError
 
 if TYPE_CHECKING:
     from cni_lab.ipam import Lab, Node, Pod
-    from cni_lab.plan import Step
+    from cni_lab.steps import Step
 
 
 class DataPlane(Protocol):

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from cni_lab import names
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab, Node, Pod
-from cni_lab.plan import (
+from cni_lab.steps import (
     DEFAULT_ROUTE,
     AddAddress,
     AddRoute,

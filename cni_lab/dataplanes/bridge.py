@@ -14,7 +14,7 @@ from ipaddress import IPv4Interface
 
 from cni_lab import names
 from cni_lab.ipam import Lab, Node, Pod
-from cni_lab.plan import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step
+from cni_lab.steps import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step
 
 
 class Bridge:

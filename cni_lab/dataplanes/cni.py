@@ -21,7 +21,7 @@ from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.dataplanes.hostgw import HostGw
 from cni_lab.dataplanes.vxlan import Vxlan
 from cni_lab.ipam import Lab, Node, Pod
-from cni_lab.plan import CniAdd, Step, WriteFile
+from cni_lab.steps import CniAdd, Step, WriteFile
 
 CNI_VERSION = "1.0.0"  # the newest version Debian's plugins (1.1.1) speak
 

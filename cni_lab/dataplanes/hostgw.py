@@ -14,7 +14,7 @@ from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.plan import AddRoute, Step
+from cni_lab.steps import AddRoute, Step
 
 
 class HostGw(Bridge):

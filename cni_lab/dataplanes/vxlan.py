@@ -19,7 +19,7 @@ from ipaddress import IPv4Interface
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.ipam import Lab, Node
-from cni_lab.plan import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, LinkUp, SetSysctl, Step, WriteFile
+from cni_lab.steps import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, LinkUp, SetSysctl, Step, WriteFile
 
 
 def subnet_env(lab: Lab, node: Node) -> str:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from cni_lab.errors import LabError
 from cni_lab.kernel import cni, daemons, inspect, netns
-from cni_lab.plan import (
+from cni_lab.plan import Plan
+from cni_lab.steps import (
     AddAddress,
     AddBridge,
     AddFdb,
@@ -31,7 +32,6 @@ from cni_lab.plan import (
     CniAdd,
     CreateNetns,
     LinkUp,
-    Plan,
     SetSysctl,
     StartBird,
     Step,

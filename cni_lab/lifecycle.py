@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,44 +17,6 @@ from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, cni, daemons, neighbours, netns
 from cni_lab.probe import check as probe_check
 from cni_lab.probe.check import CheckResult
-from cni_lab.report import machine
-
-def _builtin_scenarios() -> Path:
-    """Where the shipped scenarios are: inside the installed package (cni_lab/scenarios/), or
-    scenarios/ at the top of a checkout (an editable install maps the one to the other)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "scenarios"
-    return installed if any(installed.glob("*.yaml")) else here.parent / "scenarios"
-
-
-BUILTIN_SCENARIOS = _builtin_scenarios()
-
-
-def builtin_scenarios() -> list[tuple[str, str, str]]:
-    """(name, data plane, description) of every shipped scenario."""
-    out = []
-    for path in sorted(BUILTIN_SCENARIOS.glob("*.yaml")):
-        try:
-            s = model.load_file(path)
-            out.append((path.stem, s.dataplane, s.description))
-        except LabError as e:
-            out.append((path.stem, "?", e.problems[0]))
-    return out
-
-
-def scenario_path(arg: str) -> Path:
-    """A scenario argument: a file path, or the name of a scenario shipped in scenarios/."""
-    path = Path(arg)
-    if path.exists() or "/" in arg or arg.endswith((".yaml", ".yml")):
-        return path
-    builtin = BUILTIN_SCENARIOS / f"{arg}.yaml"
-    return builtin if builtin.exists() else path
-
-
-def load(arg: str, name: str | None = None) -> Lab:
-    """Scenario file → validated, addressed lab (no root needed)."""
-    return ipam.resolve(model.load_file(scenario_path(arg), name_override=name))
-
 
 def from_state(st: state.LabState) -> Lab:
     return ipam.resolve(model.load_document(st.document, st.source))
@@ -214,83 +177,13 @@ def running_lab(name: str | None) -> tuple[Lab, state.LabState]:
     return from_state(st), st
 
 
-@dataclass(frozen=True)
-class Status:
-    lab: Lab
-    status: str
-    present: dict[str, bool]  # netns name → exists in the kernel
-    daemons: dict[str, tuple[int | None, bool]] = field(default_factory=dict)  # node → (pid, running)
-    faults: list[str] = field(default_factory=list)  # injected with `cni-lab fault`, until `heal`
-
-    @property
-    def healthy(self) -> bool:
-        return (self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
-                and not self.faults)
-
-    def to_json(self) -> dict[str, object]:
-        lab = self.lab
-        return {
-            "name": lab.name,
-            "dataplane": lab.dataplane,
-            "status": self.status if self.healthy or self.status != "up" else "degraded",
-            "source": lab.scenario.source,
-            "underlay": {seg.name: str(seg.cidr) for seg in lab.segments},
-            "podMTU": lab.pod_mtu,
-            "clusterCIDR": str(lab.scenario.cluster_cidr),
-            "warnings": list(lab.warnings),
-            "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in self.daemons.items()],
-            "faults": self.faults,
-            "nodes": [
-                {
-                    "name": node.name,
-                    "netns": (ns := names.node_netns(lab.name, node.name)),
-                    "ip": str(node.ip),
-                    "segment": node.segment.name,
-                    "podCIDR": str(node.pod_cidr),
-                    "gateway": str(node.gateway),
-                    "present": self.present.get(ns, False),
-                    "pods": [
-                        {
-                            "name": pod.name,
-                            "netns": (pns := names.pod_netns(lab.name, node.name, pod.name)),
-                            "ip": str(pod.ip),
-                            "present": self.present.get(pns, False),
-                        }
-                        for pod in node.pods
-                    ],
-                }
-                for node in lab.nodes
-            ],
-        }
-
-
-def status(name: str | None) -> Status:
+def status(name: str | None) -> state.Status:
     require_root("status")
     lab, st = running_lab(name)
     from cni_lab import faults
 
-    return Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces},
+    return state.Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces},
                   daemons=daemon_status(lab), faults=[f.describe() for f in faults.recorded(lab.name)])
-
-
-def target_netns(lab: Lab, target: str) -> str:
-    """`node1` or `node1/web` (or a bare pod name when unique) → the namespace to run in."""
-    node_name, _, pod_name = target.partition("/")
-    if not pod_name:
-        if any(n.name == target for n in lab.nodes):
-            return names.node_netns(lab.name, target)
-        if target == "underlay":
-            return names.underlay_netns(lab.name)
-        if target == "router" and lab.has_router:
-            return names.router_netns(lab.name)
-        matches = [p for p in lab.pods if p.name == target]
-        if len(matches) == 1:
-            return names.pod_netns(lab.name, matches[0].node, matches[0].name)
-        raise LabError(f"lab {lab.name} has no node or unique pod {target!r}: use NODE or NODE/POD")
-    node = lab.node(node_name)
-    if not any(p.name == pod_name for p in node.pods):
-        raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
-    return names.pod_netns(lab.name, node_name, pod_name)
 
 
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
@@ -307,11 +200,14 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         result = probe_check.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
-            for record in sorted(folder.glob("cni/*/*.json")):
-                result.cni_problems += cni.check(record, folder)
-        result.document = machine.dumps(machine.check_json(result))
-        state.save_last_check(lab_name, result.document)  # for `report`; and `check --json` prints it
+            problems = [p for record in sorted(folder.glob("cni/*/*.json")) for p in cni.check(record, folder)]
+            result = dataclasses.replace(result, cni_problems=tuple(problems))
         return result
+
+
+def record_check(result: CheckResult, document: str) -> None:
+    """Keep a check's JSON for `report` (the caller made it once, for --json too)."""
+    state.save_last_check(result.lab.name, document)
 
 
 def last_check(name: str) -> dict[str, object] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
 from cni_lab.model import LAB_NAME
 
 STATE_ROOT = Path(os.environ.get("CNI_LAB_STATE_DIR", "/run/cni-lab"))
@@ -132,3 +133,19 @@ def load_last_check(name: str) -> dict[str, Any] | None:
         return json.loads((lab_dir(name) / LAST_CHECK).read_text())
     except (OSError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class Status:
+    """A recorded lab as the kernel has it now (what `status` shows)."""
+
+    lab: Lab
+    status: str
+    present: dict[str, bool]  # netns name → exists in the kernel
+    daemons: dict[str, tuple[int | None, bool]] = field(default_factory=dict)  # node → (pid, running)
+    faults: list[str] = field(default_factory=list)  # injected with `cni-lab fault`, until `heal`
+
+    @property
+    def healthy(self) -> bool:
+        return (self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
+                and not self.faults)

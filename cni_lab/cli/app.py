@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from cni_lab import __version__, lifecycle
+from cni_lab import __version__, catalog, lifecycle
 from cni_lab.errors import LabError
 
 
@@ -83,7 +83,7 @@ def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    names = [n for n, _, _ in lifecycle.builtin_scenarios() if n.startswith(incomplete)]
+    names = [n for n, _, _ in catalog.builtin_scenarios() if n.startswith(incomplete)]
     return [CompletionItem(n) for n in names] + [CompletionItem(incomplete, type="file")]
 
 

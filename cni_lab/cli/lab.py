@@ -8,10 +8,10 @@ import sys
 import click
 from rich.table import Table
 
-from cni_lab import lifecycle, plan as planning, privileges
+from cni_lab import catalog, lifecycle, plan as planning, privileges, targets
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _complete_targets, _json, _progress, cli, err, out
 from cni_lab.errors import LabError
-from cni_lab.report import terminal
+from cni_lab.report import machine, terminal
 
 
 @cli.command()
@@ -23,10 +23,10 @@ def validate(scenario: str, as_json: bool) -> None:
     \b
     Example: cni-lab validate scenarios/two-nodes.yaml
     """
-    lab = lifecycle.load(scenario)
+    lab = catalog.load(scenario)
     planning.build(lab)  # what the data plane itself rules out (host-gw across segments ...)
     if as_json:
-        _json(lifecycle.Status(lab, "planned", {}).to_json())
+        _json(machine.lab_json(lab))
         return
     out.print(terminal.lab_table(lab))
     for w in terminal.warnings(lab):
@@ -44,7 +44,7 @@ def plan(scenario: str, name: str | None, as_json: bool) -> None:
     \b
     Example: cni-lab plan scenarios/two-nodes.yaml
     """
-    the_plan = planning.build(lifecycle.load(scenario, name))
+    the_plan = planning.build(catalog.load(scenario, name))
     if as_json:
         _json([{"op": type(s).__name__, "netns": s.netns, "command": s.describe()} for s in the_plan.steps])
         return
@@ -64,13 +64,13 @@ def up(scenario: str, name: str | None, as_json: bool) -> None:
     \b
     Example: sudo cni-lab up scenarios/two-nodes.yaml
     """
-    lab = lifecycle.load(scenario, name)
+    lab = catalog.load(scenario, name)
     for w in terminal.warnings(lab):
         err.print(w)
     with _progress(f"building lab {lab.name}") as progress:
         result = lifecycle.up(lab, progress)
     if as_json:
-        _json(lifecycle.status(lab.name).to_json())
+        _json(machine.lab_json(lab, lifecycle.status(lab.name)))
         return
     out.print(terminal.lab_table(lab))
     if result.healed:
@@ -95,7 +95,7 @@ def status(lab: str | None, as_json: bool) -> None:
     """
     st = lifecycle.status(lab)
     if as_json:
-        _json(st.to_json())
+        _json(machine.lab_json(st.lab, st))
     else:
         out.print(terminal.status_view(st))
     if not st.healthy:
@@ -120,7 +120,7 @@ def exec(args: tuple[str, ...]) -> None:
         raise LabError("usage: cni-lab exec [LAB] NODE[/POD] -- COMMAND...")
     privileges.require_root("exec")
     lab, _ = lifecycle.running_lab(head[0] if len(head) == 2 else None)
-    ns = lifecycle.target_netns(lab, head[-1])
+    ns = targets.target_netns(lab, head[-1])
     try:
         os.execvp("ip", ["ip", "netns", "exec", ns, *command])
     except OSError as e:
@@ -160,11 +160,11 @@ def scenarios(as_json: bool) -> None:
     \b
     Example: cni-lab scenarios && sudo cni-lab run vxlan
     """
-    found = lifecycle.builtin_scenarios()
+    found = catalog.builtin_scenarios()
     if as_json:
         _json([{"name": n, "dataplane": d, "description": t} for n, d, t in found])
         return
-    table = Table(title=f"scenarios in {lifecycle.BUILTIN_SCENARIOS}", title_justify="left")
+    table = Table(title=f"scenarios in {catalog.BUILTIN_SCENARIOS}", title_justify="left")
     for col in ("name", "data plane", "what it shows"):
         table.add_column(col)
     for row in found:

@@ -7,7 +7,7 @@ import sys
 import click
 from rich.text import Text
 
-from cni_lab import lifecycle
+from cni_lab import catalog, lifecycle
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
 from cni_lab.probe.check import CheckResult
 from cni_lab.report import machine, terminal
@@ -19,12 +19,21 @@ def _notice(text: str) -> None:
         err.print(Text(f"note: {text}", style="yellow"), soft_wrap=True)
 
 
-def _report_check(result: CheckResult, as_json: bool, junit: str | None) -> None:
+def _check(lab: str | None, mtu: bool, neighbour_cap: int | None) -> tuple[CheckResult, str]:
+    """Probe the lab, and keep the result's JSON for `report` (made once: --json prints the same text)."""
+    with _progress("probing pairs") as progress:
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
+    document = machine.dumps(machine.check_json(result))
+    lifecycle.record_check(result, document)
+    return result, document
+
+
+def _report_check(result: CheckResult, document: str, as_json: bool, junit: str | None) -> None:
     if junit:
         with open(junit, "w", encoding="utf-8") as f:
             f.write(machine.check_junit(result))
     if as_json:
-        click.echo(result.document or machine.dumps(machine.check_json(result)))
+        click.echo(document)
     else:
         out.print(terminal.check_view(result))
         if junit:
@@ -49,9 +58,8 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
     \b
     Example: sudo cni-lab check --junit check.xml
     """
-    with _progress("probing pairs") as progress:
-        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
-    _report_check(result, as_json, junit)
+    result, document = _check(lab, mtu, neighbour_cap)
+    _report_check(result, document, as_json, junit)
     sys.exit(0 if result.passed else 1)
 
 
@@ -71,12 +79,11 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
     \b
     Example: sudo cni-lab run scenarios/two-nodes.yaml --junit out.xml
     """
-    lab = lifecycle.load(scenario, name)
+    lab = catalog.load(scenario, name)
     with _progress(f"building lab {lab.name}") as progress:
         result = lifecycle.up(lab, progress)
     try:
-        with _progress("probing pairs") as progress:
-            checked = lifecycle.check(lab.name, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
+        checked, document = _check(lab.name, mtu, neighbour_cap)
         if report_file:
             from cni_lab.cli.pictures import _write_report  # the report's modules, only when asked for
 
@@ -85,5 +92,5 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
         if result.created:
             with err.status(f"removing lab {lab.name}"):
                 lifecycle.down(lab.name)
-    _report_check(checked, as_json, junit)
+    _report_check(checked, document, as_json, junit)
     sys.exit(0 if checked.passed else 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Union
 
-from cni_lab import lifecycle
+from cni_lab import catalog, lifecycle
 from cni_lab.ipam import Lab
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import check
@@ -128,7 +128,7 @@ def run(acts: tuple[Act, ...] = ACTS, pause: Callable[[Act], None] | None = None
     for i, act in enumerate(acts):
         if pause is not None and i:
             pause(act)
-        lab = lifecycle.load(act.scenario, name=f"demo-act{act.number}")
+        lab = catalog.load(act.scenario, name=f"demo-act{act.number}")
         yield ActStarted(act, lab)
         lifecycle.up(lab)
         try:

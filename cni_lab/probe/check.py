@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Iterator, Sequence
 
@@ -72,17 +72,16 @@ class NeighbourUse:
     retried: int  # pairs probed again after their batch's entries were freed
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
     lab: Lab
     endpoints: list[Endpoint]
     outcomes: Outcomes
     duration: float
     neighbours: NeighbourUse
-    notes: list[str] = field(default_factory=list)
-    mtu: list[mtu_check.MtuResult] | None = None  # only when asked for
-    cni_problems: list[str] = field(default_factory=list)  # what CNI CHECK reported, for `cni` labs
-    document: str = ""  # the result as JSON text, once written to the state folder (report/machine.py)
+    notes: tuple[str, ...] = ()
+    mtu: tuple[mtu_check.MtuResult, ...] | None = None  # only when asked for
+    cni_problems: tuple[str, ...] = ()  # what CNI CHECK reported, for `cni` labs
 
     def __len__(self) -> int:
         return len(self.outcomes.verdict)
@@ -277,4 +276,5 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     outcomes.duration = time.monotonic() - started
     use = NeighbourUse(neighbours.ARP.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
                        needed, len(batches), sampler.peak, flusher.deleted if flusher else 0, matrix.retried)
-    return CheckResult(lab, endpoints, outcomes, outcomes.duration, use, notes, mtu_results)
+    return CheckResult(lab, endpoints, outcomes, outcomes.duration, use, tuple(notes),
+                       None if mtu_results is None else tuple(mtu_results))

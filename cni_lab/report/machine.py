@@ -6,8 +6,10 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from cni_lab.probe.check import CheckResult
-from cni_lab.probe.check import PairResult
+from cni_lab import names
+from cni_lab.ipam import Lab
+from cni_lab.probe.check import CheckResult, PairResult
+from cni_lab.state import Status
 
 SCHEMA_ID = "cni-lab/check/v1"
 PAIRS_IN_FULL = 20_000
@@ -121,3 +123,42 @@ def check_junit(result: CheckResult) -> str:
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
+    """A lab as `status --json` shows it; without a status, as planned (`validate --json`)."""
+    status = "planned" if st is None else st.status if st.healthy or st.status != "up" else "degraded"
+    present = st.present if st else {}
+    return {
+        "name": lab.name,
+        "dataplane": lab.dataplane,
+        "status": status,
+        "source": lab.scenario.source,
+        "underlay": {seg.name: str(seg.cidr) for seg in lab.segments},
+        "podMTU": lab.pod_mtu,
+        "clusterCIDR": str(lab.scenario.cluster_cidr),
+        "warnings": list(lab.warnings),
+        "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in (st.daemons if st else {}).items()],
+        "faults": list(st.faults) if st else [],
+        "nodes": [
+            {
+                "name": node.name,
+                "netns": (ns := names.node_netns(lab.name, node.name)),
+                "ip": str(node.ip),
+                "segment": node.segment.name,
+                "podCIDR": str(node.pod_cidr),
+                "gateway": str(node.gateway),
+                "present": present.get(ns, False),
+                "pods": [
+                    {
+                        "name": pod.name,
+                        "netns": (pns := names.pod_netns(lab.name, node.name, pod.name)),
+                        "ip": str(pod.ip),
+                        "present": present.get(pns, False),
+                    }
+                    for pod in node.pods
+                ],
+            }
+            for node in lab.nodes
+        ],
+    }

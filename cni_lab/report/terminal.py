@@ -8,7 +8,7 @@ from rich.text import Text
 
 from cni_lab import names
 from cni_lab.ipam import Lab
-from cni_lab.lifecycle import Status
+from cni_lab.state import Status
 from cni_lab.plan import Plan
 from cni_lab.probe.check import CheckResult
 from cni_lab.probe.pairs import endpoints
@@ -159,7 +159,7 @@ def matrix_grid(result: CheckResult) -> Table:
 
 
 def mtu_view(result: CheckResult) -> RenderableType:
-    mtu = result.mtu or []
+    mtu = result.mtu or ()
     size = result.lab.pod_mtu
     good = sum(m.passed for m in mtu)
     mark = Text("✓", style="bold green") if good == len(mtu) else Text("✗", style="bold red")

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from cni_lab import lifecycle
+from cni_lab import targets
 from cni_lab.ipam import Lab
 
 
@@ -66,4 +66,4 @@ def scenario_document(path: str) -> dict[str, Any]:
 
 
 def ns_of(lab: Lab, target: str) -> str:
-    return lifecycle.target_netns(lab, target)
+    return targets.target_netns(lab, target)

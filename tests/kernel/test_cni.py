@@ -48,7 +48,7 @@ def test_bridge_host_local_with_host_gw_passes_with_host_locals_addresses(make_l
 
 def test_check_calls_cni_check_and_notices_a_broken_pod(make_lab: MakeLab) -> None:
     lab = make_lab(cni_lab())
-    assert lifecycle.check(lab.name).cni_problems == []
+    assert lifecycle.check(lab.name).cni_problems == ()
     run_in(ns_of(lab, "node1/web"), "ip", "addr", "flush", "dev", "eth0", check=True)
     result = lifecycle.check(lab.name)
     assert any("node1/web" in p or "web" in p for p in result.cni_problems), result.cni_problems

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cni_lab import lifecycle
+from cni_lab import catalog
 from cni_lab.report import topology
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -14,7 +14,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 @pytest.mark.parametrize("scenario", ["two-nodes", "conflict", "vxlan", "two-racks", "bgp", "cni"])
 def test_svg_parses_and_shows_every_node_pod_and_ip(scenario: str) -> None:
-    lab = lifecycle.load(scenario)
+    lab = catalog.load(scenario)
     root = ET.fromstring(topology.svg(topology.build(lab)))
     text = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
     for node in lab.nodes:
@@ -24,24 +24,24 @@ def test_svg_parses_and_shows_every_node_pod_and_ip(scenario: str) -> None:
 
 
 def test_conflict_svg_marks_the_collision_in_red() -> None:
-    root = ET.fromstring(topology.svg(topology.build(lifecycle.load("conflict"))))
+    root = ET.fromstring(topology.svg(topology.build(catalog.load("conflict"))))
     marked = [g.get("id") for g in root.iter(f"{SVG}g") if "collision" in (g.get("class") or "")]
     assert {"node-node1", "node-node2", "pod-node1/pod1", "pod-node2/pod1"} <= set(marked)
     assert "#d93025" in ET.tostring(root, encoding="unicode")
-    clean = ET.fromstring(topology.svg(topology.build(lifecycle.load("two-nodes"))))
+    clean = ET.fromstring(topology.svg(topology.build(catalog.load("two-nodes"))))
     assert not [g for g in clean.iter(f"{SVG}g") if "collision" in (g.get("class") or "")]
 
 
 def test_inter_node_mechanisms_are_drawn() -> None:
-    kinds = {name: {lk.kind for lk in topology.build(lifecycle.load(name)).links}
+    kinds = {name: {lk.kind for lk in topology.build(catalog.load(name)).links}
              for name in ("two-nodes", "vxlan", "bgp", "two-racks")}
     assert kinds == {"two-nodes": {"route"}, "vxlan": {"tunnel"}, "bgp": {"bgp"}, "two-racks": {"fabric"}}
-    labels = [lk.label for lk in topology.build(lifecycle.load("two-nodes")).links]
+    labels = [lk.label for lk in topology.build(catalog.load("two-nodes")).links]
     assert "10.244.1.0/24 via 192.168.1.3" in labels
 
 
 def test_dot_and_mermaid_are_text_graphs() -> None:
-    topo = topology.build(lifecycle.load("conflict"))
+    topo = topology.build(catalog.load("conflict"))
     dot = topology.dot(topo)
     assert dot.startswith('digraph "conflict"') and "color=red" in dot and "10.244.0.2" in dot
     mermaid = topology.mermaid(topo)

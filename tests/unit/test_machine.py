@@ -24,7 +24,7 @@ def result(dataplane: str, cni_problems: list[str]) -> CheckResult:
     outcomes = Outcomes(AllPairs(len(endpoints)))
     outcomes.verdict[:] = bytes([OK]) * len(outcomes.verdict)
     use = NeighbourUse("arp", 1024, True, 2, 511, 514, 12, 1, 14, 0, 0)
-    return CheckResult(lab, endpoints, outcomes, 0.1, use, [], None, cni_problems)
+    return CheckResult(lab, endpoints, outcomes, 0.1, use, (), None, tuple(cni_problems))
 
 
 def test_a_failing_cni_check_fails_the_junit_file_too() -> None:

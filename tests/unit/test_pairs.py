@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cni_lab import ipam, lifecycle, model
+from cni_lab import catalog, ipam, model
 from cni_lab.probe import pairs
 
 
@@ -11,7 +11,7 @@ def lab(doc: dict) -> ipam.Lab:  # type: ignore[type-arg]
 
 
 def test_every_ordered_pair_once_with_its_rule() -> None:
-    ps = pairs.all_pairs(lifecycle.load("two-nodes"))
+    ps = pairs.all_pairs(catalog.load("two-nodes"))
     assert len(ps) == 5 * 4
     assert len({(p.src.id, p.dst.id) for p in ps}) == 20
     rules = {(p.src.id, p.dst.id): p.rule for p in ps}

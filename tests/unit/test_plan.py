@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_lab import lifecycle, plan
+from cni_lab import catalog, lifecycle, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not p.name.startswith("scale-"))  # big labs: no golden
@@ -17,7 +17,7 @@ GOLDEN = ROOT / "tests" / "golden"
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_plan_matches_golden(path: Path) -> None:
-    text = "\n".join(plan.build(lifecycle.load(str(path))).describe()) + "\n"
+    text = "\n".join(plan.build(catalog.load(str(path))).describe()) + "\n"
     golden = GOLDEN / f"{path.stem}.plan"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -70,7 +70,7 @@ def test_data_planes_refuse_what_cannot_work() -> None:
 
 
 def test_vxlan_plan_has_flannels_three_entries_per_remote_node() -> None:
-    steps = plan.build(lifecycle.load("vxlan")).describe()
+    steps = plan.build(catalog.load("vxlan")).describe()
     node1 = [s for s in steps if "cnilab-vxlan.node1 " in s or "cnilab-vxlan.node1 " in s + " "]
     assert any("link add flannel.1" in s and "type vxlan id 1 local 192.168.1.2 dev eth0 dstport 8472 nolearning" in s
                and "mtu 1450" in s for s in node1)
@@ -82,7 +82,7 @@ def test_vxlan_plan_has_flannels_three_entries_per_remote_node() -> None:
 def test_bgp_plan_routes_pods_like_calico_and_configures_bird() -> None:
     from cni_lab.dataplanes import bgp
 
-    lab = lifecycle.load("bgp")
+    lab = catalog.load("bgp")
     steps = plan.build(lab).describe()
     assert not any("cni0" in s for s in steps)
     assert any(s.endswith("route add 169.254.1.1 dev eth0 scope link") for s in steps)
@@ -102,7 +102,7 @@ def test_generated_bird_config_parses(tmp_path: Path) -> None:
 
     from cni_lab.dataplanes import bgp
 
-    lab = lifecycle.load("bgp")
+    lab = catalog.load("bgp")
     for node in lab.nodes:
         conf = tmp_path / f"{node.name}.conf"
         conf.write_text(bgp.bird_conf(lab, node))

@@ -14,18 +14,15 @@ with a downed link come back. BIRD is asked to resync its routes into the kernel
 from __future__ import annotations
 
 import json
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cni_lab import names, plan, state, steps
+from cni_lab import names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, inspect
-
-if TYPE_CHECKING:
-    from cni_lab.kernel.rtnl import Rtnl
+from cni_lab.kernel import apply, daemons, edit, inspect
+from cni_lab.kernel.edit import SavedRoute
 
 KINDS = ("link-down", "route-del", "pod-down")
 RECORD = "faults.json"
@@ -37,42 +34,37 @@ class Fault:
     target: str  # node, node/pod, or "node>other" for a route
     netns: str
     ifname: str = ""
-    route: dict[str, Any] | None = None  # the deleted route, as read from the kernel
+    route: SavedRoute | None = None  # the deleted route, as read from the kernel
 
     def describe(self) -> str:
-        if self.kind == "route-del":
-            assert self.route is not None
-            return f"route-del: {self.target.split('>')[0]} lost `{self.route['text']}`"
+        if self.route is not None:
+            return f"route-del: {self.target.split('>')[0]} lost `{self.route.text}`"
         return f"{self.kind}: {self.target} ({self.ifname} down)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "netns": self.netns, "ifname": self.ifname,
+                "route": None if self.route is None else self.route.to_dict()}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Fault:
+        route = data.get("route")
+        return Fault(data["kind"], data["target"], data["netns"], data.get("ifname", ""),
+                     SavedRoute.from_dict(route) if route else None)
 
 
 def recorded(lab_name: str) -> list[Fault]:
     try:
-        return [Fault(**f) for f in json.loads((state.lab_dir(lab_name) / RECORD).read_text())]
-    except (OSError, ValueError, TypeError):
+        return [Fault.from_dict(f) for f in json.loads((state.lab_dir(lab_name) / RECORD).read_text())]
+    except (OSError, ValueError, TypeError, KeyError):
         return []
 
 
 def _save(lab_name: str, faults: list[Fault]) -> None:
     path = state.lab_dir(lab_name) / RECORD
     if faults:
-        path.write_text(json.dumps([asdict(f) for f in faults], indent=2))
+        path.write_text(json.dumps([f.to_dict() for f in faults], indent=2))
     else:
         path.unlink(missing_ok=True)
-
-
-def _rtnl(ns: str) -> Rtnl:
-    from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
-
-    return Rtnl(ns)
-
-
-def _set_link(ns: str, ifname: str, up: bool) -> None:
-    rtnl = _rtnl(ns)
-    try:
-        rtnl.set_link(rtnl.index(ifname), up=up)
-    finally:
-        rtnl.close()
 
 
 def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
@@ -81,7 +73,7 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
             raise LabError("usage: cni-lab fault [LAB] link-down NODE")
         node = lab.node(args[0])
         fault = Fault(kind, node.name, names.node_netns(lab.name, node.name), names.NODE_UPLINK)
-        _set_link(fault.netns, fault.ifname, up=False)
+        edit.set_link(fault.netns, fault.ifname, up=False)
     elif kind == "pod-down":
         if len(args) != 1 or "/" not in args[0]:
             raise LabError("usage: cni-lab fault [LAB] pod-down NODE/POD")
@@ -90,7 +82,7 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
         if not any(p.name == pod_name for p in node.pods):
             raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
         fault = Fault(kind, args[0], names.pod_netns(lab.name, node_name, pod_name), names.POD_IFNAME)
-        _set_link(fault.netns, fault.ifname, up=False)
+        edit.set_link(fault.netns, fault.ifname, up=False)
     elif kind == "route-del":
         fault = _route_del(lab, args)
     else:
@@ -116,34 +108,19 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     if route is None:
         where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.routing == "fabric" else ""
         raise LabError(f"{holder} has no route to {other}'s pods ({target.pod_cidr}){where}")
-    rtnl = _rtnl(ns)
-    try:
-        rtnl.delete_route(IPv4Network(route.dst), rtnl.index(route.dev) if route.dev else None)
-    finally:
-        rtnl.close()
-    saved = {"dst": route.dst, "gateway": route.gateway, "dev": route.dev, "onlink": route.onlink,
-             "scope_link": route.scope == "link", "proto": route.proto, "text": route.describe()}
-    return Fault("route-del", f"{holder}>{other}", ns, route.dev or "", saved)
+    saved = SavedRoute.of(route)
+    edit.delete_route(ns, saved)
+    return Fault("route-del", f"{holder}>{other}", ns, saved.dev, saved)
 
 
 def heal(lab: Lab) -> list[Fault]:
     """Undo every recorded fault (newest first), then make the lab what its plan says again."""
     faults = recorded(lab.name)
     for fault in reversed(faults):
-        if fault.kind in ("link-down", "pod-down"):
-            _set_link(fault.netns, fault.ifname, up=True)
-        elif fault.route is not None:
-            r = fault.route
-            rtnl = _rtnl(fault.netns)
-            try:
-                rtnl.add_route(IPv4Network(str(r["dst"])), rtnl.index(str(r["dev"])),
-                               gateway=IPv4Address(str(r["gateway"])) if r.get("gateway") else None,
-                               onlink=bool(r.get("onlink")), scope_link=bool(r.get("scope_link")))
-            except OSError as e:
-                if e.errno != 17:  # already back (BIRD put it back itself)
-                    raise
-            finally:
-                rtnl.close()
+        if fault.route is not None:
+            edit.restore_route(fault.netns, fault.route)
+        else:
+            edit.set_link(fault.netns, fault.ifname, up=True)
     _reapply(lab)
     _save(lab.name, [])
     return faults
@@ -153,36 +130,20 @@ def _reapply(lab: Lab) -> None:
     """Apply the plan again: creating steps accept what exists; a downed link loses its routes
     in the kernel, and this puts them back. Daemons and CNI ADD are not repeated."""
     the_plan = plan.build(lab)
-    with apply.Session(state.lab_dir(lab.name)) as session:
-        for step in the_plan.steps:
-            if isinstance(step, (steps.StartBird, steps.WaitBgp, steps.CniAdd, steps.WriteFile)):
-                continue
-            apply.apply_step(session, step)
+    folder = state.lab_dir(lab.name)
+    apply.reapply(the_plan, folder)
     if lab.dataplane == "cni":
         _reapply_cni_routes(lab)
     if lab.routing == "bgp":
-        for node in lab.nodes:
-            sock = state.lab_dir(lab.name) / names.bird_dir(node.name) / "bird.ctl"
-            subprocess.run(["birdc", "-s", str(sock), "restart", "all"], capture_output=True, timeout=10)
-        with apply.Session(state.lab_dir(lab.name)) as session:
-            for step in the_plan.steps:
-                if isinstance(step, steps.WaitBgp):
-                    apply.apply_step(session, step)
+        for node in lab.nodes:  # BIRD syncs its routes into the kernel again
+            daemons.resync_bird(folder / names.bird_dir(node.name) / "bird.ctl")
+        apply.converge_bgp(the_plan, folder)
 
 
 def _reapply_cni_routes(lab: Lab) -> None:
     """The routes the CNI plugins gave each pod (recorded results), put back where missing."""
-    for path in sorted((state.lab_dir(lab.name) / "cni").glob("*/*.json")):
+    for path in sorted(state.lab_dir(lab.name).glob(names.CNI_RESULTS)):
         record = json.loads(path.read_text())
-        rtnl = _rtnl(record["netns"])
-        try:
-            index = rtnl.index(record["ifname"])
-            for route in record["result"].get("routes", []):
-                gw = route.get("gw")
-                try:
-                    rtnl.add_route(IPv4Network(route["dst"]), index, gateway=IPv4Address(gw) if gw else None)
-                except OSError as e:
-                    if e.errno != 17:
-                        raise
-        finally:
-            rtnl.close()
+        routes = [(IPv4Network(r["dst"]), IPv4Address(r["gw"]) if r.get("gw") else None, False, False)
+                  for r in record["result"].get("routes", [])]
+        edit.add_routes(record["netns"], record["ifname"], routes)

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cni_lab import dataplanes, ipam, model, names, plan, state, steps
+from cni_lab import dataplanes, ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, cni, daemons, neighbours, netns
-from cni_lab.probe import check as probe_check
-from cni_lab.probe.check import CheckResult
+from cni_lab.probe import matrix
+from cni_lab.probe.matrix import CheckResult
 
 def from_state(st: state.LabState) -> Lab:
     return ipam.resolve(model.load_document(st.document, st.source))
@@ -94,14 +94,7 @@ def _heal(lab: Lab) -> tuple[str, ...]:
     dead = [node for node, (_, running) in daemon_status(lab).items() if not running]
     if not dead:
         return ()
-    the_plan = plan.build(lab)
-    with apply.Session(state.lab_dir(lab.name)) as session:
-        for step in the_plan.steps:
-            if isinstance(step, steps.StartBird) and any(step.netns == names.node_netns(lab.name, n) for n in dead):
-                apply.apply_step(session, step)
-        for step in the_plan.steps:
-            if isinstance(step, steps.WaitBgp):
-                apply.apply_step(session, step)
+    apply.converge_bgp(plan.build(lab), state.lab_dir(lab.name), {names.node_netns(lab.name, n) for n in dead})
     return tuple(f"bird on {n}" for n in dead)
 
 
@@ -197,10 +190,10 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         folder = state.lab_dir(lab_name)
         if neighbour_cap is not None:
             neighbours.raise_cap(folder, neighbour_cap, _other_labs(lab_name))
-        result = probe_check.run(lab, progress=progress, mtu=mtu, notice=notice)
+        result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
-            problems = [p for record in sorted(folder.glob("cni/*/*.json")) for p in cni.check(record, folder)]
+            problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni.check(record, folder)]
             result = dataclasses.replace(result, cni_problems=tuple(problems))
         return result
 

@@ -81,6 +81,20 @@ def cali_veth(lab: str, node: str, pod: str) -> str:
 CALICO_GATEWAY = "169.254.1.1"  # the link-local next hop every Calico pod routes through (proxy ARP answers)
 
 
+CNI_RESULTS = "cni/*/*.json"  # every pod's recorded ADD result, relative to the lab's state folder
+
+
+def cni_dir(node: str) -> str:
+    """A node's CNI files (its network configuration, host-local's dataDir, the pods' ADD results),
+    relative to the lab's state folder."""
+    return f"cni/{node}"
+
+
+def cni_result(node: str, pod: str) -> str:
+    """Where the runtime records a pod's CNI ADD result (what DEL, CHECK and `explain` read)."""
+    return f"{cni_dir(node)}/{pod}.json"
+
+
 def bird_dir(node: str) -> str:
     """A node's BIRD files (config, control socket, pid file, log), relative to the lab's state folder."""
     return f"bird/{node}"

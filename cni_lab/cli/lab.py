@@ -8,7 +8,7 @@ import sys
 import click
 from rich.table import Table
 
-from cni_lab import catalog, lifecycle, plan as planning, privileges, targets
+from cni_lab import catalog, lifecycle, plan, privileges, targets
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _complete_targets, _json, _progress, cli, err, out
 from cni_lab.errors import LabError
 from cni_lab.report import machine, terminal
@@ -24,7 +24,7 @@ def validate(scenario: str, as_json: bool) -> None:
     Example: cni-lab validate scenarios/two-nodes.yaml
     """
     lab = catalog.load(scenario)
-    planning.build(lab)  # what the data plane itself rules out (host-gw across segments ...)
+    plan.build(lab)  # what the data plane itself rules out (host-gw across segments ...)
     if as_json:
         _json(machine.lab_json(lab))
         return
@@ -34,21 +34,21 @@ def validate(scenario: str, as_json: bool) -> None:
     out.print(f"[green]✓[/] {lab.scenario.source} is valid: {len(lab.nodes)} nodes, {len(lab.pods)} pods")
 
 
-@cli.command()
+@cli.command("plan")
 @click.argument("scenario", shell_complete=_complete_scenarios)
 @click.option("--name", help="Lab name to plan for instead of the file's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
-def plan(scenario: str, name: str | None, as_json: bool) -> None:
+def plan_command(scenario: str, name: str | None, as_json: bool) -> None:
     """Show every kernel object `up` would create, as `ip` commands. No root needed.
 
     \b
     Example: cni-lab plan scenarios/two-nodes.yaml
     """
-    the_plan = planning.build(catalog.load(scenario, name))
+    built = plan.build(catalog.load(scenario, name))
     if as_json:
-        _json([{"op": type(s).__name__, "netns": s.netns, "command": s.describe()} for s in the_plan.steps])
+        _json([{"op": type(s).__name__, "netns": s.netns, "command": s.describe()} for s in built.steps])
         return
-    out.print(terminal.plan_view(the_plan))
+    out.print(terminal.plan_view(built))
 
 
 @cli.command()
@@ -102,9 +102,9 @@ def status(lab: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True, shell_complete=_complete_targets)
-def exec(args: tuple[str, ...]) -> None:
+def exec_command(args: tuple[str, ...]) -> None:
     """Run a command inside a node or pod: exec [LAB] NODE[/POD] -- COMMAND...
 
     \b

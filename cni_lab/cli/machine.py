@@ -10,17 +10,17 @@ from click.shell_completion import get_completion_class
 from cni_lab.cli.app import _json, cli, out
 
 
-@cli.command()
+@cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable checks.")
-def doctor(as_json: bool) -> None:
+def doctor_command(as_json: bool) -> None:
     """Can this machine run cni-lab? Kernel features, tools, privileges, leftovers: each with its fix.
 
     \b
     Example: sudo cni-lab doctor
     """
-    from cni_lab import doctor as checkup
+    from cni_lab import doctor
 
-    checks = checkup.run()
+    checks = doctor.run()
     if as_json:
         _json([{"name": c.name, "ok": c.ok, "found": c.found, "fix": c.fix, "required": c.required} for c in checks])
     else:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cni_lab import catalog, lifecycle, plan as planning, privileges
+from cni_lab import catalog, lifecycle, plan, privileges
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, cli, err
 from cni_lab.errors import LabError
 from cni_lab.lesson import explain as explain_lesson
@@ -23,7 +23,7 @@ def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None, st
         routes = {n["name"]: [(r["dst"], r["gateway"], r["dev"]) for r in n["routes"]] for n in facts["nodes"]}
         return topology.build(lab, routes), facts, lab.name
     lab = catalog.load(target)
-    planning.build(lab)
+    plan.build(lab)
     return topology.build(lab), None, lab.name
 
 

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from cni_lab import catalog, lifecycle
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
-from cni_lab.probe.check import CheckResult
+from cni_lab.probe.matrix import CheckResult
 from cni_lab.report import machine, terminal
 
 

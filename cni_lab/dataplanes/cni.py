@@ -53,7 +53,7 @@ def render(lab: Lab, node: Node) -> dict[str, Any]:
         "clusterCIDR": str(lab.scenario.cluster_cidr),
         # relative: the runtime resolves it inside the lab's state folder (each node its own,
         # as nodes share one filesystem here and host-local keeps its last address in it)
-        "dataDir": f"cni/{node.name}/ipam",
+        "dataDir": f"{names.cni_dir(node.name)}/ipam",
     }
 
     def fill(value: Any) -> Any:
@@ -91,7 +91,7 @@ class Cni(Bridge):
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
-        steps: list[Step] = [WriteFile(ns, f"cni/{node.name}/net.conflist", json.dumps(render(lab, node), indent=2))]
+        steps: list[Step] = [WriteFile(ns, f"{names.cni_dir(node.name)}/net.conflist", json.dumps(render(lab, node), indent=2))]
         if lab.routing == "vxlan":
             steps += Vxlan().vtep_steps(lab, node)
         return steps
@@ -102,8 +102,8 @@ class Cni(Bridge):
             pod_netns=names.pod_netns(lab.name, node.name, pod.name),
             container_id=container_id(lab, node, pod),
             ifname=names.POD_IFNAME,
-            conflist=f"cni/{node.name}/net.conflist",
-            result=f"cni/{node.name}/{pod.name}.json",
+            conflist=f"{names.cni_dir(node.name)}/net.conflist",
+            result=names.cni_result(node.name, pod.name),
             cni_path=lab.scenario.cni.cni_path,
             expect_ip=pod.ip,
         )]

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from cni_lab.errors import LabError
 from cni_lab.kernel import cni, daemons, inspect, netns
@@ -273,6 +273,27 @@ def shielded() -> Iterator[None]:
             signal.signal(s, handler)
     if pending:
         raise KeyboardInterrupt
+
+
+def reapply(plan: Plan, files: Path) -> None:
+    """Apply a running lab's plan again (every step accepts what exists): puts back what the kernel
+    dropped with a link that went down. Daemons, CNI ADD and files are not repeated."""
+    with Session(files) as session:
+        for step in plan.steps:
+            if not isinstance(step, (StartBird, WaitBgp, CniAdd, WriteFile)):
+                apply_step(session, step)
+
+
+def converge_bgp(plan: Plan, files: Path, restart: Collection[str] = ()) -> None:
+    """Start BIRD again in the node namespaces `restart` (where it died), then wait until every
+    node's sessions are Established and its peers' blocks are in the kernel."""
+    with Session(files) as session:
+        for step in plan.steps:
+            if isinstance(step, StartBird) and step.netns in restart:
+                apply_step(session, step)
+        for step in plan.steps:
+            if isinstance(step, WaitBgp):
+                apply_step(session, step)
 
 
 def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], None] | None = None) -> None:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from cni_lab import names
 from cni_lab.errors import LabError
 
 TIMEOUT = 30
@@ -116,7 +117,7 @@ def record(path: Path, node_netns: str, pod_netns: str, container_id: str, ifnam
 def delete_recorded(state: Path) -> list[str]:
     """DEL every pod recorded under the lab's state folder (before its namespaces go). Returns errors."""
     errors = []
-    for path in sorted(state.glob("cni/*/*.json")):
+    for path in sorted(state.glob(names.CNI_RESULTS)):
         try:
             rec = json.loads(path.read_text())
             conflist = json.loads((state / rec["conflist"]).read_text())

@@ -90,6 +90,12 @@ def protocols(socket: Path) -> list[Session]:
     return out
 
 
+def resync_bird(socket: Path) -> None:
+    """`birdc restart all`: BIRD drops and relearns its sessions, and exports its routes to the
+    kernel again (after a fault took one out). A BIRD that does not answer is left as it is."""
+    subprocess.run(["birdc", "-s", str(socket), "restart", "all"], capture_output=True, timeout=10)
+
+
 def wait_bgp(netns: str, node: str, folder: Path, peers: tuple[str, ...], learned: tuple[object, ...],
              timeout: float = BGP_TIMEOUT) -> None:
     """Until every session is Established and every remote block is a `proto bird` route here."""

@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Union
 from cni_lab import catalog, lifecycle
 from cni_lab.ipam import Lab
 from cni_lab.lesson import explain, trace
-from cni_lab.probe import check
-from cni_lab.probe.check import CheckResult
+from cni_lab.probe import matrix
+from cni_lab.probe.matrix import CheckResult
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def run(acts: tuple[Act, ...] = ACTS, pause: Callable[[Act], None] | None = None
             yield Facts(act, lab, facts)
             for src, dst in act.traces:
                 yield Traced(act, trace.trace(lab, src, dst))
-            result = check.run(lab)
+            result = matrix.run(lab)
             yield Proved(act, result)
             yield ActDone(act, judge(act, lab, facts, result))
         finally:

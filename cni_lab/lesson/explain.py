@@ -176,6 +176,6 @@ def _cni_result(lab: Lab, node: str, pod: str) -> dict[str, Any] | None:
     if lab.dataplane != "cni":
         return None
     try:
-        return json.loads((state.lab_dir(lab.name) / "cni" / node / f"{pod}.json").read_text()).get("result")
+        return json.loads((state.lab_dir(lab.name) / names.cni_result(node, pod)).read_text()).get("result")
     except (OSError, ValueError):
         return None

@@ -270,10 +270,10 @@ def to_json(t: Trace) -> dict[str, Any]:
 
 def verify(lab: Lab, t: Trace) -> str:
     """Send the real packets for the traced pair; returns the probe's verdict."""
-    from cni_lab.probe.engine import VERDICTS, Prober
+    from cni_lab.probe.engine import Prober, verdict_of
 
     with Prober([t.src, t.dst], lab.name) as prober:
-        return VERDICTS[prober.run([(0, 1)]).verdict[0]]
+        return verdict_of(prober.run([(0, 1)]).verdict[0])
 
 
 def agrees(t: Trace, verdict: str) -> bool:

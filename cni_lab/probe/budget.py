@@ -5,7 +5,7 @@ Every namespace's neighbour (ARP, NDP) entries live in one kernel table per fami
 whole machine by the root namespace's `gc_thresh3` (1024 by default). At the cap a new resolution
 fails in *every* namespace, the host's own included. `check` takes a budget out of the room the
 table has when it starts (`Budget`), cuts the matrix into batches whose entries fit in it
-(`schedule`), and `probe/check.py` deletes the entries a batch made, in the lab's own namespaces,
+(`schedule`), and `probe/matrix.py` deletes the entries a batch made, in the lab's own namespaces,
 before the next batch starts.
 
 What a batch costs is counted from the shapes of the lab, not measured, and errs high:
@@ -26,7 +26,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from cni_lab.probe.pairs import Endpoint
+from cni_lab.probe.pairs import AllPairs, Endpoint
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class Batch:
-    """Pairs to probe together (indexes into the all-pairs order of `probe/engine.AllPairs`) and
+    """Pairs to probe together (indexes into the all-pairs order of `probe/pairs.AllPairs`) and
     the namespaces whose neighbour entries they make (what is flushed after them)."""
 
     jobs: array  # array("I") of pair indexes
@@ -91,11 +91,6 @@ class _Unit:
     pods: int
 
 
-def _index(n: int, s: int, d: int) -> int:
-    """AllPairs.index: the position of (s, d) in the all-pairs order."""
-    return s * (n - 1) + (d if d < s else d - 1)
-
-
 def _chunks(members: list[int], pods_of: Sequence[bool], size: int) -> list[list[int]]:
     """`members` cut into chunks of at most `size` pods (a node endpoint rides along)."""
     out: list[list[int]] = [[]]
@@ -122,6 +117,7 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
     single block may not, when the budget is smaller than the smallest block: it is probed alone).
     `infrastructure`: the lab's namespaces that are not endpoints (routers), flushed after every batch."""
     n = len(endpoints)
+    _index = AllPairs(n).index
     is_pod = [ep.kind == "pod" for ep in endpoints]
     node_ns = {ep.node: ep.netns for ep in endpoints if ep.kind == "node"}
     by_node: dict[str, list[int]] = {}
@@ -146,8 +142,8 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
         parts = [members] if costs.local(pods) <= budget else _chunks(members, is_pod, size)
         for a, first in enumerate(parts):
             for second in parts[a:]:
-                jobs = ([_index(n, s, d) for s in first for d in first if s != d] if first is second else
-                        [_index(n, s, d) for s in first for d in second] + [_index(n, d, s) for s in first for d in second])
+                jobs = ([_index(s, d) for s in first for d in first if s != d] if first is second else
+                        [_index(s, d) for s in first for d in second] + [_index(d, s) for s in first for d in second])
                 count = sum(is_pod[i] for i in first) + (0 if first is second else sum(is_pod[i] for i in second))
                 blocks.append((costs.local(count), jobs, namespaces_of(first + ([] if first is second else second))))
 
@@ -203,4 +199,5 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
 
 def _between(n: int, a: list[int], b: list[int]) -> list[int]:
     """Both directions between two sets of endpoints."""
-    return [_index(n, s, d) for s in a for d in b] + [_index(n, d, s) for s in a for d in b]
+    index = AllPairs(n).index
+    return [index(s, d) for s in a for d in b] + [index(d, s) for s in a for d in b]

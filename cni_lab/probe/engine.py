@@ -29,7 +29,8 @@ from typing import Callable, Protocol, Sequence
 
 from cni_lab.errors import LabError
 from cni_lab.kernel import netns
-from cni_lab.probe.pairs import Endpoint
+from cni_lab.model import VERDICTS
+from cni_lab.probe.pairs import AllPairs, Endpoint
 
 PROBE_PORT = 31999
 MAGIC = b"CNIL"
@@ -40,8 +41,7 @@ ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_TIME_EXCEEDED = 8, 0, 3, 11
 UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
                  4: "fragmentation needed", 9: "network prohibited", 10: "host prohibited",
                  13: "administratively prohibited"}
-VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
-OK, NAT, WRONG_PEER, TIMEOUT, UNREACHABLE = range(5)
+OK, NAT, WRONG_PEER, TIMEOUT, UNREACHABLE = range(5)  # a pair's verdict as one byte: its index in VERDICTS
 PENDING = 255
 UDP_OK, ICMP_OK, DONE = 1, 2, 4
 Q_HEADER = struct.Struct("!Id")  # pair index, send time
@@ -63,23 +63,6 @@ class Jobs(Protocol):
     def __getitem__(self, i: int) -> tuple[int, int]: ...
 
 
-class AllPairs:
-    """Every ordered pair of n endpoints, source ≠ destination, without storing them."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n * (self.n - 1)
-
-    def __getitem__(self, i: int) -> tuple[int, int]:
-        s, r = divmod(i, self.n - 1)
-        return s, r if r < s else r + 1
-
-    def index(self, s: int, d: int) -> int:
-        return s * (self.n - 1) + (d if d < s else d - 1)
-
-
 @dataclass
 class Extra:
     """What is known about a pair beyond its verdict (kept only where it matters)."""
@@ -88,7 +71,7 @@ class Extra:
     answered_by: str | None = None  # identity of whoever answered the UDP probe
     detail: str = ""
     # a failure a full neighbour table also causes ("host unreachable": an ARP request that got
-    # no answer or no entry), probed again once the check has freed its entries (probe/check.py)
+    # no answer or no entry), probed again once the check has freed its entries (probe/matrix.py)
     unresolved: bool = False
 
 
@@ -131,6 +114,103 @@ def _raise_fd_limit(needed: int) -> None:
                        f"(ulimit -n): run `ulimit -n {want}` as root first")
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+class _Round:
+    """One run over a list of jobs: per job what was sent and answered and whether it is done,
+    when to look at it again, and its outcome."""
+
+    def __init__(self, prober: Prober, jobs: Jobs, sizes: Sequence[int] | None) -> None:
+        self.prober, self.jobs, self.sizes = prober, jobs, sizes
+        self.udp_only = sizes is not None
+        total = len(jobs)
+        self.out = Outcomes(jobs)
+        self.flags = bytearray(total)  # UDP_OK | ICMP_OK | DONE
+        self.attempts = bytearray(total)
+        self.sent_at = array("d", bytes(8 * total))
+        self.timers: list[tuple[float, int]] = []  # (when to look at the job again, job), a heap
+        self.active = 0  # jobs started and not finished
+        self.finished = 0
+
+    def start(self, j: int, now: float) -> None:
+        self.active += 1
+        self.send(j, now)
+
+    def send(self, j: int, now: float) -> None:
+        """One attempt: a UDP probe and an ICMP echo, each unless already answered."""
+        prober = self.prober
+        src, dst = self.jobs[j]
+        self.attempts[j] += 1
+        self.sent_at[j] = now
+        try:
+            if not self.flags[j] & UDP_OK:
+                query = b"Q" + MAGIC + prober.token + Q_HEADER.pack(j, now)
+                if self.sizes is not None:
+                    query = query.ljust(self.sizes[j] - HEADERS, b"\0")
+                prober.sender[src].sendto(query, (prober.ips[dst], PROBE_PORT))
+            if not self.udp_only and not self.flags[j] & ICMP_OK:
+                prober.pinger[src].sendto(_echo(j, prober.token, now), (prober.ips[dst], 0))
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                self.finish(j, TIMEOUT, Extra(detail=f"{self.sizes and self.sizes[j]} bytes is more than "
+                                              f"{prober.endpoints[src].id}'s own MTU"))
+                return
+            if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
+                self.finish(j, UNREACHABLE, Extra(detail=f"{prober.endpoints[src].id} has no route to "
+                                                  f"{prober.ips[dst]} ({os.strerror(e.errno)})",
+                                                  unresolved=e.errno == errno.EHOSTUNREACH))
+                return
+            if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EPERM):
+                raise
+        heapq.heappush(self.timers, (now + prober.settings.interval, j))
+
+    def finish(self, j: int, verdict: int, extra: Extra | None = None) -> None:
+        if self.flags[j] & DONE:
+            return
+        self.flags[j] |= DONE
+        self.out.verdict[j] = verdict
+        if extra is not None:
+            self.out.extra[j] = extra
+        self.active -= 1
+        self.finished += 1
+
+    def look_again(self, now: float) -> None:
+        """The jobs whose time has come: another attempt, or, after the last one has had time to
+        be answered, a timeout."""
+        s = self.prober.settings
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, j = heapq.heappop(timers)
+            if self.flags[j] & DONE:
+                continue
+            if self.attempts[j] < s.attempts:
+                self.send(j, now)
+            elif now - self.sent_at[j] >= s.settle:
+                self._expire(j)
+            else:
+                heapq.heappush(timers, (self.sent_at[j] + s.settle, j))
+
+    def _expire(self, j: int) -> None:
+        if self.flags[j] & UDP_OK:
+            if self.udp_only or self.flags[j] & ICMP_OK:  # pragma: no cover - finished on arrival
+                self.finish(j, OK)
+            else:
+                self.finish(j, TIMEOUT, Extra(detail="UDP answered but the ICMP echo was not"))
+            return
+        extra = self.out.extra.get(j)
+        _, dst = self.jobs[j]
+        self.finish(j, TIMEOUT, Extra(detail=(extra.detail if extra and extra.detail else
+                                              f"no answer from {self.prober.ips[dst]} after {self.attempts[j]} attempts")))
+
+    def give_up(self) -> None:
+        for j in range(len(self.jobs)):
+            if not self.flags[j] & DONE and self.attempts[j]:
+                self.finish(j, TIMEOUT, Extra(detail="check ran out of time"))
+
+
+def verdict_of(code: int) -> str:
+    """The verdict a byte of `Outcomes.verdict` stands for (a pair never finished is a timeout)."""
+    return VERDICTS[code] if code < len(VERDICTS) else "timeout"
 
 
 def identity(lab: str, ep: Endpoint) -> str:
@@ -233,106 +313,38 @@ class Prober:
 
     def run(self, jobs: Jobs, progress: Callable[[int, int], None] | None = None,
             sizes: Sequence[int] | None = None) -> Outcomes:
-        """Probe every job. With `sizes` (an IP packet size per job) only UDP probes of exactly
-        that size are sent, with DF set: an MTU test."""
+        """Probe every job, at most `settings.window` at a time. With `sizes` (an IP packet size
+        per job) only UDP probes of exactly that size are sent, with DF set: an MTU test."""
         s = self.settings
-        out = Outcomes(jobs)
+        round_ = _Round(self, jobs, sizes)
         total = len(jobs)
-        flags = bytearray(total)
-        attempts = bytearray(total)
-        sent_at = array("d", bytes(8 * total)) if total else array("d")
-        timers: list[tuple[float, int]] = []  # (when to look at the job again, job)
-        active = 0
-        finished = 0
-        next_job = 0
         started = time.monotonic()
         last_progress = 0.0
-        udp_only = sizes is not None
-
-        def send(j: int, now: float) -> None:
-            src, dst = jobs[j]
-            attempts[j] += 1
-            sent_at[j] = now
-            try:
-                if not flags[j] & UDP_OK:
-                    query = b"Q" + MAGIC + self.token + Q_HEADER.pack(j, now)
-                    if sizes is not None:
-                        query = query.ljust(sizes[j] - HEADERS, b"\0")
-                    self.sender[src].sendto(query, (self.ips[dst], PROBE_PORT))
-                if not udp_only and not flags[j] & ICMP_OK:
-                    self.pinger[src].sendto(_echo(j, self.token, now), (self.ips[dst], 0))
-            except OSError as e:
-                if e.errno == errno.EMSGSIZE:
-                    finish(j, TIMEOUT, Extra(detail=f"{sizes and sizes[j]} bytes is more than "
-                                             f"{self.endpoints[src].id}'s own MTU"))
-                    return
-                if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
-                    finish(j, UNREACHABLE, Extra(detail=f"{self.endpoints[src].id} has no route to "
-                                                 f"{self.ips[dst]} ({os.strerror(e.errno)})",
-                                                 unresolved=e.errno == errno.EHOSTUNREACH))
-                    return
-                if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EPERM):
-                    raise
-            heapq.heappush(timers, (now + s.interval, j))
-
-        def finish(j: int, verdict: int, extra: Extra | None = None) -> None:
-            nonlocal active, finished
-            if flags[j] & DONE:
-                return
-            flags[j] |= DONE
-            out.verdict[j] = verdict
-            if extra is not None:
-                out.extra[j] = extra
-            active -= 1
-            finished += 1
-
-        def expire(j: int) -> None:
-            src, dst = jobs[j]
-            extra = out.extra.get(j)
-            if flags[j] & UDP_OK:
-                if udp_only or flags[j] & ICMP_OK:  # pragma: no cover - finished on arrival
-                    finish(j, OK)
-                else:
-                    finish(j, TIMEOUT, Extra(detail="UDP answered but the ICMP echo was not"))
-            else:
-                finish(j, TIMEOUT, Extra(detail=(extra.detail if extra and extra.detail else
-                                                 f"no answer from {self.ips[dst]} after {attempts[j]} attempts")))
-
-        while next_job < total or active:
+        next_job = 0
+        while next_job < total or round_.active:
             now = time.monotonic()
             if now - started > s.deadline:
-                for j in range(total):
-                    if not flags[j] & DONE and attempts[j]:
-                        finish(j, TIMEOUT, Extra(detail="check ran out of time"))
+                round_.give_up()
                 break
-            while next_job < total and active < s.window:
-                active += 1
-                send(next_job, now)
+            while next_job < total and round_.active < s.window:
+                round_.start(next_job, now)
                 next_job += 1
-            while timers and timers[0][0] <= now:
-                _, j = heapq.heappop(timers)
-                if flags[j] & DONE:
-                    continue
-                if attempts[j] < s.attempts:
-                    send(j, now)
-                elif now - sent_at[j] >= s.settle:
-                    expire(j)
-                else:
-                    heapq.heappush(timers, (sent_at[j] + s.settle, j))
+            round_.look_again(now)
             if progress is not None and now - last_progress > 0.1:
-                progress(finished, total)
+                progress(round_.finished, total)
                 last_progress = now
+            timers = round_.timers
             timeout = max(0.0, min(0.05, timers[0][0] - now)) if timers else 0.05
             for key, _ in self.selector.select(timeout=timeout):
                 kind, i = key.data
                 if kind == 0:
-                    self._drain_udp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
+                    self._drain_udp(key.fileobj, i, round_)  # type: ignore[arg-type]
                 else:
-                    self._drain_icmp(key.fileobj, i, jobs, out, flags, udp_only, finish)  # type: ignore[arg-type]
+                    self._drain_icmp(key.fileobj, i, round_)  # type: ignore[arg-type]
         if progress is not None:
-            progress(finished, total)
-        out.duration = time.monotonic() - started
-        return out
+            progress(round_.finished, total)
+        round_.out.duration = time.monotonic() - started
+        return round_.out
 
     # -- in a worker process (probe/workers.py) ------------------------------------------------------
 
@@ -359,10 +371,11 @@ class Prober:
 
     def answer(self, i: int) -> None:
         """Answer the probes waiting at endpoint i's responder (between a worker's batches)."""
-        self._drain_udp(self.udp[i], i, _NO_JOBS, Outcomes(_NO_JOBS), bytearray(), False, lambda *_: None)
+        self._drain_udp(self.udp[i], i, _Round(self, _NO_JOBS, None))
 
-    def _drain_udp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
-                   finish: Callable[..., None]) -> None:
+    def _drain_udp(self, sock: socket.socket, i: int, r: _Round) -> None:
+        """Answer the probes waiting at a responder; take the answers to this round's probes."""
+        flags, out = r.flags, r.out
         while True:
             try:
                 data, addr = sock.recvfrom(2048)
@@ -382,7 +395,7 @@ class Prober:
             j, sent = Q_HEADER.unpack_from(data, 9)
             if j >= len(flags) or flags[j] & (DONE | UDP_OK):
                 continue
-            src, dst = jobs[j]
+            src, dst = r.jobs[j]
             if src != i:
                 continue
             _, observed, who = data[21:].split(b"|", 2)
@@ -391,17 +404,18 @@ class Prober:
                 out.rtt[j] = (time.monotonic() - sent) * 1000
             if who != self.ids[dst]:
                 answered = who.decode(errors="replace")
-                finish(j, WRONG_PEER, Extra(observed.decode(), answered,
+                r.finish(j, WRONG_PEER, Extra(observed.decode(), answered,
                                             f"{self.ips[dst]} was answered by {answered}, not {self.endpoints[dst].id}"))
             elif observed.decode() != self.ips[src]:
                 obs = observed.decode()
-                finish(j, NAT, Extra(obs, who.decode(),
+                r.finish(j, NAT, Extra(obs, who.decode(),
                                      f"{self.endpoints[dst].id} saw the packet come from {obs}, not {self.ips[src]}"))
-            elif udp_only or flags[j] & ICMP_OK:
-                finish(j, OK)
+            elif r.udp_only or flags[j] & ICMP_OK:
+                r.finish(j, OK)
 
-    def _drain_icmp(self, sock: socket.socket, i: int, jobs: Jobs, out: Outcomes, flags: bytearray, udp_only: bool,
-                    finish: Callable[..., None]) -> None:
+    def _drain_icmp(self, sock: socket.socket, i: int, r: _Round) -> None:
+        """Echo replies to this round's pings, and the ICMP errors that name who refused them."""
+        flags, out, jobs = r.flags, r.out, r.jobs
         while True:
             try:
                 data = sock.recv(2048)
@@ -421,7 +435,7 @@ class Prober:
                 flags[j] |= ICMP_OK
                 out.rtt[j] = (time.monotonic() - sent) * 1000  # the echo's RTT: the one a learner knows from ping
                 if flags[j] & UDP_OK:
-                    finish(j, OK)
+                    r.finish(j, OK)
             elif kind in (ICMP_UNREACH, ICMP_TIME_EXCEEDED):
                 icmp = data[ihl:]
                 inner = icmp[8:]
@@ -433,10 +447,10 @@ class Prober:
                 if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
                     continue
                 what = UNREACH_CODES.get(icmp[1], f"code {icmp[1]}") if kind == ICMP_UNREACH else "TTL exceeded"
-                finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}",
+                r.finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}",
                                              unresolved=kind == ICMP_UNREACH and icmp[1] == 1))
 
 
 _NO_JOBS = AllPairs(1)
 
-__all__ = ["AllPairs", "Extra", "Outcomes", "Prober", "Settings", "VERDICTS"]
+__all__ = ["Extra", "Outcomes", "Prober", "Settings", "verdict_of"]

@@ -45,6 +45,25 @@ class Pair:
     expected: frozenset[str]
 
 
+class AllPairs:
+    """Every ordered pair of n endpoints, source ≠ destination, without storing them: pair i is
+    (i // (n-1), the i % (n-1)-th other endpoint). The one numbering of pairs: verdicts, batches
+    and reports all index by it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n * (self.n - 1)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        s, r = divmod(i, self.n - 1)
+        return s, r if r < s else r + 1
+
+    def index(self, s: int, d: int) -> int:
+        return s * (self.n - 1) + (d if d < s else d - 1)
+
+
 def endpoints(lab: Lab) -> list[Endpoint]:
     out = []
     for node in lab.nodes:

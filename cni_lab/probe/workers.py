@@ -21,7 +21,8 @@ import struct
 from array import array
 from typing import Callable, Sequence
 
-from cni_lab.probe.engine import AllPairs, Jobs, Outcomes, Prober
+from cni_lab.probe.engine import Jobs, Outcomes, Prober
+from cni_lab.probe.pairs import AllPairs
 
 LENGTH = struct.Struct("Q")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from cni_lab import names
 from cni_lab.ipam import Lab
-from cni_lab.probe.check import CheckResult, PairResult
+from cni_lab.probe.matrix import CheckResult, PairResult
 from cni_lab.state import Status
 
 SCHEMA_ID = "cni-lab/check/v1"
@@ -66,8 +66,8 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         # every pair for labs up to PAIRS_IN_FULL; beyond, only those not as expected (see pairsOmitted)
         "pairs": [pair_json(r) for r in (result.results if len(result) <= PAIRS_IN_FULL else result.failures)],
         "pairsOmitted": 0 if len(result) <= PAIRS_IN_FULL else len(result) - len(result.failures),
-        "notes": result.notes,
-        "cniCheck": result.cni_problems,
+        "notes": list(result.notes),
+        "cniCheck": list(result.cni_problems),
         "neighbours": neighbours_json(result),
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}

@@ -10,7 +10,7 @@ from cni_lab import names
 from cni_lab.ipam import Lab
 from cni_lab.state import Status
 from cni_lab.plan import Plan
-from cni_lab.probe.check import CheckResult
+from cni_lab.probe.matrix import CheckResult
 from cni_lab.probe.pairs import endpoints
 
 

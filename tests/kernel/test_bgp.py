@@ -17,7 +17,7 @@ from cni_lab import lifecycle, names, state
 from cni_lab.ipam import Lab
 from cni_lab.kernel import daemons
 from cni_lab.lesson import explain
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def bird_pids() -> set[int]:
 
 def test_three_node_bgp_lab_passes_and_looks_like_calico(make_lab: MakeLab) -> None:
     lab = make_lab(bgp_lab())
-    result = check.run(lab)
+    result = matrix.run(lab)
     assert {r.verdict for r in result.results} == {"ok"}
     assert all(r.observed == str(r.pair.src.ip) for r in result.results)
 
@@ -85,7 +85,7 @@ def test_stopping_one_bird_breaks_exactly_its_pairs_and_up_heals_them(make_lab: 
     assert not st.healthy and st.daemons["node2"][1] is False
     time.sleep(0.3)  # the peers notice the closed sessions
 
-    result = check.run(lab)
+    result = matrix.run(lab)
 
     def group(endpoint_id: str) -> str:
         return endpoint_id.split("/")[0]
@@ -101,7 +101,7 @@ def test_stopping_one_bird_breaks_exactly_its_pairs_and_up_heals_them(make_lab: 
 
     healed = lifecycle.up(lab)
     assert healed.healed == ("bird on node2",)
-    assert {r.verdict for r in check.run(lab).results} == {"ok"}
+    assert {r.verdict for r in matrix.run(lab).results} == {"ok"}
     assert lifecycle.status(lab.name).healthy
 
 

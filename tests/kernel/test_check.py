@@ -17,7 +17,7 @@ from helpers import ns_of, run_in, two_nodes
 from cni_lab import lifecycle, names
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 from cni_lab.probe.budget import Budget
 from cni_lab.report import machine
 
@@ -25,13 +25,13 @@ MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def by_pair(result: check.CheckResult) -> dict[tuple[str, str], object]:
+def by_pair(result: matrix.CheckResult) -> dict[tuple[str, str], object]:
     return {(r.pair.src.id, r.pair.dst.id): r for r in result.results}
 
 
 def test_host_gw_every_pair_ok_and_sources_are_the_senders(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    result = check.run(lab)
+    result = matrix.run(lab)
     assert len(result.results) == 5 * 4
     assert {r.verdict for r in result.results} == {"ok"}
     for r in result.results:
@@ -52,7 +52,7 @@ def test_masquerade_on_one_node_is_reported_as_nat_for_exactly_its_pairs(make_la
         'add rule ip lab post ip saddr 10.244.0.0/24 oifname "eth0" masquerade\n'
     )
     subprocess.run(["ip", "netns", "exec", node1, "nft", "-f", "-"], input=rules, text=True, check=True)
-    result = check.run(lab)
+    result = matrix.run(lab)
     nat = {(r.pair.src.id, r.pair.dst.id) for r in result.results if r.verdict == "nat"}
     assert nat == {(s, d) for s in ("node1/web", "node1/db") for d in ("node2", "node2/api")}
     for r in result.results:
@@ -75,7 +75,7 @@ def test_overlapping_pod_cidrs_are_answered_by_the_wrong_pod(make_lab: MakeLab) 
             {"name": "node2", "podCIDR": "10.244.0.0/24", "pods": ["pod1"]},
         ],
     })
-    pairs = by_pair(check.run(lab))
+    pairs = by_pair(matrix.run(lab))
     r = pairs[("node1/pod1", "node2/pod1")]
     assert r.verdict == "wrong-peer"  # type: ignore[attr-defined]
     assert r.answered_by == f"{lab.name}/node1/pod1"  # type: ignore[attr-defined]
@@ -86,7 +86,7 @@ def test_overlapping_pod_cidrs_are_answered_by_the_wrong_pod(make_lab: MakeLab) 
 
 def test_bridge_lab_cross_node_pairs_fail_same_node_pairs_pass(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("bridge"))
-    result = check.run(lab)
+    result = matrix.run(lab)
     for r in result.results:
         if r.pair.rule == "pod-pod-cross-node":
             # the node has no route to the other pod CIDR and says so (ICMP network unreachable)
@@ -101,7 +101,7 @@ def test_bridge_lab_cross_node_pairs_fail_same_node_pairs_pass(make_lab: MakeLab
 
 def test_json_follows_the_schema_and_junit_parses(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("bridge"))
-    result = check.run(lab)
+    result = matrix.run(lab)
     schema = json.loads((ROOT / "docs/check.schema.json").read_text())
     document = machine.check_json(result)
     jsonschema.validate(document, schema)
@@ -120,7 +120,7 @@ def test_json_follows_the_schema_and_junit_parses(make_lab: MakeLab) -> None:
 def test_check_leaves_no_responder_or_socket_behind(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
     fds = len(os.listdir("/proc/self/fd"))
-    check.run(lab)
+    matrix.run(lab)
     assert len(os.listdir("/proc/self/fd")) == fds
     namespaces = [n for n in netns.listing() if names.lab_of_netns(n) == lab.name]
     assert netns.pids_in(namespaces) == {}
@@ -144,7 +144,7 @@ def test_run_is_up_check_down_with_checks_exit_code(tmp_path: Path) -> None:
 def test_a_lab_past_its_neighbour_budget_is_said_before_probing_and_probed_in_batches(
         make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    monkeypatch.setattr(check, "table_room", lambda: Budget(16, 0))  # as if the host allowed 16 ARP entries
+    monkeypatch.setattr(matrix, "table_room", lambda: Budget(16, 0))  # as if the host allowed 16 ARP entries
     heard: list[tuple[str, int]] = []
     probed: list[int] = []
     result = lifecycle.check(lab.name, progress=lambda done, total: probed.append(done),

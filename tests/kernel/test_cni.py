@@ -17,7 +17,7 @@ from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
 from cni_lab.lesson import explain
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def cni_lab(routing: str = "host-gw", **cni: Any) -> dict[str, Any]:
 def test_bridge_host_local_with_host_gw_passes_with_host_locals_addresses(make_lab: MakeLab) -> None:
     var_lib_cni = os.path.exists("/var/lib/cni")
     lab = make_lab(cni_lab())
-    result = check.run(lab)
+    result = matrix.run(lab)
     assert {r.verdict for r in result.results} == {"ok"}
     folder = state.lab_dir(lab.name) / "cni"
     reserved = sorted(p.name for p in (folder / "node1/ipam" / f"cnilab-{lab.name}").iterdir() if p.name.startswith("10."))
@@ -71,7 +71,7 @@ def test_bring_your_own_ptp_chain_and_vxlan_routing(make_lab: MakeLab) -> None:
     conflist = json.loads((ROOT / "scenarios/cni-ptp.conflist").read_text())
     for document in (cni_lab("host-gw", conflist=conflist), cni_lab("vxlan")):
         lab = make_lab(document)
-        assert {r.verdict for r in check.run(lab).results} == {"ok"}
+        assert {r.verdict for r in matrix.run(lab).results} == {"ok"}
     ptp = make_lab(cni_lab("host-gw", conflist=conflist))
     assert "cni0" not in run_in(ns_of(ptp, "node1"), "ip", "link", check=True).stdout
 

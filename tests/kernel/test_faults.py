@@ -9,7 +9,7 @@ import pytest
 from cni_lab import faults, lifecycle
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 from cni_lab.probe.pairs import Endpoint
 
 MakeLab = Callable[..., Lab]
@@ -61,14 +61,14 @@ def test_fault_breaks_exactly_its_pairs_and_heal_restores(make_lab: MakeLab, dat
     faults.inject(lab, kind, args)
     status = lifecycle.status(lab.name)
     assert not status.healthy and len(status.faults) == 1
-    result = check.run(lab)
+    result = matrix.run(lab)
     broken = {(r.pair.src.id, r.pair.dst.id) for r in result.results if r.verdict != "ok"}
     want = {(r.pair.src.id, r.pair.dst.id) for r in result.results if expected_broken(dataplane, kind, args, r.pair.src, r.pair.dst)}
     assert broken == want
     assert {r.verdict for r in result.results if r.verdict != "ok"} <= {"timeout", "unreachable"}
     faults.heal(lab)
     assert lifecycle.status(lab.name).healthy
-    assert {r.verdict for r in check.run(lab).results} == {"ok"}
+    assert {r.verdict for r in matrix.run(lab).results} == {"ok"}
 
 
 def test_unknown_targets_are_clear_errors(make_lab: MakeLab) -> None:

@@ -12,7 +12,7 @@ from helpers import ns_of, run_in, two_nodes
 
 from cni_lab.ipam import Lab
 from cni_lab.lesson import demo, explain, trace
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 
 MakeLab = Callable[..., Lab]
 
@@ -31,7 +31,7 @@ def test_every_demo_act_shows_what_it_should() -> None:
 def test_demo_judge_notices_a_broken_act(make_lab: MakeLab) -> None:
     # Act 3's judgement must fail on a lab without routes: the proof is not rubber-stamped.
     lab = make_lab({**two_nodes("bridge")})
-    result = check.run(lab)
+    result = matrix.run(lab)
     assert demo.judge(demo.ACTS[2], lab, explain.read(lab), result)
 
 
@@ -98,6 +98,6 @@ def test_bridge_trace_ends_at_the_node_with_no_route(make_lab: MakeLab) -> None:
 ], ids=["host-gw", "bridge", "conflict"])
 def test_every_trace_agrees_with_the_real_packet(make_lab: MakeLab, document: dict) -> None:  # type: ignore[type-arg]
     lab = make_lab(document)
-    for r in check.run(lab).results:
+    for r in matrix.run(lab).results:
         t = trace.trace(lab, r.pair.src.id, r.pair.dst.id)
         assert trace.agrees(t, r.verdict), (r.pair.src.id, r.pair.dst.id, r.verdict, t.summary())

@@ -16,7 +16,7 @@ from cni_lab import names, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 
 MakeLab = Callable[..., Lab]
 
@@ -39,7 +39,7 @@ def racks(dataplane: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("document", [two_nodes("vxlan"), three_nodes("vxlan")], ids=["two", "three"])
 def test_vxlan_full_matrix_without_nat(make_lab: MakeLab, document: dict[str, Any]) -> None:
-    result = check.run(make_lab(document))
+    result = matrix.run(make_lab(document))
     assert {r.verdict for r in result.results} == {"ok"}
     assert all(r.observed == str(r.pair.src.ip) for r in result.results)
 
@@ -104,7 +104,7 @@ def test_host_gw_across_segments_is_refused_before_anything_is_built(make_lab: M
 @pytest.mark.parametrize("dataplane", ["vxlan", "fabric"])
 def test_vxlan_and_fabric_pass_across_segments(make_lab: MakeLab, dataplane: str) -> None:
     lab = make_lab(racks(dataplane))
-    result = check.run(lab)
+    result = matrix.run(lab)
     assert {r.verdict for r in result.results} == {"ok"}, [(r.pair.src.id, r.pair.dst.id, r.detail) for r in result.failures]
     router = names.router_netns(lab.name)
     routes = run_in(router, "ip", "route", check=True).stdout
@@ -118,10 +118,10 @@ def test_vxlan_and_fabric_pass_across_segments(make_lab: MakeLab, dataplane: str
 def test_mtu_black_hole_pings_pass_full_size_packets_do_not(make_lab: MakeLab) -> None:
     lab = make_lab({**two_nodes("vxlan"), "networking": {"podMTU": 1500}})
     assert pings(ns_of(lab, "node1/web"), "10.244.1.2")
-    result = check.run(lab, mtu=True)
+    result = matrix.run(lab, mtu=True)
     assert all(r.met for r in result.results)  # every pair "works"...
     assert result.mtu and not any(m.passed for m in result.mtu)  # ...until a packet is full-size
     assert {m.largest for m in result.mtu} == {1450}
     assert not result.passed
-    healthy = check.run(make_lab(two_nodes("vxlan")), mtu=True)
+    healthy = matrix.run(make_lab(two_nodes("vxlan")), mtu=True)
     assert healthy.mtu and all(m.passed and m.size == 1450 for m in healthy.mtu)

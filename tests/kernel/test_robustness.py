@@ -17,7 +17,7 @@ from helpers import root_snapshot
 from cni_lab import lifecycle, names, state
 from cni_lab.errors import LabError
 from cni_lab.kernel import netns
-from cni_lab.probe import check
+from cni_lab.probe import matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cni_lab"]
@@ -45,7 +45,7 @@ def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
     fds = sorted(os.listdir("/proc/self/fd"))
     for _ in range(50):
         lifecycle.up(lab)
-        result = check.run(lab)
+        result = matrix.run(lab)
         assert dataplane == "bridge" or result.passed
         lifecycle.down(name)
     assert lab_namespaces(name) == []
@@ -89,7 +89,7 @@ def test_interrupted_up_at_several_points(tmp_path: Path, at: int) -> None:
     again = subprocess.run([*CLI, "up", str(scenario), "--name", "tkkill"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "earlier, unfinished" in again.stderr
-    assert check.run(lifecycle.running_lab("tkkill")[0]).passed
+    assert matrix.run(lifecycle.running_lab("tkkill")[0]).passed
     proc = build_slowly(scenario, "tkkill2")
     wait_for_namespaces("tkkill2", at, proc)
     proc.kill()

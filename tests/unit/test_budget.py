@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from cni_lab.probe.budget import Budget, Costs, schedule
-from cni_lab.probe.engine import AllPairs
+from cni_lab.probe.pairs import AllPairs
 from cni_lab.probe.pairs import Endpoint
 
 

@@ -10,8 +10,9 @@ import jsonschema
 
 from cni_lab import ipam, model
 from cni_lab.probe import pairs
-from cni_lab.probe.check import CheckResult, NeighbourUse
-from cni_lab.probe.engine import OK, AllPairs, Outcomes
+from cni_lab.probe.matrix import CheckResult, NeighbourUse
+from cni_lab.probe.engine import OK, Outcomes
+from cni_lab.probe.pairs import AllPairs
 from cni_lab.report import machine
 
 ROOT = Path(__file__).resolve().parents[2]

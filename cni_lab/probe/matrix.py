@@ -18,8 +18,8 @@ from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
-from cni_lab.probe.engine import OK, TIMEOUT, UNREACHABLE, VERDICTS, AllPairs, Extra, Outcomes, Prober, Settings, identity
-from cni_lab.probe.pairs import Endpoint, Pair
+from cni_lab.probe.engine import OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
+from cni_lab.probe.pairs import AllPairs, Endpoint, Pair
 from cni_lab.probe.workers import Picked, Workers
 
 PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
@@ -99,7 +99,7 @@ class CheckResult:
         extra = self.outcomes.extra.get(i)
         if code == OK:
             return PairResult(pair, "ok", rtt, pair.src.address, identity(self.lab.name, pair.dst))
-        verdict = VERDICTS[code] if code < len(VERDICTS) else "timeout"
+        verdict = verdict_of(code)
         if extra is None:
             return PairResult(pair, verdict, rtt)
         return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail)
@@ -107,18 +107,16 @@ class CheckResult:
     def _met_flags(self) -> Iterator[tuple[int, str, bool, bool]]:
         """(index, rule, met, expected ok) per pair, without building result objects."""
         expectations = self.lab.scenario.expect
-        n = len(self.endpoints)
         eps = self.endpoints
+        jobs = self.outcomes.jobs
         for i, code in enumerate(self.outcomes.verdict):
-            s, r = divmod(i, n - 1)
-            d = r if r < s else r + 1
+            s, d = jobs[i]
             rule = pairing.rule_of(eps[s], eps[d])
             if not expectations:
                 yield i, rule, code == OK, True
                 continue
             want = pairing.expected(expectations, eps[s], eps[d], rule)
-            verdict = VERDICTS[code] if code < len(VERDICTS) else "timeout"
-            yield i, rule, verdict in want, "ok" in want
+            yield i, rule, verdict_of(code) in want, "ok" in want
 
     @cached_property
     def results(self) -> list[PairResult]:

@@ -1,0 +1,79 @@
+"""Small changes to a running lab, for `fault` and `heal`: a link down and up again, a route taken
+out and put back exactly as it was read from the kernel. Each is safe to repeat."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from cni_lab.kernel import inspect
+
+
+@dataclass(frozen=True)
+class SavedRoute:
+    """A route as it was in the kernel before a fault removed it (what `heal` puts back)."""
+
+    dst: str
+    dev: str
+    gateway: str | None = None
+    onlink: bool = False
+    scope_link: bool = False
+    proto: str = "boot"
+    text: str = ""  # as `ip route` shows it
+
+    @staticmethod
+    def of(route: inspect.Route) -> SavedRoute:
+        return SavedRoute(route.dst, route.dev or "", route.gateway, route.onlink, route.scope == "link", route.proto,
+                          route.describe())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SavedRoute:
+        return SavedRoute(**{k: data[k] for k in SavedRoute.__dataclass_fields__ if k in data})
+
+
+def set_link(ns: str, ifname: str, up: bool) -> None:
+    from cni_lab.kernel.rtnl import Rtnl  # pyroute2: see kernel/__init__.py
+
+    rtnl = Rtnl(ns)
+    try:
+        rtnl.set_link(rtnl.index(ifname), up=up)
+    finally:
+        rtnl.close()
+
+
+def delete_route(ns: str, route: SavedRoute) -> None:
+    from cni_lab.kernel.rtnl import Rtnl
+
+    rtnl = Rtnl(ns)
+    try:
+        rtnl.delete_route(IPv4Network(route.dst), rtnl.index(route.dev) if route.dev else None)
+    finally:
+        rtnl.close()
+
+
+def add_routes(ns: str, ifname: str, routes: list[tuple[IPv4Network, IPv4Address | None, bool, bool]]) -> None:
+    """(dst, gateway, onlink, scope link) routes via `ifname`; one that is there already (BIRD
+    or the kernel put it back) is as good as added."""
+    from cni_lab.kernel.rtnl import Rtnl
+
+    rtnl = Rtnl(ns)
+    try:
+        index = rtnl.index(ifname)
+        for dst, gateway, onlink, scope_link in routes:
+            try:
+                rtnl.add_route(dst, index, gateway=gateway, onlink=onlink, scope_link=scope_link)
+            except OSError as e:
+                if e.errno != errno.EEXIST:
+                    raise
+    finally:
+        rtnl.close()
+
+
+def restore_route(ns: str, route: SavedRoute) -> None:
+    gateway = IPv4Address(route.gateway) if route.gateway else None
+    add_routes(ns, route.dev, [(IPv4Network(route.dst), gateway, route.onlink, route.scope_link)])

@@ -17,17 +17,6 @@ from cni_lab.probe import matrix
 MakeLab = Callable[..., Lab]
 
 
-def test_every_demo_act_shows_what_it_should() -> None:
-    events = list(demo.run())
-    done = [e for e in events if isinstance(e, demo.ActDone)]
-    assert [d.act.number for d in done] == [1, 2, 3]
-    assert all(d.passed for d in done), [d.problems for d in done]
-    proofs = {e.act.number: e.result for e in events if isinstance(e, demo.Proved)}
-    wrong = [r for r in proofs[2].results if r.verdict == "wrong-peer"]
-    assert any(r.pair.src.id == "node1/pod1" and r.pair.dst.id == "node2/pod1" for r in wrong)
-    assert {r.verdict for r in proofs[3].results} == {"ok"}
-
-
 def test_demo_judge_notices_a_broken_act(make_lab: MakeLab) -> None:
     # Act 3's judgement must fail on a lab without routes: the proof is not rubber-stamped.
     lab = make_lab({**two_nodes("bridge")})
@@ -35,10 +24,13 @@ def test_demo_judge_notices_a_broken_act(make_lab: MakeLab) -> None:
     assert demo.judge(demo.ACTS[2], lab, explain.read(lab), result)
 
 
-def test_demo_cli_exits_zero() -> None:
+def test_the_demo_shows_every_act_and_exits_zero() -> None:
+    # the one run of the demo in the suite: it exits 0 only if every act's judgement passed
+    # (act 2's pods answer for each other, act 3's pairs are all ok; the test above shows the
+    # judgement can fail)
     done = subprocess.run([sys.executable, "-m", "cni_lab", "demo"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
-    assert "Act 3" in done.stdout and "PASS" in done.stdout
+    assert all(f"Act {n}" in done.stdout for n in (1, 2, 3)) and done.stdout.count("PASS") >= 3
 
 
 def test_explain_json_matches_the_kernel(make_lab: MakeLab) -> None:

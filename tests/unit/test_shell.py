@@ -1,7 +1,9 @@
-"""Shell polish: every command's help has an example; completion scripts; the CI files."""
+"""Shell polish: every command's help has an example; completion scripts; the CI files; the Vagrantfile."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,17 @@ def test_every_package_is_in_the_wheel() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cni_lab").rglob("__init__.py")}
     assert found <= listed, found - listed
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed (.ci/run installs it)")
+def test_vagrantfile_is_valid_ruby() -> None:
+    done = subprocess.run(["ruby", "-c", str(ROOT / "Vagrantfile")], capture_output=True, text=True)
+    assert done.returncode == 0 and "Syntax OK" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None,
+                    reason="Debian's vagrant is not installed (its dependencies do not install on this Debian mirror)")
+def test_vagrant_validates_the_vagrantfile() -> None:
+    checked = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

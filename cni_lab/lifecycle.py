@@ -150,6 +150,12 @@ def running() -> list[str]:
 def pick(name: str | None) -> str:
     """The lab a command means: the one named, or the only one running."""
     labs = running()
+    if name is not None and name not in labs:
+        # the scenario's file name, when it runs under a shorter lab name (two-racks-vxlan.yaml
+        # is lab two-racks-vx: lab names stop at 12 characters)
+        by_file = [lab for lab in labs if (st := state.read(lab)) is not None and Path(st.source).stem == name]
+        if len(by_file) == 1:
+            return by_file[0]
     if name is not None:
         if name not in labs:
             hint = f" (running: {', '.join(labs)})" if labs else " (no lab is running: start one with `sudo cni-lab up SCENARIO`)"

@@ -6,8 +6,9 @@ state and put back by `down`.
 Every namespace's ARP entries live in one kernel table capped by the root namespace's
 `net.ipv4.neigh.default.gc_thresh3` (1024 by default), and past the cap the kernel evicts an
 entry for a new one only once it has been stale for 5 seconds (an entry stays reachable for up
-to 45 s after use). A 1000-pod lab's matrix needs tens of thousands of entries: with the default
-cap it takes many minutes (probe/matrix.py waits for room); with a larger cap, seconds.
+to 45 s after use); meanwhile every namespace, the host's own included, is refused new ones.
+Deleting an entry (RTM_DELNEIGH) takes it out of the count at once, which is what lets `check`
+keep within a budget instead of raising the cap.
 
 The limits stay raised while the lab is up: its entries stay in the table after the check, and a
 table holding more entries than its cap refuses new ones, in every namespace of the host, until

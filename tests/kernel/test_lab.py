@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, pings, root_snapshot, run_in, two_nodes
 
-from cni_lab import lifecycle, names, state
+from cni_lab import catalog, lifecycle, names, state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, netns
@@ -192,3 +192,20 @@ def test_sigint_during_up_removes_everything(tmp_path: Any) -> None:
     finally:
         proc.kill()
         lifecycle.down("tsigint")
+
+
+def test_a_lab_is_found_by_its_scenario_file_name_too(tmp_path: Any) -> None:
+    # a user types the name they ran: `up two-racks-vxlan` makes lab two-racks-vx
+    scenario = tmp_path / "a-longer-file-name.yaml"
+    scenario.write_text("name: tfile\ndataplane: bridge\nnodes: [{name: a, pods: 1}]\n")
+    lab = catalog.load(str(scenario))
+    lifecycle.up(lab)
+    try:
+        assert lifecycle.pick("a-longer-file-name") == "tfile"
+        done = subprocess.run([sys.executable, "-m", "cni_lab", "status", "a-longer-file-name", "--json"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and json.loads(done.stdout)["name"] == "tfile", done.stderr
+        with pytest.raises(LabError, match="no lab named 'other-file'"):
+            lifecycle.pick("other-file")
+    finally:
+        lifecycle.down("tfile")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cni_lab import dataplanes, ipam, model, names, plan, state
+from cni_lab import codec, dataplanes, ipam, model, names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
@@ -19,6 +19,12 @@ from cni_lab.probe import matrix
 from cni_lab.probe.matrix import CheckResult
 
 def from_state(st: state.LabState) -> Lab:
+    """The lab as `up` built it: its record, not what today's code would make of the scenario."""
+    if st.lab is not None:
+        try:
+            return codec.load(Lab, st.lab)
+        except (KeyError, TypeError, ValueError):
+            pass  # a record from another version of cni-lab: resolve the scenario again
     return ipam.resolve(model.load_document(st.document, st.source))
 
 
@@ -62,6 +68,7 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
             document=lab.scenario.document,
             digest=digest,
             namespaces=list(the_plan.namespaces),
+            lab=codec.encode(lab),
         )
         state.write(record)  # first, so a SIGKILL'd `up` still leaves a record `down` can follow
         try:

@@ -33,6 +33,7 @@ class LabState:
     digest: str
     namespaces: list[str]
     created: float = field(default_factory=time.time)
+    lab: dict[str, Any] | None = None  # the resolved lab as built (codec.py); None in older records
 
     @staticmethod
     def digest_of(document: dict[str, Any]) -> str:

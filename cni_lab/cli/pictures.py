@@ -15,16 +15,14 @@ from cni_lab.lesson import explain as explain_lesson
 from cni_lab.report import html, topology
 
 
-def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None, str]:
+def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None]:
     """A running lab (read from the kernel, needs root) or a scenario (from the plan, no root)."""
     if os.geteuid() == 0 and target in lifecycle.running():
         lab, _ = lifecycle.running_lab(target)
-        facts = explain_lesson.to_json(lab, explain_lesson.read(lab))
-        routes = {n["name"]: [(r["dst"], r["gateway"], r["dev"]) for r in n["routes"]] for n in facts["nodes"]}
-        return topology.build(lab, routes), facts, lab.name
-    lab = catalog.load(target)
-    plan.build(lab)
-    return topology.build(lab), None, lab.name
+        facts = explain_lesson.read(lab)
+        hops = topology.kernel_hops(explain_lesson.routing(lab, facts))
+        return topology.build(lab, hops), explain_lesson.to_json(lab, facts)
+    return topology.of_plan(plan.build(catalog.load(target))), None
 
 
 @cli.command()
@@ -40,7 +38,7 @@ def graph(target: str, output: str | None, fmt: str | None) -> None:
     \b
     Example: cni-lab graph scenarios/conflict.yaml -o conflict.svg
     """
-    topo, _, _ = _topology(target)
+    topo, _ = _topology(target)
     if fmt is None:
         suffix = os.path.splitext(output or "")[1].lower()
         fmt = {".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}.get(suffix, "svg")
@@ -82,7 +80,7 @@ def report(lab: str | None, output: str) -> None:
 
 
 def _write_report(name: str, output: str) -> None:
-    topo, facts, _ = _topology(name)
+    topo, facts = _topology(name)
     document = html.page(name, topology.svg(topo), lifecycle.last_check(name), facts or {})
     with open(output, "w", encoding="utf-8") as f:
         f.write(document)

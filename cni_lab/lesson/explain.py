@@ -67,6 +67,14 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
     return out
 
 
+def routing(lab: Lab, facts: list[NodeFacts]) -> dict[str, list[Route]]:
+    """Each node's routes as read (and the router's, where the lab has one): what `graph` draws."""
+    out = {f.name: f.view.routes for f in facts}
+    if lab.has_router:
+        out["router"] = inspect.read(names.router_netns(lab.name), []).routes
+    return out
+
+
 def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str:
     """What a route means in the lesson's words (`in_pod`: a route of a pod, not of its node)."""
     # With colliding pod CIDRs two nodes share a gateway address: this node's own wins.

@@ -1,25 +1,52 @@
 """The lab as a picture, in the course's style: each node a box with its name and underlay IP,
 the pod network inside it (bridge cni0, Calico's routed veths or flannel.1) with its CIDR and
-gateway, each pod with its name and IP; the underlay (switches, router) below; the inter-node
-mechanism drawn on it (host-gw routes, VXLAN tunnels, BGP sessions, fabric routes); collisions
-in red.
+gateway, each pod with its name and IP; below them each underlay segment its own switch (a rack),
+with the router joining them; the inter-node mechanism drawn under it (host-gw routes, VXLAN
+tunnels, BGP sessions, fabric routes), one row per route; collisions in red.
 
-Written as SVG directly rather than through Graphviz: the layout is the slides' (nodes side by
-side on one LAN), it needs nothing installed, and the tests can read it as XML. `--format dot`
-and `mermaid` give the same graph as text; a PNG is the DOT rendered by Graphviz's `dot`.
-Pure: builds from a Lab (and, for a running lab, routes read from the kernel).
+What is drawn is what the plan builds (`of_plan`: its routes, the blocks BGP must learn) or, for
+a running lab, what the kernel holds (`kernel_hops`); a kernel test holds the two to each other.
+Written as SVG directly rather than through Graphviz: the layout is the slides', it needs
+nothing installed, and the tests can read it as XML. `--format dot` and `mermaid` give the same
+graph as text; a PNG is the DOT rendered by Graphviz's `dot`. Pure: no kernel, no files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
+from ipaddress import IPv4Network
+from typing import Mapping, Protocol, Sequence
 
-from cni_lab.ipam import Lab
+from cni_lab import names
+from cni_lab.ipam import Lab, Node
+from cni_lab.plan import Plan
+from cni_lab.steps import AddRoute, WaitBgp
+
+
+class Route(Protocol):
+    """A route as read from the kernel (kernel/inspect.Route)."""
+
+    dst: str
+    gateway: str | None
+    dev: str | None
+    proto: str
+    type: str
 
 NODE_W, POD_H, GAP = 250, 34, 40
 COLORS = {"node": "#e8f0fe", "pod": "#ffffff", "bridge": "#d2e3fc", "edge": "#1a73e8", "bad": "#d93025",
           "underlay": "#f1f3f4", "tunnel": "#188038", "bgp": "#9334e6"}
+ROUTER = "router"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A route of a node (or of the router) toward other pods, as the plan has it or the kernel shows it."""
+
+    dst: str  # a CIDR
+    gateway: str | None
+    dev: str | None
+    proto: str = "boot"  # "bird": learned over BGP
 
 
 @dataclass(frozen=True)
@@ -41,12 +68,42 @@ class Topology:
         return self.lab.dataplane
 
 
-def build(lab: Lab, routes: dict[str, list[tuple[str, str | None, str | None]]] | None = None) -> Topology:
-    """From the plan's model; `routes` (node → (dst, gateway, dev) read from the kernel) replaces
-    the planned inter-node routes for a running lab."""
+def planned_hops(plan: Plan) -> dict[str, list[Hop]]:
+    """node (or "router") → the routes the plan gives it, and for BGP the blocks each node must
+    learn from its peers (BIRD installs those, the plan waits for them)."""
+    lab = plan.lab
+    owner = {names.node_netns(lab.name, n.name): n.name for n in lab.nodes}
+    owner[names.router_netns(lab.name)] = ROUTER
+    node_ip = {n.name: n.ip for n in lab.nodes}
+    hops: dict[str, list[Hop]] = {}
+    for step in plan.steps:
+        if isinstance(step, AddRoute) and step.netns in owner and step.dst.prefixlen:
+            hops.setdefault(owner[step.netns], []).append(
+                Hop(str(step.dst), None if step.via is None else str(step.via), step.dev))
+        elif isinstance(step, WaitBgp):
+            for block in step.learned:
+                holder = next((n for n in lab.nodes if n.pod_cidr.overlaps(block)), None)
+                if holder is not None:
+                    hops.setdefault(step.node, []).append(
+                        Hop(str(block), str(node_ip[holder.name]), names.NODE_UPLINK, "bird"))
+    return hops
+
+
+def kernel_hops(routes: Mapping[str, Sequence[Route]]) -> dict[str, list[Hop]]:
+    """node (or "router") → its routes as read from the kernel (explain.routing)."""
+    return {holder: [Hop(r.dst, r.gateway, r.dev, r.proto) for r in found if r.dst != "default" and r.type == "unicast"]
+            for holder, found in routes.items()}
+
+
+def of_plan(plan: Plan) -> Topology:
+    """A scenario's picture: what its plan builds."""
+    return build(plan.lab, planned_hops(plan))
+
+
+def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
+    """The picture of `lab` whose nodes (and router) route as `hops` says: from the plan
+    (`planned_hops`) for a scenario, from the kernel for a running lab."""
     topo = Topology(lab)
-    by_ip = {str(n.ip): n.name for n in lab.nodes}
-    cidr_owner = {str(n.pod_cidr): n.name for n in lab.nodes}
     for i, a in enumerate(lab.nodes):
         for b in lab.nodes[i + 1 :]:
             if a.pod_cidr.overlaps(b.pod_cidr):
@@ -55,77 +112,95 @@ def build(lab: Lab, routes: dict[str, list[tuple[str, str | None, str | None]]] 
                     for pb in b.pods:
                         if pa.ip == pb.ip:
                             topo.collisions |= {pa.id, pb.id}
-    routing = lab.routing
-    for node in lab.nodes:
-        if routes is not None:
-            for dst, gateway, dev in routes.get(node.name, []):
-                owner = cidr_owner.get(dst)
-                if owner is None or owner == node.name:
-                    continue
-                if dev == "flannel.1":
-                    topo.links.append(Link(node.name, owner, f"VXLAN VNI 1 → {dst}", "tunnel"))
-                elif gateway in by_ip:
-                    kind = "bgp" if routing == "bgp" else "route"
-                    topo.links.append(Link(node.name, by_ip[gateway], f"{dst} via {gateway}", kind))
-            continue
-        for other in lab.nodes:
-            if other is node or other.pod_cidr.overlaps(node.pod_cidr):
-                continue
-            if routing == "host-gw":
-                topo.links.append(Link(node.name, other.name, f"{other.pod_cidr} via {other.ip}", "route"))
-            elif routing == "vxlan":
-                topo.links.append(Link(node.name, other.name, f"VXLAN VNI 1 → {other.pod_cidr}", "tunnel"))
-            elif routing == "bgp" and node.name < other.name:
-                topo.links.append(Link(node.name, other.name, "iBGP AS " + str(lab.scenario.as_number), "bgp"))
-    if routing == "fabric":
-        topo.links += [Link("router", n.name, f"{n.pod_cidr} via {n.ip}", "fabric") for n in lab.nodes]
+    by_ip = {str(n.ip): n.name for n in lab.nodes}
+    sessions: set[tuple[str, str]] = set()
+    for holder in [n.name for n in lab.nodes] + [ROUTER]:
+        for hop in hops.get(holder, []):
+            dst = IPv4Network(hop.dst, strict=False)
+            target = [n.name for n in lab.nodes if n.pod_cidr.overlaps(dst) and n.name != holder]
+            if len(target) != 1:
+                continue  # a route to its own pods, or to a CIDR nodes share: no one node it leads to
+            other = target[0]
+            if holder == ROUTER:
+                topo.links.append(Link(ROUTER, other, f"{hop.dst} via {hop.gateway}", "fabric"))
+            elif hop.dev == names.FLANNEL_DEVICE:
+                topo.links.append(Link(holder, other, f"VXLAN VNI {names.VXLAN_VNI} → {hop.dst}", "tunnel"))
+            elif hop.proto == "bird":
+                pair = (min(holder, other), max(holder, other))
+                if pair not in sessions:
+                    sessions.add(pair)
+                    topo.links.append(Link(pair[0], pair[1], f"iBGP AS {lab.scenario.as_number}", "bgp"))
+            elif hop.gateway in by_ip:
+                topo.links.append(Link(holder, by_ip[hop.gateway], f"{hop.dst} via {hop.gateway}", "route"))
     return topo
 
 
 def _pod_network(topo: Topology) -> str:
     if topo.dataplane == "bgp":
-        return "routed veths (cali*), gateway 169.254.1.1"
-    return "bridge cni0"
+        return "cali* veths"  # routed, no bridge; the gateway, 169.254.1.1, on the next line
+    return f"bridge {names.CNI_BRIDGE}"
+
+
+def _layout(lab: Lab) -> tuple[list[tuple[float, Node]], dict[str, tuple[float, float]]]:
+    """Nodes left to right, rack by rack: (x, node) each, and each segment's span (x from, x to)."""
+    placed: list[tuple[float, Node]] = []
+    spans: dict[str, tuple[float, float]] = {}
+    x = GAP
+    for segment in lab.segments:
+        members = [n for n in lab.nodes if n.segment.name == segment.name]
+        if not members:
+            continue
+        start = x
+        for node in members:
+            placed.append((x, node))
+            x += NODE_W + GAP
+        spans[segment.name] = (start - GAP / 4, x - GAP + GAP / 4)
+        x += GAP  # racks stand apart
+    return placed, spans
 
 
 def svg(topo: Topology) -> str:
     lab = topo.lab
+    racks = len(lab.segments) > 1
+    placed, spans = _layout(lab)
     most = max((len(n.pods) for n in lab.nodes), default=0)
     node_h = 120 + POD_H * max(most, 1)
-    width = max(len(lab.nodes) * (NODE_W + GAP) + GAP, 600)
+    width = max(int(max((x for x, _ in placed), default=0) + NODE_W + GAP), 600)
     top = 70
     lan_y = top + node_h + 60
-    links_y = lan_y + (120 if lab.has_router else 60)
-    drawn = [lk for lk in topo.links if lk.kind != "fabric"]
-    height = links_y + 26 * len(drawn) + (40 if lab.has_router and not drawn else 20)
+    router_y = lan_y + 70
+    links_y = (router_y + 60) if lab.has_router else lan_y + 60
+    drawn = topo.links
+    height = links_y + 26 * len(drawn) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
-           "<defs><marker id=\"arrow\" markerWidth=\"10\" markerHeight=\"7\" refX=\"10\" refY=\"3.5\" orient=\"auto\">"
-           f"<polygon points=\"0 0, 10 3.5, 0 7\" fill=\"{COLORS['edge']}\"/></marker></defs>",
+           "<defs>" + "".join(f'<marker id="arrow-{kind}" markerWidth="10" markerHeight="7" refX="10" refY="3.5" '
+                              f'orient="auto"><polygon points="0 0, 10 3.5, 0 7" fill="{COLORS[kind]}"/></marker>'
+                              for kind in ("edge", "tunnel")) + "</defs>",
            f'<title>cni-lab {escape(lab.name)}</title>',
            f'<text x="{GAP}" y="30" font-size="18" font-weight="bold">lab {escape(lab.name)} · {escape(lab.dataplane)}'
            f' · cluster CIDR {lab.scenario.cluster_cidr}</text>']
     centers: dict[str, float] = {}
-    for i, node in enumerate(lab.nodes):
-        x = GAP + i * (NODE_W + GAP)
+    for x, node in placed:
         centers[node.name] = x + NODE_W / 2
         bad = node.name in topo.collisions
         stroke = COLORS["bad"] if bad else "#5f6368"
         cls = "node collision" if bad else "node"
+        title = f"{node.name} · {node.segment.name}" if racks else node.name
         out.append(f'<g class="{cls}" id="node-{escape(node.name)}">')
         out.append(f'<rect x="{x}" y="{top}" width="{NODE_W}" height="{node_h}" rx="10" fill="{COLORS["node"]}" '
                    f'stroke="{stroke}" stroke-width="{3 if bad else 1.5}"/>')
-        out.append(f'<text x="{x + 12}" y="{top + 22}" font-weight="bold">{escape(node.name)}</text>')
+        out.append(f'<text x="{x + 12}" y="{top + 22}" font-weight="bold">{escape(title)}</text>')
         out.append(f'<text x="{x + NODE_W - 12}" y="{top + 22}" text-anchor="end">eth0 {node.ip}</text>')
         net_y = top + 36
         net_h = node_h - 48
         out.append(f'<rect x="{x + 10}" y="{net_y}" width="{NODE_W - 20}" height="{net_h}" rx="6" '
                    f'fill="{COLORS["bridge"]}" stroke="{stroke if bad else "#8ab4f8"}"/>')
-        gateway = "169.254.1.1 (proxy ARP)" if lab.dataplane == "bgp" else f"gateway {node.gateway}"
+        gateway = f"{names.CALICO_GATEWAY} (proxy ARP)" if lab.dataplane == "bgp" else f"gateway {node.gateway}"
         out.append(f'<text x="{x + 18}" y="{net_y + 18}">{escape(_pod_network(topo))} · {node.pod_cidr}</text>')
         out.append(f'<text x="{x + 18}" y="{net_y + 34}" fill="#5f6368">{escape(gateway)}</text>')
         if lab.routing == "vxlan":
-            out.append(f'<text x="{x + 18}" y="{net_y + 50}" fill="{COLORS["tunnel"]}">flannel.1 '
+            out.append(f'<text x="{x + 18}" y="{net_y + 50}" fill="{COLORS["tunnel"]}">{names.FLANNEL_DEVICE} '
                        f'{node.pod_cidr.network_address}/32, mtu {lab.overlay_mtu}</text>')
         for j, pod in enumerate(node.pods):
             py = net_y + 62 + j * POD_H
@@ -140,53 +215,72 @@ def svg(topo: Topology) -> str:
         out.append(f'<line x1="{centers[node.name]}" y1="{top + node_h}" x2="{centers[node.name]}" y2="{lan_y}" '
                    'stroke="#5f6368" stroke-width="2"/>')
         out.append("</g>")
-    # the underlay: one bar per segment, the router below joining them
-    out.append(f'<g class="underlay"><rect x="{GAP / 2}" y="{lan_y}" width="{width - GAP}" height="26" rx="6" '
-               f'fill="{COLORS["underlay"]}" stroke="#5f6368"/>')
-    segments = ", ".join(f"{s.name} {s.cidr}" for s in lab.segments)
-    out.append(f'<text x="{GAP}" y="{lan_y + 18}">underlay: {escape(segments)}</text></g>')
+    # the underlay: each segment its own switch (a bridge in the underlay namespace) under its nodes
+    for segment in lab.segments:
+        if segment.name not in spans:
+            continue
+        x1, x2 = spans[segment.name]
+        label = f"{segment.name} {segment.cidr} · switch {names.segment_bridge(segment.name)}" if racks else \
+            f"underlay {segment.cidr} · switch {names.segment_bridge(segment.name)}"
+        out.append(f'<g class="underlay" id="segment-{escape(segment.name)}"><rect x="{x1}" y="{lan_y}" '
+                   f'width="{x2 - x1}" height="26" rx="6" fill="{COLORS["underlay"]}" stroke="#5f6368"/>'
+                   f'<text x="{x1 + 10}" y="{lan_y + 18}">{escape(label)}</text></g>')
     if lab.has_router:
-        rx = width / 2
-        centers["router"] = rx
-        out.append(f'<g class="router"><line x1="{rx}" y1="{lan_y + 26}" x2="{rx}" y2="{lan_y + 60}" stroke="#5f6368"/>'
-                   f'<rect x="{rx - 70}" y="{lan_y + 60}" width="140" height="30" rx="15" fill="#fef7e0" stroke="#5f6368"/>'
-                   f'<text x="{rx}" y="{lan_y + 80}" text-anchor="middle">router</text></g>')
-    # inter-node mechanism: arcs above the node boxes
-    for k, link in enumerate(topo.links):
-        if link.src not in centers or link.dst not in centers:
-            continue
+        legs = [(spans[s.name], s) for s in lab.segments if s.name in spans]
+        # between the racks, so that no node stands right above it
+        gaps = [(a[1] + b[0]) / 2 for (a, _), (b, _) in zip(legs, legs[1:])]
+        rx = sum(gaps) / len(gaps) if gaps else (legs[0][0][0] + legs[0][0][1]) / 2 if legs else width / 2
+        centers[ROUTER] = rx
+        out.append('<g class="router">')
+        for (x1, x2), segment in legs:
+            sx = (x1 + x2) / 2
+            out.append(f'<polyline points="{sx},{lan_y + 26} {sx},{router_y + 15} {rx},{router_y + 15}" fill="none" '
+                       f'stroke="#5f6368" stroke-width="2"/><text x="{sx + 6}" y="{lan_y + 44}" font-size="11" '
+                       f'fill="#5f6368">{segment.name} .{int(segment.cidr.network_address + 1) & 255}</text>')
+        out.append(f'<rect x="{rx - 70}" y="{router_y}" width="140" height="30" rx="15" fill="#fef7e0" stroke="#5f6368"/>'
+                   f'<text x="{rx}" y="{router_y + 20}" text-anchor="middle">router</text></g>')
+    # inter-node mechanism: one row per link under the underlay (and the router), an arrow from
+    # whoever holds the route to the node it leads to
+    for row, link in enumerate(drawn):
         x1, x2 = centers[link.src], centers[link.dst]
-        color = COLORS["tunnel" if link.kind == "tunnel" else "bgp" if link.kind == "bgp" else "edge"]
-        if link.kind == "fabric":
-            y1, y2 = lan_y + 60, top + node_h
-            out.append(f'<g class="link {link.kind}"><line x1="{x1}" y1="{y1}" x2="{x2 + 12}" y2="{y2}" stroke="{color}" '
-                       f'stroke-dasharray="4 3" marker-end="url(#arrow)"/><text x="{x2 + 16}" '
-                       f'y="{y2 + 16}" font-size="11" fill="{color}">{escape(link.label)}</text></g>')
-            continue
-        # one row per link under the underlay, an arrow from the node that holds it to the node it leads to
-        row = drawn.index(link)
+        kind = link.kind if link.kind in ("tunnel", "bgp") else "edge"
         y = links_y + 26 * row
-        dash = ' stroke-dasharray="6 4"' if link.kind in ("tunnel", "bgp") else ""
-        marker = "" if link.kind == "bgp" else ' marker-end="url(#arrow)"'
+        dash = ' stroke-dasharray="6 4"' if link.kind in ("tunnel", "bgp", "fabric") else ""
+        marker = "" if link.kind == "bgp" else f' marker-end="url(#arrow-{kind})"'
         start, end = (x1 + 8, x2 - 8) if x2 > x1 else (x1 - 8, x2 + 8)
-        out.append(f'<g class="link {link.kind}"><line x1="{start}" y1="{y}" x2="{end}" y2="{y}" stroke="{color}" '
-                   f'stroke-width="1.5"{dash}{marker}/><circle cx="{x1}" cy="{y}" r="3" fill="{color}"/>'
-                   f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle" font-size="11" fill="{color}">'
+        out.append(f'<g class="link {link.kind}"><line x1="{start}" y1="{y}" x2="{end}" y2="{y}" stroke="{COLORS[kind]}" '
+                   f'stroke-width="1.5"{dash}{marker}/><circle cx="{x1}" cy="{y}" r="3" fill="{COLORS[kind]}"/>'
+                   f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle" font-size="11" fill="{COLORS[kind]}">'
                    f'{escape(link.src)}: {escape(link.label)}</text></g>')
     if drawn:
         for name, cx in centers.items():
-            if name != "router":
-                out.append(f'<line x1="{cx}" y1="{lan_y + 26}" x2="{cx}" y2="{links_y + 26 * (len(drawn) - 1) + 6}" '
-                           'stroke="#dadce0" stroke-dasharray="2 3"/>')
+            y0 = router_y + 30 if name == ROUTER else lan_y + 26
+            out.append(f'<line x1="{cx}" y1="{y0}" x2="{cx}" y2="{links_y + 26 * (len(drawn) - 1) + 6}" '
+                       'stroke="#dadce0" stroke-dasharray="2 3"/>')
     legend = {"route": "host-gw routes", "tunnel": "VXLAN tunnels", "bgp": "BGP sessions", "fabric": "fabric routes"}
     kinds = ", ".join(legend[k] for k in sorted({link.kind for link in topo.links}))
     if kinds:
-        out.append(f'<text x="{GAP}" y="{lan_y + 44}" font-size="11" fill="#5f6368">between nodes: {kinds}</text>')
+        out.append(f'<text x="{GAP}" y="{links_y - 14}" font-size="11" fill="#5f6368">between nodes: {kinds}</text>')
     if topo.collisions:
         out.append(f'<text x="{GAP}" y="52" fill="{COLORS["bad"]}" font-weight="bold">'
                    "collision: nodes share a pod CIDR, pods share addresses (red)</text>")
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _pairs(topo: Topology) -> list[tuple[str, str, str, list[str]]]:
+    """The links between two nodes merged, both directions on one edge: (a, b, kind, label lines).
+    One label per pair keeps Graphviz from printing labels over one another."""
+    merged: dict[tuple[str, str, str], list[str]] = {}
+    for link in topo.links:
+        a, b = sorted((link.src, link.dst)) if link.src != ROUTER else (link.src, link.dst)
+        lines = merged.setdefault((a, b, link.kind), [])
+        lines.append(link.label if link.kind in ("bgp", "fabric") else f"{link.src}: {link.label}")
+    return [(a, b, kind, sorted(set(lines))) for (a, b, kind), lines in merged.items()]
+
+
+def _segment_id(name: str) -> str:
+    return f"segment {name}"
 
 
 def dot(topo: Topology) -> str:
@@ -203,14 +297,21 @@ def dot(topo: Topology) -> str:
             lines.append(f'    "{pod.id}" [label="{pod.name}\\n{pod.ip}", color={color}];')
             lines.append(f'    "{node.name}" -> "{pod.id}" [arrowhead=none];')
         lines.append("  }")
-    lines.append('  "underlay" [shape=underline, label="underlay ' + ", ".join(str(s.cidr) for s in lab.segments) + '"];')
+    # each segment its own switch; the router joins them
+    for segment in lab.segments:
+        lines.append(f'  "{_segment_id(segment.name)}" [shape=underline, label="{segment.name} {segment.cidr}\\n'
+                     f'switch {names.segment_bridge(segment.name)}"];')
     for node in lab.nodes:
-        lines.append(f'  "{node.name}" -> "underlay" [arrowhead=none];')
+        lines.append(f'  "{node.name}" -> "{_segment_id(node.segment.name)}" [arrowhead=none];')
     if lab.has_router:
-        lines.append('  "router" [shape=oval]; "underlay" -> "router" [arrowhead=none];')
-    for link in topo.links:
-        style = "dashed" if link.kind in ("tunnel", "bgp") else "solid"
-        lines.append(f'  "{link.src}" -> "{link.dst}" [label="{link.label}", style={style}, constraint=false];')
+        lines.append(f'  "{ROUTER}" [shape=oval];')
+        for segment in lab.segments:
+            lines.append(f'  "{_segment_id(segment.name)}" -> "{ROUTER}" [arrowhead=none];')
+    for a, b, kind, label in _pairs(topo):
+        style = "dashed" if kind in ("tunnel", "bgp", "fabric") else "solid"
+        both = "" if kind == "fabric" else ", dir=both" if kind != "bgp" else ", dir=none"
+        text = "\\n".join(label)
+        lines.append(f'  "{a}" -> "{b}" [label="{text}", style={style}{both}, constraint=false];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +320,7 @@ def mermaid(topo: Topology) -> str:
     lab = topo.lab
 
     def ident(text: str) -> str:
-        return text.replace("/", "__").replace("-", "_").replace(".", "_")
+        return text.replace("/", "__").replace("-", "_").replace(".", "_").replace(" ", "_")
 
     lines = ["flowchart TB"]
     for node in lab.nodes:
@@ -229,12 +330,18 @@ def mermaid(topo: Topology) -> str:
             lines.append(f'    {ident(pod.id)}["{pod.name} {pod.ip}"]')
             lines.append(f"    {ident(node.name)} --- {ident(pod.id)}")
         lines.append("  end")
-    lines.append('  underlay[["underlay ' + ", ".join(str(s.cidr) for s in lab.segments) + '"]]')
+    for segment in lab.segments:
+        lines.append(f'  {ident(_segment_id(segment.name))}[["{segment.name} {segment.cidr} · '
+                     f'switch {names.segment_bridge(segment.name)}"]]')
     for node in lab.nodes:
-        lines.append(f"  {ident(node.name)}_box --- underlay")
-    for link in topo.links:
-        arrow = "-.->" if link.kind in ("tunnel", "bgp") else "-->"
-        lines.append(f'  {ident(link.src)} {arrow}|"{link.label}"| {ident(link.dst)}')
+        lines.append(f"  {ident(node.name)}_box --- {ident(_segment_id(node.segment.name))}")
+    if lab.has_router:
+        lines.append(f"  {ROUTER}([router])")
+        for segment in lab.segments:
+            lines.append(f"  {ident(_segment_id(segment.name))} --- {ROUTER}")
+    for a, b, kind, label in _pairs(topo):
+        arrow = "-.-" if kind == "bgp" else "<-.->" if kind == "tunnel" else "-.->" if kind == "fabric" else "<-->"
+        lines.append(f'  {ident(a)} {arrow}|"{"<br>".join(label)}"| {ident(b)}')
     for cid in sorted(topo.collisions):
         lines.append(f"  style {ident(cid)}{'_box' if '/' not in cid else ''} stroke:#d93025,stroke-width:3px")
     return "\n".join(lines) + "\n"

@@ -14,8 +14,10 @@ from typing import Callable
 import pytest
 from helpers import two_nodes
 
-
+from cni_lab import plan
 from cni_lab.ipam import Lab
+from cni_lab.lesson import explain
+from cni_lab.report import topology
 
 MakeLab = Callable[..., Lab]
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -78,3 +80,16 @@ def test_report_renders_in_headless_chromium(make_lab: MakeLab, tmp_path: Path) 
     assert 'id="matrix"' in dom and 'id="rules"' in dom
     assert dom.count("<td ") >= 20  # a cell per pair of the 5-endpoint lab
     assert "unreachable" in dom  # the bridge lab's failing pairs, with their verdicts
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "fabric", "bgp", "cni"])
+def test_the_plan_draws_what_the_kernel_has(make_lab: MakeLab, dataplane: str) -> None:
+    # `graph SCENARIO` draws from the plan, `graph LAB` from the kernel: the same picture
+    doc = two_nodes(dataplane, **({"cni": {"routing": "vxlan"}} if dataplane == "cni" else {}))
+    if dataplane == "fabric":
+        doc["networking"] = {"underlay": {"segments": {"rack1": "192.168.1.0/24", "rack2": "192.168.2.0/24"}}}
+        doc["nodes"] = [{"name": "node1", "segment": "rack1", "pods": 1}, {"name": "node2", "segment": "rack2", "pods": 1}]
+    lab = make_lab(doc)
+    planned = topology.of_plan(plan.build(lab))
+    read = topology.build(lab, topology.kernel_hops(explain.routing(lab, explain.read(lab))))
+    assert planned.links and set(planned.links) == set(read.links)

@@ -1,5 +1,7 @@
-"""The lab's life: load → up → status → down. Glue between the pure pipeline
-(model → ipam → plan), the recorded state and the kernel layer. Returns values; prints nothing.
+"""The lab's life, in order: up (plan, record, apply), status, check, down (and the sweep by
+name). Glue between the pure pipeline (model → ipam → plan), the recorded state and the kernel
+layer; scenario files are found by catalog.py, what users name by targets.py. Returns values;
+prints nothing, renders nothing.
 """
 
 from __future__ import annotations

@@ -356,18 +356,20 @@ class Prober:
         self.icmp.clear()
         self.pinger.clear()
 
-    def become_worker(self, owned: Sequence[int]) -> None:
-        """In a worker: probe from sockets of its own for the endpoints it owns (an ephemeral
-        port, so replies come back to this worker only) and answer for their responders."""
-        self.token = os.urandom(4)
-        self.selector = selectors.DefaultSelector()
-        self.sender, self.pinger = {}, {}
-        for i, udp, raw in self._open_sockets(owned, 0):
-            self.sender[i], self.pinger[i] = udp, raw
-            self.selector.register(udp, selectors.EVENT_READ, (0, i))
-            self.selector.register(raw, selectors.EVENT_READ, (1, i))
+    def for_worker(self, owned: Sequence[int], settings: Settings) -> Prober:
+        """In a worker process: a prober of its own (its own token, and senders for the endpoints
+        it owns on ephemeral ports, so replies come back to it alone) that answers for their
+        responders, which the parent opened before the fork."""
+        mine = Prober(self.endpoints, self.lab_name, settings)
+        mine.udp = self.udp
+        for i, udp, raw in mine._open_sockets(owned, 0):
+            mine.sender[i], mine.pinger[i] = udp, raw
+            mine.icmp.append(raw)
+            mine.selector.register(udp, selectors.EVENT_READ, (0, i))
+            mine.selector.register(raw, selectors.EVENT_READ, (1, i))
         for i in owned:
-            self.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
+            mine.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
+        return mine
 
     def answer(self, i: int) -> None:
         """Answer the probes waiting at endpoint i's responder (between a worker's batches)."""

@@ -12,6 +12,7 @@ waits for the next batch on its pipe; the parent ends it when the check is done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import mmap
 import os
 import pickle
@@ -70,14 +71,14 @@ class Workers:
         self.prober, self.jobs, self.count = prober, jobs, count
         self.children: list[tuple[int, int, int]] = []  # (pid, command fd, result fd)
         self.shared = mmap.mmap(-1, 8 * count)  # pairs finished, per worker, over its whole life
+        # the pairs in flight, over all workers, stay what one process would have
+        self.settings = dataclasses.replace(prober.settings, window=max(16, prober.settings.window // count))
 
     def __enter__(self) -> Workers:
         prober = self.prober
         # Each worker pings from raw sockets of its own. The parent's would get a copy of every
         # echo reply too (the kernel gives one to each matching raw socket): close them first.
         prober.drop_pingers()
-        # the pairs in flight stay what one process would have
-        prober.settings.window = max(16, prober.settings.window // self.count)
         try:
             for k in range(self.count):
                 self._fork(k)
@@ -99,7 +100,8 @@ class Workers:
                     os.close(other_w)
                     os.close(other_r)
                 _die_with_parent()
-                _Worker(self.prober, self.jobs, k, self.count, self.shared).serve(commands_r, results_w)
+                _Worker(self.prober.for_worker(range(k, self.jobs.n, self.count), self.settings), self.jobs, k,
+                        self.shared).serve(commands_r, results_w)
             except BaseException:
                 code = 1
             finally:
@@ -170,11 +172,10 @@ class Workers:
 class _Worker:
     """The life of one worker process: open its senders, then serve batches until ended."""
 
-    def __init__(self, prober: Prober, jobs: AllPairs, k: int, count: int, shared: mmap.mmap) -> None:
+    def __init__(self, prober: Prober, jobs: AllPairs, k: int, shared: mmap.mmap) -> None:
         self.prober, self.jobs, self.k, self.shared = prober, jobs, k, shared
-        self.owned = range(k, jobs.n, count)
+        self.owned = list(prober.sender)
         self.done = 0
-        prober.become_worker(self.owned)
 
     def _progress(self, finished: int, _total: int) -> None:
         struct.pack_into("Q", self.shared, 8 * self.k, self.done + finished)

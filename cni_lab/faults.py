@@ -129,15 +129,15 @@ def heal(lab: Lab) -> list[Fault]:
 def _reapply(lab: Lab) -> None:
     """Apply the plan again: creating steps accept what exists; a downed link loses its routes
     in the kernel, and this puts them back. Daemons and CNI ADD are not repeated."""
-    the_plan = plan.build(lab)
+    built = plan.build(lab)
     folder = state.lab_dir(lab.name)
-    apply.reapply(the_plan, folder)
+    apply.reapply(built, folder)
     if lab.dataplane == "cni":
         _reapply_cni_routes(lab)
     if lab.routing == "bgp":
         for node in lab.nodes:  # BIRD syncs its routes into the kernel again
             daemons.resync_bird(folder / names.bird_dir(node.name) / "bird.ctl")
-        apply.converge_bgp(the_plan, folder)
+        apply.converge_bgp(built, folder)
 
 
 def _reapply_cni_routes(lab: Lab) -> None:

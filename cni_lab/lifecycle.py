@@ -40,7 +40,7 @@ class UpResult:
 
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
-    the_plan = plan.build(lab)
+    built = plan.build(lab)
     daemons.require(dataplanes.get(lab.dataplane).needs(lab), lab.dataplane)
     digest = state.LabState.digest_of(lab.scenario.document)
     with state.locked(lab.name):
@@ -69,12 +69,12 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
             source=lab.scenario.source,
             document=lab.scenario.document,
             digest=digest,
-            namespaces=list(the_plan.namespaces),
+            namespaces=list(built.namespaces),
             lab=codec.encode(lab),
         )
         state.write(record)  # first, so a SIGKILL'd `up` still leaves a record `down` can follow
         try:
-            apply.apply(the_plan, state.lab_dir(lab.name), progress)
+            apply.apply(built, state.lab_dir(lab.name), progress)
         except BaseException:
             # apply removed what it made; sweep by name too, so nothing an interruption caught
             # half-made survives (every namespace of this lab is ours: stale ones went above)

@@ -1,0 +1,31 @@
+"""explain's wording for the routes a learner meets, on hand-made routes (no kernel needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cni_lab import catalog
+from cni_lab.kernel.inspect import Route
+from cni_lab.lesson import explain
+
+
+def route(dst: str, dev: str | None, gateway: str | None = None, proto: str = "boot", kind: str = "unicast") -> Route:
+    return Route(dst, dev, gateway, "global", proto, kind, None, False)
+
+
+@pytest.mark.parametrize("scenario,node,r,words", [
+    ("two-nodes", "node1", route("10.244.1.0/24", "eth0", "192.168.1.3"), "route to node2's pods via 192.168.1.3"),
+    ("two-nodes", "node1", route("10.244.0.0/24", "cni0"), "this node's pod CIDR, on the bridge cni0"),
+    ("two-nodes", "node1", route("192.168.1.0/24", "eth0"), "the underlay LAN: other nodes are reached directly"),
+    ("vxlan", "node1", route("10.244.1.0/24", "flannel.1", "10.244.1.0"), "through the VXLAN tunnel (its VTEP 10.244.1.0)"),
+    ("bgp", "node1", route("10.244.0.64/26", "eth0", "192.168.1.3", "bird"), "learned over BGP"),
+    ("bgp", "node1", route("10.244.0.0/26", None, kind="blackhole"), "this node's IPAM block"),
+    ("two-racks", "node1", route("default", "eth0", "192.168.1.1"), "the segment's router 192.168.1.1"),
+])
+def test_a_route_is_said_in_the_lessons_words(scenario: str, node: str, r: Route, words: str) -> None:
+    assert words in explain.meaning(catalog.load(scenario), node, r)
+
+
+def test_a_pods_own_subnet_route_is_about_arp_on_the_bridge() -> None:
+    said = explain.meaning(catalog.load("two-nodes"), "node1", route("10.244.0.0/24", "eth0"), in_pod=True)
+    assert "pods of this node are reached directly" in said

@@ -44,3 +44,8 @@ def scenario_path(arg: str) -> Path:
 def load(arg: str, name: str | None = None) -> Lab:
     """Scenario file → validated, addressed lab (no root needed)."""
     return ipam.resolve(model.load_file(scenario_path(arg), name_override=name))
+
+
+def shipped(path: str) -> bool:
+    """Whether a file is one of the scenarios (or configuration lists) shipped with cni-lab."""
+    return Path(path).resolve().parent == BUILTIN_SCENARIOS.resolve()

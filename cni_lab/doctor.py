@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cni_lab import lifecycle, names, state
 from cni_lab.kernel import neighbours, netns
-from cni_lab.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, in_container
+from cni_lab.privileges import CAPABILITIES, container_fix, has_caps, in_container
 
 PROBE_NS = f"{names.PREFIX}doctor.probe"
 
@@ -34,12 +34,12 @@ def run() -> list[Check]:
     checks: list[Check] = []
     container = in_container()
     root = os.geteuid() == 0
-    caps = {c: has_caps(num) for c, num in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN))}
-    flag = f" ({container}: run it with --privileged)" if container else ""
+    caps = {c: has_caps(num) for c, num in CAPABILITIES.items()}
+    flag = f" ({container}: run it with {container_fix(container)})" if container else ""
     checks.append(Check("root", root, "uid 0" if root else f"uid {os.geteuid()}", "run it with sudo"))
     for cap, ok in caps.items():
         checks.append(Check(cap, ok, "present" if ok else "missing", f"grant {cap}{flag or ' (run it as root)'}"))
-    if root and all(caps.values()):
+    if root and caps["CAP_NET_ADMIN"] and caps["CAP_SYS_ADMIN"]:
         checks += _kernel_features(flag)
     checks += [
         _tool("iproute2", "ip", "iproute2", "cni-lab exec, trace", required=True),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cni_lab import codec, dataplanes, ipam, model, names, plan, state
+from cni_lab import catalog, codec, dataplanes, ipam, model, names, plan, privileges, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
@@ -41,7 +41,11 @@ class UpResult:
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
     built = plan.build(lab)
-    daemons.require(dataplanes.get(lab.dataplane).needs(lab), lab.dataplane)
+    dataplane = dataplanes.get(lab.dataplane)
+    daemons.require(dataplane.needs(lab), lab.dataplane)
+    # a scenario that names plugins is code run as root: only files root alone can change; the
+    # files shipped with cni-lab are as trusted as its own code
+    privileges.require_trusted([f for f in dataplane.runs_as_root(lab) if not catalog.shipped(f)], lab.dataplane)
     digest = state.LabState.digest_of(lab.scenario.document)
     with state.locked(lab.name):
         current = state.read(lab.name)
@@ -199,6 +203,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
     `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py)."""
     require_root("check")
+    privileges.require_raw_sockets("check")
     lab_name = pick(name)
     with state.locked(lab_name):
         lab, _ = running_lab(lab_name)

@@ -75,6 +75,18 @@ class CniSpec:
     routing: str = "host-gw"
     cni_path: str = DEFAULT_CNI_PATH
     conflist: dict[str, Any] | None = None  # a network configuration list; None: bridge + host-local
+    conflist_file: str | None = None  # where it was read from, when the scenario named a file
+
+
+def plugin_types(conflist: dict[str, Any]) -> list[str]:
+    """The plugins a network configuration list runs: each plugin's type and its IPAM plugin's."""
+    types = []
+    for plugin in conflist.get("plugins", []):
+        types.append(str(plugin.get("type", "")))
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("type"), str):
+            types.append(ipam["type"])
+    return types
 
 
 @dataclass(frozen=True)
@@ -247,8 +259,10 @@ class _Checker:
             self.problem("cni.cniPath", f"{cni_path!r} is not an absolute folder")
             cni_path = DEFAULT_CNI_PATH
         conflist = raw.get("conflist")
+        conflist_file = None
         if isinstance(conflist, str):
             path = Path(conflist) if Path(conflist).is_absolute() else Path(source).parent / conflist
+            conflist_file = str(path)
             try:
                 conflist = json.loads(path.read_text())
             except (OSError, ValueError) as e:
@@ -260,10 +274,10 @@ class _Checker:
             if not isinstance(plugins, list) or not plugins or not all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in plugins):
                 self.problem("cni.conflist", "a network configuration list needs \"plugins\": a list of objects with a \"type\"")
                 conflist = None
-            elif any("/" in p["type"] for p in plugins):
+            elif any("/" in t for t in plugin_types(conflist)):
                 self.problem("cni.conflist", "a plugin type is a file name in cniPath, not a path")
                 conflist = None
-        return CniSpec(routing=str(routing), cni_path=cni_path, conflist=conflist), document
+        return CniSpec(routing=str(routing), cni_path=cni_path, conflist=conflist, conflist_file=conflist_file), document
 
     def integer(self, mapping: dict[str, Any], key: str, default: int, lo: int, hi: int, what: str) -> int:
         value = mapping.get(key, default)

@@ -20,6 +20,10 @@ class DataPlane(Protocol):
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         """(program, Debian package) pairs that must be installed before `up` builds anything."""
 
+    def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
+        """Files beyond the system's own programs that `up` executes or reads as code with root's
+        rights (CNI plugins and their configuration): each must be root's alone."""
+
     def validate(self, lab: Lab) -> None:
         """Raise LabError when the lab cannot work with this data plane (checked before `up`)."""
 

@@ -91,6 +91,9 @@ class Bgp:
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         return (("bird", "bird2"), ("birdc", "bird2"))
 
+    def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
+        return ()  # BIRD is the system's own program
+
     def validate(self, lab: Lab) -> None:
         if len(lab.segments) > 1:
             raise LabError(f"{lab.scenario.source}: dataplane: bgp peers nodes directly on one segment; across "

@@ -24,6 +24,9 @@ class Bridge:
         """Programs (and their Debian package) the data plane runs."""
         return ()
 
+    def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
+        return ()
+
     def validate(self, lab: Lab) -> None:
         pass
 

@@ -14,6 +14,7 @@ Nodes reach each other's pods through `cni.routing`: `host-gw` routes or a `vxla
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from cni_lab import names
@@ -21,6 +22,7 @@ from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.dataplanes.hostgw import HostGw
 from cni_lab.dataplanes.vxlan import Vxlan
 from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.model import DEFAULT_CNI_PATH, plugin_types
 from cni_lab.steps import CniAdd, Step, WriteFile
 
 CNI_VERSION = "1.0.0"  # the newest version Debian's plugins (1.1.1) speak
@@ -84,6 +86,19 @@ class Cni(Bridge):
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         return ((f"{lab.scenario.cni.cni_path}/host-local", "containernetworking-plugins"),)
+
+    def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
+        """Every plugin the nodes' configuration lists run, and the configuration list's file: a
+        scenario that names plugins is code run as root."""
+        spec = lab.scenario.cni
+        types = {t for node in lab.nodes for t in plugin_types(render(lab, node))}
+        files = [os.path.join(spec.cni_path, t) for t in sorted(types)]
+        if spec.conflist_file:
+            files.append(spec.conflist_file)
+        names_plugins = spec.conflist is not None or spec.cni_path != DEFAULT_CNI_PATH
+        if names_plugins and os.path.isfile(lab.scenario.source):  # the scenario itself says what runs
+            files.append(lab.scenario.source)
+        return tuple(files)
 
     def validate(self, lab: Lab) -> None:
         if lab.routing == "host-gw":

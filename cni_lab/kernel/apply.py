@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
+from cni_lab import privileges
 from cni_lab.errors import LabError
 from cni_lab.kernel import cni, daemons, inspect, netns
 from cni_lab.plan import Plan
@@ -249,10 +250,14 @@ def _cni_add(session: Session, step: CniAdd) -> None:
 
 def _hint(e: OSError) -> str:
     """What a failure caused by the environment usually means, and the way out."""
+    container = privileges.in_container()
+    fix = f"run the container with {privileges.container_fix(container)}" if container else "run it as root"
     if e.errno == 30:  # EROFS
-        return " (/run/netns or /proc/sys is read-only here: in a container, run it with --privileged)"
+        return f" (/run/netns or /proc/sys is read-only here: {fix})"
     if e.errno in (1, 13):  # EPERM, EACCES
-        return " (not permitted: run as root; in a container, with --privileged)"
+        return f" (not permitted: {fix})"
+    if e.errno == 2 and "/proc/sys/" in str(e.filename or ""):  # ENOENT: a sysctl this kernel lacks
+        return " (this kernel has no such setting: `sudo cni-lab doctor` says what it lacks)"
     if e.errno == 95:  # EOPNOTSUPP
         return " (this kernel lacks the feature: `sudo cni-lab doctor` says which)"
     return ""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from cni_lab.errors import LabError
 from cni_lab.kernel import netns
 
 KEYS = ("gc_thresh1", "gc_thresh2", "gc_thresh3")
@@ -56,6 +57,10 @@ def entries() -> int:
 def raise_cap(folder: Path, cap: int, others: Iterable[Path] = ()) -> dict[str, int]:
     """Record the limits from before any lab raised them in `folder` (a lab's state folder;
     `others` are the other labs' folders), then raise them. Returns what was recorded."""
+    if ARP.cap() is None:
+        raise LabError("--neighbour-cap: the neighbour table's limits are not visible in this network namespace "
+                       "(a container's own; the kernel shows them to the host's only): raise "
+                       "net.ipv4.neigh.default.gc_thresh3 on the host, or leave it: check keeps within the table anyway")
     record = folder / RECORD
     before = _recorded(record) or next(filter(None, (_recorded(o / RECORD) for o in others)), None) or read()
     if not record.exists():  # a second raise keeps the original values

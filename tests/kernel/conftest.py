@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -32,3 +34,15 @@ def make_lab(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     finally:
         for name in made:
             lifecycle.down(name)
+
+
+@pytest.fixture
+def trusted_dir() -> Iterator[Path]:
+    """A folder only root can write (what `up` requires of files that name CNI plugins), removed after."""
+    folder = Path(f"/run/cnilab-test-{os.getpid()}")
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

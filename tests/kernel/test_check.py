@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -154,3 +155,14 @@ def test_a_lab_past_its_neighbour_budget_is_said_before_probing_and_probed_in_ba
     use = result.neighbours
     assert use.budget == 8 and use.batches > 1 and use.deleted > 0
     assert result.passed  # a small lab still passes, in small batches
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux's setpriv is not installed")
+def test_check_without_cap_net_raw_says_so_in_one_line(make_lab: MakeLab) -> None:
+    # podman's default capabilities leave NET_RAW out: check's ICMP probes need it
+    lab = make_lab(two_nodes("host-gw"))
+    done = subprocess.run(["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--",
+                           sys.executable, "-m", "cni_lab", "check", lab.name], capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "CAP_NET_RAW" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,10 +82,10 @@ def test_bring_your_own_ptp_chain_and_vxlan_routing(make_lab: MakeLab) -> None:
     ({"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local", "subnet": "10.244.0.0/33"}},
      "CNI ADD for pod node1/web: plugin bridge: "),
 ])
-def test_a_bad_conflist_is_one_line_and_leaves_nothing(tmp_path: Path, plugin: dict[str, Any], message: str) -> None:
-    conflist = tmp_path / "bad.conflist"
+def test_a_bad_conflist_is_one_line_and_leaves_nothing(trusted_dir: Path, plugin: dict[str, Any], message: str) -> None:
+    conflist = trusted_dir / "bad.conflist"
     conflist.write_text(json.dumps({"cniVersion": "1.0.0", "name": "bad", "plugins": [plugin]}))
-    scenario = tmp_path / "bad.yaml"
+    scenario = trusted_dir / "bad.yaml"
     scenario.write_text(f"name: tbadcni\ndataplane: cni\ncni: {{conflist: {conflist}}}\n"
                         "nodes: [{name: node1, pods: [web]}, {name: node2, pods: [api]}]\n")
     done = subprocess.run([sys.executable, "-m", "cni_lab", "up", str(scenario)], capture_output=True, text=True)
@@ -102,3 +103,23 @@ def test_model_rejects_a_conflist_without_plugins() -> None:
     with pytest.raises(LabError, match='cni.conflist: a network configuration list needs "plugins"'):
         model.load_document({"name": "x", "dataplane": "cni", "cni": {"conflist": {"name": "n"}},
                              "nodes": [{"name": "a"}]}, "s.yaml")
+
+
+def test_plugins_others_could_change_are_refused_before_anything_is_built(make_lab: MakeLab, tmp_path: Path) -> None:
+    # a scenario naming plugins is code run as root: a plugin folder anyone can write is refused
+    plugins = tmp_path / "plugins"
+    shutil.copytree("/usr/lib/cni", plugins)
+    lab = make_lab(cni_lab(cniPath=str(plugins)), up=False)
+    with pytest.raises(LabError, match=f"refusing to use {plugins}/bridge as root \\(cni\\)"):
+        lifecycle.up(lab)
+    assert not [n for n in netns.listing() if names.lab_of_netns(n) == lab.name]
+
+
+def test_a_scenario_anyone_could_change_may_not_name_plugins(tmp_path: Path) -> None:
+    conflist = json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]})
+    scenario = tmp_path / "mine.yaml"
+    scenario.write_text(f"name: tuntrust\ndataplane: cni\ncni: {{conflist: {conflist}}}\nnodes: [{{name: a, pods: 1}}]\n")
+    done = subprocess.run([sys.executable, "-m", "cni_lab", "up", str(scenario)], capture_output=True, text=True)
+    assert done.returncode == 2 and f"refusing to use {scenario} as root" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not [n for n in netns.listing() if names.lab_of_netns(n) == "tuntrust"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
+from cni_lab.errors import LabError
 from cni_lab.kernel import neighbours
 
 
@@ -24,6 +26,15 @@ def test_a_delete_request_is_what_pyroute2_encodes(table: neighbours.Table, addr
     assert made == bytes(msg.data)
 
 
-def test_a_table_that_cannot_be_read_is_said_so(tmp_path: object) -> None:
+def test_a_table_that_cannot_be_read_is_said_so() -> None:
     hidden = neighbours.Table("arp", socket.AF_INET, "/nonexistent/neigh/default", "/nonexistent/arp_cache")
     assert hidden.cap() is None and hidden.entries() == 0
+
+
+def test_raising_a_cap_that_cannot_be_seen_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # inside a container's own network namespace the limits do not exist
+    hidden = neighbours.Table("arp", socket.AF_INET, "/nonexistent/neigh/default", "/nonexistent/arp_cache")
+    monkeypatch.setattr(neighbours, "ARP", hidden)
+    with pytest.raises(LabError, match="not visible in this network namespace"):
+        neighbours.raise_cap(tmp_path, 4096)
+    assert not list(tmp_path.iterdir())  # nothing recorded

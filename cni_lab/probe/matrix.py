@@ -231,8 +231,8 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         batches = budget.schedule(endpoints, budget.Costs(lab.has_router), room.entries, infrastructure)
     notes = []
     if not room.cap_known:
-        notes.append(f"the neighbour table's cap cannot be read here (a container's own network namespace): "
-                     f"assuming the kernel's default, {room.cap}")
+        notes.append(f"the neighbour table's cap and size cannot be read here (a container's own network "
+                     f"namespace): assuming the kernel's default cap, {room.cap}, and keeping within half of it")
     if len(batches) > 1:
         notes.append(f"the full matrix would need ~{needed} neighbour (ARP) entries at once, and the host's table "
                      f"(cap {room.cap}, {room.at_start} in use) leaves this check {room.entries}: probing in "

@@ -20,7 +20,8 @@ from cni_lab.lesson import explain
 from cni_lab.report import topology
 
 MakeLab = Callable[..., Lab]
-CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+BROWSER = next((b for b in ("chromium", "google-chrome", "google-chrome-stable", "chrome") if shutil.which(b)), None)
+CHROMIUM = [BROWSER or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
@@ -60,7 +61,8 @@ def test_graph_of_a_running_lab_reads_the_kernel(make_lab: MakeLab, tmp_path: Pa
         assert (tmp_path / "lab.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (setup.sh installs it)")
+@pytest.mark.skipif(BROWSER is None, reason="no chromium or google-chrome on the PATH (setup.sh --test installs "
+                                           "Debian's chromium; Ubuntu has only a snap)")
 def test_report_renders_in_headless_chromium(make_lab: MakeLab, tmp_path: Path) -> None:
     lab = make_lab(two_nodes("bridge"))
     # what `report` draws: the last check, kept by the CLI (a bridge lab fails across nodes: exit 1)

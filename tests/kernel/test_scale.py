@@ -17,8 +17,17 @@ from cni_lab.kernel import apply, neighbours
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
+# inside a container's own network namespace the kernel does not show the neighbour limits
+hidden_limits = pytest.mark.skipif(neighbours.ARP.cap() is None,
+                                   reason="the neighbour table's limits are not visible in this network namespace "
+                                          "(a container's own): --neighbour-cap cannot work here")
 
 
+def limits() -> dict[str, int] | None:
+    return neighbours.read() if neighbours.ARP.cap() is not None else None
+
+
+@hidden_limits
 def test_a_200_pod_lab_passes_every_pair_and_down_puts_the_arp_limit_back(make_lab: MakeLab) -> None:
     before = neighbours.read()
     lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 10, "pods": 20}]})
@@ -39,6 +48,7 @@ def test_a_200_pod_lab_passes_every_pair_and_down_puts_the_arp_limit_back(make_l
     assert neighbours.entries() <= before["gc_thresh3"]  # a new lab can make entries at once
 
 
+@hidden_limits
 def test_the_arp_limit_comes_back_when_the_last_lab_that_raised_it_goes(make_lab: MakeLab) -> None:
     before = neighbours.read()
     first = make_lab(two_nodes("host-gw"))
@@ -67,7 +77,7 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
 
 def over_the_cap(times: float) -> int:
     """Pods per node of a 3-node host-gw lab whose full matrix needs `times` the host's cap."""
-    cap = neighbours.read()["gc_thresh3"]
+    cap = neighbours.ARP.cap() or neighbours.ARP.default_cap
     pods = next(p for p in range(1, 400) if 3 * (p * p + p + 2) > times * cap)  # pairs.neighbours_needed
     if pods > 60:
         pytest.skip(f"this host's neighbour cap ({cap}) is raised: exceeding it takes {3 * pods} pods")
@@ -77,16 +87,16 @@ def over_the_cap(times: float) -> int:
 def test_a_lab_past_the_hosts_arp_cap_gets_every_verdict_right_within_the_budget(make_lab: MakeLab) -> None:
     # without --neighbour-cap the host's table is too small for the matrix at once: check probes
     # it in batches that fit and deletes the lab's entries between them
-    before = neighbours.read()
+    before = limits()
     lab = make_lab({"dataplane": "host-gw", "nodes": [{"name": "node", "count": 3, "pods": over_the_cap(1)}]})
     heard: list[str] = []
     result = lifecycle.check(lab.name, notice=heard.append)
     use = result.neighbours
-    assert heard and "batches" in heard[0] and "--neighbour-cap" not in heard[0]
+    assert any("batches" in h for h in heard) and not any("--neighbour-cap" in h for h in heard)
     assert use.needed > use.cap and use.batches > 1 and use.deleted > 0
     assert result.passed and not result.failures
     assert use.peak <= use.bound  # the table never came near the cap (a count, sampled every 20 ms)
-    assert neighbours.read() == before  # nothing on the host was changed
+    assert limits() == before  # nothing on the host was changed
 
 
 def test_the_host_keeps_resolving_neighbours_while_a_big_check_runs(make_lab: MakeLab) -> None:

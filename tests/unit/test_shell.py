@@ -43,7 +43,7 @@ def test_containerfile_and_workflow_use_the_one_setup_script() -> None:
     workflow = yaml.safe_load((ROOT / ".github/workflows/cni-lab.yml").read_text())
     steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
     runs = " ".join(s.get("run", "") for s in steps)
-    assert "sudo ./scripts/setup.sh && sudo .venv/bin/pytest" in runs
+    assert "sudo ./scripts/setup.sh --test && sudo .venv/bin/pytest" in runs
     assert "cni-lab run" in runs and "--junit" in runs and "--report" in runs
     uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads and all(f in uploads[0]["with"]["path"] for f in ("check.json", "junit.xml", "report.html"))
@@ -58,7 +58,7 @@ def test_every_package_is_in_the_wheel() -> None:
     assert found <= listed, found - listed
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed (.ci/run installs it)")
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed (setup.sh --test installs it)")
 def test_vagrantfile_is_valid_ruby() -> None:
     done = subprocess.run(["ruby", "-c", str(ROOT / "Vagrantfile")], capture_output=True, text=True)
     assert done.returncode == 0 and "Syntax OK" in done.stdout

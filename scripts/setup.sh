@@ -29,7 +29,7 @@ packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntr
 # The tests: a browser renders the HTML report, ruby checks the Vagrantfile's syntax, mininet and
 # bridge-utils are the benchmark's comparison, util-linux's setpriv drops a capability, podman,
 # runc and debootstrap build and run the container image from a local Debian base.
-test_packages=(ruby mininet bridge-utils util-linux podman runc debootstrap)
+test_packages=(ruby mininet bridge-utils util-linux podman runc debootstrap debian-archive-keyring)
 
 available() {  # a package apt can install here (Ubuntu 24.04 has no `chromium`, only a snap stub)
   apt-cache policy "$1" 2>/dev/null | grep -q "Candidate: [0-9]"

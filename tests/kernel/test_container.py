@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 
+from cni_lab.privileges import in_container
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "localhost/cnilab-debian:12"
 IMAGE = "localhost/cnilab-runtime:test"
@@ -24,9 +26,12 @@ ROOTFS = Path("/var/tmp/cnilab-debian-rootfs")
 SENSITIVE = ["tests/kernel/test_scale.py", "tests/kernel/test_check.py",
              "tests/kernel/test_packaging.py::test_doctor_json_on_this_machine"]
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("podman") and shutil.which("debootstrap")),
-    reason="podman and debootstrap are not installed (setup.sh --test installs them)")
+pytestmark = [
+    pytest.mark.skipif(not (shutil.which("podman") and shutil.which("debootstrap")),
+                       reason="podman and debootstrap are not installed (setup.sh --test installs them)"),
+    pytest.mark.skipif(in_container() is not None,
+                       reason="already inside a container: these tests build and run the image from the host"),
+]
 
 
 def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -48,10 +48,7 @@ def _write(values: dict[str, int]) -> None:
 
 
 def entries() -> int:
-    try:
-        return int(Path(STATS).read_text().splitlines()[1].split()[0], 16)
-    except (OSError, IndexError, ValueError):
-        return 0
+    return ARP.entries()
 
 
 def raise_cap(folder: Path, cap: int, others: Iterable[Path] = ()) -> dict[str, int]:

@@ -143,7 +143,7 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
         for a, first in enumerate(parts):
             for second in parts[a:]:
                 jobs = ([_index(s, d) for s in first for d in first if s != d] if first is second else
-                        [_index(s, d) for s in first for d in second] + [_index(d, s) for s in first for d in second])
+                        _between(_index, first, second))
                 count = sum(is_pod[i] for i in first) + (0 if first is second else sum(is_pod[i] for i in second))
                 blocks.append((costs.local(count), jobs, namespaces_of(first + ([] if first is second else second))))
 
@@ -169,7 +169,7 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
             for x, ua in enumerate(one):
                 for ub in (one[x + 1:] if one is other else other):
                     if ua.node != ub.node:
-                        jobs += _between(n, ua.members, ub.members)
+                        jobs += _between(_index, ua.members, ub.members)
             if jobs:
                 cost = costs.remote(sum(u.pods for u in together), len(together))
                 blocks.append((cost, jobs, namespaces_of(i for u in together for i in u.members)))
@@ -197,7 +197,6 @@ def schedule(endpoints: Sequence[Endpoint], costs: Costs, budget: int, infrastru
     return batches
 
 
-def _between(n: int, a: list[int], b: list[int]) -> list[int]:
-    """Both directions between two sets of endpoints."""
-    index = AllPairs(n).index
+def _between(index: Callable[[int, int], int], a: list[int], b: list[int]) -> list[int]:
+    """Both directions between two sets of endpoints (`index`: AllPairs.index)."""
     return [index(s, d) for s in a for d in b] + [index(d, s) for s in a for d in b]

@@ -104,8 +104,15 @@ class Lab:
         return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
 
     @property
+    def tunnelled(self) -> bool:
+        """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
+        if self.dataplane == "ebpf":
+            return self.scenario.ebpf_routing == "tunnel"
+        return self.routing == "vxlan"
+
+    @property
     def overlay_mtu(self) -> int:
-        return self.scenario.underlay_mtu - (50 if self.routing == "vxlan" else 0)
+        return self.scenario.underlay_mtu - (50 if self.tunnelled else 0)
 
     @property
     def pods(self) -> tuple[Pod, ...]:

@@ -16,7 +16,7 @@ from cni_lab import catalog, codec, dataplanes, ipam, model, names, plan, privil
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, cni, daemons, neighbours, netns
+from cni_lab.kernel import apply, bpf, cni, daemons, neighbours, netns
 from cni_lab.probe import matrix
 from cni_lab.probe.matrix import CheckResult
 
@@ -128,6 +128,8 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
             # the cap goes back below once the lab's entries are gone: let them go now
             apply.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
         removed = apply.remove_namespaces(namespaces)
+        if bpf.remove_pins(names.bpf_dir(name)):  # the ebpf data plane's programs and maps
+            removed.append(names.bpf_dir(name))
         neighbours.restore(state.lab_dir(name), _other_labs(name))  # what `check --neighbour-cap` raised
         return removed
 
@@ -153,6 +155,7 @@ def down_all() -> dict[str, list[str]]:
     """Every lab on the machine, recorded or only found by its namespaces' names."""
     require_root("down")
     labs = set(state.names()) | {lab for n in netns.listing() if (lab := names.lab_of_netns(n))}
+    labs |= set(bpf.pinned_labs())
     return {lab: down(lab) for lab in sorted(labs) if model.LAB_NAME.match(lab)}
 
 

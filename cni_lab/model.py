@@ -18,7 +18,7 @@ import yaml
 
 from cni_lab.errors import LabError
 
-DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni")
+DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
 RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
 
@@ -37,7 +37,9 @@ DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
 DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
 DEFAULT_MTU = 1500
 
-TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni")
+TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf")
+EBPF_KEYS = ("routing",)
+EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its default
 CNI_KEYS = ("routing", "cniPath", "conflist")
 CNI_ROUTING = ("host-gw", "vxlan", "none")
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
@@ -113,6 +115,7 @@ class Scenario:
     block_size: int = DEFAULT_BLOCK_SIZE  # bgp: the prefix length of a node's IPAM block
     as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
     cni: CniSpec = field(default_factory=CniSpec)
+    ebpf_routing: str = "tunnel"  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
     description: str = ""
@@ -178,6 +181,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         description = ""
     expect = c.expectations(document.get("expect", "full"))
     cni, document = c.cni(document, source)
+    ebpf_routing = c.ebpf(document.get("ebpf"))
     c.raise_if_any()
     assert name is not None and cluster is not None
     return Scenario(
@@ -192,6 +196,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         block_size=block_size,
         as_number=as_number,
         cni=cni,
+        ebpf_routing=ebpf_routing,
         allow_overlap=allow_overlap,
         expect=expect,
         description=description,
@@ -278,6 +283,20 @@ class _Checker:
                 self.problem("cni.conflist", "a plugin type is a file name in cniPath, not a path")
                 conflist = None
         return CniSpec(routing=str(routing), cni_path=cni_path, conflist=conflist, conflist_file=conflist_file), document
+
+    def ebpf(self, raw: Any) -> str:
+        """The `ebpf` section: how nodes reach each other's pods (Cilium's routingMode)."""
+        if raw is None:
+            return "tunnel"
+        if not isinstance(raw, dict):
+            self.problem("ebpf", "must be a mapping with keys " + ", ".join(EBPF_KEYS))
+            return "tunnel"
+        self.unknown_keys(raw, EBPF_KEYS, "ebpf.")
+        routing = raw.get("routing", "tunnel")
+        if routing not in EBPF_ROUTING:
+            self.problem("ebpf.routing", f"{routing!r} is not one of {', '.join(EBPF_ROUTING)}{_hint(routing, EBPF_ROUTING)}")
+            return "tunnel"
+        return str(routing)
 
     def integer(self, mapping: dict[str, Any], key: str, default: int, lo: int, hi: int, what: str) -> int:
         value = mapping.get(key, default)

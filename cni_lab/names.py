@@ -98,3 +98,25 @@ def cni_result(node: str, pod: str) -> str:
 def bird_dir(node: str) -> str:
     """A node's BIRD files (config, control socket, pid file, log), relative to the lab's state folder."""
     return f"bird/{node}"
+
+
+# -- ebpf: Cilium's names ------------------------------------------------------------------------
+CILIUM_HOST = "cilium_host"  # holds the node's router IP; the stack's way to its pods
+CILIUM_NET = "cilium_net"  # cilium_host's veth peer
+CILIUM_VXLAN = "cilium_vxlan"  # tunnel mode's flow-based VXLAN device
+BPF_FS = "/sys/fs/bpf"
+
+
+def lxc_veth(lab: str, node: str, pod: str) -> str:
+    """Cilium's host-side name of a pod's veth: `lxc` + the first 12 hex characters of a SHA-256
+    (Cilium hashes the endpoint ID; the lab hashes the pod's identity, so a plan is reproducible)."""
+    return "lxc" + hashlib.sha256(f"{lab}/{node}/{pod}".encode()).hexdigest()[:12]
+
+
+def bpf_dir(lab: str) -> str:
+    """Where a lab's BPF programs and maps are pinned: carries the lab's name like its namespaces."""
+    return f"{BPF_FS}/{PREFIX}{lab}"
+
+
+def bpf_node_dir(lab: str, node: str) -> str:
+    return f"{bpf_dir(lab)}/{node}"

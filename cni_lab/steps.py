@@ -68,10 +68,12 @@ class LinkUp:
     netns: str
     ifname: str
     master: str | None = None
+    arp: bool = True  # False: IFF_NOARP, as Cilium sets on cilium_host and cilium_net
 
     def describe(self) -> str:
         master = f" master {self.master}" if self.master else ""
-        return f"ip -n {self.netns} link set {self.ifname}{master} up"
+        arp = "" if self.arp else " arp off"
+        return f"ip -n {self.netns} link set {self.ifname}{master}{arp} up"
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,17 @@ class AddRoute:
     via: IPv4Address | None = None
     onlink: bool = False
     scope_link: bool = False
+    src: IPv4Address | None = None  # the preferred source of what the node itself sends this way
+    mtu: int | None = None  # a route MTU (the overlay's, where the device's own is larger)
 
     def describe(self) -> str:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst.network_address if self.dst.prefixlen == 32 else self.dst)
         via = f" via {self.via}" if self.via else ""
         onlink = " onlink" if self.onlink else ""
         scope = " scope link" if self.scope_link else ""
-        return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}"
+        src = f" src {self.src}" if self.src else ""
+        mtu = f" mtu {self.mtu}" if self.mtu else ""
+        return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}{src}{mtu}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,95 @@ class AddVxlan:
             f"ip -n {self.netns} link add {self.ifname} address {self.mac} mtu {self.mtu} type vxlan "
             f"id {self.vni} local {self.local} dev {self.dev} dstport {self.port}{learning}"
         )
+
+
+@dataclass(frozen=True)
+class AddFlowVxlan:
+    """A flow-based (`external`) VXLAN device: no fixed VNI or remote; each packet's tunnel key,
+    set by a BPF program, says where it goes. Cilium's cilium_vxlan."""
+
+    netns: str
+    ifname: str
+    port: int
+    mtu: int
+
+    def describe(self) -> str:
+        return f"ip -n {self.netns} link add {self.ifname} mtu {self.mtu} type vxlan external dstport {self.port}"
+
+
+@dataclass(frozen=True)
+class LoadBpf:
+    """Load the data plane's BPF object (compiled from `source`, shipped with cni-lab) and pin
+    its programs and maps in `pin`, a folder of bpffs that carries the lab's name."""
+
+    netns: str  # the node whose programs these are (maps are per node)
+    pin: str
+    source: str  # a C file of cni_lab/dataplanes/
+
+    def describe(self) -> str:
+        obj = self.source.removesuffix(".c") + ".o"
+        return f"bpftool prog loadall <cache>/{obj} {self.pin} pinmaps {self.pin}  # clang -O2 -g -target bpf {self.source}"
+
+
+@dataclass(frozen=True)
+class AttachBpf:
+    """A pinned program at the tc hook of a device (a `clsact` qdisc, the program direct-action)."""
+
+    netns: str
+    ifname: str
+    direction: str  # ingress | egress
+    pin: str
+    program: str
+
+    def describe(self) -> str:
+        return (f"tc -n {self.netns} qdisc add dev {self.ifname} clsact; tc -n {self.netns} filter add dev "
+                f"{self.ifname} {self.direction} bpf da object-pinned {self.pin}/{self.program}")
+
+
+@dataclass(frozen=True)
+class BpfNodeConfig:
+    """The node's entry of `node_config`: what Cilium compiles into node_config.h."""
+
+    netns: str
+    pin: str
+    uplink: str
+    vxlan: str | None  # the tunnel device, None in native routing
+    router_ip: IPv4Address
+    vni: int
+
+    def describe(self) -> str:
+        vxlan = f"ifindex of {self.vxlan}" if self.vxlan else "0"
+        return (f"bpftool map update pinned {self.pin}/node_config key 0 value <ifindex of {self.uplink}, {vxlan}, "
+                f"{self.router_ip}, vni {self.vni}, tunnel {int(self.vxlan is not None)}>")
+
+
+@dataclass(frozen=True)
+class BpfEndpoint:
+    """A pod in the node's endpoints map (cilium_lxc): its IP → its lxc device and both MACs."""
+
+    netns: str
+    pin: str
+    ip: IPv4Address
+    lxc: str
+    pod_netns: str
+    pod_ifname: str
+
+    def describe(self) -> str:
+        return (f"bpftool map update pinned {self.pin}/cilium_lxc key <{self.ip}> value <ifindex of {self.lxc}, "
+                f"MAC of {self.pod_ifname} in {self.pod_netns}, MAC of {self.lxc}>")
+
+
+@dataclass(frozen=True)
+class BpfTunnel:
+    """Another node's pod CIDR in the node's tunnel map: its pods are behind that node's IP."""
+
+    netns: str
+    pin: str
+    cidr: IPv4Network
+    node_ip: IPv4Address
+
+    def describe(self) -> str:
+        return f"bpftool map update pinned {self.pin}/cilium_tunnel_map key <{self.cidr}> value <{self.node_ip}>"
 
 
 @dataclass(frozen=True)
@@ -209,5 +304,6 @@ class CniAdd:
 
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
-             AddFdb, WriteFile, StartBird, WaitBgp, CniAdd]
+             AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
+             BpfEndpoint, BpfTunnel]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")

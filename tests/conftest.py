@@ -33,10 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def lab_objects() -> set[str]:
     from cni_lab import state
-    from cni_lab.kernel import netns
+    from cni_lab.kernel import bpf, netns
 
     found = {f"netns {n}" for n in netns.listing() if n.startswith(names.PREFIX)}
     found |= {f"state {n}" for n in state.names()}
+    found |= {f"pinned BPF {names.bpf_dir(n)}" for n in bpf.pinned_labs()}
     # daemons (BIRD) run in a folder of the lab's state: any process still there is a leak
     root = str(state.STATE_ROOT)
     for entry in os.listdir("/proc"):

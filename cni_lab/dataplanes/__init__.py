@@ -38,7 +38,7 @@ class DataPlane(Protocol):
 
 
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bgp, bridge, cni, fabric, hostgw, vxlan
+    from cni_lab.dataplanes import bgp, bridge, cni, ebpf, fabric, hostgw, vxlan
 
     planes: dict[str, DataPlane] = {
         "bridge": bridge.Bridge(),
@@ -47,6 +47,7 @@ def get(name: str) -> DataPlane:
         "fabric": fabric.Fabric(),
         "bgp": bgp.Bgp(),
         "cni": cni.Cni(),
+        "ebpf": ebpf.Ebpf(),
     }
     try:
         return planes[name]

@@ -20,19 +20,25 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from cni_lab import privileges
 from cni_lab.errors import LabError
-from cni_lab.kernel import cni, daemons, inspect, netns
+from cni_lab.kernel import bpf, cni, daemons, inspect, netns
 from cni_lab.plan import Plan
 from cni_lab.steps import (
     AddAddress,
     AddBridge,
     AddFdb,
+    AddFlowVxlan,
     AddNeighbour,
     AddRoute,
     AddVeth,
     AddVxlan,
+    AttachBpf,
+    BpfEndpoint,
+    BpfNodeConfig,
+    BpfTunnel,
     CniAdd,
     CreateNetns,
     LinkUp,
+    LoadBpf,
     SetSysctl,
     StartBird,
     Step,
@@ -112,6 +118,7 @@ class Session:
         self._index: dict[tuple[str, str], int] = {}
         self._sockets = sockets if sockets is not None else {}
         self.files = files
+        self.pinned: list[str] = []  # bpffs folders this session pinned programs in (undone on failure)
 
     def rtnl(self, ns: str) -> Rtnl:
         if ns not in self._rtnl:
@@ -199,14 +206,15 @@ def apply_step(session: Session, step: Step) -> None:
             session.rtnl(step.netns).set_link(session.index(step.netns, step.ifname), up=step.up or None, master=master)
     elif isinstance(step, LinkUp):
         master = session.index(step.netns, step.master) if step.master else None
-        session.rtnl(step.netns).set_link(session.index(step.netns, step.ifname), up=True, master=master)
+        session.rtnl(step.netns).set_link(session.index(step.netns, step.ifname), up=True, master=master,
+                                          noarp=not step.arp)
     elif isinstance(step, AddAddress):
         index = session.index(step.netns, step.ifname)
         _exists_ok(lambda: session.rtnl(step.netns).add_address(index, step.address.ip, step.address.network.prefixlen))
     elif isinstance(step, AddRoute):
         oif = session.index(step.netns, step.dev)
         _exists_ok(lambda: session.rtnl(step.netns).add_route(step.dst, oif, gateway=step.via, onlink=step.onlink,
-                                                             scope_link=step.scope_link))
+                                                             scope_link=step.scope_link, src=step.src, mtu=step.mtu))
     elif isinstance(step, AddVxlan):
         data = [("IFLA_VXLAN_ID", step.vni), ("IFLA_VXLAN_LOCAL", str(step.local)), ("IFLA_VXLAN_PORT", step.port),
                 ("IFLA_VXLAN_LEARNING", int(step.learning)), ("IFLA_VXLAN_LINK", session.index(step.netns, step.dev))]
@@ -227,8 +235,43 @@ def apply_step(session: Session, step: Step) -> None:
         daemons.wait_bgp(step.netns, step.node, _folder(session, step.folder), step.peers, step.learned)
     elif isinstance(step, CniAdd):
         _cni_add(session, step)
+    elif isinstance(step, AddFlowVxlan):
+        data = [("IFLA_VXLAN_COLLECT_METADATA", 1), ("IFLA_VXLAN_PORT", step.port), ("IFLA_VXLAN_LEARNING", 0)]
+        _add_link(session, step.netns, step.ifname, "vxlan", lambda r: r.add_link(step.ifname, "vxlan", mtu=step.mtu,
+                                                                                   data=data))
+    elif isinstance(step, (LoadBpf, AttachBpf, BpfNodeConfig, BpfEndpoint, BpfTunnel)):
+        _bpf_step(session, step)
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
+
+
+def _bpf_step(session: Session, step: LoadBpf | AttachBpf | BpfNodeConfig | BpfEndpoint | BpfTunnel) -> None:
+    from cni_lab.dataplanes import ebpf  # the program names a node's object holds
+
+    if isinstance(step, LoadBpf):
+        if bpf.load(step.source, step.pin, ebpf.PROGRAMS):
+            session.pinned.append(step.pin)
+    elif isinstance(step, AttachBpf):
+        rtnl, index = session.rtnl(step.netns), session.index(step.netns, step.ifname)
+        _exists_ok(lambda: rtnl.add_clsact(index))
+        fd = bpf.open_pinned(f"{step.pin}/{step.program}")
+        try:
+            rtnl.replace_bpf_filter(index, step.direction, fd, step.program)
+        finally:
+            os.close(fd)
+    elif isinstance(step, BpfNodeConfig):
+        vxlan = session.index(step.netns, step.vxlan) if step.vxlan else 0
+        value = bpf.NODE_CONFIG.pack(session.index(step.netns, step.uplink), vxlan, step.router_ip.packed, step.vni,
+                                     int(step.vxlan is not None))
+        bpf.update(f"{step.pin}/node_config", bpf.ZERO, value)
+    elif isinstance(step, BpfEndpoint):
+        pod_mac = session.rtnl(step.pod_netns).link_mac(step.pod_ifname)
+        lxc_mac = session.rtnl(step.netns).link_mac(step.lxc)
+        value = bpf.ENDPOINT_INFO.pack(session.index(step.netns, step.lxc), bpf.mac_bytes(pod_mac), bpf.mac_bytes(lxc_mac))
+        bpf.update(f"{step.pin}/cilium_lxc", bpf.ENDPOINT_KEY.pack(step.ip.packed), value)
+    else:
+        key = bpf.TUNNEL_KEY.pack(step.cidr.prefixlen, step.cidr.network_address.packed)
+        bpf.update(f"{step.pin}/cilium_tunnel_map", key, bpf.TUNNEL_VALUE.pack(step.node_ip.packed))
 
 
 def _cni_add(session: Session, step: CniAdd) -> None:
@@ -330,6 +373,8 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
                 session.close()
                 for ns in reversed(maker.created):
                     netns.remove(ns)
+                for pin in session.pinned:
+                    bpf.remove_pins(pin)
             raise
         finally:
             maker.stop()

@@ -16,17 +16,29 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import (
+    RTM_DELROUTE,
+    RTM_DELTFILTER,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWQDISC,
+    RTM_NEWROUTE,
+    RTM_NEWTFILTER,
+)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from cni_lab.kernel import netns
 
 NLMSG_ERROR = 2
 EEXIST = errno.EEXIST
 IFF_UP = 1
+IFF_NOARP = 0x80
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what `ip route add` and flannel leave: shown without a "proto" by `ip route`
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -36,6 +48,11 @@ NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 AF_BRIDGE = 7
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+TC_H_CLSACT = 0xFFFFFFF1
+TC_PARENT = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}  # clsact's ingress and egress hooks
+ETH_P_ALL = 0x0003
+TCA_BPF_FLAG_ACT_DIRECT = 1
+BPF_FILTER_PRIO, BPF_FILTER_HANDLE = 1, 1
 
 
 class RtnlError(OSError):
@@ -106,12 +123,22 @@ class Rtnl:
         peer = [("IFLA_IFNAME", peer_ifname), ("IFLA_NET_NS_FD", peer_ns_fd), ("IFLA_MTU", mtu)]
         self.add_link(ifname, "veth", mtu=mtu, master=master, up=up, data=[("VETH_INFO_PEER", {"attrs": peer})])
 
-    def set_link(self, index: int, *, up: bool | None = None, master: int | None = None) -> None:
+    def link_mac(self, ifname: str) -> str:
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        reply = ifinfmsg(self._request(msg, RTM_GETLINK, NLM_F_REQUEST))
+        reply.decode()
+        return str(reply.get_attr("IFLA_ADDRESS"))
+
+    def set_link(self, index: int, *, up: bool | None = None, master: int | None = None, noarp: bool = False) -> None:
         msg = ifinfmsg()
         msg["index"] = index
         if up is not None:
             msg["change"] = IFF_UP
             msg["flags"] = IFF_UP if up else 0
+        if noarp:
+            msg["change"] |= IFF_NOARP
+            msg["flags"] |= IFF_NOARP
         if master is not None:
             msg["attrs"] = [("IFLA_MASTER", master)]
         self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
@@ -125,7 +152,7 @@ class Rtnl:
         self._request(msg, RTM_NEWADDR, CREATE)
 
     def add_route(self, dst: IPv4Network, oif: int, *, gateway: IPv4Address | None = None, onlink: bool = False,
-                  scope_link: bool = False) -> None:
+                  scope_link: bool = False, src: IPv4Address | None = None, mtu: int | None = None) -> None:
         msg = rtmsg()
         msg["family"], msg["dst_len"], msg["table"] = socket.AF_INET, dst.prefixlen, RT_TABLE_MAIN
         msg["proto"], msg["type"] = RTPROT_BOOT, RTN_UNICAST
@@ -136,6 +163,10 @@ class Rtnl:
             attrs.append(("RTA_DST", str(dst.network_address)))
         if gateway is not None:
             attrs.append(("RTA_GATEWAY", str(gateway)))
+        if src is not None:
+            attrs.append(("RTA_PREFSRC", str(src)))
+        if mtu is not None:
+            attrs.append(("RTA_METRICS", {"attrs": [("RTAX_MTU", mtu)]}))
         msg["attrs"] = attrs
         self._request(msg, RTM_NEWROUTE, CREATE)
 
@@ -161,3 +192,29 @@ class Rtnl:
         msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
         self._request(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 
+    # -- tc: BPF programs at a device's clsact hooks ----------------------------------------------
+
+    def add_clsact(self, index: int) -> None:
+        """`tc qdisc add dev X clsact` (EEXIST when it is there)."""
+        msg = tcmsg()
+        msg["index"], msg["handle"], msg["parent"] = index, 0xFFFF0000, TC_H_CLSACT
+        msg["attrs"] = [("TCA_KIND", "clsact")]
+        self._request(msg, RTM_NEWQDISC, CREATE)
+
+    def _bpf_filter(self, index: int, direction: str) -> Any:
+        msg = tcmsg()
+        msg["index"], msg["handle"], msg["parent"] = index, BPF_FILTER_HANDLE, TC_PARENT[direction]
+        msg["info"] = (BPF_FILTER_PRIO << 16) | socket.htons(ETH_P_ALL)
+        return msg
+
+    def replace_bpf_filter(self, index: int, direction: str, fd: int, name: str) -> None:
+        """`tc filter replace dev X <direction> pref 1 handle 1 bpf da fd <fd> name <name>`."""
+        msg = self._bpf_filter(index, direction)
+        msg["attrs"] = [("TCA_KIND", "bpf"), ("TCA_OPTIONS", {"attrs": [
+            ("TCA_BPF_FD", fd), ("TCA_BPF_NAME", name), ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})]
+        self._request(msg, RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_bpf_filter(self, index: int, direction: str) -> None:
+        msg = self._bpf_filter(index, direction)
+        msg["attrs"] = [("TCA_KIND", "bpf")]
+        self._request(msg, RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK)

@@ -50,7 +50,8 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):
             node_label.append(" (missing)", style="red")
         ip = f"{node.ip} ({node.segment.name})" if len(lab.segments) > 1 else str(node.ip)
-        gateway = f"{names.CALICO_GATEWAY} (proxy ARP)" if lab.dataplane == "bgp" else f"{node.gateway} (cni0)"
+        gateway = {"bgp": f"{names.CALICO_GATEWAY} (proxy ARP)",
+                   "ebpf": f"{node.gateway} ({names.CILIUM_HOST})"}.get(lab.dataplane, f"{node.gateway} (cni0)")
         table.add_row(node_label, ip, str(node.pod_cidr), gateway, pods or "-")
     return table
 

@@ -138,6 +138,8 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
 def _pod_network(topo: Topology) -> str:
     if topo.dataplane == "bgp":
         return "cali* veths"  # routed, no bridge; the gateway, 169.254.1.1, on the next line
+    if topo.dataplane == "ebpf":
+        return "lxc* veths, tc BPF"  # no bridge either; the router IP on cilium_host
     return f"bridge {names.CNI_BRIDGE}"
 
 
@@ -196,7 +198,8 @@ def svg(topo: Topology) -> str:
         net_h = node_h - 48
         out.append(f'<rect x="{x + 10}" y="{net_y}" width="{NODE_W - 20}" height="{net_h}" rx="6" '
                    f'fill="{COLORS["bridge"]}" stroke="{stroke if bad else "#8ab4f8"}"/>')
-        gateway = f"{names.CALICO_GATEWAY} (proxy ARP)" if lab.dataplane == "bgp" else f"gateway {node.gateway}"
+        gateway = {"bgp": f"{names.CALICO_GATEWAY} (proxy ARP)",
+                   "ebpf": f"router IP {node.gateway} ({names.CILIUM_HOST})"}.get(lab.dataplane, f"gateway {node.gateway}")
         out.append(f'<text x="{x + 18}" y="{net_y + 18}">{escape(_pod_network(topo))} · {node.pod_cidr}</text>')
         out.append(f'<text x="{x + 18}" y="{net_y + 34}" fill="#5f6368">{escape(gateway)}</text>')
         if lab.routing == "vxlan":

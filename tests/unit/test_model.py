@@ -24,7 +24,7 @@ def base(**extra: Any) -> dict[str, Any]:
         ({"nodes": [{"name": "n1"}]}, "s.yaml: name: missing"),
         (base(name="Lab_1"), "s.yaml: name: 'Lab_1' is not a valid name"),
         (base(name="a-very-long-name"), "s.yaml: name:"),
-        (base(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw, vxlan, fabric, bgp, cni (did you mean 'host-gw'?)"),
+        (base(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw, vxlan, fabric, bgp, cni, ebpf (did you mean 'host-gw'?)"),
         (base(nodez=[]), "s.yaml: nodez: unknown key (did you mean 'nodes'?)"),
         (base(networking={"clusterCidr": "10.0.0.0/8"}), "s.yaml: networking.clusterCidr: unknown key (did you mean 'clusterCIDR'?)"),
         (base(networking={"clusterCIDR": "10.244.0.1/16"}), "s.yaml: networking.clusterCIDR: '10.244.0.1/16' is not an IPv4 CIDR"),

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 
 from cni_lab import lifecycle, names, state
-from cni_lab.kernel import neighbours, netns
+from cni_lab.kernel import bpf, neighbours, netns
 from cni_lab.privileges import CAPABILITIES, container_fix, has_caps, in_container
 
 PROBE_NS = f"{names.PREFIX}doctor.probe"
@@ -48,8 +48,21 @@ def run() -> list[Check]:
         _tool("CNI plugins", "/usr/lib/cni/bridge", "containernetworking-plugins", "dataplane cni"),
         _tool("tcpdump", "tcpdump", "tcpdump", "watching packets in a lab"),
         _tool("Graphviz", "dot", "graphviz", "cni-lab graph -o lab.png"),
-        _tool("nftables", "nft", "nftables", "NAT experiments"),
+        _tool("nftables", "nft", "nftables", "NAT experiments, fault forward-drop"),
+        _tool("clang", "clang", "clang llvm", "dataplane ebpf compiles its programs"),
+        _tool("bpftool", "bpftool", "bpftool", "dataplane ebpf loads and pins its programs"),
+        Check("libbpf headers", os.path.exists(bpf.HEADERS), bpf.HEADERS if os.path.exists(bpf.HEADERS) else "missing",
+              "sudo apt-get install libbpf-dev (dataplane ebpf)", False),
+        Check("kernel: BTF", os.path.exists(bpf.BTF_VMLINUX), bpf.BTF_VMLINUX if os.path.exists(bpf.BTF_VMLINUX)
+              else "missing", "a kernel built with CONFIG_DEBUG_INFO_BTF (bpftool and the verifier's messages use it)", False),
     ]
+    if root:
+        problem = bpf.can_load()
+        checks.append(Check("kernel: BPF programs", problem is None, problem or "a tc program loaded and dropped",
+                            f"dataplane ebpf needs the bpf syscall{flag or ' (run it as root)'}", False))
+        mounted = bpf.is_bpffs(names.BPF_FS)
+        checks.append(Check("bpffs", True, f"mounted at {names.BPF_FS}" if mounted else
+                            f"not mounted at {names.BPF_FS}: `up` of an ebpf lab mounts it", "", False))
     cap3, used = neighbours.ARP.cap(), neighbours.ARP.entries()
     if cap3 is None:  # a container's own namespace: the kernel shows the limits to the host's only
         seen = f"gc_thresh3 not visible here (assumed the kernel's {neighbours.ARP.default_cap}), {used} entries in use"

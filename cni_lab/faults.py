@@ -4,6 +4,10 @@ which pairs it breaks and why, then `heal` it.
     link-down NODE           the node's underlay link (eth0) goes down
     route-del NODE OTHER     NODE loses its route to OTHER's pods (NODE may be `router` in a fabric lab)
     pod-down NODE/POD        the pod's eth0 goes down
+    forward-drop NODE        an nftables rule in NODE's forward hook drops every forwarded packet
+                             from or to the cluster CIDR, and counts them (the bypass lesson:
+                             a bridge or host-gw node loses its pods' traffic, an ebpf node does not)
+    bpf-detach NODE/POD      (ebpf) cil_from_container comes off the pod's lxc device
 
 Faults are recorded in the lab's state (`faults.json`) and shown by `status`; `heal` undoes them
 in reverse order: links up again, deleted routes put back exactly as they were read from the
@@ -13,6 +17,7 @@ with a downed link come back. BIRD is asked to resync its routes into the kernel
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -24,8 +29,9 @@ from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, daemons, edit, inspect
 from cni_lab.kernel.edit import SavedRoute
 
-KINDS = ("link-down", "route-del", "pod-down")
+KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach")
 RECORD = "faults.json"
+FAULT_TABLE = "cni-lab-fault"  # forward-drop's nftables table (inet family), in the node's namespace
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,10 @@ class Fault:
     def describe(self) -> str:
         if self.route is not None:
             return f"route-del: {self.target.split('>')[0]} lost `{self.route.text}`"
+        if self.kind == "forward-drop":
+            return f"forward-drop: {self.target} drops forwarded pod traffic (nft table inet {FAULT_TABLE})"
+        if self.kind == "bpf-detach":
+            return f"bpf-detach: {self.target} (cil_from_container off {self.ifname})"
         return f"{self.kind}: {self.target} ({self.ifname} down)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,20 +85,80 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
         fault = Fault(kind, node.name, names.node_netns(lab.name, node.name), names.NODE_UPLINK)
         edit.set_link(fault.netns, fault.ifname, up=False)
     elif kind == "pod-down":
-        if len(args) != 1 or "/" not in args[0]:
-            raise LabError("usage: cni-lab fault [LAB] pod-down NODE/POD")
-        node_name, pod_name = args[0].split("/", 1)
-        node = lab.node(node_name)
-        if not any(p.name == pod_name for p in node.pods):
-            raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
+        node_name, pod_name = _pod(lab, args, "pod-down")
         fault = Fault(kind, args[0], names.pod_netns(lab.name, node_name, pod_name), names.POD_IFNAME)
         edit.set_link(fault.netns, fault.ifname, up=False)
     elif kind == "route-del":
         fault = _route_del(lab, args)
+    elif kind == "forward-drop":
+        if len(args) != 1:
+            raise LabError("usage: cni-lab fault [LAB] forward-drop NODE")
+        node = lab.node(args[0])
+        fault = Fault(kind, node.name, names.node_netns(lab.name, node.name))
+        edit.nft_apply(fault.netns, forward_drop_rules(lab))
+    elif kind == "bpf-detach":
+        if lab.dataplane != "ebpf":
+            raise LabError(f"bpf-detach: lab {lab.name} runs dataplane {lab.dataplane}, which has no BPF programs")
+        node_name, pod_name = _pod(lab, args, "bpf-detach")
+        lxc = names.lxc_veth(lab.name, node_name, pod_name)
+        fault = Fault(kind, args[0], names.node_netns(lab.name, node_name), lxc)
+        edit.detach_bpf(fault.netns, lxc, "ingress")
     else:
         raise LabError(f"unknown fault {kind!r}: use one of {', '.join(KINDS)}")
     _save(lab.name, [*recorded(lab.name), fault])
     return fault
+
+
+def _pod(lab: Lab, args: tuple[str, ...], kind: str) -> tuple[str, str]:
+    if len(args) != 1 or "/" not in args[0]:
+        raise LabError(f"usage: cni-lab fault [LAB] {kind} NODE/POD")
+    node_name, pod_name = args[0].split("/", 1)
+    node = lab.node(node_name)
+    if not any(p.name == pod_name for p in node.pods):
+        raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
+    return node_name, pod_name
+
+
+def forward_drop_rules(lab: Lab) -> str:
+    """forward-drop's table: what a node's firewall would do to traffic it forwards for pods."""
+    cluster = lab.scenario.cluster_cidr
+    return (
+        f"table inet {FAULT_TABLE} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter; policy accept;\n"
+        f"    ip saddr {cluster} counter drop\n"
+        f"    ip daddr {cluster} counter drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def dropped(netns: str) -> int:
+    """Packets forward-drop's rules have counted in a node's namespace."""
+    listing = edit.nft_json(netns, "list", "table", "inet", FAULT_TABLE)
+    total = 0
+    for item in listing.get("nftables", []):
+        for expr in item.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                total += int(expr["counter"].get("packets", 0))
+    return total
+
+
+def readings(lab: Lab) -> list[str]:
+    """What the recorded faults saw (for `check`): each forward-drop rule's count."""
+    lines = []
+    for fault in recorded(lab.name):
+        if fault.kind != "forward-drop":
+            continue
+        try:
+            count = dropped(fault.netns)
+        except OSError as e:
+            lines.append(f"forward-drop at {fault.target}: cannot read its counters ({e.strerror})")
+            continue
+        why = ("the eBPF programs move pod packets around the node's forward hook" if lab.dataplane == "ebpf"
+               else "pod traffic through this node crosses its forward hook")
+        lines.append(f"forward-drop at {fault.target}: its rules dropped {count} packets ({why})")
+    return lines
 
 
 def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
@@ -119,6 +189,11 @@ def heal(lab: Lab) -> list[Fault]:
     for fault in reversed(faults):
         if fault.route is not None:
             edit.restore_route(fault.netns, fault.route)
+        elif fault.kind == "forward-drop":
+            with contextlib.suppress(OSError):  # gone already (the node was rebuilt)
+                edit.nft_apply(fault.netns, f"delete table inet {FAULT_TABLE}\n")
+        elif fault.kind == "bpf-detach":
+            pass  # the plan applied again below attaches it again
         else:
             edit.set_link(fault.netns, fault.ifname, up=True)
     _reapply(lab)

@@ -19,6 +19,7 @@ from cni_lab.ipam import Lab
 from cni_lab.kernel import apply, bpf, cni, daemons, neighbours, netns
 from cni_lab.probe import matrix
 from cni_lab.probe.matrix import CheckResult
+from cni_lab.steps import LoadBpf
 
 def from_state(st: state.LabState) -> Lab:
     """The lab as `up` built it: its record, not what today's code would make of the scenario."""
@@ -43,6 +44,8 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
     built = plan.build(lab)
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)
+    for source in sorted({s.source for s in built.steps if isinstance(s, LoadBpf)}):
+        bpf.prepare(source)  # compiled (or cached), bpffs mounted, the kernel takes programs
     # a scenario that names plugins is code run as root: only files root alone can change; the
     # files shipped with cni-lab are as trusted as its own code
     privileges.require_trusted([f for f in dataplane.runs_as_root(lab) if not catalog.shipped(f)], lab.dataplane)
@@ -218,6 +221,11 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni.check(record, folder)]
             result = dataclasses.replace(result, cni_problems=tuple(problems))
+        from cni_lab import faults
+
+        readings = faults.readings(lab)
+        if readings:
+            result = dataclasses.replace(result, faults=tuple(readings))
         return result
 
 

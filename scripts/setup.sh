@@ -64,6 +64,12 @@ if [ "${#missing[@]}" -gt 0 ] || { [ "$test_extras" = 1 ] && [ -z "$browser" ]; 
            "skips until chromium or google-chrome is on the PATH" >&2
     fi
   fi
+  if [[ " ${missing[*]} " == *" bpftool "* ]] && ! available bpftool; then
+    # Ubuntu ships bpftool in linux-tools-* for its own kernels, not as a package of its own
+    missing=("${missing[@]/bpftool/linux-tools-common}")
+    echo "note: no bpftool package here; installing linux-tools-common (the ebpf data plane needs" \
+         "a bpftool for the running kernel: linux-tools-\$(uname -r))" >&2
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   # cni-lab runs its own BIRDs inside lab namespaces; the package's host-wide service is not
   # wanted (it would run in the machine's own namespace), so it is stopped if it was started.

@@ -116,6 +116,8 @@ def fault(args: tuple[str, ...]) -> None:
     KIND: link-down NODE        the node's underlay link goes down
           route-del NODE OTHER  NODE loses its route to OTHER's pods
           pod-down NODE/POD     the pod's eth0 goes down
+          forward-drop NODE     nftables drops what NODE forwards for pods (and counts it)
+          bpf-detach NODE/POD   (ebpf) cil_from_container comes off the pod's lxc device
     Then `check` shows the pairs it breaks; `heal` undoes every fault.
 
     \b

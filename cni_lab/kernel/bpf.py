@@ -33,9 +33,11 @@ SOURCES = Path(__file__).resolve().parent.parent / "dataplanes"
 BPF_FS_MAGIC = 0xCAFE4A11
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
+BPF_PROG_LOAD = 5
 BPF_OBJ_GET = 7
-BPF_PROG_GET_FD_BY_ID = 13
-BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_TYPE_SCHED_CLS = 3
+BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
+HEADERS = "/usr/include/bpf/bpf_helpers.h"  # libbpf-dev
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -54,7 +56,7 @@ def _bpf(cmd: int, attr: bytes) -> int:
 
 # -- bpffs -------------------------------------------------------------------------------------
 
-def _is_bpffs(path: str) -> bool:
+def is_bpffs(path: str) -> bool:
     class Statfs(ctypes.Structure):
         _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
 
@@ -66,7 +68,7 @@ def _is_bpffs(path: str) -> bool:
 
 def ensure_bpffs() -> None:
     """bpffs at /sys/fs/bpf, mounted if it is not (systemd mounts it on most machines)."""
-    if _is_bpffs(names.BPF_FS):
+    if is_bpffs(names.BPF_FS):
         return
     if _libc.mount(b"bpf", names.BPF_FS.encode(), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
@@ -89,6 +91,38 @@ def pinned_labs() -> list[str]:
     except OSError:
         return []
     return sorted(e[len(names.PREFIX):] for e in entries if e.startswith(names.PREFIX))
+
+
+def can_load() -> str | None:
+    """None when this process may load a tc BPF program here (the bpf syscall, CAP_BPF or
+    CAP_SYS_ADMIN, a kernel with BPF), else why not: a two-instruction `return 0` is loaded and
+    dropped at once."""
+    insns = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])  # r0 = 0; exit
+    code = ctypes.create_string_buffer(insns, len(insns))
+    licence = ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("=IIQQIIQII16s", BPF_PROG_TYPE_SCHED_CLS, 2, ctypes.addressof(code), ctypes.addressof(licence),
+                       0, 0, 0, 0, 0, b"cnilab_probe")
+    try:
+        os.close(_bpf(BPF_PROG_LOAD, attr))
+    except OSError as e:
+        hint = {errno.EPERM: "not permitted: needs CAP_BPF/CAP_SYS_ADMIN (a container: --privileged)",
+                errno.ENOSYS: "this kernel has no bpf syscall (CONFIG_BPF_SYSCALL)"}.get(e.errno or 0, e.strerror)
+        return f"the bpf syscall refused a program: {hint}"
+    except LabError as e:
+        return str(e)
+    return None
+
+
+def prepare(source: str) -> None:
+    """Before `up` builds anything: the object compiles, bpffs is there, programs can be loaded."""
+    if not os.path.exists(HEADERS):
+        raise LabError(f"dataplane ebpf needs libbpf's headers ({HEADERS}): run `sudo apt-get install libbpf-dev` "
+                       "(or `sudo ./scripts/setup.sh`)")
+    compiled(source)
+    problem = can_load()
+    if problem:
+        raise LabError(f"dataplane ebpf cannot load BPF programs here: {problem} (`sudo cni-lab doctor` says more)")
+    ensure_bpffs()
 
 
 # -- compile and load --------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class Route:
     type: str
     prefsrc: str | None
     onlink: bool
+    mtu: int | None = None  # a route MTU (RTAX_MTU)
 
     def describe(self) -> str:
         dst = self.dst[:-3] if self.dst.endswith("/32") else self.dst  # as `ip route` prints host routes
@@ -76,6 +77,8 @@ class Route:
             parts.append(f"src {self.prefsrc}")
         if self.onlink:
             parts.append("onlink")
+        if self.mtu:
+            parts.append(f"mtu {self.mtu}")
         return " ".join(parts)
 
 
@@ -206,6 +209,7 @@ def _route(r: object, names: dict[int, str]) -> Route:
         type=RT_TYPES.get(r["type"], str(r["type"])),  # type: ignore[index]
         prefsrc=get("RTA_PREFSRC"),
         onlink=bool(r["flags"] & 4),  # type: ignore[index]
+        mtu=metrics.get_attr("RTAX_MTU") if (metrics := get("RTA_METRICS")) is not None else None,
     )
 
 

@@ -82,6 +82,7 @@ class CheckResult:
     notes: tuple[str, ...] = ()
     mtu: tuple[mtu_check.MtuResult, ...] | None = None  # only when asked for
     cni_problems: tuple[str, ...] = ()  # what CNI CHECK reported, for `cni` labs
+    faults: tuple[str, ...] = ()  # what injected faults saw (forward-drop's counters)
 
     def __len__(self) -> int:
         return len(self.outcomes.verdict)

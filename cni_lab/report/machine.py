@@ -68,6 +68,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "pairsOmitted": 0 if len(result) <= PAIRS_IN_FULL else len(result) - len(result.failures),
         "notes": list(result.notes),
         "cniCheck": list(result.cni_problems),
+        "faults": list(result.faults),
         "neighbours": neighbours_json(result),
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}

@@ -129,6 +129,7 @@ def check_view(result: CheckResult) -> RenderableType:
         parts.append(Text.assemble(("CNI CHECK", "bold"), "  every plugin confirms what it set up for each pod  ", mark))
         parts += [Text(f"  {p}", style="red") for p in result.cni_problems]
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
+    parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
     summary = f": {len(result) - len(failures)}/{len(result)} pairs as expected"
     if result.mtu is not None and not all(m.passed for m in result.mtu):

@@ -70,12 +70,16 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool) -> None:
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
     t = trace_lesson.trace(lab, src, dst)
+    before = trace_lesson.bpf_counters(lab)
     verdict = None if no_probe else trace_lesson.verify(lab, t)
     agree = None if verdict is None else trace_lesson.agrees(t, verdict)
+    # in an ebpf lab, what the programs counted while the probe ran shows the hops were theirs
+    moved = trace_lesson.counters_moved(before, trace_lesson.bpf_counters(lab)) if verdict is not None else {}
     if as_json:
-        _json({**trace_lesson.to_json(t), "probe": verdict, "agrees": agree})
+        _json({**trace_lesson.to_json(t), "probe": verdict, "agrees": agree,
+               "bpfCounters": moved if lab.dataplane == "ebpf" else None})
     else:
-        out.print(lesson_view.trace_view(t, verdict, agree))
+        out.print(lesson_view.trace_view(t, verdict, agree, moved))
     sys.exit(0 if t.outcome == "ok" else 1)
 
 

@@ -22,6 +22,8 @@ import shutil
 import struct
 import subprocess
 import sysconfig
+from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Iterator
 
@@ -254,3 +256,59 @@ def metrics(pin: str) -> dict[str, int]:
         if i < len(METRICS):
             found[METRICS[i]] = count
     return found
+
+
+# -- reading a node's datapath (explain, trace) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Attachment:
+    """A program at a tc hook, as `bpftool net` lists it: eth0 clsact/ingress cil_from_netdev."""
+
+    ifname: str
+    direction: str
+    program: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    ifindex: int
+    mac: str  # the pod's eth0
+    node_mac: str  # the lxc device
+
+
+def attached(ns: str) -> list[Attachment]:
+    """Every BPF program at a clsact hook of the namespace's devices (read over netlink)."""
+    from cni_lab.kernel import netns
+
+    found = []
+    ipr = netns.open_ipr(ns)
+    try:
+        for link in ipr.get_links():
+            for direction, parent in (("ingress", 0xFFFFFFF2), ("egress", 0xFFFFFFF3)):
+                for f in ipr.get_filters(index=link["index"], parent=parent):
+                    options = f.get_attr("TCA_OPTIONS")
+                    if f.get_attr("TCA_KIND") == "bpf" and options is not None:
+                        found.append(Attachment(link.get_attr("IFLA_IFNAME"), direction,
+                                                str(options.get_attr("TCA_BPF_NAME") or "?")))
+    finally:
+        ipr.close()
+    return found
+
+
+def endpoints(pin: str) -> list[Endpoint]:
+    """The node's cilium_lxc map."""
+    out = []
+    for key, value in entries(f"{pin}/cilium_lxc", ENDPOINT_KEY.size, ENDPOINT_INFO.size):
+        (ip,), (ifindex, mac, node_mac) = ENDPOINT_KEY.unpack(key), ENDPOINT_INFO.unpack(value)
+        out.append(Endpoint(str(IPv4Address(ip)), ifindex, mac_text(mac), mac_text(node_mac)))
+    return sorted(out, key=lambda e: IPv4Address(e.ip))
+
+
+def tunnels(pin: str) -> list[tuple[str, str]]:
+    """The node's cilium_tunnel_map: (pod CIDR, node IP)."""
+    out = []
+    for key, value in entries(f"{pin}/cilium_tunnel_map", TUNNEL_KEY.size, TUNNEL_VALUE.size):
+        (length, ip), (node,) = TUNNEL_KEY.unpack(key), TUNNEL_VALUE.unpack(value)
+        out.append((f"{IPv4Address(ip)}/{length}", str(IPv4Address(node))))
+    return sorted(out)

@@ -10,7 +10,7 @@ from typing import Any
 from cni_lab import names, state
 from cni_lab.ipam import Lab
 from cni_lab.errors import LabError
-from cni_lab.kernel import daemons, inspect
+from cni_lab.kernel import bpf, daemons, inspect
 from cni_lab.kernel.inspect import NetnsView, Route
 
 
@@ -28,6 +28,32 @@ class PodFacts:
 
 
 @dataclass
+class BpfFacts:
+    """A node's eBPF datapath as the kernel has it: programs at tc hooks, its maps' entries."""
+
+    pin: str
+    attached: list[bpf.Attachment]
+    endpoints: list[bpf.Endpoint]
+    tunnels: list[tuple[str, str]]  # (pod CIDR, node IP)
+    metrics: dict[str, int]
+    error: str = ""
+
+    def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
+        return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
+
+
+def read_bpf(ns: str, pin: str) -> BpfFacts:
+    try:
+        attached = bpf.attached(ns)
+    except OSError as e:
+        return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
+    try:
+        return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.tunnels(pin), bpf.metrics(pin))
+    except OSError as e:
+        return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
+
+
+@dataclass
 class NodeFacts:
     name: str
     netns: str
@@ -36,6 +62,7 @@ class NodeFacts:
     underlay_port: str | None  # the underlay bridge's port that is the other end of this node's eth0
     bgp: list[daemons.Session] | None = None  # `birdc show protocols`, where the node runs BIRD
     bgp_error: str = ""
+    bpf: BpfFacts | None = None  # the eBPF datapath, in `ebpf` labs
 
 
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
@@ -61,6 +88,8 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
                 facts.bgp = daemons.protocols(state.lab_dir(lab.name) / names.bird_dir(n.name) / "bird.ctl")
             except LabError as e:
                 facts.bgp, facts.bgp_error = [], f"BIRD does not answer: {e}"
+        if lab.dataplane == "ebpf":
+            facts.bpf = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
         out.append(facts)
     if node is not None and not out:
         lab.node(node)  # raises the "no such node" error
@@ -86,6 +115,9 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             return f"everything else goes to the segment's router {route.gateway}"
         if route.gateway == names.CALICO_GATEWAY:
             return "everything goes to the fake gateway 169.254.1.1, that is: to the node"
+        if lab.dataplane == "ebpf" and in_pod:
+            return (f"everything goes to the router IP {route.gateway}: out of eth0 into the node's lxc device, "
+                    "where cil_from_container decides")
         if route.gateway in owner_of_gateway:
             return f"everything else goes to the gateway {route.gateway}, on node {owner_of_gateway[route.gateway]}"
         return f"everything else goes to {route.gateway or route.dev}"
@@ -101,6 +133,12 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
                 return "the underlay LAN: other nodes are reached directly"
             return f"underlay segment {segment.name}: nodes on it are reached directly"
     for n in reversed(ordered):
+        if dst == n.pod_cidr and route.dev == names.CILIUM_HOST:
+            if n.name == node_name:
+                return ("this node's pod CIDR, for what the node itself sends: out of cilium_host, where "
+                        "cil_from_host hands it to the pod's lxc device")
+            return (f"{n.name}'s pods, for what the node itself sends: out of cilium_host, where cil_from_host "
+                    "tunnels it (pods' own packets never consult this table)")
         if dst == n.pod_cidr:
             if in_pod and route.gateway is None:
                 return "the pod network: pods of this node are reached directly (ARP over cni0)"
@@ -110,6 +148,8 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
                 return f"route to {n.name}'s pods through the VXLAN tunnel (its VTEP {route.gateway})"
             if route.gateway in node_by_ip:
                 how = ", learned over BGP" if route.proto == "bird" else ""
+                if lab.dataplane == "ebpf":
+                    how = " (autoDirectNodeRoutes; cil_from_container's bpf_fib_lookup follows it)"
                 return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}{how}"
             return f"route to {n.name}'s pods ({n.pod_cidr})"
     if dst.prefixlen == 32 and route.gateway is None:
@@ -117,6 +157,8 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             return f"a local pod, straight down its veth {route.dev}"
         if str(dst.network_address) == names.CALICO_GATEWAY:
             return "the fake gateway is on-link: the node's cali* veth answers its ARP (proxy ARP)"
+        if lab.dataplane == "ebpf" and in_pod:
+            return "the router IP (cilium_host's) is on-link: cil_from_container answers the pod's ARP for it"
         return f"a single address straight out of {route.dev}"
     return ""
 
@@ -141,6 +183,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "sessions": [{"name": b.name, "proto": b.proto, "state": b.state, "since": b.since, "info": b.info}
                              for b in nf.bgp],
             },
+            "bpf": None if nf.bpf is None else _bpf_json(nf),
             "bridge": None if bridge is None else {
                 "name": bridge.name,
                 "address": addr_of(nf.view, bridge.name),
@@ -149,6 +192,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
             },
             "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
                         "meaning": meaning(lab, nf.name, r)} for r in nf.view.routes],
+            "datapath": datapath_story(lab, nf),
             "pods": [{
                 "name": pf.name,
                 "netns": pf.netns,
@@ -163,6 +207,53 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
         })
     return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}
 
+
+
+def _bpf_json(nf: NodeFacts) -> dict[str, Any]:
+    assert nf.bpf is not None
+    names_by_index = {lk.index: lk.name for lk in nf.view.links}
+    return {
+        "pinned": nf.bpf.pin,
+        "error": nf.bpf.error or None,
+        "programs": [{"ifname": a.ifname, "hook": f"tc {a.direction}", "program": a.program} for a in nf.bpf.attached],
+        "endpoints": [{"ip": e.ip, "ifindex": e.ifindex, "lxc": names_by_index.get(e.ifindex), "mac": e.mac,
+                       "nodeMac": e.node_mac} for e in nf.bpf.endpoints],
+        "tunnels": [{"podCIDR": cidr, "node": ip} for cidr, ip in nf.bpf.tunnels],
+        "metrics": nf.bpf.metrics,
+    }
+
+
+def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
+    """The eBPF datapath of a node in the lesson's words, from what the kernel has."""
+    if nf.bpf is None:
+        return []
+    by_index = {lk.index: lk.name for lk in nf.view.links}
+    lines = []
+    for pf in nf.pods:
+        program = nf.bpf.program_on(pf.host_veth or "", "ingress")
+        if program is None:
+            lines.append(f"packets leaving pod {pf.name} enter {pf.host_veth}, which has no program: the node's stack "
+                         "gets them, and forwarding is off on lxc devices, so they go nowhere")
+            continue
+        away = ("they are tunnelled: the remote node's IP from cilium_tunnel_map is set as the tunnel key, then "
+                "they leave through cilium_vxlan" if nf.bpf.tunnels else
+                "they go where bpf_fib_lookup says, straight out of eth0 (bpf_redirect)")
+        lines.append(f"packets leaving pod {pf.name} are handled by {program} on {pf.host_veth}: for pods on this node "
+                     f"they are redirected straight into the pod's namespace (bpf_redirect_peer); for other nodes' "
+                     f"pods {away}; the packet never passes through the node's IP forwarding or netfilter")
+    if nf.bpf.program_on(names.NODE_UPLINK):
+        lines.append(f"packets arriving on eth0 for a pod of this node are redirected into it by "
+                     f"{nf.bpf.program_on(names.NODE_UPLINK)}; the node's routing table and netfilter never see them")
+    if nf.bpf.program_on(names.CILIUM_VXLAN):
+        lines.append(f"packets out of the tunnel (cilium_vxlan) go into their pod through {nf.bpf.program_on(names.CILIUM_VXLAN)}")
+    known = {e.ip for e in nf.bpf.endpoints}
+    missing = [p.name for p in lab.node(nf.name).pods if str(p.ip) not in known]
+    if missing:
+        lines.append(f"cilium_lxc lacks {', '.join(missing)}: packets for them are not delivered by the programs")
+    extra = [e.ip for e in nf.bpf.endpoints if e.ifindex not in by_index]
+    if extra:
+        lines.append(f"cilium_lxc holds {', '.join(extra)} whose lxc device is gone")
+    return lines
 
 
 def _vxlan_json(view: NetnsView) -> dict[str, Any] | None:

@@ -1,7 +1,10 @@
 """`trace`: the path a packet takes, hop by hop, each decision the kernel's own route lookup.
 
 At every namespace the packet reaches, `ip route get` (with the interface it came in on, so
-forwarding is judged as the kernel would) says where it goes next. Which namespace receives it
+forwarding is judged as the kernel would) says where it goes next. In an `ebpf` lab a device
+with a program at its tc hook decides first: the hop is then the program's own decision, made
+from its maps as read from the kernel (cilium_lxc, cilium_tunnel_map) and, for native routing,
+the FIB lookup it asks for (bpf_fib_lookup). Which namespace receives it
 is followed over the wiring read from the kernel: veth pairs and bridge ports. The trace then
 goes back the other way, because a reply needs a route too.
 """
@@ -17,6 +20,7 @@ from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import inspect
 from cni_lab.kernel.inspect import NetnsView
+from cni_lab.lesson.explain import BpfFacts, read_bpf
 from cni_lab.probe.pairs import Endpoint, endpoints
 
 MAX_HOPS = 16
@@ -33,6 +37,7 @@ class Hop:
     next_hop: str | None = None
     wire: list[str] = field(default_factory=list)  # the L2 path to the next namespace
     reason: str = ""
+    bpf: str | None = None  # a BPF program decided this hop instead of the kernel's routing
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Wiring:
         self.lab = lab
         underlay = names.underlay_netns(lab.name)
         self.views: dict[str, NetnsView] = {}
+        self.bpf: dict[str, BpfFacts] = {}  # node namespace -> its datapath (ebpf labs)
         self.label: dict[str, str] = {underlay: "underlay"}
         node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
         router = [names.router_netns(lab.name)] if lab.has_router else []
@@ -98,6 +104,8 @@ class Wiring:
             pod_namespaces = [names.pod_netns(lab.name, n.name, p.name) for p in n.pods]
             self.views[node_ns] = inspect.read(node_ns, [underlay, *pod_namespaces])
             self.label[node_ns] = n.name
+            if lab.dataplane == "ebpf":
+                self.bpf[node_ns] = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
             for p in n.pods:
                 pod_ns = names.pod_netns(lab.name, n.name, p.name)
                 self.views[pod_ns] = inspect.read(pod_ns, [node_ns])
@@ -154,6 +162,14 @@ class Wiring:
         # Nobody has the address: an interface with proxy_arp answers for it when its namespace
         # routes that address out of another interface (how Calico's 169.254.1.1 works).
         peer = self._peer(ns, ifname)
+        if peer is not None and peer[0] in self.bpf:
+            # a pod's router IP is cilium_host's, on no device of this segment: the program on the
+            # lxc device answers the pod's ARP for it (ebpf)
+            facts, node = self.bpf[peer[0]], self.label.get(peer[0], peer[0])
+            program = facts.program_on(peer[1])
+            router = self.views[peer[0]].link(names.CILIUM_HOST)
+            if program and router is not None and any(a.ip == ip for a in router.addresses):
+                return peer[0], peer[1], [f"{peer[1]} ({node}): {program} answers the ARP for {ip} with its own MAC"]
         if peer is not None:
             peer_ns, peer_if = peer
             link = self.views[peer_ns].link(peer_if)
@@ -204,11 +220,95 @@ def resolve_endpoint(lab: Lab, text: str) -> Endpoint:
     raise LabError(f"lab {lab.name} has no node, pod or endpoint IP {text!r}")
 
 
+NOT_CONSULTED = "the node's routing table and netfilter are not consulted"
+
+
+def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address) -> tuple[Hop, str, str] | Hop | None:
+    """What the node's BPF programs do with a packet arriving on `came_in` (or sent by the node
+    itself): (the hop, the namespace and interface it reaches next), a final hop, or None when
+    no program takes it (the kernel's routing decides, as elsewhere)."""
+    facts = w.bpf.get(ns)
+    if facts is None:
+        return None
+    where = w.label.get(ns, ns)
+    view = w.views[ns]
+    if came_in is None:
+        decision = inspect.route_get(ns, dst_ip)
+        if decision.dev != names.CILIUM_HOST or facts.program_on(names.CILIUM_HOST, "egress") is None:
+            return None
+        program, hook = facts.program_on(names.CILIUM_HOST, "egress"), f"{names.CILIUM_HOST} (tc egress)"
+    else:
+        link = view.link(came_in)
+        program, hook = facts.program_on(came_in), came_in
+        if program is None:
+            if link is not None and came_in.startswith("lxc"):
+                return Hop(where, ns, came_in, "drop", reason=f"no program on {came_in}: the node's stack gets the "
+                           "packet, and forwarding is off on lxc devices")
+            return None
+    endpoint = next((e for e in facts.endpoints if e.ip == str(dst_ip)), None)
+    if endpoint is not None:
+        lxc = next((lk for lk in view.links if lk.index == endpoint.ifindex), None)
+        peer = w._peer(ns, lxc.name) if lxc is not None else None
+        if peer is None:
+            return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}", reason=f"cilium_lxc sends {dst_ip} "
+                       f"to ifindex {endpoint.ifindex}, which has no pod behind it")
+        helper = "bpf_redirect_peer" if came_in is not None else f"bpf_redirect out of {lxc.name if lxc else '?'}"
+        target = f"{w.label.get(peer[0], peer[0])} {peer[1]}"
+        return (Hop(where, ns, came_in, "forward", out=lxc.name if lxc else None, bpf=f"{program} on {hook}: "
+                    f"{dst_ip} is in cilium_lxc → {helper} → {target}; {NOT_CONSULTED}"), peer[0], peer[1])
+    tunnel = next(((cidr, ip) for cidr, ip in facts.tunnels if dst_ip in IPv4Network(cidr)), None)
+    if tunnel is not None and program in ("cil_from_container", "cil_from_host"):
+        cidr, node_ip = tunnel
+        remote = next((n for n in w.lab.nodes if str(n.ip) == node_ip), None)
+        if remote is None:
+            return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}", reason=f"cilium_tunnel_map sends "
+                       f"{cidr} to {node_ip}, which is no node of this lab")
+        remote_ns = names.node_netns(w.lab.name, remote.name)
+        outer = inspect.route_get(ns, IPv4Address(node_ip))
+        via = f" via {outer.gateway}" if outer.gateway else ""
+        wire = [f"VXLAN: {names.CILIUM_VXLAN} encapsulates it as UDP {names.VXLAN_PORT} to {node_ip}, sent out of "
+                f"{outer.dev or '?'}{via} by the node's routing", f"{names.CILIUM_VXLAN} ({remote.name})"]
+        return (Hop(where, ns, came_in, "forward", out=names.CILIUM_VXLAN, next_hop=node_ip, wire=wire,
+                    bpf=f"{program} on {hook}: {cidr} is behind {node_ip} in cilium_tunnel_map → "
+                        f"bpf_skb_set_tunnel_key (remote {node_ip}) → bpf_redirect to {names.CILIUM_VXLAN}"),
+                remote_ns, names.CILIUM_VXLAN)
+    if program != "cil_from_container":
+        if came_in is None:
+            return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}",
+                       reason=f"{dst_ip} is neither in cilium_lxc nor behind a tunnel: the program passes it on")
+        return None  # TC_ACT_OK: not a pod of this node, the node's stack takes it
+    decision = inspect.route_get(ns, dst_ip)  # bpf_fib_lookup: the node's FIB
+    if decision.type == "local":
+        return Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}",
+                   bpf=f"{program} on {hook}: bpf_fib_lookup finds {dst_ip} is this node's → TC_ACT_OK, its stack answers")
+    if decision.type != "unicast" or decision.dev is None:
+        return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}",
+                   reason=f"bpf_fib_lookup finds no route to {dst_ip}: passed to the stack, which drops it")
+    next_hop = IPv4Address(decision.gateway) if decision.gateway else dst_ip
+    owner = w.owner(ns, decision.dev, next_hop)
+    if owner is None:
+        return Hop(where, ns, came_in, "drop", out=decision.dev, next_hop=str(next_hop), bpf=f"{program} on {hook}",
+                   reason=f"nobody on {decision.dev}'s segment has {next_hop}")
+    next_ns, next_if, wire = owner
+    return (Hop(where, ns, came_in, "forward", route=w.matched_route(ns, dst_ip), out=decision.dev,
+                next_hop=str(next_hop), wire=wire,
+                bpf=f"{program} on {hook}: bpf_fib_lookup → out {decision.dev} to {next_hop} (bpf_redirect); "
+                    "the node's IP forwarding and netfilter are not on the way"), next_ns, next_if)
+
+
 def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address) -> Leg:
     ns, came_in = src.netns, None
     hops: list[Hop] = []
     for _ in range(MAX_HOPS):
         where = w.label.get(ns, ns)
+        by_bpf = _bpf_hop(w, ns, came_in, dst_ip)
+        if isinstance(by_bpf, Hop):
+            hops.append(by_bpf)
+            break
+        if by_bpf is not None:
+            hop, ns, came_in = by_bpf
+            hops.append(hop)
+            continue
         decision = inspect.route_get(ns, dst_ip, src=src.ip if came_in else None, iif=came_in)
         route = w.matched_route(ns, dst_ip)
         if decision.type == "local":
@@ -260,12 +360,39 @@ def to_json(t: Trace) -> dict[str, Any]:
         if lg is None:
             return None
         return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
-                 "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason} for h in lg.hops]
+                 "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf}
+                for h in lg.hops]
 
     return {
         "src": t.src.id, "dst": t.dst.id, "srcIP": str(t.src.ip), "dstIP": str(t.dst.ip),
         "outcome": t.outcome, "summary": t.summary(), "there": leg(t.there), "back": leg(t.back),
     }
+
+
+def bpf_counters(lab: Lab) -> dict[str, dict[str, int]]:
+    """Each node's cilium_metrics (ebpf labs; empty elsewhere), to compare before and after a probe."""
+    if lab.dataplane != "ebpf":
+        return {}
+    from cni_lab.kernel import bpf
+
+    out = {}
+    for n in lab.nodes:
+        try:
+            out[n.name] = bpf.metrics(names.bpf_node_dir(lab.name, n.name))
+        except OSError:
+            out[n.name] = {}
+    return out
+
+
+def counters_moved(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """What the programs counted between two readings: node -> action -> packets."""
+    moved = {}
+    for node, counts in after.items():
+        delta = {k: v - before.get(node, {}).get(k, 0) for k, v in counts.items()}
+        delta = {k: v for k, v in delta.items() if v}
+        if delta:
+            moved[node] = delta
+    return moved
 
 
 def verify(lab: Lab, t: Trace) -> str:

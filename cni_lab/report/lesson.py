@@ -7,7 +7,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from cni_lab.ipam import Lab
-from cni_lab.lesson.explain import NodeFacts, meaning
+from cni_lab.lesson.explain import NodeFacts, datapath_story, meaning
 from cni_lab.lesson.trace import Leg, Trace
 
 
@@ -59,6 +59,11 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 ifs = ", ".join(i.get("name", "?") for i in res.get("interfaces", []))
                 branch.add(Text(f"CNI ADD result (cniVersion {res.get('cniVersion')}): ips {ips}; interfaces {ifs}",
                              style="magenta"))
+        if nf.bpf is not None:
+            _bpf_branches(tree, nf)
+            story = tree.add(Text("the datapath, in words", style="bold"))
+            for line in datapath_story(lab, nf):
+                story.add(Text(line, style="cyan"))
         if nf.bgp is not None:
             bgp = tree.add(Text("BGP sessions (birdc show protocols)", style="bold"))
             if nf.bgp_error:
@@ -74,10 +79,42 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
     return Group(*trees)
 
 
+def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
+    assert nf.bpf is not None
+    facts = nf.bpf
+    progs = tree.add(Text.assemble(("BPF programs", "bold"), ("  (bpftool net; pinned in " + facts.pin + ")", "dim")))
+    if facts.error:
+        progs.add(Text(facts.error, style="red"))
+    for a in facts.attached:
+        progs.add(f"{a.ifname} clsact/{a.direction} {a.program}")
+    by_index = {lk.index: lk.name for lk in nf.view.links}
+    pod_of = {pf.host_veth: pf.name for pf in nf.pods}
+    eps = tree.add(Text.assemble(("cilium_lxc", "bold"), " (endpoints map: pod IP → lxc device, MACs)"))
+    for e in facts.endpoints:
+        lxc = by_index.get(e.ifindex, f"ifindex {e.ifindex} (gone)")
+        eps.add(f"{e.ip} → {lxc} (pod {pod_of.get(lxc, '?')}), pod mac {e.mac}, lxc mac {e.node_mac}")
+    if facts.tunnels:
+        tun = tree.add(Text.assemble(("cilium_tunnel_map", "bold"), " (pod CIDR → node IP, through cilium_vxlan)"))
+        for cidr, ip in facts.tunnels:
+            tun.add(f"{cidr} → {ip}")
+    counted = ", ".join(f"{k} {v}" for k, v in facts.metrics.items() if v)
+    tree.add(Text(f"cilium_metrics: {counted or 'no packets yet'}", style="dim"))
+
+
 def _leg_tree(title: str, leg: Leg) -> Tree:
     tree = Tree(Text(title, style="bold"))
     for i, hop in enumerate(leg.hops, 1):
         came = f" (in on {hop.came_in})" if hop.came_in else ""
+        if hop.bpf is not None:
+            label = Text.assemble(f"{i}. {hop.where}{came}: ", ("BPF ", "bold magenta"), hop.bpf)
+            if hop.action == "drop":
+                label.append_text(Text.assemble(": ", ("dropped", "bold red"), f": {hop.reason}"))
+            elif hop.action == "deliver":
+                label.append_text(Text(" (delivered)", style="bold green"))
+            node = tree.add(label)
+            if hop.wire:
+                node.add(Text(" → ".join(hop.wire), style="dim"))
+            continue
         if hop.action == "deliver":
             tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
         elif hop.action == "drop":
@@ -90,7 +127,8 @@ def _leg_tree(title: str, leg: Leg) -> Tree:
     return tree
 
 
-def trace_view(t: Trace, verdict: str | None, agree: bool | None) -> RenderableType:
+def trace_view(t: Trace, verdict: str | None, agree: bool | None,
+               moved: dict[str, dict[str, int]] | None = None) -> RenderableType:
     parts: list[RenderableType] = [_leg_tree(f"{t.src.id} ({t.src.ip}) → {t.dst.id} ({t.dst.ip})", t.there)]
     if t.back is not None:
         parts.append(_leg_tree(f"reply {t.back.src.id} ({t.back.src.ip}) → {t.src.ip}", t.back))
@@ -99,6 +137,9 @@ def trace_view(t: Trace, verdict: str | None, agree: bool | None) -> RenderableT
     if verdict is not None:
         mark = ("✓ agrees", "green") if agree else ("✗ DISAGREES", "bold red")
         parts.append(Text.assemble(f"real probe: {verdict} ", mark))
+    for node, counts in (moved or {}).items():
+        counted = ", ".join(f"{k} +{v}" for k, v in counts.items())
+        parts.append(Text(f"  cilium_metrics on {node} during the probe: {counted}", style="dim"))
     return Group(*parts)
 
 

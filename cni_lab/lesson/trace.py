@@ -168,8 +168,9 @@ class Wiring:
             facts, node = self.bpf[peer[0]], self.label.get(peer[0], peer[0])
             program = facts.program_on(peer[1])
             router = self.views[peer[0]].link(names.CILIUM_HOST)
-            if program and router is not None and any(a.ip == ip for a in router.addresses):
-                return peer[0], peer[1], [f"{peer[1]} ({node}): {program} answers the ARP for {ip} with its own MAC"]
+            if router is not None and any(a.ip == ip for a in router.addresses):
+                who = f"{program} answers" if program else "no program: the node's stack answers"
+                return peer[0], peer[1], [f"{peer[1]} ({node}): {who} the ARP for {ip} with {peer[1]}'s MAC"]
         if peer is not None:
             peer_ns, peer_if = peer
             link = self.views[peer_ns].link(peer_if)

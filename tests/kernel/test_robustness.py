@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -36,7 +37,7 @@ def doc(dataplane: str, name: str) -> dict[str, Any]:
     return d
 
 
-@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni"])
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf"])
 def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
     from cni_lab import ipam, model
 
@@ -44,6 +45,7 @@ def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
     lab = ipam.resolve(model.load_document(doc(dataplane, name), "<cycles>"))
     before = root_snapshot()
     fds = sorted(os.listdir("/proc/self/fd"))
+    programs_before = cil_programs() if dataplane == "ebpf" else 0
     # a bridge lab's cross-node pairs fail by design: wait for their timeouts briefly, not 1.3 s a cycle
     settings = Settings(attempts=1, interval=0.1, settle=0.2) if dataplane == "bridge" else None
     for _ in range(50):
@@ -59,6 +61,19 @@ def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
     assert state.read(name) is None and not state.lab_dir(name).exists()
     assert sorted(os.listdir("/proc/self/fd")) == fds  # no socket or file of the tool left open
     assert root_snapshot() == before
+    if dataplane == "ebpf":
+        assert not os.path.exists(names.bpf_dir(name))
+        # the programs go when the kernel frees the namespaces' devices and the pins are gone
+        deadline = time.monotonic() + 10
+        while cil_programs() > programs_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cil_programs() <= programs_before
+
+
+def cil_programs() -> int:
+    """Programs of the ebpf data plane loaded in the kernel (any lab's)."""
+    listed = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout or "[]")
+    return sum(1 for p in listed if str(p.get("name", "")).startswith("cil_from_"))
 
 
 def build_slowly(scenario: Path, name: str) -> subprocess.Popen[str]:

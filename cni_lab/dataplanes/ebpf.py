@@ -64,7 +64,7 @@ class Ebpf:
     name = "ebpf"
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
-        return (("clang", "clang"), ("llc", "llvm"), ("bpftool", "bpftool"))
+        return (("clang", "clang"), ("bpftool", "bpftool"))
 
     def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
         return ()

@@ -21,7 +21,8 @@ IMAGE = "localhost/cnilab-runtime:test"
 TESTING = "localhost/cnilab-testing:test"
 ROOTFS = Path("/var/tmp/cnilab-debian-rootfs")
 # the tests whose outcome depends on running in a container's own network namespace
-SENSITIVE = ["tests/kernel/test_scale.py", "tests/kernel/test_check.py",
+# (and the ebpf data plane's: bpffs, clang's cache and the bpf syscall, as a container has them)
+SENSITIVE = ["tests/kernel/test_scale.py", "tests/kernel/test_check.py", "tests/kernel/test_ebpf.py",
              "tests/kernel/test_packaging.py::test_doctor_json_on_this_machine"]
 
 pytestmark = [
@@ -103,17 +104,19 @@ def image() -> Iterator[list[str]]:
 
 def test_the_runtime_image_is_small_and_runs_the_demo(image: list[str]) -> None:
     size = int(podman("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout.strip())
-    assert size < 700 * 2**20, f"{size / 2**20:.0f} MB: no browser or test packages belong in it"
+    # clang and LLVM (the ebpf data plane compiles its programs) are ~350 MB of it
+    assert size < 900 * 2**20, f"{size / 2**20:.0f} MB: no browser or test packages belong in it"
     assert podman("run", "--rm", *image, IMAGE, "--version").stdout.startswith("cni-lab, version")
     demo = podman("run", "--rm", "--privileged", *image, IMAGE, "demo")
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr
     assert demo.stdout.count("PASS") >= 3
 
 
-def test_a_junit_run_in_a_privileged_container(image: list[str]) -> None:
+@pytest.mark.parametrize("scenario", ["two-nodes", "ebpf"])
+def test_a_junit_run_in_a_privileged_container(image: list[str], scenario: str) -> None:
     with tempfile.TemporaryDirectory(prefix="cnilab-") as work:
         done = podman("run", "--rm", "--privileged", *image, "-v", f"{work}:/work", IMAGE,
-                      "run", "two-nodes", "--junit", "/work/junit.xml")
+                      "run", scenario, "--junit", "/work/junit.xml")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr
         suite = ET.parse(Path(work) / "junit.xml").getroot().find("testsuite")
         assert suite is not None and suite.get("failures") == "0" and int(suite.get("tests", "0")) >= 5

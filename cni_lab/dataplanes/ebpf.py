@@ -36,7 +36,7 @@ from __future__ import annotations
 from ipaddress import IPv4Interface, IPv4Network
 
 from cni_lab import names
-from cni_lab.dataplanes.hostgw import HostGw
+from cni_lab.dataplanes.hostgw import require_one_segment
 from cni_lab.ipam import Lab, Node, Pod
 from cni_lab.steps import (
     DEFAULT_ROUTE,
@@ -71,7 +71,8 @@ class Ebpf:
 
     def validate(self, lab: Lab) -> None:
         if lab.scenario.ebpf_routing == "native":
-            HostGw().validate(lab)  # a next hop per node: one segment, refused across a router
+            # a next hop per node, as host-gw: one segment, refused across a router
+            require_one_segment(lab, "ebpf.routing: native", "use ebpf.routing: tunnel")
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)

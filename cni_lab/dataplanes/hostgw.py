@@ -17,24 +17,23 @@ from cni_lab.ipam import Lab
 from cni_lab.steps import AddRoute, Step
 
 
+def require_one_segment(lab: Lab, what: str, instead: str) -> None:
+    """Routes with other nodes as next hops need them on-link: refuse a lab across a router."""
+    for node in lab.nodes:
+        for other in lab.nodes:
+            if other is not node and other.ip not in node.segment.cidr:
+                raise LabError(
+                    f"{lab.scenario.source}: {what} needs every node on one L2 segment, but "
+                    f"{node.name} ({node.segment.name} {node.segment.cidr}) cannot use {other.name}'s "
+                    f"{other.ip} as a next hop (not on-link); {instead} across segments"
+                )
+
+
 class HostGw(Bridge):
     name = "host-gw"
 
     def validate(self, lab: Lab) -> None:
-        problems = []
-        for node in lab.nodes:
-            for other in lab.nodes:
-                if other is not node and other.ip not in node.segment.cidr:
-                    problems.append(
-                        f"{lab.scenario.source}: dataplane: host-gw needs every node on one L2 segment, but "
-                        f"{node.name} ({node.segment.name} {node.segment.cidr}) cannot use {other.name}'s "
-                        f"{other.ip} as a next hop (not on-link); use dataplane vxlan or fabric across segments"
-                    )
-                    break
-            if problems:
-                break
-        if problems:
-            raise LabError(*problems)
+        require_one_segment(lab, "dataplane: host-gw", "use dataplane vxlan or fabric")
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []

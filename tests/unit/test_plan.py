@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,66 @@ def test_generated_bird_config_parses(tmp_path: Path) -> None:
         conf.write_text(bgp.bird_conf(lab, node))
         done = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_ebpf_plan_is_cilium_shaped() -> None:
+    from cni_lab.errors import LabError
+    from cni_lab.steps import AddRoute, AttachBpf, BpfEndpoint, BpfTunnel, LoadBpf
+
+    def build(routing: str, **extra: Any) -> plan.Plan:
+        doc = {"name": "lab", "dataplane": "ebpf", "ebpf": {"routing": routing},
+               "nodes": [{"name": "n1", "pods": ["web", "db"]}, {"name": "n2", "pods": ["api"]}], **extra}
+        return plan.build(lifecycle.ipam.resolve(lifecycle.model.load_document(doc, "s.yaml")))
+
+    tunnel = build("tunnel")
+    attached = {(s.netns.split(".")[-1], s.ifname[:3], s.direction, s.program) for s in tunnel.steps
+                if isinstance(s, AttachBpf)}
+    assert attached == {("n1", "eth", "ingress", "cil_from_netdev"), ("n1", "cil", "egress", "cil_from_host"),
+                        ("n1", "cil", "ingress", "cil_from_overlay"), ("n1", "lxc", "ingress", "cil_from_container"),
+                        ("n2", "eth", "ingress", "cil_from_netdev"), ("n2", "cil", "egress", "cil_from_host"),
+                        ("n2", "cil", "ingress", "cil_from_overlay"), ("n2", "lxc", "ingress", "cil_from_container")}
+    assert [s.pin for s in tunnel.steps if isinstance(s, LoadBpf)] == ["/sys/fs/bpf/cnilab-lab/n1",
+                                                                       "/sys/fs/bpf/cnilab-lab/n2"]
+    # each node's endpoints map gets exactly its own pods; the tunnel map every other node's CIDR
+    endpoints = {(s.netns, str(s.ip)) for s in tunnel.steps if isinstance(s, BpfEndpoint)}
+    assert endpoints == {("cnilab-lab.n1", "10.244.0.2"), ("cnilab-lab.n1", "10.244.0.3"), ("cnilab-lab.n2", "10.244.1.2")}
+    assert {(s.netns, str(s.cidr), str(s.node_ip)) for s in tunnel.steps if isinstance(s, BpfTunnel)} == {
+        ("cnilab-lab.n1", "10.244.1.0/24", "192.168.1.3"), ("cnilab-lab.n2", "10.244.0.0/24", "192.168.1.2")}
+    text = "\n".join(tunnel.describe())
+    assert "ip -n cnilab-lab.n1 route add 10.244.1.0/24 via 10.244.0.1 dev cilium_host src 10.244.0.1 mtu 1450" in text
+    assert "ip -n cnilab-lab.n1.web route add default via 10.244.0.1 dev eth0 mtu 1450" in text
+    assert "type vxlan external dstport 8472" in text
+    native = build("native")
+    assert not [s for s in native.steps if isinstance(s, BpfTunnel)]
+    assert AddRoute("cnilab-lab.n1", IPv4Network("10.244.1.0/24"), "eth0",
+                    via=IPv4Address("192.168.1.3")) in native.steps
+    assert "mtu" not in "\n".join(s.describe() for s in native.steps if isinstance(s, AddRoute))
+    racks = {"underlay": {"segments": {"rack1": "192.168.1.0/24", "rack2": "192.168.2.0/24"}}}
+    nodes = [{"name": "a", "segment": "rack1"}, {"name": "b", "segment": "rack2"}]
+    with pytest.raises(LabError, match="ebpf.routing: native needs every node on one L2 segment.*use ebpf.routing: tunnel"):
+        build("native", networking=racks, nodes=nodes)
+    build("tunnel", networking=racks, nodes=nodes)
+
+
+def test_the_c_structs_match_what_the_kernel_layer_packs() -> None:
+    """ebpf.c's map structs, as clang lays them out (BTF), against kernel/bpf.py's struct formats."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("clang") and shutil.which("bpftool")):
+        pytest.skip("clang and bpftool are not installed (setup.sh installs them)")
+    from cni_lab.kernel import bpf
+
+    obj = bpf.compiled("ebpf.c") if os.geteuid() == 0 else None
+    if obj is None:
+        pytest.skip("compiling into /var/cache/cni-lab needs root")
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(obj)], capture_output=True, text=True, check=True).stdout
+    sizes = dict(re.findall(r"STRUCT '(\w+)' size=(\d+)", dump))
+    assert int(sizes["endpoint_key"]) == bpf.ENDPOINT_KEY.size
+    assert int(sizes["endpoint_info"]) == bpf.ENDPOINT_INFO.size
+    assert int(sizes["tunnel_key"]) == bpf.TUNNEL_KEY.size
+    assert int(sizes["tunnel_value"]) == bpf.TUNNEL_VALUE.size
+    assert int(sizes["node_config"]) == bpf.NODE_CONFIG.size
+    source = (ROOT / "cni_lab" / "dataplanes" / "ebpf.c").read_text()
+    enum = re.search(r"enum \{(.*?)METRIC_MAX", source, re.S)
+    assert enum and len(re.findall(r"\bMETRIC_\w+", enum.group(1))) == len(bpf.METRICS)

@@ -1,0 +1,155 @@
+"""Data planes against each other on one machine, in one run: what the eBPF datapath's bypass of
+the node's stack is worth (or costs) against flannel's host-gw and vxlan.
+
+    sudo .venv/bin/python bench/dataplanes.py            # 3 rounds, 5 s of iperf3 each
+    sudo .venv/bin/python bench/dataplanes.py --quick    # 1 round, 1 s (the tests run this)
+
+Per data plane (host-gw, vxlan, ebpf in tunnel mode, ebpf native), a lab of two nodes:
+1. throughput: iperf3, one TCP stream from a pod on node1 to a pod on node2;
+2. request/response latency: one TCP connection between the same pods, a 1-byte request and
+   a 1-byte answer, again and again (netperf's TCP_RR); the median and 99th percentile;
+3. the matrix: `check` of a 3-node lab of 10 pods per node, its pairs per second.
+The data planes take turns within each round (so a slow minute of the machine hits them all)
+and the medians over the rounds are compared: ebpf against host-gw and vxlan, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "cni_lab"]
+PLANES = {  # name -> scenario lines
+    "host-gw": "dataplane: host-gw\n",
+    "vxlan": "dataplane: vxlan\n",
+    "ebpf-tunnel": "dataplane: ebpf\nebpf: {routing: tunnel}\n",
+    "ebpf-native": "dataplane: ebpf\nebpf: {routing: native}\n",
+}
+PORT = 5201
+
+RR_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5202)); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while (b := c.recv(1)):
+    c.sendall(b)
+"""
+RR_CLIENT = """
+import socket, sys, time, json
+n = int(sys.argv[2]); c = socket.create_connection((sys.argv[1], 5202))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+times = []
+for _ in range(n):
+    t = time.perf_counter_ns(); c.sendall(b"x"); c.recv(1); times.append(time.perf_counter_ns() - t)
+times.sort(); print(json.dumps({"p50_us": times[n // 2] / 1000, "p99_us": times[n * 99 // 100] / 1000}))
+"""
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    return done
+
+
+def up(name: str, plane: str, nodes: list[tuple[str, int]], workdir: Path) -> None:
+    scenario = workdir / f"{name}.yaml"
+    lines = "".join(f"  - {{name: {n}, pods: {p}}}\n" for n, p in nodes)
+    scenario.write_text(f"name: {name}\n{PLANES[plane]}nodes:\n{lines}")
+    sh(*CLI, "up", str(scenario))
+
+
+def down(name: str) -> None:
+    sh(*CLI, "down", name, check=False)
+
+
+def pair_lab(plane: str, seconds: float, requests: int, workdir: Path) -> dict[str, float]:
+    """Throughput and request/response latency between a pod on node1 and one on node2."""
+    name = "bdp-" + plane.replace("ebpf-", "e")[:7]
+    up(name, plane, [("node1", 1), ("node2", 1)], workdir)
+    client, server = f"cnilab-{name}.node1.pod-1", f"cnilab-{name}.node2.pod-1"
+    server_ip = "10.244.1.2"
+    try:
+        iperf = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(PORT)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        out = sh("ip", "netns", "exec", client, "iperf3", "-c", server_ip, "-p", str(PORT), "-t", str(seconds), "-J").stdout
+        iperf.wait(timeout=10)
+        gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+        rr = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", RR_SERVER],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert rr.stdout is not None
+        rr.stdout.readline()  # ready
+        latency = json.loads(sh("ip", "netns", "exec", client, sys.executable, "-c", RR_CLIENT, server_ip,
+                                str(requests)).stdout)
+        rr.wait(timeout=10)
+    finally:
+        down(name)
+    return {"gbit_s": gbps, **latency}
+
+
+def matrix(plane: str, workdir: Path) -> float:
+    """Pairs per second of `check` (the matrix itself) on 3 nodes of 10 pods."""
+    name = "bdm-" + plane.replace("ebpf-", "e")[:7]
+    up(name, plane, [("node1", 10), ("node2", 10), ("node3", 10)], workdir)
+    try:
+        result = json.loads(sh(*CLI, "check", name, "--json", check=False).stdout)
+    finally:
+        down(name)
+    if not result["passed"]:
+        raise SystemExit(f"{plane}: check failed")
+    pairs = sum(r["total"] for r in result["rules"])
+    return pairs / result["durationSeconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (the tests run this)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "dataplanes.json"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark builds namespaces: run it as root (sudo)")
+    rounds, seconds, requests = (1, 1, 2000) if args.quick else (3, 5, 20000)
+    samples: dict[str, list[dict[str, float]]] = {p: [] for p in PLANES}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for plane in PLANES:
+                print(f"round {r + 1}/{rounds}: {plane} …", file=sys.stderr)
+                sample = pair_lab(plane, seconds, requests, Path(tmp))
+                sample["matrix_pairs_s"] = matrix(plane, Path(tmp))
+                samples[plane].append(sample)
+    medians = {p: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for p, runs in samples.items()}
+    ratios = {}
+    for base in ("host-gw", "vxlan"):
+        for ebpf in ("ebpf-native", "ebpf-tunnel"):
+            b, e = medians[base], medians[ebpf]
+            ratios[f"{ebpf} vs {base}"] = {
+                "throughput": e["gbit_s"] / b["gbit_s"],
+                "latency p50 (lower is better)": e["p50_us"] / b["p50_us"],
+                "matrix pairs/s": e["matrix_pairs_s"] / b["matrix_pairs_s"],
+            }
+    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+    Path(args.out).write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+                                          "rounds": rounds, "iperf3_seconds": seconds, "requests": requests,
+                                          "medians": medians, "samples": samples, "ratios": ratios}, indent=2))
+    print(machine)
+    print(f"{'data plane':<12} {'TCP Gbit/s':>10} {'RR p50 µs':>10} {'RR p99 µs':>10} {'matrix pairs/s':>15}")
+    for plane, m in medians.items():
+        print(f"{plane:<12} {m['gbit_s']:>10.2f} {m['p50_us']:>10.1f} {m['p99_us']:>10.1f} {m['matrix_pairs_s']:>15.0f}")
+    for name, r in ratios.items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -209,7 +209,8 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, struct iphdr *ip,
 	fib.ipv4_dst = ip->daddr;
 	fib.tos = ip->tos;
 	fib.l4_protocol = ip->protocol;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	/* tot_len stays 0: no MTU check here. A TCP stream's GSO packets are far larger than the
+	 * MTU and are cut to size on the way out; the pod's own route MTU bounds the rest. */
 
 	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH) {

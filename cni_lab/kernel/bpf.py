@@ -156,6 +156,9 @@ def compiled(source: str) -> Path:
         first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr.strip())
         raise LabError(f"clang could not compile {source}: {first} (is libbpf-dev installed? sudo ./scripts/setup.sh)")
     os.replace(tmp, obj)
+    for older in CACHE.glob(f"{path.stem}-*.o"):  # objects of earlier versions of the source
+        if older != obj:
+            older.unlink(missing_ok=True)
     return obj
 
 

@@ -125,6 +125,8 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
                 topo.links.append(Link(ROUTER, other, f"{hop.dst} via {hop.gateway}", "fabric"))
             elif hop.dev == names.FLANNEL_DEVICE:
                 topo.links.append(Link(holder, other, f"VXLAN VNI {names.VXLAN_VNI} → {hop.dst}", "tunnel"))
+            elif hop.dev == names.CILIUM_HOST:  # ebpf tunnel mode: cil_from_host tunnels it, as pods' packets are
+                topo.links.append(Link(holder, other, f"{names.CILIUM_VXLAN} (BPF tunnel key) → {hop.dst}", "tunnel"))
             elif hop.proto == "bird":
                 pair = (min(holder, other), max(holder, other))
                 if pair not in sessions:

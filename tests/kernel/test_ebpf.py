@@ -7,7 +7,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 from typing import Any, Callable
 
@@ -218,3 +220,39 @@ def test_down_leaves_no_program_map_or_pin(make_lab: MakeLab) -> None:
     lifecycle.down(lab.name)
     assert not os.path.exists(pin)
     assert lab.name not in bpf.pinned_labs()
+
+
+@pytest.mark.parametrize("routing", ["native", "tunnel"])
+def test_a_bulk_tcp_stream_crosses_nodes(make_lab: MakeLab, routing: str) -> None:
+    """Segmentation offload hands the programs packets far over the MTU: they must still pass
+    (a FIB lookup that checks the MTU would give them back to the stack, which drops them)."""
+    lab = make_lab(ebpf(routing))
+    server = netns.open_socket(ns_of(lab, "node2/api"), socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("10.244.1.2", 0))
+    server.listen(1)
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    size = 16 << 20
+    received = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            total = 0
+            while chunk := conn.recv(1 << 20):
+                total += len(chunk)
+            received.append(total)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = netns.open_socket(ns_of(lab, "node1/web"), socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.settimeout(10)
+        client.connect(("10.244.1.2", port))
+        client.sendall(b"x" * size)
+        client.shutdown(socket.SHUT_WR)
+        thread.join(timeout=15)
+    finally:
+        client.close()
+        server.close()
+    assert received == [size]

@@ -8,7 +8,7 @@ Per data plane (host-gw, vxlan, ebpf in tunnel mode, ebpf native), a lab of two 
 1. throughput: iperf3, one TCP stream from a pod on node1 to a pod on node2;
 2. request/response latency: one TCP connection between the same pods, a 1-byte request and
    a 1-byte answer, again and again (netperf's TCP_RR); the median and 99th percentile;
-3. the matrix: `check` of a 3-node lab of 10 pods per node, its pairs per second.
+3. the matrix: `check` of a 3-node lab of 30 pods per node, its pairs per second.
 The data planes take turns within each round (so a slow minute of the machine hits them all)
 and the medians over the rounds are compared: ebpf against host-gw and vxlan, as ratios.
 """
@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cni_lab"]
@@ -100,9 +99,9 @@ def pair_lab(plane: str, seconds: float, requests: int, workdir: Path) -> dict[s
 
 
 def matrix(plane: str, workdir: Path) -> float:
-    """Pairs per second of `check` (the matrix itself) on 3 nodes of 10 pods."""
+    """Pairs per second of `check` (the matrix itself) on 3 nodes of 30 pods."""
     name = "bdm-" + plane.replace("ebpf-", "e")[:7]
-    up(name, plane, [("node1", 10), ("node2", 10), ("node3", 10)], workdir)
+    up(name, plane, [("node1", 30), ("node2", 30), ("node3", 30)], workdir)
     try:
         result = json.loads(sh(*CLI, "check", name, "--json", check=False).stdout)
     finally:

@@ -35,7 +35,7 @@ packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntr
 test_packages=(ruby mininet bridge-utils util-linux podman runc debootstrap debian-archive-keyring iperf3)
 
 available() {  # a package apt can install here (Ubuntu 24.04 has no `chromium`, only a snap stub)
-  apt-cache policy "$1" 2>/dev/null | grep -q "Candidate: [0-9]"
+  apt-cache policy "$1" 2>/dev/null | grep "Candidate: [0-9]" >/dev/null  # not -q: with pipefail, an early exit fails the pipe
 }
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

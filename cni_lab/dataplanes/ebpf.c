@@ -316,24 +316,8 @@ int cil_from_container(struct __sk_buff *skb)
 	return fib_redirect(skb, ip, cfg);
 }
 
-/* Pod traffic arriving from other nodes on eth0 (native routing); everything else is the node's. */
-SEC("tc")
-int cil_from_netdev(struct __sk_buff *skb)
-{
-	struct endpoint_info *ep;
-	struct iphdr *ip = ipv4(skb);
-
-	if (!ip)
-		return TC_ACT_OK;
-	ep = local_endpoint(ip->daddr);
-	if (!ep)
-		return TC_ACT_OK;
-	return local_delivery(skb, ip, ep);
-}
-
-/* Decapsulated pod traffic from cilium_vxlan (tunnel mode). */
-SEC("tc")
-int cil_from_overlay(struct __sk_buff *skb)
+/* Into a pod of this node if the packet is for one; otherwise the node's stack takes it. */
+static __always_inline int to_local_pod(struct __sk_buff *skb, int count_miss)
 {
 	struct endpoint_info *ep;
 	struct iphdr *ip = ipv4(skb);
@@ -342,10 +326,26 @@ int cil_from_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	ep = local_endpoint(ip->daddr);
 	if (!ep) {
-		count(METRIC_TO_STACK);
+		if (count_miss)
+			count(METRIC_TO_STACK);
 		return TC_ACT_OK;
 	}
 	return local_delivery(skb, ip, ep);
+}
+
+/* Pod traffic arriving from other nodes on eth0 (native routing); everything else is the node's
+ * own (not counted: the underlay's traffic would drown the pods'). */
+SEC("tc")
+int cil_from_netdev(struct __sk_buff *skb)
+{
+	return to_local_pod(skb, 0);
+}
+
+/* Decapsulated pod traffic from cilium_vxlan (tunnel mode). */
+SEC("tc")
+int cil_from_overlay(struct __sk_buff *skb)
+{
+	return to_local_pod(skb, 1);
 }
 
 /* What the node's own stack routes to pods (`<pod CIDR> via <router IP> dev cilium_host`): to a

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -256,3 +258,19 @@ def test_a_bulk_tcp_stream_crosses_nodes(make_lab: MakeLab, routing: str) -> Non
         client.close()
         server.close()
     assert received == [size]
+
+
+def test_without_clang_up_says_what_is_missing_and_builds_nothing(tmp_path: Any) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ip", "nft"):  # what the lab itself runs, but no clang and no bpftool
+        found = shutil.which(tool)
+        if found:
+            os.symlink(found, bin_dir / tool)
+    before = netns.listing()
+    done = subprocess.run([sys.executable, "-m", "cni_lab", "up", "ebpf", "--name", "tnoclang"],
+                          env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "dataplane ebpf needs clang and bpftool, not installed here" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert netns.listing() == before and "tnoclang" not in bpf.pinned_labs()

@@ -1,7 +1,7 @@
 """Typed values as JSON and back: the resolved lab is recorded as it was built, so `status`,
 `check` and `explain` read what `up` made, not what today's code would make of the scenario.
 
-Handles what the model is made of: dataclasses, IPv4 addresses and networks, tuples, frozensets,
+Handles what the model is made of: dataclasses, IPv4 and IPv6 addresses and networks, tuples, frozensets,
 optional values and plain JSON. Pure: no kernel, no files.
 """
 
@@ -11,11 +11,11 @@ import dataclasses
 import types
 import typing
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-TEXT_TYPES = (IPv4Address, IPv4Network, IPv4Interface)
+TEXT_TYPES = (IPv4Address, IPv4Network, IPv4Interface, IPv6Address, IPv6Network, IPv6Interface)
 
 
 def encode(value: Any) -> Any:

@@ -9,6 +9,9 @@
   is the gateway on cni0, pods get the next ones in order (first pod .2).
 - With `bgp` (Calico), a node's pod CIDR is its IPAM block (/blockSize, /26 by default) and, as
   there is no bridge to take a gateway address, pods start at the block's first host.
+- Dual-stack: the same per family, in node order (kube-controller-manager allocates each
+  family's node CIDRs separately: --node-cidr-mask-size-ipv6, /64 by default; Calico's IPv6
+  blocks are /122); nodes and pods get an IPv6 address besides their IPv4 one.
 
 Pure: returns a resolved `Lab` or raises LabError listing every problem.
 """
@@ -16,11 +19,14 @@ Pure: returns a resolved `Lab` or raises LabError listing every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Iterator, TypeVar, Union
 
 from cni_lab.errors import LabError
-from cni_lab.model import Scenario, Segment
+from cni_lab.model import DEFAULT_BLOCK_SIZE6, Scenario, Segment
+
+Net = TypeVar("Net", IPv4Network, IPv6Network)
+AnyAddress = Union[IPv4Address, IPv6Address]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class Pod:
     node: str
     ip: IPv4Address
     prefixlen: int
+    ip6: IPv6Address | None = None  # dual-stack
+    prefixlen6: int = 64
 
     @property
     def id(self) -> str:
@@ -38,6 +46,15 @@ class Pod:
     def interface(self) -> IPv4Interface:
         return IPv4Interface(f"{self.ip}/{self.prefixlen}")
 
+    @property
+    def interface6(self) -> IPv6Interface | None:
+        return None if self.ip6 is None else IPv6Interface(f"{self.ip6}/{self.prefixlen6}")
+
+    @property
+    def ips(self) -> tuple[AnyAddress, ...]:
+        """Every address of the pod, the lab's first family first (a Pod's status.podIPs)."""
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
+
 
 @dataclass(frozen=True)
 class Node:
@@ -46,6 +63,31 @@ class Node:
     pod_cidr: IPv4Network
     pods: tuple[Pod, ...]
     segment: Segment
+    ip6: IPv6Address | None = None  # dual-stack
+    pod_cidr6: IPv6Network | None = None
+
+    @property
+    def ips(self) -> tuple[AnyAddress, ...]:
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
+
+    @property
+    def pod_cidrs(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """spec.podCIDRs of the Node object: one per family."""
+        return (self.pod_cidr,) if self.pod_cidr6 is None else (self.pod_cidr, self.pod_cidr6)
+
+    @property
+    def underlay6(self) -> IPv6Interface | None:
+        if self.ip6 is None or self.segment.cidr6 is None:
+            return None
+        return IPv6Interface(f"{self.ip6}/{self.segment.cidr6.prefixlen}")
+
+    @property
+    def router6(self) -> IPv6Address | None:
+        return None if self.segment.cidr6 is None else self.segment.cidr6.network_address + 1
+
+    @property
+    def gateway6(self) -> IPv6Address | None:
+        return None if self.pod_cidr6 is None else self.pod_cidr6.network_address + 1
 
     @property
     def underlay(self) -> IPv4Interface:
@@ -140,7 +182,15 @@ def resolve(scenario: Scenario) -> Lab:
 
     segments = _node_segments(scenario, problems)
     node_ips = _node_ips(scenario, segments, problems)
-    pod_cidrs = _pod_cidrs(scenario, problems, warnings)
+    node_ips6 = _node_ips6(scenario, segments, problems)
+    mask = scenario.block_size if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size
+    pod_cidrs = _pod_cidrs(scenario, scenario.cluster_cidr, mask, [s.pod_cidr for s in scenario.nodes],
+                           "podCIDR", problems, warnings)
+    pod_cidrs6: list[IPv6Network | None] = [None] * len(scenario.nodes)
+    if scenario.cluster_cidr6 is not None:
+        mask6 = DEFAULT_BLOCK_SIZE6 if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size6
+        pod_cidrs6 = list(_pod_cidrs(scenario, scenario.cluster_cidr6, mask6, [s.pod_cidr6 for s in scenario.nodes],
+                                     "podCIDRs[1]", problems, warnings))
     if problems:
         raise LabError(*problems)
 
@@ -157,19 +207,29 @@ def resolve(scenario: Scenario) -> Lab:
             )
             continue
         hosts = _hosts(cidr, skip=skip)
-        pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen) for p in spec.pods)
-        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i]))
+        cidr6 = pod_cidrs6[i]
+        if cidr6 is not None and len(spec.pods) > cidr6.num_addresses - 2 - skip:
+            problems.append(f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s IPv6 pod CIDR {cidr6}")
+            continue
+        hosts6 = _hosts(cidr6, skip=skip) if cidr6 is not None else None
+        pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen,
+                         ip6=next(hosts6) if hosts6 is not None else None,
+                         prefixlen6=cidr6.prefixlen if cidr6 is not None else 64) for p in spec.pods)
+        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i],
+                          ip6=node_ips6[i], pod_cidr6=cidr6))
     if problems:
         raise LabError(*problems)
     return Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
 
 
-def _hosts(net: IPv4Network, skip: int = 0) -> Iterator[IPv4Address]:
-    """Usable host addresses of `net` in order, after skipping the first `skip` of them."""
+def _hosts(net: Net, skip: int = 0) -> Iterator:  # type: ignore[type-arg]
+    """Usable host addresses of `net` in order, after skipping the first `skip` of them (IPv6
+    has no broadcast address, but the last one is left out too, as host-local does)."""
     first = int(net.network_address) + 1 + skip
     last = int(net.broadcast_address) - 1
+    kind = IPv4Address if isinstance(net, IPv4Network) else IPv6Address
     for value in range(first, last + 1):
-        yield IPv4Address(value)
+        yield kind(value)
 
 
 def _node_segments(scenario: Scenario, problems: list[str]) -> list[Segment]:
@@ -223,24 +283,58 @@ def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) 
     return ips
 
 
-def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> list[IPv4Network]:
-    src, cluster = scenario.source, scenario.cluster_cidr
-    for segment in scenario.segments:
-        if cluster.overlaps(segment.cidr):
-            problems.append(f"{src}: networking.clusterCIDR: {cluster} overlaps the underlay {segment.cidr}")
-    explicit: list[tuple[int, IPv4Network]] = []
+def _node_ips6(scenario: Scenario, segments: list[Segment], problems: list[str]) -> list[IPv6Address | None]:
+    """IPv6 underlay addresses, as for IPv4: given, or each segment's next from ::2."""
+    taken: set[IPv6Address] = set()
     for i, spec in enumerate(scenario.nodes):
-        if spec.pod_cidr is None:
+        net = segments[i].cidr6
+        if spec.ip6 is None:
             continue
-        key = f"{src}: nodes[{i}].podCIDR"
-        if not spec.pod_cidr.subnet_of(cluster):
-            problems.append(f"{key}: {spec.pod_cidr} is outside the cluster CIDR {cluster}")
-        elif spec.pod_cidr.prefixlen > 30:
-            problems.append(f"{key}: {spec.pod_cidr} is too small for a gateway and a pod (use /30 or larger)")
+        key = f"{scenario.source}: nodes[{i}].ips[1]"
+        if net is None:
+            problems.append(f"{key}: {spec.ip6}: the underlay has no IPv6 network")
+        elif spec.ip6 not in net:
+            problems.append(f"{key}: {spec.ip6} is outside the underlay's IPv6 network {net}")
+        elif spec.ip6 in (net.network_address, net.network_address + 1):
+            problems.append(f"{key}: {spec.ip6} is the network's own address or its router's")
+        elif spec.ip6 in taken:
+            problems.append(f"{key}: {spec.ip6} is already another node's address")
+        taken.add(spec.ip6)
+    free = {s.name: (ip for ip in _hosts(s.cidr6, skip=1) if ip not in taken) for s in scenario.segments
+            if s.cidr6 is not None}
+    out: list[IPv6Address | None] = []
+    for i, spec in enumerate(scenario.nodes):
+        if spec.ip6 is not None or segments[i].cidr6 is None:
+            out.append(spec.ip6)
+        else:
+            out.append(next(free[segments[i].name], None))
+    return out
+
+
+def _pod_cidrs(scenario: Scenario, cluster: Net, mask: int, given: list[Net | None], field: str,
+               problems: list[str], warnings: list[str]) -> list[Net]:
+    """One family's node CIDRs: the given ones checked, the rest from the cluster CIDR in order."""
+    src = scenario.source
+    cluster_key = "networking.clusterCIDR" if isinstance(cluster, IPv4Network) else "networking.clusterCIDR[1]"
+    for segment in scenario.segments:
+        underlay = segment.cidr if isinstance(cluster, IPv4Network) else segment.cidr6
+        if underlay is not None and cluster.overlaps(underlay):  # type: ignore[arg-type]
+            problems.append(f"{src}: {cluster_key}: {cluster} overlaps the underlay {underlay}")
+    smallest = 30 if isinstance(cluster, IPv4Network) else 126
+    explicit: list[tuple[int, Net]] = []
+    for i, spec in enumerate(scenario.nodes):
+        pod_cidr = given[i]
+        if pod_cidr is None:
+            continue
+        key = f"{src}: nodes[{i}].{field}"
+        if not pod_cidr.subnet_of(cluster):  # type: ignore[arg-type]
+            problems.append(f"{key}: {pod_cidr} is outside the cluster CIDR {cluster}")
+        elif pod_cidr.prefixlen > smallest:
+            problems.append(f"{key}: {pod_cidr} is too small for a gateway and a pod (use /{smallest} or larger)")
         for j, other in explicit:
-            if spec.pod_cidr.overlaps(other):
+            if pod_cidr.overlaps(other):  # type: ignore[arg-type]
                 other_name = scenario.nodes[j].name
-                message = f"{spec.pod_cidr} overlaps {other_name}'s {other}"
+                message = f"{pod_cidr} overlaps {other_name}'s {other}"
                 if scenario.allow_overlap:
                     warnings.append(
                         f"{spec.name} and {other_name} share pod addresses ({message}): "
@@ -248,18 +342,18 @@ def _pod_cidrs(scenario: Scenario, problems: list[str], warnings: list[str]) -> 
                     )
                 else:
                     problems.append(f"{key}: {message} (set allowOverlap: true only to study the collision)")
-        explicit.append((i, spec.pod_cidr))
+        explicit.append((i, pod_cidr))
 
-    mask = scenario.block_size if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size
     candidates = cluster.subnets(new_prefix=mask)
-    cidrs: list[IPv4Network] = []
+    cidrs: list[Net] = []
     left_out: list[str] = []
-    for spec in scenario.nodes:
-        if spec.pod_cidr is not None:
-            cidrs.append(spec.pod_cidr)
+    for i, spec in enumerate(scenario.nodes):
+        pod_cidr = given[i]
+        if pod_cidr is not None:
+            cidrs.append(pod_cidr)
             continue
         for candidate in candidates:
-            if not any(candidate.overlaps(c) for _, c in explicit):
+            if not any(candidate.overlaps(c) for _, c in explicit):  # type: ignore[arg-type]
                 cidrs.append(candidate)
                 break
         else:

@@ -10,7 +10,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,14 @@ EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its defau
 CNI_KEYS = ("routing", "cniPath", "conflist")
 CNI_ROUTING = ("host-gw", "vxlan", "none")
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
-NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "underlay", "underlayMTU", "podMTU", "blockSize", "asNumber")
+NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "nodeCIDRMaskSizeIPv6", "underlay", "underlayMTU", "podMTU",
+                   "blockSize", "asNumber")
+DEFAULT_NODE_MASK6 = 64  # kube-controller-manager's --node-cidr-mask-size-ipv6
+DEFAULT_BLOCK_SIZE6 = 122  # Calico's IPv6 IPAM block
+MAX_NODE_MASK_DIFF = 16  # kube-controller-manager: node CIDR mask - cluster CIDR mask <= 16
 DEFAULT_BLOCK_SIZE = 26  # Calico's IPAM block: a /26 per node
 DEFAULT_AS = 64512  # Calico's default AS number
-NODE_KEYS = ("name", "ip", "podCIDR", "pods", "segment", "count")
+NODE_KEYS = ("name", "ip", "ips", "podCIDR", "podCIDRs", "pods", "segment", "count")
 MAX_NODES = 1000
 EXPECT_KEYS = ("from", "to", "rule", "verdict")
 
@@ -68,6 +72,7 @@ class Segment:
 
     name: str
     cidr: IPv4Network
+    cidr6: IPv6Network | None = None  # dual-stack: the segment's IPv6 network
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class NodeSpec:
     pod_cidr: IPv4Network | None
     pods: tuple[str, ...]
     segment: str | None = None
+    ip6: IPv6Address | None = None  # dual-stack: `ips: [v4, v6]`
+    pod_cidr6: IPv6Network | None = None  # dual-stack: `podCIDRs: [v4, v6]`
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,8 @@ class Scenario:
     as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
     cni: CniSpec = field(default_factory=CniSpec)
     ebpf_routing: str = "tunnel"  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
+    cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR
+    node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
     description: str = ""
@@ -162,13 +171,15 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         c.problem("networking", "must be a mapping")
         networking = {}
     c.unknown_keys(networking, NETWORKING_KEYS, "networking.")
-    cluster = c.network(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR), "networking.clusterCIDR")
+    cluster, cluster6 = c.cluster(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR))
     segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY)))
+    c.families(cluster6, segments)
     underlay_mtu = c.mtu(networking.get("underlayMTU", DEFAULT_MTU), "networking.underlayMTU")
     pod_mtu = c.mtu(networking["podMTU"], "networking.podMTU") if networking.get("podMTU") is not None else None
     as_number = c.integer(networking, "asNumber", DEFAULT_AS, 1, 4294967295, "an AS number")
     block_size = c.prefix(networking, "blockSize", DEFAULT_BLOCK_SIZE, 16, cluster, "a block prefix length")
     mask = c.prefix(networking, "nodeCIDRMaskSize", DEFAULT_NODE_MASK, 8, cluster, "a prefix length")
+    mask6 = c.prefix6(networking, cluster6)
 
     nodes = c.nodes(document.get("nodes"))
     allow_overlap = document.get("allowOverlap", False)
@@ -197,6 +208,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         as_number=as_number,
         cni=cni,
         ebpf_routing=ebpf_routing,
+        cluster_cidr6=cluster6,
+        node_cidr_mask_size6=mask6,
         allow_overlap=allow_overlap,
         expect=expect,
         description=description,
@@ -237,6 +250,72 @@ class _Checker:
             shown = "missing" if value is None else f"{value!r} is not a valid name"
             self.problem(key, f"{shown}: use {rule}")
             return None
+        return value
+
+    def cluster(self, value: Any) -> tuple[IPv4Network | None, IPv6Network | None]:
+        """`clusterCIDR`: one CIDR, or a list of one per family as kubeadm takes them."""
+        key = "networking.clusterCIDR"
+        v4, v6 = self.dual(value, key)
+        if v4 is None and v6 is not None:
+            self.problem(key, "an IPv6-only cluster is not supported yet: list an IPv4 CIDR too (dual-stack)")
+        return v4, v6
+
+    def dual(self, value: Any, key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
+        """A CIDR, or a list of one or two CIDRs of different families."""
+        if not isinstance(value, list):
+            if isinstance(value, str) and ":" in value:
+                return None, self.network6(value, key)
+            return self.network(value, key), None
+        if not 1 <= len(value) <= 2:
+            self.problem(key, "must be one CIDR, or a list of two: one IPv4, one IPv6")
+            return None, None
+        v4: IPv4Network | None = None
+        v6: IPv6Network | None = None
+        for j, item in enumerate(value):
+            where = f"{key}[{j}]"
+            try:
+                net = ip_network(str(item), strict=True)
+            except ValueError as e:
+                self.problem(where, f"{item!r} is not an IPv4 or IPv6 CIDR with host bits zero ({e})")
+                continue
+            if isinstance(net, IPv4Network):
+                if v4 is not None:
+                    self.problem(where, f"{net}: a second IPv4 CIDR; give one CIDR per family")
+                v4 = v4 or net
+            else:
+                if v6 is not None:
+                    self.problem(where, f"{net}: a second IPv6 CIDR; give one CIDR per family")
+                v6 = v6 or net
+        return v4, v6
+
+    def network6(self, value: Any, key: str) -> IPv6Network | None:
+        try:
+            return IPv6Network(str(value), strict=True)
+        except ValueError as e:
+            self.problem(key, f"{value!r} is not an IPv6 CIDR with host bits zero ({e})")
+            return None
+
+    def families(self, cluster6: IPv6Network | None, segments: tuple[Segment, ...]) -> None:
+        """A dual-stack cluster needs nodes with both families, and only then do nodes get IPv6."""
+        if cluster6 is not None and any(s.cidr6 is None for s in segments):
+            self.problem("networking.underlay", "a dual-stack cluster needs an IPv6 underlay too, e.g. "
+                         "[192.168.1.0/24, fd00:192:168:1::/64] (or per segment)")
+        if cluster6 is None and any(s.cidr6 is not None for s in segments):
+            self.problem("networking.underlay", "an IPv6 underlay needs an IPv6 cluster CIDR too "
+                         "(networking.clusterCIDR: [10.244.0.0/16, fd00:10:244::/56])")
+
+    def prefix6(self, mapping: dict[str, Any], cluster6: IPv6Network | None) -> int:
+        key = "nodeCIDRMaskSizeIPv6"
+        value = mapping.get(key, DEFAULT_NODE_MASK6)
+        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 126:
+            self.problem(f"networking.{key}", f"{value!r} is not a prefix length between 8 and 126")
+            return DEFAULT_NODE_MASK6
+        if cluster6 is not None:
+            if value < cluster6.prefixlen:
+                self.problem(f"networking.{key}", f"/{value} is larger than the cluster CIDR {cluster6}")
+            elif value - cluster6.prefixlen > MAX_NODE_MASK_DIFF:
+                self.problem(f"networking.{key}", f"/{value} cuts {cluster6} into more than 2^{MAX_NODE_MASK_DIFF} "
+                             f"node CIDRs (kube-controller-manager allows a difference of {MAX_NODE_MASK_DIFF} bits)")
         return value
 
     def network(self, value: Any, key: str) -> IPv4Network | None:
@@ -321,7 +400,8 @@ class _Checker:
         return value
 
     def segments(self, value: Any) -> tuple[Segment, ...]:
-        """`underlay: 192.168.1.0/24`, or `underlay: {segments: {rack1: CIDR, rack2: CIDR}}`."""
+        """`underlay: 192.168.1.0/24`, or `underlay: {segments: {rack1: CIDR, rack2: CIDR}}`;
+        each CIDR may be a list of one per family (dual-stack)."""
         if isinstance(value, dict):
             self.unknown_keys(value, ("segments",), "networking.underlay.")
             raw = value.get("segments")
@@ -337,15 +417,21 @@ class _Checker:
             if not isinstance(seg_name, str) or not SEGMENT_NAME.match(seg_name):
                 self.problem(key, f"{seg_name!r} is not a valid segment name: use 1-10 of [a-z0-9-], starting with a letter")
                 continue
-            net = self.network(cidr, key)
+            net, net6 = self.dual(cidr, key)
             if net is None:
+                if net6 is not None:
+                    self.problem(key, "an IPv6-only underlay is not supported yet: list an IPv4 CIDR too")
                 continue
             if net.num_addresses < 4:
                 self.problem(key, f"{net} is too small for nodes (use /30 or larger)")
+            if net6 is not None and net6.num_addresses < 4:
+                self.problem(key, f"{net6} is too small for nodes")
             for other in out:
                 if net.overlaps(other.cidr):
                     self.problem(key, f"{net} overlaps segment {other.name} {other.cidr}")
-            out.append(Segment(seg_name, net))
+                if net6 is not None and other.cidr6 is not None and net6.overlaps(other.cidr6):
+                    self.problem(key, f"{net6} overlaps segment {other.name} {other.cidr6}")
+            out.append(Segment(seg_name, net, net6))
         return tuple(out) or (Segment(DEFAULT_SEGMENT, DEFAULT_UNDERLAY),)
 
     def nodes(self, value: Any) -> tuple[NodeSpec, ...]:
@@ -367,20 +453,60 @@ class _Checker:
                 self.problem(f"{key}.name", f"duplicate node name {name!r}")
             if name:
                 seen.add(name)
-            ip = None
-            if raw.get("ip") is not None:
-                try:
-                    ip = IPv4Address(str(raw["ip"]))
-                except ValueError:
-                    self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IPv4 address")
-            pod_cidr = self.network(raw["podCIDR"], f"{key}.podCIDR") if raw.get("podCIDR") is not None else None
+            ip, ip6 = self.addresses(raw, key)
+            pod_cidr, pod_cidr6 = None, None
+            if raw.get("podCIDR") is not None and raw.get("podCIDRs") is not None:
+                self.problem(f"{key}.podCIDRs", "give podCIDR or podCIDRs, not both")
+            elif raw.get("podCIDRs") is not None:
+                if not isinstance(raw["podCIDRs"], list):
+                    self.problem(f"{key}.podCIDRs", "must be a list of one CIDR per family, as a Node's spec.podCIDRs")
+                else:
+                    pod_cidr, pod_cidr6 = self.dual(raw["podCIDRs"], f"{key}.podCIDRs")
+            elif raw.get("podCIDR") is not None:
+                pod_cidr = self.network(raw["podCIDR"], f"{key}.podCIDR")
             pods = self.pods(raw.get("pods", []), f"{key}.pods")
             segment = raw.get("segment")
             if segment is not None and not isinstance(segment, str):
                 self.problem(f"{key}.segment", f"{segment!r} is not a segment name")
                 segment = None
-            nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods, segment=segment))
+            nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods, segment=segment,
+                                  ip6=ip6, pod_cidr6=pod_cidr6))
         return tuple(nodes)
+
+    def addresses(self, raw: dict[str, Any], key: str) -> tuple[IPv4Address | None, IPv6Address | None]:
+        """A node's `ip`, or `ips`: one address per family, as a Node's status.addresses."""
+        if raw.get("ip") is not None and raw.get("ips") is not None:
+            self.problem(f"{key}.ips", "give ip or ips, not both")
+            return None, None
+        if raw.get("ip") is not None:
+            try:
+                return IPv4Address(str(raw["ip"])), None
+            except ValueError:
+                self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IPv4 address (a dual-stack node: ips: [v4, v6])")
+                return None, None
+        items = raw.get("ips")
+        if items is None:
+            return None, None
+        if not isinstance(items, list) or not 1 <= len(items) <= 2:
+            self.problem(f"{key}.ips", "must be a list of one address per family, e.g. [192.168.1.2, fd00:192:168:1::2]")
+            return None, None
+        v4: IPv4Address | None = None
+        v6: IPv6Address | None = None
+        for j, item in enumerate(items):
+            try:
+                address = ip_address(str(item))
+            except ValueError:
+                self.problem(f"{key}.ips[{j}]", f"{item!r} is not an IPv4 or IPv6 address")
+                continue
+            if isinstance(address, IPv4Address):
+                if v4 is not None:
+                    self.problem(f"{key}.ips[{j}]", f"{address}: a second IPv4 address; give one per family")
+                v4 = v4 or address
+            else:
+                if v6 is not None:
+                    self.problem(f"{key}.ips[{j}]", f"{address}: a second IPv6 address; give one per family")
+                v6 = v6 or address
+        return v4, v6
 
     def expand_counts(self, value: list[Any]) -> list[Any]:
         """`{name: node, count: 50, pods: 20}` stands for node1 … node50, each with 20 pods."""
@@ -393,10 +519,10 @@ class _Checker:
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES:
                 self.problem(f"nodes[{i}].count", f"{count!r} is not a node count between 1 and {MAX_NODES}")
                 continue
-            for field_name in ("ip", "podCIDR"):
+            for field_name in ("ip", "ips", "podCIDR", "podCIDRs"):
                 if raw.get(field_name) is not None:
                     self.problem(f"nodes[{i}].{field_name}", "cannot be given for a counted group of nodes")
-            base = {k: v for k, v in raw.items() if k not in ("count", "ip", "podCIDR")}
+            base = {k: v for k, v in raw.items() if k not in ("count", "ip", "ips", "podCIDR", "podCIDRs")}
             name = raw.get("name", "node")
             out += [{**base, "name": f"{name}{n}" if isinstance(name, str) else name, "_index": i} for n in range(1, count + 1)]
         if len(out) > MAX_NODES:

@@ -146,6 +146,10 @@ class Lab:
         return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
 
     @property
+    def dual_stack(self) -> bool:
+        return self.scenario.cluster_cidr6 is not None
+
+    @property
     def tunnelled(self) -> bool:
         """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
         if self.dataplane == "ebpf":

@@ -7,11 +7,25 @@ tests without root. The kernel layer applies it; nothing here touches the machin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 from cni_lab import dataplanes, names
+from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
-from cni_lab.steps import DEFAULT_ROUTE, AddAddress, AddBridge, AddRoute, AddVeth, CreateNetns, LinkUp, SetSysctl, Step
+from cni_lab.steps import (
+    DEFAULT_ROUTE,
+    DEFAULT_ROUTE6,
+    AddAddress,
+    AddBridge,
+    AddRoute,
+    AddVeth,
+    CreateNetns,
+    LinkUp,
+    SetSysctl,
+    Step,
+)
+
+DUAL_STACK = ("bridge", "host-gw")  # the data planes that build both families so far
 
 
 @dataclass(frozen=True)
@@ -31,9 +45,12 @@ def build(lab: Lab) -> Plan:
     """The whole lab: underlay switch, nodes on it, pods in nodes, then the data plane's routes."""
     dataplane = dataplanes.get(lab.dataplane)
     dataplane.validate(lab)
+    if lab.dual_stack and lab.dataplane not in DUAL_STACK:
+        raise LabError(f"{lab.scenario.source}: dataplane: {lab.dataplane} does not build dual-stack labs yet "
+                       f"(dual-stack so far: {', '.join(DUAL_STACK)})")
     underlay_ns = names.underlay_netns(lab.name)
     mtu = lab.scenario.underlay_mtu
-    steps: list[Step] = [CreateNetns(underlay_ns), LinkUp(underlay_ns, "lo")]
+    steps: list[Step] = _netns(lab, underlay_ns)
     for segment in lab.segments:
         bridge = names.segment_bridge(segment.name)
         steps += [AddBridge(underlay_ns, bridge, mtu), LinkUp(underlay_ns, bridge)]
@@ -43,8 +60,7 @@ def build(lab: Lab) -> Plan:
         ns = names.node_netns(lab.name, node.name)
         port = names.underlay_port(node.name)
         steps += [
-            CreateNetns(ns),
-            LinkUp(ns, "lo"),
+            *_netns(lab, ns),
             # A node routes its pods' traffic: the one sysctl every data plane needs.
             SetSysctl(ns, "net/ipv4/ip_forward", "1"),
             # Answer every undeliverable packet with an ICMP error instead of a rate-limited few,
@@ -54,16 +70,31 @@ def build(lab: Lab) -> Plan:
             AddAddress(ns, names.NODE_UPLINK, node.underlay),
             LinkUp(ns, names.NODE_UPLINK),
         ]
+        if node.underlay6 is not None:
+            steps += [SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"),
+                      AddAddress(ns, names.NODE_UPLINK, node.underlay6)]
         if lab.has_router:
             # Like any machine on a routed network, a node's default gateway is its segment's router.
             steps.append(AddRoute(ns, DEFAULT_ROUTE, names.NODE_UPLINK, via=node.router))
+            if node.router6 is not None and node.underlay6 is not None:
+                steps.append(AddRoute(ns, DEFAULT_ROUTE6, names.NODE_UPLINK, via=node.router6))
         steps += dataplane.node_steps(lab, node)
         for pod in node.pods:
             pod_ns = names.pod_netns(lab.name, node.name, pod.name)
-            steps += [CreateNetns(pod_ns), LinkUp(pod_ns, "lo")]
+            steps += _netns(lab, pod_ns)
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
+
+
+def _netns(lab: Lab, ns: str) -> list[Step]:
+    """A namespace with its loopback up; in a dual-stack lab, its links skip duplicate address
+    detection from the start (their link-local addresses too), so no IPv6 packet waits ~1 s
+    for DAD after `up`: every address in a lab is the lab's own choice, none can collide."""
+    steps: list[Step] = [CreateNetns(ns), LinkUp(ns, "lo")]
+    if lab.dual_stack:
+        steps.append(SetSysctl(ns, "net/ipv6/conf/default/accept_dad", "0"))
+    return steps
 
 
 def _router(lab: Lab) -> list[Step]:
@@ -72,13 +103,14 @@ def _router(lab: Lab) -> list[Step]:
     ns = names.router_netns(lab.name)
     underlay_ns = names.underlay_netns(lab.name)
     steps: list[Step] = [
-        CreateNetns(ns),
-        LinkUp(ns, "lo"),
+        *_netns(lab, ns),
         SetSysctl(ns, "net/ipv4/ip_forward", "1"),
         SetSysctl(ns, "net/ipv4/icmp_ratelimit", "0"),
         # Forward as programmed; do not tell nodes about shortcuts on their own segment.
         SetSysctl(ns, "net/ipv4/conf/all/send_redirects", "0"),
     ]
+    if lab.dual_stack:
+        steps.append(SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"))
     for segment in lab.segments:
         port = names.router_port(segment.name)
         address = IPv4Interface(f"{segment.cidr.network_address + 1}/{segment.cidr.prefixlen}")
@@ -86,6 +118,8 @@ def _router(lab: Lab) -> list[Step]:
             AddVeth(underlay_ns, port, ns, segment.name, lab.scenario.underlay_mtu,
                     master=names.segment_bridge(segment.name), up=True),
             AddAddress(ns, segment.name, address),
-            LinkUp(ns, segment.name),
         ]
+        if segment.cidr6 is not None and lab.dual_stack:
+            steps.append(AddAddress(ns, segment.name, IPv6Interface(f"{segment.cidr6.network_address + 1}/{segment.cidr6.prefixlen}")))
+        steps.append(LinkUp(ns, segment.name))
     return steps

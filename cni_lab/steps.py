@@ -8,7 +8,7 @@ imports the other's module for them; the kernel layer (kernel/apply.py) makes ea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Union
 
 
@@ -78,20 +78,24 @@ class LinkUp:
 
 @dataclass(frozen=True)
 class AddAddress:
+    """An address on a link. IPv6 ones skip duplicate address detection (`nodad`), as the CNI
+    plugins add them, so nothing waits for DAD."""
+
     netns: str
     ifname: str
-    address: IPv4Interface
+    address: IPv4Interface | IPv6Interface
 
     def describe(self) -> str:
-        return f"ip -n {self.netns} addr add {self.address} dev {self.ifname}"
+        nodad = " nodad" if self.address.version == 6 else ""
+        return f"ip -n {self.netns} addr add {self.address} dev {self.ifname}{nodad}"
 
 
 @dataclass(frozen=True)
 class AddRoute:
     netns: str
-    dst: IPv4Network  # 0.0.0.0/0 for the default route
+    dst: IPv4Network | IPv6Network  # 0.0.0.0/0 (::/0) for the default route
     dev: str
-    via: IPv4Address | None = None
+    via: IPv4Address | IPv6Address | None = None
     onlink: bool = False
     scope_link: bool = False
     src: IPv4Address | None = None  # the preferred source of what the node itself sends this way
@@ -104,7 +108,8 @@ class AddRoute:
         scope = " scope link" if self.scope_link else ""
         src = f" src {self.src}" if self.src else ""
         mtu = f" mtu {self.mtu}" if self.mtu else ""
-        return f"ip -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}{src}{mtu}"
+        family = " -6" if self.dst.version == 6 and self.dst.prefixlen == 0 else ""
+        return f"ip{family} -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}{src}{mtu}"
 
 
 @dataclass(frozen=True)
@@ -307,3 +312,4 @@ Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, Add
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
              BpfEndpoint, BpfTunnel]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+DEFAULT_ROUTE6 = IPv6Network("::/0")

@@ -44,4 +44,7 @@ class HostGw(Bridge):
                 # node's own cni0 subnet; the kernel refuses it anyway, so it is left out.
                 if other is not node and not other.pod_cidr.overlaps(node.pod_cidr):
                     steps.append(AddRoute(ns, other.pod_cidr, names.NODE_UPLINK, via=other.ip))
+                if other is not node and other.pod_cidr6 is not None and node.pod_cidr6 is not None \
+                        and not other.pod_cidr6.overlaps(node.pod_cidr6):
+                    steps.append(AddRoute(ns, other.pod_cidr6, names.NODE_UPLINK, via=other.ip6))
         return steps

@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
@@ -39,6 +39,7 @@ NLMSG_ERROR = 2
 EEXIST = errno.EEXIST
 IFF_UP = 1
 IFF_NOARP = 0x80
+IFA_F_NODAD = 0x02
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what `ip route add` and flannel leave: shown without a "proto" by `ip route`
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -145,16 +146,24 @@ class Rtnl:
 
     # -- addresses, routes, neighbours -------------------------------------------------------------
 
-    def add_address(self, index: int, ip: IPv4Address, prefixlen: int) -> None:
+    def add_address(self, index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> None:
+        """An address; an IPv6 one without duplicate address detection (IFA_F_NODAD)."""
         msg = ifaddrmsg()
-        msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, prefixlen, index
-        msg["attrs"] = [("IFA_LOCAL", str(ip)), ("IFA_ADDRESS", str(ip))]
+        msg["prefixlen"], msg["index"] = prefixlen, index
+        if ip.version == 6:
+            msg["family"], msg["flags"] = socket.AF_INET6, IFA_F_NODAD
+            msg["attrs"] = [("IFA_ADDRESS", str(ip))]
+        else:
+            msg["family"] = socket.AF_INET
+            msg["attrs"] = [("IFA_LOCAL", str(ip)), ("IFA_ADDRESS", str(ip))]
         self._request(msg, RTM_NEWADDR, CREATE)
 
-    def add_route(self, dst: IPv4Network, oif: int, *, gateway: IPv4Address | None = None, onlink: bool = False,
-                  scope_link: bool = False, src: IPv4Address | None = None, mtu: int | None = None) -> None:
+    def add_route(self, dst: IPv4Network | IPv6Network, oif: int, *, gateway: IPv4Address | IPv6Address | None = None,
+                  onlink: bool = False, scope_link: bool = False, src: IPv4Address | None = None,
+                  mtu: int | None = None) -> None:
         msg = rtmsg()
-        msg["family"], msg["dst_len"], msg["table"] = socket.AF_INET, dst.prefixlen, RT_TABLE_MAIN
+        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+        msg["family"], msg["dst_len"], msg["table"] = family, dst.prefixlen, RT_TABLE_MAIN
         msg["proto"], msg["type"] = RTPROT_BOOT, RTN_UNICAST
         msg["scope"] = RT_SCOPE_LINK if scope_link else RT_SCOPE_UNIVERSE
         msg["flags"] = RTNH_F_ONLINK if onlink else 0

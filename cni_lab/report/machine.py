@@ -138,6 +138,9 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         "underlay": {seg.name: str(seg.cidr) for seg in lab.segments},
         "podMTU": lab.pod_mtu,
         "clusterCIDR": str(lab.scenario.cluster_cidr),
+        # every family, the first first (as kubeadm's networking.podSubnet lists them)
+        "clusterCIDRs": [str(c) for c in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6) if c is not None],
+        "underlays": {seg.name: [str(c) for c in (seg.cidr, seg.cidr6) if c is not None] for seg in lab.segments},
         "warnings": list(lab.warnings),
         "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in (st.daemons if st else {}).items()],
         "faults": list(st.faults) if st else [],
@@ -146,8 +149,10 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
                 "name": node.name,
                 "netns": (ns := names.node_netns(lab.name, node.name)),
                 "ip": str(node.ip),
+                "ips": [str(ip) for ip in node.ips],  # a Node's addresses, first family first
                 "segment": node.segment.name,
                 "podCIDR": str(node.pod_cidr),
+                "podCIDRs": [str(c) for c in node.pod_cidrs],  # spec.podCIDRs
                 "gateway": str(node.gateway),
                 "present": present.get(ns, False),
                 "pods": [
@@ -155,6 +160,7 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
                         "name": pod.name,
                         "netns": (pns := names.pod_netns(lab.name, node.name, pod.name)),
                         "ip": str(pod.ip),
+                        "ips": [str(ip) for ip in pod.ips],  # status.podIPs
                         "present": present.get(pns, False),
                     }
                     for pod in node.pods

@@ -22,9 +22,9 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
     title = f"lab [bold]{lab.name}[/] · data plane [bold]{lab.dataplane}[/] · underlay {underlay}"
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("node")
-    table.add_column("underlay IP")
-    table.add_column("pod CIDR")
-    table.add_column("pod gateway")
+    table.add_column("underlay IP", overflow="fold")
+    table.add_column("pod CIDR", overflow="fold")
+    table.add_column("pod gateway", overflow="fold")
     table.add_column("pods")
     for node in lab.nodes:
         missing = {p.name for p in node.pods if present is not None
@@ -43,16 +43,18 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
             if pods:
                 pods.append("\n")
             pods.append(f"{pod.name} ", style="bold")
-            pods.append(str(pod.ip))
+            pods.append(", ".join(str(ip) for ip in pod.ips))
             if pod.name in missing:
                 pods.append(" (missing)", style="red")
         node_label = Text(node.name, style="bold")
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):
             node_label.append(" (missing)", style="red")
-        ip = f"{node.ip} ({node.segment.name})" if len(lab.segments) > 1 else str(node.ip)
+        ip = "\n".join(str(a) for a in node.ips) + (f" ({node.segment.name})" if len(lab.segments) > 1 else "")
         gateway = {"bgp": f"{names.CALICO_GATEWAY} (proxy ARP)",
                    "ebpf": f"{node.gateway} ({names.CILIUM_HOST})"}.get(lab.dataplane, f"{node.gateway} (cni0)")
-        table.add_row(node_label, ip, str(node.pod_cidr), gateway, pods or "-")
+        if node.gateway6 is not None and lab.dataplane not in ("bgp", "ebpf"):
+            gateway += f"\n{node.gateway6} (cni0)"
+        table.add_row(node_label, ip, "\n".join(str(c) for c in node.pod_cidrs), gateway, pods or "-")
     return table
 
 

@@ -1,0 +1,95 @@
+"""Dual-stack labs against the real kernel: every pair reaches every other over IPv6 too,
+without NAT, and the data planes not built for it yet say so before building anything."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from typing import Any, Callable
+
+import pytest
+from helpers import ns_of, run_in
+
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import netns
+from cni_lab.probe import matrix
+
+MakeLab = Callable[..., Lab]
+DUAL = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+
+
+def dual(dataplane: str) -> dict[str, Any]:
+    return {"dataplane": dataplane, "networking": DUAL,
+            "nodes": [{"name": "node1", "pods": ["web", "db"]}, {"name": "node2", "pods": ["api"]}]}
+
+
+def endpoints(lab: Lab) -> list[tuple[str, str]]:
+    """(target, IPv6 address) of every node and pod."""
+    out = []
+    for node in lab.nodes:
+        out.append((node.name, str(node.ip6)))
+        out += [(pod.id, str(pod.ip6)) for pod in node.pods]
+    return out
+
+
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw"])
+def test_every_pair_reaches_every_other_over_ipv6_at_once(make_lab: MakeLab, dataplane: str) -> None:
+    lab = make_lab(dual(dataplane))
+    # IPv4 as before
+    result = matrix.run(lab)
+    if dataplane == "host-gw":
+        assert result.passed
+    eps = endpoints(lab)
+    failing = []
+    for src, _ in eps:
+        for dst, ip6 in eps:
+            if src == dst:
+                continue
+            # one echo, one second: no address waits for duplicate address detection
+            done = run_in(ns_of(lab, src), "ping", "-6", "-c1", "-W1", ip6)
+            if done.returncode != 0:
+                failing.append((src, dst))
+    if dataplane == "host-gw":
+        assert failing == []
+    else:  # bridge: no routes between nodes, in either family
+        assert failing and all(s.split("/")[0] != d.split("/")[0] for s, d in failing)
+
+
+def test_the_receiver_sees_the_senders_own_ipv6_address(make_lab: MakeLab) -> None:
+    lab = make_lab(dual("host-gw"))
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", ns_of(lab, "node2/api"), "tcpdump", "-l", "-n", "--immediate-mode", "-U", "-i", "eth0",
+         "-c", "1", "icmp6 and ip6[40] == 128"],  # echo requests
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1.0)
+        assert run_in(ns_of(lab, "node1/web"), "ping", "-6", "-c2", "-W1", "fd00:10:244:1::2").returncode == 0
+        out, _ = capture.communicate(timeout=10)
+    finally:
+        if capture.poll() is None:
+            capture.send_signal(signal.SIGINT)
+            capture.wait(timeout=5)
+    assert re.search(r"IP6 fd00:10:244::2 > fd00:10:244:1::2: ICMP6, echo request", out), out
+
+
+def test_a_node_routes_both_families_like_flannel_host_gw(make_lab: MakeLab) -> None:
+    lab = make_lab(dual("host-gw"))
+    node1 = ns_of(lab, "node1")
+    assert "fd00:10:244:1::/64 via fd00:192:168:1::3 dev eth0" in run_in(node1, "ip", "-6", "route", check=True).stdout
+    assert "10.244.1.0/24 via 192.168.1.3 dev eth0" in run_in(node1, "ip", "route", check=True).stdout
+    addrs = run_in(node1, "ip", "-6", "addr", "show", "cni0", check=True).stdout
+    assert "inet6 fd00:10:244::1/64" in addrs and "tentative" not in addrs
+    assert netns.read_sysctl(node1, "net/ipv6/conf/all/forwarding") == "1"
+    web = run_in(ns_of(lab, "node1/web"), "ip", "-6", "route", check=True).stdout
+    assert "default via fd00:10:244::1 dev eth0" in web
+
+
+@pytest.mark.parametrize("dataplane", ["vxlan", "fabric", "bgp", "cni", "ebpf"])
+def test_data_planes_without_dual_stack_yet_refuse_before_building(make_lab: MakeLab, dataplane: str) -> None:
+    before = netns.listing()
+    with pytest.raises(LabError, match=f"dataplane: {dataplane} does not build dual-stack labs yet"):
+        make_lab(dual(dataplane))
+    assert netns.listing() == before

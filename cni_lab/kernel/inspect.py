@@ -9,7 +9,7 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from socket import AF_INET
 from typing import TYPE_CHECKING
 
@@ -213,7 +213,8 @@ def _route(r: object, names: dict[int, str]) -> Route:
     )
 
 
-def route_get(ns: str, dst: IPv4Address, src: IPv4Address | None = None, iif: str | None = None) -> Decision:
+def route_get(ns: str, dst: IPv4Address | IPv6Address, src: IPv4Address | IPv6Address | None = None,
+              iif: str | None = None) -> Decision:
     """The kernel's own route lookup in `ns`: as sent from here (no iif) or as forwarded (iif)."""
     from pyroute2.netlink.exceptions import NetlinkError
 

@@ -12,7 +12,7 @@ goes back the other way, because a reply needs a route too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from typing import Any
 
 from cni_lab import names
@@ -43,7 +43,7 @@ class Hop:
 @dataclass
 class Leg:
     src: Endpoint
-    dst_ip: IPv4Address
+    dst_ip: IPv4Address | IPv6Address
     hops: list[Hop]
 
     @property
@@ -150,7 +150,7 @@ class Wiring:
                 queue.append((nxt, nxt_path))
         return found
 
-    def owner(self, ns: str, ifname: str, ip: IPv4Address) -> tuple[str, str, list[str]] | None:
+    def owner(self, ns: str, ifname: str, ip: IPv4Address | IPv6Address) -> tuple[str, str, list[str]] | None:
         link = self.views[ns].link(ifname)
         if link is not None and link.vxlan is not None:
             return self._tunnel(ns, link, ip)
@@ -181,7 +181,7 @@ class Wiring:
                     return peer_ns, peer_if, [label]
         return None
 
-    def _tunnel(self, ns: str, link: inspect.Link, ip: IPv4Address) -> tuple[str, str, list[str]] | None:
+    def _tunnel(self, ns: str, link: inspect.Link, ip: IPv4Address | IPv6Address) -> tuple[str, str, list[str]] | None:
         """Across a VXLAN device: the neighbour entry gives the remote VTEP's MAC, the fdb entry the
         node IP the encapsulated frame is sent to, and that node's VXLAN device receives it."""
         mac = next((m for n_ip, m, _ in link.neighbours if n_ip == str(ip)), None)
@@ -198,11 +198,13 @@ class Wiring:
                 return other_ns, other.name, wire
         return None
 
-    def matched_route(self, ns: str, dst: IPv4Address) -> str | None:
+    def matched_route(self, ns: str, dst: IPv4Address | IPv6Address) -> str | None:
         """The route the lookup used, found by longest prefix match over the table read back."""
         best, best_len = None, -1
         for r in self.views[ns].routes:
-            net = IPv4Network("0.0.0.0/0") if r.dst == "default" else IPv4Network(r.dst)
+            net = ip_network(("::/0" if dst.version == 6 else "0.0.0.0/0") if r.dst == "default" else r.dst)
+            if net.version != dst.version:
+                continue
             if dst in net and net.prefixlen > best_len:
                 best, best_len = r, net.prefixlen
         return best.describe() if best else None
@@ -224,7 +226,7 @@ def resolve_endpoint(lab: Lab, text: str) -> Endpoint:
 NOT_CONSULTED = "the node's routing table and netfilter are not consulted"
 
 
-def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address) -> tuple[Hop, str, str] | Hop | None:
+def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6Address) -> tuple[Hop, str, str] | Hop | None:
     """What the node's BPF programs do with a packet arriving on `came_in` (or sent by the node
     itself): (the hop, the namespace and interface it reaches next), a final hop, or None when
     no program takes it (the kernel's routing decides, as elsewhere)."""
@@ -285,7 +287,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address) -> tu
     if decision.type != "unicast" or decision.dev is None:
         return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}",
                    reason=f"bpf_fib_lookup finds no route to {dst_ip}: passed to the stack, which drops it")
-    next_hop = IPv4Address(decision.gateway) if decision.gateway else dst_ip
+    next_hop = ip_address(decision.gateway) if decision.gateway else dst_ip
     owner = w.owner(ns, decision.dev, next_hop)
     if owner is None:
         return Hop(where, ns, came_in, "drop", out=decision.dev, next_hop=str(next_hop), bpf=f"{program} on {hook}",
@@ -297,7 +299,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address) -> tu
                     "the node's IP forwarding and netfilter are not on the way"), next_ns, next_if)
 
 
-def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address) -> Leg:
+def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address) -> Leg:
     ns, came_in = src.netns, None
     hops: list[Hop] = []
     for _ in range(MAX_HOPS):
@@ -321,7 +323,7 @@ def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address) -> Leg:
                 reason = decision.error
             hops.append(Hop(where, ns, came_in, "drop", route=route, reason=reason))
             break
-        next_hop = IPv4Address(decision.gateway) if decision.gateway else dst_ip
+        next_hop = ip_address(decision.gateway) if decision.gateway else dst_ip
         assert decision.dev is not None
         owner = w.owner(ns, decision.dev, next_hop)
         if owner is None:
@@ -336,7 +338,7 @@ def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address) -> Leg:
     return Leg(src, dst_ip, hops)
 
 
-def _no_route(lab: Lab, dst: IPv4Address) -> str:
+def _no_route(lab: Lab, dst: IPv4Address | IPv6Address) -> str:
     for n in lab.nodes:
         if dst in n.pod_cidr:
             return f"no route to {n.pod_cidr} ({n.name}'s pod CIDR): the kernel answers 'network unreachable'"

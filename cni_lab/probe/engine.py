@@ -6,6 +6,8 @@ For every endpoint namespace it opens two sockets (inside that namespace, then u
   and the responder's identity, so NAT and wrong peers are seen from the receiver's side;
 - a raw ICMP socket bound to the endpoint's IP that sends echo requests and receives echo
   replies and ICMP errors (destination unreachable), which say which hop refused the packet.
+A prober speaks one family: its endpoints' (IPv4, or IPv6 with ICMPv6; the kernel fills in the
+ICMPv6 checksum and hands raw ICMPv6 sockets the message without its IPv6 header).
 Nothing runs after `check` returns: the responders are sockets of this process.
 
 Results are kept compactly (a byte per pair, details only for pairs that are not ok) so that a
@@ -37,10 +39,16 @@ MAGIC = b"CNIL"
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # DF always set, the path MTU cache ignored: a size test
 SOL_RAW, ICMP_FILTER = 255, 1
 HEADERS = 28  # IPv4 + UDP
+HEADERS6 = 48  # IPv6 + UDP
 ICMP_ECHO, ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_TIME_EXCEEDED = 8, 0, 3, 11
 UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
                  4: "fragmentation needed", 9: "network prohibited", 10: "host prohibited",
                  13: "administratively prohibited"}
+ICMP6_UNREACH, ICMP6_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_ECHO, ICMP6_ECHO_REPLY = 1, 2, 3, 128, 129
+UNREACH6_CODES = {0: "no route to destination", 1: "administratively prohibited", 3: "address unreachable",
+                  4: "port unreachable", 5: "source address failed policy", 6: "reject route"}
+ICMP6_FILTER = 1  # at level IPPROTO_ICMPV6: a bitmap of the types to block
+IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE, IPV6_DONTFRAG = 23, 3, 62
 OK, NAT, WRONG_PEER, TIMEOUT, UNREACHABLE = range(5)  # a pair's verdict as one byte: its index in VERDICTS
 PENDING = 255
 UDP_OK, ICMP_OK, DONE = 1, 2, 4
@@ -91,10 +99,12 @@ ECHO = struct.Struct("!BBHHH4s4sId")  # an echo request: header, then MAGIC, tok
 ECHO_WORDS = struct.Struct(f"!{ECHO.size // 2}H")
 
 
-def _echo(index: int, token: bytes, now: float) -> bytes:
+def _echo(index: int, token: bytes, now: float, family: int = 4) -> bytes:
     """An ICMP echo request; id and sequence carry the job index so that ICMP errors, which quote
-    only the first 8 bytes of the echo, still name the pair."""
+    only the first 8 bytes of the echo, still name the pair. (ICMPv6: the kernel sums it.)"""
     ident, seq = index >> 16 & 0xFFFF, index & 0xFFFF
+    if family == 6:
+        return ECHO.pack(ICMP6_ECHO, 0, 0, ident, seq, MAGIC, token, index, now)
     packet = bytearray(ECHO.pack(ICMP_ECHO, 0, 0, ident, seq, MAGIC, token, index, now))
     total = sum(ECHO_WORDS.unpack(packet))  # the Internet checksum (RFC 1071), checksum field 0
     total = (total >> 16) + (total & 0xFFFF)
@@ -146,10 +156,10 @@ class _Round:
             if not self.flags[j] & UDP_OK:
                 query = b"Q" + MAGIC + prober.token + Q_HEADER.pack(j, now)
                 if self.sizes is not None:
-                    query = query.ljust(self.sizes[j] - HEADERS, b"\0")
+                    query = query.ljust(self.sizes[j] - prober.headers, b"\0")
                 prober.sender[src].sendto(query, (prober.ips[dst], PROBE_PORT))
             if not self.udp_only and not self.flags[j] & ICMP_OK:
-                prober.pinger[src].sendto(_echo(j, prober.token, now), (prober.ips[dst], 0))
+                prober.pinger[src].sendto(_echo(j, prober.token, now, prober.family), (prober.ips[dst], 0))
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 self.finish(j, TIMEOUT, Extra(detail=f"{self.sizes and self.sizes[j]} bytes is more than "
@@ -225,6 +235,8 @@ class Prober:
         self.endpoints = endpoints
         self.ids = [identity(lab_name, ep).encode() for ep in endpoints]
         self.ips = [str(ep.ip) for ep in endpoints]
+        self.family = endpoints[0].ip.version if endpoints else 4  # one family per prober
+        self.headers = HEADERS6 if self.family == 6 else HEADERS
         self.udp: list[socket.socket] = []
         self.icmp: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
@@ -239,10 +251,13 @@ class Prober:
         and errors reach the raw socket, not every echo request."""
         opened: list[tuple[int, socket.socket, socket.socket]] = []
 
+        af = socket.AF_INET6 if self.family == 6 else socket.AF_INET
+        proto = socket.IPPROTO_ICMPV6 if self.family == 6 else socket.IPPROTO_ICMP
+
         def open_here(_: str) -> None:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp = socket.socket(af, socket.SOCK_DGRAM)
             try:
-                raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+                raw = socket.socket(af, socket.SOCK_RAW, proto)
             except BaseException:
                 udp.close()
                 raise
@@ -261,8 +276,14 @@ class Prober:
 
     def _configure(self, i: int, udp: socket.socket, raw: socket.socket, port: int) -> None:
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
-        raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
+        if self.family == 6:
+            blocked = [0xFFFFFFFF] * 8  # every type blocked but the replies and errors we read
+            for kind in (ICMP6_ECHO_REPLY, ICMP6_UNREACH, ICMP6_TOO_BIG, ICMP6_TIME_EXCEEDED):
+                blocked[kind >> 5] &= ~(1 << (kind & 31)) & 0xFFFFFFFF
+            raw.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("8I", *blocked))
+        else:
+            wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
+            raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
         try:
             udp.bind((self.ips[i], port))
             raw.bind((self.ips[i], 0))
@@ -273,8 +294,12 @@ class Prober:
             # address it has left, and let the verdicts show what that breaks.
             if port:
                 self.missing.append(f"{self.endpoints[i].id} does not have its address {self.endpoints[i].ip} any more")
-            udp.bind(("0.0.0.0", port))
-        udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+            udp.bind(("::" if self.family == 6 else "0.0.0.0", port))
+        if self.family == 6:  # never fragmented, the path MTU cache ignored: a size test
+            udp.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE)
+            udp.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
+        else:
+            udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         udp.setblocking(False)
         raw.setblocking(False)
@@ -339,6 +364,8 @@ class Prober:
                 kind, i = key.data
                 if kind == 0:
                     self._drain_udp(key.fileobj, i, round_)  # type: ignore[arg-type]
+                elif self.family == 6:
+                    self._drain_icmp6(key.fileobj, i, round_)  # type: ignore[arg-type]
                 else:
                     self._drain_icmp(key.fileobj, i, round_)  # type: ignore[arg-type]
         if progress is not None:
@@ -451,6 +478,42 @@ class Prober:
                 what = UNREACH_CODES.get(icmp[1], f"code {icmp[1]}") if kind == ICMP_UNREACH else "TTL exceeded"
                 r.finish(j, UNREACHABLE, Extra(detail=f"{socket.inet_ntoa(data[12:16])} answered: {what}",
                                              unresolved=kind == ICMP_UNREACH and icmp[1] == 1))
+
+
+    def _drain_icmp6(self, sock: socket.socket, i: int, r: _Round) -> None:
+        """As _drain_icmp, for ICMPv6: the message starts at its own header; an error quotes the
+        IPv6 header (40 bytes) and then the echo's first bytes."""
+        flags, out, jobs = r.flags, r.out, r.jobs
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            kind = data[0] if data else -1
+            if kind == ICMP6_ECHO_REPLY:
+                if len(data) < 28 or data[8:12] != MAGIC or data[12:16] != self.token:
+                    continue
+                j, sent = struct.unpack_from("!Id", data, 16)
+                if j >= len(flags) or flags[j] & (DONE | ICMP_OK) or jobs[j][0] != i:
+                    continue
+                flags[j] |= ICMP_OK
+                out.rtt[j] = (time.monotonic() - sent) * 1000
+                if flags[j] & UDP_OK:
+                    r.finish(j, OK)
+            elif kind in (ICMP6_UNREACH, ICMP6_TOO_BIG, ICMP6_TIME_EXCEEDED):
+                inner = data[8:]
+                if len(inner) < 48 or inner[6] != socket.IPPROTO_ICMPV6 or inner[40] != ICMP6_ECHO:
+                    continue
+                ident, seq = struct.unpack_from("!HH", inner, 44)
+                j = ident << 16 | seq
+                if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
+                    continue
+                what = {ICMP6_UNREACH: UNREACH6_CODES.get(data[1], f"unreachable, code {data[1]}"),
+                        ICMP6_TOO_BIG: "packet too big", ICMP6_TIME_EXCEEDED: "hop limit exceeded"}[kind]
+                r.finish(j, UNREACHABLE, Extra(detail=f"{addr[0]} answered: {what}",
+                                             unresolved=kind == ICMP6_UNREACH and data[1] == 3))
 
 
 _NO_JOBS = AllPairs(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from array import array
@@ -83,6 +84,17 @@ class CheckResult:
     mtu: tuple[mtu_check.MtuResult, ...] | None = None  # only when asked for
     cni_problems: tuple[str, ...] = ()  # what CNI CHECK reported, for `cni` labs
     faults: tuple[str, ...] = ()  # what injected faults saw (forward-drop's counters)
+    family: int = 4  # the addresses these pairs were probed over
+    ipv6: CheckResult | None = None  # a dual-stack lab's matrix over IPv6 (this one is IPv4's)
+
+    @property
+    def by_family(self) -> tuple[CheckResult, ...]:
+        """This family's matrix, then the other's where the lab has two."""
+        return (self,) if self.ipv6 is None else (self, self.ipv6)
+
+    @property
+    def total(self) -> int:
+        return sum(len(r) for r in self.by_family)
 
     def __len__(self) -> int:
         return len(self.outcomes.verdict)
@@ -147,7 +159,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
+        return (not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
+                and (self.ipv6 is None or self.ipv6.passed))
 
 
 def table_room(table: neighbours.Table = neighbours.ARP) -> Budget:
@@ -215,15 +228,26 @@ def _in_process(prober: Prober, jobs: AllPairs) -> Callable[..., Outcomes]:
 
 def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int], None] | None = None,
         mtu: bool = False, notice: Callable[[str], None] | None = None) -> CheckResult:
-    """The whole matrix, in batches that keep the neighbour entries it causes within the budget."""
+    """The whole matrix, in batches that keep the neighbour entries it causes within the budget;
+    in a dual-stack lab once per family (IPv4's result carries IPv6's)."""
+    result = _run_family(lab, 4, settings, progress, mtu, notice)
+    if lab.dual_stack:
+        return dataclasses.replace(result, ipv6=_run_family(lab, 6, settings, progress, mtu, notice))
+    return result
+
+
+def _run_family(lab: Lab, family: int, settings: Settings | None, progress: Callable[[int, int], None] | None,
+                mtu: bool, notice: Callable[[str], None] | None) -> CheckResult:
     settings = settings or Settings()
-    endpoints = pairing.endpoints(lab)
+    table = neighbours.ARP if family == 4 else neighbours.NDP
+    endpoints = pairing.endpoints(lab, family)
     missing = [ep.netns for ep in endpoints if not netns.is_netns(ep.netns)]
     if missing:
         raise LabError(f"lab {lab.name} is damaged: {len(missing)} namespaces are missing (first: {missing[0]}); "
                        f"run `sudo cni-lab down {lab.name}` and `up` again")
-    room = table_room()
-    needed = pairing.neighbours_needed(lab)
+    room = table_room(table)
+    # NDP: the routers' link-local addresses get entries of their own besides the global ones
+    needed = pairing.neighbours_needed(lab) * (2 if family == 6 else 1)
     infrastructure = [ns for ns in (names.router_netns(lab.name), names.underlay_netns(lab.name)) if netns.is_netns(ns)]
     jobs = AllPairs(len(endpoints))
     if needed <= room.entries:
@@ -235,7 +259,7 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         notes.append(f"the neighbour table's cap and size cannot be read here (a container's own network "
                      f"namespace): assuming the kernel's default cap, {room.cap}, and keeping within half of it")
     if len(batches) > 1:
-        notes.append(f"the full matrix would need ~{needed} neighbour (ARP) entries at once, and the host's table "
+        notes.append(f"the full matrix would need ~{needed} neighbour ({table.name.upper()}) entries at once, and the host's table "
                      f"(cap {room.cap}, {room.at_start} in use) leaves this check {room.entries}: probing in "
                      f"{len(batches)} batches that fit, deleting the lab's entries after each")
     for text in notes:
@@ -244,13 +268,13 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     started = time.monotonic()
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
     outcomes = Outcomes(jobs)
-    with neighbours.PeakSampler(neighbours.ARP) as sampler, Prober(endpoints, lab.name, settings) as prober, \
+    with neighbours.PeakSampler(table) as sampler, Prober(endpoints, lab.name, settings) as prober, \
             contextlib.ExitStack() as stack:
         notes += prober.missing
         flusher = None
         if len(batches) > 1:
             spaces = sorted({ns for b in batches for ns in b.namespaces})
-            flusher = stack.enter_context(neighbours.Flusher(neighbours.ARP, spaces))
+            flusher = stack.enter_context(neighbours.Flusher(table, spaces))
         with contextlib.ExitStack() as processes:
             probe = _in_process(prober, jobs)
             if len(jobs) >= PARALLEL_FROM and workers > 1:
@@ -273,7 +297,7 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
                 if flusher is not None:
                     flusher.flush(batch.namespaces)
     outcomes.duration = time.monotonic() - started
-    use = NeighbourUse(neighbours.ARP.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
+    use = NeighbourUse(table.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
                        needed, len(batches), sampler.peak, flusher.deleted if flusher else 0, matrix.retried)
     return CheckResult(lab, endpoints, outcomes, outcomes.duration, use, tuple(notes),
-                       None if mtu_results is None else tuple(mtu_results))
+                       None if mtu_results is None else tuple(mtu_results), family=family)

@@ -15,6 +15,7 @@ from cni_lab.probe.engine import OK, Prober, Settings
 from cni_lab.probe.pairs import Endpoint, rule_of
 
 MIN_SIZE = 68  # the smallest MTU IPv4 allows
+MIN_SIZE6 = 1280  # IPv6's
 FAST = Settings(attempts=2, interval=0.15, settle=0.25)
 
 
@@ -41,7 +42,8 @@ def run(prober: Prober, endpoints: list[Endpoint], mtu: int,
         full = prober.run(cross, sizes=[mtu] * len(cross))
         failing = [job for job, code in zip(cross, full.verdict) if code != OK]
         # per pair: the largest size known to pass (or below the minimum), the smallest known to fail
-        bounds = {job: (MIN_SIZE - 1, mtu) for job in failing}
+        minimum = MIN_SIZE6 if prober.family == 6 else MIN_SIZE
+        bounds = {job: (minimum - 1, mtu) for job in failing}
         while True:
             open_jobs = [job for job in failing if bounds[job][1] - bounds[job][0] > 1]
             if not open_jobs:
@@ -54,5 +56,5 @@ def run(prober: Prober, endpoints: list[Endpoint], mtu: int,
     finally:
         prober.settings = saved
     return [MtuResult(endpoints[s], endpoints[d], mtu, (s, d) not in bounds,
-                      (bounds[(s, d)][0] if bounds[(s, d)][0] >= MIN_SIZE else None) if (s, d) in bounds else None)
+                      (bounds[(s, d)][0] if bounds[(s, d)][0] >= minimum else None) if (s, d) in bounds else None)
             for s, d in cross]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from functools import cached_property
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from cni_lab import names
 from cni_lab.ipam import Lab
@@ -27,8 +27,12 @@ class Endpoint:
     id: str  # "node1" or "node1/web"
     kind: str  # "pod" | "node"
     node: str
-    ip: IPv4Address
+    ip: IPv4Address | IPv6Address
     netns: str
+
+    @property
+    def family(self) -> int:
+        return self.ip.version
 
     @cached_property
     def address(self) -> str:
@@ -64,12 +68,17 @@ class AllPairs:
         return s * (self.n - 1) + (d if d < s else d - 1)
 
 
-def endpoints(lab: Lab) -> list[Endpoint]:
+def endpoints(lab: Lab, family: int = 4) -> list[Endpoint]:
+    """Every node and pod, by its address of `family` (6: a dual-stack lab's IPv6 addresses)."""
     out = []
     for node in lab.nodes:
-        out.append(Endpoint(node.name, "node", node.name, node.ip, names.node_netns(lab.name, node.name)))
+        ip = node.ip if family == 4 else node.ip6
+        if ip is not None:
+            out.append(Endpoint(node.name, "node", node.name, ip, names.node_netns(lab.name, node.name)))
         for pod in node.pods:
-            out.append(Endpoint(pod.id, "pod", node.name, pod.ip, names.pod_netns(lab.name, node.name, pod.name)))
+            pip = pod.ip if family == 4 else pod.ip6
+            if pip is not None:
+                out.append(Endpoint(pod.id, "pod", node.name, pip, names.pod_netns(lab.name, node.name, pod.name)))
     return out
 
 

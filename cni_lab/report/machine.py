@@ -23,6 +23,7 @@ def pair_json(r: PairResult) -> dict[str, Any]:
         "srcIP": p.src.address,
         "dstIP": p.dst.address,
         "rule": p.rule,
+        "family": p.src.family,
         "verdict": r.verdict,
         "expected": sorted(p.expected),
         "met": r.met,
@@ -49,30 +50,41 @@ def dumps(document: dict[str, Any]) -> str:
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:
+    """One family's pairs, or both families' in a dual-stack lab: each pair, endpoint and rule
+    says its family."""
     lab = result.lab
+    families = result.by_family
+    full = result.total <= PAIRS_IN_FULL
+    pairs = [pair_json(r) for one in families for r in (one.results if full else one.failures)]
+    mtu = [m for one in families for m in (one.mtu or ())]
     return {
         "schema": SCHEMA_ID,
         "lab": lab.name,
         "dataplane": lab.dataplane,
         "passed": result.passed,
-        "durationSeconds": round(result.duration, 3),
+        "families": [one.family for one in families],
+        "durationSeconds": round(sum(one.duration for one in families), 3),
         "endpoints": [
-            {"id": e.id, "kind": e.kind, "node": e.node, "ip": str(e.ip)} for e in result.endpoints
+            {"id": e.id, "kind": e.kind, "node": e.node, "ip": str(e.ip), "family": e.family}
+            for one in families for e in one.endpoints
         ],
         "rules": [
-            {"rule": s.rule, "title": s.title, "total": s.total, "ok": s.ok, "met": s.met, "passed": s.passed}
-            for s in result.summaries()
+            {"rule": s.rule, "title": s.title, "family": one.family, "total": s.total, "ok": s.ok, "met": s.met,
+             "passed": s.passed}
+            for one in families for s in one.summaries()
         ],
         # every pair for labs up to PAIRS_IN_FULL; beyond, only those not as expected (see pairsOmitted)
-        "pairs": [pair_json(r) for r in (result.results if len(result) <= PAIRS_IN_FULL else result.failures)],
-        "pairsOmitted": 0 if len(result) <= PAIRS_IN_FULL else len(result) - len(result.failures),
-        "notes": list(result.notes),
+        "pairs": pairs,
+        "pairsOmitted": 0 if full else result.total - sum(len(one.failures) for one in families),
+        "notes": list(result.notes) + [n for one in families[1:] for n in one.notes],
         "cniCheck": list(result.cni_problems),
         "faults": list(result.faults),
         "neighbours": neighbours_json(result),
+        "neighboursIPv6": None if result.ipv6 is None else neighbours_json(result.ipv6),
         "mtu": None if result.mtu is None else [
-            {"src": m.src.id, "dst": m.dst.id, "size": m.size, "passed": m.passed, "largest": m.largest}
-            for m in result.mtu
+            {"src": m.src.id, "dst": m.dst.id, "family": m.src.family, "size": m.size, "passed": m.passed,
+             "largest": m.largest}
+            for m in mtu
         ],
     }
 
@@ -85,20 +97,23 @@ def neighbours_json(result: CheckResult) -> dict[str, Any]:
 
 
 def check_junit(result: CheckResult) -> str:
-    """One test case per Kubernetes rule; a failing case lists the pairs that broke it."""
-    summaries = result.summaries()
+    """One test case per Kubernetes rule (and family, in a dual-stack lab); a failing case lists
+    the pairs that broke it."""
+    dual = result.ipv6 is not None
+    summaries = [(one, s) for one in result.by_family for s in one.summaries()]
     suite = ET.Element(
         "testsuite",
         name=f"cni-lab {result.lab.name}",
         tests=str(len(summaries)),
-        failures=str(sum(not s.passed for s in summaries)),
+        failures=str(sum(not s.passed for _, s in summaries)),
         errors="0",
-        time=f"{result.duration:.3f}",
+        time=f"{sum(one.duration for one in result.by_family):.3f}",
     )
-    for s in summaries:
-        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=s.title, time="0")
+    for one, s in summaries:
+        title = f"{s.title} (IPv{one.family})" if dual else s.title
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=title, time="0")
         if not s.passed:
-            bad = [r for r in result.failures if r.pair.rule == s.rule]
+            bad = [r for r in one.failures if r.pair.rule == s.rule]
             failure = ET.SubElement(case, "failure", message=f"{s.total - s.met}/{s.total} pairs not as expected")
             failure.text = "\n".join(
                 f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))}) {r.detail}"
@@ -109,7 +124,7 @@ def check_junit(result: CheckResult) -> str:
     if result.mtu is not None:
         suite.set("tests", str(len(summaries) + 1))
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="MTU", time="0")
-        lost = [m for m in result.mtu if not m.passed]
+        lost = [m for one in result.by_family for m in (one.mtu or ()) if not m.passed]
         if lost:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets")

@@ -96,12 +96,36 @@ GRID_LEGEND = "✓ ok  N nat  W wrong peer  T timeout  U unreachable  (red backg
 
 
 def check_view(result: CheckResult) -> RenderableType:
+    """The check of one family, or of both in a dual-stack lab (IPv4, then IPv6)."""
+    parts: list[RenderableType] = []
+    dual = result.ipv6 is not None
+    for one in result.by_family:
+        if dual:
+            parts.append(Text(f"── IPv{one.family} " + "─" * 40, style="bold"))
+        parts += _family_view(one, dual)
+    parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
+    parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
+    verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
+    failed = sum(len(one.failures) for one in result.by_family)
+    summary = f": {result.total - failed}/{result.total} pairs as expected"
+    if dual:
+        summary += " (" + ", ".join(f"IPv{one.family} {len(one) - len(one.failures)}/{len(one)}" for one in result.by_family) + ")"
+    if any(one.mtu is not None and not all(m.passed for m in one.mtu) for one in result.by_family):
+        summary += ", but full-size packets are lost (MTU)"
+    if result.cni_problems:
+        summary += ", but CNI CHECK failed"
+    parts.append(Text.assemble(verdict, summary))
+    return Group(*parts)
+
+
+def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
     lab = result.lab
     parts: list[RenderableType] = []
     endpoint_count = len(endpoints(lab))
     if endpoint_count <= GRID_LIMIT:
         parts += [matrix_grid(result), Text(GRID_LEGEND, style="dim")]
-    rules = Table(title=f"lab {lab.name} · {len(result)} pairs in {result.duration:.2f}s",
+    family = f" over IPv{result.family}" if dual else ""
+    rules = Table(title=f"lab {lab.name} · {len(result)} pairs{family} in {result.duration:.2f}s",
                   title_justify="left", box=None, show_header=False, pad_edge=False)
     rules.add_column()
     rules.add_column()
@@ -126,24 +150,17 @@ def check_view(result: CheckResult) -> RenderableType:
         parts.append(table)
     if result.mtu is not None:
         parts.append(mtu_view(result))
-    if result.lab.dataplane == "cni":
+    if result.lab.dataplane == "cni" and result.family == 4:
         mark = Text("✓", style="bold green") if not result.cni_problems else Text("✗", style="bold red")
         parts.append(Text.assemble(("CNI CHECK", "bold"), "  every plugin confirms what it set up for each pod  ", mark))
         parts += [Text(f"  {p}", style="red") for p in result.cni_problems]
-    parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
-    parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
-    verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
-    summary = f": {len(result) - len(failures)}/{len(result)} pairs as expected"
-    if result.mtu is not None and not all(m.passed for m in result.mtu):
-        summary += ", but full-size packets are lost (MTU)"
-    if result.cni_problems:
-        summary += ", but CNI CHECK failed"
-    parts.append(Text.assemble(verdict, summary))
-    return Group(*parts)
+    if result.family == 6:
+        parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
+    return parts
 
 
 def matrix_grid(result: CheckResult) -> Table:
-    eps = endpoints(result.lab)
+    eps = result.endpoints
     by_pair = {(r.pair.src.id, r.pair.dst.id): r for r in result.results}
     grid = Table(title="from ↓ to →", title_justify="left", title_style="dim", box=None, pad_edge=False, padding=(0, 1))
     grid.add_column("")

@@ -145,7 +145,7 @@ def test_run_is_up_check_down_with_checks_exit_code(tmp_path: Path) -> None:
 def test_a_lab_past_its_neighbour_budget_is_said_before_probing_and_probed_in_batches(
         make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    monkeypatch.setattr(matrix, "table_room", lambda: Budget(16, 0))  # as if the host allowed 16 ARP entries
+    monkeypatch.setattr(matrix, "table_room", lambda table=None: Budget(16, 0))  # as if the host allowed 16 ARP entries
     heard: list[tuple[str, int]] = []
     probed: list[int] = []
     result = lifecycle.check(lab.name, progress=lambda done, total: probed.append(done),

@@ -38,24 +38,37 @@ def endpoints(lab: Lab) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("dataplane", ["bridge", "host-gw"])
 def test_every_pair_reaches_every_other_over_ipv6_at_once(make_lab: MakeLab, dataplane: str) -> None:
     lab = make_lab(dual(dataplane))
-    # IPv4 as before
-    result = matrix.run(lab)
-    if dataplane == "host-gw":
-        assert result.passed
     eps = endpoints(lab)
     failing = []
     for src, _ in eps:
         for dst, ip6 in eps:
-            if src == dst:
-                continue
-            # one echo, one second: no address waits for duplicate address detection
-            done = run_in(ns_of(lab, src), "ping", "-6", "-c1", "-W1", ip6)
-            if done.returncode != 0:
+            # one echo, one second, right after `up`: no address waits for duplicate address detection
+            if src != dst and run_in(ns_of(lab, src), "ping", "-6", "-c1", "-W1", ip6).returncode != 0:
                 failing.append((src, dst))
     if dataplane == "host-gw":
         assert failing == []
     else:  # bridge: no routes between nodes, in either family
         assert failing and all(s.split("/")[0] != d.split("/")[0] for s, d in failing)
+
+
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw"])
+def test_check_probes_each_family_and_sees_no_nat(make_lab: MakeLab, dataplane: str) -> None:
+    result = matrix.run(make_lab(dual(dataplane)), mtu=True)
+    assert result.ipv6 is not None and result.ipv6.family == 6
+    v4 = {(r.pair.src.id, r.pair.dst.id): r.verdict for r in result.results}
+    v6 = {(r.pair.src.id, r.pair.dst.id): r.verdict for r in result.ipv6.results}
+    assert set(v4) == set(v6) and len(v6) == 20
+    assert all(r.pair.src.ip.version == 6 and r.pair.dst.ip.version == 6 for r in result.ipv6.results)
+    ok6 = [r for r in result.ipv6.results if r.verdict == "ok"]
+    assert all(r.observed == str(r.pair.src.ip) for r in ok6)  # the receiver saw the sender's own IPv6 address
+    if dataplane == "host-gw":
+        assert result.passed and set(v6.values()) == {"ok"}
+        assert result.ipv6.mtu is not None and all(m.passed and m.size == 1500 for m in result.ipv6.mtu)
+        assert result.ipv6.neighbours.table == "ndisc"
+    else:  # the same pairs fail in both families, and IPv6's failures are said as ICMPv6 says them
+        assert not result.passed
+        assert {k for k, v in v4.items() if v != "ok"} == {k for k, v in v6.items() if v != "ok"}
+        assert any("answered: no route to destination" in r.detail for r in result.ipv6.failures)
 
 
 def test_the_receiver_sees_the_senders_own_ipv6_address(make_lab: MakeLab) -> None:

@@ -158,7 +158,12 @@ class Lab:
 
     @property
     def overlay_mtu(self) -> int:
-        return self.scenario.underlay_mtu - (50 if self.tunnelled else 0)
+        """What a pod's packet may be inside the tunnel: VXLAN over IPv4 takes 50 bytes (outer
+        IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14), over IPv6 70 (its header is 40); a pod's one
+        MTU must fit the larger of its families' overheads."""
+        if not self.tunnelled:
+            return self.scenario.underlay_mtu
+        return self.scenario.underlay_mtu - (70 if self.dual_stack else 50)
 
     @property
     def pods(self) -> tuple[Pod, ...]:

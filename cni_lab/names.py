@@ -78,6 +78,14 @@ def cali_veth(lab: str, node: str, pod: str) -> str:
     return "cali" + hashlib.sha1(f"{lab}/{node}/{pod}".encode()).hexdigest()[:11]
 
 
+FLANNEL_DEVICE6 = "flannel-v6.1"  # flannel's IPv6 VXLAN device: flannel-v6.<VNI>
+
+
+def vtep_mac6(lab: str, node: str) -> str:
+    """The MAC of the node's IPv6 VTEP (flannel gives each device a MAC of its own)."""
+    return vtep_mac(lab, f"{node}/v6")
+
+
 CALICO_GATEWAY = "169.254.1.1"  # the link-local next hop every Calico pod routes through (proxy ARP answers)
 
 

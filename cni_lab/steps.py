@@ -118,7 +118,7 @@ class AddVxlan:
     ifname: str
     vni: int
     port: int
-    local: IPv4Address
+    local: IPv4Address | IPv6Address
     dev: str  # the underlay interface the VTEP sends from
     mac: str
     mtu: int
@@ -227,7 +227,7 @@ class AddNeighbour:
 
     netns: str
     ifname: str
-    ip: IPv4Address
+    ip: IPv4Address | IPv6Address
     mac: str
 
     def describe(self) -> str:
@@ -241,7 +241,7 @@ class AddFdb:
     netns: str
     ifname: str
     mac: str
-    dst: IPv4Address
+    dst: IPv4Address | IPv6Address
 
     def describe(self) -> str:
         return f"bridge -n {self.netns} fdb add {self.mac} dev {self.ifname} dst {self.dst} self permanent"

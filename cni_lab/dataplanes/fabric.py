@@ -4,6 +4,7 @@ VMware NSX) or a cloud route table (GCE routes, AWS VPC route tables) does. Pods
 gateway), and the router holds one route per node's pod CIDR, programmed by the "controller":
 
     router: 10.244.Y.0/24 via <node Y IP> dev <node Y's segment>
+            (dual-stack: fd00:10:244:Y::/64 via <node Y's IPv6 address> too)
 
 No encapsulation and no per-node routes: it works across segments because the router knows.
 """
@@ -31,4 +32,7 @@ class Fabric(Bridge):
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         router = names.router_netns(lab.name)
-        return [AddRoute(router, node.pod_cidr, node.segment.name, via=node.ip) for node in lab.nodes]
+        steps: list[Step] = [AddRoute(router, node.pod_cidr, node.segment.name, via=node.ip) for node in lab.nodes]
+        steps += [AddRoute(router, node.pod_cidr6, node.segment.name, via=node.ip6) for node in lab.nodes
+                  if node.pod_cidr6 is not None and node.ip6 is not None]
+        return steps

@@ -216,7 +216,8 @@ def apply_step(session: Session, step: Step) -> None:
         _exists_ok(lambda: session.rtnl(step.netns).add_route(step.dst, oif, gateway=step.via, onlink=step.onlink,
                                                              scope_link=step.scope_link, src=step.src, mtu=step.mtu))
     elif isinstance(step, AddVxlan):
-        data = [("IFLA_VXLAN_ID", step.vni), ("IFLA_VXLAN_LOCAL", str(step.local)), ("IFLA_VXLAN_PORT", step.port),
+        local = "IFLA_VXLAN_LOCAL6" if step.local.version == 6 else "IFLA_VXLAN_LOCAL"
+        data = [("IFLA_VXLAN_ID", step.vni), (local, str(step.local)), ("IFLA_VXLAN_PORT", step.port),
                 ("IFLA_VXLAN_LEARNING", int(step.learning)), ("IFLA_VXLAN_LINK", session.index(step.netns, step.dev))]
         _add_link(session, step.netns, step.ifname, "vxlan", lambda r: r.add_link(
             step.ifname, "vxlan", mtu=step.mtu, address=step.mac, data=data))

@@ -191,11 +191,11 @@ class Rtnl:
         msg["attrs"] = attrs
         self._request(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
 
-    def replace_neighbour(self, index: int, ip: IPv4Address, mac: str, *, bridge: bool = False) -> None:
+    def replace_neighbour(self, index: int, ip: IPv4Address | IPv6Address, mac: str, *, bridge: bool = False) -> None:
         """A permanent ARP entry, or with `bridge` a permanent fdb entry of a VXLAN device (`ip`
         then is the remote VTEP's address), as `ip neigh replace` / `bridge fdb replace` make them."""
         msg = ndmsg()
-        msg["family"] = AF_BRIDGE if bridge else socket.AF_INET
+        msg["family"] = AF_BRIDGE if bridge else socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         msg["ifindex"], msg["state"] = index, NUD_PERMANENT
         msg["flags"] = NTF_SELF if bridge else 0
         msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]

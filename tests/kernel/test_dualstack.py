@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, run_in
 
+from cni_lab import state
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.kernel import netns
@@ -100,9 +101,40 @@ def test_a_node_routes_both_families_like_flannel_host_gw(make_lab: MakeLab) -> 
     assert "default via fd00:10:244::1 dev eth0" in web
 
 
-@pytest.mark.parametrize("dataplane", ["vxlan", "fabric", "bgp", "cni", "ebpf"])
+@pytest.mark.parametrize("dataplane", ["bgp", "cni", "ebpf"])
 def test_data_planes_without_dual_stack_yet_refuse_before_building(make_lab: MakeLab, dataplane: str) -> None:
     before = netns.listing()
     with pytest.raises(LabError, match=f"dataplane: {dataplane} does not build dual-stack labs yet"):
         make_lab(dual(dataplane))
     assert netns.listing() == before
+
+
+def test_a_vxlan_node_is_shaped_like_flannels_dual_stack_node(make_lab: MakeLab) -> None:
+    lab = make_lab(dual("vxlan"))
+    result = matrix.run(lab, mtu=True)
+    assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.detail) for one in result.by_family for r in one.failures]
+    # one MTU for pods of both families: IPv6's outer header makes the overlay cost 70 bytes
+    assert result.ipv6 is not None and result.ipv6.mtu is not None
+    assert {m.size for m in result.ipv6.mtu} == {1430} and all(m.passed for m in result.ipv6.mtu)
+    node1 = ns_of(lab, "node1")
+    routes = run_in(node1, "ip", "-6", "route", check=True).stdout
+    assert "fd00:10:244:1::/64 via fd00:10:244:1:: dev flannel-v6.1 metric 1024 onlink" in routes
+    neigh = run_in(node1, "ip", "-6", "neigh", "show", "dev", "flannel-v6.1", check=True).stdout
+    fdb = run_in(node1, "bridge", "fdb", "show", "dev", "flannel-v6.1", check=True).stdout
+    mac = neigh.split("lladdr ")[1].split()[0]
+    assert neigh.startswith("fd00:10:244:1:: lladdr") and "PERMANENT" in neigh
+    assert f"{mac} dst fd00:192:168:1::3 self permanent" in fdb
+    link = run_in(node1, "ip", "-d", "link", "show", "flannel-v6.1", check=True).stdout
+    assert "vxlan id 1 local fd00:192:168:1::2 dev eth0" in link and "dstport 8472" in link and "nolearning" in link
+    env = (state.lab_dir(lab.name) / "flannel" / "node1" / "subnet.env").read_text()
+    assert "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244::1/64\n" in env
+
+
+def test_fabric_routes_both_families_across_racks(make_lab: MakeLab) -> None:
+    racks = {"clusterCIDR": DUAL["clusterCIDR"], "underlay": {"segments": {
+        "rack1": ["192.168.1.0/24", "fd00:192:168:1::/64"], "rack2": ["192.168.2.0/24", "fd00:192:168:2::/64"]}}}
+    lab = make_lab({"dataplane": "fabric", "networking": racks,
+                    "nodes": [{"name": "node1", "segment": "rack1", "pods": ["web"]},
+                              {"name": "node3", "segment": "rack2", "pods": ["api"]}]})
+    result = matrix.run(lab)
+    assert result.passed and result.ipv6 is not None and len(result.ipv6) == 12

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, ip_address, ip_network
 from typing import Any
 
 from cni_lab import names, plan, state
@@ -219,6 +219,6 @@ def _reapply_cni_routes(lab: Lab) -> None:
     """The routes the CNI plugins gave each pod (recorded results), put back where missing."""
     for path in sorted(state.lab_dir(lab.name).glob(names.CNI_RESULTS)):
         record = json.loads(path.read_text())
-        routes = [(IPv4Network(r["dst"]), IPv4Address(r["gw"]) if r.get("gw") else None, False, False)
+        routes = [(ip_network(r["dst"]), ip_address(r["gw"]) if r.get("gw") else None, False, False)
                   for r in record["result"].get("routes", [])]
         edit.add_routes(record["netns"], record["ifname"], routes)

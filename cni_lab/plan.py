@@ -25,7 +25,7 @@ from cni_lab.steps import (
     Step,
 )
 
-DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan")  # the data planes that build both families so far
+DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan", "cni")  # the data planes that build both families so far
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ def build(lab: Lab) -> Plan:
     """The whole lab: underlay switch, nodes on it, pods in nodes, then the data plane's routes."""
     dataplane = dataplanes.get(lab.dataplane)
     dataplane.validate(lab)
+    if lab.dual_stack and lab.dataplane == "ebpf":
+        raise LabError(f"{lab.scenario.source}: dataplane: ebpf forwards IPv4 only (its programs and maps have no "
+                       "IPv6 path): give networking.clusterCIDR one IPv4 CIDR, or use another data plane for dual-stack")
     if lab.dual_stack and lab.dataplane not in DUAL_STACK:
         raise LabError(f"{lab.scenario.source}: dataplane: {lab.dataplane} does not build dual-stack labs yet "
                        f"(dual-stack so far: {', '.join(DUAL_STACK)})")

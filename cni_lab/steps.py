@@ -299,6 +299,7 @@ class CniAdd:
     result: str  # where the ADD result is recorded, relative to the lab's state folder
     cni_path: str
     expect_ip: IPv4Address | None = None  # the address the lab's IPAM model gives the pod
+    expect_ip6: IPv6Address | None = None  # and its IPv6 address, in a dual-stack lab
 
     def describe(self) -> str:
         return (

@@ -6,7 +6,9 @@ namespace so the bridge the plugin makes is the node's bridge.
 The default list is what flannel delegates to: `bridge` (cni0, isGateway, isDefaultGateway,
 ipMasq false) with `host-local` IPAM over the node's pod CIDR, its dataDir inside the lab's
 state folder. A scenario may bring its own list (`cni.conflist`); these strings in it are replaced
-per node: {{podCIDR}} {{gateway}} {{mtu}} {{node}} {{clusterCIDR}}.
+per node: {{podCIDR}} {{gateway}} {{mtu}} {{node}} {{clusterCIDR}}, and in a dual-stack lab
+{{podCIDRv6}} {{gatewayv6}} {{clusterCIDRv6}}. Dual-stack, host-local gets one range per family,
+`ranges: [[{subnet: v4}], [{subnet: v6}]]`, as flannel's CNI plugin delegates it.
 
 Nodes reach each other's pods through `cni.routing`: `host-gw` routes or a `vxlan` overlay.
 """
@@ -29,6 +31,10 @@ CNI_VERSION = "1.0.0"  # the newest version Debian's plugins (1.1.1) speak
 
 
 def default_conflist(lab: Lab) -> dict[str, Any]:
+    ipam: dict[str, Any] = {"type": "host-local", "subnet": "{{podCIDR}}", "dataDir": "{{dataDir}}"}
+    if lab.dual_stack:
+        ipam = {"type": "host-local", "ranges": [[{"subnet": "{{podCIDR}}"}], [{"subnet": "{{podCIDRv6}}"}]],
+                "dataDir": "{{dataDir}}"}
     return {
         "cniVersion": CNI_VERSION,
         "name": f"cnilab-{lab.name}",
@@ -39,7 +45,7 @@ def default_conflist(lab: Lab) -> dict[str, Any]:
             "isDefaultGateway": True,  # isGateway alone gives pods only their subnet route
             "ipMasq": False,
             "mtu": "{{mtu}}",
-            "ipam": {"type": "host-local", "subnet": "{{podCIDR}}", "dataDir": "{{dataDir}}"},
+            "ipam": ipam,
         }],
     }
 
@@ -57,6 +63,9 @@ def render(lab: Lab, node: Node) -> dict[str, Any]:
         # as nodes share one filesystem here and host-local keeps its last address in it)
         "dataDir": f"{names.cni_dir(node.name)}/ipam",
     }
+    if node.pod_cidr6 is not None:
+        values |= {"podCIDRv6": str(node.pod_cidr6), "gatewayv6": str(node.gateway6),
+                   "clusterCIDRv6": str(lab.scenario.cluster_cidr6)}
 
     def fill(value: Any) -> Any:
         if isinstance(value, dict):
@@ -121,6 +130,7 @@ class Cni(Bridge):
             result=names.cni_result(node.name, pod.name),
             cni_path=lab.scenario.cni.cni_path,
             expect_ip=pod.ip,
+            expect_ip6=pod.ip6,
         )]
 
     def cluster_steps(self, lab: Lab) -> list[Step]:

@@ -284,6 +284,9 @@ def _cni_add(session: Session, step: CniAdd) -> None:
     cni.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
                step.cni_path, step.conflist, result)
     got = [ip.get("address", "").split("/")[0] for ip in result.get("ips", [])]
+    if step.expect_ip6 is not None and str(step.expect_ip6) not in got:
+        raise LabError(f"CNI ADD for pod {pod}: the plugins gave {', '.join(got) or 'no address'}, but the lab "
+                       f"expects {step.expect_ip6} too (a dual-stack lab: host-local needs a range per family)")
     if step.expect_ip is not None and str(step.expect_ip) not in got:
         raise LabError(
             f"CNI ADD for pod {pod}: the plugins gave {', '.join(got) or 'no address'}, but the lab expects "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from cni_lab.kernel import inspect
@@ -58,7 +58,8 @@ def delete_route(ns: str, route: SavedRoute) -> None:
         rtnl.close()
 
 
-def add_routes(ns: str, ifname: str, routes: list[tuple[IPv4Network, IPv4Address | None, bool, bool]],
+def add_routes(ns: str, ifname: str, routes: list[tuple[IPv4Network | IPv6Network, IPv4Address | IPv6Address | None,
+                                                        bool, bool]],
                src: IPv4Address | None = None, mtu: int | None = None) -> None:
     """(dst, gateway, onlink, scope link) routes via `ifname`; one that is there already (BIRD
     or the kernel put it back) is as good as added."""

@@ -3,6 +3,7 @@ without NAT, and the data planes not built for it yet say so before building any
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -101,12 +102,26 @@ def test_a_node_routes_both_families_like_flannel_host_gw(make_lab: MakeLab) -> 
     assert "default via fd00:10:244::1 dev eth0" in web
 
 
-@pytest.mark.parametrize("dataplane", ["bgp", "cni", "ebpf"])
-def test_data_planes_without_dual_stack_yet_refuse_before_building(make_lab: MakeLab, dataplane: str) -> None:
+@pytest.mark.parametrize(("dataplane", "message"), [
+    ("bgp", "dataplane: bgp does not build dual-stack labs yet"),
+    ("ebpf", "dataplane: ebpf forwards IPv4 only"),
+])
+def test_data_planes_without_dual_stack_refuse_before_building(make_lab: MakeLab, dataplane: str, message: str) -> None:
     before = netns.listing()
-    with pytest.raises(LabError, match=f"dataplane: {dataplane} does not build dual-stack labs yet"):
+    with pytest.raises(LabError, match=message):
         make_lab(dual(dataplane))
     assert netns.listing() == before
+
+
+@pytest.mark.parametrize("routing", ["host-gw", "vxlan"])
+def test_the_cni_plugins_give_each_pod_both_families(make_lab: MakeLab, routing: str) -> None:
+    lab = make_lab({**dual("cni"), "cni": {"routing": routing}})
+    result = matrix.run(lab)
+    assert result.passed and result.ipv6 is not None
+    record = json.loads((state.lab_dir(lab.name) / "cni" / "node1" / "web.json").read_text())["result"]
+    assert [ip["address"] for ip in record["ips"]] == ["10.244.0.2/24", "fd00:10:244::2/64"]
+    conflist = json.loads((state.lab_dir(lab.name) / "cni" / "node1" / "net.conflist").read_text())
+    assert conflist["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.0.0/24"}], [{"subnet": "fd00:10:244::/64"}]]
 
 
 def test_a_vxlan_node_is_shaped_like_flannels_dual_stack_node(make_lab: MakeLab) -> None:

@@ -86,6 +86,8 @@ def vtep_mac6(lab: str, node: str) -> str:
     return vtep_mac(lab, f"{node}/v6")
 
 
+CALICO_HOST_MAC = "ee:ee:ee:ee:ee:ee"  # what Calico gives every cali veth's host end
+CALICO_GATEWAY6 = "fe80::ecee:eeff:feee:eeee"  # that MAC's link-local address: a Calico pod's IPv6 next hop
 CALICO_GATEWAY = "169.254.1.1"  # the link-local next hop every Calico pod routes through (proxy ARP answers)
 
 

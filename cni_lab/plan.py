@@ -25,7 +25,7 @@ from cni_lab.steps import (
     Step,
 )
 
-DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan", "cni")  # the data planes that build both families so far
+DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan", "cni", "bgp")  # the data planes that build both families so far
 
 
 @dataclass(frozen=True)

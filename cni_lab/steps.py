@@ -53,12 +53,14 @@ class AddVeth:
     mtu: int = 1500
     master: str | None = None
     up: bool = False
+    mac: str | None = None  # the local end's MAC (Calico's ee:ee:ee:ee:ee:ee); None: the kernel's
 
     def describe(self) -> str:
         master = f" master {self.master}" if self.master else ""
         up = " up" if self.up else ""
+        mac = f" address {self.mac}" if self.mac else ""
         return (
-            f"ip -n {self.netns} link add {self.ifname} mtu {self.mtu}{master}{up} type veth "
+            f"ip -n {self.netns} link add {self.ifname}{mac} mtu {self.mtu}{master}{up} type veth "
             f"peer name {self.peer_ifname} netns {self.peer_netns}"
         )
 
@@ -279,7 +281,7 @@ class WaitBgp:
     node: str
     folder: str
     peers: tuple[str, ...]  # BIRD protocol names, one per peer
-    learned: tuple[IPv4Network, ...]  # remote blocks that must appear as `proto bird` routes
+    learned: tuple[IPv4Network | IPv6Network, ...]  # remote blocks that must appear as `proto bird` routes
 
     def describe(self) -> str:
         return f"birdc -s <lab state>/{self.folder}/bird.ctl show protocols  # until {len(self.peers)} sessions are Established"

@@ -199,7 +199,7 @@ def apply_step(session: Session, step: Step) -> None:
         fd = os.open(netns.netns_path(step.peer_netns), os.O_RDONLY | os.O_CLOEXEC)
         try:
             created = _add_link(session, step.netns, step.ifname, "veth", lambda r: r.add_veth(
-                step.ifname, step.peer_ifname, fd, mtu=step.mtu, master=master, up=step.up))
+                step.ifname, step.peer_ifname, fd, mtu=step.mtu, master=master, up=step.up, mac=step.mac))
         finally:
             os.close(fd)
         if not created and (master is not None or step.up):  # a repeated apply: make it so anyway

@@ -108,7 +108,8 @@ def wait_bgp(netns: str, node: str, folder: Path, peers: tuple[str, ...], learne
         except LabError:
             sessions = []
         established = {s.name for s in sessions if s.proto == "BGP" and s.info.startswith("Established")}
-        routes = {r.dst for r in inspect.read(netns, []).routes if r.proto == "bird"}
+        view = inspect.read(netns, [])
+        routes = {r.dst for r in [*view.routes, *view.routes6] if r.proto == "bird"}
         missing = [str(c) for c in learned if str(c) not in routes]
         if set(peers) <= established and not missing:
             return

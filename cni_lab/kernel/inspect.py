@@ -9,8 +9,8 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address
-from socket import AF_INET
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from socket import AF_INET, AF_INET6
 from typing import TYPE_CHECKING
 
 from cni_lab.kernel import netns
@@ -44,6 +44,7 @@ class Link:
     peer_index: int | None = None
     peer_name: str | None = None
     addresses: list[IPv4Interface] = field(default_factory=list)
+    addresses6: list[IPv6Interface] = field(default_factory=list)  # link-local ones included
     vxlan: dict[str, object] | None = None  # id, port, local, learning, for a VXLAN device
     neighbours: list[tuple[str, str, str]] = field(default_factory=list)  # (ip, mac, state) on a VXLAN device
     fdb: list[tuple[str, str]] = field(default_factory=list)  # (mac, dst) of a VXLAN device
@@ -63,7 +64,8 @@ class Route:
     mtu: int | None = None  # a route MTU (RTAX_MTU)
 
     def describe(self) -> str:
-        dst = self.dst[:-3] if self.dst.endswith("/32") else self.dst  # as `ip route` prints host routes
+        # as `ip route` prints host routes
+        dst = self.dst[:-3] if self.dst.endswith("/32") else self.dst[:-4] if self.dst.endswith("/128") else self.dst
         parts = [dst if self.type == "unicast" else f"{self.type} {dst}"]
         if self.gateway:
             parts.append(f"via {self.gateway}")
@@ -88,6 +90,7 @@ class NetnsView:
     links: list[Link]
     routes: list[Route]
     forwarding: bool
+    routes6: list[Route] = field(default_factory=list)  # IPv6's main table, kernel's own fe80::/64 left out
 
     def link(self, name: str) -> Link | None:
         return next((lk for lk in self.links if lk.name == name), None)
@@ -141,8 +144,11 @@ def read(ns: str, neighbours: list[str]) -> NetnsView:
                     "local": data.get_attr("IFLA_VXLAN_LOCAL"),
                     "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
                 }
-                for n in ipr.get_neighbours(AF_INET, ifindex=link.index):
-                    link.neighbours.append((n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR"), _nud(n["state"])))
+                if data.get_attr("IFLA_VXLAN_LOCAL6"):
+                    link.vxlan["local"] = data.get_attr("IFLA_VXLAN_LOCAL6")
+                for family in (AF_INET, AF_INET6):
+                    for n in ipr.get_neighbours(family, ifindex=link.index):
+                        link.neighbours.append((n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR"), _nud(n["state"])))
                 for n in ipr.get_neighbours(AF_BRIDGE, ifindex=link.index):
                     if n.get_attr("NDA_DST"):
                         link.fdb.append((n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")))
@@ -156,13 +162,19 @@ def read(ns: str, neighbours: list[str]) -> NetnsView:
             owner = by_index.get(a["index"])
             if owner is not None:
                 owner.addresses.append(IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
+        for a in ipr.get_addr(family=AF_INET6):
+            owner = by_index.get(a["index"])
+            if owner is not None:
+                owner.addresses6.append(IPv6Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
         routes = [_route(r, names) for r in ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN)]
+        routes6 = [route for r in ipr.get_routes(family=AF_INET6, table=RT_TABLE_MAIN)
+                   if not (route := _route(r, names)).dst.startswith("fe80::") and route.type != "multicast"]
     finally:
         ipr.close()
     forwarding, proxied = netns.in_netns(ns, lambda: _read_flags([lk.name for lk in links]))
     for link in links:
         link.proxy_arp = link.name in proxied
-    return NetnsView(ns, links, routes, forwarding)
+    return NetnsView(ns, links, routes, forwarding, routes6)
 
 
 def _read_flags(ifnames: list[str]) -> tuple[bool, set[str]]:

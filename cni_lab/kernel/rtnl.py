@@ -120,9 +120,10 @@ class Rtnl:
         self._request(msg, RTM_NEWLINK, CREATE)
 
     def add_veth(self, ifname: str, peer_ifname: str, peer_ns_fd: int, *, mtu: int, master: int | None = None,
-                 up: bool = False) -> None:
+                 up: bool = False, mac: str | None = None) -> None:
         peer = [("IFLA_IFNAME", peer_ifname), ("IFLA_NET_NS_FD", peer_ns_fd), ("IFLA_MTU", mtu)]
-        self.add_link(ifname, "veth", mtu=mtu, master=master, up=up, data=[("VETH_INFO_PEER", {"attrs": peer})])
+        self.add_link(ifname, "veth", mtu=mtu, master=master, up=up, address=mac,
+                      data=[("VETH_INFO_PEER", {"attrs": peer})])
 
     def link_mac(self, ifname: str) -> str:
         msg = ifinfmsg()

@@ -96,6 +96,33 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
     return out
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A BGP session as `calicoctl node status` lists it."""
+
+    address: str
+    family: int
+    type: str  # "node-to-node mesh"
+    state: str  # up | start | ...
+    since: str
+    info: str
+
+
+def calico_status(lab: Lab, facts: NodeFacts) -> list[Peer]:
+    """The node's mesh sessions (read from BIRD), each named by its peer's address as Calico
+    names them: what `calicoctl node status` shows, IPv4 peers first."""
+    from cni_lab.dataplanes.bgp import mesh_name
+
+    by_name: dict[str, tuple[str, int]] = {}
+    for n in lab.nodes:
+        by_name[mesh_name(n.ip)] = (str(n.ip), 4)
+        if n.ip6 is not None:
+            by_name[mesh_name(n.ip6)] = (str(n.ip6), 6)
+    peers = [Peer(*by_name[s.name], "node-to-node mesh", s.state, s.since, s.info)
+             for s in facts.bgp or [] if s.proto == "BGP" and s.name in by_name]
+    return sorted(peers, key=lambda p: p.family)
+
+
 def routing(lab: Lab, facts: list[NodeFacts]) -> dict[str, list[Route]]:
     """Each node's routes as read (and the router's, where the lab has one): what `graph` draws."""
     out = {f.name: f.view.routes for f in facts}
@@ -182,6 +209,9 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "error": nf.bgp_error or None,
                 "sessions": [{"name": b.name, "proto": b.proto, "state": b.state, "since": b.since, "info": b.info}
                              for b in nf.bgp],
+                # as `calicoctl node status` shows them
+                "peers": [{"peerAddress": p.address, "family": p.family, "peerType": p.type, "state": p.state,
+                           "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
             },
             "bpf": None if nf.bpf is None else _bpf_json(nf),
             "bridge": None if bridge is None else {

@@ -7,7 +7,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from cni_lab.ipam import Lab
-from cni_lab.lesson.explain import NodeFacts, datapath_story, meaning
+from cni_lab.lesson.explain import NodeFacts, calico_status, datapath_story, meaning
 from cni_lab.lesson.trace import Leg, Trace
 
 
@@ -65,13 +65,18 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
             for line in datapath_story(lab, nf):
                 story.add(Text(line, style="cyan"))
         if nf.bgp is not None:
-            bgp = tree.add(Text("BGP sessions (birdc show protocols)", style="bold"))
+            bgp = tree.add(Text("BGP peers (as calicoctl node status shows them; sessions from birdc)", style="bold"))
             if nf.bgp_error:
                 bgp.add(Text(nf.bgp_error, style="red"))
-            for b in nf.bgp:
-                if b.proto == "BGP":
-                    style = "green" if b.info.startswith("Established") else "red"
-                    bgp.add(Text.assemble(f"{b.name}: ", (f"{b.state} {b.info}", style), f" since {b.since}"))
+            peers = calico_status(lab, nf)
+            for family in sorted({p.family for p in peers}):
+                status = bgp.add(Text(f"IPv{family} BGP status", style="bold"))
+                status.add(Text(f"{'PEER ADDRESS':<24} {'PEER TYPE':<18} {'STATE':<6} {'SINCE':<13} INFO", style="dim"))
+                for p in peers:
+                    if p.family == family:
+                        style = "green" if p.info.startswith("Established") else "red"
+                        status.add(Text.assemble(f"{p.address:<24} {p.type:<18} {p.state:<6} {p.since:<13} ",
+                                                 (p.info, style)))
         routes = tree.add(Text("routing table", style="bold"))
         for r in nf.view.routes:
             routes.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))

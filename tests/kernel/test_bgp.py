@@ -67,7 +67,7 @@ def test_three_node_bgp_lab_passes_and_looks_like_calico(make_lab: MakeLab) -> N
     assert {"bird.conf", "bird.ctl", "bird.pid", "bird.log"} <= {p.name for p in folder.iterdir()}
     sessions = explain.read(lab, "node1")[0].bgp
     assert sessions is not None
-    assert {s.name: s.info for s in sessions if s.proto == "BGP"} == {"peer_node2": "Established", "peer_node3": "Established"}
+    assert {s.name: s.info for s in sessions if s.proto == "BGP"} == {"Mesh_192_168_1_3": "Established", "Mesh_192_168_1_4": "Established"}
 
 
 def test_stopping_one_bird_breaks_exactly_its_pairs_and_up_heals_them(make_lab: MakeLab) -> None:

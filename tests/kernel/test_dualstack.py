@@ -102,15 +102,34 @@ def test_a_node_routes_both_families_like_flannel_host_gw(make_lab: MakeLab) -> 
     assert "default via fd00:10:244::1 dev eth0" in web
 
 
-@pytest.mark.parametrize(("dataplane", "message"), [
-    ("bgp", "dataplane: bgp does not build dual-stack labs yet"),
-    ("ebpf", "dataplane: ebpf forwards IPv4 only"),
-])
-def test_data_planes_without_dual_stack_refuse_before_building(make_lab: MakeLab, dataplane: str, message: str) -> None:
+def test_ebpf_refuses_dual_stack_before_building(make_lab: MakeLab) -> None:
     before = netns.listing()
-    with pytest.raises(LabError, match=message):
-        make_lab(dual(dataplane))
+    with pytest.raises(LabError, match="dataplane: ebpf forwards IPv4 only"):
+        make_lab(dual("ebpf"))
     assert netns.listing() == before
+
+
+def test_a_calico_node_learns_the_other_nodes_ipv6_blocks_from_bird(make_lab: MakeLab) -> None:
+    lab = make_lab(dual("bgp"))
+    assert matrix.run(lab).passed
+    node1 = ns_of(lab, "node1")
+    routes6 = run_in(node1, "ip", "-6", "route", check=True).stdout
+    assert "fd00:10:244::40/122 via fd00:192:168:1::3 dev eth0 proto bird" in routes6
+    assert "blackhole fd00:10:244::/122 dev lo proto bird" in routes6
+    # IPv4's routes as a Calico node shows them: proto bird and no metric
+    assert "10.244.0.64/26 via 192.168.1.3 dev eth0 proto bird \n" in run_in(node1, "ip", "route", check=True).stdout
+    web = ns_of(lab, "node1/web")
+    assert "default via fe80::ecee:eeff:feee:eeee dev eth0" in run_in(web, "ip", "-6", "route", check=True).stdout
+    addrs = run_in(web, "ip", "-6", "addr", "show", "eth0", check=True).stdout
+    assert "inet6 fd00:10:244::1/128" in addrs
+    cali = next(line.split(":")[1].strip().split("@")[0] for line in run_in(node1, "ip", "-o", "link").stdout.splitlines()
+                if ": cali" in line)
+    assert "link/ether ee:ee:ee:ee:ee:ee" in run_in(node1, "ip", "link", "show", cali, check=True).stdout
+    assert netns.read_sysctl(node1, f"net/ipv6/conf/{cali}/proxy_ndp") == "1"
+    birdc = run_in(node1, "birdc", "-s", str(state.lab_dir(lab.name) / "bird" / "node1" / "bird.ctl"), "show", "protocols",
+                   check=True).stdout
+    assert re.search(r"Mesh_192_168_1_3\s+BGP.*Established", birdc), birdc
+    assert re.search(r"Mesh_fd00_192_168_1__3\s+BGP.*Established", birdc), birdc
 
 
 @pytest.mark.parametrize("routing", ["host-gw", "vxlan"])

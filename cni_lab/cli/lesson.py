@@ -57,7 +57,8 @@ def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
 @click.argument("args", nargs=-1, required=True, shell_complete=_complete_targets)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable hops.")
 @click.option("--no-probe", is_flag=True, help="Only trace; do not send the real packets to compare.")
-def trace(args: tuple[str, ...], as_json: bool, no_probe: bool) -> None:
+@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="Trace IPv6 (a dual-stack lab's pods and nodes by name).")
+def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> None:
     """The path a packet takes from SRC to DST, hop by hop: trace [LAB] SRC DST
 
     SRC and DST are nodes (node1), pods (node1/web) or their IPs. Each hop is the kernel's own
@@ -69,7 +70,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool) -> None:
     privileges.require_root("trace")
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
-    t = trace_lesson.trace(lab, src, dst)
+    t = trace_lesson.trace(lab, src, dst, 6 if ipv6 else 4)
     before = trace_lesson.bpf_counters(lab)
     verdict = None if no_probe else trace_lesson.verify(lab, t)
     agree = None if verdict is None else trace_lesson.agrees(t, verdict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import ip_network
 from typing import Any
 
 from cni_lab import names, state
@@ -125,9 +125,10 @@ def calico_status(lab: Lab, facts: NodeFacts) -> list[Peer]:
 
 def routing(lab: Lab, facts: list[NodeFacts]) -> dict[str, list[Route]]:
     """Each node's routes as read (and the router's, where the lab has one): what `graph` draws."""
-    out = {f.name: f.view.routes for f in facts}
+    out = {f.name: [*f.view.routes, *f.view.routes6] for f in facts}
     if lab.has_router:
-        out["router"] = inspect.read(names.router_netns(lab.name), []).routes
+        router = inspect.read(names.router_netns(lab.name), [])
+        out["router"] = [*router.routes, *router.routes6]
     return out
 
 
@@ -135,13 +136,16 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
     """What a route means in the lesson's words (`in_pod`: a route of a pod, not of its node)."""
     # With colliding pod CIDRs two nodes share a gateway address: this node's own wins.
     ordered = sorted(lab.nodes, key=lambda n: n.name == node_name)
-    owner_of_gateway = {str(n.gateway): n.name for n in ordered}
-    node_by_ip = {str(n.ip): n.name for n in lab.nodes}
+    owner_of_gateway = {str(g): n.name for n in ordered for g in (n.gateway, n.gateway6) if g is not None}
+    node_by_ip = {str(ip): n.name for n in lab.nodes for ip in n.ips}
+    routers = {str(c.network_address + 1) for seg in lab.segments for c in (seg.cidr, seg.cidr6) if c is not None}
     if route.dst == "default":
-        if any(route.gateway == str(seg.cidr.network_address + 1) for seg in lab.segments) and lab.has_router:
+        if route.gateway in routers and lab.has_router:
             return f"everything else goes to the segment's router {route.gateway}"
         if route.gateway == names.CALICO_GATEWAY:
             return "everything goes to the fake gateway 169.254.1.1, that is: to the node"
+        if route.gateway == names.CALICO_GATEWAY6:
+            return "everything goes to the cali veth's link-local address (its MAC ee:ee:ee:ee:ee:ee), that is: to the node"
         if lab.dataplane == "ebpf" and in_pod:
             return (f"everything goes to the router IP {route.gateway}: out of eth0 into the node's lxc device, "
                     "where cil_from_container decides")
@@ -151,15 +155,26 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
     if route.type == "blackhole":
         return "this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
     try:
-        dst = IPv4Network(route.dst)
+        dst = ip_network(route.dst)
     except ValueError:
         return ""
     for segment in lab.segments:
-        if dst == segment.cidr:
+        if dst in (segment.cidr, segment.cidr6):
             if len(lab.segments) == 1:
                 return "the underlay LAN: other nodes are reached directly"
             return f"underlay segment {segment.name}: nodes on it are reached directly"
     for n in reversed(ordered):
+        if dst == n.pod_cidr6 and dst is not None:
+            if in_pod and route.gateway is None:
+                return "the pod network: pods of this node are reached directly (neighbour discovery over cni0)"
+            if n.name == node_name and route.gateway is None:
+                return f"this node's IPv6 pod CIDR, on the bridge {route.dev}"
+            if route.dev == names.FLANNEL_DEVICE6:
+                return f"route to {n.name}'s IPv6 pods through the VXLAN tunnel (its VTEP {route.gateway})"
+            if route.gateway in node_by_ip:
+                how = ", learned over BGP" if route.proto == "bird" else ""
+                return f"route to {node_by_ip[route.gateway]}'s IPv6 pods via {route.gateway}{how}"
+            return f"route to {n.name}'s IPv6 pods ({n.pod_cidr6})"
         if dst == n.pod_cidr and route.dev == names.CILIUM_HOST:
             if n.name == node_name:
                 return ("this node's pod CIDR, for what the node itself sends: out of cilium_host, where "
@@ -179,6 +194,12 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
                     how = " (autoDirectNodeRoutes; cil_from_container's bpf_fib_lookup follows it)"
                 return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}{how}"
             return f"route to {n.name}'s pods ({n.pod_cidr})"
+    if dst.version == 6 and dst.prefixlen == 128 and route.gateway is None:
+        if route.dev and route.dev.startswith("cali"):
+            return f"a local pod, straight down its veth {route.dev}"
+        if route.dev and route.dev.startswith("flannel"):
+            return "this node's own VTEP address"
+        return f"a single address straight out of {route.dev}"
     if dst.prefixlen == 32 and route.gateway is None:
         if route.dev and route.dev.startswith("cali"):
             return f"a local pod, straight down its veth {route.dev}"
@@ -195,6 +216,15 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
         link = view.link(ifname)
         return str(link.addresses[0]) if link and link.addresses else None
 
+    def addrs_of(view: NetnsView, ifname: str) -> list[str]:
+        """Every address of the link, IPv4 first, IPv6 link-local ones left out."""
+        link = view.link(ifname)
+        return [str(a) for a in [*link.addresses, *(a for a in link.addresses6 if not a.is_link_local)]] if link else []
+
+    def routes_of(lab: Lab, node: str, routes: list[Route], in_pod: bool = False) -> list[dict[str, Any]]:
+        return [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
+                 "meaning": meaning(lab, node, r, in_pod=in_pod)} for r in routes]
+
     nodes = []
     for nf in facts:
         bridge = nf.view.link(names.CNI_BRIDGE)
@@ -202,7 +232,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
             "name": nf.name,
             "netns": nf.netns,
             "underlay": {"ifname": names.NODE_UPLINK, "address": addr_of(nf.view, names.NODE_UPLINK),
-                         "peer": nf.underlay_port},
+                         "addresses": addrs_of(nf.view, names.NODE_UPLINK), "peer": nf.underlay_port},
             "forwarding": nf.view.forwarding,
             "vxlan": _vxlan_json(nf.view),
             "bgp": None if nf.bgp is None else {
@@ -220,19 +250,20 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "mtu": bridge.mtu,
                 "ports": sorted(p.name for p in nf.view.ports(bridge.name)),
             },
-            "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
-                        "meaning": meaning(lab, nf.name, r)} for r in nf.view.routes],
+            "routes": routes_of(lab, nf.name, nf.view.routes),
+            "routes6": routes_of(lab, nf.name, nf.view.routes6) if lab.dual_stack else [],
             "datapath": datapath_story(lab, nf),
             "pods": [{
                 "name": pf.name,
                 "netns": pf.netns,
                 "ifname": names.POD_IFNAME,
                 "address": addr_of(pf.view, names.POD_IFNAME),
+                "addresses": addrs_of(pf.view, names.POD_IFNAME),
                 "mtu": pf.eth0.mtu if pf.eth0 else None,
                 "hostVeth": pf.host_veth,
                 "cniResult": pf.cni_result,
-                "routes": [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
-                            "meaning": meaning(lab, nf.name, r, in_pod=True)} for r in pf.view.routes],
+                "routes": routes_of(lab, nf.name, pf.view.routes, in_pod=True),
+                "routes6": routes_of(lab, nf.name, pf.view.routes6, in_pod=True) if lab.dual_stack else [],
             } for pf in nf.pods],
         })
     return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}

@@ -145,7 +145,7 @@ class Wiring:
                 label = f"{nxt[1]} ({self.label.get(nxt[0], nxt[0])})"
                 nxt_path = [*path, label]
                 nxt_link = self.views[nxt[0]].link(nxt[1])
-                if nxt_link and nxt_link.addresses and nxt != start:
+                if nxt_link and (nxt_link.addresses or nxt_link.addresses6) and nxt != start:
                     found.append((nxt[0], nxt[1], nxt_path))
                 queue.append((nxt, nxt_path))
         return found
@@ -157,7 +157,7 @@ class Wiring:
         segment = self.segment(ns, ifname)
         for other_ns, other_if, path in segment:
             link = self.views[other_ns].link(other_if)
-            if link and any(a.ip == ip for a in link.addresses):
+            if link and (any(a.ip == ip for a in link.addresses) or any(a.ip == ip for a in link.addresses6)):
                 return other_ns, other_if, path
         # Nobody has the address: an interface with proxy_arp answers for it when its namespace
         # routes that address out of another interface (how Calico's 169.254.1.1 works).
@@ -201,7 +201,8 @@ class Wiring:
     def matched_route(self, ns: str, dst: IPv4Address | IPv6Address) -> str | None:
         """The route the lookup used, found by longest prefix match over the table read back."""
         best, best_len = None, -1
-        for r in self.views[ns].routes:
+        view = self.views[ns]
+        for r in (view.routes6 if dst.version == 6 else view.routes):
             net = ip_network(("::/0" if dst.version == 6 else "0.0.0.0/0") if r.dst == "default" else r.dst)
             if net.version != dst.version:
                 continue
@@ -210,8 +211,14 @@ class Wiring:
         return best.describe() if best else None
 
 
-def resolve_endpoint(lab: Lab, text: str) -> Endpoint:
-    eps = endpoints(lab)
+def resolve_endpoint(lab: Lab, text: str, family: int = 4) -> Endpoint:
+    """A node or pod by name (its address of `family`), or any endpoint by one of its IPs."""
+    eps = endpoints(lab, family)
+    by_ip = [ep for f in (4, 6) for ep in endpoints(lab, f) if str(ep.ip) == text]
+    if by_ip:
+        return by_ip[0]
+    if family == 6 and not lab.dual_stack:
+        raise LabError(f"lab {lab.name} has no IPv6 addresses (it is not a dual-stack lab)")
     for ep in eps:
         if ep.id == text:
             return ep
@@ -345,15 +352,20 @@ def _no_route(lab: Lab, dst: IPv4Address | IPv6Address) -> str:
     return f"no route to {dst}: the kernel answers 'network unreachable'"
 
 
-def trace(lab: Lab, src_text: str, dst_text: str) -> Trace:
-    src, dst = resolve_endpoint(lab, src_text), resolve_endpoint(lab, dst_text)
+def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
+    """The path of one packet and its reply. `family` 6 traces IPv6 (the kernel's IPv6 route
+    lookups); an address given as DST decides the family itself."""
+    dst = resolve_endpoint(lab, dst_text, family)
+    src = resolve_endpoint(lab, src_text, dst.family)
+    if src.family != dst.family:
+        raise LabError(f"{src_text} and {dst_text} are of different families (IPv{src.family}, IPv{dst.family})")
     if src == dst:
         raise LabError("source and destination are the same endpoint")
     w = Wiring(lab)
     there = _leg(w, src, dst.ip)
     back = None
     if there.delivered_to == dst.id:
-        answering = next(e for e in endpoints(lab) if e.id == there.delivered_to)
+        answering = next(e for e in endpoints(lab, dst.family) if e.id == there.delivered_to)
         back = _leg(w, answering, src.ip)
     return Trace(src, dst, there, back)
 

@@ -12,8 +12,10 @@ from cni_lab.lesson.trace import Leg, Trace
 
 
 def _addr(facts: NodeFacts, ifname: str) -> str:
+    """The link's addresses, IPv4 first, then IPv6 (link-local ones left out)."""
     link = facts.view.link(ifname)
-    return ", ".join(str(a) for a in link.addresses) if link and link.addresses else "no address"
+    found = [*link.addresses, *(a for a in link.addresses6 if not a.is_link_local)] if link else []
+    return ", ".join(str(a) for a in found) if found else "no address"
 
 
 def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
@@ -25,7 +27,8 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
         tree.add(f"eth0 {_addr(nf, 'eth0')} ⇄ veth pair ⇄ {nf.underlay_port or '?'} on the underlay switch")
         bridge = nf.view.link("cni0")
         if bridge is not None:
-            br = tree.add(Text.assemble(("cni0", "bold"), f" bridge, gateway {_addr(nf, 'cni0')} for the pod CIDR {node.pod_cidr}"))
+            cidrs = " and ".join(str(c) for c in node.pod_cidrs)
+            br = tree.add(Text.assemble(("cni0", "bold"), f" bridge, gateway {_addr(nf, 'cni0')} for the pod CIDR {cidrs}"))
             for port in nf.view.ports("cni0") if bridge is not None else []:
                 pod = next((p for p in nf.pods if p.host_veth == port.name), None)
                 label = f"port {port.name} ⇄ veth pair ⇄ " + (f"eth0 of pod {pod.name}" if pod else "?")
@@ -48,10 +51,11 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                          + (", proxy_arp on" if link and link.proxy_arp else ""))
         for pf in nf.pods:
             eth0 = pf.eth0
-            ip = ", ".join(str(a) for a in eth0.addresses) if eth0 and eth0.addresses else "no address"
+            found = [*eth0.addresses, *(a for a in eth0.addresses6 if not a.is_link_local)] if eth0 else []
+            ip = ", ".join(str(a) for a in found) if found else "no address"
             branch = tree.add(Text.assemble(("pod ", ""), (pf.name, "bold"), f"  eth0 {ip}",
                                             (f"  ns {pf.netns}, host end {pf.host_veth}", "dim")))
-            for r in pf.view.routes:
+            for r in [*pf.view.routes, *(pf.view.routes6 if lab.dual_stack else [])]:
                 branch.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r, in_pod=True), "cyan")))
             if pf.cni_result is not None:
                 res = pf.cni_result
@@ -80,6 +84,10 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
         routes = tree.add(Text("routing table", style="bold"))
         for r in nf.view.routes:
             routes.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))
+        if lab.dual_stack:
+            routes6 = tree.add(Text("IPv6 routing table (ip -6 route)", style="bold"))
+            for r in nf.view.routes6:
+                routes6.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))
         trees.append(tree)
     return Group(*trees)
 

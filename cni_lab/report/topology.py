@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
-from ipaddress import IPv4Network
+from ipaddress import ip_network
 from typing import Mapping, Protocol, Sequence
 
 from cni_lab import names
@@ -82,10 +82,11 @@ def planned_hops(plan: Plan) -> dict[str, list[Hop]]:
                 Hop(str(step.dst), None if step.via is None else str(step.via), step.dev))
         elif isinstance(step, WaitBgp):
             for block in step.learned:
-                holder = next((n for n in lab.nodes if n.pod_cidr.overlaps(block)), None)
+                holder = next((n for n in lab.nodes if any(c.version == block.version and c.overlaps(block)  # type: ignore[arg-type]
+                                                           for c in n.pod_cidrs)), None)
                 if holder is not None:
-                    hops.setdefault(step.node, []).append(
-                        Hop(str(block), str(node_ip[holder.name]), names.NODE_UPLINK, "bird"))
+                    via = node_ip[holder.name] if block.version == 4 else holder.ip6
+                    hops.setdefault(step.node, []).append(Hop(str(block), str(via), names.NODE_UPLINK, "bird"))
     return hops
 
 
@@ -112,18 +113,19 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
                     for pb in b.pods:
                         if pa.ip == pb.ip:
                             topo.collisions |= {pa.id, pb.id}
-    by_ip = {str(n.ip): n.name for n in lab.nodes}
+    by_ip = {str(ip): n.name for n in lab.nodes for ip in n.ips}
     sessions: set[tuple[str, str]] = set()
     for holder in [n.name for n in lab.nodes] + [ROUTER]:
         for hop in hops.get(holder, []):
-            dst = IPv4Network(hop.dst, strict=False)
-            target = [n.name for n in lab.nodes if n.pod_cidr.overlaps(dst) and n.name != holder]
+            dst = ip_network(hop.dst, strict=False)
+            target = [n.name for n in lab.nodes if n.name != holder
+                      and any(c.version == dst.version and c.overlaps(dst) for c in n.pod_cidrs)]  # type: ignore[arg-type]
             if len(target) != 1:
                 continue  # a route to its own pods, or to a CIDR nodes share: no one node it leads to
             other = target[0]
             if holder == ROUTER:
                 topo.links.append(Link(ROUTER, other, f"{hop.dst} via {hop.gateway}", "fabric"))
-            elif hop.dev == names.FLANNEL_DEVICE:
+            elif hop.dev in (names.FLANNEL_DEVICE, names.FLANNEL_DEVICE6):
                 topo.links.append(Link(holder, other, f"VXLAN VNI {names.VXLAN_VNI} → {hop.dst}", "tunnel"))
             elif hop.dev == names.CILIUM_HOST:  # ebpf tunnel mode: cil_from_host tunnels it, as pods' packets are
                 topo.links.append(Link(holder, other, f"{names.CILIUM_VXLAN} (BPF tunnel key) → {hop.dst}", "tunnel"))

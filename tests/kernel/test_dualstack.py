@@ -172,3 +172,28 @@ def test_fabric_routes_both_families_across_racks(make_lab: MakeLab) -> None:
                               {"name": "node3", "segment": "rack2", "pods": ["api"]}]})
     result = matrix.run(lab)
     assert result.passed and result.ipv6 is not None and len(result.ipv6) == 12
+
+
+def test_explain_trace_and_graph_show_both_families(make_lab: MakeLab) -> None:
+    from cni_lab.lesson import explain, trace
+    from cni_lab.report import topology
+
+    lab = make_lab(dual("host-gw"))
+    facts = explain.read(lab, "node1")
+    doc = explain.to_json(lab, facts)
+    node = doc["nodes"][0]
+    assert node["underlay"]["addresses"] == ["192.168.1.2/24", "fd00:192:168:1::2/64"]
+    assert {"route": "fd00:10:244:1::/64 via fd00:192:168:1::3 dev eth0", "dst": "fd00:10:244:1::/64",
+            "gateway": "fd00:192:168:1::3", "dev": "eth0", "meaning": "route to node2's IPv6 pods via fd00:192:168:1::3"} \
+        in node["routes6"]
+    assert node["pods"][0]["addresses"] == ["10.244.0.2/24", "fd00:10:244::2/64"]
+    t = trace.trace(lab, "node1/web", "node2/api", family=6)
+    assert t.outcome == "ok" and str(t.dst.ip) == "fd00:10:244:1::2"
+    assert [h.route for h in t.there.hops][:2] == ["default via fd00:10:244::1 dev eth0",
+                                                    "fd00:10:244:1::/64 via fd00:192:168:1::3 dev eth0"]
+    assert trace.verify(lab, t) == "ok"
+    by_address = trace.trace(lab, "node2", "fd00:10:244::3")  # an IPv6 address decides the family
+    assert by_address.outcome == "ok" and by_address.src.ip.version == 6
+    labels = " ".join(line for link in topology.build(lab, topology.kernel_hops(explain.routing(lab, explain.read(lab))))
+                      .links for line in [link.label])
+    assert "fd00:10:244:1::/64 via fd00:192:168:1::3" in labels and "10.244.1.0/24 via 192.168.1.3" in labels

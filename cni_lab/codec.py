@@ -44,8 +44,16 @@ def decode(kind: Any, data: Any) -> Any:
         options = typing.get_args(kind)
         if data is None and type(None) in options:
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return decode(inner, data)
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) > 1 and all(o in TEXT_TYPES for o in inner):  # an address of either family
+            for option in inner:
+                try:
+                    return option(data)
+                except ValueError:
+                    continue
+            raise ValueError(f"{data!r} is none of {inner}")
+        (only,) = inner
+        return decode(only, data)
     if dataclasses.is_dataclass(kind):
         hints = _hints(kind)  # type: ignore[arg-type]
         return kind(**{f.name: decode(hints[f.name], data[f.name])  # type: ignore[operator]

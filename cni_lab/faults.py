@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_address, ip_network
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from cni_lab import names, plan, state
@@ -121,13 +121,16 @@ def _pod(lab: Lab, args: tuple[str, ...], kind: str) -> tuple[str, str]:
 
 def forward_drop_rules(lab: Lab) -> str:
     """forward-drop's table: what a node's firewall would do to traffic it forwards for pods."""
-    cluster = lab.scenario.cluster_cidr
+    rules = ""
+    for cluster in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6):
+        if cluster is not None:
+            ip = "ip6" if cluster.version == 6 else "ip"
+            rules += f"    {ip} saddr {cluster} counter drop\n    {ip} daddr {cluster} counter drop\n"
     return (
         f"table inet {FAULT_TABLE} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n"
-        f"    ip saddr {cluster} counter drop\n"
-        f"    ip daddr {cluster} counter drop\n"
+        f"{rules}"
         "  }\n"
         "}\n"
     )
@@ -173,8 +176,10 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     else:
         lab.node(holder)
         ns = names.node_netns(lab.name, holder)
-    route = next((r for r in inspect.read(ns, []).routes
-                  if r.dst != "default" and IPv4Network(r.dst).overlaps(target.pod_cidr) and r.type == "unicast"), None)
+    view = inspect.read(ns, [])
+    route = next((r for r in [*view.routes, *view.routes6]
+                  if r.dst != "default" and (dst := ip_network(r.dst)).version == target.pod_cidr.version
+                  and dst.overlaps(target.pod_cidr) and r.type == "unicast"), None)  # type: ignore[arg-type]
     if route is None:
         where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.routing == "fabric" else ""
         raise LabError(f"{holder} has no route to {other}'s pods ({target.pod_cidr}){where}")

@@ -19,7 +19,7 @@ Pure: returns a resolved `Lab` or raises LabError listing every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
 from typing import Iterator, TypeVar, Union
 
 from cni_lab.errors import LabError
@@ -33,7 +33,7 @@ AnyAddress = Union[IPv4Address, IPv6Address]
 class Pod:
     name: str
     node: str
-    ip: IPv4Address
+    ip: IPv4Address | IPv6Address  # the lab's first family's (IPv6 in an IPv6-only lab)
     prefixlen: int
     ip6: IPv6Address | None = None  # dual-stack
     prefixlen6: int = 64
@@ -43,8 +43,8 @@ class Pod:
         return f"{self.node}/{self.name}"
 
     @property
-    def interface(self) -> IPv4Interface:
-        return IPv4Interface(f"{self.ip}/{self.prefixlen}")
+    def interface(self) -> IPv4Interface | IPv6Interface:
+        return ip_interface(f"{self.ip}/{self.prefixlen}")
 
     @property
     def interface6(self) -> IPv6Interface | None:
@@ -59,8 +59,8 @@ class Pod:
 @dataclass(frozen=True)
 class Node:
     name: str
-    ip: IPv4Address
-    pod_cidr: IPv4Network
+    ip: IPv4Address | IPv6Address  # the lab's first family's (IPv6 in an IPv6-only lab)
+    pod_cidr: IPv4Network | IPv6Network
     pods: tuple[Pod, ...]
     segment: Segment
     ip6: IPv6Address | None = None  # dual-stack
@@ -90,12 +90,12 @@ class Node:
         return None if self.pod_cidr6 is None else self.pod_cidr6.network_address + 1
 
     @property
-    def underlay(self) -> IPv4Interface:
+    def underlay(self) -> IPv4Interface | IPv6Interface:
         """The node's eth0 address with its segment's prefix."""
-        return IPv4Interface(f"{self.ip}/{self.segment.cidr.prefixlen}")
+        return ip_interface(f"{self.ip}/{self.segment.cidr.prefixlen}")
 
     @property
-    def router(self) -> IPv4Address:
+    def router(self) -> IPv4Address | IPv6Address:
         """Its segment's router address (the first host), where the lab has a router."""
         return self.segment.cidr.network_address + 1
 
@@ -104,7 +104,7 @@ class Node:
         return self.name
 
     @property
-    def gateway(self) -> IPv4Address:
+    def gateway(self) -> IPv4Address | IPv6Address:
         """The bridge address pods route through (host-local's default gateway: the first host)."""
         return self.pod_cidr.network_address + 1
 
@@ -150,6 +150,19 @@ class Lab:
         return self.scenario.cluster_cidr6 is not None
 
     @property
+    def ipv6_only(self) -> bool:
+        return self.scenario.cluster_cidr.version == 6
+
+    @property
+    def has_ipv6(self) -> bool:
+        return self.dual_stack or self.ipv6_only
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families of the lab, its first first."""
+        return (6,) if self.ipv6_only else (4, 6) if self.dual_stack else (4,)
+
+    @property
     def tunnelled(self) -> bool:
         """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
         if self.dataplane == "ebpf":
@@ -163,7 +176,7 @@ class Lab:
         MTU must fit the larger of its families' overheads."""
         if not self.tunnelled:
             return self.scenario.underlay_mtu
-        return self.scenario.underlay_mtu - (70 if self.dual_stack else 50)
+        return self.scenario.underlay_mtu - (70 if self.has_ipv6 else 50)
 
     @property
     def pods(self) -> tuple[Pod, ...]:
@@ -190,11 +203,18 @@ def resolve(scenario: Scenario) -> Lab:
     src = scenario.source
 
     segments = _node_segments(scenario, problems)
-    node_ips = _node_ips(scenario, segments, problems)
-    node_ips6 = _node_ips6(scenario, segments, problems)
-    mask = scenario.block_size if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size
-    pod_cidrs = _pod_cidrs(scenario, scenario.cluster_cidr, mask, [s.pod_cidr for s in scenario.nodes],
-                           "podCIDR", problems, warnings)
+    v6only = isinstance(scenario.cluster_cidr, IPv6Network)
+    _families_given(scenario, v6only, problems)
+    given_ips: list[IPv4Address | IPv6Address | None] = [s.ip6 if v6only else s.ip for s in scenario.nodes]
+    node_ips = _node_ips(scenario, segments, given_ips, problems)
+    node_ips6 = _node_ips6(scenario, segments, problems) if not v6only else [None] * len(scenario.nodes)
+    bgp = scenario.dataplane == "bgp"
+    if v6only:
+        mask = DEFAULT_BLOCK_SIZE6 if bgp else scenario.node_cidr_mask_size6
+    else:
+        mask = scenario.block_size if bgp else scenario.node_cidr_mask_size
+    given = [s.pod_cidr6 if v6only else s.pod_cidr for s in scenario.nodes]
+    pod_cidrs = _pod_cidrs(scenario, scenario.cluster_cidr, mask, given, "podCIDR", problems, warnings)  # type: ignore[type-var]
     pod_cidrs6: list[IPv6Network | None] = [None] * len(scenario.nodes)
     if scenario.cluster_cidr6 is not None:
         mask6 = DEFAULT_BLOCK_SIZE6 if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size6
@@ -215,7 +235,7 @@ def resolve(scenario: Scenario) -> Lab:
                 + ("networking.blockSize" if scenario.dataplane == "bgp" else "networking.nodeCIDRMaskSize")
             )
             continue
-        hosts = _hosts(cidr, skip=skip)
+        hosts = _hosts(cidr, skip=skip)  # type: ignore[type-var]
         cidr6 = pod_cidrs6[i]
         if cidr6 is not None and len(spec.pods) > cidr6.num_addresses - 2 - skip:
             problems.append(f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s IPv6 pod CIDR {cidr6}")
@@ -254,34 +274,37 @@ def _node_segments(scenario: Scenario, problems: list[str]) -> list[Segment]:
                 problems.append(f"{scenario.source}: nodes[{i}].segment: no segment {spec.segment!r} "
                                 f"(segments: {', '.join(by_name)})")
         elif spec.ip is not None:
-            segment = next((s for s in scenario.segments if spec.ip in s.cidr), segment)
+            segment = next((s for s in scenario.segments if s.cidr.version == 4 and spec.ip in s.cidr), segment)  # type: ignore[operator]
         out.append(segment)
     return out
 
 
-def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) -> list[IPv4Address]:
+def _node_ips(scenario: Scenario, segments: list[Segment], given: list[IPv4Address | IPv6Address | None],
+              problems: list[str]) -> list[IPv4Address | IPv6Address]:
+    """Each node's address of the lab's first family: given, or its segment's next from .2."""
     src = scenario.source
-    taken: dict[IPv4Address, str] = {}
+    taken: dict[IPv4Address | IPv6Address, str] = {}
     for i, spec in enumerate(scenario.nodes):
-        if spec.ip is None:
+        address = given[i]
+        if address is None:
             continue
         key = f"{src}: nodes[{i}].ip"
         net = segments[i].cidr
         where = "the underlay" if len(scenario.segments) == 1 else f"segment {segments[i].name}"
-        if spec.ip not in net:
-            problems.append(f"{key}: {spec.ip} is outside {where} {net}")
-        elif spec.ip in (net.network_address, net.broadcast_address):
-            problems.append(f"{key}: {spec.ip} is the underlay's network or broadcast address")
-        elif spec.ip in taken:
-            problems.append(f"{key}: {spec.ip} is already {taken[spec.ip]}'s address")
-        elif spec.ip == net.network_address + 1 and has_router(scenario):
-            problems.append(f"{key}: {spec.ip} is the address of {where}'s router")
-        taken[spec.ip] = spec.name
-    free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}
-    ips = []
+        if address.version != net.version or address not in net:  # type: ignore[operator]
+            problems.append(f"{key}: {address} is outside {where} {net}")
+        elif address in (net.network_address, net.broadcast_address):
+            problems.append(f"{key}: {address} is the underlay's network or broadcast address")
+        elif address in taken:
+            problems.append(f"{key}: {address} is already {taken[address]}'s address")
+        elif address == net.network_address + 1 and has_router(scenario):
+            problems.append(f"{key}: {address} is the address of {where}'s router")
+        taken[address] = spec.name
+    free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}  # type: ignore[type-var]
+    ips: list[IPv4Address | IPv6Address] = []
     left_out: dict[str, list[str]] = {}
     for i, spec in enumerate(scenario.nodes):
-        ip = spec.ip if spec.ip is not None else next(free[segments[i].name], None)
+        ip = given[i] if given[i] is not None else next(free[segments[i].name], None)
         if ip is None:
             left_out.setdefault(str(segments[i].cidr), []).append(spec.name)
             ip = segments[i].cidr.network_address
@@ -290,6 +313,21 @@ def _node_ips(scenario: Scenario, segments: list[Segment], problems: list[str]) 
         problems.append(f"{src}: nodes: the underlay {segment_cidr} has no address left for {len(nodes)} nodes "
                         f"({nodes[0]}{' … ' + nodes[-1] if len(nodes) > 1 else ''}); use a larger underlay")
     return ips
+
+
+def _families_given(scenario: Scenario, v6only: bool, problems: list[str]) -> None:
+    """A node's addresses and pod CIDRs must be of the lab's families."""
+    has6 = v6only or scenario.cluster_cidr6 is not None
+    for i, spec in enumerate(scenario.nodes):
+        key = f"{scenario.source}: nodes[{i}]"
+        if v6only and spec.ip is not None:
+            problems.append(f"{key}.ip: {spec.ip} is outside the underlay {scenario.segments[0].cidr} (an IPv6-only lab)")
+        if v6only and spec.pod_cidr is not None:
+            problems.append(f"{key}.podCIDR: {spec.pod_cidr} is IPv4, but the lab is IPv6-only")
+        if not has6 and spec.ip6 is not None:
+            problems.append(f"{key}.ip: {spec.ip6} is IPv6, but the lab has no IPv6 (networking.clusterCIDR)")
+        if not has6 and spec.pod_cidr6 is not None:
+            problems.append(f"{key}.podCIDR: {spec.pod_cidr6} is IPv6, but the lab has no IPv6 (networking.clusterCIDR)")
 
 
 def _node_ips6(scenario: Scenario, segments: list[Segment], problems: list[str]) -> list[IPv6Address | None]:

@@ -34,6 +34,7 @@ MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port 
 DEFAULT_CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
 DEFAULT_NODE_MASK = 24
 DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
+DEFAULT_UNDERLAY6 = IPv6Network("fd00:192:168:1::/64")  # an IPv6-only lab's, unless it says
 DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
 DEFAULT_MTU = 1500
 
@@ -71,7 +72,7 @@ class Segment:
     """One L2 segment of the underlay (a rack, a subnet); more than one are joined by a router."""
 
     name: str
-    cidr: IPv4Network
+    cidr: IPv4Network | IPv6Network  # the lab's first family (IPv6 in an IPv6-only lab)
     cidr6: IPv6Network | None = None  # dual-stack: the segment's IPv6 network
 
 
@@ -113,7 +114,7 @@ class Scenario:
 
     name: str
     dataplane: str
-    cluster_cidr: IPv4Network
+    cluster_cidr: IPv4Network | IPv6Network  # the first family's (IPv6 in an IPv6-only lab)
     node_cidr_mask_size: int
     segments: tuple[Segment, ...]
     nodes: tuple[NodeSpec, ...]
@@ -123,7 +124,7 @@ class Scenario:
     as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
     cni: CniSpec = field(default_factory=CniSpec)
     ebpf_routing: str = "tunnel"  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
-    cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR
+    cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
@@ -171,15 +172,20 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         c.problem("networking", "must be a mapping")
         networking = {}
     c.unknown_keys(networking, NETWORKING_KEYS, "networking.")
-    cluster, cluster6 = c.cluster(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR))
-    segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY)))
-    c.families(cluster6, segments)
+    cluster4, cluster6 = c.cluster(networking.get("clusterCIDR", DEFAULT_CLUSTER_CIDR))
+    # an IPv6-only lab: IPv6 is its one family, in the fields of the first
+    cluster: IPv4Network | IPv6Network | None = cluster4 if cluster4 is not None else cluster6
+    if cluster4 is None:
+        cluster6 = None
+    segments = c.segments(networking.get("underlay", str(DEFAULT_UNDERLAY if cluster4 is not None or cluster is None
+                                                          else DEFAULT_UNDERLAY6)))
+    c.families(cluster, cluster6, segments)
     underlay_mtu = c.mtu(networking.get("underlayMTU", DEFAULT_MTU), "networking.underlayMTU")
     pod_mtu = c.mtu(networking["podMTU"], "networking.podMTU") if networking.get("podMTU") is not None else None
     as_number = c.integer(networking, "asNumber", DEFAULT_AS, 1, 4294967295, "an AS number")
-    block_size = c.prefix(networking, "blockSize", DEFAULT_BLOCK_SIZE, 16, cluster, "a block prefix length")
-    mask = c.prefix(networking, "nodeCIDRMaskSize", DEFAULT_NODE_MASK, 8, cluster, "a prefix length")
-    mask6 = c.prefix6(networking, cluster6)
+    block_size = c.prefix(networking, "blockSize", DEFAULT_BLOCK_SIZE, 16, cluster4, "a block prefix length")
+    mask = c.prefix(networking, "nodeCIDRMaskSize", DEFAULT_NODE_MASK, 8, cluster4, "a prefix length")
+    mask6 = c.prefix6(networking, cluster6 if cluster4 is not None else cluster if isinstance(cluster, IPv6Network) else None)
 
     nodes = c.nodes(document.get("nodes"))
     allow_overlap = document.get("allowOverlap", False)
@@ -256,8 +262,9 @@ class _Checker:
         """`clusterCIDR`: one CIDR, or a list of one per family as kubeadm takes them."""
         key = "networking.clusterCIDR"
         v4, v6 = self.dual(value, key)
-        if v4 is None and v6 is not None:
-            self.problem(key, "an IPv6-only cluster is not supported yet: list an IPv4 CIDR too (dual-stack)")
+        if isinstance(value, list) and len(value) == 2 and v4 is not None and v6 is not None \
+                and str(value[0]).find(":") >= 0:
+            self.problem(key, "list the IPv4 CIDR first: cni-lab's dual-stack labs are IPv4-first")
         return v4, v6
 
     def dual(self, value: Any, key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
@@ -295,12 +302,17 @@ class _Checker:
             self.problem(key, f"{value!r} is not an IPv6 CIDR with host bits zero ({e})")
             return None
 
-    def families(self, cluster6: IPv6Network | None, segments: tuple[Segment, ...]) -> None:
-        """A dual-stack cluster needs nodes with both families, and only then do nodes get IPv6."""
+    def families(self, cluster: IPv4Network | IPv6Network | None, cluster6: IPv6Network | None,
+                 segments: tuple[Segment, ...]) -> None:
+        """Nodes have the families the cluster has: IPv4, IPv6, or both (then IPv6 second)."""
+        if cluster is not None and any(s.cidr.version != cluster.version for s in segments):
+            self.problem("networking.underlay", f"an IPv{cluster.version} cluster needs an IPv{cluster.version} "
+                         "underlay (the first CIDR of each segment)")
+            return
         if cluster6 is not None and any(s.cidr6 is None for s in segments):
             self.problem("networking.underlay", "a dual-stack cluster needs an IPv6 underlay too, e.g. "
                          "[192.168.1.0/24, fd00:192:168:1::/64] (or per segment)")
-        if cluster6 is None and any(s.cidr6 is not None for s in segments):
+        if cluster6 is None and any(s.cidr6 is not None and s.cidr.version == 4 for s in segments):
             self.problem("networking.underlay", "an IPv6 underlay needs an IPv6 cluster CIDR too "
                          "(networking.clusterCIDR: [10.244.0.0/16, fd00:10:244::/56])")
 
@@ -417,17 +429,18 @@ class _Checker:
             if not isinstance(seg_name, str) or not SEGMENT_NAME.match(seg_name):
                 self.problem(key, f"{seg_name!r} is not a valid segment name: use 1-10 of [a-z0-9-], starting with a letter")
                 continue
-            net, net6 = self.dual(cidr, key)
+            net4, net6 = self.dual(cidr, key)
+            net: IPv4Network | IPv6Network | None = net4
+            if net4 is None:  # an IPv6-only underlay: IPv6 is its first family
+                net, net6 = net6, None
             if net is None:
-                if net6 is not None:
-                    self.problem(key, "an IPv6-only underlay is not supported yet: list an IPv4 CIDR too")
                 continue
             if net.num_addresses < 4:
                 self.problem(key, f"{net} is too small for nodes (use /30 or larger)")
             if net6 is not None and net6.num_addresses < 4:
                 self.problem(key, f"{net6} is too small for nodes")
             for other in out:
-                if net.overlaps(other.cidr):
+                if net.version == other.cidr.version and net.overlaps(other.cidr):  # type: ignore[arg-type]
                     self.problem(key, f"{net} overlaps segment {other.name} {other.cidr}")
                 if net6 is not None and other.cidr6 is not None and net6.overlaps(other.cidr6):
                     self.problem(key, f"{net6} overlaps segment {other.name} {other.cidr6}")
@@ -463,7 +476,7 @@ class _Checker:
                 else:
                     pod_cidr, pod_cidr6 = self.dual(raw["podCIDRs"], f"{key}.podCIDRs")
             elif raw.get("podCIDR") is not None:
-                pod_cidr = self.network(raw["podCIDR"], f"{key}.podCIDR")
+                pod_cidr, pod_cidr6 = self.dual(raw["podCIDR"], f"{key}.podCIDR")
             pods = self.pods(raw.get("pods", []), f"{key}.pods")
             segment = raw.get("segment")
             if segment is not None and not isinstance(segment, str):
@@ -480,10 +493,11 @@ class _Checker:
             return None, None
         if raw.get("ip") is not None:
             try:
-                return IPv4Address(str(raw["ip"])), None
+                address = ip_address(str(raw["ip"]))
             except ValueError:
-                self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IPv4 address (a dual-stack node: ips: [v4, v6])")
+                self.problem(f"{key}.ip", f"{raw['ip']!r} is not an IP address (a dual-stack node: ips: [v4, v6])")
                 return None, None
+            return (address, None) if isinstance(address, IPv4Address) else (None, address)
         items = raw.get("ips")
         if items is None:
             return None, None

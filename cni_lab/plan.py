@@ -7,13 +7,12 @@ tests without root. The kernel layer applies it; nothing here touches the machin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv6Interface, ip_interface
 
 from cni_lab import dataplanes, names
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.steps import (
-    DEFAULT_ROUTE,
     DEFAULT_ROUTE6,
     AddAddress,
     AddBridge,
@@ -23,6 +22,7 @@ from cni_lab.steps import (
     LinkUp,
     SetSysctl,
     Step,
+    default_route,
 )
 
 DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan", "cni", "bgp")  # the data planes that build both families so far
@@ -45,9 +45,9 @@ def build(lab: Lab) -> Plan:
     """The whole lab: underlay switch, nodes on it, pods in nodes, then the data plane's routes."""
     dataplane = dataplanes.get(lab.dataplane)
     dataplane.validate(lab)
-    if lab.dual_stack and lab.dataplane == "ebpf":
+    if lab.has_ipv6 and lab.dataplane == "ebpf":
         raise LabError(f"{lab.scenario.source}: dataplane: ebpf forwards IPv4 only (its programs and maps have no "
-                       "IPv6 path): give networking.clusterCIDR one IPv4 CIDR, or use another data plane for dual-stack")
+                       "IPv6 path): give networking.clusterCIDR one IPv4 CIDR, or use another data plane for IPv6")
     if lab.dual_stack and lab.dataplane not in DUAL_STACK:
         raise LabError(f"{lab.scenario.source}: dataplane: {lab.dataplane} does not build dual-stack labs yet "
                        f"(dual-stack so far: {', '.join(DUAL_STACK)})")
@@ -73,12 +73,13 @@ def build(lab: Lab) -> Plan:
             AddAddress(ns, names.NODE_UPLINK, node.underlay),
             LinkUp(ns, names.NODE_UPLINK),
         ]
+        if lab.has_ipv6:
+            steps.append(SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"))
         if node.underlay6 is not None:
-            steps += [SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"),
-                      AddAddress(ns, names.NODE_UPLINK, node.underlay6)]
+            steps.append(AddAddress(ns, names.NODE_UPLINK, node.underlay6))
         if lab.has_router:
             # Like any machine on a routed network, a node's default gateway is its segment's router.
-            steps.append(AddRoute(ns, DEFAULT_ROUTE, names.NODE_UPLINK, via=node.router))
+            steps.append(AddRoute(ns, default_route(node.router.version), names.NODE_UPLINK, via=node.router))
             if node.router6 is not None and node.underlay6 is not None:
                 steps.append(AddRoute(ns, DEFAULT_ROUTE6, names.NODE_UPLINK, via=node.router6))
         steps += dataplane.node_steps(lab, node)
@@ -95,7 +96,7 @@ def _netns(lab: Lab, ns: str) -> list[Step]:
     detection from the start (their link-local addresses too), so no IPv6 packet waits ~1 s
     for DAD after `up`: every address in a lab is the lab's own choice, none can collide."""
     steps: list[Step] = [CreateNetns(ns), LinkUp(ns, "lo")]
-    if lab.dual_stack:
+    if lab.has_ipv6:
         steps.append(SetSysctl(ns, "net/ipv6/conf/default/accept_dad", "0"))
     return steps
 
@@ -112,11 +113,11 @@ def _router(lab: Lab) -> list[Step]:
         # Forward as programmed; do not tell nodes about shortcuts on their own segment.
         SetSysctl(ns, "net/ipv4/conf/all/send_redirects", "0"),
     ]
-    if lab.dual_stack:
+    if lab.has_ipv6:
         steps.append(SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"))
     for segment in lab.segments:
         port = names.router_port(segment.name)
-        address = IPv4Interface(f"{segment.cidr.network_address + 1}/{segment.cidr.prefixlen}")
+        address = ip_interface(f"{segment.cidr.network_address + 1}/{segment.cidr.prefixlen}")
         steps += [
             AddVeth(underlay_ns, port, ns, segment.name, lab.scenario.underlay_mtu,
                     master=names.segment_bridge(segment.name), up=True),

@@ -100,7 +100,7 @@ class AddRoute:
     via: IPv4Address | IPv6Address | None = None
     onlink: bool = False
     scope_link: bool = False
-    src: IPv4Address | None = None  # the preferred source of what the node itself sends this way
+    src: IPv4Address | IPv6Address | None = None  # the preferred source of what the node itself sends this way
     mtu: int | None = None  # a route MTU (the overlay's, where the device's own is larger)
 
     def describe(self) -> str:
@@ -300,7 +300,7 @@ class CniAdd:
     conflist: str
     result: str  # where the ADD result is recorded, relative to the lab's state folder
     cni_path: str
-    expect_ip: IPv4Address | None = None  # the address the lab's IPAM model gives the pod
+    expect_ip: IPv4Address | IPv6Address | None = None  # the address the lab's IPAM model gives the pod
     expect_ip6: IPv6Address | None = None  # and its IPv6 address, in a dual-stack lab
 
     def describe(self) -> str:
@@ -316,3 +316,7 @@ Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, Add
              BpfEndpoint, BpfTunnel]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
+
+
+def default_route(version: int) -> IPv4Network | IPv6Network:
+    return DEFAULT_ROUTE6 if version == 6 else DEFAULT_ROUTE

@@ -10,11 +10,11 @@ No routes between nodes: pods reach pods on their own node only. That is the les
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv6Interface, ip_interface
 
 from cni_lab import names
 from cni_lab.ipam import Lab, Node, Pod
-from cni_lab.steps import DEFAULT_ROUTE, DEFAULT_ROUTE6, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step
+from cni_lab.steps import DEFAULT_ROUTE6, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step, default_route
 
 
 class Bridge:
@@ -32,7 +32,7 @@ class Bridge:
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
-        gateway = IPv4Interface(f"{node.gateway}/{node.pod_cidr.prefixlen}")
+        gateway = ip_interface(f"{node.gateway}/{node.pod_cidr.prefixlen}")
         steps: list[Step] = [AddBridge(ns, names.CNI_BRIDGE, lab.pod_mtu), AddAddress(ns, names.CNI_BRIDGE, gateway)]
         if node.pod_cidr6 is not None:  # dual-stack: the bridge is the gateway of both families
             steps.append(AddAddress(ns, names.CNI_BRIDGE, IPv6Interface(f"{node.gateway6}/{node.pod_cidr6.prefixlen}")))
@@ -48,7 +48,8 @@ class Bridge:
         ]
         if pod.interface6 is not None:
             steps.append(AddAddress(pod_ns, names.POD_IFNAME, pod.interface6))
-        steps += [LinkUp(pod_ns, names.POD_IFNAME), AddRoute(pod_ns, DEFAULT_ROUTE, names.POD_IFNAME, via=node.gateway)]
+        steps += [LinkUp(pod_ns, names.POD_IFNAME), AddRoute(pod_ns, default_route(node.gateway.version), names.POD_IFNAME,
+                                                                        via=node.gateway)]
         if pod.ip6 is not None:
             steps.append(AddRoute(pod_ns, DEFAULT_ROUTE6, names.POD_IFNAME, via=node.gateway6))
         return steps

@@ -34,6 +34,7 @@ Where the lab differs from Cilium, on purpose:
 from __future__ import annotations
 
 from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
 
 from cni_lab import names
 from cni_lab.dataplanes.hostgw import require_one_segment
@@ -53,6 +54,12 @@ from cni_lab.steps import (
     SetSysctl,
     Step,
 )
+
+def v4(address: object) -> Any:
+    """An IPv4 address or network: the programs speak IPv4 only (plan.build refuses IPv6 labs)."""
+    assert getattr(address, "version", 4) == 4, address
+    return address
+
 
 SOURCE = "ebpf.c"
 VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab has none, so one "world" value
@@ -77,7 +84,7 @@ class Ebpf:
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
         pin = names.bpf_node_dir(lab.name, node.name)
-        router = node.gateway
+        router = v4(node.gateway)
         tunnel = lab.tunnelled
         steps: list[Step] = [
             AddVeth(ns, names.CILIUM_HOST, ns, names.CILIUM_NET, lab.scenario.underlay_mtu),
@@ -107,7 +114,7 @@ class Ebpf:
         pod_ns = names.pod_netns(lab.name, node.name, pod.name)
         lxc = names.lxc_veth(lab.name, node.name, pod.name)
         pin = names.bpf_node_dir(lab.name, node.name)
-        router = node.gateway
+        router = v4(node.gateway)
         eth0 = names.POD_IFNAME
         route_mtu = lab.pod_mtu if lab.tunnelled or lab.scenario.pod_mtu is not None else None
         return [
@@ -118,7 +125,7 @@ class Ebpf:
             AddRoute(pod_ns, IPv4Network(f"{router}/32"), eth0, scope_link=True),
             AddRoute(pod_ns, DEFAULT_ROUTE, eth0, via=router, mtu=route_mtu),
             AttachBpf(node_ns, lxc, "ingress", pin, FROM_CONTAINER),
-            BpfEndpoint(node_ns, pin, pod.ip, lxc, pod_ns, eth0),
+            BpfEndpoint(node_ns, pin, v4(pod.ip), lxc, pod_ns, eth0),
         ]
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
@@ -131,8 +138,8 @@ class Ebpf:
                     continue
                 if lab.tunnelled:
                     steps += [
-                        BpfTunnel(ns, pin, other.pod_cidr, other.ip),
-                        AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=node.gateway,
+                        BpfTunnel(ns, pin, v4(other.pod_cidr), v4(other.ip)),
+                        AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=v4(node.gateway),
                                  mtu=lab.overlay_mtu),
                     ]
                 else:

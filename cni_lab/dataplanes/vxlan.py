@@ -20,7 +20,7 @@ IPv6 header is 20 bytes longer: the overlay costs 70 bytes there, and the pods' 
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
@@ -30,15 +30,29 @@ from cni_lab.steps import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, 
 
 def subnet_env(lab: Lab, node: Node) -> str:
     """What flannel writes to /run/flannel/subnet.env for the CNI plugin to read. The lab
-    installs no masquerade rules, so FLANNEL_IPMASQ is false."""
-    return (
-        f"FLANNEL_NETWORK={lab.scenario.cluster_cidr}\n"
-        f"FLANNEL_SUBNET={node.gateway}/{node.pod_cidr.prefixlen}\n"
-        f"FLANNEL_MTU={lab.overlay_mtu}\n"
-        "FLANNEL_IPMASQ=false\n"
-        + (f"FLANNEL_IPV6_NETWORK={lab.scenario.cluster_cidr6}\n"
-           f"FLANNEL_IPV6_SUBNET={node.gateway6}/{node.pod_cidr6.prefixlen}\n" if node.pod_cidr6 is not None else "")
-    )
+    installs no masquerade rules, so FLANNEL_IPMASQ is false. An IPv6-only node has only the
+    IPV6 lines, as flannel writes them with EnableIPv4 off."""
+    v4 = "" if lab.ipv6_only else (f"FLANNEL_NETWORK={lab.scenario.cluster_cidr}\n"
+                                   f"FLANNEL_SUBNET={node.gateway}/{node.pod_cidr.prefixlen}\n")
+    cluster6, cidr6, gateway6 = ((lab.scenario.cluster_cidr, node.pod_cidr, node.gateway) if lab.ipv6_only
+                                 else (lab.scenario.cluster_cidr6, node.pod_cidr6, node.gateway6))
+    v6 = "" if cidr6 is None else f"FLANNEL_IPV6_NETWORK={cluster6}\nFLANNEL_IPV6_SUBNET={gateway6}/{cidr6.prefixlen}\n"
+    return f"{v4}FLANNEL_MTU={lab.overlay_mtu}\nFLANNEL_IPMASQ=false\n{v6}"
+
+
+def _family(lab: Lab, node: Node, version: int) -> tuple[IPv4Network | IPv6Network, IPv4Address | IPv6Address] | None:
+    """The node's pod CIDR and underlay address of one family, where it has that family."""
+    for cidr, ip in ((node.pod_cidr, node.ip), (node.pod_cidr6, node.ip6)):
+        if cidr is not None and ip is not None and cidr.version == version:
+            return cidr, ip
+    return None
+
+
+def _device(lab: Lab, node: str, version: int) -> tuple[str, str]:
+    """flannel's device and this node's VTEP MAC for a family: flannel.1, or flannel-v6.1."""
+    if version == 6:
+        return names.FLANNEL_DEVICE6, names.vtep_mac6(lab.name, node)
+    return names.FLANNEL_DEVICE, names.vtep_mac(lab.name, node)
 
 
 class Vxlan(Bridge):
@@ -48,54 +62,45 @@ class Vxlan(Bridge):
         return [*super().node_steps(lab, node), *self.vtep_steps(lab, node)]
 
     def vtep_steps(self, lab: Lab, node: Node) -> list[Step]:
-        """The node's VXLAN device and subnet.env: what flanneld sets up on a node."""
+        """The node's VXLAN device per family and subnet.env: what flanneld sets up on a node."""
+        steps: list[Step] = []
+        for version in lab.families:
+            found = _family(lab, node, version)
+            if found is not None:
+                steps += self._vtep(lab, node, version, *found)
+        return [*steps, WriteFile(names.node_netns(lab.name, node.name), f"flannel/{node.name}/subnet.env",
+                                  subnet_env(lab, node))]
+
+    def _vtep(self, lab: Lab, node: Node, version: int, cidr: IPv4Network | IPv6Network,
+              local: IPv4Address | IPv6Address) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
-        dev = names.FLANNEL_DEVICE
-        vtep_ip = IPv4Interface(f"{node.pod_cidr.network_address}/32")
+        dev, mac = _device(lab, node.name, version)
+        mtu = lab.scenario.underlay_mtu - (70 if version == 6 else 50)
+        vtep_ip = ip_interface(f"{cidr.network_address}/{32 if version == 4 else 128}")
         return [
-            AddVxlan(ns, dev, names.VXLAN_VNI, names.VXLAN_PORT, node.ip, names.NODE_UPLINK,
-                     names.vtep_mac(lab.name, node.name), lab.overlay_mtu),
+            AddVxlan(ns, dev, names.VXLAN_VNI, names.VXLAN_PORT, local, names.NODE_UPLINK, mac,
+                     lab.overlay_mtu if version == 4 else mtu),
             SetSysctl(ns, f"net/ipv6/conf/{dev}/accept_ra", "0"),  # as flannel does
             AddAddress(ns, dev, vtep_ip),
-            LinkUp(ns, dev),
-            *self.vtep6_steps(lab, node),
-            WriteFile(ns, f"flannel/{node.name}/subnet.env", subnet_env(lab, node)),
-        ]
-
-    def vtep6_steps(self, lab: Lab, node: Node) -> list[Step]:
-        """Dual-stack: flannel-v6.1, the IPv6 twin of flannel.1."""
-        if node.pod_cidr6 is None or node.ip6 is None:
-            return []
-        ns = names.node_netns(lab.name, node.name)
-        dev = names.FLANNEL_DEVICE6
-        return [
-            AddVxlan(ns, dev, names.VXLAN_VNI, names.VXLAN_PORT, node.ip6, names.NODE_UPLINK,
-                     names.vtep_mac6(lab.name, node.name), lab.scenario.underlay_mtu - 70),
-            SetSysctl(ns, f"net/ipv6/conf/{dev}/accept_ra", "0"),
-            AddAddress(ns, dev, IPv6Interface(f"{node.pod_cidr6.network_address}/128")),
             LinkUp(ns, dev),
         ]
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []
-        dev = names.FLANNEL_DEVICE
         for node in lab.nodes:
             ns = names.node_netns(lab.name, node.name)
             for other in lab.nodes:
-                if other is node or other.pod_cidr.overlaps(node.pod_cidr):
+                if other is node:
                     continue
-                vtep = other.pod_cidr.network_address
-                mac = names.vtep_mac(lab.name, other.name)
-                steps += [
-                    AddNeighbour(ns, dev, vtep, mac),
-                    AddFdb(ns, dev, mac, other.ip),
-                    AddRoute(ns, other.pod_cidr, dev, via=vtep, onlink=True),
-                ]
-                if other.pod_cidr6 is not None and other.ip6 is not None and node.pod_cidr6 is not None:
-                    vtep6, mac6 = other.pod_cidr6.network_address, names.vtep_mac6(lab.name, other.name)
+                for version in lab.families:
+                    mine, theirs = _family(lab, node, version), _family(lab, other, version)
+                    if mine is None or theirs is None or theirs[0].overlaps(mine[0]):  # type: ignore[arg-type]
+                        continue
+                    dev, mac = _device(lab, other.name, version)
+                    vtep = theirs[0].network_address
                     steps += [
-                        AddNeighbour(ns, names.FLANNEL_DEVICE6, vtep6, mac6),
-                        AddFdb(ns, names.FLANNEL_DEVICE6, mac6, other.ip6),
-                        AddRoute(ns, other.pod_cidr6, names.FLANNEL_DEVICE6, via=vtep6, onlink=True),
+                        AddNeighbour(ns, dev, vtep, mac),
+                        AddFdb(ns, dev, mac, theirs[1]),
+                        AddRoute(ns, theirs[0], dev, via=vtep, onlink=True),
                     ]
         return steps

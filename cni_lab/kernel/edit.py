@@ -60,7 +60,7 @@ def delete_route(ns: str, route: SavedRoute) -> None:
 
 def add_routes(ns: str, ifname: str, routes: list[tuple[IPv4Network | IPv6Network, IPv4Address | IPv6Address | None,
                                                         bool, bool]],
-               src: IPv4Address | None = None, mtu: int | None = None) -> None:
+               src: IPv4Address | IPv6Address | None = None, mtu: int | None = None) -> None:
     """(dst, gateway, onlink, scope link) routes via `ifname`; one that is there already (BIRD
     or the kernel put it back) is as good as added."""
     from cni_lab.kernel.rtnl import Rtnl

@@ -160,7 +160,7 @@ class Rtnl:
         self._request(msg, RTM_NEWADDR, CREATE)
 
     def add_route(self, dst: IPv4Network | IPv6Network, oif: int, *, gateway: IPv4Address | IPv6Address | None = None,
-                  onlink: bool = False, scope_link: bool = False, src: IPv4Address | None = None,
+                  onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
                   mtu: int | None = None) -> None:
         msg = rtmsg()
         family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET

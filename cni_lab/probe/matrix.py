@@ -230,7 +230,7 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         mtu: bool = False, notice: Callable[[str], None] | None = None) -> CheckResult:
     """The whole matrix, in batches that keep the neighbour entries it causes within the budget;
     in a dual-stack lab once per family (IPv4's result carries IPv6's)."""
-    result = _run_family(lab, 4, settings, progress, mtu, notice)
+    result = _run_family(lab, lab.families[0], settings, progress, mtu, notice)
     if lab.dual_stack:
         return dataclasses.replace(result, ipv6=_run_family(lab, 6, settings, progress, mtu, notice))
     return result
@@ -240,7 +240,7 @@ def _run_family(lab: Lab, family: int, settings: Settings | None, progress: Call
                 mtu: bool, notice: Callable[[str], None] | None) -> CheckResult:
     settings = settings or Settings()
     table = neighbours.ARP if family == 4 else neighbours.NDP
-    endpoints = pairing.endpoints(lab, family)
+    endpoints = pairing.endpoints(lab, 4 if family == lab.families[0] else 6)
     missing = [ep.netns for ep in endpoints if not netns.is_netns(ep.netns)]
     if missing:
         raise LabError(f"lab {lab.name} is damaged: {len(missing)} namespaces are missing (first: {missing[0]}); "

@@ -69,7 +69,8 @@ class AllPairs:
 
 
 def endpoints(lab: Lab, family: int = 4) -> list[Endpoint]:
-    """Every node and pod, by its address of `family` (6: a dual-stack lab's IPv6 addresses)."""
+    """Every node and pod, by its address of the lab's first family (`family` 4, IPv6 in an
+    IPv6-only lab), or with 6, a dual-stack lab's IPv6 addresses."""
     out = []
     for node in lab.nodes:
         ip = node.ip if family == 4 else node.ip6

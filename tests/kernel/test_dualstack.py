@@ -197,3 +197,43 @@ def test_explain_trace_and_graph_show_both_families(make_lab: MakeLab) -> None:
     labels = " ".join(line for link in topology.build(lab, topology.kernel_hops(explain.routing(lab, explain.read(lab))))
                       .links for line in [link.label])
     assert "fd00:10:244:1::/64 via fd00:192:168:1::3" in labels and "10.244.1.0/24 via 192.168.1.3" in labels
+
+
+V6_ONLY = {"clusterCIDR": "fd00:10:244::/56"}
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "fabric", "bgp", "cni", "dual-stack"])
+def test_every_data_plane_passes_the_full_matrix_in_both_kinds_of_ipv6_lab(make_lab: MakeLab, dataplane: str) -> None:
+    """IPv6-only labs on every data plane that has IPv6 (and, last, a dual-stack lab on each one
+    the tests above do not build): every ordered pair, without NAT."""
+    if dataplane == "dual-stack":
+        for plane in ("fabric", "bgp"):
+            result = matrix.run(make_lab(dual(plane)))
+            assert result.passed and result.ipv6 is not None and len(result.ipv6) == 20
+        return
+    lab = make_lab({"dataplane": dataplane, "networking": V6_ONLY,
+                    "nodes": [{"name": "node1", "pods": ["web", "db"]}, {"name": "node2", "pods": ["api"]}]})
+    result = matrix.run(lab, mtu=True)
+    assert result.family == 6 and result.ipv6 is None
+    assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.detail) for r in result.failures]
+    assert all(r.pair.src.ip.version == 6 and r.observed == str(r.pair.src.ip) for r in result.results)
+    assert "inet " not in run_in(ns_of(lab, "node1/web"), "ip", "addr", "show", "eth0", check=True).stdout  # no IPv4
+    if dataplane == "vxlan":  # flannel-v6.1 alone, and the overlay's 70 bytes
+        links = run_in(ns_of(lab, "node1"), "ip", "-o", "link", check=True).stdout
+        assert "flannel-v6.1" in links and "flannel.1" not in links
+        assert result.mtu is not None and {m.size for m in result.mtu} == {1430}
+
+
+def test_colliding_ipv6_pod_cidrs_teach_the_seeds_lesson(make_lab: MakeLab) -> None:
+    """allowOverlap in IPv6: both nodes' first pods get fd00:10:244::2, and a packet for the
+    other node's pod is answered by the sender's own neighbour."""
+    lab = make_lab({"dataplane": "host-gw", "networking": V6_ONLY, "allowOverlap": True,
+                    "expect": [{"rule": "pod-pod-cross-node", "verdict": "fail"}, {"from": "*", "to": "node*/*", "verdict": ["ok", "wrong-peer", "timeout", "unreachable"]},
+                               {"from": "node*/*", "to": "*", "verdict": ["ok", "wrong-peer", "timeout", "unreachable"]}],
+                    "nodes": [{"name": "node1", "podCIDR": "fd00:10:244::/64", "pods": ["web", "db"]},
+                              {"name": "node2", "podCIDR": "fd00:10:244::/64", "pods": ["api"]}]})
+    assert lab.warnings and "share pod addresses" in lab.warnings[0]
+    assert lab.nodes[0].pods[0].ip == lab.nodes[1].pods[0].ip
+    result = matrix.run(lab)
+    verdicts = {(r.pair.src.id, r.pair.dst.id): r.verdict for r in result.results}
+    assert verdicts[("node1/db", "node2/api")] == "wrong-peer"  # node1/web has fd00:10:244::2 too

@@ -56,6 +56,12 @@ def test_single_stack_labs_are_unchanged() -> None:
      "s.yaml: networking.nodeCIDRMaskSizeIPv6: /48 is larger than the cluster CIDR fd00:10:244::/56"),
     ({**DUAL, "clusterCIDR": ["10.244.0.0/16", "fd00:10::/32"]}, None,
      "s.yaml: networking.nodeCIDRMaskSizeIPv6: /64 cuts fd00:10::/32 into more than 2^16 node CIDRs"),
+    ({"clusterCIDR": "fd00:10:244::/56", "underlay": "192.168.1.0/24"}, None,
+     "s.yaml: networking.underlay: an IPv6 cluster needs an IPv6 underlay"),
+    ({"clusterCIDR": ["fd00:10:244::/56", "10.244.0.0/16"], "underlay": DUAL["underlay"]}, None,
+     "s.yaml: networking.clusterCIDR: list the IPv4 CIDR first"),
+    ({"clusterCIDR": "fd00:10:244::/56"}, [{"name": "node1", "ip": "192.168.1.5"}],
+     "s.yaml: nodes[0].ip: 192.168.1.5 is outside the underlay fd00:192:168:1::/64"),
     ({**DUAL, "clusterCIDR": ["10.244.0.0/16", "10.245.0.0/16"]}, None,
      "s.yaml: networking.clusterCIDR[1]: 10.245.0.0/16: a second IPv4 CIDR; give one CIDR per family"),
     ({**DUAL, "clusterCIDR": ["10.244.0.0/16", "fd00:10:244::1/56"]}, None,
@@ -81,3 +87,18 @@ def test_bad_ipv6_input_is_one_line(networking: dict[str, Any], nodes: list[Any]
     with pytest.raises(LabError) as e:
         lab(networking, nodes)
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+def test_one_ipv6_cidr_makes_an_ipv6_only_lab() -> None:
+    v6 = lab({"clusterCIDR": "fd00:10:244::/56"})
+    node1, node2 = v6.nodes
+    assert v6.ipv6_only and not v6.dual_stack and v6.families == (6,)
+    assert node1.ips == (IPv6Address("fd00:192:168:1::2"),) and node2.ip == IPv6Address("fd00:192:168:1::3")
+    assert [str(c) for c in node1.pod_cidrs] == ["fd00:10:244::/64"]
+    assert [str(p.ip) for p in node1.pods] == ["fd00:10:244::2", "fd00:10:244::3"]
+    explicit = lab({"clusterCIDR": "fd00:10:244::/56", "underlay": "fd00:aa::/64"},
+                   [{"name": "node1", "ip": "fd00:aa::9", "podCIDR": "fd00:10:244:5::/64", "pods": 1}])
+    assert str(explicit.nodes[0].ip) == "fd00:aa::9" and str(explicit.nodes[0].pod_cidr) == "fd00:10:244:5::/64"
+    calico = lab({"clusterCIDR": "fd00:10:244::/56"}, dataplane="bgp")
+    assert calico.nodes[1].pod_cidr == IPv6Network("fd00:10:244::40/122")
+

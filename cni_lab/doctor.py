@@ -53,6 +53,8 @@ def run() -> list[Check]:
         _tool("bpftool", "bpftool", "bpftool", "dataplane ebpf loads and pins its programs"),
         Check("libbpf headers", os.path.exists(bpf.HEADERS), bpf.HEADERS if os.path.exists(bpf.HEADERS) else "missing",
               "sudo apt-get install libbpf-dev (dataplane ebpf)", False),
+        Check("kernel: IPv6", os.path.isdir("/proc/sys/net/ipv6"), "present" if os.path.isdir("/proc/sys/net/ipv6")
+              else "disabled (ipv6.disable=1?)", "boot without ipv6.disable=1 (dual-stack and IPv6-only labs)", False),
         Check("kernel: BTF", os.path.exists(bpf.BTF_VMLINUX), bpf.BTF_VMLINUX if os.path.exists(bpf.BTF_VMLINUX)
               else "missing", "a kernel built with CONFIG_DEBUG_INFO_BTF (bpftool and the verifier's messages use it)", False),
     ]

@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from cni_lab.errors import LabError
+
+Net = TypeVar("Net", IPv4Network, IPv6Network)
 
 DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
@@ -271,7 +273,7 @@ class _Checker:
         """A CIDR, or a list of one or two CIDRs of different families."""
         if not isinstance(value, list):
             if isinstance(value, str) and ":" in value:
-                return None, self.network6(value, key)
+                return None, self.network(value, key, IPv6Network)
             return self.network(value, key), None
         if not 1 <= len(value) <= 2:
             self.problem(key, "must be one CIDR, or a list of two: one IPv4, one IPv6")
@@ -294,13 +296,6 @@ class _Checker:
                     self.problem(where, f"{net}: a second IPv6 CIDR; give one CIDR per family")
                 v6 = v6 or net
         return v4, v6
-
-    def network6(self, value: Any, key: str) -> IPv6Network | None:
-        try:
-            return IPv6Network(str(value), strict=True)
-        except ValueError as e:
-            self.problem(key, f"{value!r} is not an IPv6 CIDR with host bits zero ({e})")
-            return None
 
     def families(self, cluster: IPv4Network | IPv6Network | None, cluster6: IPv6Network | None,
                  segments: tuple[Segment, ...]) -> None:
@@ -330,11 +325,11 @@ class _Checker:
                              f"node CIDRs (kube-controller-manager allows a difference of {MAX_NODE_MASK_DIFF} bits)")
         return value
 
-    def network(self, value: Any, key: str) -> IPv4Network | None:
+    def network(self, value: Any, key: str, kind: type[Net] = IPv4Network) -> Net | None:  # type: ignore[assignment]
         try:
-            return IPv4Network(str(value), strict=True)
+            return kind(str(value), strict=True)
         except ValueError as e:
-            self.problem(key, f"{value!r} is not an IPv4 CIDR with host bits zero ({e})")
+            self.problem(key, f"{value!r} is not an IPv{4 if kind is IPv4Network else 6} CIDR with host bits zero ({e})")
             return None
 
     def cni(self, document: dict[str, Any], source: str) -> tuple[CniSpec, dict[str, Any]]:

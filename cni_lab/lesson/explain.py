@@ -163,37 +163,28 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             if len(lab.segments) == 1:
                 return "the underlay LAN: other nodes are reached directly"
             return f"underlay segment {segment.name}: nodes on it are reached directly"
+    v6 = "IPv6 " if dst.version == 6 and lab.dual_stack else ""  # which of a dual-stack lab's two
+    resolve = "neighbour discovery" if dst.version == 6 else "ARP"
     for n in reversed(ordered):
-        if dst == n.pod_cidr6 and dst is not None:
-            if in_pod and route.gateway is None:
-                return "the pod network: pods of this node are reached directly (neighbour discovery over cni0)"
-            if n.name == node_name and route.gateway is None:
-                return f"this node's IPv6 pod CIDR, on the bridge {route.dev}"
-            if route.dev == names.FLANNEL_DEVICE6:
-                return f"route to {n.name}'s IPv6 pods through the VXLAN tunnel (its VTEP {route.gateway})"
-            if route.gateway in node_by_ip:
-                how = ", learned over BGP" if route.proto == "bird" else ""
-                return f"route to {node_by_ip[route.gateway]}'s IPv6 pods via {route.gateway}{how}"
-            return f"route to {n.name}'s IPv6 pods ({n.pod_cidr6})"
         if dst == n.pod_cidr and route.dev == names.CILIUM_HOST:
             if n.name == node_name:
                 return ("this node's pod CIDR, for what the node itself sends: out of cilium_host, where "
                         "cil_from_host hands it to the pod's lxc device")
             return (f"{n.name}'s pods, for what the node itself sends: out of cilium_host, where cil_from_host "
                     "tunnels it (pods' own packets never consult this table)")
-        if dst == n.pod_cidr:
+        if dst in n.pod_cidrs:
             if in_pod and route.gateway is None:
-                return "the pod network: pods of this node are reached directly (ARP over cni0)"
+                return f"the pod network: pods of this node are reached directly ({resolve} over cni0)"
             if n.name == node_name and route.gateway is None:
-                return f"this node's pod CIDR, on the bridge {route.dev}"
-            if route.dev == names.FLANNEL_DEVICE:
-                return f"route to {n.name}'s pods through the VXLAN tunnel (its VTEP {route.gateway})"
+                return f"this node's {v6}pod CIDR, on the bridge {route.dev}"
+            if route.dev in (names.FLANNEL_DEVICE, names.FLANNEL_DEVICE6):
+                return f"route to {n.name}'s {v6}pods through the VXLAN tunnel (its VTEP {route.gateway})"
             if route.gateway in node_by_ip:
                 how = ", learned over BGP" if route.proto == "bird" else ""
                 if lab.dataplane == "ebpf":
                     how = " (autoDirectNodeRoutes; cil_from_container's bpf_fib_lookup follows it)"
-                return f"route to {node_by_ip[route.gateway]}'s pods via {route.gateway}{how}"
-            return f"route to {n.name}'s pods ({n.pod_cidr})"
+                return f"route to {node_by_ip[route.gateway]}'s {v6}pods via {route.gateway}{how}"
+            return f"route to {n.name}'s {v6}pods ({dst})"
     if dst.version == 6 and dst.prefixlen == 128 and route.gateway is None:
         if route.dev and route.dev.startswith("cali"):
             return f"a local pod, straight down its veth {route.dev}"

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from typing import Iterator, TypeVar, Union
 
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_BLOCK_SIZE6, Scenario, Segment
+from cni_lab.model import DEFAULT_BLOCK_SIZE6, DEFAULT_NAMESPACE, Labels, Scenario, Segment
 
 Net = TypeVar("Net", IPv4Network, IPv6Network)
 AnyAddress = Union[IPv4Address, IPv6Address]
@@ -31,16 +31,29 @@ AnyAddress = Union[IPv4Address, IPv6Address]
 
 @dataclass(frozen=True)
 class Pod:
-    name: str
+    name: str  # its key on the node: the pod's name, or `<namespace>.<name>` in another namespace
     node: str
     ip: IPv4Address | IPv6Address  # the lab's first family's (IPv6 in an IPv6-only lab)
     prefixlen: int
     ip6: IPv6Address | None = None  # dual-stack
     prefixlen6: int = 64
+    namespace: str = DEFAULT_NAMESPACE
+    labels: Labels = ()
 
     @property
     def id(self) -> str:
-        return f"{self.node}/{self.name}"
+        """What the CLI calls it: node1/web, or node1/x/a for pod a of namespace x."""
+        return f"{self.node}/{self.name.replace('.', '/')}"
+
+    @property
+    def pod_name(self) -> str:
+        """Its name in its namespace (Kubernetes' metadata.name)."""
+        return self.name.rpartition(".")[2]
+
+    @property
+    def qualified(self) -> str:
+        """namespace/name, as kubectl and the e2e suite write pods."""
+        return f"{self.namespace}/{self.pod_name}"
 
     @property
     def interface(self) -> IPv4Interface | IPv6Interface:
@@ -243,7 +256,8 @@ def resolve(scenario: Scenario) -> Lab:
         hosts6 = _hosts(cidr6, skip=skip) if cidr6 is not None else None
         pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen,
                          ip6=next(hosts6) if hosts6 is not None else None,
-                         prefixlen6=cidr6.prefixlen if cidr6 is not None else 64) for p in spec.pods)
+                         prefixlen6=cidr6.prefixlen if cidr6 is not None else 64,
+                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels) for p in spec.pods)
         nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i],
                           ip6=node_ips6[i], pod_cidr6=cidr6))
     if problems:

@@ -30,6 +30,15 @@ LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
 SEGMENT_NAME = NODE_NAME  # a segment's bridge is "br-<segment>", its router port "r-<segment>"
 POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # a DNS label, shortened to fit netns names
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # every namespace has it, set by Kubernetes
+# a label key: an optional DNS subdomain prefix and a name of 1-63 [A-Za-z0-9-_.], alphanumeric at both ends
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+POD_KEYS = ("name", "namespace", "labels")
+Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs: hashable, frozen
 RESERVED_NODE_NAMES = ("underlay", "router")
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port gives "Exchange full"
 
@@ -40,7 +49,8 @@ DEFAULT_UNDERLAY6 = IPv6Network("fd00:192:168:1::/64")  # an IPv6-only lab's, un
 DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
 DEFAULT_MTU = 1500
 
-TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf")
+TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf",
+            "namespaces")
 EBPF_KEYS = ("routing",)
 EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its default
 CNI_KEYS = ("routing", "cniPath", "conflist")
@@ -100,14 +110,39 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class NamespaceSpec:
+    name: str
+    labels: Labels  # kubernetes.io/metadata.name=<name> included
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """A pod as the scenario gives it: `web`, or `{name: a, namespace: x, labels: {pod: a}}`."""
+
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    labels: Labels = ()
+
+    @property
+    def key(self) -> str:
+        """Unique on its node, and what its namespace and host veth are named after: the name, or
+        for a pod of another namespace `<namespace>.<name>` (no name holds a dot)."""
+        return self.name if self.namespace == DEFAULT_NAMESPACE else f"{self.namespace}.{self.name}"
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     ip: IPv4Address | None
     pod_cidr: IPv4Network | None
-    pods: tuple[str, ...]
+    pods: tuple[str, ...]  # the pods' keys (PodSpec.key), in order
     segment: str | None = None
     ip6: IPv6Address | None = None  # dual-stack: `ips: [v4, v6]`
     pod_cidr6: IPv6Network | None = None  # dual-stack: `podCIDRs: [v4, v6]`
+    pod_specs: tuple[PodSpec, ...] = ()  # namespaces and labels of `pods`, same order (empty: all default)
+
+    def spec_of(self, key: str) -> PodSpec:
+        return next((p for p in self.pod_specs if p.key == key), PodSpec(key))
 
 
 @dataclass(frozen=True)
@@ -127,6 +162,7 @@ class Scenario:
     cni: CniSpec = field(default_factory=CniSpec)
     ebpf_routing: str = "tunnel"  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
     cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
+    namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
@@ -189,7 +225,10 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     mask = c.prefix(networking, "nodeCIDRMaskSize", DEFAULT_NODE_MASK, 8, cluster4, "a prefix length")
     mask6 = c.prefix6(networking, cluster6 if cluster4 is not None else cluster if isinstance(cluster, IPv6Network) else None)
 
+    namespaces = c.namespaces(document.get("namespaces"))
+    c.known_namespaces = {n.name for n in namespaces}
     nodes = c.nodes(document.get("nodes"))
+    c.unique_pods(nodes)
     allow_overlap = document.get("allowOverlap", False)
     if not isinstance(allow_overlap, bool):
         c.problem("allowOverlap", f"{allow_overlap!r} is not true or false")
@@ -217,6 +256,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         cni=cni,
         ebpf_routing=ebpf_routing,
         cluster_cidr6=cluster6,
+        namespaces=namespaces,
         node_cidr_mask_size6=mask6,
         allow_overlap=allow_overlap,
         expect=expect,
@@ -238,6 +278,7 @@ class _Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
+        self.known_namespaces: set[str] = {DEFAULT_NAMESPACE}
 
     def problem(self, key: str, message: str) -> None:
         # one line per problem, whatever the document holds: control characters are shown escaped
@@ -472,13 +513,16 @@ class _Checker:
                     pod_cidr, pod_cidr6 = self.dual(raw["podCIDRs"], f"{key}.podCIDRs")
             elif raw.get("podCIDR") is not None:
                 pod_cidr, pod_cidr6 = self.dual(raw["podCIDR"], f"{key}.podCIDR")
-            pods = self.pods(raw.get("pods", []), f"{key}.pods")
+            pod_specs = self.pods(raw.get("pods", []), f"{key}.pods")
+            pods = tuple(p.key for p in pod_specs)
+            if all(p.namespace == DEFAULT_NAMESPACE and not p.labels for p in pod_specs):
+                pod_specs = ()  # plain names: nothing more to keep (and records stay as they were)
             segment = raw.get("segment")
             if segment is not None and not isinstance(segment, str):
                 self.problem(f"{key}.segment", f"{segment!r} is not a segment name")
                 segment = None
             nodes.append(NodeSpec(name=name or f"node{i + 1}", ip=ip, pod_cidr=pod_cidr, pods=pods, segment=segment,
-                                  ip6=ip6, pod_cidr6=pod_cidr6))
+                                  ip6=ip6, pod_cidr6=pod_cidr6, pod_specs=pod_specs))
         return tuple(nodes)
 
     def addresses(self, raw: dict[str, Any], key: str) -> tuple[IPv4Address | None, IPv6Address | None]:
@@ -517,6 +561,82 @@ class _Checker:
                 v6 = v6 or address
         return v4, v6
 
+    def labels(self, value: Any, key: str) -> Labels:
+        """Labels as Kubernetes takes them: keys with an optional DNS prefix, values of up to 63."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problem(key, "must be a mapping of label keys to values")
+            return ()
+        out = []
+        for k, v in value.items():
+            if not isinstance(k, str) or not LABEL_KEY.match(k) or len(k.rpartition("/")[0]) > 253:
+                self.problem(f"{key}.{k}", f"{k!r} is not a valid label key")
+            elif not isinstance(v, (str, int, float)) or isinstance(v, bool) or not LABEL_VALUE.match(str(v)):
+                self.problem(f"{key}.{k}", f"{v!r} is not a valid label value (up to 63 of [A-Za-z0-9-_.])")
+            else:
+                out.append((k, str(v)))
+        return tuple(sorted(out))
+
+    def namespaces(self, value: Any) -> tuple[NamespaceSpec, ...]:
+        """`namespaces: {x: {labels: {team: red}}, y: {}}`; `default` always exists. Each gets
+        kubernetes.io/metadata.name=<name>, as Kubernetes adds it."""
+        raw: dict[Any, Any] = {}
+        if value is not None and not isinstance(value, dict):
+            self.problem("namespaces", "must map namespace names to {labels: {...}}")
+        elif value is not None:
+            raw = value
+        out: dict[str, Labels] = {DEFAULT_NAMESPACE: ((NAMESPACE_LABEL, DEFAULT_NAMESPACE),)}
+        for name, spec in raw.items():
+            key = f"namespaces.{name}"
+            if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+                self.problem(key, f"{name!r} is not a valid namespace name: 1-32 of [a-z0-9-]")
+                continue
+            spec = spec or {}
+            if not isinstance(spec, dict):
+                self.problem(key, "must be a mapping with keys labels")
+                continue
+            self.unknown_keys(spec, ("labels",), f"{key}.")
+            labels = dict(self.labels(spec.get("labels"), f"{key}.labels"))
+            labels[NAMESPACE_LABEL] = name
+            out[name] = tuple(sorted(labels.items()))
+        return tuple(NamespaceSpec(name, labels) for name, labels in out.items())
+
+    def pod(self, value: Any, key: str) -> PodSpec | None:
+        """A pod: its name, or {name, namespace, labels}."""
+        if isinstance(value, str):
+            if not POD_NAME.match(value):
+                self.problem(key, f"{value!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
+                return None
+            return PodSpec(value)
+        if not isinstance(value, dict):
+            self.problem(key, f"{value!r} is not a pod name or a mapping with keys {', '.join(POD_KEYS)}")
+            return None
+        self.unknown_keys(value, POD_KEYS, f"{key}.")
+        name, namespace = value.get("name"), value.get("namespace", DEFAULT_NAMESPACE)
+        if not isinstance(name, str) or not POD_NAME.match(name):
+            self.problem(f"{key}.name", f"{name!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
+            return None
+        if namespace not in self.known_namespaces:
+            self.problem(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab (namespaces: "
+                         f"{', '.join(sorted(self.known_namespaces))})")
+            return None
+        return PodSpec(name, namespace, self.labels(value.get("labels"), f"{key}.labels"))
+
+    def unique_pods(self, nodes: tuple[NodeSpec, ...]) -> None:
+        """A pod given with a namespace is unique in it across the lab, as Kubernetes' pod names are.
+        (Plain names, `pods: 3` included, stay unique per node, as before namespaces.)"""
+        seen: dict[tuple[str, str], str] = {}
+        for i, node in enumerate(nodes):
+            for spec in node.pod_specs:
+                if spec.namespace == DEFAULT_NAMESPACE and not spec.labels:
+                    continue
+                where = seen.get((spec.namespace, spec.name))
+                if where is not None and where != node.name:
+                    self.problem(f"nodes[{i}].pods", f"pod {spec.namespace}/{spec.name} is already on {where}: "
+                                 "pod names are unique within a namespace")
+                seen[(spec.namespace, spec.name)] = node.name
+
     def expand_counts(self, value: list[Any]) -> list[Any]:
         """`{name: node, count: 50, pods: 20}` stands for node1 … node50, each with 20 pods."""
         out: list[Any] = []
@@ -539,7 +659,7 @@ class _Checker:
             return out[:MAX_NODES]
         return out
 
-    def pods(self, value: Any, key: str) -> tuple[str, ...]:
+    def pods(self, value: Any, key: str) -> tuple[PodSpec, ...]:
         if isinstance(value, bool):
             self.problem(key, "must be a list of pod names or a count")
             return ()
@@ -547,21 +667,23 @@ class _Checker:
             if not 0 <= value <= MAX_BRIDGE_PORTS:
                 self.problem(key, f"{value} pods: a node holds 0 to {MAX_BRIDGE_PORTS} pods (a bridge's port limit)")
                 return ()
-            return tuple(f"pod-{i}" for i in range(1, value + 1))
+            return tuple(PodSpec(f"pod-{i}") for i in range(1, value + 1))
         if not isinstance(value, list):
             self.problem(key, "must be a list of pod names or a count")
             return ()
-        names: list[str] = []
-        for j, pod in enumerate(value):
-            if not isinstance(pod, str) or not POD_NAME.match(pod):
-                self.problem(f"{key}[{j}]", f"{pod!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
-            elif pod in names:
-                self.problem(f"{key}[{j}]", f"duplicate pod name {pod!r}")
+        specs: list[PodSpec] = []
+        for j, raw in enumerate(value):
+            pod = self.pod(raw, f"{key}[{j}]")
+            if pod is None:
+                continue
+            if any(p.key == pod.key for p in specs):
+                shown = pod.name if pod.namespace == DEFAULT_NAMESPACE else f"{pod.namespace}/{pod.name}"
+                self.problem(f"{key}[{j}]", f"duplicate pod name {shown!r}")
             else:
-                names.append(pod)
+                specs.append(pod)
         if len(value) > MAX_BRIDGE_PORTS:
             self.problem(key, f"{len(value)} pods: a node holds at most {MAX_BRIDGE_PORTS} pods")
-        return tuple(names)
+        return tuple(specs)
 
     def expectations(self, value: Any) -> tuple[Expectation, ...]:
         if value == "full" or value is None:

@@ -8,7 +8,8 @@ from cni_lab.ipam import Lab
 
 
 def target_netns(lab: Lab, target: str) -> str:
-    """`node1` or `node1/web` (or a bare pod name when unique) → the namespace to run in."""
+    """`node1`, `node1/web`, `node1/x/a` (pod a of namespace x), `x/a` (when x is no node), or a
+    bare pod name when unique → the network namespace to run in."""
     node_name, _, pod_name = target.partition("/")
     if not pod_name:
         if any(n.name == target for n in lab.nodes):
@@ -21,7 +22,13 @@ def target_netns(lab: Lab, target: str) -> str:
         if len(matches) == 1:
             return names.pod_netns(lab.name, matches[0].node, matches[0].name)
         raise LabError(f"lab {lab.name} has no node or unique pod {target!r}: use NODE or NODE/POD")
+    if not any(n.name == node_name for n in lab.nodes):
+        # NAMESPACE/POD, as kubectl names pods, where the first part is no node's name
+        matches = [p for p in lab.pods if p.qualified == target]
+        if len(matches) == 1:
+            return names.pod_netns(lab.name, matches[0].node, matches[0].name)
     node = lab.node(node_name)
-    if not any(p.name == pod_name for p in node.pods):
+    key = pod_name.replace("/", ".")  # node1/x/a: pod a of namespace x on node1
+    if not any(p.name == key for p in node.pods):
         raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
-    return names.pod_netns(lab.name, node_name, pod_name)
+    return names.pod_netns(lab.name, node_name, key)

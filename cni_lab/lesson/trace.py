@@ -222,6 +222,9 @@ def resolve_endpoint(lab: Lab, text: str, family: int = 4) -> Endpoint:
     for ep in eps:
         if ep.id == text:
             return ep
+    qualified = {p.qualified: p.id for p in lab.pods if p.namespace != "default"}
+    if text in qualified and not any(n.name == text.split("/")[0] for n in lab.nodes):
+        return next(ep for ep in eps if ep.id == qualified[text])
     matches = [ep for ep in eps if str(ep.ip) == text or ep.id.split("/")[-1] == text]
     if len(matches) == 1:
         return matches[0]

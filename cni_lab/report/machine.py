@@ -153,6 +153,7 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         "underlay": {seg.name: str(seg.cidr) for seg in lab.segments},
         "podMTU": lab.pod_mtu,
         "clusterCIDR": str(lab.scenario.cluster_cidr),
+        "namespaces": {ns.name: dict(ns.labels) for ns in lab.scenario.namespaces},
         # every family, the first first (as kubeadm's networking.podSubnet lists them)
         "clusterCIDRs": [str(c) for c in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6) if c is not None],
         "underlays": {seg.name: [str(c) for c in (seg.cidr, seg.cidr6) if c is not None] for seg in lab.segments},
@@ -172,10 +173,13 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
                 "present": present.get(ns, False),
                 "pods": [
                     {
-                        "name": pod.name,
+                        "name": pod.pod_name,
+                        "id": pod.id,
                         "netns": (pns := names.pod_netns(lab.name, node.name, pod.name)),
                         "ip": str(pod.ip),
                         "ips": [str(ip) for ip in pod.ips],  # status.podIPs
+                        "namespace": pod.namespace,
+                        "labels": dict(pod.labels),
                         "present": present.get(pns, False),
                     }
                     for pod in node.pods

@@ -42,7 +42,7 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
         for pod in listed:
             if pods:
                 pods.append("\n")
-            pods.append(f"{pod.name} ", style="bold")
+            pods.append(f"{pod.name.replace('.', '/')} ", style="bold")
             pods.append(", ".join(str(ip) for ip in pod.ips))
             if pod.name in missing:
                 pods.append(" (missing)", style="red")

@@ -1,0 +1,55 @@
+"""Namespaces and labels in scenarios: pods of several namespaces, named unambiguously."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cni_lab import ipam, model
+from cni_lab.errors import LabError
+
+
+def lab(**extra: Any) -> ipam.Lab:
+    doc = {"name": "ns", "namespaces": {"x": {"labels": {"team": "red"}}, "y": {}},
+           "nodes": [{"name": "node1", "pods": ["web", {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
+                                                {"name": "a", "namespace": "y"}]},
+                     {"name": "node2", "pods": [{"name": "b", "namespace": "x", "labels": {"pod": "b"}}]}], **extra}
+    return ipam.resolve(model.load_document(doc, "s.yaml"))
+
+
+def test_pods_carry_their_namespace_and_labels_and_ids_tell_them_apart() -> None:
+    found = {p.id: p for p in lab().pods}
+    assert list(found) == ["node1/web", "node1/x/a", "node1/y/a", "node2/x/b"]
+    assert found["node1/web"].namespace == "default" and found["node1/web"].labels == ()
+    assert found["node1/x/a"].qualified == "x/a" and dict(found["node1/x/a"].labels) == {"pod": "a"}
+    assert found["node1/y/a"].name == "y.a"  # its key: its network namespace is cnilab-ns.node1.y.a
+    spaces = {ns.name: dict(ns.labels) for ns in lab().scenario.namespaces}
+    assert spaces == {"default": {"kubernetes.io/metadata.name": "default"},
+                      "x": {"kubernetes.io/metadata.name": "x", "team": "red"}, "y": {"kubernetes.io/metadata.name": "y"}}
+
+
+@pytest.mark.parametrize(("nodes", "namespaces", "message"), [
+    ([{"name": "n1", "pods": [{"name": "a", "namespace": "z"}]}], None, "s.yaml: nodes[0].pods[0].namespace: 'z' is not a namespace"),
+    ([{"name": "n1", "pods": [{"name": "a", "namespace": "x"}, {"name": "a", "namespace": "x"}]}], {"x": {}},
+     "s.yaml: nodes[0].pods[1]: duplicate pod name 'x/a'"),
+    ([{"name": "n1", "pods": [{"name": "a", "namespace": "x"}]}, {"name": "n2", "pods": [{"name": "a", "namespace": "x"}]}],
+     {"x": {}}, "s.yaml: nodes[1].pods: pod x/a is already on n1"),
+    ([{"name": "n1", "pods": [{"name": "a", "labels": {"-bad": "v"}}]}], None, "s.yaml: nodes[0].pods[0].labels.-bad: '-bad' is not a valid label key"),
+    ([{"name": "n1", "pods": [{"name": "a", "labels": {"k": "a b"}}]}], None, "s.yaml: nodes[0].pods[0].labels.k: 'a b' is not a valid label value"),
+    ([{"name": "n1", "pods": [{"name": "a", "nmespace": "x"}]}], None, "s.yaml: nodes[0].pods[0].nmespace: unknown key"),
+    ([{"name": "n1"}], {"X_1": {}}, "s.yaml: namespaces.X_1: 'X_1' is not a valid namespace name"),
+])
+def test_bad_namespaces_and_labels_are_one_line(nodes: list[Any], namespaces: Any, message: str) -> None:
+    doc: dict[str, Any] = {"name": "ns", "nodes": nodes}
+    if namespaces is not None:
+        doc["namespaces"] = namespaces
+    with pytest.raises(LabError) as e:
+        model.load_document(doc, "s.yaml")
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+def test_the_same_pod_name_in_two_namespaces_on_one_node_is_fine_and_plain_names_are_as_before() -> None:
+    assert {p.name for p in lab().nodes[0].pods} == {"web", "x.a", "y.a"}
+    plain = ipam.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}]}, "s.yaml"))
+    assert [p.id for p in plain.pods] == ["n1/pod-1", "n1/pod-2", "n2/pod-1", "n2/pod-2"]  # per node, as before

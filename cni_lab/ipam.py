@@ -19,9 +19,11 @@ Pure: returns a resolved `Lab` or raises LabError listing every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
 from typing import Iterator, TypeVar, Union
 
+from cni_lab import policy
 from cni_lab.errors import LabError
 from cni_lab.model import DEFAULT_BLOCK_SIZE6, DEFAULT_NAMESPACE, Labels, Scenario, Segment
 
@@ -195,6 +197,33 @@ class Lab:
     def pods(self) -> tuple[Pod, ...]:
         return tuple(p for n in self.nodes for p in n.pods)
 
+    @cached_property
+    def policies(self) -> tuple[policy.Policy, ...]:
+        """The scenario's NetworkPolicy objects, checked as the API server checks them."""
+        spaces = [ns.name for ns in self.scenario.namespaces] or ["default"]
+        problems: list[str] = []
+        found = []
+        for source in self.scenario.policies:
+            try:
+                found.append(policy.parse(source.document, source.where, spaces))
+            except LabError as e:
+                problems += e.problems
+        names = [p.qualified for p in found]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{self.scenario.source}: policies: {dup} is defined twice")
+        if problems:
+            raise LabError(*problems)
+        return tuple(found)
+
+    @cached_property
+    def evaluator(self) -> policy.Evaluator:
+        return policy.Evaluator({ns.name: ns.labels for ns in self.scenario.namespaces}, self.policies)
+
+    @property
+    def workloads(self) -> list[policy.Workload]:
+        """Every pod as policies see it."""
+        return [policy.Workload(p.id, p.namespace, p.labels, p.ips) for p in self.pods]
+
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:
@@ -262,7 +291,9 @@ def resolve(scenario: Scenario) -> Lab:
                           ip6=node_ips6[i], pod_cidr6=cidr6))
     if problems:
         raise LabError(*problems)
-    return Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
+    lab = Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
+    lab.policies  # noqa: B018 - every policy checked now, as `kubectl apply` would, before anything is built
+    return lab
 
 
 def _hosts(net: Net, skip: int = 0) -> Iterator:  # type: ignore[type-arg]

@@ -50,7 +50,9 @@ DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay
 DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf",
-            "namespaces")
+            "namespaces", "probe", "policies")
+PROBE_KEYS = ("ports",)
+PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
 EBPF_KEYS = ("routing",)
 EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its default
 CNI_KEYS = ("routing", "cniPath", "conflist")
@@ -110,6 +112,15 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PolicySource:
+    """A NetworkPolicy object as the scenario gives it (inline, or one document of a file),
+    checked by policy.py as the API server would."""
+
+    where: str  # the scenario, or the file, and the document's index
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class NamespaceSpec:
     name: str
     labels: Labels  # kubernetes.io/metadata.name=<name> included
@@ -163,6 +174,8 @@ class Scenario:
     ebpf_routing: str = "tunnel"  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
     cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
     namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
+    probe_ports: tuple[str, ...] = ()  # `probe.ports`: tcp/80, udp/81 ... what check probes besides ICMP
+    policies: tuple[PolicySource, ...] = ()
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
@@ -229,6 +242,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     c.known_namespaces = {n.name for n in namespaces}
     nodes = c.nodes(document.get("nodes"))
     c.unique_pods(nodes)
+    probe_ports = c.probe(document.get("probe"))
+    policies = c.policies(document.get("policies"), source)
     allow_overlap = document.get("allowOverlap", False)
     if not isinstance(allow_overlap, bool):
         c.problem("allowOverlap", f"{allow_overlap!r} is not true or false")
@@ -257,6 +272,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         ebpf_routing=ebpf_routing,
         cluster_cidr6=cluster6,
         namespaces=namespaces,
+        probe_ports=probe_ports,
+        policies=policies,
         node_cidr_mask_size6=mask6,
         allow_overlap=allow_overlap,
         expect=expect,
@@ -622,6 +639,55 @@ class _Checker:
                          f"{', '.join(sorted(self.known_namespaces))})")
             return None
         return PodSpec(name, namespace, self.labels(value.get("labels"), f"{key}.labels"))
+
+    def probe(self, value: Any) -> tuple[str, ...]:
+        """`probe: {ports: [tcp/80, udp/81]}`."""
+        raw = value or {}
+        if not isinstance(raw, dict):
+            self.problem("probe", "must be a mapping with keys " + ", ".join(PROBE_KEYS))
+            return ()
+        self.unknown_keys(raw, PROBE_KEYS, "probe.")
+        ports = raw.get("ports") or []
+        if not isinstance(ports, list):
+            self.problem("probe.ports", "must be a list such as [tcp/80, udp/81]")
+            return ()
+        out = []
+        for i, p in enumerate(ports):
+            m = PROBE_PORT.match(str(p).lower())
+            if not m or not 1 <= int(m.group(2)) <= 65535 or int(m.group(2)) == 31999:
+                self.problem(f"probe.ports[{i}]", f"{p!r} is not tcp/PORT or udp/PORT (1-65535; 31999 is check's own)")
+                continue
+            out.append(f"{m.group(1)}/{int(m.group(2))}")
+        return tuple(dict.fromkeys(out))
+
+    def policies(self, value: Any, source: str) -> tuple[PolicySource, ...]:
+        """NetworkPolicy objects inline, or files of them (multi-document YAML, relative to the
+        scenario). Only read here; policy.py checks them as the API server would."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem("policies", "must be a list of NetworkPolicy objects or files")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                out.append(PolicySource(f"{source}: policies[{i}]", item))
+                continue
+            if not isinstance(item, str):
+                self.problem(f"policies[{i}]", f"{item!r} is not a NetworkPolicy object or a file")
+                continue
+            path = Path(item) if Path(item).is_absolute() else Path(source).parent / item
+            try:
+                documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+                self.problem(f"policies[{i}]", f"cannot read {path}: {getattr(e, 'strerror', None) or e}")
+                continue
+            for j, doc in enumerate(d for d in documents if d is not None):
+                if not isinstance(doc, dict):
+                    self.problem(f"policies[{i}]", f"{path} document {j}: not a NetworkPolicy object")
+                    continue
+                out.append(PolicySource(f"{path} (document {j})", doc))
+        return tuple(out)
 
     def unique_pods(self, nodes: tuple[NodeSpec, ...]) -> None:
         """A pod given with a namespace is unique in it across the lab, as Kubernetes' pod names are.

@@ -49,6 +49,15 @@ def plan_command(scenario: str, name: str | None, as_json: bool) -> None:
         _json([{"op": type(s).__name__, "netns": s.netns, "command": s.describe()} for s in built.steps])
         return
     out.print(terminal.plan_view(built))
+    if built.lab.policies:
+        from cni_lab import policy  # the truth table the policies give, as the e2e suite prints it
+
+        out.print(f"\n[bold]What the {len(built.lab.policies)} NetworkPolicies allow[/] (rows: from, columns: to; "
+                  "`.` allowed, `X` denied)")
+        for protocol, port in policy.probes(built.lab.scenario.probe_ports):
+            out.print(f"\n{protocol}" + (f"/{port}" if port else ""), style="bold")
+            # tab-separated, as the e2e suite logs it (diffable against its output)
+            click.echo(policy.truth_table(built.lab.evaluator, built.lab.workloads, protocol, port))
 
 
 @cli.command()

@@ -1,0 +1,383 @@
+"""NetworkPolicy (networking.k8s.io/v1): read as the API server validates it, and evaluated as
+Kubernetes defines it. Pure: the reference the kernel's enforcement is held against.
+
+- Reading: `parse(document, where)` takes one object as `kubectl apply` would, and refuses what
+  the API server refuses (unknown fields, bad selector operators, `endPort` without a numeric
+  `port`, an `except` outside its `cidr`, a peer with `ipBlock` and a selector, ...) with one line
+  naming the place. Named ports are refused with that reason: the lab's pods declare no
+  container ports.
+- Evaluating: `Evaluator(lab, policies).allowed(src, dst, protocol, port)` answers whether a new
+  connection from pod `src` to pod `dst` is allowed. A pod selected by no policy of a direction
+  (policyTypes) allows everything in that direction; policies add up; a connection needs the
+  source's egress and the destination's ingress; replies of an allowed connection always pass.
+  ICMP is no TCP, UDP or SCTP: only a rule without `ports` lets it through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from typing import Any, Iterable
+
+from cni_lab.errors import LabError
+from cni_lab.model import DEFAULT_NAMESPACE, LABEL_KEY, LABEL_VALUE, Labels
+
+API_VERSION = "networking.k8s.io/v1"
+KIND = "NetworkPolicy"
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+POLICY_TYPES = ("Ingress", "Egress")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: str  # In | NotIn | Exists | DoesNotExist
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values  # a missing key is "not in", as in Kubernetes
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A LabelSelector: every matchLabels pair and every expression must hold. Empty: everything."""
+
+    match_labels: Labels = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Labels | dict[str, str]) -> bool:
+        have = dict(labels)
+        return all(have.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(have) for r in self.match_expressions)
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPv4Network | IPv6Network
+    excepted: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def matches(self, ip: IPv4Address | IPv6Address) -> bool:
+        if ip.version != self.cidr.version or ip not in self.cidr:
+            return False
+        return not any(ip in e for e in self.excepted)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One entry of `from`/`to`: pods (by podSelector, in the policy's namespace unless a
+    namespaceSelector widens it), whole namespaces, or an ipBlock."""
+
+    pod_selector: Selector | None = None
+    namespace_selector: Selector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PortRange:
+    protocol: str  # TCP | UDP | SCTP
+    port: int | None = None  # None: every port of the protocol
+    end_port: int | None = None
+
+    def matches(self, protocol: str, port: int | None) -> bool:
+        if protocol != self.protocol:
+            return False
+        if self.port is None:
+            return True
+        if port is None:
+            return False
+        return self.port <= port <= (self.end_port or self.port)
+
+
+@dataclass(frozen=True)
+class Rule:
+    peers: tuple[Peer, ...] = ()  # empty: every peer (`from`/`to` missing or empty)
+    ports: tuple[PortRange, ...] = ()  # empty: every port and protocol
+
+    def allows_port(self, protocol: str, port: int | None) -> bool:
+        return not self.ports or any(p.matches(protocol, port) for p in self.ports)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    namespace: str
+    pod_selector: Selector
+    policy_types: tuple[str, ...]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# -- reading, as the API server validates ---------------------------------------------------------
+
+class _Reader:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.where}: {path}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, "must be a mapping")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.problem(f"{path}.{key}", f"unknown field (known: {', '.join(allowed)})")
+        return value
+
+    def listing(self, value: Any, path: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, "must be a list")
+            return []
+        return value
+
+    def labels(self, value: Any, path: str) -> Labels:
+        out = []
+        for k, v in self.mapping(value, path, tuple(value) if isinstance(value, dict) else ()).items():
+            if not isinstance(k, str) or not LABEL_KEY.match(k):
+                self.problem(f"{path}.{k}", f"{k!r} is not a valid label key")
+            elif not isinstance(v, str) or not LABEL_VALUE.match(v):
+                self.problem(f"{path}.{k}", f"{v!r} is not a valid label value")
+            else:
+                out.append((k, v))
+        return tuple(sorted(out))
+
+    def selector(self, value: Any, path: str) -> Selector:
+        raw = self.mapping(value, path, ("matchLabels", "matchExpressions"))
+        expressions = []
+        for i, e in enumerate(self.listing(raw.get("matchExpressions"), f"{path}.matchExpressions")):
+            at = f"{path}.matchExpressions[{i}]"
+            expr = self.mapping(e, at, ("key", "operator", "values"))
+            key, op, values = expr.get("key"), expr.get("operator"), expr.get("values")
+            if not isinstance(key, str) or not LABEL_KEY.match(key):
+                self.problem(f"{at}.key", f"{key!r} is not a valid label key")
+                continue
+            if op not in OPERATORS:
+                self.problem(f"{at}.operator", f"{op!r} is not a valid selector operator (one of {', '.join(OPERATORS)})")
+                continue
+            vals = self.listing(values, f"{at}.values")
+            if op in ("In", "NotIn") and not vals:
+                self.problem(f"{at}.values", f"must be non-empty when operator is {op}")
+                continue
+            if op in ("Exists", "DoesNotExist") and vals:
+                self.problem(f"{at}.values", f"may not be specified when operator is {op}")
+                continue
+            if not all(isinstance(v, str) and LABEL_VALUE.match(v) for v in vals):
+                self.problem(f"{at}.values", f"{vals!r}: not all valid label values")
+                continue
+            expressions.append(Requirement(key, op, tuple(vals)))
+        return Selector(self.labels(raw.get("matchLabels"), f"{path}.matchLabels"), tuple(expressions))
+
+    def ip_block(self, value: Any, path: str) -> IPBlock | None:
+        raw = self.mapping(value, path, ("cidr", "except"))
+        try:
+            cidr = ip_network(str(raw.get("cidr")), strict=True)
+        except ValueError:
+            self.problem(f"{path}.cidr", f"{raw.get('cidr')!r} is not a valid CIDR")
+            return None
+        excepted = []
+        for i, e in enumerate(self.listing(raw.get("except"), f"{path}.except")):
+            try:
+                net = ip_network(str(e), strict=True)
+            except ValueError:
+                self.problem(f"{path}.except[{i}]", f"{e!r} is not a valid CIDR")
+                continue
+            if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:  # type: ignore[arg-type]
+                self.problem(f"{path}.except[{i}]", f"{net} must be a strict subset of {cidr}")
+                continue
+            excepted.append(net)
+        return IPBlock(cidr, tuple(excepted))
+
+    def peer(self, value: Any, path: str) -> Peer | None:
+        raw = self.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
+        if not raw:
+            self.problem(path, "must specify a podSelector, a namespaceSelector or an ipBlock")
+            return None
+        if "ipBlock" in raw and ("podSelector" in raw or "namespaceSelector" in raw):
+            self.problem(path, "may not specify more than 1 peer type: ipBlock with a selector")
+            return None
+        if "ipBlock" in raw:
+            block = self.ip_block(raw["ipBlock"], f"{path}.ipBlock")
+            return None if block is None else Peer(ip_block=block)
+        pods = self.selector(raw["podSelector"], f"{path}.podSelector") if "podSelector" in raw else None
+        spaces = self.selector(raw["namespaceSelector"], f"{path}.namespaceSelector") if "namespaceSelector" in raw else None
+        return Peer(pods, spaces)
+
+    def ports(self, value: Any, path: str) -> tuple[PortRange, ...]:
+        out = []
+        for i, p in enumerate(self.listing(value, path)):
+            at = f"{path}[{i}]"
+            raw = self.mapping(p, at, ("protocol", "port", "endPort"))
+            protocol = raw.get("protocol", "TCP")
+            if protocol not in PROTOCOLS:
+                self.problem(f"{at}.protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
+                continue
+            port, end = raw.get("port"), raw.get("endPort")
+            if isinstance(port, str):
+                self.problem(f"{at}.port", f"{port!r} is a named port: cni-lab's pods declare no container ports, "
+                             "so name ports by number")
+                continue
+            if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535):
+                self.problem(f"{at}.port", f"{port!r} is not a port between 1 and 65535")
+                continue
+            if end is not None:
+                if port is None:
+                    self.problem(f"{at}.endPort", "may not be specified when port is not specified")
+                    continue
+                if not isinstance(end, int) or isinstance(end, bool) or not port <= end <= 65535:
+                    self.problem(f"{at}.endPort", f"{end!r} must be a port no lower than port ({port})")
+                    continue
+            out.append(PortRange(protocol, port, end))
+        return tuple(out)
+
+    def rules(self, value: Any, path: str, peers_key: str) -> tuple[Rule, ...]:
+        out = []
+        for i, r in enumerate(self.listing(value, path)):
+            at = f"{path}[{i}]"
+            raw = self.mapping(r, at, (peers_key, "ports"))
+            peers = [self.peer(p, f"{at}.{peers_key}[{j}]") for j, p in enumerate(self.listing(raw.get(peers_key), f"{at}.{peers_key}"))]
+            out.append(Rule(tuple(p for p in peers if p is not None), self.ports(raw.get("ports"), f"{at}.ports")))
+        return tuple(out)
+
+
+def parse(document: Any, where: str, namespaces: Iterable[str] = (DEFAULT_NAMESPACE,)) -> Policy:
+    """One NetworkPolicy object, or LabError with every problem the API server would report."""
+    r = _Reader(where)
+    raw = r.mapping(document, "policy", ("apiVersion", "kind", "metadata", "spec"))
+    if raw.get("apiVersion") != API_VERSION:
+        r.problem("apiVersion", f"{raw.get('apiVersion')!r}: only {API_VERSION} NetworkPolicy objects are understood")
+    if raw.get("kind") != KIND:
+        r.problem("kind", f"{raw.get('kind')!r}: only {KIND} objects are understood")
+    meta = r.mapping(raw.get("metadata"), "metadata", ("name", "namespace", "labels", "annotations"))
+    name, namespace = meta.get("name"), meta.get("namespace", DEFAULT_NAMESPACE)
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        r.problem("metadata.name", f"{name!r} is not a valid name (a DNS subdomain)")
+        name = "?"
+    if namespace not in set(namespaces):
+        r.problem("metadata.namespace", f"{namespace!r} is not a namespace of the lab")
+    if "spec" not in raw:
+        r.problem("spec", "required")
+    spec = r.mapping(raw.get("spec"), "spec", ("podSelector", "policyTypes", "ingress", "egress"))
+    if "podSelector" not in spec and "spec" in raw:
+        r.problem("spec.podSelector", "required (use {} to select every pod of the namespace)")
+    selector = r.selector(spec.get("podSelector"), "spec.podSelector")
+    ingress = r.rules(spec.get("ingress"), "spec.ingress", "from")
+    egress = r.rules(spec.get("egress"), "spec.egress", "to")
+    types = r.listing(spec.get("policyTypes"), "spec.policyTypes")
+    if "policyTypes" in spec:
+        for i, t in enumerate(types):
+            if t not in POLICY_TYPES:
+                r.problem(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress")
+        if len(set(map(str, types))) != len(types):
+            r.problem("spec.policyTypes", "duplicate entries")
+        policy_types = tuple(t for t in POLICY_TYPES if t in types)
+    else:  # defaulting: Ingress always, Egress when the policy has egress rules
+        policy_types = ("Ingress", "Egress") if "egress" in spec else ("Ingress",)
+    if r.problems:
+        raise LabError(*r.problems)
+    return Policy(str(name), str(namespace), selector, policy_types, ingress, egress)
+
+
+# -- evaluating -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workload:
+    """A pod as policies see it."""
+
+    id: str  # node1/x/a
+    namespace: str
+    labels: Labels
+    ips: tuple[IPv4Address | IPv6Address, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}/{self.id.rsplit('/', 1)[1]}"
+
+
+class Evaluator:
+    def __init__(self, namespaces: dict[str, Labels], policies: Iterable[Policy]) -> None:
+        self.namespaces = namespaces
+        self.policies = tuple(policies)
+
+    def selecting(self, pod: Workload, direction: str) -> list[Policy]:
+        """The policies that select `pod` for a direction (Ingress or Egress)."""
+        return [p for p in self.policies if p.namespace == pod.namespace and direction in p.policy_types
+                and p.pod_selector.matches(pod.labels)]
+
+    def _peer_matches(self, peer: Peer, policy: Policy, other: Workload, ip: IPv4Address | IPv6Address) -> bool:
+        if peer.ip_block is not None:
+            return peer.ip_block.matches(ip)
+        if peer.namespace_selector is not None:
+            if not peer.namespace_selector.matches(self.namespaces.get(other.namespace, ())):
+                return False
+        elif other.namespace != policy.namespace:
+            return False
+        return peer.pod_selector is None or peer.pod_selector.matches(other.labels)
+
+    def _side(self, pod: Workload, direction: str, other: Workload, ip: IPv4Address | IPv6Address,
+              protocol: str, port: int | None) -> bool:
+        selecting = self.selecting(pod, direction)
+        if not selecting:
+            return True  # not isolated in this direction
+        for policy in selecting:
+            for rule in policy.ingress if direction == "Ingress" else policy.egress:
+                if not rule.allows_port(protocol, port):
+                    continue
+                if not rule.peers or any(self._peer_matches(p, policy, other, ip) for p in rule.peers):
+                    return True
+        return False
+
+    def allowed(self, src: Workload, dst: Workload, protocol: str, port: int | None,
+                family: int = 4) -> bool:
+        """May `src` open a connection to `dst` on protocol (TCP, UDP, SCTP, ICMP) and port?"""
+        src_ip = next((ip for ip in src.ips if ip.version == family), src.ips[0])
+        dst_ip = next((ip for ip in dst.ips if ip.version == family), dst.ips[0])
+        return (self._side(src, "Egress", dst, dst_ip, protocol, port)
+                and self._side(dst, "Ingress", src, src_ip, protocol, port))
+
+
+def probes(ports: Iterable[str]) -> list[tuple[str, int | None]]:
+    """What a policy lab is probed on: ICMP, then each `probe.ports` entry (tcp/80 → TCP, 80)."""
+    out: list[tuple[str, int | None]] = [("ICMP", None)]
+    for p in ports:
+        proto, _, number = p.partition("/")
+        out.append((proto.upper(), int(number)))
+    return out
+
+
+def truth_table(evaluator: Evaluator, pods: list[Workload], protocol: str, port: int | None,
+                observed: dict[tuple[str, str], bool] | None = None) -> str:
+    """The grid the Kubernetes e2e suite logs: rows are sources, columns destinations, `.`
+    allowed and `X` denied; with `observed`, a cell where the network disagrees is marked `!`."""
+    pods = sorted(pods, key=lambda p: p.qualified)  # x/a x/b x/c y/a ..., as the suite lists them
+    names = [p.qualified for p in pods]
+    lines = ["-\t" + "\t".join(names)]
+    for src in pods:
+        cells = []
+        for dst in pods:
+            # a pod reaching itself never leaves it: always allowed (the e2e suite's loopback)
+            want = src is dst or evaluator.allowed(src, dst, protocol, port)
+            cell = "." if want else "X"
+            if observed is not None and (src.id, dst.id) in observed and observed[(src.id, dst.id)] != want:
+                cell = "!"
+            cells.append(cell)
+        lines.append(src.qualified + "\t" + "\t".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""The NetworkPolicy evaluator, held against cases of the Kubernetes e2e suite
+(test/e2e/network/netpol/network_policy.go): its model (namespaces x, y, z; pods a, b, c labelled
+pod=<name>; ports 80 and 81) and, per case, which pairs its expected reachability allows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cni_lab import ipam, model, policy
+from cni_lab.errors import LabError
+
+SPACES = ("x", "y", "z")
+PODS = ("a", "b", "c")
+
+
+def lab(*policies: dict[str, Any]) -> ipam.Lab:
+    doc = {"name": "np", "namespaces": {n: {"labels": {"ns": n}} for n in SPACES},
+           "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]},
+           "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}} for n in SPACES]}
+                     for i, p in enumerate(PODS)],
+           "policies": list(policies)}
+    return ipam.resolve(model.load_document(doc, "s.yaml"))
+
+
+def np(name: str, spec: dict[str, Any], namespace: str = "x") -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def allowed(the_lab: ipam.Lab, protocol: str = "TCP", port: int | None = 80) -> set[tuple[str, str]]:
+    """Every (from, to) pair, as ns/pod, the policies allow (self pairs left out)."""
+    pods = {w.qualified: w for w in the_lab.workloads}
+    return {(s, d) for s in pods for d in pods if s != d
+            and the_lab.evaluator.allowed(pods[s], pods[d], protocol, port)}
+
+
+EVERYONE = {f"{n}/{p}" for n in SPACES for p in PODS}
+ALL_PAIRS = {(s, d) for s in EVERYONE for d in EVERYONE if s != d}
+
+
+def to(dst: str, *srcs: str) -> set[tuple[str, str]]:
+    return {(s, dst) for s in srcs if s != dst}
+
+
+def test_no_policy_allows_everything() -> None:
+    assert allowed(lab()) == ALL_PAIRS
+
+
+def test_default_deny_ingress() -> None:
+    the_lab = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    denied = {(s, d) for s, d in ALL_PAIRS if d.startswith("x/")}
+    assert allowed(the_lab) == ALL_PAIRS - denied
+    assert allowed(the_lab, "ICMP", None) == ALL_PAIRS - denied
+
+
+def test_default_deny_all_both_ways() -> None:
+    the_lab = lab(np("deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
+    assert allowed(the_lab) == {(s, d) for s, d in ALL_PAIRS if not s.startswith("x/") and not d.startswith("x/")}
+
+
+def test_pod_selector_within_the_namespace() -> None:
+    the_lab = lab(np("allow-b", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
+    assert {p for p in allowed(the_lab) if p[1] == "x/a"} == to("x/a", "x/b")
+
+
+def test_namespace_selector() -> None:
+    the_lab = lab(np("allow-y", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    assert {p for p in allowed(the_lab) if p[1] == "x/a"} == to("x/a", "y/a", "y/b", "y/c")
+
+
+def test_pod_or_namespace_selector_two_peers() -> None:
+    the_lab = lab(np("or", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"podSelector": {"matchLabels": {"pod": "b"}}}, {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    assert {p for p in allowed(the_lab) if p[1] == "x/a"} == to("x/a", "x/b", "y/a", "y/b", "y/c")
+
+
+def test_pod_and_namespace_selector_one_peer() -> None:
+    the_lab = lab(np("and", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"podSelector": {"matchLabels": {"pod": "b"}}, "namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    assert {p for p in allowed(the_lab) if p[1] == "x/a"} == to("x/a", "y/b")
+
+
+def test_match_expressions() -> None:
+    not_in = lab(np("notin", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["y"]}]}}]}]}))
+    assert {p for p in allowed(not_in) if p[1] == "x/a"} == to("x/a", *(f"{n}/{p}" for n in ("x", "z") for p in PODS))
+    exists = lab(np("exists", {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "Exists"}]},
+                               "ingress": [{"from": [{"podSelector": {"matchExpressions": [
+                                   {"key": "pod", "operator": "In", "values": ["a", "c"]}]}}]}]}))
+    assert {p for p in allowed(exists) if p[1] == "x/b"} == to("x/b", "x/a", "x/c")
+    # NotIn holds for a pod without the key at all, as in Kubernetes
+    missing = lab(np("missing", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}}]}]}))
+    assert {p for p in allowed(missing) if p[1] == "x/a"} == to("x/a", "x/b", "x/c")
+
+
+def test_ports_and_end_port() -> None:
+    on_81 = lab(np("on-81", {"podSelector": {"matchLabels": {"pod": "a"}},
+                            "ingress": [{"ports": [{"port": 81, "protocol": "TCP"}]}]}))
+    assert not {p for p in allowed(on_81, "TCP", 80) if p[1] == "x/a"}
+    assert {p for p in allowed(on_81, "TCP", 81) if p[1] == "x/a"} == to("x/a", *EVERYONE)
+    assert not {p for p in allowed(on_81, "UDP", 81) if p[1] == "x/a"}  # TCP only
+    assert not {p for p in allowed(on_81, "ICMP", None) if p[1] == "x/a"}  # ICMP is no port's
+    ranged = lab(np("range", {"podSelector": {"matchLabels": {"pod": "a"}},
+                             "ingress": [{"ports": [{"port": 80, "endPort": 81, "protocol": "UDP"}]}]}))
+    assert {p for p in allowed(ranged, "UDP", 81) if p[1] == "x/a"} == to("x/a", *EVERYONE)
+    assert not {p for p in allowed(ranged, "TCP", 80) if p[1] == "x/a"}
+
+
+def test_egress_to_an_ip_block_with_except() -> None:
+    base = lab()
+    xb = next(w for w in base.workloads if w.qualified == "x/b")
+    the_lab = lab(np("egress", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                               "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [f"{xb.ips[0]}/32"]}}]}]}))
+    assert {p for p in allowed(the_lab) if p[0] == "x/a"} == {("x/a", d) for d in EVERYONE - {"x/a", "x/b"}}
+
+
+def test_policies_add_up_and_both_ends_must_allow() -> None:
+    the_lab = lab(np("deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+                  np("allow-c", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}]}]}),
+                  np("egress-deny-y", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"]},
+                     namespace="y"))
+    assert {p for p in allowed(the_lab) if p[1].startswith("x/")} == {("x/c", "x/a")}
+    assert not {p for p in allowed(the_lab) if p[0] == "y/c"}  # y/c may send nothing
+
+
+def test_policy_types_default_from_the_rules() -> None:
+    only_egress_rules = lab(np("e", {"podSelector": {}, "egress": [{"to": [{"podSelector": {}}]}]}))
+    assert only_egress_rules.policies[0].policy_types == ("Ingress", "Egress")
+    assert lab(np("i", {"podSelector": {}})).policies[0].policy_types == ("Ingress",)
+
+
+def test_truth_table_is_printed_as_the_e2e_suite_does() -> None:
+    the_lab = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    table = policy.truth_table(the_lab.evaluator, the_lab.workloads, "TCP", 80).splitlines()
+    assert table[0] == "-\tx/a\tx/b\tx/c\ty/a\ty/b\ty/c\tz/a\tz/b\tz/c"
+    assert table[4] == "y/a\tX\tX\tX\t.\t.\t.\t.\t.\t."
+    assert table[1] == "x/a\t.\tX\tX\t.\t.\t.\t.\t.\t."  # a pod always reaches itself
+    observed = {("node2/y/b", "node1/x/a"): True}
+    marked = policy.truth_table(the_lab.evaluator, the_lab.workloads, "TCP", 80, observed).splitlines()
+    assert marked[5].split("\t")[1] == "!"  # y/b → x/a: denied, yet it got through
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "Equals", "values": ["a"]}]}},
+     "spec.podSelector.matchExpressions[0].operator: 'Equals' is not a valid selector operator"),
+    ({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In"}]}},
+     "spec.podSelector.matchExpressions[0].values: must be non-empty when operator is In"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"endPort": 81}]}]},
+     "spec.ingress[0].ports[0].endPort: may not be specified when port is not specified"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": 81, "endPort": 80}]}]},
+     "spec.ingress[0].ports[0].endPort: 80 must be a port no lower than port (81)"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}, "spec.ingress[0].ports[0].port: 'http' is a named port"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]},
+     "spec.ingress[0].ports[0].protocol: 'ICMP' is not one of TCP, UDP, SCTP"),
+    ({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]},
+     "spec.egress[0].to[0].ipBlock.except[0]: 11.0.0.0/16 must be a strict subset of 10.0.0.0/8"),
+    ({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]},
+     "spec.egress[0].to[0]: may not specify more than 1 peer type"),
+    ({"podSelector": {}, "ingres": []}, "spec.ingres: unknown field"),
+    ({"podSelector": {}, "policyTypes": ["Inbound"]}, "spec.policyTypes[0]: 'Inbound' is not one of Ingress, Egress"),
+    ({}, "spec.podSelector: required"),
+])
+def test_what_the_api_server_refuses_is_one_line(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(LabError) as e:
+        lab(np("bad", spec))
+    assert any(message in p for p in e.value.problems), e.value.problems
+
+
+def test_a_policy_of_an_unknown_namespace_or_twice_the_same_is_refused() -> None:
+    with pytest.raises(LabError, match="metadata.namespace: 'w' is not a namespace of the lab"):
+        lab(np("p", {"podSelector": {}}, namespace="w"))
+    with pytest.raises(LabError, match="policies: x/p is defined twice"):
+        lab(np("p", {"podSelector": {}}), np("p", {"podSelector": {}}))
+
+
+def test_plan_prints_the_truth_table_per_probe(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cni_lab.cli import cli
+
+    scenario = tmp_path / "np.yaml"
+    policies = tmp_path / "deny.yaml"
+    policies.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\n"
+                        "spec: {podSelector: {}, policyTypes: [Ingress]}\n")
+    scenario.write_text("name: np\nnamespaces: {x: {}}\nprobe: {ports: [tcp/80]}\npolicies: [deny.yaml]\n"
+                        "nodes:\n  - {name: node1, pods: [{name: a, namespace: x}, web]}\n")
+    result = CliRunner().invoke(cli, ["plan", str(scenario)])
+    assert result.exit_code == 0, result.output
+    assert "What the 1 NetworkPolicies allow" in result.output
+    assert "TCP/80" in result.output and "ICMP" in result.output
+    assert "default/web\t.\tX" in result.output  # web → itself allowed, web → x/a denied

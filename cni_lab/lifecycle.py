@@ -41,9 +41,6 @@ class UpResult:
 
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
-    if lab.scenario.policies:
-        raise LabError(f"{lab.scenario.source}: policies: enforcing NetworkPolicy on the nodes is not built yet "
-                       "(`cni-lab plan` prints the truth table the policies give); remove `policies` to build the lab")
     built = plan.build(lab)
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)

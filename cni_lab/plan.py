@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
 
-from cni_lab import dataplanes, names
+from cni_lab import dataplanes, enforcement, names
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.steps import (
@@ -20,6 +20,7 @@ from cni_lab.steps import (
     AddVeth,
     CreateNetns,
     LinkUp,
+    LoadNftables,
     SetSysctl,
     Step,
     default_route,
@@ -88,7 +89,26 @@ def build(lab: Lab) -> Plan:
             steps += _netns(lab, pod_ns)
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
+    if lab.policies:
+        steps += _policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
+
+
+def _policy_steps(lab: Lab) -> list[Step]:
+    """NetworkPolicy on every node (enforcement.py), after its pods exist. Pods on one bridge
+    reach each other without routing: br_netfilter shows that traffic to the forward hook too."""
+    if lab.dataplane == "ebpf":
+        raise LabError(f"{lab.scenario.source}: policies: dataplane ebpf does not enforce NetworkPolicy (its "
+                       "programs have no policy map yet); use another data plane for policies")
+    steps: list[Step] = []
+    for node in lab.nodes:
+        ns = names.node_netns(lab.name, node.name)
+        if lab.dataplane != "bgp":  # Calico's pods are routed, never bridged
+            steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-iptables", "1"))
+            if lab.has_ipv6:
+                steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-ip6tables", "1"))
+        steps.append(LoadNftables(ns, enforcement.TABLE, enforcement.ruleset(lab, node)))
+    return steps
 
 
 def _netns(lab: Lab, ns: str) -> list[Step]:

@@ -300,10 +300,10 @@ def parse(document: Any, where: str, namespaces: Iterable[str] = (DEFAULT_NAMESP
 
 @dataclass(frozen=True)
 class Workload:
-    """A pod as policies see it."""
+    """A pod as policies see it (or a node: no namespace, no labels, matched by ipBlock only)."""
 
-    id: str  # node1/x/a
-    namespace: str
+    id: str  # node1/x/a, or node1
+    namespace: str  # "" for a node
     labels: Labels
     ips: tuple[IPv4Address | IPv6Address, ...]
 
@@ -325,6 +325,8 @@ class Evaluator:
     def _peer_matches(self, peer: Peer, policy: Policy, other: Workload, ip: IPv4Address | IPv6Address) -> bool:
         if peer.ip_block is not None:
             return peer.ip_block.matches(ip)
+        if not other.namespace:
+            return False  # a node, not a pod: only an ipBlock can name it
         if peer.namespace_selector is not None:
             if not peer.namespace_selector.matches(self.namespaces.get(other.namespace, ())):
                 return False

@@ -224,6 +224,19 @@ class BpfTunnel:
 
 
 @dataclass(frozen=True)
+class LoadNftables:
+    """An nftables table loaded in a namespace, replaced as a whole (`nft -f` is one transaction)."""
+
+    netns: str
+    table: str
+    ruleset: str
+
+    def describe(self) -> str:
+        rules = sum(1 for line in self.ruleset.splitlines() if line.startswith("    ") and "type filter" not in line)
+        return f"ip netns exec {self.netns} nft -f <table inet {self.table}, {rules} rules>"
+
+
+@dataclass(frozen=True)
 class AddNeighbour:
     """A permanent ARP entry: what flannel writes for each remote VTEP instead of letting ARP ask."""
 
@@ -313,7 +326,7 @@ class CniAdd:
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
-             BpfEndpoint, BpfTunnel]
+             BpfEndpoint, BpfTunnel, LoadNftables]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -39,6 +39,7 @@ from cni_lab.steps import (
     CreateNetns,
     LinkUp,
     LoadBpf,
+    LoadNftables,
     SetSysctl,
     StartBird,
     Step,
@@ -242,6 +243,10 @@ def apply_step(session: Session, step: Step) -> None:
                                                                                    data=data))
     elif isinstance(step, (LoadBpf, AttachBpf, BpfNodeConfig, BpfEndpoint, BpfTunnel)):
         _bpf_step(session, step)
+    elif isinstance(step, LoadNftables):
+        from cni_lab.kernel import edit
+
+        edit.nft_apply(step.netns, step.ruleset)
     else:  # pragma: no cover - a new step type without a handler is a bug
         raise TypeError(f"no kernel handler for {step!r}")
 

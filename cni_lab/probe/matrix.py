@@ -103,7 +103,7 @@ class CheckResult:
         s, d = self.outcomes.jobs[i]
         src, dst = self.endpoints[s], self.endpoints[d]
         rule = pairing.rule_of(src, dst)
-        return Pair(i, src, dst, rule, pairing.expected(self.lab.scenario.expect, src, dst, rule))
+        return Pair(i, src, dst, rule, self._expected(src, dst, rule))
 
     def result(self, i: int) -> PairResult:
         pair = self._pair(i)
@@ -119,17 +119,21 @@ class CheckResult:
 
     def _met_flags(self) -> Iterator[tuple[int, str, bool, bool]]:
         """(index, rule, met, expected ok) per pair, without building result objects."""
-        expectations = self.lab.scenario.expect
+        expected = self._expected
         eps = self.endpoints
         jobs = self.outcomes.jobs
         for i, code in enumerate(self.outcomes.verdict):
             s, d = jobs[i]
             rule = pairing.rule_of(eps[s], eps[d])
-            if not expectations:
+            if expected.trivial:
                 yield i, rule, code == OK, True
                 continue
-            want = pairing.expected(expectations, eps[s], eps[d], rule)
+            want = expected(eps[s], eps[d], rule)
             yield i, rule, verdict_of(code) in want, "ok" in want
+
+    @cached_property
+    def _expected(self) -> pairing.Expected:
+        return pairing.Expected(self.lab)
 
     @cached_property
     def results(self) -> list[PairResult]:

@@ -99,14 +99,55 @@ def expected(expectations: tuple[Expectation, ...], src: Endpoint, dst: Endpoint
     return frozenset({"ok"})
 
 
+PROBE_PORT = 31999  # the UDP responder of every endpoint (engine.py): policies see this port too
+BLOCKED = frozenset({"timeout", "unreachable"})
+
+
+class Expected:
+    """What each pair must show: the scenario's `expect` where one matches, else, in a lab with
+    NetworkPolicies, what they allow for check's probes (an ICMP echo and a UDP datagram to port
+    31999: both, or the pair is blocked), else ok."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.expectations = lab.scenario.expect
+        self.lab = lab
+        self.evaluator = lab.evaluator if lab.policies else None
+        self._workloads: dict[str, object] | None = None
+
+    def _workload(self, ep: Endpoint) -> object:
+        from cni_lab.policy import Workload
+
+        if self._workloads is None:
+            self._workloads = {w.id: w for w in self.lab.workloads}
+            self._workloads |= {n.name: Workload(n.name, "", (), n.ips) for n in self.lab.nodes}
+        return self._workloads[ep.id]
+
+    @property
+    def trivial(self) -> bool:
+        """Every pair must simply be ok."""
+        return not self.expectations and self.evaluator is None
+
+    def __call__(self, src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:
+        for e in self.expectations:
+            if (e.rule is None or e.rule == rule) and fnmatch.fnmatchcase(src.id, e.src) and fnmatch.fnmatchcase(dst.id, e.dst):
+                return e.verdicts
+        if self.evaluator is not None:
+            s, d = self._workload(src), self._workload(dst)
+            ok = (self.evaluator.allowed(s, d, "ICMP", None, src.family)  # type: ignore[arg-type]
+                  and self.evaluator.allowed(s, d, "UDP", PROBE_PORT, src.family))  # type: ignore[arg-type]
+            return frozenset({"ok"}) if ok else BLOCKED
+        return frozenset({"ok"})
+
+
 def all_pairs(lab: Lab) -> list[Pair]:
     eps = endpoints(lab)
+    want = Expected(lab)
     pairs: list[Pair] = []
     for src in eps:
         for dst in eps:
             if src is not dst:
                 rule = rule_of(src, dst)
-                pairs.append(Pair(len(pairs), src, dst, rule, expected(lab.scenario.expect, src, dst, rule)))
+                pairs.append(Pair(len(pairs), src, dst, rule, want(src, dst, rule)))
     return pairs
 
 

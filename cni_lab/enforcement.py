@@ -1,0 +1,179 @@
+"""NetworkPolicy enforced on the nodes, as Calico's Felix does it: per workload, on the node's side
+of the pod, stateful. Pure: the lab and its policies in, one nftables table per node out (a
+plan step applies it in the node's namespace; `nft list ruleset` there reads like the policy).
+
+    table inet cni-lab-policy {
+      chain forward  { type filter hook forward priority filter; policy accept;
+                       ct state established,related accept          # replies always pass
+                       ip saddr 10.244.0.3 jump from-wl-x-a         # what the node's pods send
+                       ip daddr 10.244.0.3 jump to-wl-x-a }         # what goes to them
+      chain input    { ... the pods' egress to the node itself }
+      chain output   { ... the node's own traffic to its pods: their ingress }
+      chain to-wl-x-a   { meta mark set meta mark & ~ALLOW; jump pi-x-deny-ingress; jump pi-x-allow-b
+                          meta mark & ALLOW == ALLOW return; counter drop }
+      chain pi-x-allow-b { ip saddr { 10.244.1.2 } tcp dport 80 meta mark set meta mark | ALLOW return }
+    }
+
+Differences from Felix, on purpose: pods are matched by their address (there is no NAT in the
+lab, and every data plane's interface names differ; the CNI plugins' are only known after ADD),
+selectors are expanded to the addresses of the pods they select when the rules are made (Felix
+keeps IP sets in step with the pods), and a policy's chain is per namespace/name.
+
+Bridged traffic (pods on one node's cni0) reaches the inet forward hook through br_netfilter,
+which `up` switches on in the node's namespace: conntrack in the `bridge` family would need
+nf_conntrack_bridge, which many kernels (this project's CI kernel among them) do not have, and
+with br_netfilter one set of chains serves routed and bridged data planes alike.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+
+from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.policy import IPBlock, Peer, Policy, PortRange, Rule, Workload
+
+TABLE = "cni-lab-policy"
+ALLOW = 0x10000  # the mark bit a policy sets when one of its rules matched (Felix: 0x10000 "accept")
+
+
+def _chain(prefix: str, name: str) -> str:
+    return f"{prefix}-{name.replace('/', '-')}"
+
+
+def _set(addresses: list[IPv4Address | IPv6Address]) -> str:
+    return "{ " + ", ".join(str(a) for a in addresses) + " }"
+
+
+def _ip(version: int) -> str:
+    return "ip6" if version == 6 else "ip"
+
+
+class Rules:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.evaluator = lab.evaluator
+        self.workloads = {w.id: w for w in lab.workloads}
+
+    def _peer_addresses(self, peer: Peer, policy: Policy) -> list[IPv4Address | IPv6Address]:
+        """The pods a selector peer stands for, now (their addresses)."""
+        out: list[IPv4Address | IPv6Address] = []
+        for w in self.workloads.values():
+            if peer.namespace_selector is not None:
+                if not peer.namespace_selector.matches(self.evaluator.namespaces.get(w.namespace, ())):
+                    continue
+            elif w.namespace != policy.namespace:
+                continue
+            if peer.pod_selector is None or peer.pod_selector.matches(w.labels):
+                out += list(w.ips)
+        return out
+
+    def _matches(self, peer: Peer, policy: Policy, field: str) -> list[str]:
+        """nft match expressions for one peer (`field` saddr or daddr), one per family."""
+        if peer.ip_block is not None:
+            return [self._block(peer.ip_block, field)]
+        addresses = self._peer_addresses(peer, policy)
+        out = []
+        for version in (4, 6):
+            mine = [a for a in addresses if a.version == version]
+            if mine:
+                out.append(f"{_ip(version)} {field} {_set(mine)}")
+        return out  # empty: the peer selects no pod now, and the rule allows nothing through it
+
+    @staticmethod
+    def _block(block: IPBlock, field: str) -> str:
+        ip = _ip(block.cidr.version)
+        text = f"{ip} {field} {block.cidr}"
+        if block.excepted:
+            text += f" {ip} {field} != " + "{ " + ", ".join(str(e) for e in block.excepted) + " }"
+        return text
+
+    @staticmethod
+    def _ports(ports: tuple[PortRange, ...]) -> list[str]:
+        if not ports:
+            return [""]
+        out = []
+        for p in ports:
+            proto = p.protocol.lower()
+            if p.port is None:
+                out.append(f"meta l4proto {proto}")
+            elif p.end_port and p.end_port != p.port:
+                out.append(f"{proto} dport {p.port}-{p.end_port}")
+            else:
+                out.append(f"{proto} dport {p.port}")
+        return out
+
+    def policy_chain(self, policy: Policy, direction: str) -> tuple[str, list[str]]:
+        """One chain per policy and direction: every rule, every peer and port, marks ALLOW."""
+        name = _chain("pi" if direction == "Ingress" else "po", f"{policy.namespace}-{policy.name}")
+        field = "saddr" if direction == "Ingress" else "daddr"
+        lines = []
+        rules: tuple[Rule, ...] = policy.ingress if direction == "Ingress" else policy.egress
+        for rule in rules:
+            peers = [m for peer in rule.peers for m in self._matches(peer, policy, field)] if rule.peers else [""]
+            for match in peers:
+                for port in self._ports(rule.ports):
+                    cond = " ".join(x for x in (match, port) if x)
+                    lines.append(f"{cond} meta mark set meta mark | {ALLOW:#x} return".strip())
+        return name, lines
+
+    def workload_chain(self, pod: Workload, direction: str, policies: list[Policy]) -> tuple[str, list[str]]:
+        name = _chain("to-wl" if direction == "Ingress" else "from-wl", pod.qualified)
+        lines = [f"meta mark set meta mark & {~ALLOW & 0xFFFFFFFF:#x}"]
+        lines += [f"jump {self.policy_chain(p, direction)[0]}" for p in policies]
+        lines += [f"meta mark & {ALLOW:#x} == {ALLOW:#x} return",
+                  f'counter drop comment "{pod.qualified}: no {direction.lower()} policy allows this"']
+        return name, lines
+
+    def node_table(self, node: Node) -> str:
+        """The node's whole table, or "" when no policy selects any of its pods."""
+        chains: dict[str, list[str]] = {}
+        forward, inbound, outbound = [], [], []
+        local: list[Pod] = list(node.pods)
+        for pod in local:
+            w = self.workloads[pod.id]
+            for direction in ("Ingress", "Egress"):
+                selecting = self.evaluator.selecting(w, direction)
+                if not selecting:
+                    continue
+                name, lines = self.workload_chain(w, direction, selecting)
+                chains[name] = lines
+                for p in selecting:
+                    pname, plines = self.policy_chain(p, direction)
+                    chains[pname] = plines
+                for ip in w.ips:
+                    if direction == "Egress":
+                        forward.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
+                        inbound.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
+                    else:
+                        forward.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
+                        outbound.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
+        if not chains:
+            return ""
+        out = [f"table inet {TABLE} {{"]
+
+        def base(name: str, hook: str, body: list[str]) -> None:
+            out.append(f"  chain {name} {{")
+            out.append(f"    type filter hook {hook} priority filter; policy accept;")
+            out.append("    ct state established,related accept")
+            # IPv6's neighbour discovery is how pods find their next hop at all: never a policy's
+            out.append("    icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept")
+            out.extend(f"    {line}" for line in body)
+            out.append("  }")
+
+        base("forward", "forward", forward)
+        base("input", "input", inbound)
+        base("output", "output", outbound)
+        for name, lines in chains.items():
+            out.append(f"  chain {name} {{")
+            out += [f"    {line}" for line in lines]
+            out.append("  }")
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+
+def ruleset(lab: Lab, node: Node) -> str:
+    """What `nft -f` loads in the node's namespace: the table replaced as a whole, atomically."""
+    table = Rules(lab).node_table(node)
+    if not table:
+        return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
+    return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{table}"

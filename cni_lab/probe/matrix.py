@@ -17,6 +17,8 @@ from cni_lab.ipam import Lab
 from cni_lab.kernel import neighbours, netns
 from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
+from cni_lab.probe import ports as port_probes
+from cni_lab.probe.ports import PortResult
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
 from cni_lab.probe.engine import OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
@@ -86,6 +88,18 @@ class CheckResult:
     faults: tuple[str, ...] = ()  # what injected faults saw (forward-drop's counters)
     family: int = 4  # the addresses these pairs were probed over
     ipv6: CheckResult | None = None  # a dual-stack lab's matrix over IPv6 (this one is IPv4's)
+    ports: tuple[PortResult, ...] = ()  # probe.ports: every pod pair on each port (NetworkPolicy labs)
+
+    def port_expected(self, r: PortResult) -> bool:
+        """Whether the policies let this port probe through (no policies: every probe must pass)."""
+        if not self.lab.policies:
+            return True
+        by_id = {w.id: w for w in self.lab.workloads}
+        return self.lab.evaluator.allowed(by_id[r.src.id], by_id[r.dst.id], r.protocol, r.port, r.src.family)
+
+    @cached_property
+    def port_failures(self) -> list[PortResult]:
+        return [r for r in self.ports if (r.verdict == "ok") != self.port_expected(r)]
 
     @property
     def by_family(self) -> tuple[CheckResult, ...]:
@@ -164,7 +178,7 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return (not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
-                and (self.ipv6 is None or self.ipv6.passed))
+                and (self.ipv6 is None or self.ipv6.passed) and not self.port_failures)
 
 
 def table_room(table: neighbours.Table = neighbours.ARP) -> Budget:
@@ -236,7 +250,11 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     in a dual-stack lab once per family (IPv4's result carries IPv6's)."""
     result = _run_family(lab, lab.families[0], settings, progress, mtu, notice)
     if lab.dual_stack:
-        return dataclasses.replace(result, ipv6=_run_family(lab, 6, settings, progress, mtu, notice))
+        result = dataclasses.replace(result, ipv6=_run_family(lab, 6, settings, progress, mtu, notice))
+    if lab.scenario.probe_ports:
+        pods = [ep for ep in pairing.endpoints(lab) if ep.kind == "pod"]
+        wanted = [(p.split("/")[0].upper(), int(p.split("/")[1])) for p in lab.scenario.probe_ports]
+        result = dataclasses.replace(result, ports=tuple(port_probes.run(pods, wanted)))
     return result
 
 

@@ -24,6 +24,8 @@ def pair_json(r: PairResult) -> dict[str, Any]:
         "dstIP": p.dst.address,
         "rule": p.rule,
         "family": p.src.family,
+        "protocol": "ICMP",  # the echo (with the UDP probe to 31999) decides the pair's verdict
+        "port": None,
         "verdict": r.verdict,
         "expected": sorted(p.expected),
         "met": r.met,
@@ -31,6 +33,18 @@ def pair_json(r: PairResult) -> dict[str, Any]:
         "observedSource": r.observed,
         "answeredBy": r.answered_by,
         "detail": r.detail,
+    }
+
+
+def port_json(result: CheckResult, r: Any) -> dict[str, Any]:
+    """A probe of a NetworkPolicy lab's port (probe.ports), in the shape of a pair."""
+    expected = result.port_expected(r)
+    return {
+        "src": r.src.id, "dst": r.dst.id, "srcIP": r.src.address, "dstIP": r.dst.address,
+        "rule": "pod-pod-same-node" if r.src.node == r.dst.node else "pod-pod-cross-node",
+        "family": r.src.family, "protocol": r.protocol, "port": r.port, "verdict": r.verdict,
+        "expected": ["ok"] if expected else ["timeout"], "met": (r.verdict == "ok") == expected,
+        "rttMs": None, "observedSource": r.observed, "answeredBy": None, "detail": "",
     }
 
 
@@ -74,7 +88,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
             for one in families for s in one.summaries()
         ],
         # every pair for labs up to PAIRS_IN_FULL; beyond, only those not as expected (see pairsOmitted)
-        "pairs": pairs,
+        "pairs": pairs + [port_json(result, r) for r in result.ports],
         "pairsOmitted": 0 if full else result.total - sum(len(one.failures) for one in families),
         "notes": list(result.notes) + [n for one in families[1:] for n in one.notes],
         "cniCheck": list(result.cni_problems),
@@ -129,6 +143,17 @@ def check_junit(result: CheckResult) -> str:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets")
             failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in lost)
+    by_port: dict[str, list[Any]] = {}
+    for probe in result.ports:
+        by_port.setdefault(f"{probe.protocol}/{probe.port}", []).append(probe)
+    for name, probes in by_port.items():  # NetworkPolicy labs: a case per probe port
+        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=f"NetworkPolicy {name}", time="0")
+        wrong = [p for p in probes if p in result.port_failures]
+        if wrong:
+            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
+            failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} probes not as the policies say")
+            failure.text = "\n".join(f"{p.src.id} → {p.dst.id}: {p.verdict}" for p in wrong)
     if result.lab.dataplane == "cni":  # the runtime's CNI CHECK of every pod counts in `passed` too
         suite.set("tests", str(int(suite.get("tests", "0")) + 1))
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="CNI CHECK", time="0")

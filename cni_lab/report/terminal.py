@@ -103,6 +103,7 @@ def check_view(result: CheckResult) -> RenderableType:
         if dual:
             parts.append(Text(f"── IPv{one.family} " + "─" * 40, style="bold"))
         parts += _family_view(one, dual)
+    parts += ports_view(result)
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
@@ -114,8 +115,48 @@ def check_view(result: CheckResult) -> RenderableType:
         summary += ", but full-size packets are lost (MTU)"
     if result.cni_problems:
         summary += ", but CNI CHECK failed"
+    if result.port_failures:
+        summary += f", but {len(result.port_failures)} port probes are not as the policies say"
     parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
+
+
+def ports_view(result: CheckResult) -> list[RenderableType]:
+    """Per probe port, the grid the e2e suite logs: `.` reached, `X` blocked, as the policies say;
+    where the network did otherwise, `!` (and the pair is listed)."""
+    if not result.ports:
+        return []
+    parts: list[RenderableType] = []
+    by_port: dict[tuple[str, int], list[object]] = {}
+    for r in result.ports:
+        by_port.setdefault((r.protocol, r.port), []).append(r)
+    for (protocol, port), probes in by_port.items():
+        # pods as the e2e suite names them (namespace/name), in its order
+        label = {p.id: p.qualified for p in result.lab.pods}
+        names = sorted({p.src.id for p in probes} | {p.dst.id for p in probes}, key=lambda i: label[i])  # type: ignore[attr-defined]
+        cells = {(p.src.id, p.dst.id): p for p in probes}  # type: ignore[attr-defined]
+        bad = [p for p in probes if p in result.port_failures]
+        mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
+        parts.append(Text.assemble((f"{protocol}/{port}", "bold"), f"  {len(probes) - len(bad)}/{len(probes)} probes as "
+                                   "the policies say (rows: from, columns: to; . reached, X blocked, ! not as they say)  ",
+                                   mark))
+        lines = ["-\t" + "\t".join(label[n] for n in names)]
+        for src in names:
+            row = []
+            for dst in names:
+                p = cells.get((src, dst))
+                if p is None:
+                    row.append(".")  # itself
+                    continue
+                reached = p.verdict == "ok"  # type: ignore[attr-defined]
+                row.append("!" if p in bad else "." if reached else "X")
+            lines.append(label[src] + "\t" + "\t".join(row))
+        parts.append(Text("\n".join(lines), no_wrap=True))
+        for p in bad[:20]:
+            expected = "allowed" if result.port_expected(p) else "denied"  # type: ignore[arg-type]
+            parts.append(Text(f"  {p.src.id} → {p.dst.id} {protocol}/{port}: the policies say {expected}, "  # type: ignore[attr-defined]
+                              f"the network said {p.verdict}", style="red"))  # type: ignore[attr-defined]
+    return parts
 
 
 def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:

@@ -236,3 +236,22 @@ def record_check(result: CheckResult, document: str) -> None:
 
 def last_check(name: str) -> dict[str, object] | None:
     return state.load_last_check(name)
+
+
+def set_policies(name: str | None, change: Callable[[Lab], tuple[model.PolicySource, ...]]) -> tuple[Lab, Lab]:
+    """Change a running lab's NetworkPolicies without rebuilding it: every node's table is made
+    anew from the changed set (each `nft -f` one transaction) and the record follows, so `check`
+    proves the new truth table. Returns the lab before and after."""
+    require_root("policy")
+    lab_name = pick(name)
+    with state.locked(lab_name):
+        before, st = running_lab(lab_name)
+        after = dataclasses.replace(before, scenario=dataclasses.replace(before.scenario, policies=change(before)))
+        after.policies  # noqa: B018 - checked as the API server would, before any node is touched
+        steps = plan.policy_steps(after)  # the same steps `up` ends with
+        with apply.Session(state.lab_dir(lab_name)) as session:
+            for step in steps:
+                apply.apply_step(session, step)
+        state.write(dataclasses.replace(st, lab=codec.encode(after)))
+    return before, after
+

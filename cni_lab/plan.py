@@ -90,11 +90,11 @@ def build(lab: Lab) -> Plan:
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
     if lab.policies:
-        steps += _policy_steps(lab)
+        steps += policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
 
 
-def _policy_steps(lab: Lab) -> list[Step]:
+def policy_steps(lab: Lab) -> list[Step]:
     """NetworkPolicy on every node (enforcement.py), after its pods exist. Pods on one bridge
     reach each other without routing: br_netfilter shows that traffic to the forward hook too."""
     if lab.dataplane == "ebpf":

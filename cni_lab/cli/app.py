@@ -34,6 +34,7 @@ COMMANDS = {
     "explain": "lesson", "trace": "lesson", "demo": "lesson", "fault": "lesson", "heal": "lesson",
     "graph": "pictures", "report": "pictures",
     "doctor": "machine", "completion": "machine",
+    "policy": "policies",
 }
 
 

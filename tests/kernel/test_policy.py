@@ -107,3 +107,85 @@ def test_ebpf_refuses_policies_before_building(make_lab: MakeLab) -> None:
         make_lab(scenario("ebpf", DENY_INGRESS_X))
     assert netns.listing() == before
     assert subprocess.run(["true"]).returncode == 0
+
+
+E2E_MODEL = {"dataplane": "host-gw", "namespaces": {n: {} for n in "xyz"},
+             "probe": {"ports": ["tcp/80", "tcp/81", "udp/80"]},
+             "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}} for n in "xyz"]}
+                       for i, p in enumerate("abc")]}
+SERVER_A = {"matchLabels": {"pod": "a"}}
+# (name in network_policy.go, policies, (from, to, protocol, port) pairs its expected reachability allows / denies)
+E2E_CASES = [
+    ("should support a 'default-deny-ingress' policy", [np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})],
+     [("y/a", "y/b", "TCP", 80)], [("y/a", "x/a", "TCP", 80), ("x/b", "x/c", "UDP", 80)]),
+    ("should support a 'default-deny-all' policy", [np("deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})],
+     [("y/a", "z/b", "TCP", 81)], [("x/a", "y/a", "TCP", 80), ("y/a", "x/a", "TCP", 80)]),
+    ("should enforce policy to allow traffic from pods within server namespace based on PodSelector",
+     [np("allow-b", {"podSelector": SERVER_A, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]})],
+     [("x/b", "x/a", "TCP", 80)], [("x/c", "x/a", "TCP", 80), ("y/b", "x/a", "TCP", 80)]),
+    ("should enforce policy based on PodSelector and NamespaceSelector",
+     [np("and", {"podSelector": SERVER_A, "ingress": [{"from": [
+         {"podSelector": {"matchLabels": {"pod": "b"}}, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}]})],
+     [("y/b", "x/a", "TCP", 80)], [("x/b", "x/a", "TCP", 80), ("y/c", "x/a", "TCP", 80)]),
+    ("should enforce policy based on Ports",
+     [np("ports", {"podSelector": SERVER_A, "ingress": [{"ports": [{"port": 81, "protocol": "TCP"}]}]})],
+     [("y/b", "x/a", "TCP", 81)], [("y/b", "x/a", "TCP", 80), ("x/b", "x/a", "UDP", 80)]),
+    ("should support denying of egress traffic on the client side (even if the server explicitly allows this traffic)",
+     [np("deny-egress-a", {"podSelector": SERVER_A, "policyTypes": ["Egress"]}),
+      np("allow-to-b", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{}]}, "y")],
+     [("x/b", "y/b", "TCP", 80)], [("x/a", "y/b", "TCP", 80)]),
+]
+
+
+@pytest.mark.parametrize(("case", "policies", "allowed", "denied"), E2E_CASES, ids=[c[0][:60] for c in E2E_CASES])
+def test_e2e_cases_on_the_suites_model(make_lab: MakeLab, case: str, policies: list[dict[str, Any]],
+                                       allowed: list[tuple[str, str, str, int]], denied: list[tuple[str, str, str, int]]) -> None:
+    lab = make_lab({**E2E_MODEL, "policies": policies})
+    result = matrix.run(lab)
+    assert not result.port_failures, [(r.src.id, r.dst.id, r.protocol, r.port, r.verdict) for r in result.port_failures]
+    assert result.passed
+    qualified = {p.id: p.qualified for p in lab.pods}
+    seen = {(qualified[r.src.id], qualified[r.dst.id], r.protocol, r.port): r.verdict for r in result.ports}
+    for probe in allowed:
+        assert seen[probe] == "ok", (case, probe)
+    for probe in denied:
+        assert seen[probe] == "timeout", (case, probe)
+
+
+def test_without_its_rules_the_network_disagrees_and_check_says_where(make_lab: MakeLab) -> None:
+    lab = make_lab({**E2E_MODEL, "policies": [np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})]})
+    for node in lab.nodes:  # the enforcement taken away behind the lab's back
+        run_in(ns_of(lab, node.name), "nft", "delete", "table", "inet", "cni-lab-policy")
+    result = matrix.run(lab)
+    assert not result.passed
+    wrong = {(r.src.id, r.dst.id) for r in result.port_failures}
+    assert ("node2/y/b", "node1/x/a") in wrong and ("node1/y/a", "node2/y/b") not in wrong
+
+
+def test_policies_change_on_a_running_lab_without_rebuilding_it(make_lab: MakeLab) -> None:
+    import sys
+
+    from cni_lab import state
+
+    lab = make_lab(E2E_MODEL)
+    cli = [sys.executable, "-m", "cni_lab"]
+    policy_file = state.lab_dir(lab.name).parent / f"{lab.name}-policy.yaml"
+    policy_file.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                           "metadata: {name: deny-ingress, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n")
+    try:
+        inode = netns.inode(ns_of(lab, "node1/x/a"))
+        assert subprocess.run([*cli, "policy", "apply", lab.name, str(policy_file)], capture_output=True).returncode == 0
+        result = matrix.run(lab_of(lab.name))
+        assert result.passed and any(r.verdict == "timeout" for r in result.ports)
+        assert subprocess.run([*cli, "policy", "delete", lab.name, "x/deny-ingress"], capture_output=True).returncode == 0
+        result = matrix.run(lab_of(lab.name))
+        assert result.passed and all(r.verdict == "ok" for r in result.ports)
+        assert netns.inode(ns_of(lab, "node1/x/a")) == inode  # the same pod: nothing was rebuilt
+    finally:
+        policy_file.unlink(missing_ok=True)
+
+
+def lab_of(name: str) -> Lab:
+    from cni_lab import lifecycle
+
+    return lifecycle.running_lab(name)[0]

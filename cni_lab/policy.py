@@ -356,6 +356,44 @@ class Evaluator:
                 and self._side(dst, "Ingress", src, src_ip, protocol, port))
 
 
+def _selector_words(s: Selector) -> str:
+    parts = [f"{k}={v}" for k, v in s.match_labels]
+    parts += [f"{r.key} {r.operator} ({', '.join(r.values)})" if r.values else f"{r.key} {r.operator}"
+              for r in s.match_expressions]
+    return ", ".join(parts) or "any"
+
+
+def describe(policy: Policy, direction: str) -> list[str]:
+    """A policy's rules of one direction in words: what they let in (or out)."""
+    rules = policy.ingress if direction == "Ingress" else policy.egress
+    way = "from" if direction == "Ingress" else "to"
+    if not rules:
+        return [f"{policy.qualified}: nothing ({direction.lower()} denied unless another policy allows it)"]
+    out = []
+    for rule in rules:
+        if not rule.peers:
+            who = "everyone"
+        else:
+            names = []
+            for peer in rule.peers:
+                if peer.ip_block is not None:
+                    text = f"addresses in {peer.ip_block.cidr}"
+                    if peer.ip_block.excepted:
+                        text += " except " + ", ".join(map(str, peer.ip_block.excepted))
+                    names.append(text)
+                    continue
+                pods = "all pods" if peer.pod_selector is None else f"pods with {_selector_words(peer.pod_selector)}"
+                where = (f"in namespaces with {_selector_words(peer.namespace_selector)}" if peer.namespace_selector is not None
+                         else f"in {policy.namespace}")
+                names.append(f"{pods} {where}")
+            who = " or ".join(names)
+        ports = "any port and protocol" if not rule.ports else ", ".join(
+            f"{p.protocol}" + ("" if p.port is None else f"/{p.port}" + (f"-{p.end_port}" if p.end_port else ""))
+            for p in rule.ports)
+        out.append(f"{policy.qualified}: {way} {who}, on {ports}")
+    return out
+
+
 def probes(ports: Iterable[str]) -> list[tuple[str, int | None]]:
     """What a policy lab is probed on: ICMP, then each `probe.ports` entry (tcp/80 → TCP, 80)."""
     out: list[tuple[str, int | None]] = [("ICMP", None)]

@@ -115,6 +115,11 @@ def nft_apply(ns: str, script: str) -> None:
     _nft(ns, ["-f", "-"], script)
 
 
+def nft_text(ns: str, *command: str) -> str:
+    """An nftables listing of a lab namespace, as `nft list` prints it."""
+    return _nft(ns, list(command))
+
+
 def nft_json(ns: str, *command: str) -> Any:
     """An nftables listing of a lab namespace, as nft's JSON."""
     import json

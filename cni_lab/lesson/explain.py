@@ -54,6 +54,48 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
 
 
 @dataclass
+class PodPolicies:
+    """What NetworkPolicy does to one pod: per direction the selecting policies' rules in words
+    (None: not isolated, everything allowed), and the node's chain for it as nft lists it."""
+
+    pod: str
+    ingress: list[str] | None
+    egress: list[str] | None
+    rules: str = ""
+
+
+def pod_policies(lab: Lab, node: str) -> list[PodPolicies]:
+    from cni_lab import enforcement, policy
+    from cni_lab.kernel import edit
+
+    if not lab.policies:
+        return []
+    ns = names.node_netns(lab.name, node)
+    try:
+        listing = edit.nft_text(ns, "list", "table", "inet", enforcement.TABLE)
+    except OSError:
+        listing = ""
+    out = []
+    for w in lab.workloads:
+        if not w.id.startswith(f"{node}/"):
+            continue
+        words: dict[str, list[str] | None] = {}
+        for direction in ("Ingress", "Egress"):
+            selecting = lab.evaluator.selecting(w, direction)
+            words[direction] = [line for p in selecting for line in policy.describe(p, direction)] if selecting else None
+        chains = [f"chain {prefix}-{w.qualified.replace('/', '-')} " for prefix in ("to-wl", "from-wl")]
+        rules = "\n".join(_chain_text(listing, c) for c in chains if c in listing)
+        out.append(PodPolicies(w.id, words["Ingress"], words["Egress"], rules))
+    return out
+
+
+def _chain_text(listing: str, head: str) -> str:
+    start = listing.index(head)
+    end = listing.index("}", start)
+    return "\n".join(line.strip() for line in listing[start:end + 1].splitlines())
+
+
+@dataclass
 class NodeFacts:
     name: str
     netns: str
@@ -63,6 +105,7 @@ class NodeFacts:
     bgp: list[daemons.Session] | None = None  # `birdc show protocols`, where the node runs BIRD
     bgp_error: str = ""
     bpf: BpfFacts | None = None  # the eBPF datapath, in `ebpf` labs
+    policies: list[PodPolicies] | None = None  # NetworkPolicy per pod, in labs that have policies
 
 
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
@@ -90,6 +133,8 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
                 facts.bgp, facts.bgp_error = [], f"BIRD does not answer: {e}"
         if lab.dataplane == "ebpf":
             facts.bpf = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
+        if lab.policies:
+            facts.policies = pod_policies(lab, n.name)
         out.append(facts)
     if node is not None and not out:
         lab.node(node)  # raises the "no such node" error
@@ -235,6 +280,8 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                            "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
             },
             "bpf": None if nf.bpf is None else _bpf_json(nf),
+            "policies": None if nf.policies is None else [
+                {"pod": pp.pod, "ingress": pp.ingress, "egress": pp.egress, "nft": pp.rules} for pp in nf.policies],
             "bridge": None if bridge is None else {
                 "name": bridge.name,
                 "address": addr_of(nf.view, bridge.name),

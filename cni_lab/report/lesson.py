@@ -68,6 +68,19 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
             story = tree.add(Text("the datapath, in words", style="bold"))
             for line in datapath_story(lab, nf):
                 story.add(Text(line, style="cyan"))
+        if nf.policies is not None:
+            pol = tree.add(Text("NetworkPolicy (enforced here, on the node's side of each pod)", style="bold"))
+            for pp in nf.policies:
+                branch = pol.add(Text(f"pod {pp.pod}", style="bold"))
+                for direction, lines in (("ingress", pp.ingress), ("egress", pp.egress)):
+                    if lines is None:
+                        branch.add(Text(f"{direction}: no policy selects it, everything allowed", style="dim"))
+                    else:
+                        d = branch.add(f"{direction}: isolated; allowed only")
+                        for line in lines:
+                            d.add(Text(line, style="cyan"))
+                if pp.rules:
+                    branch.add(Text(pp.rules, style="dim"))
         if nf.bgp is not None:
             bgp = tree.add(Text("BGP peers (as calicoctl node status shows them; sessions from birdc)", style="bold"))
             if nf.bgp_error:

@@ -189,3 +189,17 @@ def lab_of(name: str) -> Lab:
     from cni_lab import lifecycle
 
     return lifecycle.running_lab(name)[0]
+
+
+def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: MakeLab) -> None:
+    from cni_lab.lesson import explain
+
+    lab = make_lab(scenario("host-gw", DENY_INGRESS_X, ALLOW_B_TO_A))
+    facts = explain.read(lab, "node1")[0]
+    assert facts.policies is not None
+    a = next(p for p in facts.policies if p.pod == "node1/x/a")
+    assert a.egress is None and a.ingress is not None
+    assert "x/allow-b-to-a: from pods with pod=b in x, on any port and protocol" in a.ingress
+    assert "chain to-wl-x-a {" in a.rules and "jump pi-x-allow-b-to-a" in a.rules
+    doc = explain.to_json(lab, [facts])
+    assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"

@@ -203,3 +203,15 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     assert "chain to-wl-x-a {" in a.rules and "jump pi-x-allow-b-to-a" in a.rules
     doc = explain.to_json(lab, [facts])
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
+
+
+def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab) -> None:
+    dual = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+    lab = make_lab(scenario("host-gw", DENY_INGRESS_X, ALLOW_B_TO_A, networking=dual))
+    result = matrix.run(lab)
+    assert result.passed and result.ipv6 is not None
+    seen6 = verdicts(result.ipv6)
+    assert seen6[("node1/x/b", "node1/x/a")] == "ok"
+    assert seen6[("node2/x/c", "node1/x/a")] in ("timeout", "unreachable")
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
+    assert "ip6 daddr fd00:10:244::2 jump to-wl-x-a" in ruleset

@@ -205,7 +205,8 @@ def status(name: str | None) -> state.Status:
 
 
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
-          neighbour_cap: int | None = None, notice: Callable[[str], None] | None = None) -> CheckResult:
+          neighbour_cap: int | None = None, notice: Callable[[str], None] | None = None,
+          ports: tuple[str, ...] | None = None) -> CheckResult:
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
     `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py)."""
     require_root("check")
@@ -216,6 +217,11 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         folder = state.lab_dir(lab_name)
         if neighbour_cap is not None:
             neighbours.raise_cap(folder, neighbour_cap, _other_labs(lab_name))
+        if ports is not None:  # `check --port` instead of the scenario's probe.ports
+            checker = model._Checker("--port")
+            lab = dataclasses.replace(lab, scenario=dataclasses.replace(
+                lab.scenario, probe_ports=checker.probe({"ports": list(ports)})))
+            checker.raise_if_any()
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod

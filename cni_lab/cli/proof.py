@@ -19,10 +19,11 @@ def _notice(text: str) -> None:
         err.print(Text(f"note: {text}", style="yellow"), soft_wrap=True)
 
 
-def _check(lab: str | None, mtu: bool, neighbour_cap: int | None) -> tuple[CheckResult, str]:
+def _check(lab: str | None, mtu: bool, neighbour_cap: int | None,
+           ports: tuple[str, ...] | None = None) -> tuple[CheckResult, str]:
     """Probe the lab, and keep the result's JSON for `report` (made once: --json prints the same text)."""
     with _progress("probing pairs") as progress:
-        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice)
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice, ports=ports)
     document = machine.dumps(machine.check_json(result))
     lifecycle.record_check(result, document)
     return result, document
@@ -48,7 +49,10 @@ def _report_check(result: CheckResult, document: str, as_json: bool, junit: str 
 @click.option("--neighbour-cap", type=click.IntRange(1024, 1 << 20), metavar="N",
               help="Raise the host's shared ARP table limit (gc_thresh3) to N while this lab is up; `down` "
                    "puts it back. Not needed: without it, check probes big labs in batches that fit the table.")
-def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None) -> None:
+@click.option("--port", "ports", multiple=True, metavar="PROTO/PORT",
+              help="Probe every pod pair on this port (tcp/80, udp/81; repeat it) instead of the scenario's probe.ports.")
+def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None,
+          ports: tuple[str, ...]) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 
     Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
@@ -58,7 +62,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
     \b
     Example: sudo cni-lab check --junit check.xml
     """
-    result, document = _check(lab, mtu, neighbour_cap)
+    result, document = _check(lab, mtu, neighbour_cap, ports or None)
     _report_check(result, document, as_json, junit)
     sys.exit(0 if result.passed else 1)
 

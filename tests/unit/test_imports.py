@@ -56,3 +56,13 @@ def test_the_import_map_has_no_circle() -> None:
 
 def test_the_circle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_test_files_have_names_of_their_own() -> None:
+    """pytest imports test modules by their base name (no packages here): two files of one name
+    in tests/unit and tests/kernel break the collection of the whole suite."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert not [n for n, count in names.items() if count > 1]

@@ -25,8 +25,12 @@ td.miss{outline:2px solid #202124}
 
 
 def _matrix(check: dict[str, Any]) -> str:
-    endpoints = [e["id"] for e in check["endpoints"]]
-    cells = {(p["src"], p["dst"]): p for p in check["pairs"]}
+    first = (check.get("families") or [4])[0]
+    endpoints = [e["id"] for e in check["endpoints"] if e.get("family", first) == first]
+    # the first family's pair verdicts (a dual-stack lab's IPv6 pairs and a policy lab's port
+    # probes are pairs of the same endpoints: they have sections of their own)
+    cells = {(p["src"], p["dst"]): p for p in check["pairs"]
+             if p.get("protocol", "ICMP") == "ICMP" and p.get("family", first) == first}
     rows = ['<table class="matrix" id="matrix"><tr><th>from \\ to</th>'
             + "".join(f'<th title="{escape(e)}">{i + 1}</th>' for i, e in enumerate(endpoints)) + "</tr>"]
     for i, src in enumerate(endpoints):
@@ -45,6 +49,31 @@ def _matrix(check: dict[str, Any]) -> str:
     rows.append("</table>")
     legend = "".join(f'<span style="background:{c}"></span>{v}' for v, c in VERDICT_COLORS.items())
     return "\n".join(rows) + f'<p class="legend">{legend} · outlined: not as expected</p>'
+
+
+def _port_grids(check: dict[str, Any]) -> list[str]:
+    """A NetworkPolicy lab's probes per port, as the e2e suite logs its truth tables: rows from,
+    columns to, `.` reached, `X` blocked, `!` where the network did not do what the policies say."""
+    by_port: dict[str, list[dict[str, Any]]] = {}
+    for p in check["pairs"]:
+        if p.get("protocol", "ICMP") != "ICMP":
+            by_port.setdefault(f"{p['protocol']}/{p['port']}", []).append(p)
+    parts = []
+    for name, probes in by_port.items():
+        pods = sorted({p["src"] for p in probes} | {p["dst"] for p in probes})
+        cells = {(p["src"], p["dst"]): p for p in probes}
+        lines = ["-\t" + "\t".join(pods)]
+        for src in pods:
+            row = []
+            for dst in pods:
+                p = cells.get((src, dst))
+                row.append("." if p is None else "!" if not p["met"] else "." if p["verdict"] == "ok" else "X")
+            lines.append(src + "\t" + "\t".join(row))
+        wrong = sum(not p["met"] for p in probes)
+        mark = '<span class="pass">✓</span>' if not wrong else '<span class="fail">✗</span>'
+        parts.append(f"<h3>NetworkPolicy {escape(name)}: {len(probes) - wrong}/{len(probes)} as the policies say {mark}</h3>")
+        parts.append(f'<pre class="truth" id="truth-{escape(name.replace("/", "-"))}">{escape(chr(10).join(lines))}</pre>')
+    return parts
 
 
 def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: dict[str, Any]) -> str:
@@ -69,6 +98,7 @@ def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: 
             parts += ["<h2>Matrix</h2>", _matrix(check)]
         else:
             parts.append(f"<p>{len(check['endpoints'])} endpoints: too many for a grid; the pairs not as expected follow.</p>")
+        parts += _port_grids(check)
         bad = [p for p in check["pairs"] if not p["met"]]
         if bad:
             parts.append("<h2>Pairs not as expected</h2><table class=\"rules\"><tr><th>from</th><th>to</th>"

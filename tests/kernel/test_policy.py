@@ -215,3 +215,17 @@ def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab) -> None:
     assert seen6[("node2/x/c", "node1/x/a")] in ("timeout", "unreachable")
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
     assert "ip6 daddr fd00:10:244::2 jump to-wl-x-a" in ruleset
+
+
+def test_the_report_shows_the_grid_per_port(make_lab: MakeLab, tmp_path: Any) -> None:
+    import sys
+
+    lab = make_lab({**E2E_MODEL, "policies": [DENY_INGRESS_X]})
+    cli = [sys.executable, "-m", "cni_lab"]
+    assert subprocess.run([*cli, "check", lab.name], capture_output=True).returncode == 0
+    out = tmp_path / "report.html"
+    assert subprocess.run([*cli, "report", lab.name, "-o", str(out)], capture_output=True).returncode == 0
+    page = out.read_text()
+    assert 'id="truth-TCP-80"' in page and 'id="truth-UDP-80"' in page and "as the policies say" in page
+    row = next(line for line in page.splitlines() if line.startswith("node2/y/b\t"))
+    assert row.split("\t")[1] == "X"  # y/b → x/a: blocked, as deny-ingress says

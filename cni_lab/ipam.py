@@ -236,7 +236,7 @@ def has_router(scenario: Scenario) -> bool:
     the segments; it plays the fabric for `fabric`; and `bgp` needs it because Calico's proxy ARP
     only answers for 169.254.1.1 when the node has a route to it, normally the default route
     (projectcalico/calico#3270)."""
-    return len(scenario.segments) > 1 or scenario.dataplane in ("fabric", "bgp")
+    return len(scenario.segments) > 1 or scenario.dataplane in ("fabric", "bgp") or scenario.outside_ip is not None
 
 
 def resolve(scenario: Scenario) -> Lab:

@@ -39,7 +39,9 @@ LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 POD_KEYS = ("name", "namespace", "labels")
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs: hashable, frozen
-RESERVED_NODE_NAMES = ("underlay", "router")
+RESERVED_NODE_NAMES = ("underlay", "router", "outside")
+OUTSIDE_NETWORK = IPv4Network("198.51.100.0/24")  # TEST-NET-2 (RFC 5737): documentation's "internet"
+DEFAULT_OUTSIDE_IP = IPv4Address("198.51.100.10")
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port gives "Exchange full"
 
 DEFAULT_CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
@@ -50,7 +52,7 @@ DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay
 DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf",
-            "namespaces", "probe", "policies")
+            "namespaces", "probe", "policies", "outside")
 PROBE_KEYS = ("ports",)
 PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
 EBPF_KEYS = ("routing",)
@@ -59,7 +61,7 @@ CNI_KEYS = ("routing", "cniPath", "conflist")
 CNI_ROUTING = ("host-gw", "vxlan", "none")
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "nodeCIDRMaskSizeIPv6", "underlay", "underlayMTU", "podMTU",
-                   "blockSize", "asNumber")
+                   "blockSize", "asNumber", "masquerade")
 DEFAULT_NODE_MASK6 = 64  # kube-controller-manager's --node-cidr-mask-size-ipv6
 DEFAULT_BLOCK_SIZE6 = 122  # Calico's IPv6 IPAM block
 MAX_NODE_MASK_DIFF = 16  # kube-controller-manager: node CIDR mask - cluster CIDR mask <= 16
@@ -176,6 +178,8 @@ class Scenario:
     namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
     probe_ports: tuple[str, ...] = ()  # `probe.ports`: tcp/80, udp/81 ... what check probes besides ICMP
     policies: tuple[PolicySource, ...] = ()
+    outside_ip: IPv4Address | None = None  # `outside:`: a host behind the router, standing for the internet
+    masquerade: bool = False  # traffic leaving the cluster is masqueraded (default: when there is an outside)
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
     expect: tuple[Expectation, ...] = ()
@@ -243,6 +247,11 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     nodes = c.nodes(document.get("nodes"))
     c.unique_pods(nodes)
     probe_ports = c.probe(document.get("probe"))
+    outside_ip = c.outside(document.get("outside"), "outside" in document)
+    masquerade = networking.get("masquerade", outside_ip is not None)
+    if not isinstance(masquerade, bool):
+        c.problem("networking.masquerade", f"{masquerade!r} is not true or false")
+        masquerade = False
     policies = c.policies(document.get("policies"), source)
     allow_overlap = document.get("allowOverlap", False)
     if not isinstance(allow_overlap, bool):
@@ -273,6 +282,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         cluster_cidr6=cluster6,
         namespaces=namespaces,
         probe_ports=probe_ports,
+        outside_ip=outside_ip,
+        masquerade=masquerade,
         policies=policies,
         node_cidr_mask_size6=mask6,
         allow_overlap=allow_overlap,
@@ -639,6 +650,27 @@ class _Checker:
                          f"{', '.join(sorted(self.known_namespaces))})")
             return None
         return PodSpec(name, namespace, self.labels(value.get("labels"), f"{key}.labels"))
+
+    def outside(self, value: Any, present: bool) -> IPv4Address | None:
+        """`outside: {ip: 198.51.100.10}` (that address the default, so `outside: {}` is enough)."""
+        if not present:
+            return None
+        raw = value or {}
+        if not isinstance(raw, dict):
+            self.problem("outside", "must be a mapping with keys ip")
+            return None
+        self.unknown_keys(raw, ("ip",), "outside.")
+        try:
+            ip = IPv4Address(str(raw.get("ip", DEFAULT_OUTSIDE_IP)))
+        except ValueError:
+            self.problem("outside.ip", f"{raw.get('ip')!r} is not an IPv4 address")
+            return None
+        if ip not in OUTSIDE_NETWORK or ip in (OUTSIDE_NETWORK.network_address, OUTSIDE_NETWORK.network_address + 1,
+                                              OUTSIDE_NETWORK.broadcast_address):
+            self.problem("outside.ip", f"{ip} is not a host of {OUTSIDE_NETWORK} other than the router's .1 "
+                         "(the lab's internet stays inside lab namespaces)")
+            return None
+        return ip
 
     def probe(self, value: Any) -> tuple[str, ...]:
         """`probe: {ports: [tcp/80, udp/81]}`."""

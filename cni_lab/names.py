@@ -24,6 +24,14 @@ def router_netns(lab: str) -> str:
     return f"{PREFIX}{lab}.router"
 
 
+def outside_netns(lab: str) -> str:
+    """The host standing for the internet, behind the router."""
+    return f"{PREFIX}{lab}.outside"
+
+
+OUTSIDE_LINK = "outside"  # the router's leg towards the outside host
+
+
 def node_netns(lab: str, node: str) -> str:
     return f"{PREFIX}{lab}.{node}"
 

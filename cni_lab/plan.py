@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
 
-from cni_lab import dataplanes, enforcement, names
+from cni_lab import dataplanes, enforcement, masquerade, names
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
+from cni_lab.model import OUTSIDE_NETWORK
 from cni_lab.steps import (
     DEFAULT_ROUTE6,
     AddAddress,
@@ -89,6 +90,9 @@ def build(lab: Lab) -> Plan:
             steps += _netns(lab, pod_ns)
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
+    if lab.scenario.outside_ip is not None and lab.scenario.masquerade:
+        for node in lab.nodes:
+            steps.append(LoadNftables(names.node_netns(lab.name, node.name), *masquerade.rules(lab, node)))
     if lab.policies:
         steps += policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
@@ -135,6 +139,17 @@ def _router(lab: Lab) -> list[Step]:
     ]
     if lab.has_ipv6:
         steps.append(SetSysctl(ns, "net/ipv6/conf/all/forwarding", "1"))
+    if lab.scenario.outside_ip is not None:  # the internet, behind the router
+        outside_ns = names.outside_netns(lab.name)
+        net = OUTSIDE_NETWORK
+        steps += [
+            *_netns(lab, outside_ns),
+            AddVeth(ns, names.OUTSIDE_LINK, outside_ns, "eth0", lab.scenario.underlay_mtu, up=True),
+            AddAddress(ns, names.OUTSIDE_LINK, ip_interface(f"{net.network_address + 1}/{net.prefixlen}")),
+            AddAddress(outside_ns, "eth0", ip_interface(f"{lab.scenario.outside_ip}/{net.prefixlen}")),
+            LinkUp(outside_ns, "eth0"),
+            AddRoute(outside_ns, default_route(4), "eth0", via=net.network_address + 1),
+        ]
     for segment in lab.segments:
         port = names.router_port(segment.name)
         address = ip_interface(f"{segment.cidr.network_address + 1}/{segment.cidr.prefixlen}")

@@ -30,14 +30,15 @@ from cni_lab.steps import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, 
 
 def subnet_env(lab: Lab, node: Node) -> str:
     """What flannel writes to /run/flannel/subnet.env for the CNI plugin to read. The lab
-    installs no masquerade rules, so FLANNEL_IPMASQ is false. An IPv6-only node has only the
+    masquerades (FLANNEL_IPMASQ=true) where the lab has an outside host. An IPv6-only node has only the
     IPV6 lines, as flannel writes them with EnableIPv4 off."""
     v4 = "" if lab.ipv6_only else (f"FLANNEL_NETWORK={lab.scenario.cluster_cidr}\n"
                                    f"FLANNEL_SUBNET={node.gateway}/{node.pod_cidr.prefixlen}\n")
     cluster6, cidr6, gateway6 = ((lab.scenario.cluster_cidr, node.pod_cidr, node.gateway) if lab.ipv6_only
                                  else (lab.scenario.cluster_cidr6, node.pod_cidr6, node.gateway6))
     v6 = "" if cidr6 is None else f"FLANNEL_IPV6_NETWORK={cluster6}\nFLANNEL_IPV6_SUBNET={gateway6}/{cidr6.prefixlen}\n"
-    return f"{v4}FLANNEL_MTU={lab.overlay_mtu}\nFLANNEL_IPMASQ=false\n{v6}"
+    masq = "true" if lab.scenario.outside_ip is not None and lab.scenario.masquerade else "false"
+    return f"{v4}FLANNEL_MTU={lab.overlay_mtu}\nFLANNEL_IPMASQ={masq}\n{v6}"
 
 
 def _family(lab: Lab, node: Node, version: int) -> tuple[IPv4Network | IPv6Network, IPv4Address | IPv6Address] | None:

@@ -53,3 +53,22 @@ def test_the_same_pod_name_in_two_namespaces_on_one_node_is_fine_and_plain_names
     assert {p.name for p in lab().nodes[0].pods} == {"web", "x.a", "y.a"}
     plain = ipam.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}]}, "s.yaml"))
     assert [p.id for p in plain.pods] == ["n1/pod-1", "n1/pod-2", "n2/pod-1", "n2/pod-2"]  # per node, as before
+
+
+@pytest.mark.parametrize(("outside", "message"), [
+    ({"ip": "10.0.0.1"}, "s.yaml: outside.ip: 10.0.0.1 is not a host of 198.51.100.0/24"),
+    ({"ip": "198.51.100.1"}, "s.yaml: outside.ip: 198.51.100.1 is not a host of 198.51.100.0/24 other than the router's"),
+    ({"address": "x"}, "s.yaml: outside.address: unknown key"),
+])
+def test_bad_outside_hosts_are_one_line(outside: Any, message: str) -> None:
+    with pytest.raises(LabError) as e:
+        model.load_document({"name": "o", "outside": outside, "nodes": [{"name": "n1"}]}, "s.yaml")
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+def test_an_outside_host_brings_a_router_and_masquerade_by_default() -> None:
+    plain = model.load_document({"name": "o", "outside": {}, "nodes": [{"name": "n1"}]}, "s.yaml")
+    assert str(plain.outside_ip) == "198.51.100.10" and plain.masquerade
+    off = model.load_document({"name": "o", "outside": None, "networking": {"masquerade": False}, "nodes": [{"name": "n1"}]}, "s.yaml")
+    assert not off.masquerade and off.outside_ip is not None
+    assert ipam.has_router(plain)

@@ -1,0 +1,86 @@
+"""The edge of the cluster: an outside host behind the router, reached by every pod through the
+node's masquerade (flannel's or Calico's rules), never leaking NAT into pod and node pairs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from typing import Any, Callable
+
+import pytest
+from helpers import ns_of, pings, run_in
+
+from cni_lab import names
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import netns
+from cni_lab.probe import matrix
+
+MakeLab = Callable[..., Lab]
+OUTSIDE = "198.51.100.10"
+
+
+def lab_doc(dataplane: str, **networking: Any) -> dict[str, Any]:
+    return {"dataplane": dataplane, "outside": {}, "networking": networking,
+            "nodes": [{"name": "node1", "pods": ["web", "db"]}, {"name": "node2", "pods": ["api"]}]}
+
+
+def seen_at_outside(lab: Lab, src: str) -> str:
+    """The source address the outside host sees for a ping from `src`."""
+    capture = subprocess.Popen(["ip", "netns", "exec", names.outside_netns(lab.name), "tcpdump", "-l", "-n", "-c", "1",
+                                "--immediate-mode", "-i", "eth0", "icmp[icmptype] == icmp-echo"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.8)
+        run_in(ns_of(lab, src), "ping", "-c2", "-W1", OUTSIDE)
+        out, _ = capture.communicate(timeout=10)
+    finally:
+        if capture.poll() is None:
+            capture.send_signal(signal.SIGINT)
+            capture.wait(timeout=5)
+    return out.split(" IP ")[1].split(" > ")[0] if " IP " in out else ""
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bridge", "fabric", "bgp"])
+def test_every_pod_reaches_the_outside_masqueraded(make_lab: MakeLab, dataplane: str) -> None:
+    lab = make_lab(lab_doc(dataplane))
+    for pod in lab.pods:
+        assert pings(ns_of(lab, pod.id), OUTSIDE), pod.id
+    assert seen_at_outside(lab, "node2/api") == "192.168.1.3"  # node2's address, not the pod's
+    result = matrix.run(lab)
+    if dataplane != "bridge":  # no NAT leaks into pod and node pairs
+        assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.verdict, r.detail) for r in result.failures]
+    table = "calico" if dataplane == "bgp" else "flannel-ipv4"
+    rules = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", table, check=True).stdout
+    assert "masquerade fully-random" in rules
+
+
+def test_without_masquerade_the_outside_cannot_answer_pod_addresses(make_lab: MakeLab) -> None:
+    lab = make_lab(lab_doc("host-gw", masquerade=False))
+    assert not pings(ns_of(lab, "node1/web"), OUTSIDE)  # the outside host has no route to 10.244.0.0/16
+    assert pings(ns_of(lab, "node1"), OUTSIDE)  # the node itself is fine
+    assert "flannel-ipv4" not in run_in(ns_of(lab, "node1"), "nft", "list", "tables").stdout
+
+
+def test_flannels_rules_and_subnet_env(make_lab: MakeLab) -> None:
+    from cni_lab import state
+
+    lab = make_lab(lab_doc("vxlan"))
+    post = run_in(ns_of(lab, "node1"), "nft", "list", "chain", "ip", "flannel-ipv4", "postrtg", check=True).stdout
+    for line in ["meta mark 0x00004000 return", "ip saddr 10.244.0.0/24 ip daddr 10.244.0.0/16 return",
+                 "ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/24 return",
+                 "ip saddr != 10.244.0.0/24 ip daddr 10.244.0.0/16 return",
+                 "ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+                 "ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random"]:
+        assert line in post, post
+    env = (state.lab_dir(lab.name) / "flannel" / "node1" / "subnet.env").read_text()
+    assert "FLANNEL_IPMASQ=true" in env
+
+
+def test_data_planes_without_masquerade_yet_refuse_an_outside_before_building(make_lab: MakeLab) -> None:
+    before = netns.listing()
+    for dataplane in ("ebpf", "cni"):
+        with pytest.raises(LabError, match=f"dataplane {dataplane} does not masquerade yet"):
+            make_lab(lab_doc(dataplane))
+    assert netns.listing() == before

@@ -22,7 +22,8 @@ Net = TypeVar("Net", IPv4Network, IPv6Network)
 
 DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf")
 VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
-RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node")
+RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node",
+         "pod-outside", "node-outside", "outside-node", "outside-pod")
 
 # Names become parts of namespace and interface names. A node's underlay port is called
 # "<node>-eth0" inside the underlay namespace and must fit IFNAMSIZ (15 characters).

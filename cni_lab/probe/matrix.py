@@ -21,7 +21,7 @@ from cni_lab.probe import ports as port_probes
 from cni_lab.probe.ports import PortResult
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
-from cni_lab.probe.engine import OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
+from cni_lab.probe.engine import NAT, OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
 from cni_lab.probe.pairs import AllPairs, Endpoint, Pair
 from cni_lab.probe.workers import Picked, Workers
 
@@ -97,6 +97,17 @@ class CheckResult:
         by_id = {w.id: w for w in self.lab.workloads}
         return self.lab.evaluator.allowed(by_id[r.src.id], by_id[r.dst.id], r.protocol, r.port, r.src.family)
 
+    @property
+    def masquerade(self) -> list[str]:
+        """Where pods' traffic to the outside host was masqueraded, in the lesson's words."""
+        seen: dict[str, set[str]] = {}
+        for r in self.results if any(e.kind == "outside" for e in self.endpoints) else []:
+            if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
+                seen.setdefault(r.pair.src.node, set()).add(r.observed)
+        how = "as Calico's natOutgoing does" if self.lab.dataplane == "bgp" else "as flannel --ip-masq does"
+        return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
+                for node, ips in sorted(seen.items())]
+
     @cached_property
     def port_failures(self) -> list[PortResult]:
         return [r for r in self.ports if (r.verdict == "ok") != self.port_expected(r)]
@@ -143,7 +154,11 @@ class CheckResult:
                 yield i, rule, code == OK, True
                 continue
             want = expected(eps[s], eps[d], rule)
-            yield i, rule, verdict_of(code) in want, "ok" in want
+            met = verdict_of(code) in want
+            if met and code == NAT and rule == "pod-outside":  # masqueraded: to its own node's address
+                extra = self.outcomes.extra.get(i)
+                met = extra is not None and extra.observed == str(self.lab.node(eps[s].node).ip)
+            yield i, rule, met, "ok" in want
 
     @cached_property
     def _expected(self) -> pairing.Expected:

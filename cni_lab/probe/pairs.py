@@ -19,6 +19,10 @@ RULE_TITLES = {
     "node-pod": "node → pod",
     "pod-node": "pod → node",
     "node-node": "node → node (underlay)",
+    "pod-outside": "pod → outside (leaves the cluster: masqueraded)",
+    "node-outside": "node → outside",
+    "outside-node": "outside → node",
+    "outside-pod": "outside → pod",
 }
 
 
@@ -80,10 +84,14 @@ def endpoints(lab: Lab, family: int = 4) -> list[Endpoint]:
             pip = pod.ip if family == 4 else pod.ip6
             if pip is not None:
                 out.append(Endpoint(pod.id, "pod", node.name, pip, names.pod_netns(lab.name, node.name, pod.name)))
+    if lab.scenario.outside_ip is not None and family == 4:  # the internet host, last
+        out.append(Endpoint("outside", "outside", "outside", lab.scenario.outside_ip, names.outside_netns(lab.name)))
     return out
 
 
 def rule_of(src: Endpoint, dst: Endpoint) -> str:
+    if src.kind == "outside" or dst.kind == "outside":
+        return f"{src.kind}-{dst.kind}"
     if src.kind == "pod" and dst.kind == "pod":
         return "pod-pod-same-node" if src.node == dst.node else "pod-pod-cross-node"
     if src.kind == "node" and dst.kind == "node":
@@ -125,12 +133,25 @@ class Expected:
     @property
     def trivial(self) -> bool:
         """Every pair must simply be ok."""
-        return not self.expectations and self.evaluator is None
+        return not self.expectations and self.evaluator is None and self.lab.scenario.outside_ip is None
+
+    def _outside(self, rule: str) -> frozenset[str]:
+        """The edge of the cluster: a pod's packets leave masqueraded (the outside host sees the
+        node's address: `nat`), or without masquerade are not answered (it has no route back);
+        nothing outside reaches a pod unless the network routes pod CIDRs (a fabric)."""
+        masq = self.lab.scenario.masquerade
+        if rule == "pod-outside":
+            return frozenset({"nat"}) if masq else BLOCKED
+        if rule == "outside-pod":
+            return frozenset({"ok"}) if self.lab.dataplane == "fabric" else BLOCKED  # the fabric routes pod CIDRs
+        return frozenset({"ok"})
 
     def __call__(self, src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:
         for e in self.expectations:
             if (e.rule is None or e.rule == rule) and fnmatch.fnmatchcase(src.id, e.src) and fnmatch.fnmatchcase(dst.id, e.dst):
                 return e.verdicts
+        if "outside" in (src.kind, dst.kind):
+            return self._outside(rule)
         if self.evaluator is not None:
             s, d = self._workload(src), self._workload(dst)
             ok = (self.evaluator.allowed(s, d, "ICMP", None, src.family)  # type: ignore[arg-type]

@@ -179,6 +179,9 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         "podMTU": lab.pod_mtu,
         "clusterCIDR": str(lab.scenario.cluster_cidr),
         "namespaces": {ns.name: dict(ns.labels) for ns in lab.scenario.namespaces},
+        "outside": None if lab.scenario.outside_ip is None else {
+            "name": "outside", "netns": names.outside_netns(lab.name), "ip": str(lab.scenario.outside_ip),
+            "masquerade": lab.scenario.masquerade},
         # every family, the first first (as kubeadm's networking.podSubnet lists them)
         "clusterCIDRs": [str(c) for c in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6) if c is not None],
         "underlays": {seg.name: [str(c) for c in (seg.cidr, seg.cidr6) if c is not None] for seg in lab.segments},

@@ -104,6 +104,7 @@ def check_view(result: CheckResult) -> RenderableType:
             parts.append(Text(f"── IPv{one.family} " + "─" * 40, style="bold"))
         parts += _family_view(one, dual)
     parts += ports_view(result)
+    parts += [Text(line, style="cyan") for line in result.masquerade]
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")

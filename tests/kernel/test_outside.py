@@ -49,8 +49,12 @@ def test_every_pod_reaches_the_outside_masqueraded(make_lab: MakeLab, dataplane:
         assert pings(ns_of(lab, pod.id), OUTSIDE), pod.id
     assert seen_at_outside(lab, "node2/api") == "192.168.1.3"  # node2's address, not the pod's
     result = matrix.run(lab)
-    if dataplane != "bridge":  # no NAT leaks into pod and node pairs
+    if dataplane != "bridge":  # no NAT leaks into pod and node pairs; pod → outside is nat at its node
         assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.verdict, r.detail) for r in result.failures]
+        outside = [r for r in result.results if r.pair.rule == "pod-outside"]
+        assert len(outside) == 3 and all(r.verdict == "nat" for r in outside)
+        assert {r.observed for r in outside if r.pair.src.node == "node1"} == {"192.168.1.2"}
+        assert any("masqueraded at node1" in line for line in result.masquerade)
     table = "calico" if dataplane == "bgp" else "flannel-ipv4"
     rules = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", table, check=True).stdout
     assert "masquerade fully-random" in rules
@@ -59,6 +63,10 @@ def test_every_pod_reaches_the_outside_masqueraded(make_lab: MakeLab, dataplane:
 def test_without_masquerade_the_outside_cannot_answer_pod_addresses(make_lab: MakeLab) -> None:
     lab = make_lab(lab_doc("host-gw", masquerade=False))
     assert not pings(ns_of(lab, "node1/web"), OUTSIDE)  # the outside host has no route to 10.244.0.0/16
+    result = matrix.run(lab)
+    assert result.passed  # check expects exactly that: pod → outside blocked, everything else as before
+    pod_outside = {(r.pair.src.id, r.verdict) for r in result.results if r.pair.rule == "pod-outside"}
+    assert {v for _, v in pod_outside} <= {"timeout", "unreachable"} and len(pod_outside) == 3
     assert pings(ns_of(lab, "node1"), OUTSIDE)  # the node itself is fine
     assert "flannel-ipv4" not in run_in(ns_of(lab, "node1"), "nft", "list", "tables").stdout
 

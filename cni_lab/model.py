@@ -53,7 +53,10 @@ DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay
 DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf",
-            "namespaces", "probe", "policies", "outside")
+            "namespaces", "probe", "policies", "outside", "services")
+SERVICE_KEYS = ("name", "namespace", "selector", "ports", "type")
+SERVICE_PORT_KEYS = ("port", "targetPort", "protocol", "name")
+DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")  # kube-apiserver's --service-cluster-ip-range default
 PROBE_KEYS = ("ports",)
 PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
 EBPF_KEYS = ("routing",)
@@ -62,7 +65,7 @@ CNI_KEYS = ("routing", "cniPath", "conflist")
 CNI_ROUTING = ("host-gw", "vxlan", "none")
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "nodeCIDRMaskSizeIPv6", "underlay", "underlayMTU", "podMTU",
-                   "blockSize", "asNumber", "masquerade")
+                   "blockSize", "asNumber", "masquerade", "serviceCIDR")
 DEFAULT_NODE_MASK6 = 64  # kube-controller-manager's --node-cidr-mask-size-ipv6
 DEFAULT_BLOCK_SIZE6 = 122  # Calico's IPv6 IPAM block
 MAX_NODE_MASK_DIFF = 16  # kube-controller-manager: node CIDR mask - cluster CIDR mask <= 16
@@ -112,6 +115,23 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
         if isinstance(ipam, dict) and isinstance(ipam.get("type"), str):
             types.append(ipam["type"])
     return types
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A Service of type ClusterIP: the pods its selector picks in its namespace are its endpoints."""
+
+    name: str
+    namespace: str
+    selector: Labels
+    ports: tuple[ServicePort, ...]
 
 
 @dataclass(frozen=True)
@@ -180,6 +200,8 @@ class Scenario:
     probe_ports: tuple[str, ...] = ()  # `probe.ports`: tcp/80, udp/81 ... what check probes besides ICMP
     policies: tuple[PolicySource, ...] = ()
     outside_ip: IPv4Address | None = None  # `outside:`: a host behind the router, standing for the internet
+    services: tuple[ServiceSpec, ...] = ()
+    service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
     masquerade: bool = False  # traffic leaving the cluster is masqueraded (default: when there is an outside)
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
@@ -249,6 +271,9 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     c.unique_pods(nodes)
     probe_ports = c.probe(document.get("probe"))
     outside_ip = c.outside(document.get("outside"), "outside" in document)
+    services = c.services(document.get("services"))
+    service_cidr = c.network(networking.get("serviceCIDR", str(DEFAULT_SERVICE_CIDR)), "networking.serviceCIDR") \
+        or DEFAULT_SERVICE_CIDR
     masquerade = networking.get("masquerade", outside_ip is not None)
     if not isinstance(masquerade, bool):
         c.problem("networking.masquerade", f"{masquerade!r} is not true or false")
@@ -284,6 +309,8 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         namespaces=namespaces,
         probe_ports=probe_ports,
         outside_ip=outside_ip,
+        services=services,
+        service_cidr=service_cidr,
         masquerade=masquerade,
         policies=policies,
         node_cidr_mask_size6=mask6,
@@ -672,6 +699,60 @@ class _Checker:
                          "(the lab's internet stays inside lab namespaces)")
             return None
         return ip
+
+    def services(self, value: Any) -> tuple[ServiceSpec, ...]:
+        """`services: [{name, namespace, selector, ports: [{port, targetPort, protocol}], type}]`:
+        ClusterIP Services, as `kubectl expose` makes them."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem("services", "must be a list of Services")
+            return ()
+        out: list[ServiceSpec] = []
+        for i, raw in enumerate(value):
+            key = f"services[{i}]"
+            if not isinstance(raw, dict):
+                self.problem(key, "must be a mapping with keys " + ", ".join(SERVICE_KEYS))
+                continue
+            self.unknown_keys(raw, SERVICE_KEYS, f"{key}.")
+            name = raw.get("name")
+            if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+                self.problem(f"{key}.name", f"{name!r} is not a valid Service name (a DNS label)")
+                continue
+            namespace = raw.get("namespace", DEFAULT_NAMESPACE)
+            if namespace not in self.known_namespaces:
+                self.problem(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab")
+                continue
+            if raw.get("type", "ClusterIP") != "ClusterIP":
+                self.problem(f"{key}.type", f"{raw.get('type')!r}: only ClusterIP Services are built so far")
+                continue
+            selector = self.labels(raw.get("selector"), f"{key}.selector")
+            if not selector:
+                self.problem(f"{key}.selector", "required: the labels of the pods that serve it")
+                continue
+            ports = []
+            for j, p in enumerate(raw.get("ports") or []):
+                at = f"{key}.ports[{j}]"
+                if not isinstance(p, dict):
+                    self.problem(at, "must be a mapping with keys " + ", ".join(SERVICE_PORT_KEYS))
+                    continue
+                self.unknown_keys(p, SERVICE_PORT_KEYS, f"{at}.")
+                port, target, proto = p.get("port"), p.get("targetPort", p.get("port")), p.get("protocol", "TCP")
+                if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in (port, target)):
+                    self.problem(at, f"port {port!r} and targetPort {target!r} must be port numbers")
+                    continue
+                if proto not in ("TCP", "UDP"):
+                    self.problem(f"{at}.protocol", f"{proto!r} is not TCP or UDP")
+                    continue
+                ports.append(ServicePort(int(port), int(target), str(proto)))  # type: ignore[arg-type]
+            if not ports:
+                self.problem(f"{key}.ports", "a Service needs at least one port")
+                continue
+            if any(s.name == name and s.namespace == namespace for s in out):
+                self.problem(f"{key}.name", f"{namespace}/{name} is defined twice")
+                continue
+            out.append(ServiceSpec(name, namespace, selector, tuple(ports)))
+        return tuple(out)
 
     def probe(self, value: Any) -> tuple[str, ...]:
         """`probe: {ports: [tcp/80, udp/81]}`."""

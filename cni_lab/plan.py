@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
 
-from cni_lab import dataplanes, enforcement, masquerade, names
+from cni_lab import dataplanes, enforcement, masquerade, names, services
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab
 from cni_lab.model import OUTSIDE_NETWORK
@@ -22,6 +22,7 @@ from cni_lab.steps import (
     CreateNetns,
     LinkUp,
     LoadNftables,
+    SetHairpin,
     SetSysctl,
     Step,
     default_route,
@@ -93,6 +94,13 @@ def build(lab: Lab) -> Plan:
     if lab.scenario.outside_ip is not None and lab.scenario.masquerade:
         for node in lab.nodes:
             steps.append(LoadNftables(names.node_netns(lab.name, node.name), *masquerade.rules(lab, node)))
+    found = services.resolve(lab)
+    if found:  # kube-proxy on every node: the same table everywhere
+        rules = services.ruleset(lab, found)
+        steps += [LoadNftables(names.node_netns(lab.name, n.name), services.TABLE, rules) for n in lab.nodes]
+        if lab.dataplane in ("bridge", "host-gw", "vxlan", "fabric"):  # pods on cni0: hairpin for their Services
+            steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
+                      for n in lab.nodes for p in n.pods]
     if lab.policies:
         steps += policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))

@@ -224,6 +224,19 @@ class BpfTunnel:
 
 
 @dataclass(frozen=True)
+class SetHairpin:
+    """A bridge port that sends a frame back out of the port it came in by: what a pod reaching
+    itself through its own Service needs (kubelet's --hairpin-mode=hairpin-veth, the CNI bridge
+    plugin's hairpinMode)."""
+
+    netns: str
+    ifname: str
+
+    def describe(self) -> str:
+        return f"ip -n {self.netns} link set {self.ifname} type bridge_slave hairpin on"
+
+
+@dataclass(frozen=True)
 class LoadNftables:
     """An nftables table loaded in a namespace, replaced as a whole (`nft -f` is one transaction)."""
 
@@ -326,7 +339,7 @@ class CniAdd:
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
-             BpfEndpoint, BpfTunnel, LoadNftables]
+             BpfEndpoint, BpfTunnel, LoadNftables, SetHairpin]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -46,6 +46,7 @@ def default_conflist(lab: Lab) -> dict[str, Any]:
             "ipMasq": False,
             "mtu": "{{mtu}}",
             "ipam": ipam,
+            **({"hairpinMode": True} if lab.scenario.services else {}),  # a pod reaching itself through its Service
         }],
     }
 

@@ -40,6 +40,7 @@ from cni_lab.steps import (
     LinkUp,
     LoadBpf,
     LoadNftables,
+    SetHairpin,
     SetSysctl,
     StartBird,
     Step,
@@ -243,6 +244,12 @@ def apply_step(session: Session, step: Step) -> None:
                                                                                    data=data))
     elif isinstance(step, (LoadBpf, AttachBpf, BpfNodeConfig, BpfEndpoint, BpfTunnel)):
         _bpf_step(session, step)
+    elif isinstance(step, SetHairpin):
+        ipr = netns.open_ipr(step.netns)
+        try:
+            ipr.brport("set", index=session.index(step.netns, step.ifname), mode=1)
+        finally:
+            ipr.close()
     elif isinstance(step, LoadNftables):
         from cni_lab.kernel import edit
 

@@ -63,6 +63,19 @@ def dumps(document: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
 
 
+def _services_json(lab: Lab) -> list[dict[str, Any]]:
+    from cni_lab import services
+
+    try:
+        found = services.resolve(lab)
+    except Exception:  # noqa: BLE001 - a record the current rules refuse: shown without Services
+        return []
+    return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": "ClusterIP",
+             "ports": [{"port": p.port, "targetPort": p.target_port, "protocol": p.protocol, "nodePort": None}
+                       for p in s.spec.ports],
+             "endpoints": [str(p.ip) for p in s.endpoints]} for s in found]
+
+
 def check_json(result: CheckResult) -> dict[str, Any]:
     """One family's pairs, or both families' in a dual-stack lab: each pair, endpoint and rule
     says its family."""
@@ -179,6 +192,7 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         "podMTU": lab.pod_mtu,
         "clusterCIDR": str(lab.scenario.cluster_cidr),
         "namespaces": {ns.name: dict(ns.labels) for ns in lab.scenario.namespaces},
+        "services": _services_json(lab),
         "outside": None if lab.scenario.outside_ip is None else {
             "name": "outside", "netns": names.outside_netns(lab.name), "ip": str(lab.scenario.outside_ip),
             "masquerade": lab.scenario.masquerade},

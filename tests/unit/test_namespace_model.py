@@ -72,3 +72,16 @@ def test_an_outside_host_brings_a_router_and_masquerade_by_default() -> None:
     off = model.load_document({"name": "o", "outside": None, "networking": {"masquerade": False}, "nodes": [{"name": "n1"}]}, "s.yaml")
     assert not off.masquerade and off.outside_ip is not None
     assert ipam.has_router(plain)
+
+
+def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:
+    from cni_lab import services
+
+    doc = {"name": "s", "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]}],
+           "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+                        {"name": "none", "selector": {"app": "db"}, "ports": [{"port": 5432}]}]}
+    found = services.resolve(ipam.resolve(model.load_document(doc, "s.yaml")))
+    assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3"]
+    assert [p.id for p in found[0].endpoints] == ["n1/a"] and found[1].endpoints == ()
+    with pytest.raises(LabError, match="services\\[0\\].type: 'NodePort': only ClusterIP Services are built so far"):
+        model.load_document({**doc, "services": [{"name": "w", "type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 1}]}]}, "s.yaml")

@@ -1,0 +1,94 @@
+"""ClusterIP Services as kube-proxy's nftables mode makes them: load spread over the endpoints,
+the client's address kept, hairpin masqueraded, on the data planes that have Services."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Callable
+
+import pytest
+from helpers import ns_of, run_in
+
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import netns
+
+MakeLab = Callable[..., Lab]
+
+
+def doc(dataplane: str) -> dict[str, Any]:
+    return {"dataplane": dataplane,
+            "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
+                      {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
+            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
+
+
+def serve(lab: Lab, pods: list[str], stop: threading.Event) -> list[socket.socket]:
+    """A TCP server on 8080 in each endpoint pod that answers with its name and the peer it saw."""
+    socks = []
+    for pod in pods:
+        s = netns.open_socket(ns_of(lab, pod), socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", 8080))
+        s.listen(32)
+        s.settimeout(0.2)
+        socks.append(s)
+
+        def loop(sock: socket.socket = s, name: str = pod) -> None:
+            while not stop.is_set():
+                try:
+                    conn, peer = sock.accept()
+                except OSError:
+                    continue
+                conn.sendall(f"{name}|{peer[0]}".encode())
+                conn.close()
+
+        threading.Thread(target=loop, daemon=True).start()
+    return socks
+
+
+def ask(lab: Lab, src: str, times: int) -> list[tuple[str, str]]:
+    code = ("import socket\n"
+            f"for _ in range({times}):\n"
+            "    s = socket.create_connection(('10.96.0.2', 80), timeout=2); print(s.recv(200).decode())\n")
+    out = run_in(ns_of(lab, src), "python3", "-c", code, check=True).stdout.split()
+    return [tuple(line.split("|")) for line in out]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+def test_a_cluster_ip_spreads_over_its_endpoints_and_keeps_the_clients_address(make_lab: MakeLab, dataplane: str) -> None:
+    lab = make_lab(doc(dataplane))
+    pods = {p.id: p for p in lab.pods}
+    stop = threading.Event()
+    socks = serve(lab, ["node1/web1", "node2/web2"], stop)
+    try:
+        answers = ask(lab, "node1/client", 30)
+        assert {who for who, _ in answers} == {"node1/web1", "node2/web2"}  # both endpoints, at random
+        assert {seen for _, seen in answers} == {str(pods["node1/client"].ip)}  # no SNAT
+        hairpin = ask(lab, "node1/web1", 20)
+        itself = {seen for who, seen in hairpin if who == "node1/web1"}
+        assert itself and str(pods["node1/web1"].ip) not in itself  # reaching itself: masqueraded by the node
+        assert {seen for who, seen in hairpin if who == "node2/web2"} == {str(pods["node1/web1"].ip)}
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
+    assert "10.96.0.2 . tcp . 80 : goto service-" in ruleset and "numgen random mod 2 vmap" in ruleset
+    assert "dnat to 10.244." in ruleset and "masquerade fully-random" in ruleset
+
+
+def test_status_lists_services_and_ebpf_refuses_them(make_lab: MakeLab) -> None:
+    import json
+    import subprocess
+    import sys
+
+    lab = make_lab(doc("host-gw"))
+    status = json.loads(subprocess.run([sys.executable, "-m", "cni_lab", "status", lab.name, "--json"],
+                                       capture_output=True, text=True).stdout)
+    (svc,) = status["services"]
+    assert svc["clusterIP"] == "10.96.0.2" and len(svc["endpoints"]) == 2
+    assert svc["ports"] == [{"port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None}]
+    with pytest.raises(LabError, match="dataplane ebpf does not load-balance Services yet"):
+        make_lab(doc("ebpf"))

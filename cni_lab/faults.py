@@ -106,6 +106,8 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
     else:
         raise LabError(f"unknown fault {kind!r}: use one of {', '.join(KINDS)}")
     _save(lab.name, [*recorded(lab.name), fault])
+    if kind == "pod-down" and lab.scenario.services:
+        _follow_endpoints(lab)
     return fault
 
 
@@ -186,6 +188,18 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     saved = SavedRoute.of(route)
     edit.delete_route(ns, saved)
     return Fault("route-del", f"{holder}>{other}", ns, saved.dev, saved)
+
+
+def _follow_endpoints(lab: Lab) -> None:
+    """A pod taken down leaves its Services' endpoints, as the EndpointSlice controller takes
+    a pod that is not ready out: kube-proxy's table is made again on every node without it.
+    (`heal` applies the plan again, which puts every endpoint back.)"""
+    from cni_lab import services
+
+    gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
+    rules = services.ruleset(lab, services.resolve(lab, gone))
+    for node in lab.nodes:
+        edit.nft_apply(names.node_netns(lab.name, node.name), rules)
 
 
 def heal(lab: Lab) -> list[Fault]:

@@ -52,8 +52,10 @@ class Service:
         return f"{self.spec.namespace}/{self.spec.name}"
 
 
-def resolve(lab: Lab) -> list[Service]:
-    """Every Service with its ClusterIP and endpoints; LabError where the lab cannot have them."""
+def resolve(lab: Lab, gone: frozenset[str] = frozenset()) -> list[Service]:
+    """Every Service with its ClusterIP and endpoints (pods in `gone`, by id, are not endpoints:
+    the EndpointSlice controller drops a pod that is not ready); LabError where the lab cannot
+    have them."""
     specs = lab.scenario.services
     if not specs:
         return []
@@ -73,7 +75,7 @@ def resolve(lab: Lab) -> list[Service]:
         raise LabError(*problems)
     out = []
     for i, spec in enumerate(specs):
-        selected = tuple(p for p in lab.pods if p.namespace == spec.namespace
+        selected = tuple(p for p in lab.pods if p.namespace == spec.namespace and p.id not in gone
                          and all(dict(p.labels).get(k) == v for k, v in spec.selector))
         out.append(Service(spec, cidr.network_address + 2 + i, selected))  # type: ignore[arg-type]
     return out

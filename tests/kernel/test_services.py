@@ -92,3 +92,24 @@ def test_status_lists_services_and_ebpf_refuses_them(make_lab: MakeLab) -> None:
     assert svc["ports"] == [{"port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None}]
     with pytest.raises(LabError, match="dataplane ebpf does not load-balance Services yet"):
         make_lab(doc("ebpf"))
+
+
+def test_endpoints_follow_pod_down_and_heal(make_lab: MakeLab) -> None:
+    from cni_lab import faults
+
+    lab = make_lab(doc("host-gw"))
+    faults.inject(lab, "pod-down", ("node2/web2",))
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
+    web2 = next(p for p in lab.pods if p.id == "node2/web2")
+    assert f"dnat to {web2.ip}:8080" not in ruleset and "numgen random mod 1" in ruleset
+    stop = threading.Event()
+    socks = serve(lab, ["node1/web1"], stop)
+    try:
+        assert {who for who, _ in ask(lab, "node1/client", 10)} == {"node1/web1"}  # only the pod that is up
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+    faults.heal(lab)
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
+    assert f"dnat to {web2.ip}:8080" in ruleset and "numgen random mod 2" in ruleset

@@ -18,7 +18,9 @@ from cni_lab.kernel import neighbours, netns
 from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe import ports as port_probes
+from cni_lab.probe import services as service_probes
 from cni_lab.probe.ports import PortResult
+from cni_lab.probe.services import ServiceProbe
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
 from cni_lab.probe.engine import NAT, OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
@@ -89,6 +91,7 @@ class CheckResult:
     family: int = 4  # the addresses these pairs were probed over
     ipv6: CheckResult | None = None  # a dual-stack lab's matrix over IPv6 (this one is IPv4's)
     ports: tuple[PortResult, ...] = ()  # probe.ports: every pod pair on each port (NetworkPolicy labs)
+    services: tuple[ServiceProbe, ...] = ()  # pod → Service: every pod to every Service port
 
     def port_expected(self, r: PortResult) -> bool:
         """Whether the policies let this port probe through (no policies: every probe must pass)."""
@@ -193,7 +196,8 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return (not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
-                and (self.ipv6 is None or self.ipv6.passed) and not self.port_failures)
+                and (self.ipv6 is None or self.ipv6.passed) and not self.port_failures
+                and all(s.ok for s in self.services))
 
 
 def table_room(table: neighbours.Table = neighbours.ARP) -> Budget:
@@ -270,6 +274,10 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         pods = [ep for ep in pairing.endpoints(lab) if ep.kind == "pod"]
         wanted = [(p.split("/")[0].upper(), int(p.split("/")[1])) for p in lab.scenario.probe_ports]
         result = dataclasses.replace(result, ports=tuple(port_probes.run(pods, wanted)))
+    if lab.scenario.services:
+        from cni_lab import services
+
+        result = dataclasses.replace(result, services=tuple(service_probes.run(lab, services.resolve(lab))))
     return result
 
 

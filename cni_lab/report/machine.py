@@ -108,6 +108,10 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "faults": list(result.faults),
         "neighbours": neighbours_json(result),
         "neighboursIPv6": None if result.ipv6 is None else neighbours_json(result.ipv6),
+        "services": [{"src": s.src, "service": s.service, "port": s.port, "tries": s.tries, "ok": s.ok,
+                      "problem": s.problem or None,
+                      "answers": [{"answeredBy": who, "observedSource": seen} for who, seen in s.answers]}
+                     for s in result.services],
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "family": m.src.family, "size": m.size, "passed": m.passed,
              "largest": m.largest}

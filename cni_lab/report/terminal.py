@@ -105,6 +105,7 @@ def check_view(result: CheckResult) -> RenderableType:
         parts += _family_view(one, dual)
     parts += ports_view(result)
     parts += [Text(line, style="cyan") for line in result.masquerade]
+    parts += services_view(result)
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
@@ -120,6 +121,27 @@ def check_view(result: CheckResult) -> RenderableType:
         summary += f", but {len(result.port_failures)} port probes are not as the policies say"
     parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
+
+
+def services_view(result: CheckResult) -> list[RenderableType]:
+    """pod → Service: who answered, how the load spread, whether anything was SNATed."""
+    by_port: dict[tuple[str, int], list[object]] = {}
+    for s in result.services:
+        by_port.setdefault((s.service, s.port), []).append(s)
+    parts: list[RenderableType] = []
+    for (name, port), probes in by_port.items():
+        spread: dict[str, int] = {}
+        for p in probes:
+            for who, _ in p.answers:  # type: ignore[attr-defined]
+                spread[who] = spread.get(who, 0) + 1
+        bad = [p for p in probes if not p.ok]  # type: ignore[attr-defined]
+        mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
+        shares = ", ".join(f"{who} {n}" for who, n in sorted(spread.items()))
+        parts.append(Text.assemble(("pod → Service ", "bold"), f"{name}:{port}  {len(probes) - len(bad)}/{len(probes)} pods "
+                                   f"answered by its endpoints ({shares}), the client's address kept, hairpin "
+                                   "masqueraded  ", mark))
+        parts += [Text(f"  {p.src}: {p.problem}", style="red") for p in bad]  # type: ignore[attr-defined]
+    return parts
 
 
 def ports_view(result: CheckResult) -> list[RenderableType]:

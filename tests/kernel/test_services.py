@@ -113,3 +113,17 @@ def test_endpoints_follow_pod_down_and_heal(make_lab: MakeLab) -> None:
     faults.heal(lab)
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
     assert f"dnat to {web2.ip}:8080" in ruleset and "numgen random mod 2" in ruleset
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "bgp"])
+def test_check_proves_pod_to_service(make_lab: MakeLab, dataplane: str) -> None:
+    from cni_lab.probe import matrix
+
+    lab = make_lab(doc(dataplane))
+    result = matrix.run(lab)
+    assert result.passed, [(s.src, s.problem) for s in result.services if not s.ok]
+    assert {s.src for s in result.services} == {"node1/web1", "node1/client", "node2/web2"}
+    answered = {who for s in result.services for who, _ in s.answers}
+    assert answered == {"node1/web1", "node2/web2"}
+    client = next(s for s in result.services if s.src == "node1/client")
+    assert {seen for _, seen in client.answers} == {str(next(p.ip for p in lab.pods if p.id == "node1/client"))}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
+from cni_lab import nft
 from cni_lab.ipam import Lab, Node, Pod
 from cni_lab.policy import IPBlock, Peer, Policy, PortRange, Rule, Workload
 
@@ -163,17 +164,12 @@ class Rules:
         base("forward", "forward", forward)
         base("input", "input", inbound)
         base("output", "output", outbound)
-        for name, lines in chains.items():
-            out.append(f"  chain {name} {{")
-            out += [f"    {line}" for line in lines]
-            out.append("  }")
+        out += nft.chains(chains)
         out.append("}")
         return "\n".join(out) + "\n"
 
 
 def ruleset(lab: Lab, node: Node) -> str:
     """What `nft -f` loads in the node's namespace: the table replaced as a whole, atomically."""
-    table = Rules(lab).node_table(node)
-    if not table:
-        return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
-    return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{table}"
+    head = "\n".join(nft.replace("inet", TABLE)) + "\n"
+    return head + Rules(lab).node_table(node)

@@ -17,6 +17,7 @@ model the lab proves has pods reach nodes without NAT, so the lab keeps that tra
 
 from __future__ import annotations
 
+from cni_lab import nft
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab, Node
 
@@ -34,8 +35,7 @@ def underlay_returns(lab: Lab) -> list[str]:
 def flannel(lab: Lab, node: Node) -> str:
     cluster, pods = lab.scenario.cluster_cidr, node.pod_cidr
     return "\n".join([
-        f"table ip {FLANNEL_TABLE} {{}}",
-        f"delete table ip {FLANNEL_TABLE}",
+        *nft.replace("ip", FLANNEL_TABLE),
         f"table ip {FLANNEL_TABLE} {{",
         "  chain postrtg {",
         '    comment "chain to manage traffic masquerading by flannel"',
@@ -61,8 +61,7 @@ def flannel(lab: Lab, node: Node) -> str:
 def calico(lab: Lab, node: Node) -> str:
     pool = lab.scenario.cluster_cidr
     return "\n".join([
-        f"table ip {CALICO_TABLE} {{}}",
-        f"delete table ip {CALICO_TABLE}",
+        *nft.replace("ip", CALICO_TABLE),
         f"table ip {CALICO_TABLE} {{",
         "  set cali40masq-ipam-pools {",
         "    type ipv4_addr; flags interval;",

@@ -33,9 +33,11 @@ import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from cni_lab import nft
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab, Pod
 from cni_lab.model import ServicePort, ServiceSpec
+from cni_lab.policy import Selector
 
 TABLE = "kube-proxy"
 MASQ_MARK = 0x4000
@@ -75,8 +77,9 @@ def resolve(lab: Lab, gone: frozenset[str] = frozenset()) -> list[Service]:
         raise LabError(*problems)
     out = []
     for i, spec in enumerate(specs):
+        selector = Selector(match_labels=spec.selector)  # a Service's selector: equality on every label
         selected = tuple(p for p in lab.pods if p.namespace == spec.namespace and p.id not in gone
-                         and all(dict(p.labels).get(k) == v for k, v in spec.selector))
+                         and selector.matches(p.labels))
         out.append(Service(spec, cidr.network_address + 2 + i, selected))  # type: ignore[arg-type]
     return out
 
@@ -118,7 +121,7 @@ def ruleset(lab: Lab, services: list[Service]) -> str:
                     f"ip saddr {p.ip} jump mark-for-masquerade",  # hairpin
                     f"meta l4proto {proto} dnat to {p.ip}:{port.target_port}",
                 ]
-    lines = [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+    lines = [*nft.replace("ip", TABLE), f"table ip {TABLE} {{"]
     lines += ["  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict;"]
     if elements:
         lines.append("    elements = { " + ", ".join(elements) + " }")
@@ -132,9 +135,6 @@ def ruleset(lab: Lab, services: list[Service]) -> str:
               "  chain masquerading {", f"    meta mark & {MASQ_MARK:#010x} == 0 return",
               f"    meta mark set meta mark ^ {MASQ_MARK:#x}", "    masquerade fully-random", "  }",
               "  chain mark-for-masquerade {", f"    meta mark set meta mark | {MASQ_MARK:#x}", "  }"]
-    for name, body in chains.items():
-        lines.append(f"  chain {name} {{")
-        lines += [f"    {line}" for line in body]
-        lines.append("  }")
+    lines += nft.chains(chains)
     lines.append("}")
     return "\n".join(lines) + "\n"

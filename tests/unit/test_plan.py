@@ -37,10 +37,10 @@ def test_interface_names_fit_ifnamsiz() -> None:
             assert value is None or len(value) <= 15, step
 
 
-PURE = ["model.py", "ipam.py", "plan.py", "steps.py", "names.py", "codec.py", "policy.py", "enforcement.py", "masquerade.py", "services.py", "report/topology.py", "dataplanes", "probe/pairs.py",
+PURE = ["model.py", "ipam.py", "plan.py", "steps.py", "names.py", "codec.py", "policy.py", "enforcement.py", "masquerade.py", "services.py", "nft.py", "report/topology.py", "dataplanes", "probe/pairs.py",
         "probe/budget.py"]
 # what a pure module may import from cni_lab: other pure modules, and the one error type
-PURE_MODULES = {"cni_lab.errors", "cni_lab.model", "cni_lab.ipam", "cni_lab.plan", "cni_lab.steps", "cni_lab.names", "cni_lab.policy", "cni_lab.enforcement", "cni_lab.masquerade", "cni_lab.services",
+PURE_MODULES = {"cni_lab.errors", "cni_lab.model", "cni_lab.ipam", "cni_lab.plan", "cni_lab.steps", "cni_lab.names", "cni_lab.policy", "cni_lab.enforcement", "cni_lab.masquerade", "cni_lab.services", "cni_lab.nft",
                 "cni_lab.dataplanes", "cni_lab.probe.pairs", "cni_lab.probe.budget", "cni_lab.codec"}
 
 

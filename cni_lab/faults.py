@@ -197,9 +197,9 @@ def _follow_endpoints(lab: Lab) -> None:
     from cni_lab import services
 
     gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
-    rules = services.ruleset(lab, services.resolve(lab, gone))
+    found = services.resolve(lab, gone)
     for node in lab.nodes:
-        edit.nft_apply(names.node_netns(lab.name, node.name), rules)
+        edit.nft_apply(names.node_netns(lab.name, node.name), services.ruleset(lab, found, node))
 
 
 def heal(lab: Lab) -> list[Fault]:

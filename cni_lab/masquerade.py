@@ -85,9 +85,9 @@ def calico(lab: Lab, node: Node) -> str:
 
 def rules(lab: Lab, node: Node) -> tuple[str, str]:
     """(table, ruleset) of the node's masquerade."""
-    if lab.dataplane in ("ebpf", "cni"):
-        raise LabError(f"{lab.scenario.source}: outside: dataplane {lab.dataplane} does not masquerade yet "
-                       "(ebpf needs BPF SNAT, cni the bridge plugin's ipMasq); use host-gw, vxlan, bridge, fabric or bgp")
+    if lab.dataplane == "ebpf":
+        raise LabError(f"{lab.scenario.source}: outside: dataplane ebpf does not masquerade yet (it needs BPF SNAT); "
+                       "use host-gw, vxlan, bridge, fabric, bgp or cni")
     if lab.scenario.cluster_cidr.version != 4 or lab.dual_stack:
         raise LabError(f"{lab.scenario.source}: outside: IPv4-only labs for now")
     if lab.dataplane == "bgp":

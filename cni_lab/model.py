@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
@@ -54,8 +55,10 @@ DEFAULT_MTU = 1500
 
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", "cni", "ebpf",
             "namespaces", "probe", "policies", "outside", "services")
-SERVICE_KEYS = ("name", "namespace", "selector", "ports", "type")
-SERVICE_PORT_KEYS = ("port", "targetPort", "protocol", "name")
+SERVICE_KEYS = ("name", "namespace", "selector", "pods", "ports", "type", "externalTrafficPolicy")
+SERVICE_PORT_KEYS = ("port", "targetPort", "protocol", "name", "nodePort")
+SERVICE_TYPES = ("ClusterIP", "NodePort")
+NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver's --service-node-port-range default
 DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")  # kube-apiserver's --service-cluster-ip-range default
 PROBE_KEYS = ("ports",)
 PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
@@ -122,16 +125,26 @@ class ServicePort:
     port: int
     target_port: int
     protocol: str = "TCP"
+    node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A Service of type ClusterIP: the pods its selector picks in its namespace are its endpoints."""
+    """A Service: the pods its selector picks in its namespace (or the pods it names) are its
+    endpoints. A NodePort Service is a ClusterIP Service that is also reachable on every node's
+    address at each port's nodePort."""
 
     name: str
     namespace: str
     selector: Labels
     ports: tuple[ServicePort, ...]
+    type: str = "ClusterIP"
+    external_traffic_policy: str = "Cluster"  # NodePort only: Local keeps the client's address
+    pods: tuple[str, ...] = ()  # pod references (`node1/web`) instead of a selector
+
+    @property
+    def node_port(self) -> bool:
+        return self.type == "NodePort"
 
 
 @dataclass(frozen=True)
@@ -701,57 +714,123 @@ class _Checker:
         return ip
 
     def services(self, value: Any) -> tuple[ServiceSpec, ...]:
-        """`services: [{name, namespace, selector, ports: [{port, targetPort, protocol}], type}]`:
-        ClusterIP Services, as `kubectl expose` makes them."""
+        """`services: [{name, namespace, selector | pods, ports: [{port, targetPort, protocol,
+        nodePort}], type, externalTrafficPolicy}]`: ClusterIP and NodePort Services, checked as the
+        API server checks them; NodePorts not given are allocated in order from the range's start."""
         if value is None:
             return ()
         if not isinstance(value, list):
             self.problem("services", "must be a list of Services")
             return ()
         out: list[ServiceSpec] = []
+        taken: set[tuple[str, int]] = set()  # (protocol, nodePort) given explicitly
         for i, raw in enumerate(value):
             key = f"services[{i}]"
             if not isinstance(raw, dict):
                 self.problem(key, "must be a mapping with keys " + ", ".join(SERVICE_KEYS))
                 continue
             self.unknown_keys(raw, SERVICE_KEYS, f"{key}.")
-            name = raw.get("name")
-            if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
-                self.problem(f"{key}.name", f"{name!r} is not a valid Service name (a DNS label)")
+            spec = self.service(raw, key, taken)
+            if spec is None:
                 continue
-            namespace = raw.get("namespace", DEFAULT_NAMESPACE)
-            if namespace not in self.known_namespaces:
-                self.problem(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab")
+            if any(s.name == spec.name and s.namespace == spec.namespace for s in out):
+                self.problem(f"{key}.name", f"{spec.namespace}/{spec.name} is defined twice")
                 continue
-            if raw.get("type", "ClusterIP") != "ClusterIP":
-                self.problem(f"{key}.type", f"{raw.get('type')!r}: only ClusterIP Services are built so far")
-                continue
+            out.append(spec)
+        return self.allocate_node_ports(out, taken)
+
+    def service(self, raw: dict[str, Any], key: str, taken: set[tuple[str, int]]) -> ServiceSpec | None:
+        name = raw.get("name")
+        if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+            self.problem(f"{key}.name", f"{name!r} is not a valid Service name (a DNS label)")
+            return None
+        namespace = raw.get("namespace", DEFAULT_NAMESPACE)
+        if namespace not in self.known_namespaces:
+            self.problem(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab")
+            return None
+        kind = raw.get("type", "ClusterIP")
+        if kind not in SERVICE_TYPES:
+            self.problem(f"{key}.type", f"{kind!r} is not one of {', '.join(SERVICE_TYPES)}"
+                         + (" (LoadBalancer needs a cloud's load balancer: not built)" if kind == "LoadBalancer" else ""))
+            return None
+        policy = raw.get("externalTrafficPolicy")
+        if policy is not None and kind == "ClusterIP":
+            self.problem(f"{key}.externalTrafficPolicy", "may only be set for externally-accessible Services "
+                         "(type NodePort), as the API server says")
+            return None
+        if policy not in (None, "Cluster", "Local"):
+            self.problem(f"{key}.externalTrafficPolicy", f"{policy!r} is not Cluster or Local")
+            return None
+        selector: Labels = ()
+        pods: Any = ()
+        if "pods" in raw:
+            if "selector" in raw:
+                self.problem(key, "give a selector or pods, not both")
+                return None
+            pods = raw["pods"]
+            if not isinstance(pods, list) or not pods or not all(isinstance(p, str) and "/" in p for p in pods):
+                self.problem(f"{key}.pods", "must be a list of pods as node/pod, e.g. [node1/web, node2/web]")
+                return None
+        else:
             selector = self.labels(raw.get("selector"), f"{key}.selector")
             if not selector:
-                self.problem(f"{key}.selector", "required: the labels of the pods that serve it")
+                self.problem(f"{key}.selector", "required: the labels of the pods that serve it (or pods: [node1/web])")
+                return None
+        ports = []
+        seen: set[tuple[str, int]] = set()
+        for j, p in enumerate(raw.get("ports") or []):
+            at = f"{key}.ports[{j}]"
+            if not isinstance(p, dict):
+                self.problem(at, "must be a mapping with keys " + ", ".join(SERVICE_PORT_KEYS))
                 continue
+            self.unknown_keys(p, SERVICE_PORT_KEYS, f"{at}.")
+            port, target, proto = p.get("port"), p.get("targetPort", p.get("port")), p.get("protocol", "TCP")
+            if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in (port, target)):
+                self.problem(at, f"port {port!r} and targetPort {target!r} must be port numbers")
+                continue
+            if proto not in ("TCP", "UDP"):
+                self.problem(f"{at}.protocol", f"{proto!r} is not TCP or UDP")
+                continue
+            if (proto, port) in seen:
+                self.problem(f"{at}.port", f"{port}/{proto} is given twice")
+                continue
+            seen.add((str(proto), int(port)))  # type: ignore[arg-type]
+            node_port = p.get("nodePort")
+            if node_port is not None:
+                low, high = NODE_PORT_RANGE
+                if kind != "NodePort":
+                    self.problem(f"{at}.nodePort", "may not be used when type is ClusterIP")
+                    continue
+                if not isinstance(node_port, int) or isinstance(node_port, bool) or not low <= node_port <= high:
+                    self.problem(f"{at}.nodePort", f"{node_port!r} is not in the valid range {low}-{high}")
+                    continue
+                if (proto, node_port) in taken:
+                    self.problem(f"{at}.nodePort", f"{node_port}/{proto}: provided port is already allocated")
+                    continue
+                taken.add((proto, node_port))
+            ports.append(ServicePort(int(port), int(target), str(proto), node_port))  # type: ignore[arg-type]
+        if not ports:
+            self.problem(f"{key}.ports", "a Service needs at least one port")
+            return None
+        return ServiceSpec(name, namespace, selector, tuple(ports), kind, policy or "Cluster", tuple(pods))
+
+    def allocate_node_ports(self, specs: list[ServiceSpec], taken: set[tuple[str, int]]) -> tuple[ServiceSpec, ...]:
+        """A NodePort Service's ports without a nodePort get the lowest free one (kube-apiserver
+        picks at random, preferring the range's upper band; in order is what a lab can predict)."""
+        out = []
+        low, high = NODE_PORT_RANGE
+        for spec in specs:
             ports = []
-            for j, p in enumerate(raw.get("ports") or []):
-                at = f"{key}.ports[{j}]"
-                if not isinstance(p, dict):
-                    self.problem(at, "must be a mapping with keys " + ", ".join(SERVICE_PORT_KEYS))
-                    continue
-                self.unknown_keys(p, SERVICE_PORT_KEYS, f"{at}.")
-                port, target, proto = p.get("port"), p.get("targetPort", p.get("port")), p.get("protocol", "TCP")
-                if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in (port, target)):
-                    self.problem(at, f"port {port!r} and targetPort {target!r} must be port numbers")
-                    continue
-                if proto not in ("TCP", "UDP"):
-                    self.problem(f"{at}.protocol", f"{proto!r} is not TCP or UDP")
-                    continue
-                ports.append(ServicePort(int(port), int(target), str(proto)))  # type: ignore[arg-type]
-            if not ports:
-                self.problem(f"{key}.ports", "a Service needs at least one port")
-                continue
-            if any(s.name == name and s.namespace == namespace for s in out):
-                self.problem(f"{key}.name", f"{namespace}/{name} is defined twice")
-                continue
-            out.append(ServiceSpec(name, namespace, selector, tuple(ports)))
+            for p in spec.ports:
+                if spec.node_port and p.node_port is None:
+                    free = next((n for n in range(low, high + 1) if (p.protocol, n) not in taken), None)
+                    if free is None:
+                        self.problem("services", "no free nodePort left")
+                        return ()
+                    taken.add((p.protocol, free))
+                    p = dataclasses.replace(p, node_port=free)
+                ports.append(p)
+            out.append(dataclasses.replace(spec, ports=tuple(ports)))
         return tuple(out)
 
     def probe(self, value: Any) -> tuple[str, ...]:

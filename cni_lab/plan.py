@@ -95,9 +95,9 @@ def build(lab: Lab) -> Plan:
         for node in lab.nodes:
             steps.append(LoadNftables(names.node_netns(lab.name, node.name), *masquerade.rules(lab, node)))
     found = services.resolve(lab)
-    if found:  # kube-proxy on every node: the same table everywhere
-        rules = services.ruleset(lab, found)
-        steps += [LoadNftables(names.node_netns(lab.name, n.name), services.TABLE, rules) for n in lab.nodes]
+    if found:  # kube-proxy on every node
+        steps += [LoadNftables(names.node_netns(lab.name, n.name), services.TABLE, services.ruleset(lab, found, n))
+                  for n in lab.nodes]
         if lab.dataplane in ("bridge", "host-gw", "vxlan", "fabric"):  # pods on cni0: hairpin for their Services
             steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
                       for n in lab.nodes for p in n.pods]

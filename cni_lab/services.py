@@ -1,29 +1,43 @@
 """Services as kube-proxy's nftables mode makes them (pkg/proxy/nftables in kubernetes, stable
-since 1.33): in every node's namespace, `table ip kube-proxy`, where a ClusterIP and port lead
-through a map to the Service's chain, which picks one endpoint at random (`numgen random`) and
-jumps to the endpoint's chain, which DNATs to the pod. Pure: the lab in, a ruleset per node out.
+since 1.33): in every node's namespace, `table ip kube-proxy`, where a ClusterIP and port (or a
+NodePort on the node's address) lead through a map to the Service's chain, which picks one
+endpoint at random (`numgen random`) and jumps to the endpoint's chain, which DNATs to the pod.
+Pure: the lab in, a ruleset per node out.
 
     table ip kube-proxy {
-      map service-ips { type ipv4_addr . inet_proto . inet_service : verdict ;
+      set nodeport-ips { type ipv4_addr; elements = { 192.168.1.2 } }     # this node's address
+      map service-ips { type ipv4_addr . inet_proto . inet_service : verdict;
                         elements = { 10.96.0.2 . tcp . 80 : goto service-XXXXXXXX-default/web/tcp/ } }
-      chain services { ip daddr . meta l4proto . th dport vmap @service-ips }
-      chain nat-prerouting  { type nat hook prerouting priority dstnat; jump services }
-      chain nat-output      { type nat hook output priority -100; jump services }
-      chain nat-postrouting { type nat hook postrouting priority srcnat; jump masquerading }
+      map service-nodeports { type inet_proto . inet_service : verdict;
+                        elements = { tcp . 30000 : goto external-XXXXXXXX-default/web/tcp/ } }
+      map no-endpoint-services / no-endpoint-nodeports     # reject (no endpoints), drop (Local, none here)
+      chain filter-input / filter-forward / filter-output { priority -110 (dstnat - 10); ct state new jump endpoints-check }
+      chain nat-prerouting, nat-output { priority dstnat; jump services }
+      chain nat-postrouting { priority srcnat; jump masquerading }
+      chain services { ip daddr . meta l4proto . th dport vmap @service-ips
+                       ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports }
       chain masquerading { meta mark & 0x00004000 == 0 return; meta mark set meta mark ^ 0x4000;
                            masquerade fully-random }
       chain mark-for-masquerade { meta mark set meta mark | 0x4000 }
       chain service-XXXXXXXX-default/web/tcp/ {
         ip daddr 10.96.0.2 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
         numgen random mod 2 vmap { 0 : goto endpoint-AAAAAAAA-..., 1 : goto endpoint-BBBBBBBB-... } }
+      chain external-XXXXXXXX-default/web/tcp/ {          # externalTrafficPolicy: Cluster
+        jump mark-for-masquerade; goto service-XXXXXXXX-default/web/tcp/ }
+      #   Local: pods and the node itself short-circuit to service-…; the rest `goto local-…` (this
+      #   node's endpoints only), or is dropped by no-endpoint-nodeports where there are none
       chain endpoint-AAAAAAAA-default/web/tcp/__10.244.0.2/8080 {
         ip saddr 10.244.0.2 jump mark-for-masquerade      # hairpin: a pod reaching itself
         meta l4proto tcp dnat to 10.244.0.2:8080 }
     }
 
+Checked against kubernetes pkg/proxy/nftables/proxier.go: names of the table, sets, maps and
+chains, the hash prefix, the mark, priorities, the external-chain rules. Differences: no
+firewall-check/LoadBalancer parts, no session affinity, IPv4 only; nodeport-ips holds the node's
+primary address (kube-proxy's `--nodeport-addresses primary` default in nftables mode).
 ClusterIPs are handed out in order from the Service CIDR's .2 (kube-apiserver picks at random;
 .1 is the `kubernetes` Service's, kept). Endpoints are the pods the selector picks in the
-Service's namespace, IPv4 only so far.
+Service's namespace (or the pods the Service names).
 """
 
 from __future__ import annotations
@@ -32,10 +46,11 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Callable, Sequence
 
 from cni_lab import nft
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab, Pod
+from cni_lab.ipam import Lab, Node, Pod
 from cni_lab.model import ServicePort, ServiceSpec
 from cni_lab.policy import Selector
 
@@ -75,12 +90,25 @@ def resolve(lab: Lab, gone: frozenset[str] = frozenset()) -> list[Service]:
         problems.append(f"{src}: networking.serviceCIDR: {cidr} has no room for {len(specs)} Services")
     if problems:
         raise LabError(*problems)
+    by_id = {p.id: p for p in lab.pods}
+    for i, spec in enumerate(specs):
+        for ref in spec.pods:
+            if ref not in by_id:
+                problems.append(f"{src}: services[{i}].pods: {ref} is no pod of the lab (pods are node/pod)")
+            elif by_id[ref].namespace != spec.namespace:
+                problems.append(f"{src}: services[{i}].pods: {ref} is in namespace {by_id[ref].namespace}, "
+                                f"not the Service's {spec.namespace}")
+    if problems:
+        raise LabError(*problems)
     out = []
     for i, spec in enumerate(specs):
-        selector = Selector(match_labels=spec.selector)  # a Service's selector: equality on every label
-        selected = tuple(p for p in lab.pods if p.namespace == spec.namespace and p.id not in gone
-                         and selector.matches(p.labels))
-        out.append(Service(spec, cidr.network_address + 2 + i, selected))  # type: ignore[arg-type]
+        if spec.pods:  # named: as an EndpointSlice written by hand
+            chosen = tuple(by_id[ref] for ref in spec.pods)
+        else:
+            selector = Selector(match_labels=spec.selector)  # a Service's selector: equality on every label
+            chosen = tuple(p for p in lab.pods if p.namespace == spec.namespace and selector.matches(p.labels))
+        out.append(Service(spec, cidr.network_address + 2 + i,  # type: ignore[arg-type]
+                           tuple(p for p in chosen if p.id not in gone)))
     return out
 
 
@@ -89,9 +117,24 @@ def _hash(text: str) -> str:
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:8]
 
 
+def _chain(prefix: str, svc: Service, port: ServicePort) -> str:
+    name = f"{svc.qualified}/{port.protocol.lower()}/"  # namespace/name/protocol/portName (ours unnamed)
+    return f"{prefix}-{_hash(name)}-{name}"
+
+
 def service_chain(svc: Service, port: ServicePort) -> str:
-    name = f"{svc.qualified}/{port.protocol.lower()}/"
-    return f"service-{_hash(name)}-{name}"
+    """The Cluster policy chain: every endpoint."""
+    return _chain("service", svc, port)
+
+
+def local_chain(svc: Service, port: ServicePort) -> str:
+    """The Local policy chain: the endpoints on this node."""
+    return _chain("local", svc, port)
+
+
+def external_chain(svc: Service, port: ServicePort) -> str:
+    """Where NodePort traffic goes first: masquerade (Cluster) or keep the client (Local)."""
+    return _chain("external", svc, port)
 
 
 def endpoint_chain(svc: Service, port: ServicePort, pod: Pod) -> str:
@@ -99,42 +142,83 @@ def endpoint_chain(svc: Service, port: ServicePort, pod: Pod) -> str:
     return f"endpoint-{_hash(name)}-{name}"
 
 
-def ruleset(lab: Lab, services: list[Service]) -> str:
-    """The same table on every node (kube-proxy runs on each): replaced as a whole."""
+def _pick(chain_of: Callable[[Pod], str], pods: Sequence[Pod]) -> str:
+    targets = ", ".join(f"{i} : goto {chain_of(p)}" for i, p in enumerate(pods))
+    return f"numgen random mod {len(pods)} vmap {{ {targets} }}"
+
+
+def local_endpoints(svc: Service, node: Node) -> tuple[Pod, ...]:
+    return tuple(p for p in svc.endpoints if p.node == node.name)
+
+
+def ruleset(lab: Lab, services: list[Service], node: Node) -> str:
+    """kube-proxy's table on one node (the same on every node but for the node's own address in
+    nodeport-ips and which endpoints are local): replaced as a whole."""
     cluster = lab.scenario.cluster_cidr
-    elements = []
+    maps: dict[str, list[str]] = {"no-endpoint-services": [], "no-endpoint-nodeports": [],
+                                  "service-ips": [], "service-nodeports": []}
     chains: dict[str, list[str]] = {}
     for svc in services:
+        local = local_endpoints(svc, node)
         for port in svc.spec.ports:
-            chain = service_chain(svc, port)
-            proto = port.protocol.lower()
-            elements.append(f"{svc.cluster_ip} . {proto} . {port.port} : goto {chain}")
-            body = [f"ip daddr {svc.cluster_ip} {proto} dport {port.port} ip saddr != {cluster} jump mark-for-masquerade"]
-            if svc.endpoints:
-                targets = ", ".join(f"{i} : goto {endpoint_chain(svc, port, p)}" for i, p in enumerate(svc.endpoints))
-                body.append(f"numgen random mod {len(svc.endpoints)} vmap {{ {targets} }}")
-            else:
-                body.append(f'reject comment "{svc.qualified} has no endpoints"')
-            chains[chain] = body
+            proto, key = port.protocol.lower(), f"{svc.cluster_ip} . {port.protocol.lower()} . {port.port}"
+            nodeport = f"{proto} . {port.node_port}"
+            if not svc.endpoints:  # nothing to DNAT to: the filter hooks reject new connections
+                maps["no-endpoint-services"].append(f"{key} : goto reject-chain")
+                if port.node_port:
+                    maps["no-endpoint-nodeports"].append(f"{nodeport} : goto reject-chain")
+                continue
+            cluster_chain = service_chain(svc, port)
+            maps["service-ips"].append(f"{key} : goto {cluster_chain}")
+            chains[cluster_chain] = [
+                f"ip daddr {svc.cluster_ip} {proto} dport {port.port} ip saddr != {cluster} jump mark-for-masquerade",
+                _pick(lambda p: endpoint_chain(svc, port, p), svc.endpoints)]
+            if port.node_port:
+                ext = external_chain(svc, port)
+                maps["service-nodeports"].append(f"{nodeport} : goto {ext}")
+                if svc.spec.external_traffic_policy == "Cluster":
+                    chains[ext] = ["jump mark-for-masquerade", f"goto {cluster_chain}"]
+                else:
+                    chains[ext] = [f'ip saddr {cluster} goto {cluster_chain} comment "short-circuit pod traffic"',
+                                   'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
+                                   f'fib saddr type local goto {cluster_chain} comment "short-circuit local traffic"']
+                    if local:
+                        chains[ext].append(f"goto {local_chain(svc, port)}")
+                        chains[local_chain(svc, port)] = [_pick(lambda p: endpoint_chain(svc, port, p), local)]
+                    else:  # no endpoint here: what was not short-circuited is dropped
+                        maps["no-endpoint-nodeports"].append(f"{nodeport} : drop")
             for p in svc.endpoints:
                 chains[endpoint_chain(svc, port, p)] = [
                     f"ip saddr {p.ip} jump mark-for-masquerade",  # hairpin
                     f"meta l4proto {proto} dnat to {p.ip}:{port.target_port}",
                 ]
-    lines = [*nft.replace("ip", TABLE), f"table ip {TABLE} {{"]
-    lines += ["  map service-ips {", "    type ipv4_addr . inet_proto . inet_service : verdict;"]
-    if elements:
-        lines.append("    elements = { " + ", ".join(elements) + " }")
-    lines += ["  }",
-              "  chain services {", "    ip daddr . meta l4proto . th dport vmap @service-ips", "  }",
-              "  chain nat-prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
+    lines = [*nft.replace("ip", TABLE), f"table ip {TABLE} {{", '  comment "rules for kube-proxy"']
+    lines += ["  set nodeport-ips {", "    type ipv4_addr", '    comment "IPs that accept NodePort traffic"',
+              f"    elements = {{ {node.ip} }}", "  }"]
+    for name, elements in maps.items():
+        kind = "inet_proto . inet_service" if name.endswith("nodeports") else "ipv4_addr . inet_proto . inet_service"
+        lines += [f"  map {name} {{", f"    type {kind} : verdict"]
+        if elements:
+            lines.append("    elements = { " + ", ".join(elements) + " }")
+        lines.append("  }")
+    for hook in ("input", "forward", "output"):
+        lines += [f"  chain filter-{hook} {{",
+                  f"    type filter hook {hook} priority -110; policy accept;",  # dstnat - 10 (nft 1.0 names it on prerouting only)
+                  "    ct state new jump endpoints-check", "  }"]
+    lines += ["  chain nat-prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
               "    jump services", "  }",
               "  chain nat-output {", "    type nat hook output priority -100; policy accept;", "    jump services", "  }",
               "  chain nat-postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
-              "    jump masquerading", "  }",
-              "  chain masquerading {", f"    meta mark & {MASQ_MARK:#010x} == 0 return",
-              f"    meta mark set meta mark ^ {MASQ_MARK:#x}", "    masquerade fully-random", "  }",
-              "  chain mark-for-masquerade {", f"    meta mark set meta mark | {MASQ_MARK:#x}", "  }"]
-    lines += nft.chains(chains)
+              "    jump masquerading", "  }"]
+    lines += nft.chains({
+        "endpoints-check": ["ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+                            "ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
+        "reject-chain": ["reject"],
+        "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
+                     "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"],
+        "masquerading": [f"meta mark & {MASQ_MARK:#010x} == 0 return",
+                         f"meta mark set meta mark ^ {MASQ_MARK:#x}", "masquerade fully-random"],
+        "mark-for-masquerade": [f"meta mark set meta mark | {MASQ_MARK:#x}"],
+        **chains})
     lines.append("}")
     return "\n".join(lines) + "\n"

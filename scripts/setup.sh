@@ -23,11 +23,11 @@ esac
 
 # iproute2: ip netns exec for `cni-lab exec`; iputils-ping/tcpdump: tools learners run in pods;
 # nftables/conntrack: NAT experiments; bird2: the BGP daemon of `bgp`; containernetworking-plugins:
-# the CNI reference plugins of `cni`; graphviz: `graph -o x.png`; clang, llvm, libbpf-dev (headers)
+# the CNI reference plugins of `cni` (iptables: what their bridge plugin's ipMasq calls); graphviz: `graph -o x.png`; clang, llvm, libbpf-dev (headers)
 # and bpftool: the `ebpf` data plane compiles, loads and pins its tc programs. The same names on
 # Debian and Ubuntu.
 packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntrack tcpdump bird2
-          containernetworking-plugins graphviz clang llvm libbpf-dev bpftool)
+          containernetworking-plugins iptables graphviz clang llvm libbpf-dev bpftool)
 # The tests: a browser renders the HTML report, ruby checks the Vagrantfile's syntax, mininet and
 # bridge-utils are the benchmark's comparison, util-linux's setpriv drops a capability, podman,
 # runc and debootstrap build and run the container image from a local Debian base; iperf3: the

@@ -11,6 +11,10 @@ per node: {{podCIDR}} {{gateway}} {{mtu}} {{node}} {{clusterCIDR}}, and in a dua
 `ranges: [[{subnet: v4}], [{subnet: v6}]]`, as flannel's CNI plugin delegates it.
 
 Nodes reach each other's pods through `cni.routing`: `host-gw` routes or a `vxlan` overlay.
+With an `outside` host, the node masquerades as flannel does when it delegates (its --ip-masq
+rules; the bridge's ipMasq stays false). A list that sets the bridge plugin's `ipMasq: true` is
+honoured: the plugin adds its own iptables rules in the node's namespace, masquerading all that
+leaves the pod's subnet, pods on other nodes included, which check then shows as NAT.
 """
 
 from __future__ import annotations
@@ -95,7 +99,11 @@ class Cni(Bridge):
     name = "cni"
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
-        return ((f"{lab.scenario.cni.cni_path}/host-local", "containernetworking-plugins"),)
+        found: tuple[tuple[str, str], ...] = ((f"{lab.scenario.cni.cni_path}/host-local", "containernetworking-plugins"),)
+        conflist = lab.scenario.cni.conflist or {}
+        if any(p.get("ipMasq") for p in conflist.get("plugins", []) if isinstance(p, dict)):
+            found += (("/usr/sbin/iptables", "iptables"),)  # the bridge plugin's ipMasq runs it
+        return found
 
     def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
         """Every plugin the nodes' configuration lists run, and the configuration list's file: a

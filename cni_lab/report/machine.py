@@ -70,8 +70,9 @@ def _services_json(lab: Lab) -> list[dict[str, Any]]:
         found = services.resolve(lab)
     except Exception:  # noqa: BLE001 - a record the current rules refuse: shown without Services
         return []
-    return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": "ClusterIP",
-             "ports": [{"port": p.port, "targetPort": p.target_port, "protocol": p.protocol, "nodePort": None}
+    return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": s.spec.type,
+             "externalTrafficPolicy": s.spec.external_traffic_policy if s.spec.node_port else None,
+             "ports": [{"port": p.port, "targetPort": p.target_port, "protocol": p.protocol, "nodePort": p.node_port}
                        for p in s.spec.ports],
              "endpoints": [str(p.ip) for p in s.endpoints]} for s in found]
 
@@ -108,7 +109,8 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "faults": list(result.faults),
         "neighbours": neighbours_json(result),
         "neighboursIPv6": None if result.ipv6 is None else neighbours_json(result.ipv6),
-        "services": [{"src": s.src, "service": s.service, "port": s.port, "tries": s.tries, "ok": s.ok,
+        "services": [{"kind": s.kind, "src": s.src, "service": s.service, "port": s.port, "via": s.via or None,
+                      "externalTrafficPolicy": s.policy or None, "tries": s.tries, "ok": s.ok,
                       "problem": s.problem or None,
                       "answers": [{"answeredBy": who, "observedSource": seen} for who, seen in s.answers]}
                      for s in result.services],

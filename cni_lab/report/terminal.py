@@ -12,6 +12,7 @@ from cni_lab.state import Status
 from cni_lab.plan import Plan
 from cni_lab.probe.matrix import CheckResult
 from cni_lab.probe.pairs import endpoints
+from cni_lab.probe.services import ServiceProbe
 
 
 PODS_LISTED = 8  # a node with more pods shows them as a range
@@ -124,23 +125,33 @@ def check_view(result: CheckResult) -> RenderableType:
 
 
 def services_view(result: CheckResult) -> list[RenderableType]:
-    """pod → Service: who answered, how the load spread, whether anything was SNATed."""
-    by_port: dict[tuple[str, int], list[object]] = {}
+    """pod → Service and outside → NodePort: who answered, how the load spread, what source the
+    endpoint saw."""
+    groups: dict[tuple[str, int, str], list[ServiceProbe]] = {}
     for s in result.services:
-        by_port.setdefault((s.service, s.port), []).append(s)
+        groups.setdefault((s.service, s.port, s.kind), []).append(s)
     parts: list[RenderableType] = []
-    for (name, port), probes in by_port.items():
+    for (name, port, kind), probes in groups.items():
         spread: dict[str, int] = {}
         for p in probes:
-            for who, _ in p.answers:  # type: ignore[attr-defined]
+            for who, _ in p.answers:
                 spread[who] = spread.get(who, 0) + 1
-        bad = [p for p in probes if not p.ok]  # type: ignore[attr-defined]
+        bad = [p for p in probes if not p.ok]
         mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
         shares = ", ".join(f"{who} {n}" for who, n in sorted(spread.items()))
-        parts.append(Text.assemble(("pod → Service ", "bold"), f"{name}:{port}  {len(probes) - len(bad)}/{len(probes)} pods "
-                                   f"answered by its endpoints ({shares}), the client's address kept, hairpin "
-                                   "masqueraded  ", mark))
-        parts += [Text(f"  {p.src}: {p.problem}", style="red") for p in bad]  # type: ignore[attr-defined]
+        if kind == "clusterIP":
+            parts.append(Text.assemble(("pod → Service ", "bold"), f"{name}:{port}  {len(probes) - len(bad)}/{len(probes)} "
+                                       f"pods answered by its endpoints ({shares}), the client's address kept, hairpin "
+                                       "masqueraded  ", mark))
+        else:
+            policy = probes[0].policy
+            how = ("masqueraded to the node dialled" if policy == "Cluster" else
+                   "the client's address kept; nodes without a local endpoint do not answer")
+            silent = [p.via for p in probes if p.ok and not p.answers]
+            parts.append(Text.assemble(("outside → NodePort ", "bold"), f"{name} :{port} ({policy})  "
+                                       f"{len(probes) - len(bad)}/{len(probes)} nodes as kube-proxy does it ({shares}"
+                                       + (f"; silent: {', '.join(silent)}" if silent else "") + f"), {how}  ", mark))
+        parts += [Text(f"  {p.via or p.src}: {p.problem}", style="red") for p in bad]
     return parts
 
 

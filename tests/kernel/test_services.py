@@ -127,3 +127,55 @@ def test_check_proves_pod_to_service(make_lab: MakeLab, dataplane: str) -> None:
     assert answered == {"node1/web1", "node2/web2"}
     client = next(s for s in result.services if s.src == "node1/client")
     assert {seen for _, seen in client.answers} == {str(next(p.ip for p in lab.pods if p.id == "node1/client"))}
+
+
+def nodeport_doc(dataplane: str) -> dict[str, Any]:
+    """web (Cluster) has endpoints on both nodes; solo (Local) only on node1; node3 has none."""
+    return {"dataplane": dataplane, "outside": {},
+            "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
+                      {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]},
+                      {"name": "node3", "pods": ["idle"]}],
+            "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+                          "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
+                         {"name": "solo", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["node1/web1"],
+                          "ports": [{"port": 81, "targetPort": 8080, "nodePort": 30081}]}]}
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+def test_outside_to_node_port_with_both_traffic_policies(make_lab: MakeLab, dataplane: str) -> None:
+    from cni_lab.probe import matrix, services as probes
+
+    lab = make_lab(nodeport_doc(dataplane))
+    result = matrix.run(lab)
+    assert result.passed, [(s.src, s.via, s.problem) for s in result.services if not s.ok]
+    nodeport = {(s.service, s.via): s for s in result.services if s.kind == "nodePort"}
+    assert set(nodeport) == {(svc, n) for svc in ("default/web", "default/solo") for n in ("node1", "node2", "node3")}
+    for node in ("node1", "node2", "node3"):  # Cluster: every node answers, masqueraded to its own address
+        cluster = nodeport[("default/web", node)]
+        assert len(cluster.answers) == cluster.tries == probes.TRIES
+        assert {seen for _, seen in cluster.answers} <= probes.node_addresses(lab.node(node))
+    outside = str(lab.scenario.outside_ip)
+    local = nodeport[("default/solo", "node1")]  # Local: the client's address kept
+    assert {who for who, _ in local.answers} == {"node1/web1"} and {seen for _, seen in local.answers} == {outside}
+    assert nodeport[("default/solo", "node2")].answers == () and nodeport[("default/solo", "node3")].answers == ()
+    dropped = run_in(ns_of(lab, "node2"), "nft", "list", "map", "ip", "kube-proxy", "no-endpoint-nodeports", check=True).stdout
+    assert "tcp . 30081 : drop" in dropped
+    # pod ↔ pod and node ↔ pod verdicts are untouched by Services and masquerade
+    inside = [r for one in result.by_family for r in one.results
+              if r.pair.rule in ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node")]
+    assert inside and all(r.met and r.verdict == "ok" for r in inside)
+
+
+def test_down_leaves_no_kube_proxy_table_and_the_root_namespace_unchanged(make_lab: MakeLab) -> None:
+    import subprocess
+
+    from cni_lab import lifecycle
+    from helpers import root_snapshot
+
+    before = root_snapshot()
+    lab = make_lab(nodeport_doc("host-gw"))
+    lifecycle.down(lab.name)
+    assert root_snapshot() == before
+    assert "kube-proxy" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"cnilab-{lab.name}." not in leftovers and f"cnilab-{lab.name} " not in leftovers

@@ -83,5 +83,59 @@ def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:
     found = services.resolve(ipam.resolve(model.load_document(doc, "s.yaml")))
     assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3"]
     assert [p.id for p in found[0].endpoints] == ["n1/a"] and found[1].endpoints == ()
-    with pytest.raises(LabError, match="services\\[0\\].type: 'NodePort': only ClusterIP Services are built so far"):
-        model.load_document({**doc, "services": [{"name": "w", "type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 1}]}]}, "s.yaml")
+
+
+def _services(*specs: dict) -> list:
+    from cni_lab import services
+
+    doc = {"name": "s", "outside": {},
+           "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]},
+                     {"name": "n2", "pods": [{"name": "c", "labels": {"app": "web"}}]}],
+           "services": list(specs)}
+    lab = ipam.resolve(model.load_document(doc, "s.yaml"))
+    return [lab, services.resolve(lab)]
+
+
+def test_node_ports_are_given_or_allocated_in_order_and_refused_as_the_api_server_refuses_them() -> None:
+    lab, found = _services({"name": "w", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 81}]},
+                           {"name": "x", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["n2/c"],
+                            "ports": [{"port": 80, "nodePort": 30000}]})
+    assert [p.node_port for s in found for p in s.spec.ports] == [30001, 30002, 30000]  # the given one is kept
+    assert [p.id for p in found[1].endpoints] == ["n2/c"] and found[1].spec.external_traffic_policy == "Local"
+    refusals = {
+        "services[0].type: 'LoadBalancer' is not one of ClusterIP, NodePort": {"type": "LoadBalancer"},
+        "services[0].externalTrafficPolicy: may only be set for externally-accessible Services": {"externalTrafficPolicy": "Local"},
+        "services[0].externalTrafficPolicy: 'local' is not Cluster or Local": {"type": "NodePort", "externalTrafficPolicy": "local"},
+        "services[0].ports[0].nodePort: may not be used when type is ClusterIP": {"ports": [{"port": 80, "nodePort": 30000}]},
+        "services[0].ports[0].nodePort: 80 is not in the valid range 30000-32767": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]},
+        "services[0]: give a selector or pods, not both": {"pods": ["n1/a"]},
+    }
+    for message, change in refusals.items():
+        with pytest.raises(LabError, match=message.replace("[", "\\[").replace("]", "\\]")):
+            _services({"name": "w", "selector": {"app": "web"}, "ports": [{"port": 80}], **change})
+    with pytest.raises(LabError, match="services\\[1\\].ports\\[0\\].nodePort: 30000/TCP: provided port is already allocated"):
+        _services({"name": "w", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30000}]},
+                  {"name": "v", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30000}]})
+    with pytest.raises(LabError, match="services\\[0\\].pods: n9/a is no pod of the lab"):
+        _services({"name": "w", "pods": ["n9/a"], "ports": [{"port": 80}]})
+
+
+def test_kube_proxys_table_differs_per_node_in_its_address_and_local_endpoints() -> None:
+    from cni_lab import services
+
+    lab, found = _services({"name": "w", "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                            "ports": [{"port": 80, "nodePort": 30080}]},
+                           {"name": "empty", "selector": {"app": "none"}, "ports": [{"port": 90}]})
+    one, two = (services.ruleset(lab, found, lab.node(n)) for n in ("n1", "n2"))
+    assert "elements = { 192.168.1.2 }" in one and "elements = { 192.168.1.3 }" in two
+    assert "tcp . 30080 : goto external-" in one
+    local = [line for line in one.splitlines() if "numgen random mod 1" in line]
+    assert len(local) == 1 and "__10.244.0.2/80" in local[0] and "10.244.1.2" not in local[0]
+    assert "10.96.0.3 . tcp . 90 : goto reject-chain" in one  # no endpoints: rejected in the filter hooks
+    assert 'ip saddr 10.244.0.0/16 goto service-' in one and "fib saddr type local jump mark-for-masquerade" in one
+    # a node with no pod of a Local Service drops what is not short-circuited
+    lab, found = _services({"name": "w", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["n1/a"],
+                            "ports": [{"port": 80, "nodePort": 30080}]})
+    assert "tcp . 30080 : drop" in services.ruleset(lab, found, lab.node("n2"))
+    assert "tcp . 30080 : drop" not in services.ruleset(lab, found, lab.node("n1"))
+    assert services.service_chain(found[0], found[0].spec.ports[0]).startswith("service-")

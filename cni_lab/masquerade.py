@@ -17,6 +17,8 @@ model the lab proves has pods reach nodes without NAT, so the lab keeps that tra
 
 from __future__ import annotations
 
+import re
+
 from cni_lab import nft
 from cni_lab.errors import LabError
 from cni_lab.ipam import Lab, Node
@@ -93,3 +95,26 @@ def rules(lab: Lab, node: Node) -> tuple[str, str]:
     if lab.dataplane == "bgp":
         return CALICO_TABLE, calico(lab, node)
     return FLANNEL_TABLE, flannel(lab, node)
+
+
+def meaning(lab: Lab, node: Node, rule: str) -> str:
+    """One masquerade rule, as nft lists it, in the lesson's words."""
+    networks = {str(node.pod_cidr): f"this node's pods ({node.pod_cidr})",
+                str(lab.scenario.cluster_cidr): f"a pod ({lab.scenario.cluster_cidr})",
+                MULTICAST: "multicast", "@cali40masq-ipam-pools": "a natOutgoing pool",
+                "@cali40all-ipam-pools": "any IP pool",
+                **{str(s.cidr): f"the nodes' network ({s.cidr})" for s in lab.segments}}
+    if rule.startswith("jump "):
+        return f"every packet leaving the node goes through {rule.split()[1]}"
+    if rule.startswith(f"meta mark {KUBE_MARK_MASQ}") or rule.startswith("meta mark 0x4000"):
+        return "marked by kube-proxy: its own masquerade handles it"
+    parts = {}
+    for side in ("saddr", "daddr"):
+        m = re.search(rf"ip {side} (!= )?(\S+)", rule)
+        if m:
+            what = networks.get(m[2], m[2])
+            parts[side] = f"anything but {what}" if m[1] else what
+    action = ("unchanged" if " return" in rule else "leaves with the node's address (masqueraded)"
+              if "masquerade" in rule else "forwarded" if rule.endswith("accept") else rule.split()[-1])
+    src, dst = parts.get("saddr", "anywhere"), parts.get("daddr", "anywhere")
+    return f"from {src} to {dst}: {action}"

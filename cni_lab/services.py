@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Callable, Sequence
@@ -222,3 +223,63 @@ def ruleset(lab: Lab, services: list[Service], node: Node) -> str:
         **chains})
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _named(chain: str) -> str:
+    """`service-HASH-default/web/tcp/` → `default/web`."""
+    parts = chain.split("-", 2)[-1].split("/")
+    return "/".join(parts[:2])
+
+
+def describe(lab: Lab, node: Node, listing: str) -> list[str]:
+    """kube-proxy's table on a node, as `nft list table ip kube-proxy` printed it, in the
+    lesson's words: one line per ClusterIP and NodePort, read from the kernel's maps and chains
+    (so a pod taken down is missing from them)."""
+    chains = nft.parse_chains(listing)
+    who = {str(p.ip): p.id for p in lab.pods}
+
+    def endpoints_of(chain: str) -> str:
+        found = []
+        for rule in chains.get(chain, []):
+            for target in re.findall(r"goto (endpoint-\S+?)(?:,| \})", rule + " }"):
+                for line in chains.get(target, []):
+                    m = re.search(r"dnat to ([\d.]+):(\d+)", line)
+                    if m:
+                        found.append(f"{m[1]}:{m[2]} ({who.get(m[1], '?')})")
+        return ", ".join(found) or "no endpoint"
+
+    words = []
+    cluster = lab.scenario.cluster_cidr
+    for element in nft.parse_elements(listing, "service-ips"):
+        m = re.match(r"([\d.]+) \. (\w+) \. (\d+) : goto (\S+)", element)
+        if m:
+            picked = endpoints_of(m[4])
+            n = picked.count("(")
+            words.append(f"ClusterIP {m[1]}:{m[3]}/{m[2]} ({_named(m[4])}) → DNAT to "
+                         + (f"one of {picked}, at random (numgen random mod {n})" if n > 1 else picked)
+                         + f"; the client's address is kept, except from outside {cluster} or when the client is "
+                         "the endpoint itself (hairpin): then masqueraded")
+    for element in nft.parse_elements(listing, "no-endpoint-services"):
+        m = re.match(r"([\d.]+) \. (\w+) \. (\d+) : (.+)", element)
+        if m:
+            words.append(f"ClusterIP {m[1]}:{m[3]}/{m[2]} has no endpoints: new connections are rejected "
+                         "(no-endpoint-services → reject-chain, in the filter hooks)")
+    dropped = {e.split(" : ")[0] for e in nft.parse_elements(listing, "no-endpoint-nodeports")}
+    for element in nft.parse_elements(listing, "service-nodeports"):
+        m = re.match(r"(\w+) \. (\d+) : goto (\S+)", element)
+        if not m:
+            continue
+        rules = chains.get(m[3], [])
+        head = f"NodePort {node.ip}:{m[2]}/{m[1]} ({_named(m[3])})"
+        if rules and rules[0] == "jump mark-for-masquerade":
+            cluster_chain = rules[-1].split()[-1]
+            words.append(f"{head} → masqueraded (the endpoint sees this node), then any endpoint: "
+                         f"{endpoints_of(cluster_chain)} (externalTrafficPolicy Cluster)")
+        elif f"{m[1]} . {m[2]}" in dropped:
+            words.append(f"{head} → dropped here: no endpoint on this node (externalTrafficPolicy Local; "
+                         "no-endpoint-nodeports); pods and the node itself still reach the Service")
+        else:
+            local = next((r.split()[-1] for r in rules if r.startswith("goto local-")), "")
+            words.append(f"{head} → only this node's endpoints: {endpoints_of(local)}, the client's address kept "
+                         "(externalTrafficPolicy Local)")
+    return words

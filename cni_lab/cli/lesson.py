@@ -10,7 +10,7 @@ from cni_lab import faults, lifecycle, privileges
 from cni_lab.cli.app import _complete_labs, _complete_targets, _json, cli, out
 from cni_lab.errors import LabError
 from cni_lab.kernel import inspect
-from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, trace as trace_lesson
+from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, service_trace, trace as trace_lesson
 from cni_lab.report import lesson as lesson_view
 
 
@@ -62,14 +62,25 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     """The path a packet takes from SRC to DST, hop by hop: trace [LAB] SRC DST
 
     SRC and DST are nodes (node1), pods (node1/web) or their IPs. Each hop is the kernel's own
-    route lookup; then a real probe checks that the packet agrees.
+    route lookup; then a real probe checks that the packet agrees. DST may be a Service's
+    ClusterIP (10.96.0.2 or 10.96.0.2:80): the trace goes through kube-proxy's DNAT, to the
+    endpoint the node's conntrack entry for one real connection names.
 
     \b
     Example: sudo cni-lab trace node1/web node2/api
+    Example: sudo cni-lab trace node1/client 10.96.0.2:80
     """
     privileges.require_root("trace")
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
+    service = service_trace.parse_destination(lab, dst)
+    if service is not None:  # a ClusterIP: through kube-proxy's DNAT, the endpoint from conntrack
+        st = service_trace.trace(lab, src, *service)
+        if as_json:
+            _json(service_trace.to_json(st))
+        else:
+            out.print(lesson_view.service_trace_view(st))
+        sys.exit(0 if st.outcome == "ok" else 1)
     t = trace_lesson.trace(lab, src, dst, 6 if ipv6 else 4)
     before = trace_lesson.bpf_counters(lab)
     verdict = None if no_probe else trace_lesson.verify(lab, t)

@@ -264,3 +264,33 @@ def raw(ns: str) -> str:
         text = (done.stdout + done.stderr).rstrip()
         out.append(f"$ {' '.join(command)}\n{text}" if text else f"$ {' '.join(command)}")
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A conntrack entry: the tuple the client sent and the tuple the reply comes back with
+    (a DNAT shows as a reply from another address than the original destination)."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    reply_src: str
+    reply_sport: int
+    reply_dst: str
+    reply_dport: int
+    status: str
+
+
+def connections(ns: str) -> list[Connection]:
+    """The namespace's conntrack table (ctnetlink, through pyroute2)."""
+    from pyroute2 import Conntrack
+
+    def dump() -> list[Connection]:
+        with Conntrack() as ct:
+            return [Connection(str(e.tuple_orig.saddr), int(e.tuple_orig.sport or 0), str(e.tuple_orig.daddr),
+                               int(e.tuple_orig.dport or 0), str(e.tuple_reply.saddr), int(e.tuple_reply.sport or 0),
+                               str(e.tuple_reply.daddr), int(e.tuple_reply.dport or 0), e.status_name())
+                    for e in ct.dump_entries()]
+
+    return netns.in_netns(ns, dump)

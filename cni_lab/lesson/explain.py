@@ -96,6 +96,41 @@ def _chain_text(listing: str, head: str) -> str:
 
 
 @dataclass
+class NatFacts:
+    """The node's NAT, read from its nftables tables: egress masquerade rules (each with its
+    meaning) and kube-proxy's Services in words."""
+
+    masquerade_table: str | None  # `ip flannel-ipv4`, `ip calico`, or None where there is none
+    masquerade: list[tuple[str, str, str]]  # (chain, rule as nft lists it, meaning)
+    services: list[str]
+
+
+def read_nat(lab: Lab, node: str) -> NatFacts | None:
+    from cni_lab import masquerade, nft, services
+    from cni_lab.kernel import edit
+
+    if lab.scenario.outside_ip is None and not lab.scenario.services:
+        return None
+    ns, n = names.node_netns(lab.name, node), lab.node(node)
+    table, rules = None, []
+    for name in (masquerade.FLANNEL_TABLE, masquerade.CALICO_TABLE):
+        try:
+            listing = edit.nft_text(ns, "list", "table", "ip", name)
+        except OSError:
+            continue
+        table = f"ip {name}"
+        for chain, lines in nft.parse_chains(listing).items():
+            rules += [(chain, line, masquerade.meaning(lab, n, line)) for line in lines]
+    words: list[str] = []
+    if lab.scenario.services:
+        try:
+            words = services.describe(lab, n, edit.nft_text(ns, "list", "table", "ip", services.TABLE))
+        except OSError:
+            words = ["kube-proxy's table is missing on this node"]
+    return NatFacts(table, rules, words)
+
+
+@dataclass
 class NodeFacts:
     name: str
     netns: str
@@ -106,6 +141,7 @@ class NodeFacts:
     bgp_error: str = ""
     bpf: BpfFacts | None = None  # the eBPF datapath, in `ebpf` labs
     policies: list[PodPolicies] | None = None  # NetworkPolicy per pod, in labs that have policies
+    nat: NatFacts | None = None  # masquerade and Services, in labs with an outside host or Services
 
 
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
@@ -135,6 +171,7 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
             facts.bpf = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
         if lab.policies:
             facts.policies = pod_policies(lab, n.name)
+        facts.nat = read_nat(lab, n.name)
         out.append(facts)
     if node is not None and not out:
         lab.node(node)  # raises the "no such node" error
@@ -280,6 +317,10 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                            "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
             },
             "bpf": None if nf.bpf is None else _bpf_json(nf),
+            "nat": None if nf.nat is None else {
+                "masqueradeTable": nf.nat.masquerade_table,
+                "masquerade": [{"chain": c, "rule": r, "meaning": m} for c, r, m in nf.nat.masquerade],
+                "services": nf.nat.services},
             "policies": None if nf.policies is None else [
                 {"pod": pp.pod, "ingress": pp.ingress, "egress": pp.egress, "nft": pp.rules} for pp in nf.policies],
             "bridge": None if bridge is None else {

@@ -309,11 +309,19 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
                     "the node's IP forwarding and netfilter are not on the way"), next_ns, next_if)
 
 
-def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address) -> Leg:
-    ns, came_in = src.netns, None
+def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tuple[str, str | None] | None = None,
+         stop_at: frozenset[str] = frozenset(), src_ip: IPv4Address | IPv6Address | None = None) -> Leg:
+    """From the source (or from `start`: a namespace and the interface the packet came in on) to
+    where the kernel delivers or drops it; a namespace in `stop_at` ends the leg on arrival (the
+    caller decides what happens there: a Service's DNAT). `src_ip`: the packet's source once a
+    NAT on the way out of the first namespace has rewritten it (a masqueraded hairpin)."""
+    ns, came_in = start or (src.netns, None)
     hops: list[Hop] = []
     for _ in range(MAX_HOPS):
         where = w.label.get(ns, ns)
+        if came_in is not None and ns in stop_at:
+            hops.append(Hop(where, ns, came_in, "arrive"))
+            break
         by_bpf = _bpf_hop(w, ns, came_in, dst_ip)
         if isinstance(by_bpf, Hop):
             hops.append(by_bpf)
@@ -322,7 +330,9 @@ def _leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address) -> Leg:
             hop, ns, came_in = by_bpf
             hops.append(hop)
             continue
-        decision = inspect.route_get(ns, dst_ip, src=src.ip if came_in else None, iif=came_in)
+        # a source NAT happens on the way out of the first namespace (postrouting): it routes the original
+        source = src.ip if not hops or src_ip is None else src_ip
+        decision = inspect.route_get(ns, dst_ip, src=source if came_in else None, iif=came_in)
         route = w.matched_route(ns, dst_ip)
         if decision.type == "local":
             hops.append(Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}"))
@@ -365,25 +375,26 @@ def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
     if src == dst:
         raise LabError("source and destination are the same endpoint")
     w = Wiring(lab)
-    there = _leg(w, src, dst.ip)
+    there = leg(w, src, dst.ip)
     back = None
     if there.delivered_to == dst.id:
         answering = next(e for e in endpoints(lab, dst.family) if e.id == there.delivered_to)
-        back = _leg(w, answering, src.ip)
+        back = leg(w, answering, src.ip)
     return Trace(src, dst, there, back)
 
 
-def to_json(t: Trace) -> dict[str, Any]:
-    def leg(lg: Leg | None) -> list[dict[str, Any]] | None:
-        if lg is None:
-            return None
-        return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
-                 "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf}
-                for h in lg.hops]
+def leg_json(lg: Leg | None) -> list[dict[str, Any]] | None:
+    if lg is None:
+        return None
+    return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
+             "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf}
+            for h in lg.hops]
 
+
+def to_json(t: Trace) -> dict[str, Any]:
     return {
         "src": t.src.id, "dst": t.dst.id, "srcIP": str(t.src.ip), "dstIP": str(t.dst.ip),
-        "outcome": t.outcome, "summary": t.summary(), "there": leg(t.there), "back": leg(t.back),
+        "outcome": t.outcome, "summary": t.summary(), "there": leg_json(t.there), "back": leg_json(t.back),
     }
 
 

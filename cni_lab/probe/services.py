@@ -50,7 +50,7 @@ class ServiceProbe:
 
 
 @dataclass(frozen=True)
-class _Dial:
+class Dial:
     src: str  # pod id or "outside"
     netns: str
     service: Service
@@ -64,21 +64,27 @@ def run(lab: Lab, services: list[Service]) -> list[ServiceProbe]:
     """Every pod to every TCP Service port's ClusterIP; the outside host (when the lab has one)
     to every NodePort on every node."""
     tcp = [(s, p) for s in services for p in s.spec.ports if p.protocol == "TCP"]
-    dials = [_Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
+    dials = [Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
              for pod in lab.pods for svc, port in tcp if svc.endpoints]
     if lab.scenario.outside_ip is not None:
         outside = names.outside_netns(lab.name)
-        dials += [_Dial("outside", outside, svc, port, str(node.ip), port.node_port, node)
+        dials += [Dial("outside", outside, svc, port, str(node.ip), port.node_port, node)
                   for svc, port in tcp if port.node_port for node in lab.nodes]
     if not dials:
         return []
+    return _judge(lab, exchange(lab, dials, TRIES))
+
+
+def exchange(lab: Lab, dials: list[Dial], tries: int) -> list[tuple[Dial, bytes, int]]:
+    """Each endpoint listens on its target ports; every dial connects `tries` times; what each
+    connection got back (b"" when nothing) and the client's own port (to find it in conntrack)."""
     endpoints = {ep.id: ep for d in dials for ep in d.service.endpoints}
     wanted: dict[str, set[int]] = {}
     for d in dials:
         for ep in d.service.endpoints:
             wanted.setdefault(ep.id, set()).add(d.port.target_port)
     listeners: list[socket.socket] = []
-    clients: list[tuple[socket.socket, _Dial]] = []
+    clients: list[tuple[socket.socket, Dial]] = []
     sel = selectors.DefaultSelector()
     ids: dict[int, str] = {}
     try:
@@ -104,7 +110,7 @@ def run(lab: Lab, services: list[Service]) -> list[ServiceProbe]:
             for d in dials:
                 if d.netns != ns:
                     continue
-                for _ in range(TRIES):
+                for _ in range(tries):
                     c = socket.socket()
                     c.setblocking(False)
                     c.connect_ex((d.address, d.number))
@@ -129,7 +135,7 @@ def run(lab: Lab, services: list[Service]) -> list[ServiceProbe]:
                 got[sock.fileno()] = data  # type: ignore[union-attr]
                 sel.unregister(sock)
                 pending.pop(sock.fileno(), None)  # type: ignore[union-attr]
-        return _judge(lab, clients, got)
+        return [(d, got.get(c.fileno(), b""), c.getsockname()[1]) for c, d in clients]
     finally:
         sel.close()
         for s in listeners:
@@ -157,12 +163,12 @@ def node_addresses(node: Node) -> set[str]:
     return {str(node.ip), str(node.gateway), str(node.pod_cidr.network_address)}
 
 
-def _judge(lab: Lab, clients: list[tuple[socket.socket, _Dial]], got: dict[int, bytes]) -> list[ServiceProbe]:
-    answers: dict[_Dial, list[tuple[str, str]]] = {}
-    tries: Counter[_Dial] = Counter()
-    for c, d in clients:
+def _judge(lab: Lab, exchanged: list[tuple[Dial, bytes, int]]) -> list[ServiceProbe]:
+    answers: dict[Dial, list[tuple[str, str]]] = {}
+    tries: Counter[Dial] = Counter()
+    for d, raw, _ in exchanged:
         tries[d] += 1
-        data = got.get(c.fileno(), b"").decode(errors="replace")
+        data = raw.decode(errors="replace")
         if "|" in data:
             who, seen = data.split("|", 1)
             answers.setdefault(d, []).append((who, seen))
@@ -175,7 +181,7 @@ def _judge(lab: Lab, clients: list[tuple[socket.socket, _Dial]], got: dict[int, 
     return sorted(out, key=lambda p: (p.service, p.via != "", p.port, p.src, p.via))
 
 
-def _cluster_ip_problem(lab: Lab, d: _Dial, answers: list[tuple[str, str]], n: int) -> str:
+def _cluster_ip_problem(lab: Lab, d: Dial, answers: list[tuple[str, str]], n: int) -> str:
     pods = {p.id: p for p in lab.pods}
     own = str(pods[d.src].ip)
     node = lab.node(pods[d.src].node)
@@ -193,7 +199,7 @@ def _cluster_ip_problem(lab: Lab, d: _Dial, answers: list[tuple[str, str]], n: i
     return problem
 
 
-def _nodeport_problem(lab: Lab, d: _Dial, answers: list[tuple[str, str]], n: int) -> str:
+def _nodeport_problem(lab: Lab, d: Dial, answers: list[tuple[str, str]], n: int) -> str:
     """Cluster: answered by any endpoint, masqueraded to an address of the node dialled. Local:
     answered by an endpoint on that node with the client's address kept, or (no endpoint there)
     not answered at all."""

@@ -8,6 +8,7 @@ from rich.tree import Tree
 
 from cni_lab.ipam import Lab
 from cni_lab.lesson.explain import NodeFacts, calico_status, datapath_story, meaning
+from cni_lab.lesson.service_trace import ServiceTrace
 from cni_lab.lesson.trace import Leg, Trace
 
 
@@ -81,6 +82,8 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                             d.add(Text(line, style="cyan"))
                 if pp.rules:
                     branch.add(Text(pp.rules, style="dim"))
+        if nf.nat is not None:
+            _nat_branches(tree, nf)
         if nf.bgp is not None:
             bgp = tree.add(Text("BGP peers (as calicoctl node status shows them; sessions from birdc)", style="bold"))
             if nf.bgp_error:
@@ -103,6 +106,21 @@ def explain_view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 routes6.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))
         trees.append(tree)
     return Group(*trees)
+
+
+def _nat_branches(tree: Tree, nf: NodeFacts) -> None:
+    """Where this node does NAT: what leaves the cluster (masquerade) and Services (DNAT)."""
+    assert nf.nat is not None
+    nat = nf.nat
+    if nat.masquerade_table:
+        masq = tree.add(Text(f"egress masquerade (table {nat.masquerade_table}): NAT only where traffic leaves the "
+                             "cluster", style="bold"))
+        for chain, rule, words in nat.masquerade:
+            masq.add(Text.assemble(f"{chain}: {rule}", ("  ← " + words, "cyan")))
+    if nat.services:
+        svc = tree.add(Text("Services (table ip kube-proxy): the destination rewritten, on this node", style="bold"))
+        for line in nat.services:
+            svc.add(Text(line, style="cyan"))
 
 
 def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
@@ -141,7 +159,9 @@ def _leg_tree(title: str, leg: Leg) -> Tree:
             if hop.wire:
                 node.add(Text(" → ".join(hop.wire), style="dim"))
             continue
-        if hop.action == "deliver":
+        if hop.action == "arrive":
+            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("arrives at kube-proxy's table", "bold")))
+        elif hop.action == "deliver":
             tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
         elif hop.action == "drop":
             tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("dropped", "bold red"), f": {hop.reason}"))
@@ -166,6 +186,41 @@ def trace_view(t: Trace, verdict: str | None, agree: bool | None,
     for node, counts in (moved or {}).items():
         counted = ", ".join(f"{k} +{v}" for k, v in counts.items())
         parts.append(Text(f"  cilium_metrics on {node} during the probe: {counted}", style="dim"))
+    return Group(*parts)
+
+
+def service_trace_view(t: ServiceTrace) -> RenderableType:
+    """pod → ClusterIP: the way to the node, the DNAT as conntrack recorded it, the way on."""
+    svc, port = t.service, t.port
+    parts: list[RenderableType] = []
+    title = f"{t.src.id} ({t.src.ip}) → Service {svc.qualified} {svc.cluster_ip}:{port.port}/{port.protocol}"
+    if t.to_dnat.hops:
+        parts.append(_leg_tree(title, t.to_dnat))
+    else:
+        parts.append(Text(f"{title}: sent by the node itself (nat-output)", style="bold"))
+    if t.dnat_at:
+        hook = "nat-output" if not t.to_dnat.hops else "nat-prerouting"
+        dnat = Tree(Text(f"at {t.dnat_at}: kube-proxy's table (table ip kube-proxy)", style="bold"))
+        dnat.add(Text.assemble(f"{hook} → services: ", (f"{svc.cluster_ip} . tcp . {port.port}", "cyan"),
+                               f" in map service-ips → goto {t.chain}"))
+        dnat.add(f"{t.chain}: numgen random mod {len(svc.endpoints)} picks one of "
+                 + ", ".join(f"{p.id} {p.ip}:{port.target_port}" for p in svc.endpoints))
+        c = t.connection
+        if c is not None:
+            dnat.add(Text.assemble("conntrack: ", (f"{c.src}:{c.sport} → {c.dst}:{c.dport}", "cyan"), "  reply ",
+                                   (f"{c.reply_src}:{c.reply_sport} → {c.reply_dst}:{c.reply_dport}", "cyan"),
+                                   f"  [{c.status}]"))
+            if c.reply_dst != c.src:
+                dnat.add(Text(f"the reply goes to {c.reply_dst}: the source was masqueraded (hairpin: the client is "
+                              "the endpoint itself)", style="magenta"))
+        parts.append(dnat)
+    if t.onward is not None and t.connection is not None:
+        parts.append(_leg_tree(f"on, rewritten: {t.src.ip} → {t.connection.reply_src}:{t.connection.reply_sport}", t.onward))
+    if t.back is not None and t.connection is not None:
+        parts.append(_leg_tree(f"reply {t.connection.reply_src} → {t.connection.reply_dst} "
+                               f"(un-DNATed to {svc.cluster_ip} on {t.dnat_at} by conntrack)", t.back))
+    style = "green" if t.outcome == "ok" else "red"
+    parts.append(Text.assemble(("result: ", "bold"), (t.summary(), style)))
     return Group(*parts)
 
 

@@ -2,7 +2,9 @@
 the pod network inside it (bridge cni0, Calico's routed veths or flannel.1) with its CIDR and
 gateway, each pod with its name and IP; below them each underlay segment its own switch (a rack),
 with the router joining them; the inter-node mechanism drawn under it (host-gw routes, VXLAN
-tunnels, BGP sessions, fabric routes), one row per route; collisions in red.
+tunnels, BGP sessions, fabric routes), one row per route; collisions in red; the outside host
+beside the router and, under everything, one row per Service with its ClusterIP, NodePorts and
+endpoints.
 
 What is drawn is what the plan builds (`of_plan`: its routes, the blocks BGP must learn) or, for
 a running lab, what the kernel holds (`kernel_hops`); a kernel test holds the two to each other.
@@ -139,6 +141,34 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
     return topo
 
 
+def _services(lab: Lab) -> list[tuple[str, list[str]]]:
+    """Each Service as one line of text and its endpoint pods' ids (empty when the lab has none
+    or its Services cannot be resolved)."""
+    from cni_lab import services
+
+    try:
+        found = services.resolve(lab)
+    except Exception:  # noqa: BLE001 - a picture still draws a lab whose Services are refused
+        return []
+    rows = []
+    for svc in found:
+        ports = ", ".join(f"{p.port}/{p.protocol}" + (f" NodePort :{p.node_port}" if p.node_port else "")
+                          for p in svc.spec.ports)
+        policy = f" ({svc.spec.external_traffic_policy})" if svc.spec.node_port else ""
+        ends = ", ".join(p.id for p in svc.endpoints) or "no endpoints"
+        rows.append((f"Service {svc.qualified} · ClusterIP {svc.cluster_ip} · {ports}{policy} → {ends}",
+                     [p.id for p in svc.endpoints]))
+    return rows
+
+
+def _outside(lab: Lab) -> str | None:
+    if lab.scenario.outside_ip is None:
+        return None
+    how = ("no masquerade" if not lab.scenario.masquerade else
+           "pods masqueraded by Calico natOutgoing" if lab.dataplane == "bgp" else "pods masqueraded by flannel --ip-masq")
+    return f"outside {lab.scenario.outside_ip} (the internet) · {how}"
+
+
 def _pod_network(topo: Topology) -> str:
     if topo.dataplane == "bgp":
         return "cali* veths"  # routed, no bridge; the gateway, 169.254.1.1, on the next line
@@ -177,7 +207,13 @@ def svg(topo: Topology) -> str:
     router_y = lan_y + 70
     links_y = (router_y + 60) if lab.has_router else lan_y + 60
     drawn = topo.links
-    height = links_y + 26 * len(drawn) + 20
+    service_rows = _services(lab)
+    outside = _outside(lab)
+    # room for the longest Service row and the outside host's label (about 7 px a character)
+    width = max(width, *(2 * GAP + 24 + 7 * len(text) for text, _ in service_rows),
+                int(width / 2 + 190 + 7.5 * len(outside or "")) if lab.has_router else 0)
+    services_y = links_y + 26 * len(drawn) + (30 if service_rows else 0)
+    height = services_y + 24 * len(service_rows) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
            "<defs>" + "".join(f'<marker id="arrow-{kind}" markerWidth="10" markerHeight="7" refX="10" refY="3.5" '
@@ -246,6 +282,10 @@ def svg(topo: Topology) -> str:
                        f'fill="#5f6368">{segment.name} .{int(segment.cidr.network_address + 1) & 255}</text>')
         out.append(f'<rect x="{rx - 70}" y="{router_y}" width="140" height="30" rx="15" fill="#fef7e0" stroke="#5f6368"/>'
                    f'<text x="{rx}" y="{router_y + 20}" text-anchor="middle">router</text></g>')
+        if outside is not None:
+            out.append(f'<g class="outside"><line x1="{rx + 70}" y1="{router_y + 15}" x2="{rx + 100}" y2="{router_y + 15}" '
+                       f'stroke="#5f6368" stroke-width="2"/><text x="{rx + 106}" y="{router_y + 20}" '
+                       f'font-weight="bold">{escape(outside)}</text></g>')
     # inter-node mechanism: one row per link under the underlay (and the router), an arrow from
     # whoever holds the route to the node it leads to
     for row, link in enumerate(drawn):
@@ -268,6 +308,13 @@ def svg(topo: Topology) -> str:
     kinds = ", ".join(legend[k] for k in sorted({link.kind for link in topo.links}))
     if kinds:
         out.append(f'<text x="{GAP}" y="{links_y - 14}" font-size="11" fill="#5f6368">between nodes: {kinds}</text>')
+    if service_rows:
+        out.append(f'<text x="{GAP}" y="{services_y - 12}" font-size="11" fill="#5f6368">Services: kube-proxy\'s '
+                   'table on every node DNATs them to their endpoints</text>')
+        for row, (text, _) in enumerate(service_rows):
+            out.append(f'<g class="service"><rect x="{GAP}" y="{services_y + 24 * row}" width="{width - 2 * GAP}" '
+                       f'height="20" rx="10" fill="#fce8e6" stroke="#c5221f"/><text x="{GAP + 12}" '
+                       f'y="{services_y + 24 * row + 15}" font-size="12">{escape(text)}</text></g>')
     if topo.collisions:
         out.append(f'<text x="{GAP}" y="52" fill="{COLORS["bad"]}" font-weight="bold">'
                    "collision: nodes share a pod CIDR, pods share addresses (red)</text>")
@@ -314,6 +361,12 @@ def dot(topo: Topology) -> str:
         lines.append(f'  "{ROUTER}" [shape=oval];')
         for segment in lab.segments:
             lines.append(f'  "{_segment_id(segment.name)}" -> "{ROUTER}" [arrowhead=none];')
+    if lab.has_router and _outside(lab):
+        lines.append(f'  "outside" [shape=oval, label="{_outside(lab)}"];')
+        lines.append(f'  "{ROUTER}" -> "outside" [arrowhead=none];')
+    for i, (text, ends) in enumerate(_services(lab)):
+        lines.append(f'  "service {i}" [shape=component, color=red3, label="{text}"];')
+        lines += [f'  "service {i}" -> "{pod}" [style=dotted, color=red3];' for pod in ends]
     for a, b, kind, label in _pairs(topo):
         style = "dashed" if kind in ("tunnel", "bgp", "fabric") else "solid"
         both = "" if kind == "fabric" else ", dir=both" if kind != "bgp" else ", dir=none"
@@ -346,6 +399,12 @@ def mermaid(topo: Topology) -> str:
         lines.append(f"  {ROUTER}([router])")
         for segment in lab.segments:
             lines.append(f"  {ident(_segment_id(segment.name))} --- {ROUTER}")
+    if lab.has_router and _outside(lab):
+        lines.append(f'  outside(["{_outside(lab)}"])')
+        lines.append(f"  {ROUTER} --- outside")
+    for i, (text, ends) in enumerate(_services(lab)):
+        lines.append(f'  service_{i}{{{{"{text}"}}}}')
+        lines += [f"  service_{i} -.-> {ident(pod)}" for pod in ends]
     for a, b, kind, label in _pairs(topo):
         arrow = "-.-" if kind == "bgp" else "<-.->" if kind == "tunnel" else "-.->" if kind == "fabric" else "<-->"
         lines.append(f'  {ident(a)} {arrow}|"{"<br>".join(label)}"| {ident(b)}')

@@ -179,3 +179,45 @@ def test_down_leaves_no_kube_proxy_table_and_the_root_namespace_unchanged(make_l
     assert "kube-proxy" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"cnilab-{lab.name}." not in leftovers and f"cnilab-{lab.name} " not in leftovers
+
+
+def test_explain_trace_and_graph_show_nat_where_it_happens(make_lab: MakeLab) -> None:
+    """explain reads kube-proxy's and flannel's tables back in words; trace to a ClusterIP goes
+    through the DNAT to the endpoint the node's conntrack entry names; graph draws the Services."""
+    from cni_lab import faults, plan
+    from cni_lab.lesson import explain, service_trace
+    from cni_lab.report import topology
+
+    lab = make_lab(nodeport_doc("host-gw"))
+    facts = {nf.name: nf for nf in explain.read(lab)}
+    one, two = facts["node1"].nat, facts["node2"].nat
+    assert one is not None and two is not None and one.masquerade_table == "ip flannel-ipv4"
+    assert any("masquerade" in rule and "leaves with the node's address" in words for _, rule, words in one.masquerade)
+    assert any(w.startswith("NodePort 192.168.1.2:30081/tcp (default/solo) → only this node's endpoints: 10.244.0.2:8080")
+               for w in one.services), one.services
+    assert any(w.startswith("NodePort 192.168.1.3:30081/tcp (default/solo) → dropped here") for w in two.services)
+    assert any("one of 10.244.0.2:8080 (node1/web1), 10.244.1.2:8080 (node2/web2)" in w for w in one.services)
+
+    svc, port = service_trace.parse_destination(lab, "10.96.0.2:80") or (None, None)
+    assert svc is not None and port is not None
+    seen_endpoints = set()
+    for _ in range(12):
+        t = service_trace.trace(lab, "node1/client", svc, port)
+        assert t.outcome == "ok", t.summary()
+        assert t.dnat_at == "node1" and t.connection is not None and t.connection.reply_dst == "10.244.0.3"
+        assert t.onward is not None and t.onward.delivered_to == t.answered_by
+        seen_endpoints.add(t.answered_by)
+    assert seen_endpoints == {"node1/web1", "node2/web2"}  # conntrack names whichever numgen picked
+    solo, solo_port = service_trace.parse_destination(lab, "10.96.0.3") or (None, None)
+    assert solo is not None and solo_port is not None
+    hairpin = service_trace.trace(lab, "node1/web1", solo, solo_port)
+    assert hairpin.outcome == "ok" and hairpin.connection is not None
+    assert hairpin.connection.reply_dst == "10.244.0.1" and hairpin.seen == "10.244.0.1"  # masqueraded to cni0's address
+
+    svg = topology.svg(topology.of_plan(plan.build(lab)))
+    assert "Service default/web · ClusterIP 10.96.0.2 · 80/TCP NodePort :30080 (Cluster)" in svg
+    assert "outside 198.51.100.10" in svg
+
+    faults.inject(lab, "pod-down", ("node2/web2",))
+    words = explain.read(lab, "node1")[0].nat
+    assert words is not None and not any("node2/web2" in w for w in words.services)

@@ -1,0 +1,134 @@
+"""`trace SRC CLUSTER-IP[:PORT]`: a packet to a Service, through kube-proxy's DNAT.
+
+A ClusterIP is no one's address: the packet goes where the source's routes send it (a pod's
+default route: its node) and, on the first node it reaches (or on the sending node itself),
+kube-proxy's `nat-prerouting` (`nat-output`) hook rewrites its destination to one endpoint
+picked at random. Which one is not predictable, so the trace asks the kernel: it makes one real
+connection to the Service and reads the node's conntrack entry for it, whose reply tuple names
+the endpoint the DNAT chose (and shows any masquerade: a hairpin's reply goes back to the node).
+From there the packet is traced hop by hop to that endpoint, and the reply back, as `trace`
+does for any pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+from cni_lab import names, services
+from cni_lab.errors import LabError
+from cni_lab.ipam import Lab
+from cni_lab.kernel import inspect
+from cni_lab.lesson.trace import Leg, Wiring, leg, leg_json, resolve_endpoint
+from cni_lab.model import ServicePort
+from cni_lab.probe import services as probes
+from cni_lab.probe.pairs import Endpoint, endpoints
+
+
+@dataclass
+class ServiceTrace:
+    src: Endpoint
+    service: services.Service
+    port: ServicePort
+    to_dnat: Leg  # from the source to the node whose kube-proxy table rewrites it ([] when the source is that node)
+    dnat_at: str  # the node (lesson name)
+    chain: str  # the Service's chain the map led to
+    connection: inspect.Connection | None  # the node's conntrack entry for the real connection
+    answered_by: str  # the endpoint that answered the real connection ("" if none)
+    seen: str  # the source address the endpoint saw
+    onward: Leg | None  # from the DNAT node to the endpoint the conntrack entry names
+    back: Leg | None  # the endpoint's reply, to the address it saw
+
+    @property
+    def outcome(self) -> str:
+        if self.connection is None or not self.answered_by:
+            return "dropped"
+        if self.onward is None or self.onward.delivered_to != self.answered_by:
+            return "wrong-peer"
+        if self.back is None or self.back.delivered_to is None:
+            return "dropped"
+        return "ok"
+
+    def summary(self) -> str:
+        if self.connection is None:
+            return (f"no conntrack entry on {self.dnat_at} for the connection: the packet never reached "
+                    "kube-proxy's table, or no endpoint exists")
+        c = self.connection
+        text = (f"{self.dnat_at} rewrote {c.dst}:{c.dport} to {c.reply_src}:{c.reply_sport} "
+                f"(conntrack: reply from {c.reply_src}:{c.reply_sport} to {c.reply_dst}:{c.reply_dport})")
+        if c.reply_dst != c.src:
+            text += f"; the source was masqueraded to {c.reply_dst}"
+        if not self.answered_by:
+            return text + "; but no endpoint answered"
+        return text + f"; answered by {self.answered_by}, which saw {self.seen}"
+
+
+def parse_destination(lab: Lab, text: str) -> tuple[services.Service, ServicePort] | None:
+    """`10.96.0.2` or `10.96.0.2:80` when that is a ClusterIP of the lab, else None."""
+    address, _, port_text = text.partition(":")
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return None
+    if not isinstance(ip, IPv4Address) or ip not in lab.scenario.service_cidr:
+        return None
+    found = services.resolve(lab)
+    svc = next((s for s in found if s.cluster_ip == ip), None)
+    if svc is None:
+        raise LabError(f"{ip} is in the Service CIDR {lab.scenario.service_cidr} but is no Service's ClusterIP "
+                       f"(Services: {', '.join(f'{s.qualified} {s.cluster_ip}' for s in found) or 'none'})")
+    if not port_text:
+        return svc, svc.spec.ports[0]
+    port = next((p for p in svc.spec.ports if str(p.port) == port_text), None)
+    if port is None:
+        raise LabError(f"{svc.qualified} has no port {port_text} (ports: {', '.join(str(p.port) for p in svc.spec.ports)})")
+    return svc, port
+
+
+def trace(lab: Lab, src_text: str, svc: services.Service, port: ServicePort) -> ServiceTrace:
+    if port.protocol != "TCP":
+        raise LabError(f"trace follows TCP Services for now ({svc.qualified} port {port.port} is {port.protocol})")
+    src = resolve_endpoint(lab, src_text, 4)
+    if src.kind not in ("pod", "node"):
+        raise LabError(f"trace to a ClusterIP starts at a pod or a node, not {src.id}")
+    w = Wiring(lab)
+    kube_proxy = frozenset(names.node_netns(lab.name, n.name) for n in lab.nodes)
+    to_dnat = leg(w, src, svc.cluster_ip, stop_at=kube_proxy)
+    last = to_dnat.hops[-1] if to_dnat.hops else None
+    if src.kind == "node":  # nat-output: rewritten before the node's own routing
+        dnat_ns, came_in = src.netns, None
+        to_dnat = Leg(src, svc.cluster_ip, [])
+    elif last is not None and last.action == "arrive":
+        dnat_ns, came_in = last.netns, last.came_in
+    else:
+        return ServiceTrace(src, svc, port, to_dnat, "", services.service_chain(svc, port), None, "", "", None, None)
+    dial = probes.Dial(src.id, src.netns, svc, port, str(svc.cluster_ip), port.port)
+    (_, data, local_port), = probes.exchange(lab, [dial], 1)
+    who, _, seen = data.decode(errors="replace").partition("|")
+    connection = next((c for c in inspect.connections(dnat_ns)
+                       if c.src == str(src.ip) and c.sport == local_port and c.dst == str(svc.cluster_ip)), None)
+    onward = back = None
+    if connection is not None:
+        endpoint_ip = ip_address(connection.reply_src)
+        onward = leg(w, src, endpoint_ip, start=(dnat_ns, came_in), src_ip=ip_address(connection.reply_dst))
+        answering = next((e for e in endpoints(lab, 4) if str(e.ip) == connection.reply_src), None)
+        if answering is not None and onward.delivered_to == answering.id:
+            back = leg(w, answering, ip_address(connection.reply_dst))
+    return ServiceTrace(src, svc, port, to_dnat, w.label.get(dnat_ns, dnat_ns), services.service_chain(svc, port),
+                        connection, who if seen else "", seen, onward, back)
+
+
+def to_json(t: ServiceTrace) -> dict[str, Any]:
+    c = t.connection
+    return {
+        "src": t.src.id, "srcIP": str(t.src.ip), "service": t.service.qualified, "clusterIP": str(t.service.cluster_ip),
+        "port": t.port.port, "dnatAt": t.dnat_at, "chain": t.chain,
+        "conntrack": None if c is None else {
+            "original": {"src": c.src, "sport": c.sport, "dst": c.dst, "dport": c.dport},
+            "reply": {"src": c.reply_src, "sport": c.reply_sport, "dst": c.reply_dst, "dport": c.reply_dport},
+            "status": c.status},
+        "answeredBy": t.answered_by or None, "observedSource": t.seen or None,
+        "outcome": t.outcome, "summary": t.summary(),
+        "toDnat": leg_json(t.to_dnat), "onward": leg_json(t.onward), "back": leg_json(t.back),
+    }

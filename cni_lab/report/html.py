@@ -76,6 +76,22 @@ def _port_grids(check: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _services(check: dict[str, Any]) -> list[str]:
+    """pod → Service and outside → NodePort: per Service port, who answered and what they saw."""
+    probes = check.get("services") or []
+    if not probes:
+        return []
+    rows = ['<h2>Services</h2><table class="rules" id="services"><tr><th>client</th><th>dialled</th>'
+            "<th>answered by (source seen)</th><th></th></tr>"]
+    for p in probes:
+        dialled = f"{p['service']} :{p['port']}" + (f" on {p['via']} ({p['externalTrafficPolicy']})" if p.get("via") else "")
+        answers = ", ".join(f"{a['answeredBy']} ({a['observedSource']})" for a in p["answers"]) or "no answer"
+        mark = '<span class="pass">✓</span>' if p["ok"] else f'<span class="fail">✗ {escape(p["problem"] or "")}</span>'
+        rows.append(f"<tr><td>{escape(p['src'])}</td><td>{escape(dialled)}</td><td>{escape(answers)}</td><td>{mark}</td></tr>")
+    rows.append("</table>")
+    return rows
+
+
 def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: dict[str, Any]) -> str:
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>cni-lab {escape(lab_name)}</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -99,6 +115,7 @@ def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: 
         else:
             parts.append(f"<p>{len(check['endpoints'])} endpoints: too many for a grid; the pairs not as expected follow.</p>")
         parts += _port_grids(check)
+        parts += _services(check)
         bad = [p for p in check["pairs"] if not p["met"]]
         if bad:
             parts.append("<h2>Pairs not as expected</h2><table class=\"rules\"><tr><th>from</th><th>to</th>"
@@ -115,5 +132,12 @@ def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: 
         parts += [f"<li>pod {escape(p['name'])}: eth0 {escape(str(p['address']))}, host end {escape(str(p['hostVeth']))}</li>"
                   for p in node["pods"]]
         parts.append("</ul>")
+        nat = node.get("nat")
+        if nat:
+            parts.append('<table class="routes nat"><tr><th>NAT here</th><th>meaning</th></tr>')
+            parts += [f"<tr><td><code>{escape(m['chain'])}: {escape(m['rule'])}</code></td><td>{escape(m['meaning'])}</td></tr>"
+                      for m in nat["masquerade"]]
+            parts += [f"<tr><td>kube-proxy</td><td>{escape(w)}</td></tr>" for w in nat["services"]]
+            parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,7 +58,9 @@ def write(state: LabState) -> None:
     folder = lab_dir(state.name)
     folder.mkdir(mode=0o700, exist_ok=True)
     tmp = folder / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(state), indent=2, default=str))
+    # its fields as they are (asdict would deep-copy the recorded lab, a tenth of a second at 1000 pods)
+    record = {f.name: getattr(state, f.name) for f in fields(state)}
+    tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, folder / STATE_FILE)
 
 

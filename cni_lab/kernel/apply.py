@@ -56,12 +56,16 @@ LOOPBACK_INDEX = 1  # the kernel gives every namespace's lo index 1 (LOOPBACK_IF
 
 class NamespaceMaker:
     """Creates a plan's namespaces on a thread of its own, ahead of the steps that fill them,
-    opening each one's netlink socket from inside while it is there. Meanwhile the main thread
-    works through the other steps (the first of which imports pyroute2): at 100 pods the two
-    overlap for about a fifth of `up`. Everything it made is in `created`, in order."""
+    opening each one's netlink socket from inside while it is there, and writing the sysctls the
+    plan sets right after creating it (`sysctls`: namespace -> [(key, value)]; /proc/sys/net is
+    the writer's namespace's, so another thread would have to enter it again). Meanwhile the main
+    thread works through the other steps (the first of which imports pyroute2): at 100 pods the
+    two overlap for about a fifth of `up`. Everything it made is in `created`, in order."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], sysctls: dict[str, list[tuple[str, str]]] | None = None) -> None:
         self.names = names
+        self.sysctls = sysctls or {}
+        self.written: dict[tuple[str, str], BaseException | None] = {}  # (namespace, key) -> its failure
         self.created: list[str] = []
         self.sockets: dict[str, socket.socket] = {}
         self._done: dict[str, BaseException | None] = {}
@@ -79,6 +83,13 @@ class NamespaceMaker:
                 if netns.make_here(name):
                     self.created.append(name)
                 self.sockets[name] = netns.route_socket()
+                for key, value in self.sysctls.get(name, []):
+                    try:
+                        with open(f"/proc/sys/{key}", "w") as f:
+                            f.write(value)
+                        self.written[(name, key)] = None
+                    except OSError as e:  # handed to the main thread at that sysctl's step
+                        self.written[(name, key)] = e
             except BaseException as e:  # handed to the main thread at this namespace's step
                 failure = e
             with self._cond:
@@ -99,6 +110,16 @@ class NamespaceMaker:
         if failure is not None:
             raise failure
 
+    def wrote(self, ns: str, key: str) -> bool:
+        """Whether this thread wrote sysctl `key` of `ns` (raises what writing it raised)."""
+        if key not in dict(self.sysctls.get(ns, [])):
+            return False
+        self.wait(ns)
+        failure = self.written.get((ns, key))
+        if failure is not None:
+            raise failure
+        return (ns, key) in self.written
+
     def stop(self) -> None:
         """Make no more namespaces; once this returns, `created` is final."""
         with self._cond:
@@ -117,7 +138,7 @@ class Session:
 
     def __init__(self, files: Path | None = None, sockets: dict[str, socket.socket] | None = None) -> None:
         self._rtnl: dict[str, Rtnl] = {}
-        self._index: dict[tuple[str, str], int] = {}
+        self._index: dict[str, dict[str, int]] = {}  # namespace -> interface name -> index
         self._sockets = sockets if sockets is not None else {}
         self.files = files
         self.pinned: list[str] = []  # bpffs folders this session pinned programs in (undone on failure)
@@ -132,16 +153,16 @@ class Session:
     def index(self, ns: str, ifname: str) -> int:
         if ifname == "lo":
             return LOOPBACK_INDEX
-        key = (ns, ifname)
-        if key not in self._index:
+        known = self._index.setdefault(ns, {})
+        if ifname not in known:
             try:
-                self._index[key] = self.rtnl(ns).index(ifname)
+                known[ifname] = self.rtnl(ns).index(ifname)
             except OSError:
                 raise LabError(f"no interface {ifname} in namespace {ns}") from None
-        return self._index[key]
+        return known[ifname]
 
     def forget(self, ns: str) -> None:
-        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        self._index.pop(ns, None)
         rtnl = self._rtnl.pop(ns, None)
         if rtnl is not None:
             rtnl.close()
@@ -218,11 +239,10 @@ def apply_step(session: Session, step: Step) -> None:
         _exists_ok(lambda: session.rtnl(step.netns).add_route(step.dst, oif, gateway=step.via, onlink=step.onlink,
                                                              scope_link=step.scope_link, src=step.src, mtu=step.mtu))
     elif isinstance(step, AddVxlan):
-        local = "IFLA_VXLAN_LOCAL6" if step.local.version == 6 else "IFLA_VXLAN_LOCAL"
-        data = [("IFLA_VXLAN_ID", step.vni), (local, str(step.local)), ("IFLA_VXLAN_PORT", step.port),
-                ("IFLA_VXLAN_LEARNING", int(step.learning)), ("IFLA_VXLAN_LINK", session.index(step.netns, step.dev))]
-        _add_link(session, step.netns, step.ifname, "vxlan", lambda r: r.add_link(
-            step.ifname, "vxlan", mtu=step.mtu, address=step.mac, data=data))
+        link = session.index(step.netns, step.dev)
+        _add_link(session, step.netns, step.ifname, "vxlan", lambda r: r.add_vxlan(
+            step.ifname, mtu=step.mtu, vni=step.vni, local=step.local, port=step.port, learning=step.learning,
+            link=link, address=step.mac))
     elif isinstance(step, AddNeighbour):
         session.rtnl(step.netns).replace_neighbour(session.index(step.netns, step.ifname), step.ip, step.mac)
     elif isinstance(step, AddFdb):
@@ -360,6 +380,21 @@ def converge_bgp(plan: Plan, files: Path, restart: Collection[str] = ()) -> None
                 apply_step(session, step)
 
 
+def early_sysctls(plan: Plan) -> dict[str, list[tuple[str, str]]]:
+    """The sysctls each namespace gets right after it is created (before any of its links exist,
+    so the namespace maker can write them while it is in there)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: str | None = None
+    for step in plan.steps:
+        if isinstance(step, CreateNetns):
+            current = step.netns
+        elif isinstance(step, SetSysctl) and step.netns == current:
+            out.setdefault(current, []).append((step.key, step.value))
+        else:
+            current = None
+    return out
+
+
 def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], None] | None = None) -> None:
     """Apply every step; on any failure or interruption remove what this call created, then re-raise.
     Files go under `files` (the lab's state folder), which the caller removes on failure."""
@@ -367,7 +402,7 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
     # A pause after each step, for tests that interrupt `up` at chosen points (and for watching
     # a lab being built step by step): CNI_LAB_STEP_DELAY=0.05 cni-lab up ...
     delay = float(os.environ.get("CNI_LAB_STEP_DELAY", "0") or 0)
-    maker = NamespaceMaker([s.netns for s in plan.steps if isinstance(s, CreateNetns)])
+    maker = NamespaceMaker([s.netns for s in plan.steps if isinstance(s, CreateNetns)], early_sysctls(plan))
     with Session(files, maker.sockets) as session:
         try:
             maker.start()
@@ -375,6 +410,8 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
                 try:
                     if isinstance(step, CreateNetns):
                         maker.wait(step.netns)
+                    elif isinstance(step, SetSysctl) and maker.wrote(step.netns, step.key):
+                        pass
                     else:
                         apply_step(session, step)
                 except OSError as e:

@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, Callable
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.rtnl import (
@@ -33,7 +33,7 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from cni_lab.kernel import netns
+from cni_lab.kernel import netns, templates
 
 NLMSG_ERROR = 2
 EEXIST = errno.EEXIST
@@ -62,123 +62,228 @@ class RtnlError(OSError):
         return self.errno or 0
 
 
+# -- the messages, as pyroute2 builds them (kernel/templates.py fills them in again) ----------------
+
+def link_msg(ifname: str, kind: str, mtu: int | None = None, master: int | None = None, up: bool = False,
+             address: str | None = None, data: list[tuple[str, Any]] | None = None) -> ifinfmsg:
+    msg = ifinfmsg()
+    attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", ifname)]
+    if mtu is not None:
+        attrs.append(("IFLA_MTU", mtu))
+    if master is not None:
+        attrs.append(("IFLA_MASTER", master))
+    if address is not None:
+        attrs.append(("IFLA_ADDRESS", address))
+    info: list[tuple[str, Any]] = [("IFLA_INFO_KIND", kind)]
+    if data:
+        info.append(("IFLA_INFO_DATA", {"attrs": data}))
+    attrs.append(("IFLA_LINKINFO", {"attrs": info}))
+    msg["attrs"] = attrs
+    if up:
+        msg["flags"] = msg["change"] = IFF_UP
+    return msg
+
+
+def veth_msg(ifname: str, peer_ifname: str, peer_ns_fd: int, mtu: int, peer_mtu: int, master: int | None = None,
+             up: bool = False, mac: str | None = None) -> ifinfmsg:
+    peer = [("IFLA_IFNAME", peer_ifname), ("IFLA_NET_NS_FD", peer_ns_fd), ("IFLA_MTU", peer_mtu)]
+    return link_msg(ifname, "veth", mtu=mtu, master=master, up=up, address=mac,
+                    data=[("VETH_INFO_PEER", {"attrs": peer})])
+
+
+def vxlan_msg(ifname: str, mtu: int, vni: int, local: IPv4Address | IPv6Address, port: int, learning: int,
+              link: int, address: str | None = None) -> ifinfmsg:
+    local_attr = "IFLA_VXLAN_LOCAL6" if local.version == 6 else "IFLA_VXLAN_LOCAL"
+    data = [("IFLA_VXLAN_ID", vni), (local_attr, str(local)), ("IFLA_VXLAN_PORT", port),
+            ("IFLA_VXLAN_LEARNING", learning), ("IFLA_VXLAN_LINK", link)]
+    return link_msg(ifname, "vxlan", mtu=mtu, address=address, data=data)
+
+
+def ifname_msg(ifname: str) -> ifinfmsg:
+    msg = ifinfmsg()
+    msg["attrs"] = [("IFLA_IFNAME", ifname)]
+    return msg
+
+
+def set_link_msg(index: int, up: bool | None = None, master: int | None = None, noarp: bool = False) -> ifinfmsg:
+    msg = ifinfmsg()
+    msg["index"] = index
+    if up is not None:
+        msg["change"] = IFF_UP
+        msg["flags"] = IFF_UP if up else 0
+    if noarp:
+        msg["change"] |= IFF_NOARP
+        msg["flags"] |= IFF_NOARP
+    if master is not None:
+        msg["attrs"] = [("IFLA_MASTER", master)]
+    return msg
+
+
+def address_msg(index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> ifaddrmsg:
+    """An address; an IPv6 one without duplicate address detection (IFA_F_NODAD)."""
+    msg = ifaddrmsg()
+    msg["prefixlen"], msg["index"] = prefixlen, index
+    if ip.version == 6:
+        msg["family"], msg["flags"] = socket.AF_INET6, IFA_F_NODAD
+        msg["attrs"] = [("IFA_ADDRESS", str(ip))]
+    else:
+        msg["family"] = socket.AF_INET
+        msg["attrs"] = [("IFA_LOCAL", str(ip)), ("IFA_ADDRESS", str(ip))]
+    return msg
+
+
+def route_msg(dst: IPv4Address | IPv6Address, dst_len: int, oif: int, gateway: IPv4Address | IPv6Address | None = None,
+              onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
+              mtu: int | None = None) -> rtmsg:
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+    msg["dst_len"], msg["table"] = dst_len, RT_TABLE_MAIN
+    msg["proto"], msg["type"] = RTPROT_BOOT, RTN_UNICAST
+    msg["scope"] = RT_SCOPE_LINK if scope_link else RT_SCOPE_UNIVERSE
+    msg["flags"] = RTNH_F_ONLINK if onlink else 0
+    attrs: list[tuple[str, Any]] = [("RTA_OIF", oif)]
+    if dst_len:
+        attrs.append(("RTA_DST", str(dst)))
+    if gateway is not None:
+        attrs.append(("RTA_GATEWAY", str(gateway)))
+    if src is not None:
+        attrs.append(("RTA_PREFSRC", str(src)))
+    if mtu is not None:
+        attrs.append(("RTA_METRICS", {"attrs": [("RTAX_MTU", mtu)]}))
+    msg["attrs"] = attrs
+    return msg
+
+
+def neighbour_msg(index: int, ip: IPv4Address | IPv6Address, mac: str, bridge: bool = False) -> ndmsg:
+    msg = ndmsg()
+    msg["family"] = AF_BRIDGE if bridge else socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    msg["ifindex"], msg["state"] = index, NUD_PERMANENT
+    msg["flags"] = NTF_SELF if bridge else 0
+    msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
+    return msg
+
+
+ENCODER = templates.Encoder()  # one per process: each kind of message is encoded by pyroute2 once
+
+
 class Rtnl:
-    """One NETLINK_ROUTE socket bound inside a namespace (`sock`: one already opened in there)."""
+    """One NETLINK_ROUTE socket bound inside a namespace (`sock`: one already opened in there).
+
+    Requests go one at a time (`_request`: sent, then its answer read), or, between `batch()`
+    and `flush()`, are gathered and sent in one sendmsg; the kernel handles them in order and
+    answers each, and `flush` says which failed, by the order they were queued in."""
 
     def __init__(self, ns: str, sock: socket.socket | None = None) -> None:
         self.ns = ns
         self.sock = sock or netns.in_netns(ns, netns.route_socket)
         self.sock.bind((0, 0))
         self.seq = 0
+        self._queued: list[bytes] | None = None
 
     def close(self) -> None:
         self.sock.close()
 
-    def _request(self, msg: Any, kind: int, flags: int) -> bytes:
+    def _encode(self, build: templates.Builder, msg_type: int, flags: int, **values: Any) -> bytes:
         self.seq += 1
-        msg["header"]["type"] = kind
-        msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = self.seq
-        msg.encode()
-        self.sock.send(msg.data)
+        return ENCODER.encode(build, msg_type, flags, self.seq, **values)
+
+    def _send(self, data: bytes) -> None:
+        """A request that only needs an acknowledgement: queued in a batch, or sent and answered now."""
+        if self._queued is not None:
+            self._queued.append(data)
+            return
+        self._exchange(data)
+
+    def _exchange(self, data: bytes) -> bytes:
+        seq = struct.unpack_from("=I", data, templates.SEQ_OFFSET)[0]
+        self.sock.send(data)
         while True:
-            data = self.sock.recv(65536)
-            length, mtype, _, seq, _ = struct.unpack_from("=LHHLL", data)
-            if seq != self.seq:
+            reply = self.sock.recv(65536)
+            length, mtype, _, got, _ = struct.unpack_from("=LHHLL", reply)
+            if got != seq:
                 continue  # a late answer to an earlier request
             if mtype == NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", data, 16)
+                (code,) = struct.unpack_from("=i", reply, 16)
                 if code:
                     raise RtnlError(-code, os.strerror(-code))
-            return data[:length]
+            return reply[:length]
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def batch(self) -> None:
+        """Queue the requests that follow (until `flush`) instead of sending each."""
+        self._queued = []
+
+    def flush(self) -> list[RtnlError | None]:
+        """Send what was queued in one sendmsg; per request, in order, None or its error."""
+        queued, self._queued = self._queued or [], None
+        if not queued:
+            return []
+        first = struct.unpack_from("=I", queued[0], templates.SEQ_OFFSET)[0]
+        self.sock.send(b"".join(queued))
+        outcome: dict[int, RtnlError | None] = {}
+        while len(outcome) < len(queued):
+            data = self.sock.recv(1 << 16)
+            at = 0
+            while at + 16 <= len(data):
+                length, mtype, _, seq, _ = struct.unpack_from("=LHHLL", data, at)
+                if mtype == NLMSG_ERROR and first <= seq < first + len(queued):
+                    (code,) = struct.unpack_from("=i", data, at + 16)
+                    outcome[seq] = RtnlError(-code, os.strerror(-code)) if code else None
+                at += (length + 3) & ~3
+        return [outcome[first + i] for i in range(len(queued))]
 
     # -- links -----------------------------------------------------------------------------------
 
     def index(self, ifname: str) -> int:
-        msg = ifinfmsg()
-        msg["attrs"] = [("IFLA_IFNAME", ifname)]
-        data = self._request(msg, RTM_GETLINK, NLM_F_REQUEST)
+        data = self._exchange(self._encode(ifname_msg, RTM_GETLINK, NLM_F_REQUEST, ifname=templates.name(ifname)))
         return int(struct.unpack_from("=i", data, 20)[0])  # ifinfomsg.ifi_index after the 16-byte header
 
     def add_link(self, ifname: str, kind: str, *, mtu: int | None = None, master: int | None = None,
                  up: bool = False, address: str | None = None, data: list[tuple[str, Any]] | None = None) -> None:
-        msg = ifinfmsg()
-        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", ifname)]
-        if mtu is not None:
-            attrs.append(("IFLA_MTU", mtu))
-        if master is not None:
-            attrs.append(("IFLA_MASTER", master))
-        if address is not None:
-            attrs.append(("IFLA_ADDRESS", address))
-        info: list[tuple[str, Any]] = [("IFLA_INFO_KIND", kind)]
-        if data:
-            info.append(("IFLA_INFO_DATA", {"attrs": data}))
-        attrs.append(("IFLA_LINKINFO", {"attrs": info}))
-        msg["attrs"] = attrs
-        if up:
-            msg["flags"] = msg["change"] = IFF_UP
-        self._request(msg, RTM_NEWLINK, CREATE)
+        self._send(self._encode(link_msg, RTM_NEWLINK, CREATE, ifname=templates.name(ifname), kind=kind,
+                                mtu=_maybe(templates.u32, mtu), master=_maybe(templates.u32, master), up=up,
+                                address=_maybe(templates.mac, address), data=data))
 
     def add_veth(self, ifname: str, peer_ifname: str, peer_ns_fd: int, *, mtu: int, master: int | None = None,
                  up: bool = False, mac: str | None = None) -> None:
-        peer = [("IFLA_IFNAME", peer_ifname), ("IFLA_NET_NS_FD", peer_ns_fd), ("IFLA_MTU", mtu)]
-        self.add_link(ifname, "veth", mtu=mtu, master=master, up=up, address=mac,
-                      data=[("VETH_INFO_PEER", {"attrs": peer})])
+        self._send(self._encode(veth_msg, RTM_NEWLINK, CREATE, ifname=templates.name(ifname),
+                                peer_ifname=templates.name(peer_ifname), peer_ns_fd=templates.u32(peer_ns_fd),
+                                mtu=templates.u32(mtu), peer_mtu=templates.u32(mtu),
+                                master=_maybe(templates.u32, master), up=up, mac=_maybe(templates.mac, mac)))
+
+    def add_vxlan(self, ifname: str, *, mtu: int, vni: int, local: IPv4Address | IPv6Address, port: int,
+                  learning: bool, link: int, address: str | None = None) -> None:
+        self._send(self._encode(vxlan_msg, RTM_NEWLINK, CREATE, ifname=templates.name(ifname), mtu=templates.u32(mtu),
+                                vni=templates.u32(vni), local=templates.ip(local), port=templates.be16(port),
+                                learning=templates.u8(int(learning)), link=templates.u32(link),
+                                address=_maybe(templates.mac, address)))
 
     def link_mac(self, ifname: str) -> str:
-        msg = ifinfmsg()
-        msg["attrs"] = [("IFLA_IFNAME", ifname)]
-        reply = ifinfmsg(self._request(msg, RTM_GETLINK, NLM_F_REQUEST))
+        data = self._exchange(self._encode(ifname_msg, RTM_GETLINK, NLM_F_REQUEST, ifname=templates.name(ifname)))
+        reply = ifinfmsg(data)
         reply.decode()
         return str(reply.get_attr("IFLA_ADDRESS"))
 
     def set_link(self, index: int, *, up: bool | None = None, master: int | None = None, noarp: bool = False) -> None:
-        msg = ifinfmsg()
-        msg["index"] = index
-        if up is not None:
-            msg["change"] = IFF_UP
-            msg["flags"] = IFF_UP if up else 0
-        if noarp:
-            msg["change"] |= IFF_NOARP
-            msg["flags"] |= IFF_NOARP
-        if master is not None:
-            msg["attrs"] = [("IFLA_MASTER", master)]
-        self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+        self._send(self._encode(set_link_msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, index=templates.u32(index),
+                                up=up, master=_maybe(templates.u32, master), noarp=noarp))
 
     # -- addresses, routes, neighbours -------------------------------------------------------------
 
     def add_address(self, index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> None:
-        """An address; an IPv6 one without duplicate address detection (IFA_F_NODAD)."""
-        msg = ifaddrmsg()
-        msg["prefixlen"], msg["index"] = prefixlen, index
-        if ip.version == 6:
-            msg["family"], msg["flags"] = socket.AF_INET6, IFA_F_NODAD
-            msg["attrs"] = [("IFA_ADDRESS", str(ip))]
-        else:
-            msg["family"] = socket.AF_INET
-            msg["attrs"] = [("IFA_LOCAL", str(ip)), ("IFA_ADDRESS", str(ip))]
-        self._request(msg, RTM_NEWADDR, CREATE)
+        self._send(self._encode(address_msg, RTM_NEWADDR, CREATE, index=templates.u32(index), ip=templates.ip(ip),
+                                prefixlen=templates.u8(prefixlen)))
 
     def add_route(self, dst: IPv4Network | IPv6Network, oif: int, *, gateway: IPv4Address | IPv6Address | None = None,
                   onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
                   mtu: int | None = None) -> None:
-        msg = rtmsg()
-        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
-        msg["family"], msg["dst_len"], msg["table"] = family, dst.prefixlen, RT_TABLE_MAIN
-        msg["proto"], msg["type"] = RTPROT_BOOT, RTN_UNICAST
-        msg["scope"] = RT_SCOPE_LINK if scope_link else RT_SCOPE_UNIVERSE
-        msg["flags"] = RTNH_F_ONLINK if onlink else 0
-        attrs: list[tuple[str, Any]] = [("RTA_OIF", oif)]
-        if dst.prefixlen:
-            attrs.append(("RTA_DST", str(dst.network_address)))
-        if gateway is not None:
-            attrs.append(("RTA_GATEWAY", str(gateway)))
-        if src is not None:
-            attrs.append(("RTA_PREFSRC", str(src)))
-        if mtu is not None:
-            attrs.append(("RTA_METRICS", {"attrs": [("RTAX_MTU", mtu)]}))
-        msg["attrs"] = attrs
-        self._request(msg, RTM_NEWROUTE, CREATE)
+        # the destination's address is a field only where the message carries it (not for a default route)
+        dst_field = templates.ip(dst.network_address) if dst.prefixlen else dst.network_address
+        self._send(self._encode(route_msg, RTM_NEWROUTE, CREATE, dst=dst_field, dst_len=templates.u8(dst.prefixlen)
+                                if dst.prefixlen else 0, oif=templates.u32(oif), gateway=_maybe(templates.ip, gateway),
+                                onlink=onlink, scope_link=scope_link, src=_maybe(templates.ip, src),
+                                mtu=_maybe(templates.u32, mtu)))
 
     def delete_route(self, dst: IPv4Network, oif: int | None = None) -> None:
         msg = rtmsg()
@@ -190,17 +295,20 @@ class Rtnl:
         if oif is not None:
             attrs.append(("RTA_OIF", oif))
         msg["attrs"] = attrs
-        self._request(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
+        self._request(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)  # faults: rare, encoded as it is
 
     def replace_neighbour(self, index: int, ip: IPv4Address | IPv6Address, mac: str, *, bridge: bool = False) -> None:
         """A permanent ARP entry, or with `bridge` a permanent fdb entry of a VXLAN device (`ip`
         then is the remote VTEP's address), as `ip neigh replace` / `bridge fdb replace` make them."""
-        msg = ndmsg()
-        msg["family"] = AF_BRIDGE if bridge else socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        msg["ifindex"], msg["state"] = index, NUD_PERMANENT
-        msg["flags"] = NTF_SELF if bridge else 0
-        msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
-        self._request(msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+        self._send(self._encode(neighbour_msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                                index=templates.u32(index), ip=templates.ip(ip), mac=templates.mac(mac), bridge=bridge))
+
+    def _request(self, msg: Any, kind: int, flags: int) -> bytes:
+        """A one-off request pyroute2 encodes as it is (tc: a few per node)."""
+        self.seq += 1
+        msg["header"]["type"], msg["header"]["flags"], msg["header"]["sequence_number"] = kind, flags, self.seq
+        msg.encode()
+        return self._exchange(bytes(msg.data))
 
     # -- tc: BPF programs at a device's clsact hooks ----------------------------------------------
 
@@ -228,3 +336,8 @@ class Rtnl:
         msg = self._bpf_filter(index, direction)
         msg["attrs"] = [("TCA_KIND", "bpf")]
         self._request(msg, RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK)
+
+
+def _maybe(field: Callable[[Any], templates.Field], value: Any) -> templates.Field | None:
+    """A field where there is a value; None (no attribute: part of the message's shape) where not."""
+    return None if value is None else field(value)

@@ -10,16 +10,17 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from cni_lab import catalog, codec, dataplanes, ipam, model, names, plan, privileges, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, bpf, cni, daemons, neighbours, netns
-from cni_lab.probe import matrix
-from cni_lab.probe.matrix import CheckResult
+from cni_lab.kernel import apply, cni, daemons, neighbours, netns
 from cni_lab.steps import LoadBpf
+
+if TYPE_CHECKING:  # the prober is loaded by `check` alone (bench/ measures whole commands)
+    from cni_lab.probe.matrix import CheckResult
 
 def from_state(st: state.LabState) -> Lab:
     """The lab as `up` built it: its record, not what today's code would make of the scenario."""
@@ -45,6 +46,8 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)
     for source in sorted({s.source for s in built.steps if isinstance(s, LoadBpf)}):
+        from cni_lab.kernel import bpf  # ebpf labs alone
+
         bpf.prepare(source)  # compiled (or cached), bpffs mounted, the kernel takes programs
     # a scenario that names plugins is code run as root: only files root alone can change; the
     # files shipped with cni-lab are as trusted as its own code
@@ -131,6 +134,8 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
             # the cap goes back below once the lab's entries are gone: let them go now
             apply.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
         removed = apply.remove_namespaces(namespaces)
+        from cni_lab.kernel import bpf
+
         if bpf.remove_pins(names.bpf_dir(name)):  # the ebpf data plane's programs and maps
             removed.append(names.bpf_dir(name))
         neighbours.restore(state.lab_dir(name), _other_labs(name))  # what `check --neighbour-cap` raised
@@ -158,6 +163,8 @@ def down_all() -> dict[str, list[str]]:
     """Every lab on the machine, recorded or only found by its namespaces' names."""
     require_root("down")
     labs = set(state.names()) | {lab for n in netns.listing() if (lab := names.lab_of_netns(n))}
+    from cni_lab.kernel import bpf
+
     labs |= set(bpf.pinned_labs())
     return {lab: down(lab) for lab in sorted(labs) if model.LAB_NAME.match(lab)}
 
@@ -222,6 +229,8 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
             lab = dataclasses.replace(lab, scenario=dataclasses.replace(
                 lab.scenario, probe_ports=checker.probe({"ports": list(ports)})))
             checker.raise_if_any()
+        from cni_lab.probe import matrix
+
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod

@@ -88,5 +88,8 @@ if [ "$test_extras" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# the project's bytecode, as pip compiles an installed package's: every command starts ~50 ms
+# sooner, also where PYTHONDONTWRITEBYTECODE keeps Python from writing it on first use
+.venv/bin/python -m compileall -q cni_lab >/dev/null
 ln -sf "$PWD/.venv/bin/cni-lab" /usr/local/bin/cni-lab
 echo "cni-lab is ready: $(.venv/bin/cni-lab --version)"

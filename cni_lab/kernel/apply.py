@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from cni_lab import privileges
 from cni_lab.errors import LabError
-from cni_lab.kernel import bpf, cni, daemons, inspect, netns
+from cni_lab.kernel import cni, daemons, netns
 from cni_lab.plan import Plan
 from cni_lab.steps import (
     AddAddress,
@@ -186,6 +186,8 @@ def _add_link(session: Session, ns: str, ifname: str, kind: str, add: Callable[[
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
+        from cni_lab.kernel import inspect  # a repeated apply alone meets a link that exists
+
         existing = next((lk.kind for lk in inspect.read(ns, []).links if lk.name == ifname), None)
         if existing != kind:
             raise LabError(f"{ns}: {ifname} exists but is a {existing or 'plain'} link, not a {kind}") from None
@@ -280,6 +282,7 @@ def apply_step(session: Session, step: Step) -> None:
 
 def _bpf_step(session: Session, step: LoadBpf | AttachBpf | BpfNodeConfig | BpfEndpoint | BpfTunnel) -> None:
     from cni_lab.dataplanes import ebpf  # the program names a node's object holds
+    from cni_lab.kernel import bpf  # ebpf labs alone
 
     if isinstance(step, LoadBpf):
         if bpf.load(step.source, step.pin, ebpf.PROGRAMS):
@@ -381,18 +384,70 @@ def converge_bgp(plan: Plan, files: Path, restart: Collection[str] = ()) -> None
 
 
 def early_sysctls(plan: Plan) -> dict[str, list[tuple[str, str]]]:
-    """The sysctls each namespace gets right after it is created (before any of its links exist,
-    so the namespace maker can write them while it is in there)."""
+    """The sysctls of each namespace that hold for the namespace as a whole (net/ipv4/ip_forward,
+    conf/all, conf/default), which the namespace maker can write as soon as it is in there: no
+    link of the namespace has to exist first, nor a module such as br_netfilter be loaded."""
     out: dict[str, list[tuple[str, str]]] = {}
-    current: str | None = None
     for step in plan.steps:
-        if isinstance(step, CreateNetns):
-            current = step.netns
-        elif isinstance(step, SetSysctl) and step.netns == current:
-            out.setdefault(current, []).append((step.key, step.value))
-        else:
-            current = None
+        if isinstance(step, SetSysctl) and _namespace_wide(step.key):
+            out.setdefault(step.netns, []).append((step.key, step.value))
     return out
+
+
+def _namespace_wide(key: str) -> bool:
+    parts = key.split("/")
+    if parts[:1] != ["net"] or parts[1:2] not in (["ipv4"], ["ipv6"]):
+        return False
+    if "conf" in parts or "neigh" in parts:
+        return len(parts) > 3 and parts[3] in ("all", "default")
+    return True
+
+
+BATCHED = (LinkUp, AddAddress, AddRoute, AddNeighbour, AddFdb)  # answered by an acknowledgement alone
+EXISTING_IS_FINE = (AddAddress, AddRoute)  # applying a plan twice meets them again
+
+
+class Batches:
+    """Steps that need only the kernel's acknowledgement, queued per namespace and sent together
+    (one sendmsg for a pod's address, link and route). Any other step flushes the queues first,
+    so the kernel sees the plan's order; each answer is matched to its step, and the first error
+    in the plan's order is raised against that step, as if the steps had gone one by one."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.queued: dict[str, list[tuple[int, Step]]] = {}
+
+    def add(self, number: int, step: Step) -> None:
+        ns = step.netns  # type: ignore[attr-defined]
+        if ns not in self.queued:
+            self.session.rtnl(ns).batch()
+            self.queued[ns] = []
+        self.queued[ns].append((number, step))
+        apply_step(self.session, step)  # encodes its request into the namespace's queue
+
+    def flush(self) -> None:
+        failures: list[tuple[int, Step, OSError]] = []
+        queued, self.queued = self.queued, {}
+        for ns, steps in queued.items():
+            for (number, step), answer in zip(steps, self.session.rtnl(ns).flush()):
+                if answer is not None and not (answer.errno == errno.EEXIST and isinstance(step, EXISTING_IS_FINE)):
+                    failures.append((number, step, answer))
+        if failures:
+            _, step, error = min(failures, key=lambda f: f[0])
+            raise StepFailed(step, error)
+
+
+def _failed(step: Step, e: OSError) -> LabError:
+    """The one line `up` says when a step fails: the step as a command, the kernel's answer."""
+    return LabError(f"{step.describe()}: {e.strerror or e}{_hint(e)}")
+
+
+class StepFailed(Exception):
+    """A step's request failed in a batch (raised at the flush, carrying its step)."""
+
+    def __init__(self, step: Step, error: OSError) -> None:
+        super().__init__(step, error)
+        self.step, self.error = step, error
 
 
 def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], None] | None = None) -> None:
@@ -404,30 +459,44 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
     delay = float(os.environ.get("CNI_LAB_STEP_DELAY", "0") or 0)
     maker = NamespaceMaker([s.netns for s in plan.steps if isinstance(s, CreateNetns)], early_sysctls(plan))
     with Session(files, maker.sockets) as session:
+        batches = Batches(session)
         try:
             maker.start()
             for i, step in enumerate(plan.steps, 1):
                 try:
-                    if isinstance(step, CreateNetns):
-                        maker.wait(step.netns)
-                    elif isinstance(step, SetSysctl) and maker.wrote(step.netns, step.key):
-                        pass
+                    if isinstance(step, BATCHED) and not delay:
+                        batches.add(i, step)
                     else:
-                        apply_step(session, step)
+                        batches.flush()
+                        if isinstance(step, CreateNetns):
+                            maker.wait(step.netns)
+                        elif isinstance(step, SetSysctl) and maker.wrote(step.netns, step.key):
+                            pass
+                        else:
+                            apply_step(session, step)
                 except OSError as e:
-                    raise LabError(f"{step.describe()}: {e.strerror or e}{_hint(e)}") from e
+                    raise _failed(step, e) from e
+                except StepFailed as failed:
+                    raise _failed(failed.step, failed.error) from failed.error
                 if progress is not None:
                     progress(i, total)
                 if delay:
                     time.sleep(delay)
+            try:
+                batches.flush()
+            except StepFailed as failed:
+                raise _failed(failed.step, failed.error) from failed.error
         except BaseException:
             with shielded():
                 maker.stop()
                 session.close()
                 for ns in reversed(maker.created):
                     netns.remove(ns)
-                for pin in session.pinned:
-                    bpf.remove_pins(pin)
+                if session.pinned:
+                    from cni_lab.kernel import bpf
+
+                    for pin in session.pinned:
+                        bpf.remove_pins(pin)
             raise
         finally:
             maker.stop()

@@ -31,7 +31,6 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
-from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from cni_lab.kernel import netns, templates
 
@@ -219,7 +218,9 @@ class Rtnl:
         queued, self._queued = self._queued or [], None
         if not queued:
             return []
-        first = struct.unpack_from("=I", queued[0], templates.SEQ_OFFSET)[0]
+        # their sequence numbers need not be consecutive: a lookup may have gone in between
+        seqs = [struct.unpack_from("=I", data, templates.SEQ_OFFSET)[0] for data in queued]
+        wanted = set(seqs)
         self.sock.send(b"".join(queued))
         outcome: dict[int, RtnlError | None] = {}
         while len(outcome) < len(queued):
@@ -227,11 +228,11 @@ class Rtnl:
             at = 0
             while at + 16 <= len(data):
                 length, mtype, _, seq, _ = struct.unpack_from("=LHHLL", data, at)
-                if mtype == NLMSG_ERROR and first <= seq < first + len(queued):
+                if mtype == NLMSG_ERROR and seq in wanted:
                     (code,) = struct.unpack_from("=i", data, at + 16)
                     outcome[seq] = RtnlError(-code, os.strerror(-code)) if code else None
                 at += (length + 3) & ~3
-        return [outcome[first + i] for i in range(len(queued))]
+        return [outcome[seq] for seq in seqs]
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -314,12 +315,16 @@ class Rtnl:
 
     def add_clsact(self, index: int) -> None:
         """`tc qdisc add dev X clsact` (EEXIST when it is there)."""
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg  # ~20 ms to import: only ebpf labs need tc
+
         msg = tcmsg()
         msg["index"], msg["handle"], msg["parent"] = index, 0xFFFF0000, TC_H_CLSACT
         msg["attrs"] = [("TCA_KIND", "clsact")]
         self._request(msg, RTM_NEWQDISC, CREATE)
 
     def _bpf_filter(self, index: int, direction: str) -> Any:
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
         msg = tcmsg()
         msg["index"], msg["handle"], msg["parent"] = index, BPF_FILTER_HANDLE, TC_PARENT[direction]
         msg["info"] = (BPF_FILTER_PRIO << 16) | socket.htons(ETH_P_ALL)

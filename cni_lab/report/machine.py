@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni_lab import names
 from cni_lab.ipam import Lab
-from cni_lab.probe.matrix import CheckResult, PairResult
+
+if TYPE_CHECKING:  # results are made by `check`; `up --json` needs no prober
+    from cni_lab.probe.matrix import CheckResult, PairResult
 from cni_lab.state import Status
 
 SCHEMA_ID = "cni-lab/check/v1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -10,9 +12,11 @@ from cni_lab import names
 from cni_lab.ipam import Lab
 from cni_lab.state import Status
 from cni_lab.plan import Plan
-from cni_lab.probe.matrix import CheckResult
 from cni_lab.probe.pairs import endpoints
-from cni_lab.probe.services import ServiceProbe
+
+if TYPE_CHECKING:  # results are made by `check`; `up` renders a table without loading the prober
+    from cni_lab.probe.matrix import CheckResult
+    from cni_lab.probe.services import ServiceProbe
 
 
 PODS_LISTED = 8  # a node with more pods shows them as a range

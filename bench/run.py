@@ -130,6 +130,11 @@ def cni_lab(pods: int, workdir: Path) -> dict[str, Any]:
         capped_s, capped_rss, capped_out = timed([*cli, "check", name, "--json", "--neighbour-cap", str(RAISED_CAP)])
     down_s, down_rss, _ = timed([*cli, "down", name])
     down_kernel_s, down_user_s = timed.kernel_s, timed.user_s  # type: ignore[attr-defined]
+    # the kernel frees removed namespaces after `down` has returned, in its own worker: how long
+    # until it is quiet again (the CPUs idle, the rtnl lock free)
+    started = time.perf_counter()
+    settle(60)
+    freed_s = time.perf_counter() - started
     capped = json.loads(capped_out)
     pairs = sum(r["total"] for r in result["rules"])
     ok = min(sum(r["ok"] for r in result["rules"]), sum(r["ok"] for r in capped["rules"]))
@@ -137,7 +142,7 @@ def cni_lab(pods: int, workdir: Path) -> dict[str, Any]:
         "tool": "cni-lab", "pods": nodes * PODS_PER_NODE, "nodes": nodes, "up_s": up_s, "check_s": check_s,
         # the kernel's share of the build (system CPU time of `up`, start-up included)
         "up_kernel_s": up_kernel_s, "up_user_s": up_user_s,
-        "down_s": down_s, "down_kernel_s": down_kernel_s, "down_user_s": down_user_s, "pairs": pairs, "pairs_ok": ok, "pairs_per_s": pairs / check_s,
+        "down_s": down_s, "down_kernel_s": down_kernel_s, "down_user_s": down_user_s, "kernel_frees_after_down_s": freed_s, "pairs": pairs, "pairs_ok": ok, "pairs_per_s": pairs / check_s,
         # the matrix itself: opening the probe sockets, forking the workers, probing every pair
         "probe_s": result["durationSeconds"], "matrix_pairs_per_s": pairs / result["durationSeconds"],
         "peak_rss_mb": max(up_rss, check_rss, capped_rss, down_rss) / 1024,
@@ -408,7 +413,8 @@ def render(rows: list[dict[str, Any]], ratios: dict[str, float]) -> str:
             lines.append(f"  {r['pods']:>5} pods  up {r['up_s']:.2f} s = user {r['up_user_s']:.2f} + sys "
                          f"{r['up_kernel_s']:.2f} (wall/sys {r['up_s'] / r['up_kernel_s']:.2f})   down {r['down_s']:.2f} s "
                          f"= user {r['down_user_s']:.2f} + sys {r['down_kernel_s']:.2f} "
-                         f"(wall/sys {r['down_s'] / max(r['down_kernel_s'], 1e-3):.2f})")
+                         f"(wall/sys {r['down_s'] / max(r['down_kernel_s'], 1e-3):.2f}); the kernel, freeing "
+                         f"them after, quiet {r['kernel_frees_after_down_s']:.2f} s later (0.3 s of it to see so)")
     lines.append("up, check, down: whole commands (a Python start-up, ~0.15 s with imports, included); "
                  "probe: the matrix inside check; pairs/s: during the matrix (the shell's: per ping)")
     lines.append("")

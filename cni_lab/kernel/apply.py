@@ -526,10 +526,27 @@ def release_neighbours(namespaces: list[str], ifnames: tuple[str, ...]) -> None:
             rtnl.close()
 
 
+REMOVERS = 4  # threads unmounting namespaces at once (bench/: 1000 pods, 0.30 s alone, 0.21 s with 4)
+
+
 def remove_namespaces(names: list[str]) -> list[str]:
-    """Kill every process living in these namespaces, then remove them. Returns what was removed."""
+    """Kill every process living in these namespaces, then remove them. Returns what was removed.
+
+    An unmount is quick, but once the first namespaces are gone the kernel starts freeing them
+    (its netns cleanup work, holding locks for long stretches) and an unmount now and then waits
+    behind it for tens of milliseconds; a few threads keep unmounting meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
     for pid in netns.pids_in(names):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    removed = []
     # pods first, underlay last: the reverse of creation order keeps each step's peer alive
-    return [n for n in sorted(names, key=lambda n: (-n.count("."), n)) if netns.remove(n)]
+    for depth in sorted({n.count(".") for n in names}, reverse=True):
+        group = sorted(n for n in names if n.count(".") == depth)
+        if len(group) < 2 * REMOVERS:
+            removed += [n for n in group if netns.remove(n)]
+            continue
+        with ThreadPoolExecutor(REMOVERS, thread_name_prefix="cni-lab-remove") as pool:
+            removed += [n for n, gone in zip(group, pool.map(netns.remove, group)) if gone]
+    return removed

@@ -60,7 +60,8 @@ def write(state: LabState) -> None:
     tmp = folder / f".{STATE_FILE}.tmp"
     # its fields as they are (asdict would deep-copy the recorded lab, a tenth of a second at 1000 pods)
     record = {f.name: getattr(state, f.name) for f in fields(state)}
-    tmp.write_text(json.dumps(record, indent=2, default=str))
+    # compact: written twice by every `up` (building, then up); `jq . state.json` reads it best
+    tmp.write_text(json.dumps(record, separators=(",", ":"), default=str))
     os.replace(tmp, folder / STATE_FILE)
 
 

@@ -20,8 +20,9 @@ from cni_lab.errors import LabError
 
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
-out = Console()
-err = Console(stderr=True)
+# no emoji codes: ":cd:" in an IPv6 address (fd00:cd::1) must stay text (and their table is not loaded)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 # Every command, and the module (under cni_lab/cli/) that defines it. tests/unit checks this

@@ -23,11 +23,7 @@ from typing import Any, Callable
 
 Builder = Callable[..., Any]  # keyword arguments -> an encodable pyroute2 message
 
-# two values per kind that differ in every byte, and how a value becomes bytes
-_SENTINELS: dict[str, tuple[Any, Any]] = {
-    "u8": (0x11, 0x22), "u16": (0x1111, 0x2222), "u32": (0x11111111, 0x22222222), "be16": (0x1111, 0x2222),
-    "mac": ("11:11:11:11:11:11", "22:22:22:22:22:22"),
-}
+# how a value becomes bytes
 _PACK: dict[str, Callable[[Any], bytes]] = {
     "u8": struct.Struct("=B").pack, "u16": struct.Struct("=H").pack, "u32": struct.Struct("=I").pack,
     "be16": struct.Struct(">H").pack, "ip": lambda v: v.packed,
@@ -46,15 +42,22 @@ class Field:
             return 16 if self.value.version == 6 else 4
         if self.kind == "name":
             return len(self.value)
-        return len(_PACK[self.kind](_SENTINELS[self.kind][0]))
+        return {"u8": 1, "u16": 2, "be16": 2, "u32": 4, "mac": 6}[self.kind]
 
-    def sentinels(self) -> tuple[Any, Any]:
+    def sentinels(self, i: int = 0) -> tuple[Any, Any]:
+        """Two values for the `i`th field of a message that differ in every byte, and from the
+        values of every other field (so one second encoding tells all the fields apart)."""
+        a, b = 0x11 + i, 0x41 + i  # below 0x80: a signed 32-bit field (an ifindex) takes them too
         if self.kind == "ip":
-            return (IPv6Address("1111:" * 7 + "1111"), IPv6Address("2222:" * 7 + "2222")) if self.value.version == 6 \
-                else (IPv4Address("17.17.17.17"), IPv4Address("34.34.34.34"))
+            size = 16 if self.value.version == 6 else 4
+            kind = IPv6Address if size == 16 else IPv4Address
+            return kind(bytes([a] * size)), kind(bytes([b] * size))
         if self.kind == "name":
-            return "a" * len(self.value), "b" * len(self.value)
-        return _SENTINELS[self.kind]
+            return chr(ord("a") + i) * len(self.value), chr(ord("A") + i) * len(self.value)
+        if self.kind == "mac":
+            return ":".join([f"{a:02x}"] * 6), ":".join([f"{b:02x}"] * 6)
+        width = {"u8": 1, "u16": 2, "be16": 2, "u32": 4}[self.kind]
+        return int.from_bytes(bytes([a] * width), "little"), int.from_bytes(bytes([b] * width), "little")
 
 
 def u8(v: int) -> Field:
@@ -98,32 +101,41 @@ class Template:
     """One kind of message as pyroute2 encodes it, with where each field's bytes are."""
 
     def __init__(self, build: Builder, msg_type: int, flags: int, const: dict[str, Any], fields: dict[str, Field]) -> None:
+        order = {key: i for i, key in enumerate(fields)}
+
+        self.encodings = 0  # how many times pyroute2 encoded it to find the fields (2, unless a field misbehaves)
+
         def plain(override: dict[str, Any]) -> bytes:
-            values = {**const, **{k: f.sentinels()[0] for k, f in fields.items()}, **override}
+            self.encodings += 1
+            values = {**const, **{k: f.sentinels(order[k])[0] for k, f in fields.items()}, **override}
             return encode(build, msg_type, flags, 0, **values)
 
         self.data = plain({})
         self.places: dict[str, tuple[tuple[int, ...], str, int]] = {}  # field -> (offsets, kind, size)
-        for key, f in fields.items():
-            first, second = f.sentinels()
-            other = plain({key: second})
-            if len(other) != len(self.data):
-                raise ValueError(f"{build.__name__}: field {key} changes the message's length")
-            size = f.size()
-            differ = [i for i, (a, b) in enumerate(zip(self.data, other)) if a != b]
-            runs: list[list[int]] = []
-            for i in differ:
-                if runs and runs[-1][-1] == i - 1:
-                    runs[-1].append(i)
-                else:
-                    runs.append([i])
-            # each place the field's bytes are (IFA_LOCAL and IFA_ADDRESS both carry an IPv4 address)
-            offsets = tuple(run[0] + k for run in runs for k in range(0, len(run), size))
-            if not runs or any(len(run) % size for run in runs) or any(
-                    self.data[o:o + size] != _PACK[f.kind](first) or other[o:o + size] != _PACK[f.kind](second)
-                    for o in offsets):
-                raise ValueError(f"{build.__name__}: field {key} is not where its {size} bytes would be")
-            self.places[key] = (offsets, f.kind, size)
+        # every field changed at once: one more encoding (each field's values are its own bytes)
+        every = plain({k: f.sentinels(order[k])[1] for k, f in fields.items()})
+        if len(every) == len(self.data):
+            for key, f in fields.items():
+                first, second = (_PACK[f.kind](v) for v in f.sentinels(order[key]))
+                self.places[key] = (_found(self.data, every, first, second), f.kind, f.size())
+            changed = sum(a != b for a, b in zip(self.data, every))
+            if changed == sum(len(offsets) * size for offsets, _, size in self.places.values()) and \
+                    all(offsets for offsets, _, _ in self.places.values()):
+                return
+        for key, f in fields.items():  # something did not add up: one field at a time, to name it
+            self.places[key] = self._locate(build, plain, key, f, order[key])
+
+    def _locate(self, build: Builder, plain: Callable[[dict[str, Any]], bytes], key: str, f: Field,
+                i: int) -> tuple[tuple[int, ...], str, int]:
+        first, second = f.sentinels(i)
+        other = plain({key: second})
+        if len(other) != len(self.data):
+            raise ValueError(f"{build.__name__}: field {key} changes the message's length")
+        size = f.size()
+        offsets = _found(self.data, other, _PACK[f.kind](first), _PACK[f.kind](second))
+        if not offsets or sum(a != b for a, b in zip(self.data, other)) != size * len(offsets):
+            raise ValueError(f"{build.__name__}: field {key} is not where its {size} bytes would be")
+        return offsets, f.kind, size
 
     def fill(self, seq: int, fields: dict[str, Field]) -> bytes:
         out = bytearray(self.data)
@@ -134,6 +146,18 @@ class Template:
             for offset in offsets:
                 out[offset:offset + size] = value
         return bytes(out)
+
+
+def _found(base: bytes, other: bytes, first: bytes, second: bytes) -> tuple[int, ...]:
+    """Where `base` holds `first` and `other` holds `second` (every place: IFA_LOCAL and
+    IFA_ADDRESS both carry an IPv4 address)."""
+    offsets = []
+    at = base.find(first)
+    while at >= 0:
+        if other[at:at + len(second)] == second:
+            offsets.append(at)
+        at = base.find(first, at + 1)
+    return tuple(offsets)
 
 
 class Encoder:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from cni_lab import names
@@ -134,6 +133,8 @@ def neighbours_json(result: CheckResult) -> dict[str, Any]:
 def check_junit(result: CheckResult) -> str:
     """One test case per Kubernetes rule (and family, in a dual-stack lab); a failing case lists
     the pairs that broke it."""
+    import xml.etree.ElementTree as ET  # JUnit alone needs it
+
     dual = result.ipv6 is not None
     summaries = [(one, s) for one in result.by_family for s in one.summaries()]
     suite = ET.Element(

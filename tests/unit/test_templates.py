@@ -172,3 +172,16 @@ def test_the_lookup_of_an_interface_is_pyroute2s_too() -> None:
         got = encoder.encode(rtnl.ifname_msg, rtnl.RTM_GETLINK, rtnl.NLM_F_REQUEST, 7, ifname=templates.name(ifname))
         assert got == templates.encode(rtnl.ifname_msg, rtnl.RTM_GETLINK, rtnl.NLM_F_REQUEST, 7, ifname=ifname)
     assert socket.AF_INET  # the module's families are the socket module's
+
+
+def test_two_encodings_find_every_field_of_a_message() -> None:
+    """Each field's sentinel bytes are its own, so one encoding with all of them changed places
+    them all (a pod's veth: seven fields, two encodings instead of eight)."""
+    fields = {"ifname": templates.name(_ifname()), "peer_ifname": templates.name("eth0"), "peer_ns_fd": templates.u32(9),
+              "mtu": templates.u32(1500), "peer_mtu": templates.u32(1500), "master": templates.u32(3),
+              "mac": templates.mac(_mac())}
+    t = templates.Template(rtnl.veth_msg, rtnl.RTM_NEWLINK, rtnl.CREATE, {"up": True}, fields)
+    assert t.encodings == 2 and all(len(offsets) == 1 for offsets, _, _ in t.places.values())
+    address = templates.Template(rtnl.address_msg, rtnl.RTM_NEWADDR, rtnl.CREATE, {},
+                                 {"index": templates.u32(2), "ip": templates.ip(_v4()), "prefixlen": templates.u8(24)})
+    assert address.encodings == 2 and len(address.places["ip"][0]) == 2  # IFA_LOCAL and IFA_ADDRESS

@@ -108,3 +108,13 @@ def test_up_loads_pyroute2s_messages_without_its_package_init_which_still_runs_w
             "print(before, IPRoute.__name__, Conntrack.__name__, pyroute2.__version__ != 'unknown')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "IPRoute", "Conntrack", "True"]
+
+
+def test_ipv6_addresses_are_printed_as_they_are() -> None:
+    """rich reads `:cd:` as an emoji code: fd00:cd::1 came out with a CD in it."""
+    from cni_lab.cli.app import err, out
+
+    for console in (out, err):
+        console.begin_capture()
+        console.print("pod fd00:cd::1 and fd00:10:244:ok::2")
+        assert console.end_capture().strip() == "pod fd00:cd::1 and fd00:10:244:ok::2"

@@ -500,6 +500,9 @@ def apply(plan: Plan, files: Path | None = None, progress: Callable[[int, int], 
             raise
         finally:
             maker.stop()
+            from cni_lab.kernel.rtnl import ENCODER
+
+            ENCODER.save()  # the kinds of message this run encoded, for the next run
 
 
 def release_neighbours(namespaces: list[str], ifnames: tuple[str, ...]) -> None:

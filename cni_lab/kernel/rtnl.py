@@ -13,27 +13,27 @@ import os
 import socket
 import struct
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any, Callable
-
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import (
-    RTM_DELROUTE,
-    RTM_DELTFILTER,
-    RTM_GETLINK,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWNEIGH,
-    RTM_NEWQDISC,
-    RTM_NEWROUTE,
-    RTM_NEWTFILTER,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from cni_lab.kernel import netns, templates
 
+if TYPE_CHECKING:
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.ndmsg import ndmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+# the kernel's numbers (linux/netlink.h, linux/rtnetlink.h), as pyroute2 names them (a unit test
+# holds them to pyroute2's): written here so that `up` with its templates stored needs no pyroute2
+NLM_F_REQUEST, NLM_F_ACK = 1, 4
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR = 20
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWNEIGH = 28
+RTM_NEWQDISC = 36
+RTM_NEWTFILTER, RTM_DELTFILTER = 44, 45
 NLMSG_ERROR = 2
 EEXIST = errno.EEXIST
 IFF_UP = 1
@@ -65,6 +65,8 @@ class RtnlError(OSError):
 
 def link_msg(ifname: str, kind: str, mtu: int | None = None, master: int | None = None, up: bool = False,
              address: str | None = None, data: list[tuple[str, Any]] | None = None) -> ifinfmsg:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # pyroute2 builds a kind of message once: templates.py
+
     msg = ifinfmsg()
     attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", ifname)]
     if mtu is not None:
@@ -99,12 +101,16 @@ def vxlan_msg(ifname: str, mtu: int, vni: int, local: IPv4Address | IPv6Address,
 
 
 def ifname_msg(ifname: str) -> ifinfmsg:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
     msg = ifinfmsg()
     msg["attrs"] = [("IFLA_IFNAME", ifname)]
     return msg
 
 
 def set_link_msg(index: int, up: bool | None = None, master: int | None = None, noarp: bool = False) -> ifinfmsg:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
     msg = ifinfmsg()
     msg["index"] = index
     if up is not None:
@@ -120,6 +126,8 @@ def set_link_msg(index: int, up: bool | None = None, master: int | None = None, 
 
 def address_msg(index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> ifaddrmsg:
     """An address; an IPv6 one without duplicate address detection (IFA_F_NODAD)."""
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
     msg = ifaddrmsg()
     msg["prefixlen"], msg["index"] = prefixlen, index
     if ip.version == 6:
@@ -134,6 +142,8 @@ def address_msg(index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> if
 def route_msg(dst: IPv4Address | IPv6Address, dst_len: int, oif: int, gateway: IPv4Address | IPv6Address | None = None,
               onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
               mtu: int | None = None) -> rtmsg:
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
     msg = rtmsg()
     msg["family"] = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
     msg["dst_len"], msg["table"] = dst_len, RT_TABLE_MAIN
@@ -154,6 +164,8 @@ def route_msg(dst: IPv4Address | IPv6Address, dst_len: int, oif: int, gateway: I
 
 
 def neighbour_msg(index: int, ip: IPv4Address | IPv6Address, mac: str, bridge: bool = False) -> ndmsg:
+    from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
     msg = ndmsg()
     msg["family"] = AF_BRIDGE if bridge else socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     msg["ifindex"], msg["state"] = index, NUD_PERMANENT
@@ -162,7 +174,9 @@ def neighbour_msg(index: int, ip: IPv4Address | IPv6Address, mac: str, bridge: b
     return msg
 
 
-ENCODER = templates.Encoder()  # one per process: each kind of message is encoded by pyroute2 once
+# one per process: each kind of message is encoded by pyroute2 once, and kept for the next runs
+# beside the BPF objects' cache (root's; apply.apply saves what a run made)
+ENCODER = templates.Encoder(templates.store_for(Path("/var/cache/cni-lab")) if os.geteuid() == 0 else None)
 
 
 class Rtnl:
@@ -262,6 +276,8 @@ class Rtnl:
 
     def link_mac(self, ifname: str) -> str:
         data = self._exchange(self._encode(ifname_msg, RTM_GETLINK, NLM_F_REQUEST, ifname=templates.name(ifname)))
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
         reply = ifinfmsg(data)
         reply.decode()
         return str(reply.get_attr("IFLA_ADDRESS"))
@@ -287,6 +303,8 @@ class Rtnl:
                                 mtu=_maybe(templates.u32, mtu)))
 
     def delete_route(self, dst: IPv4Network, oif: int | None = None) -> None:
+        from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
         msg = rtmsg()
         msg["family"], msg["dst_len"], msg["table"] = socket.AF_INET, dst.prefixlen, RT_TABLE_MAIN
         msg["scope"] = 255  # RT_SCOPE_NOWHERE: match any scope

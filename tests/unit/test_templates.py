@@ -185,3 +185,63 @@ def test_two_encodings_find_every_field_of_a_message() -> None:
     address = templates.Template(rtnl.address_msg, rtnl.RTM_NEWADDR, rtnl.CREATE, {},
                                  {"index": templates.u32(2), "ip": templates.ip(_v4()), "prefixlen": templates.u8(24)})
     assert address.encodings == 2 and len(address.places["ip"][0]) == 2  # IFA_LOCAL and IFA_ADDRESS
+
+
+def test_the_kernels_numbers_are_pyroute2s() -> None:
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
+    from pyroute2.netlink import rtnl as p
+
+    assert (rtnl.NLM_F_REQUEST, rtnl.NLM_F_ACK, rtnl.NLM_F_REPLACE, rtnl.NLM_F_EXCL, rtnl.NLM_F_CREATE) == \
+        (NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE)
+    for name in ("RTM_NEWLINK", "RTM_GETLINK", "RTM_NEWADDR", "RTM_NEWROUTE", "RTM_DELROUTE", "RTM_NEWNEIGH",
+                 "RTM_NEWQDISC", "RTM_NEWTFILTER", "RTM_DELTFILTER"):
+        assert getattr(rtnl, name) == getattr(p, name), name
+
+
+def _some_messages(encoder: templates.Encoder) -> list[bytes]:
+    return [
+        encoder.encode(rtnl.veth_msg, rtnl.RTM_NEWLINK, rtnl.CREATE, 3, ifname=templates.name("vethabcdef01"),
+                       peer_ifname=templates.name("eth0"), peer_ns_fd=templates.u32(7), mtu=templates.u32(1500),
+                       peer_mtu=templates.u32(1500), master=templates.u32(4), up=True, mac=None),
+        encoder.encode(rtnl.address_msg, rtnl.RTM_NEWADDR, rtnl.CREATE, 4, index=templates.u32(2),
+                       ip=templates.ip(IPv4Address("10.244.0.2")), prefixlen=templates.u8(24)),
+        encoder.encode(rtnl.route_msg, rtnl.RTM_NEWROUTE, rtnl.CREATE, 5, dst=IPv4Address("0.0.0.0"), dst_len=0,
+                       oif=templates.u32(2), gateway=templates.ip(IPv4Address("10.244.0.1")), onlink=False,
+                       scope_link=False, src=None, mtu=None),
+    ]
+
+
+def test_stored_templates_give_the_same_bytes_without_encoding_again(tmp_path: Any) -> None:
+    store = tmp_path / "netlink-test.json"
+    first = templates.Encoder(store)
+    made = _some_messages(first)
+    assert first.made == 3
+    first.save()
+    again = templates.Encoder(store)
+    assert _some_messages(again) == made and again.made == 0
+    store.write_text("{not json")  # a store that does not read back is made again
+    third = templates.Encoder(store)
+    assert _some_messages(third) == made and third.made == 3
+
+
+def test_a_run_whose_messages_are_stored_does_not_load_pyroute2(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    store = tmp_path / "netlink-test.json"
+    first = templates.Encoder(store)
+    _some_messages(first)
+    first.save()
+    code = ("import sys; from pathlib import Path; from cni_lab.kernel import templates; "
+            "import tests.unit.test_templates as t; "
+            f"e = templates.Encoder(Path({str(store)!r})); t._some_messages(e); "
+            "print(e.made, [m for m in sys.modules if m.startswith('pyroute2.')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2])).stdout.strip()
+    assert out == "0 []"
+
+
+def test_the_store_is_named_after_pyroute2_and_the_builders(tmp_path: Any) -> None:
+    path = templates.store_for(tmp_path)
+    assert path is not None and path.parent == tmp_path and path.name.startswith("netlink-")
+    assert templates.store_for(tmp_path) == path  # the same code, the same file

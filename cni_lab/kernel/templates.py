@@ -3,8 +3,9 @@
 `up` sends thousands of messages that differ only in a few fields (an interface index, an
 address, a sequence number). pyroute2's generic encoder costs tens of microseconds a message;
 filling known places in bytes it produced costs about one. Where a field lives is not written
-down here: pyroute2 encodes the message twice with two different values for that field (every
-byte different), and the bytes that differ are the field. So pyroute2 stays the one definition of
+down here: pyroute2 encodes the message with a sentinel value in every field, then with all of
+them changed (every byte different, each field's bytes its own), and the bytes that differ are the
+fields. So pyroute2 stays the one definition of
 every message; tests/unit/test_templates.py holds the filled bytes to pyroute2's for every kind
 the lab sends, with random values.
 
@@ -20,8 +21,8 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Any, Callable
 
 Builder = Callable[..., Any]  # keyword arguments -> an encodable pyroute2 message
@@ -32,6 +33,7 @@ _PACK: dict[str, Callable[[Any], bytes]] = {
     "be16": struct.Struct(">H").pack, "ip": lambda v: v.packed,
     "mac": lambda v: bytes.fromhex(v.replace(":", "")), "name": lambda v: v.encode(),
 }
+_WIDTH = {"u8": 1, "u16": 2, "be16": 2, "u32": 4, "mac": 6}  # bytes of the fixed-size kinds
 SEQ_OFFSET = 8  # nlmsghdr: length, type, flags, then the sequence number
 
 
@@ -45,22 +47,21 @@ class Field:
             return 16 if self.value.version == 6 else 4
         if self.kind == "name":
             return len(self.value)
-        return {"u8": 1, "u16": 2, "be16": 2, "u32": 4, "mac": 6}[self.kind]
+        return _WIDTH[self.kind]
 
     def sentinels(self, i: int = 0) -> tuple[Any, Any]:
         """Two values for the `i`th field of a message that differ in every byte, and from the
         values of every other field (so one second encoding tells all the fields apart)."""
         a, b = 0x11 + i, 0x41 + i  # below 0x80: a signed 32-bit field (an ifindex) takes them too
+        size = self.size()
         if self.kind == "ip":
-            size = 16 if self.value.version == 6 else 4
             kind = IPv6Address if size == 16 else IPv4Address
             return kind(bytes([a] * size)), kind(bytes([b] * size))
         if self.kind == "name":
-            return chr(ord("a") + i) * len(self.value), chr(ord("A") + i) * len(self.value)
+            return chr(ord("a") + i) * size, chr(ord("A") + i) * size
         if self.kind == "mac":
             return ":".join([f"{a:02x}"] * 6), ":".join([f"{b:02x}"] * 6)
-        width = {"u8": 1, "u16": 2, "be16": 2, "u32": 4}[self.kind]
-        return int.from_bytes(bytes([a] * width), "little"), int.from_bytes(bytes([b] * width), "little")
+        return int.from_bytes(bytes([a] * size), "little"), int.from_bytes(bytes([b] * size), "little")
 
 
 def u8(v: int) -> Field:
@@ -197,7 +198,7 @@ class Encoder:
         for k, v in values.items():  # (call sites pass their arguments in one order: no sorting)
             if isinstance(v, Field):
                 fields[k] = v
-                shape.append((k, v.kind, len(v.value) if v.kind == "name" else v.value.version if v.kind == "ip" else 0))
+                shape.append((k, v.kind, v.size()))
             else:
                 shape.append((k, v if v is None or isinstance(v, (bool, int, str)) else _frozen(v)))
         key = tuple(shape)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cni_lab import ipam, model
+from cni_lab import cluster, model
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 
 
 def _builtin_scenarios() -> Path:
@@ -43,7 +43,7 @@ def scenario_path(arg: str) -> Path:
 
 def load(arg: str, name: str | None = None) -> Lab:
     """Scenario file → validated, addressed lab (no root needed)."""
-    return ipam.resolve(model.load_file(scenario_path(arg), name_override=name))
+    return cluster.resolve(model.load_file(scenario_path(arg), name_override=name))
 
 
 def shipped(path: str) -> bool:

@@ -25,8 +25,8 @@ from typing import Any
 
 from cni_lab import names, plan, state
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, daemons, edit, inspect
+from cni_lab.cluster import Lab
+from cni_lab.kernel import apply, daemons, edit, readback
 from cni_lab.kernel.edit import SavedRoute
 
 KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach")
@@ -178,7 +178,7 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     else:
         lab.node(holder)
         ns = names.node_netns(lab.name, holder)
-    view = inspect.read(ns, [])
+    view = readback.read(ns, [])
     route = next((r for r in [*view.routes, *view.routes6]
                   if r.dst != "default" and (dst := ip_network(r.dst)).version == target.pod_cidr.version
                   and dst.overlaps(target.pod_cidr) and r.type == "unicast"), None)  # type: ignore[arg-type]
@@ -194,12 +194,12 @@ def _follow_endpoints(lab: Lab) -> None:
     """A pod taken down leaves its Services' endpoints, as the EndpointSlice controller takes
     a pod that is not ready out: kube-proxy's table is made again on every node without it.
     (`heal` applies the plan again, which puts every endpoint back.)"""
-    from cni_lab import services
+    from cni_lab.rulesets import kubeproxy
 
     gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
-    found = services.resolve(lab, gone)
+    found = lab.services_without(gone)
     for node in lab.nodes:
-        edit.nft_apply(names.node_netns(lab.name, node.name), services.ruleset(lab, found, node))
+        edit.nft_apply(names.node_netns(lab.name, node.name), kubeproxy.ruleset(lab, found, node))
 
 
 def heal(lab: Lab) -> list[Fault]:

@@ -13,222 +13,45 @@
   family's node CIDRs separately: --node-cidr-mask-size-ipv6, /64 by default; Calico's IPv6
   blocks are /122); nodes and pods get an IPv6 address besides their IPv4 one.
 
-Pure: returns a resolved `Lab` or raises LabError listing every problem.
+- ClusterIPs: in order from the Service CIDR's .2 (kube-apiserver picks at random; .1 is the
+  `kubernetes` Service's, kept). NodePorts not given: the lowest free port of the range.
+
+Pure: allocation only (cluster.py builds the resolved lab from it); raises LabError listing
+every problem.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from functools import cached_property
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Iterator, TypeVar, Union
 
-from cni_lab import policy
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_BLOCK_SIZE6, DEFAULT_NAMESPACE, Labels, Scenario, Segment
+from cni_lab.model import DEFAULT_BLOCK_SIZE6, NODE_PORT_RANGE, Scenario, Segment, ServiceSpec
 
 Net = TypeVar("Net", IPv4Network, IPv6Network)
 AnyAddress = Union[IPv4Address, IPv6Address]
 
 
 @dataclass(frozen=True)
-class Pod:
-    name: str  # its key on the node: the pod's name, or `<namespace>.<name>` in another namespace
-    node: str
-    ip: IPv4Address | IPv6Address  # the lab's first family's (IPv6 in an IPv6-only lab)
-    prefixlen: int
-    ip6: IPv6Address | None = None  # dual-stack
-    prefixlen6: int = 64
-    namespace: str = DEFAULT_NAMESPACE
-    labels: Labels = ()
+class NodeAddresses:
+    """What one node is given: its segment and underlay address(es), its pod CIDR(s) and its pods'
+    addresses in the order of its pods."""
 
-    @property
-    def id(self) -> str:
-        """What the CLI calls it: node1/web, or node1/x/a for pod a of namespace x."""
-        return f"{self.node}/{self.name.replace('.', '/')}"
-
-    @property
-    def pod_name(self) -> str:
-        """Its name in its namespace (Kubernetes' metadata.name)."""
-        return self.name.rpartition(".")[2]
-
-    @property
-    def qualified(self) -> str:
-        """namespace/name, as kubectl and the e2e suite write pods."""
-        return f"{self.namespace}/{self.pod_name}"
-
-    @property
-    def interface(self) -> IPv4Interface | IPv6Interface:
-        return ip_interface(f"{self.ip}/{self.prefixlen}")
-
-    @property
-    def interface6(self) -> IPv6Interface | None:
-        return None if self.ip6 is None else IPv6Interface(f"{self.ip6}/{self.prefixlen6}")
-
-    @property
-    def ips(self) -> tuple[AnyAddress, ...]:
-        """Every address of the pod, the lab's first family first (a Pod's status.podIPs)."""
-        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    ip: IPv4Address | IPv6Address  # the lab's first family's (IPv6 in an IPv6-only lab)
-    pod_cidr: IPv4Network | IPv6Network
-    pods: tuple[Pod, ...]
     segment: Segment
-    ip6: IPv6Address | None = None  # dual-stack
+    ip: IPv4Address | IPv6Address
+    pod_cidr: IPv4Network | IPv6Network
+    pod_ips: tuple[IPv4Address | IPv6Address, ...]
+    ip6: IPv6Address | None = None
     pod_cidr6: IPv6Network | None = None
-
-    @property
-    def ips(self) -> tuple[AnyAddress, ...]:
-        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
-
-    @property
-    def pod_cidrs(self) -> tuple[IPv4Network | IPv6Network, ...]:
-        """spec.podCIDRs of the Node object: one per family."""
-        return (self.pod_cidr,) if self.pod_cidr6 is None else (self.pod_cidr, self.pod_cidr6)
-
-    @property
-    def underlay6(self) -> IPv6Interface | None:
-        if self.ip6 is None or self.segment.cidr6 is None:
-            return None
-        return IPv6Interface(f"{self.ip6}/{self.segment.cidr6.prefixlen}")
-
-    @property
-    def router6(self) -> IPv6Address | None:
-        return None if self.segment.cidr6 is None else self.segment.cidr6.network_address + 1
-
-    @property
-    def gateway6(self) -> IPv6Address | None:
-        return None if self.pod_cidr6 is None else self.pod_cidr6.network_address + 1
-
-    @property
-    def underlay(self) -> IPv4Interface | IPv6Interface:
-        """The node's eth0 address with its segment's prefix."""
-        return ip_interface(f"{self.ip}/{self.segment.cidr.prefixlen}")
-
-    @property
-    def router(self) -> IPv4Address | IPv6Address:
-        """Its segment's router address (the first host), where the lab has a router."""
-        return self.segment.cidr.network_address + 1
-
-    @property
-    def id(self) -> str:
-        return self.name
-
-    @property
-    def gateway(self) -> IPv4Address | IPv6Address:
-        """The bridge address pods route through (host-local's default gateway: the first host)."""
-        return self.pod_cidr.network_address + 1
+    pod_ips6: tuple[IPv6Address, ...] | None = None
 
 
 @dataclass(frozen=True)
-class Lab:
-    """A scenario with every address decided: what every later stage reads."""
-
-    scenario: Scenario
-    nodes: tuple[Node, ...]
+class Allocation:
+    nodes: tuple[NodeAddresses, ...]  # in the scenario's node order
     warnings: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.scenario.name
-
-    @property
-    def dataplane(self) -> str:
-        return self.scenario.dataplane
-
-    @property
-    def segments(self) -> tuple[Segment, ...]:
-        return self.scenario.segments
-
-    @property
-    def has_router(self) -> bool:
-        return has_router(self.scenario)
-
-    @property
-    def pod_mtu(self) -> int:
-        """What the data plane needs (VXLAN takes 50 bytes), unless the scenario mis-sets it."""
-        if self.scenario.pod_mtu is not None:
-            return self.scenario.pod_mtu
-        return self.overlay_mtu
-
-    @property
-    def routing(self) -> str:
-        """How nodes reach each other's pods: the data plane itself, or what `cni` is given."""
-        return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
-
-    @property
-    def dual_stack(self) -> bool:
-        return self.scenario.cluster_cidr6 is not None
-
-    @property
-    def ipv6_only(self) -> bool:
-        return self.scenario.cluster_cidr.version == 6
-
-    @property
-    def has_ipv6(self) -> bool:
-        return self.dual_stack or self.ipv6_only
-
-    @property
-    def families(self) -> tuple[int, ...]:
-        """The address families of the lab, its first first."""
-        return (6,) if self.ipv6_only else (4, 6) if self.dual_stack else (4,)
-
-    @property
-    def tunnelled(self) -> bool:
-        """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
-        if self.dataplane == "ebpf":
-            return self.scenario.ebpf_routing == "tunnel"
-        return self.routing == "vxlan"
-
-    @property
-    def overlay_mtu(self) -> int:
-        """What a pod's packet may be inside the tunnel: VXLAN over IPv4 takes 50 bytes (outer
-        IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14), over IPv6 70 (its header is 40); a pod's one
-        MTU must fit the larger of its families' overheads."""
-        if not self.tunnelled:
-            return self.scenario.underlay_mtu
-        return self.scenario.underlay_mtu - (70 if self.has_ipv6 else 50)
-
-    @property
-    def pods(self) -> tuple[Pod, ...]:
-        return tuple(p for n in self.nodes for p in n.pods)
-
-    @cached_property
-    def policies(self) -> tuple[policy.Policy, ...]:
-        """The scenario's NetworkPolicy objects, checked as the API server checks them."""
-        spaces = [ns.name for ns in self.scenario.namespaces] or ["default"]
-        problems: list[str] = []
-        found = []
-        for source in self.scenario.policies:
-            try:
-                found.append(policy.parse(source.document, source.where, spaces))
-            except LabError as e:
-                problems += e.problems
-        names = [p.qualified for p in found]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"{self.scenario.source}: policies: {dup} is defined twice")
-        if problems:
-            raise LabError(*problems)
-        return tuple(found)
-
-    @cached_property
-    def evaluator(self) -> policy.Evaluator:
-        return policy.Evaluator({ns.name: ns.labels for ns in self.scenario.namespaces}, self.policies)
-
-    @property
-    def workloads(self) -> list[policy.Workload]:
-        """Every pod as policies see it."""
-        return [policy.Workload(p.id, p.namespace, p.labels, p.ips) for p in self.pods]
-
-    def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise LabError(f"lab {self.name} has no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
 
 
 def has_router(scenario: Scenario) -> bool:
@@ -239,7 +62,8 @@ def has_router(scenario: Scenario) -> bool:
     return len(scenario.segments) > 1 or scenario.dataplane in ("fabric", "bgp") or scenario.outside_ip is not None
 
 
-def resolve(scenario: Scenario) -> Lab:
+def allocate(scenario: Scenario) -> Allocation:
+    """Every node's and pod's addresses, in node order."""
     problems: list[str] = []
     warnings: list[str] = []
     src = scenario.source
@@ -283,17 +107,42 @@ def resolve(scenario: Scenario) -> Lab:
             problems.append(f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s IPv6 pod CIDR {cidr6}")
             continue
         hosts6 = _hosts(cidr6, skip=skip) if cidr6 is not None else None
-        pods = tuple(Pod(name=p, node=spec.name, ip=next(hosts), prefixlen=cidr.prefixlen,
-                         ip6=next(hosts6) if hosts6 is not None else None,
-                         prefixlen6=cidr6.prefixlen if cidr6 is not None else 64,
-                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels) for p in spec.pods)
-        nodes.append(Node(name=spec.name, ip=node_ips[i], pod_cidr=cidr, pods=pods, segment=segments[i],
-                          ip6=node_ips6[i], pod_cidr6=cidr6))
+        nodes.append(NodeAddresses(segment=segments[i], ip=node_ips[i], pod_cidr=cidr,
+                                   pod_ips=tuple(next(hosts) for _ in spec.pods), ip6=node_ips6[i], pod_cidr6=cidr6,
+                                   pod_ips6=None if hosts6 is None else tuple(next(hosts6) for _ in spec.pods)))
     if problems:
         raise LabError(*problems)
-    lab = Lab(scenario=scenario, nodes=tuple(nodes), warnings=tuple(warnings))
-    lab.policies  # noqa: B018 - every policy checked now, as `kubectl apply` would, before anything is built
-    return lab
+    return Allocation(tuple(nodes), tuple(warnings))
+
+
+def cluster_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address]:
+    """Each Service's ClusterIP, in order from the Service CIDR's .2."""
+    cidr = scenario.service_cidr
+    if len(scenario.services) > cidr.num_addresses - 3:
+        problems.append(f"{scenario.source}: networking.serviceCIDR: {cidr} has no room for {len(scenario.services)} Services")
+        return []
+    return [cidr.network_address + 2 + i for i in range(len(scenario.services))]  # type: ignore[misc]
+
+
+def node_ports(specs: tuple[ServiceSpec, ...]) -> tuple[ServiceSpec, ...]:
+    """A NodePort Service's ports without a nodePort get the lowest free one (kube-apiserver
+    picks at random, preferring the range's upper band; in order is what a lab can predict). The
+    model has refused a given one that is out of range or taken twice."""
+    taken = {(p.protocol, p.node_port) for s in specs for p in s.ports if p.node_port is not None}
+    low, high = NODE_PORT_RANGE
+    out = []
+    for spec in specs:
+        ports = []
+        for p in spec.ports:
+            if spec.node_port and p.node_port is None:
+                found = next((n for n in range(low, high + 1) if (p.protocol, n) not in taken), None)
+                if found is None:
+                    raise LabError("services: no free nodePort left")
+                taken.add((p.protocol, found))
+                p = dataclasses.replace(p, node_port=found)
+            ports.append(p)
+        out.append(dataclasses.replace(spec, ports=tuple(ports)))
+    return tuple(out)
 
 
 def _hosts(net: Net, skip: int = 0) -> Iterator:  # type: ignore[type-arg]

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from cni_lab import catalog, codec, dataplanes, ipam, model, names, plan, privileges, state
+from cni_lab import catalog, cluster, codec, dataplanes, model, names, plan, privileges, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
-from cni_lab.ipam import Lab
-from cni_lab.kernel import apply, cni, daemons, neighbours, netns
+from cni_lab.cluster import Lab
+from cni_lab.kernel import apply, cni_runtime, daemons, neighbours, netns
 from cni_lab.steps import LoadBpf
 
 if TYPE_CHECKING:  # the prober is loaded by `check` alone (bench/ measures whole commands)
@@ -29,7 +29,7 @@ def from_state(st: state.LabState) -> Lab:
             return codec.load(Lab, st.lab)
         except (KeyError, TypeError, ValueError):
             pass  # a record from another version of cni-lab: resolve the scenario again
-    return ipam.resolve(model.load_document(st.document, st.source))
+    return cluster.resolve(model.load_document(st.document, st.source))
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
     with apply.shielded():
         # As a runtime does when a pod goes: CNI DEL for every pod the plugins wired (their IPAM
         # reservations are released), then the namespaces. Failures do not stop the teardown.
-        cni.delete_recorded(state.lab_dir(name))
+        cni_runtime.delete_recorded(state.lab_dir(name))
         namespaces = _lab_namespaces(name, recorded)
         if neighbours.raised(state.lab_dir(name)):
             # the cap goes back below once the lab's entries are gone: let them go now
@@ -234,7 +234,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.dataplane == "cni":
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
-            problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni.check(record, folder)]
+            problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni_runtime.check(record, folder)]
             result = dataclasses.replace(result, cni_problems=tuple(problems))
         from cni_lab import faults
 

@@ -716,7 +716,7 @@ class _Checker:
     def services(self, value: Any) -> tuple[ServiceSpec, ...]:
         """`services: [{name, namespace, selector | pods, ports: [{port, targetPort, protocol,
         nodePort}], type, externalTrafficPolicy}]`: ClusterIP and NodePort Services, checked as the
-        API server checks them; NodePorts not given are allocated in order from the range's start."""
+        API server checks them (ipam allocates the NodePorts not given)."""
         if value is None:
             return ()
         if not isinstance(value, list):
@@ -737,7 +737,7 @@ class _Checker:
                 self.problem(f"{key}.name", f"{spec.namespace}/{spec.name} is defined twice")
                 continue
             out.append(spec)
-        return self.allocate_node_ports(out, taken)
+        return tuple(out)
 
     def service(self, raw: dict[str, Any], key: str, taken: set[tuple[str, int]]) -> ServiceSpec | None:
         name = raw.get("name")
@@ -813,25 +813,6 @@ class _Checker:
             self.problem(f"{key}.ports", "a Service needs at least one port")
             return None
         return ServiceSpec(name, namespace, selector, tuple(ports), kind, policy or "Cluster", tuple(pods))
-
-    def allocate_node_ports(self, specs: list[ServiceSpec], taken: set[tuple[str, int]]) -> tuple[ServiceSpec, ...]:
-        """A NodePort Service's ports without a nodePort get the lowest free one (kube-apiserver
-        picks at random, preferring the range's upper band; in order is what a lab can predict)."""
-        out = []
-        low, high = NODE_PORT_RANGE
-        for spec in specs:
-            ports = []
-            for p in spec.ports:
-                if spec.node_port and p.node_port is None:
-                    free = next((n for n in range(low, high + 1) if (p.protocol, n) not in taken), None)
-                    if free is None:
-                        self.problem("services", "no free nodePort left")
-                        return ()
-                    taken.add((p.protocol, free))
-                    p = dataclasses.replace(p, node_port=free)
-                ports.append(p)
-            out.append(dataclasses.replace(spec, ports=tuple(ports)))
-        return tuple(out)
 
     def probe(self, value: Any) -> tuple[str, ...]:
         """`probe: {ports: [tcp/80, udp/81]}`."""

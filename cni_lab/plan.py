@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
 
-from cni_lab import dataplanes, enforcement, masquerade, names, services
+from cni_lab import dataplanes, names
+from cni_lab.rulesets import kubeproxy, masquerade, netpol
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.model import OUTSIDE_NETWORK
 from cni_lab.steps import (
     DEFAULT_ROUTE6,
@@ -94,9 +95,8 @@ def build(lab: Lab) -> Plan:
     if lab.scenario.outside_ip is not None and lab.scenario.masquerade:
         for node in lab.nodes:
             steps.append(LoadNftables(names.node_netns(lab.name, node.name), *masquerade.rules(lab, node)))
-    found = services.resolve(lab)
-    if found:  # kube-proxy on every node
-        steps += [LoadNftables(names.node_netns(lab.name, n.name), services.TABLE, services.ruleset(lab, found, n))
+    if lab.services:  # kube-proxy on every node
+        steps += [LoadNftables(names.node_netns(lab.name, n.name), kubeproxy.TABLE, kubeproxy.ruleset(lab, lab.services, n))
                   for n in lab.nodes]
         if lab.dataplane in ("bridge", "host-gw", "vxlan", "fabric"):  # pods on cni0: hairpin for their Services
             steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
@@ -107,7 +107,7 @@ def build(lab: Lab) -> Plan:
 
 
 def policy_steps(lab: Lab) -> list[Step]:
-    """NetworkPolicy on every node (enforcement.py), after its pods exist. Pods on one bridge
+    """NetworkPolicy on every node (netpol.py), after its pods exist. Pods on one bridge
     reach each other without routing: br_netfilter shows that traffic to the forward hook too."""
     if lab.dataplane == "ebpf":
         raise LabError(f"{lab.scenario.source}: policies: dataplane ebpf does not enforce NetworkPolicy (its "
@@ -119,7 +119,7 @@ def policy_steps(lab: Lab) -> list[Step]:
             steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-iptables", "1"))
             if lab.has_ipv6:
                 steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-ip6tables", "1"))
-        steps.append(LoadNftables(ns, enforcement.TABLE, enforcement.ruleset(lab, node)))
+        steps.append(LoadNftables(ns, netpol.TABLE, netpol.ruleset(lab, node)))
     return steps
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.model import LAB_NAME
 
 STATE_ROOT = Path(os.environ.get("CNI_LAB_STATE_DIR", "/run/cni-lab"))

@@ -28,12 +28,13 @@ err = Console(stderr=True, emoji=False)
 # Every command, and the module (under cni_lab/cli/) that defines it. tests/unit checks this
 # against what the modules register.
 COMMANDS = {
-    "validate": "lab", "plan": "lab", "up": "lab", "status": "lab", "exec": "lab", "down": "lab",
-    "scenarios": "lab",
+    "validate": "lab_commands", "plan": "lab_commands", "up": "lab_commands", "status": "lab_commands",
+    "exec": "lab_commands", "down": "lab_commands", "scenarios": "lab_commands",
     "check": "proof", "run": "proof",
-    "explain": "lesson", "trace": "lesson", "demo": "lesson", "fault": "lesson", "heal": "lesson",
+    "explain": "lesson_commands", "trace": "lesson_commands", "demo": "lesson_commands", "fault": "lesson_commands",
+    "heal": "lesson_commands",
     "graph": "pictures", "report": "pictures",
-    "doctor": "machine", "completion": "machine",
+    "doctor": "host_commands", "completion": "host_commands",
     "policy": "policies",
 }
 

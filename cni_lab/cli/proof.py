@@ -10,7 +10,7 @@ from rich.text import Text
 from cni_lab import catalog, lifecycle
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
 from cni_lab.probe.matrix import CheckResult
-from cni_lab.report import machine, terminal
+from cni_lab.report import json_junit, terminal
 
 
 def _notice(text: str) -> None:
@@ -24,7 +24,7 @@ def _check(lab: str | None, mtu: bool, neighbour_cap: int | None,
     """Probe the lab, and keep the result's JSON for `report` (made once: --json prints the same text)."""
     with _progress("probing pairs") as progress:
         result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice, ports=ports)
-    document = machine.dumps(machine.check_json(result))
+    document = json_junit.dumps(json_junit.check_json(result))
     lifecycle.record_check(result, document)
     return result, document
 
@@ -32,7 +32,7 @@ def _check(lab: str | None, mtu: bool, neighbour_cap: int | None,
 def _report_check(result: CheckResult, document: str, as_json: bool, junit: str | None) -> None:
     if junit:
         with open(junit, "w", encoding="utf-8") as f:
-            f.write(machine.check_junit(result))
+            f.write(json_junit.check_junit(result))
     if as_json:
         click.echo(document)
     else:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from cni_lab.errors import LabError
 
 if TYPE_CHECKING:
-    from cni_lab.ipam import Lab, Node, Pod
+    from cni_lab.cluster import Lab, Node, Pod
     from cni_lab.steps import Step
 
 

@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.steps import (
     DEFAULT_ROUTE,
     DEFAULT_ROUTE6,

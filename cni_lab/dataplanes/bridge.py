@@ -13,7 +13,7 @@ from __future__ import annotations
 from ipaddress import IPv6Interface, ip_interface
 
 from cni_lab import names
-from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.steps import DEFAULT_ROUTE6, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step, default_route
 
 

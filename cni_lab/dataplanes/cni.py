@@ -27,7 +27,7 @@ from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.dataplanes.hostgw import HostGw
 from cni_lab.dataplanes.vxlan import Vxlan
-from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.model import DEFAULT_CNI_PATH, plugin_types
 from cni_lab.steps import CniAdd, Step, WriteFile
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from cni_lab import names
 from cni_lab.dataplanes.hostgw import require_one_segment
-from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.steps import (
     DEFAULT_ROUTE,
     AddAddress,

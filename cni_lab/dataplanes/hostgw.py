@@ -13,7 +13,7 @@ from __future__ import annotations
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.steps import AddRoute, Step
 
 

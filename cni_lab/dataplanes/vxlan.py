@@ -24,7 +24,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_int
 
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
-from cni_lab.ipam import Lab, Node
+from cni_lab.cluster import Lab, Node
 from cni_lab.steps import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, LinkUp, SetSysctl, Step, WriteFile
 
 

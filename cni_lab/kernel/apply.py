@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from cni_lab import privileges
 from cni_lab.errors import LabError
-from cni_lab.kernel import cni, daemons, netns
+from cni_lab.kernel import cni_runtime, daemons, netns
 from cni_lab.plan import Plan
 from cni_lab.steps import (
     AddAddress,
@@ -186,9 +186,9 @@ def _add_link(session: Session, ns: str, ifname: str, kind: str, add: Callable[[
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
-        from cni_lab.kernel import inspect  # a repeated apply alone meets a link that exists
+        from cni_lab.kernel import readback  # a repeated apply alone meets a link that exists
 
-        existing = next((lk.kind for lk in inspect.read(ns, []).links if lk.name == ifname), None)
+        existing = next((lk.kind for lk in readback.read(ns, []).links if lk.name == ifname), None)
         if existing != kind:
             raise LabError(f"{ns}: {ifname} exists but is a {existing or 'plain'} link, not a {kind}") from None
         return False
@@ -314,9 +314,9 @@ def _cni_add(session: Session, step: CniAdd) -> None:
     assert session.files is not None
     conflist = json.loads(_folder(session, step.conflist).read_text())
     pod = step.pod_netns.split(".", 1)[1].replace(".", "/")
-    result = cni.add(step.netns, step.pod_netns, step.container_id, step.ifname, step.cni_path, conflist,
+    result = cni_runtime.add(step.netns, step.pod_netns, step.container_id, step.ifname, step.cni_path, conflist,
                      session.files, pod)
-    cni.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
+    cni_runtime.record(_folder(session, step.result), step.netns, step.pod_netns, step.container_id, step.ifname,
                step.cni_path, step.conflist, result)
     got = [ip.get("address", "").split("/")[0] for ip in result.get("ips", [])]
     if step.expect_ip6 is not None and str(step.expect_ip6) not in got:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cni_lab.errors import LabError
-from cni_lab.kernel import inspect
+from cni_lab.kernel import readback
 
 BGP_TIMEOUT = 30.0
 
@@ -108,7 +108,7 @@ def wait_bgp(netns: str, node: str, folder: Path, peers: tuple[str, ...], learne
         except LabError:
             sessions = []
         established = {s.name for s in sessions if s.proto == "BGP" and s.info.startswith("Established")}
-        view = inspect.read(netns, [])
+        view = readback.read(netns, [])
         routes = {r.dst for r in [*view.routes, *view.routes6] if r.proto == "bird"}
         missing = [str(c) for c in learned if str(c) not in routes]
         if set(peers) <= established and not missing:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from cni_lab.kernel import inspect
+from cni_lab.kernel import readback
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class SavedRoute:
     mtu: int | None = None
 
     @staticmethod
-    def of(route: inspect.Route) -> SavedRoute:
+    def of(route: readback.Route) -> SavedRoute:
         return SavedRoute(route.dst, route.dev or "", route.gateway, route.onlink, route.scope == "link", route.proto,
                           route.describe(), route.prefsrc, route.mtu)
 

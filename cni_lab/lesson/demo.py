@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Union
 
 from cni_lab import catalog, lifecycle
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import matrix
 from cni_lab.probe.matrix import CheckResult

@@ -8,10 +8,10 @@ from ipaddress import ip_network
 from typing import Any
 
 from cni_lab import names, state
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
-from cni_lab.kernel import bpf, daemons, inspect
-from cni_lab.kernel.inspect import NetnsView, Route
+from cni_lab.kernel import bpf, daemons, readback
+from cni_lab.kernel.readback import NetnsView, Route
 
 
 @dataclass
@@ -23,7 +23,7 @@ class PodFacts:
     cni_result: dict[str, Any] | None = None  # what the CNI plugins returned for the pod (`cni`)
 
     @property
-    def eth0(self) -> inspect.Link | None:
+    def eth0(self) -> readback.Link | None:
         return self.view.link(names.POD_IFNAME)
 
 
@@ -65,14 +65,15 @@ class PodPolicies:
 
 
 def pod_policies(lab: Lab, node: str) -> list[PodPolicies]:
-    from cni_lab import enforcement, policy
+    from cni_lab import policy
+    from cni_lab.rulesets import netpol
     from cni_lab.kernel import edit
 
     if not lab.policies:
         return []
     ns = names.node_netns(lab.name, node)
     try:
-        listing = edit.nft_text(ns, "list", "table", "inet", enforcement.TABLE)
+        listing = edit.nft_text(ns, "list", "table", "inet", netpol.TABLE)
     except OSError:
         listing = ""
     out = []
@@ -106,7 +107,7 @@ class NatFacts:
 
 
 def read_nat(lab: Lab, node: str) -> NatFacts | None:
-    from cni_lab import masquerade, nft, services
+    from cni_lab.rulesets import kubeproxy, masquerade, nft
     from cni_lab.kernel import edit
 
     if lab.scenario.outside_ip is None and not lab.scenario.services:
@@ -124,7 +125,7 @@ def read_nat(lab: Lab, node: str) -> NatFacts | None:
     words: list[str] = []
     if lab.scenario.services:
         try:
-            words = services.describe(lab, n, edit.nft_text(ns, "list", "table", "ip", services.TABLE))
+            words = kubeproxy.describe(lab, n, edit.nft_text(ns, "list", "table", "ip", kubeproxy.TABLE))
         except OSError:
             words = ["kube-proxy's table is missing on this node"]
     return NatFacts(table, rules, words)
@@ -147,7 +148,7 @@ class NodeFacts:
 def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
     underlay = names.underlay_netns(lab.name)
     node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
-    underlay_view = inspect.read(underlay, [*node_namespaces, *([names.router_netns(lab.name)] if lab.has_router else [])])
+    underlay_view = readback.read(underlay, [*node_namespaces, *([names.router_netns(lab.name)] if lab.has_router else [])])
     port_of = {lk.peer_netns: lk.name for lk in underlay_view.links if lk.kind == "veth"}
     out = []
     for n in lab.nodes:
@@ -155,10 +156,10 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
             continue
         node_ns = names.node_netns(lab.name, n.name)
         pod_ns = {p.name: names.pod_netns(lab.name, n.name, p.name) for p in n.pods}
-        view = inspect.read(node_ns, [underlay, *pod_ns.values()])
+        view = readback.read(node_ns, [underlay, *pod_ns.values()])
         pods = []
         for pod in n.pods:
-            pview = inspect.read(pod_ns[pod.name], [node_ns])
+            pview = readback.read(pod_ns[pod.name], [node_ns])
             host = next((lk.name for lk in view.links if lk.kind == "veth" and lk.peer_netns == pod_ns[pod.name]), None)
             pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host, _cni_result(lab, n.name, pod.name)))
         facts = NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns))
@@ -209,7 +210,7 @@ def routing(lab: Lab, facts: list[NodeFacts]) -> dict[str, list[Route]]:
     """Each node's routes as read (and the router's, where the lab has one): what `graph` draws."""
     out = {f.name: [*f.view.routes, *f.view.routes6] for f in facts}
     if lab.has_router:
-        router = inspect.read(names.router_netns(lab.name), [])
+        router = readback.read(names.router_netns(lab.name), [])
         out["router"] = [*router.routes, *router.routes6]
     return out
 

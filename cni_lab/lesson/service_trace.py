@@ -16,25 +16,26 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from cni_lab import names, services
+from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
-from cni_lab.kernel import inspect
+from cni_lab.cluster import Lab, Service
+from cni_lab.kernel import readback
 from cni_lab.lesson.trace import Leg, Wiring, leg, leg_json, resolve_endpoint
 from cni_lab.model import ServicePort
-from cni_lab.probe import services as probes
+from cni_lab.probe import service_probes as probes
 from cni_lab.probe.pairs import Endpoint, endpoints
+from cni_lab.rulesets import kubeproxy
 
 
 @dataclass
 class ServiceTrace:
     src: Endpoint
-    service: services.Service
+    service: Service
     port: ServicePort
     to_dnat: Leg  # from the source to the node whose kube-proxy table rewrites it ([] when the source is that node)
     dnat_at: str  # the node (lesson name)
     chain: str  # the Service's chain the map led to
-    connection: inspect.Connection | None  # the node's conntrack entry for the real connection
+    connection: readback.Connection | None  # the node's conntrack entry for the real connection
     answered_by: str  # the endpoint that answered the real connection ("" if none)
     seen: str  # the source address the endpoint saw
     onward: Leg | None  # from the DNAT node to the endpoint the conntrack entry names
@@ -64,7 +65,7 @@ class ServiceTrace:
         return text + f"; answered by {self.answered_by}, which saw {self.seen}"
 
 
-def parse_destination(lab: Lab, text: str) -> tuple[services.Service, ServicePort] | None:
+def parse_destination(lab: Lab, text: str) -> tuple[Service, ServicePort] | None:
     """`10.96.0.2` or `10.96.0.2:80` when that is a ClusterIP of the lab, else None."""
     address, _, port_text = text.partition(":")
     try:
@@ -73,7 +74,7 @@ def parse_destination(lab: Lab, text: str) -> tuple[services.Service, ServicePor
         return None
     if not isinstance(ip, IPv4Address) or ip not in lab.scenario.service_cidr:
         return None
-    found = services.resolve(lab)
+    found = lab.services
     svc = next((s for s in found if s.cluster_ip == ip), None)
     if svc is None:
         raise LabError(f"{ip} is in the Service CIDR {lab.scenario.service_cidr} but is no Service's ClusterIP "
@@ -86,7 +87,7 @@ def parse_destination(lab: Lab, text: str) -> tuple[services.Service, ServicePor
     return svc, port
 
 
-def trace(lab: Lab, src_text: str, svc: services.Service, port: ServicePort) -> ServiceTrace:
+def trace(lab: Lab, src_text: str, svc: Service, port: ServicePort) -> ServiceTrace:
     if port.protocol != "TCP":
         raise LabError(f"trace follows TCP Services for now ({svc.qualified} port {port.port} is {port.protocol})")
     src = resolve_endpoint(lab, src_text, 4)
@@ -102,11 +103,11 @@ def trace(lab: Lab, src_text: str, svc: services.Service, port: ServicePort) -> 
     elif last is not None and last.action == "arrive":
         dnat_ns, came_in = last.netns, last.came_in
     else:
-        return ServiceTrace(src, svc, port, to_dnat, "", services.service_chain(svc, port), None, "", "", None, None)
+        return ServiceTrace(src, svc, port, to_dnat, "", kubeproxy.service_chain(svc, port), None, "", "", None, None)
     dial = probes.Dial(src.id, src.netns, svc, port, str(svc.cluster_ip), port.port)
     (_, data, local_port), = probes.exchange(lab, [dial], 1)
     who, _, seen = data.decode(errors="replace").partition("|")
-    connection = next((c for c in inspect.connections(dnat_ns)
+    connection = next((c for c in readback.connections(dnat_ns)
                        if c.src == str(src.ip) and c.sport == local_port and c.dst == str(svc.cluster_ip)), None)
     onward = back = None
     if connection is not None:
@@ -115,7 +116,7 @@ def trace(lab: Lab, src_text: str, svc: services.Service, port: ServicePort) -> 
         answering = next((e for e in endpoints(lab, 4) if str(e.ip) == connection.reply_src), None)
         if answering is not None and onward.delivered_to == answering.id:
             back = leg(w, answering, ip_address(connection.reply_dst))
-    return ServiceTrace(src, svc, port, to_dnat, w.label.get(dnat_ns, dnat_ns), services.service_chain(svc, port),
+    return ServiceTrace(src, svc, port, to_dnat, w.label.get(dnat_ns, dnat_ns), kubeproxy.service_chain(svc, port),
                         connection, who if seen else "", seen, onward, back)
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
-from cni_lab.kernel import inspect
-from cni_lab.kernel.inspect import NetnsView
+from cni_lab.cluster import Lab
+from cni_lab.kernel import readback
+from cni_lab.kernel.readback import NetnsView
 from cni_lab.lesson.explain import BpfFacts, read_bpf
 from cni_lab.probe.pairs import Endpoint, endpoints
 
@@ -95,20 +95,20 @@ class Wiring:
         self.label: dict[str, str] = {underlay: "underlay"}
         node_namespaces = [names.node_netns(lab.name, n.name) for n in lab.nodes]
         router = [names.router_netns(lab.name)] if lab.has_router else []
-        self.views[underlay] = inspect.read(underlay, [*node_namespaces, *router])
+        self.views[underlay] = readback.read(underlay, [*node_namespaces, *router])
         for r in router:
-            self.views[r] = inspect.read(r, [underlay])
+            self.views[r] = readback.read(r, [underlay])
             self.label[r] = "router"
         for n in lab.nodes:
             node_ns = names.node_netns(lab.name, n.name)
             pod_namespaces = [names.pod_netns(lab.name, n.name, p.name) for p in n.pods]
-            self.views[node_ns] = inspect.read(node_ns, [underlay, *pod_namespaces])
+            self.views[node_ns] = readback.read(node_ns, [underlay, *pod_namespaces])
             self.label[node_ns] = n.name
             if lab.dataplane == "ebpf":
                 self.bpf[node_ns] = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
             for p in n.pods:
                 pod_ns = names.pod_netns(lab.name, n.name, p.name)
-                self.views[pod_ns] = inspect.read(pod_ns, [node_ns])
+                self.views[pod_ns] = readback.read(pod_ns, [node_ns])
                 self.label[pod_ns] = p.id
 
     def _peer(self, ns: str, ifname: str) -> tuple[str, str] | None:
@@ -175,13 +175,13 @@ class Wiring:
             peer_ns, peer_if = peer
             link = self.views[peer_ns].link(peer_if)
             if link is not None and link.proxy_arp:
-                decision = inspect.route_get(peer_ns, ip)
+                decision = readback.route_get(peer_ns, ip)
                 if decision.type == "unicast" and decision.dev != peer_if:
                     label = f"{peer_if} ({self.label.get(peer_ns, peer_ns)}) answers the ARP for {ip} (proxy ARP)"
                     return peer_ns, peer_if, [label]
         return None
 
-    def _tunnel(self, ns: str, link: inspect.Link, ip: IPv4Address | IPv6Address) -> tuple[str, str, list[str]] | None:
+    def _tunnel(self, ns: str, link: readback.Link, ip: IPv4Address | IPv6Address) -> tuple[str, str, list[str]] | None:
         """Across a VXLAN device: the neighbour entry gives the remote VTEP's MAC, the fdb entry the
         node IP the encapsulated frame is sent to, and that node's VXLAN device receives it."""
         mac = next((m for n_ip, m, _ in link.neighbours if n_ip == str(ip)), None)
@@ -246,7 +246,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
     where = w.label.get(ns, ns)
     view = w.views[ns]
     if came_in is None:
-        decision = inspect.route_get(ns, dst_ip)
+        decision = readback.route_get(ns, dst_ip)
         if decision.dev != names.CILIUM_HOST or facts.program_on(names.CILIUM_HOST, "egress") is None:
             return None
         program, hook = facts.program_on(names.CILIUM_HOST, "egress"), f"{names.CILIUM_HOST} (tc egress)"
@@ -277,7 +277,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
             return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}", reason=f"cilium_tunnel_map sends "
                        f"{cidr} to {node_ip}, which is no node of this lab")
         remote_ns = names.node_netns(w.lab.name, remote.name)
-        outer = inspect.route_get(ns, IPv4Address(node_ip))
+        outer = readback.route_get(ns, IPv4Address(node_ip))
         via = f" via {outer.gateway}" if outer.gateway else ""
         wire = [f"VXLAN: {names.CILIUM_VXLAN} encapsulates it as UDP {names.VXLAN_PORT} to {node_ip}, sent out of "
                 f"{outer.dev or '?'}{via} by the node's routing", f"{names.CILIUM_VXLAN} ({remote.name})"]
@@ -290,7 +290,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
             return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}",
                        reason=f"{dst_ip} is neither in cilium_lxc nor behind a tunnel: the program passes it on")
         return None  # TC_ACT_OK: not a pod of this node, the node's stack takes it
-    decision = inspect.route_get(ns, dst_ip)  # bpf_fib_lookup: the node's FIB
+    decision = readback.route_get(ns, dst_ip)  # bpf_fib_lookup: the node's FIB
     if decision.type == "local":
         return Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}",
                    bpf=f"{program} on {hook}: bpf_fib_lookup finds {dst_ip} is this node's → TC_ACT_OK, its stack answers")
@@ -332,7 +332,7 @@ def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tupl
             continue
         # a source NAT happens on the way out of the first namespace (postrouting): it routes the original
         source = src.ip if not hops or src_ip is None else src_ip
-        decision = inspect.route_get(ns, dst_ip, src=source if came_in else None, iif=came_in)
+        decision = readback.route_get(ns, dst_ip, src=source if came_in else None, iif=came_in)
         route = w.matched_route(ns, dst_ip)
         if decision.type == "local":
             hops.append(Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}"))

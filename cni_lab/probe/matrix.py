@@ -13,14 +13,14 @@ from typing import Callable, Iterator, Sequence
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import neighbours, netns
 from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe import ports as port_probes
-from cni_lab.probe import services as service_probes
+from cni_lab.probe import service_probes
 from cni_lab.probe.ports import PortResult
-from cni_lab.probe.services import ServiceProbe
+from cni_lab.probe.service_probes import ServiceProbe
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
 from cni_lab.probe.engine import NAT, OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
@@ -274,10 +274,8 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         pods = [ep for ep in pairing.endpoints(lab) if ep.kind == "pod"]
         wanted = [(p.split("/")[0].upper(), int(p.split("/")[1])) for p in lab.scenario.probe_ports]
         result = dataclasses.replace(result, ports=tuple(port_probes.run(pods, wanted)))
-    if lab.scenario.services:
-        from cni_lab import services
-
-        result = dataclasses.replace(result, services=tuple(service_probes.run(lab, services.resolve(lab))))
+    if lab.services:
+        result = dataclasses.replace(result, services=tuple(service_probes.run(lab, lab.services)))
     return result
 
 

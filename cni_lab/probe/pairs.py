@@ -9,7 +9,7 @@ from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address
 
 from cni_lab import names
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.model import Expectation
 
 # The rules the Kubernetes network model states, plus the underlay for completeness.

@@ -9,14 +9,14 @@ from rich.table import Table
 from rich.text import Text
 
 from cni_lab import names
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.state import Status
 from cni_lab.plan import Plan
 from cni_lab.probe.pairs import endpoints
 
 if TYPE_CHECKING:  # results are made by `check`; `up` renders a table without loading the prober
     from cni_lab.probe.matrix import CheckResult
-    from cni_lab.probe.services import ServiceProbe
+    from cni_lab.probe.service_probes import ServiceProbe
 
 
 PODS_LISTED = 8  # a node with more pods shows them as a range

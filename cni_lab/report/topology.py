@@ -21,7 +21,8 @@ from ipaddress import ip_network
 from typing import Mapping, Protocol, Sequence
 
 from cni_lab import names
-from cni_lab.ipam import Lab, Node
+from cni_lab.cluster import Lab, Node
+from cni_lab.errors import LabError
 from cni_lab.plan import Plan
 from cni_lab.steps import AddRoute, WaitBgp
 
@@ -144,11 +145,9 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
 def _services(lab: Lab) -> list[tuple[str, list[str]]]:
     """Each Service as one line of text and its endpoint pods' ids (empty when the lab has none
     or its Services cannot be resolved)."""
-    from cni_lab import services
-
     try:
-        found = services.resolve(lab)
-    except Exception:  # noqa: BLE001 - a picture still draws a lab whose Services are refused
+        found = lab.services
+    except LabError:  # a picture still draws a lab whose Services are refused
         return []
     rows = []
     for svc in found:

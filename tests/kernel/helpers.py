@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from cni_lab import targets
-from cni_lab.ipam import Lab
+from cni_lab import target_netns
+from cni_lab.cluster import Lab
 
 
 def run_in(netns: str, *command: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -66,4 +66,4 @@ def scenario_document(path: str) -> dict[str, Any]:
 
 
 def ns_of(lab: Lab, target: str) -> str:
-    return targets.target_netns(lab, target)
+    return target_netns.target_netns(lab, target)

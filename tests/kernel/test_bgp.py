@@ -14,7 +14,7 @@ from typing import Any, Callable
 from helpers import ns_of, run_in
 
 from cni_lab import lifecycle, names, state
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import daemons
 from cni_lab.lesson import explain
 from cni_lab.probe import matrix

@@ -16,11 +16,11 @@ import pytest
 from helpers import ns_of, run_in, two_nodes
 
 from cni_lab import lifecycle, names
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import matrix
 from cni_lab.probe.budget import Budget
-from cni_lab.report import machine
+from cni_lab.report import json_junit
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,10 +104,10 @@ def test_json_follows_the_schema_and_junit_parses(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("bridge"))
     result = matrix.run(lab)
     schema = json.loads((ROOT / "docs/check.schema.json").read_text())
-    document = machine.check_json(result)
+    document = json_junit.check_json(result)
     jsonschema.validate(document, schema)
     assert document["passed"] is False
-    suites = ET.fromstring(machine.check_junit(result))
+    suites = ET.fromstring(json_junit.check_junit(result))
     suite = suites.find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")

@@ -15,7 +15,7 @@ from helpers import ns_of, run_in
 
 from cni_lab import lifecycle, names, state
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.lesson import explain
 from cni_lab.probe import matrix

@@ -20,7 +20,7 @@ from helpers import ns_of, run_in, two_nodes
 
 from cni_lab import faults, lifecycle, names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import bpf, netns
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import matrix

@@ -8,7 +8,7 @@ import pytest
 
 from cni_lab import faults, lifecycle
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.probe import matrix
 from cni_lab.probe.pairs import Endpoint
 

@@ -15,7 +15,7 @@ from helpers import ns_of, pings, root_snapshot, run_in, two_nodes
 
 from cni_lab import catalog, lifecycle, names, state
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import apply, netns
 
 MakeLab = Callable[..., Lab]
@@ -79,7 +79,7 @@ def test_host_gw_cross_node_pods_and_nodes_reach(make_lab: MakeLab) -> None:
 def test_up_twice_is_a_no_op_and_a_different_scenario_is_refused(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
     assert lifecycle.up(lab).created is False
-    other = lifecycle.ipam.resolve(
+    other = lifecycle.cluster.resolve(
         lifecycle.model.load_document({**two_nodes("bridge"), "name": lab.name}, "<other>")
     )
     with pytest.raises(LabError, match="different scenario"):
@@ -218,7 +218,7 @@ def test_a_running_lab_is_read_as_it_was_built(make_lab: MakeLab, monkeypatch: p
     def other_ipam(*_: object) -> Lab:
         raise AssertionError("a running lab was resolved again")
 
-    monkeypatch.setattr(lifecycle.ipam, "resolve", other_ipam)
+    monkeypatch.setattr(lifecycle.cluster, "resolve", other_ipam)
     recorded, _ = lifecycle.running_lab(lab.name)
     assert recorded == lab and recorded.pods == lab.pods
     assert lifecycle.check(lab.name).passed

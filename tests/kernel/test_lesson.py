@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 from helpers import ns_of, run_in, two_nodes
 
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import matrix
 

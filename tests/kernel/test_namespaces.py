@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import pytest
 
-from cni_lab import targets
-from cni_lab.ipam import Lab
+from cni_lab import target_netns
+from cni_lab.cluster import Lab
 from cni_lab.probe import matrix
 
 MakeLab = Callable[..., Lab]
@@ -30,8 +30,8 @@ def test_pods_of_several_namespaces_pass_the_matrix(make_lab: MakeLab, dataplane
     result = matrix.run(lab)
     assert result.passed and {e.id for e in result.endpoints} >= {"node1/x/a", "node1/y/a", "node2/x/b", "node1/web"}
     # x/a and y/a on one node: different network namespaces, different addresses
-    assert targets.target_netns(lab, "node1/x/a") != targets.target_netns(lab, "node1/y/a")
-    assert targets.target_netns(lab, "x/b") == targets.target_netns(lab, "node2/x/b")
+    assert target_netns.target_netns(lab, "node1/x/a") != target_netns.target_netns(lab, "node1/y/a")
+    assert target_netns.target_netns(lab, "x/b") == target_netns.target_netns(lab, "node2/x/b")
     done = subprocess.run([*CLI, "exec", lab.name, "x/b", "--", "ip", "-4", "-br", "addr", "show", "eth0"],
                           capture_output=True, text=True)
     b = next(p for p in lab.pods if p.id == "node2/x/b")

@@ -13,7 +13,7 @@ from helpers import ns_of, pings, run_in
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import matrix
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import ns_of, run_in
 
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import matrix
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import two_nodes
 
 from cni_lab import plan
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.lesson import explain
 from cni_lab.report import topology
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import pings, run_in, two_nodes
 
 from cni_lab import faults, lifecycle, state
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import apply, neighbours
 
 MakeLab = Callable[..., Lab]

@@ -11,7 +11,7 @@ import pytest
 from helpers import ns_of, run_in
 
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 
 MakeLab = Callable[..., Lab]
@@ -143,7 +143,7 @@ def nodeport_doc(dataplane: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
 def test_outside_to_node_port_with_both_traffic_policies(make_lab: MakeLab, dataplane: str) -> None:
-    from cni_lab.probe import matrix, services as probes
+    from cni_lab.probe import matrix, service_probes as probes
 
     lab = make_lab(nodeport_doc(dataplane))
     result = matrix.run(lab)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cni_lab import catalog, codec
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 
 SHIPPED = [name for name, _, _ in catalog.builtin_scenarios()]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cni_lab import catalog
-from cni_lab.kernel.inspect import Route
+from cni_lab.kernel.readback import Route
 from cni_lab.lesson import explain
 
 

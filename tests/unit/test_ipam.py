@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_lab import ipam, model
+from cni_lab import cluster, model
 
 
-def resolve(doc: dict[str, Any]) -> ipam.Lab:
-    return ipam.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+def resolve(doc: dict[str, Any]) -> cluster.Lab:
+    return cluster.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
 
 
 def test_defaults_follow_the_seed_picture() -> None:

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import jsonschema
 
-from cni_lab import ipam, model
+from cni_lab import cluster, model
 from cni_lab.probe import pairs
 from cni_lab.probe.matrix import CheckResult, NeighbourUse
 from cni_lab.probe.engine import OK, Outcomes
 from cni_lab.probe.pairs import AllPairs
-from cni_lab.report import machine
+from cni_lab.report import json_junit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def result(dataplane: str, cni_problems: list[str]) -> CheckResult:
     doc = {"name": "hand", "dataplane": dataplane, "nodes": [{"name": "a", "pods": 1}, {"name": "b", "pods": 1}]}
-    lab = ipam.resolve(model.load_document(doc, "hand.yaml"))
+    lab = cluster.resolve(model.load_document(doc, "hand.yaml"))
     endpoints = pairs.endpoints(lab)
     outcomes = Outcomes(AllPairs(len(endpoints)))
     outcomes.verdict[:] = bytes([OK]) * len(outcomes.verdict)
@@ -29,17 +29,17 @@ def result(dataplane: str, cni_problems: list[str]) -> CheckResult:
 
 
 def test_a_failing_cni_check_fails_the_junit_file_too() -> None:
-    bad = ET.fromstring(machine.check_junit(result("cni", ["node1/pod-1: bridge: cni0 has no address"])))
+    bad = ET.fromstring(json_junit.check_junit(result("cni", ["node1/pod-1: bridge: cni0 has no address"])))
     suite = bad.find("testsuite")
     assert suite is not None and suite.get("failures") == "1"
     case = [c for c in suite.iter("testcase") if c.get("name") == "CNI CHECK"]
     assert case and case[0].find("failure") is not None
-    good = ET.fromstring(machine.check_junit(result("cni", [])))
+    good = ET.fromstring(json_junit.check_junit(result("cni", [])))
     assert good.find("testsuite").get("failures") == "0"  # type: ignore[union-attr]
-    assert "CNI CHECK" not in machine.check_junit(result("host-gw", []))
+    assert "CNI CHECK" not in json_junit.check_junit(result("host-gw", []))
 
 
 def test_the_json_of_a_hand_made_result_follows_the_schema() -> None:
-    document = json.loads(machine.dumps(machine.check_json(result("host-gw", []))))
+    document = json.loads(json_junit.dumps(json_junit.check_json(result("host-gw", []))))
     jsonschema.validate(document, json.loads((ROOT / "docs/check.schema.json").read_text()))
     assert document["passed"] and document["neighbours"]["batches"] == 1

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from cni_lab import ipam, model
+from cni_lab import cluster, model
 from cni_lab.errors import LabError
 
 
-def resolve(doc: dict[str, Any]) -> ipam.Lab:
-    return ipam.resolve(model.load_document(doc, "s.yaml"))
+def resolve(doc: dict[str, Any]) -> cluster.Lab:
+    return cluster.resolve(model.load_document(doc, "s.yaml"))
 
 
 def base(**extra: Any) -> dict[str, Any]:

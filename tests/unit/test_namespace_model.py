@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from cni_lab import ipam, model
+from cni_lab import cluster, ipam, model
 from cni_lab.errors import LabError
 
 
-def lab(**extra: Any) -> ipam.Lab:
+def lab(**extra: Any) -> cluster.Lab:
     doc = {"name": "ns", "namespaces": {"x": {"labels": {"team": "red"}}, "y": {}},
            "nodes": [{"name": "node1", "pods": ["web", {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
                                                 {"name": "a", "namespace": "y"}]},
                      {"name": "node2", "pods": [{"name": "b", "namespace": "x", "labels": {"pod": "b"}}]}], **extra}
-    return ipam.resolve(model.load_document(doc, "s.yaml"))
+    return cluster.resolve(model.load_document(doc, "s.yaml"))
 
 
 def test_pods_carry_their_namespace_and_labels_and_ids_tell_them_apart() -> None:
@@ -51,7 +51,7 @@ def test_bad_namespaces_and_labels_are_one_line(nodes: list[Any], namespaces: An
 
 def test_the_same_pod_name_in_two_namespaces_on_one_node_is_fine_and_plain_names_are_as_before() -> None:
     assert {p.name for p in lab().nodes[0].pods} == {"web", "x.a", "y.a"}
-    plain = ipam.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}]}, "s.yaml"))
+    plain = cluster.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}]}, "s.yaml"))
     assert [p.id for p in plain.pods] == ["n1/pod-1", "n1/pod-2", "n2/pod-1", "n2/pod-2"]  # per node, as before
 
 
@@ -75,25 +75,21 @@ def test_an_outside_host_brings_a_router_and_masquerade_by_default() -> None:
 
 
 def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:
-    from cni_lab import services
-
     doc = {"name": "s", "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]}],
            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
                         {"name": "none", "selector": {"app": "db"}, "ports": [{"port": 5432}]}]}
-    found = services.resolve(ipam.resolve(model.load_document(doc, "s.yaml")))
+    found = cluster.resolve(model.load_document(doc, "s.yaml")).services
     assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3"]
     assert [p.id for p in found[0].endpoints] == ["n1/a"] and found[1].endpoints == ()
 
 
 def _services(*specs: dict) -> list:
-    from cni_lab import services
-
     doc = {"name": "s", "outside": {},
            "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]},
                      {"name": "n2", "pods": [{"name": "c", "labels": {"app": "web"}}]}],
            "services": list(specs)}
-    lab = ipam.resolve(model.load_document(doc, "s.yaml"))
-    return [lab, services.resolve(lab)]
+    lab = cluster.resolve(model.load_document(doc, "s.yaml"))
+    return [lab, lab.services]
 
 
 def test_node_ports_are_given_or_allocated_in_order_and_refused_as_the_api_server_refuses_them() -> None:
@@ -121,12 +117,12 @@ def test_node_ports_are_given_or_allocated_in_order_and_refused_as_the_api_serve
 
 
 def test_kube_proxys_table_differs_per_node_in_its_address_and_local_endpoints() -> None:
-    from cni_lab import services
+    from cni_lab.rulesets import kubeproxy
 
     lab, found = _services({"name": "w", "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
                             "ports": [{"port": 80, "nodePort": 30080}]},
                            {"name": "empty", "selector": {"app": "none"}, "ports": [{"port": 90}]})
-    one, two = (services.ruleset(lab, found, lab.node(n)) for n in ("n1", "n2"))
+    one, two = (kubeproxy.ruleset(lab, found, lab.node(n)) for n in ("n1", "n2"))
     assert "elements = { 192.168.1.2 }" in one and "elements = { 192.168.1.3 }" in two
     assert "tcp . 30080 : goto external-" in one
     local = [line for line in one.splitlines() if "numgen random mod 1" in line]
@@ -136,6 +132,6 @@ def test_kube_proxys_table_differs_per_node_in_its_address_and_local_endpoints()
     # a node with no pod of a Local Service drops what is not short-circuited
     lab, found = _services({"name": "w", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["n1/a"],
                             "ports": [{"port": 80, "nodePort": 30080}]})
-    assert "tcp . 30080 : drop" in services.ruleset(lab, found, lab.node("n2"))
-    assert "tcp . 30080 : drop" not in services.ruleset(lab, found, lab.node("n1"))
-    assert services.service_chain(found[0], found[0].spec.ports[0]).startswith("service-")
+    assert "tcp . 30080 : drop" in kubeproxy.ruleset(lab, found, lab.node("n2"))
+    assert "tcp . 30080 : drop" not in kubeproxy.ruleset(lab, found, lab.node("n1"))
+    assert kubeproxy.service_chain(found[0], found[0].spec.ports[0]).startswith("service-")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cni_lab import catalog, ipam, model
+from cni_lab import catalog, cluster, model
 from cni_lab.probe import pairs
 
 
-def lab(doc: dict) -> ipam.Lab:  # type: ignore[type-arg]
-    return ipam.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+def lab(doc: dict) -> cluster.Lab:  # type: ignore[type-arg]
+    return cluster.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
 
 
 def test_every_ordered_pair_once_with_its_rule() -> None:

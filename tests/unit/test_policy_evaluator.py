@@ -8,20 +8,20 @@ from typing import Any
 
 import pytest
 
-from cni_lab import ipam, model, policy
+from cni_lab import cluster, model, policy
 from cni_lab.errors import LabError
 
 SPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 
 
-def lab(*policies: dict[str, Any]) -> ipam.Lab:
+def lab(*policies: dict[str, Any]) -> cluster.Lab:
     doc = {"name": "np", "namespaces": {n: {"labels": {"ns": n}} for n in SPACES},
            "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]},
            "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}} for n in SPACES]}
                      for i, p in enumerate(PODS)],
            "policies": list(policies)}
-    return ipam.resolve(model.load_document(doc, "s.yaml"))
+    return cluster.resolve(model.load_document(doc, "s.yaml"))
 
 
 def np(name: str, spec: dict[str, Any], namespace: str = "x") -> dict[str, Any]:
@@ -29,7 +29,7 @@ def np(name: str, spec: dict[str, Any], namespace: str = "x") -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def allowed(the_lab: ipam.Lab, protocol: str = "TCP", port: int | None = 80) -> set[tuple[str, str]]:
+def allowed(the_lab: cluster.Lab, protocol: str = "TCP", port: int | None = 80) -> set[tuple[str, str]]:
     """Every (from, to) pair, as ns/pod, the policies allow (self pairs left out)."""
     pods = {w.qualified: w for w in the_lab.workloads}
     return {(s, d) for s in pods for d in pods if s != d

@@ -18,12 +18,12 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Sequence
 
 from cni_lab import names
-from cni_lab.ipam import Lab, Node
+from cni_lab.cluster import Lab, Node, Service
 from cni_lab.kernel import netns
 from cni_lab.model import ServicePort
-from cni_lab.services import Service
 
 TRIES = 4  # connections per pod and Service port: enough to see the load spread
 TIMEOUT = 2.0
@@ -60,7 +60,7 @@ class Dial:
     via: Node | None = None
 
 
-def run(lab: Lab, services: list[Service]) -> list[ServiceProbe]:
+def run(lab: Lab, services: Sequence[Service]) -> list[ServiceProbe]:
     """Every pod to every TCP Service port's ClusterIP; the outside host (when the lab has one)
     to every NodePort on every node."""
     tcp = [(s, p) for s in services for p in s.spec.ports if p.protocol == "TCP"]

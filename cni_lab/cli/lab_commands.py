@@ -8,10 +8,10 @@ import sys
 import click
 from rich.table import Table
 
-from cni_lab import catalog, lifecycle, plan, privileges, targets
+from cni_lab import catalog, lifecycle, plan, privileges, target_netns
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _complete_targets, _json, _progress, cli, err, out
 from cni_lab.errors import LabError
-from cni_lab.report import machine, terminal
+from cni_lab.report import json_junit, terminal
 
 
 @cli.command()
@@ -26,7 +26,7 @@ def validate(scenario: str, as_json: bool) -> None:
     lab = catalog.load(scenario)
     plan.build(lab)  # what the data plane itself rules out (host-gw across segments ...)
     if as_json:
-        _json(machine.lab_json(lab))
+        _json(json_junit.lab_json(lab))
         return
     out.print(terminal.lab_table(lab))
     for w in terminal.warnings(lab):
@@ -79,7 +79,7 @@ def up(scenario: str, name: str | None, as_json: bool) -> None:
     with _progress(f"building lab {lab.name}") as progress:
         result = lifecycle.up(lab, progress)
     if as_json:
-        _json(machine.lab_json(lab, lifecycle.status(lab.name)))
+        _json(json_junit.lab_json(lab, lifecycle.status(lab.name)))
         return
     out.print(terminal.lab_table(lab))
     if result.healed:
@@ -104,7 +104,7 @@ def status(lab: str | None, as_json: bool) -> None:
     """
     st = lifecycle.status(lab)
     if as_json:
-        _json(machine.lab_json(st.lab, st))
+        _json(json_junit.lab_json(st.lab, st))
     else:
         out.print(terminal.status_view(st))
     if not st.healthy:
@@ -129,7 +129,7 @@ def exec_command(args: tuple[str, ...]) -> None:
         raise LabError("usage: cni-lab exec [LAB] NODE[/POD] -- COMMAND...")
     privileges.require_root("exec")
     lab, _ = lifecycle.running_lab(head[0] if len(head) == 2 else None)
-    ns = targets.target_netns(lab, head[-1])
+    ns = target_netns.target_netns(lab, head[-1])
     try:
         os.execvp("ip", ["ip", "netns", "exec", ns, *command])
     except OSError as e:

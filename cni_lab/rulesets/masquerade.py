@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 
-from cni_lab import nft
+from cni_lab.rulesets import nft
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab, Node
+from cni_lab.cluster import Lab, Node
 
 FLANNEL_TABLE = "flannel-ipv4"
 CALICO_TABLE = "calico"

@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
 
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 from cni_lab.lesson.explain import NodeFacts, calico_status, datapath_story, meaning
 from cni_lab.lesson.service_trace import ServiceTrace
 from cni_lab.lesson.trace import Leg, Trace

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
-from cni_lab import nft
-from cni_lab.ipam import Lab, Node, Pod
+from cni_lab.rulesets import nft
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.policy import IPBlock, Peer, Policy, PortRange, Rule, Workload
 
 TABLE = "cni-lab-policy"

@@ -35,9 +35,7 @@ Checked against kubernetes pkg/proxy/nftables/proxier.go: names of the table, se
 chains, the hash prefix, the mark, priorities, the external-chain rules. Differences: no
 firewall-check/LoadBalancer parts, no session affinity, IPv4 only; nodeport-ips holds the node's
 primary address (kube-proxy's `--nodeport-addresses primary` default in nftables mode).
-ClusterIPs are handed out in order from the Service CIDR's .2 (kube-apiserver picks at random;
-.1 is the `kubernetes` Service's, kept). Endpoints are the pods the selector picks in the
-Service's namespace (or the pods the Service names).
+ClusterIPs and NodePorts come from ipam, endpoints from the resolved lab (cluster.py).
 """
 
 from __future__ import annotations
@@ -45,72 +43,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Callable, Sequence
 
-from cni_lab import nft
-from cni_lab.errors import LabError
-from cni_lab.ipam import Lab, Node, Pod
-from cni_lab.model import ServicePort, ServiceSpec
-from cni_lab.policy import Selector
+from cni_lab.rulesets import nft
+from cni_lab.cluster import Lab, Node, Pod, Service
+from cni_lab.model import ServicePort
 
 TABLE = "kube-proxy"
 MASQ_MARK = 0x4000
-
-
-@dataclass(frozen=True)
-class Service:
-    spec: ServiceSpec
-    cluster_ip: IPv4Address
-    endpoints: tuple[Pod, ...]
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.spec.namespace}/{self.spec.name}"
-
-
-def resolve(lab: Lab, gone: frozenset[str] = frozenset()) -> list[Service]:
-    """Every Service with its ClusterIP and endpoints (pods in `gone`, by id, are not endpoints:
-    the EndpointSlice controller drops a pod that is not ready); LabError where the lab cannot
-    have them."""
-    specs = lab.scenario.services
-    if not specs:
-        return []
-    src, cidr = lab.scenario.source, lab.scenario.service_cidr
-    problems = []
-    if lab.scenario.cluster_cidr.version != 4 or lab.dual_stack:
-        problems.append(f"{src}: services: IPv4-only labs for now")
-    for net, what in [(lab.scenario.cluster_cidr, "the cluster CIDR"), *((s.cidr, "the underlay") for s in lab.segments)]:
-        if net.version == 4 and cidr.overlaps(net):  # type: ignore[arg-type]
-            problems.append(f"{src}: networking.serviceCIDR: {cidr} overlaps {what} {net}")
-    if lab.dataplane == "ebpf":
-        problems.append(f"{src}: services: dataplane ebpf does not load-balance Services yet (its programs bypass "
-                        "the node's NAT hooks, where kube-proxy's rules are)")
-    if len(specs) > cidr.num_addresses - 3:
-        problems.append(f"{src}: networking.serviceCIDR: {cidr} has no room for {len(specs)} Services")
-    if problems:
-        raise LabError(*problems)
-    by_id = {p.id: p for p in lab.pods}
-    for i, spec in enumerate(specs):
-        for ref in spec.pods:
-            if ref not in by_id:
-                problems.append(f"{src}: services[{i}].pods: {ref} is no pod of the lab (pods are node/pod)")
-            elif by_id[ref].namespace != spec.namespace:
-                problems.append(f"{src}: services[{i}].pods: {ref} is in namespace {by_id[ref].namespace}, "
-                                f"not the Service's {spec.namespace}")
-    if problems:
-        raise LabError(*problems)
-    out = []
-    for i, spec in enumerate(specs):
-        if spec.pods:  # named: as an EndpointSlice written by hand
-            chosen = tuple(by_id[ref] for ref in spec.pods)
-        else:
-            selector = Selector(match_labels=spec.selector)  # a Service's selector: equality on every label
-            chosen = tuple(p for p in lab.pods if p.namespace == spec.namespace and selector.matches(p.labels))
-        out.append(Service(spec, cidr.network_address + 2 + i,  # type: ignore[arg-type]
-                           tuple(p for p in chosen if p.id not in gone)))
-    return out
 
 
 def _hash(text: str) -> str:
@@ -152,7 +92,7 @@ def local_endpoints(svc: Service, node: Node) -> tuple[Pod, ...]:
     return tuple(p for p in svc.endpoints if p.node == node.name)
 
 
-def ruleset(lab: Lab, services: list[Service], node: Node) -> str:
+def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
     """kube-proxy's table on one node (the same on every node but for the node's own address in
     nodeport-ips and which endpoints are local): replaced as a whole."""
     cluster = lab.scenario.cluster_cidr

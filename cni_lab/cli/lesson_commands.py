@@ -9,9 +9,9 @@ import click
 from cni_lab import faults, lifecycle, privileges
 from cni_lab.cli.app import _complete_labs, _complete_targets, _json, cli, out
 from cni_lab.errors import LabError
-from cni_lab.kernel import inspect
+from cni_lab.kernel import readback
 from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, service_trace, trace as trace_lesson
-from cni_lab.report import lesson as lesson_view
+from cni_lab.report import lesson_views
 
 
 def _lab_and_rest(args: tuple[str, ...], rest: int, usage: str) -> tuple[str | None, list[str]]:
@@ -48,9 +48,9 @@ def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
         for nf in facts:
             for ns in [nf.netns, *(pf.netns for pf in nf.pods)]:
                 out.rule(f"[bold]{ns}")
-                out.print(inspect.raw(ns), highlight=False, markup=False)
+                out.print(readback.raw(ns), highlight=False, markup=False)
     else:
-        out.print(lesson_view.explain_view(lab, facts))
+        out.print(lesson_views.explain_view(lab, facts))
 
 
 @cli.command()
@@ -79,7 +79,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
         if as_json:
             _json(service_trace.to_json(st))
         else:
-            out.print(lesson_view.service_trace_view(st))
+            out.print(lesson_views.service_trace_view(st))
         sys.exit(0 if st.outcome == "ok" else 1)
     t = trace_lesson.trace(lab, src, dst, 6 if ipv6 else 4)
     before = trace_lesson.bpf_counters(lab)
@@ -91,7 +91,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
         _json({**trace_lesson.to_json(t), "probe": verdict, "agrees": agree,
                "bpfCounters": moved if lab.dataplane == "ebpf" else None})
     else:
-        out.print(lesson_view.trace_view(t, verdict, agree, moved))
+        out.print(lesson_views.trace_view(t, verdict, agree, moved))
     sys.exit(0 if t.outcome == "ok" else 1)
 
 
@@ -118,8 +118,8 @@ def demo(step: bool) -> None:
     for event in demo_lesson.run(pause=pause if step else None):
         if isinstance(event, demo_lesson.ActDone):
             results.append(event)
-        out.print(lesson_view.demo_event(event))
-    out.print(lesson_view.demo_summary(results))
+        out.print(lesson_views.demo_event(event))
+    out.print(lesson_views.demo_summary(results))
     sys.exit(0 if results and all(r.passed for r in results) else 1)
 
 

@@ -6,7 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from cni_lab import names
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
+from cni_lab.errors import LabError
 
 if TYPE_CHECKING:  # results are made by `check`; `up --json` needs no prober
     from cni_lab.probe.matrix import CheckResult, PairResult
@@ -65,11 +66,9 @@ def dumps(document: dict[str, Any]) -> str:
 
 
 def _services_json(lab: Lab) -> list[dict[str, Any]]:
-    from cni_lab import services
-
     try:
-        found = services.resolve(lab)
-    except Exception:  # noqa: BLE001 - a record the current rules refuse: shown without Services
+        found = lab.services
+    except LabError:  # a lab whose Services are refused (`validate --json` says why): shown without them
         return []
     return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": s.spec.type,
              "externalTrafficPolicy": s.spec.external_traffic_policy if s.spec.node_port else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.ipam import Lab
+from cni_lab.cluster import Lab
 
 
 def target_netns(lab: Lab, target: str) -> str:

@@ -11,13 +11,14 @@ import pytest
 from cni_lab import cluster, model
 from cni_lab.errors import LabError
 
+from labs import make_lab
+
 DUAL = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
 
 
 def lab(networking: dict[str, Any] | None = None, nodes: list[Any] | None = None, **extra: Any) -> cluster.Lab:
-    doc = {"name": "ds", "networking": networking or DUAL,
-           "nodes": nodes or [{"name": "node1", "pods": ["web", "db"]}, {"name": "node2", "pods": ["api"]}], **extra}
-    return cluster.resolve(model.load_document(doc, "s.yaml"))
+    return make_lab(nodes or [{"name": "node1", "pods": ["web", "db"]}, {"name": "node2", "pods": ["api"]}],
+                    name="ds", networking=networking or DUAL, **extra)
 
 
 def test_each_family_is_allocated_in_node_order() -> None:
@@ -46,7 +47,7 @@ def test_explicit_addresses_and_masks_are_taken() -> None:
 
 
 def test_single_stack_labs_are_unchanged() -> None:
-    plain = cluster.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 1}]}, "s.yaml"))
+    plain = make_lab([{"name": "n1", "pods": 1}], name="p")
     assert plain.nodes[0].ip6 is None and plain.nodes[0].pods[0].ip6 is None
     assert plain.nodes[0].ips == (IPv4Address("192.168.1.2"),)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_lab import cluster, model
+from cni_lab import cluster
+
+from labs import lab_of
 
 
 def resolve(doc: dict[str, Any]) -> cluster.Lab:
-    return cluster.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+    return lab_of({"name": "lab", **doc})
 
 
 def test_defaults_follow_the_seed_picture() -> None:

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import jsonschema
 
-from cni_lab import cluster, model
 from cni_lab.probe import pairs
 from cni_lab.probe.matrix import CheckResult, NeighbourUse
 from cni_lab.probe.engine import OK, Outcomes
 from cni_lab.probe.pairs import AllPairs
 from cni_lab.report import json_junit
 
+from labs import make_lab
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def result(dataplane: str, cni_problems: list[str]) -> CheckResult:
-    doc = {"name": "hand", "dataplane": dataplane, "nodes": [{"name": "a", "pods": 1}, {"name": "b", "pods": 1}]}
-    lab = cluster.resolve(model.load_document(doc, "hand.yaml"))
+    lab = make_lab([{"name": "a", "pods": 1}, {"name": "b", "pods": 1}], name="hand", dataplane=dataplane, source="hand.yaml")
     endpoints = pairs.endpoints(lab)
     outcomes = Outcomes(AllPairs(len(endpoints)))
     outcomes.verdict[:] = bytes([OK]) * len(outcomes.verdict)

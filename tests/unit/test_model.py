@@ -6,33 +6,27 @@ from typing import Any
 
 import pytest
 
-from cni_lab import cluster, model
+from cni_lab import model
 from cni_lab.errors import LabError
 
-
-def resolve(doc: dict[str, Any]) -> cluster.Lab:
-    return cluster.resolve(model.load_document(doc, "s.yaml"))
-
-
-def base(**extra: Any) -> dict[str, Any]:
-    return {"name": "lab", "nodes": [{"name": "node1", "pods": 1}, {"name": "node2", "pods": 1}], **extra}
+from labs import lab_of, scenario_doc
 
 
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
         ({"nodes": [{"name": "n1"}]}, "s.yaml: name: missing"),
-        (base(name="Lab_1"), "s.yaml: name: 'Lab_1' is not a valid name"),
-        (base(name="a-very-long-name"), "s.yaml: name:"),
-        (base(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw, vxlan, fabric, bgp, cni, ebpf (did you mean 'host-gw'?)"),
-        (base(nodez=[]), "s.yaml: nodez: unknown key (did you mean 'nodes'?)"),
-        (base(dataplane="ebpf", ebpf={"routing": "direct"}), "s.yaml: ebpf.routing: 'direct' is not one of tunnel, native"),
-        (base(dataplane="ebpf", ebpf={"routingMode": "native"}), "s.yaml: ebpf.routingMode: unknown key"),
-        (base(ebpf="native"), "s.yaml: ebpf: must be a mapping with keys routing"),
-        (base(networking={"clusterCidr": "10.0.0.0/8"}), "s.yaml: networking.clusterCidr: unknown key (did you mean 'clusterCIDR'?)"),
-        (base(networking={"clusterCIDR": "10.244.0.1/16"}), "s.yaml: networking.clusterCIDR: '10.244.0.1/16' is not an IPv4 CIDR"),
-        (base(networking={"nodeCIDRMaskSize": 40}), "s.yaml: networking.nodeCIDRMaskSize: 40 is not a prefix length"),
-        (base(networking={"nodeCIDRMaskSize": 12}), "s.yaml: networking.nodeCIDRMaskSize: /12 is larger than the cluster CIDR"),
+        (scenario_doc(name="Lab_1"), "s.yaml: name: 'Lab_1' is not a valid name"),
+        (scenario_doc(name="a-very-long-name"), "s.yaml: name:"),
+        (scenario_doc(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw, vxlan, fabric, bgp, cni, ebpf (did you mean 'host-gw'?)"),
+        (scenario_doc(nodez=[]), "s.yaml: nodez: unknown key (did you mean 'nodes'?)"),
+        (scenario_doc(dataplane="ebpf", ebpf={"routing": "direct"}), "s.yaml: ebpf.routing: 'direct' is not one of tunnel, native"),
+        (scenario_doc(dataplane="ebpf", ebpf={"routingMode": "native"}), "s.yaml: ebpf.routingMode: unknown key"),
+        (scenario_doc(ebpf="native"), "s.yaml: ebpf: must be a mapping with keys routing"),
+        (scenario_doc(networking={"clusterCidr": "10.0.0.0/8"}), "s.yaml: networking.clusterCidr: unknown key (did you mean 'clusterCIDR'?)"),
+        (scenario_doc(networking={"clusterCIDR": "10.244.0.1/16"}), "s.yaml: networking.clusterCIDR: '10.244.0.1/16' is not an IPv4 CIDR"),
+        (scenario_doc(networking={"nodeCIDRMaskSize": 40}), "s.yaml: networking.nodeCIDRMaskSize: 40 is not a prefix length"),
+        (scenario_doc(networking={"nodeCIDRMaskSize": 12}), "s.yaml: networking.nodeCIDRMaskSize: /12 is larger than the cluster CIDR"),
         ({"name": "lab", "nodes": []}, "s.yaml: nodes: must be a non-empty list"),
         ({"name": "lab", "nodes": [{"name": "n1"}, {"name": "n1"}]}, "s.yaml: nodes[1].name: duplicate node name 'n1'"),
         ({"name": "lab", "nodes": [{"name": "node-number-1"}]}, "s.yaml: nodes[0].name: 'node-number-1' is not a valid name"),
@@ -49,29 +43,29 @@ def base(**extra: Any) -> dict[str, Any]:
             "s.yaml: nodes[1].podCIDR: 10.244.0.0/25 overlaps n1's 10.244.0.0/24 (set allowOverlap: true",
         ),
         ({"name": "lab", "nodes": [{"name": "n1", "podCIDR": "10.244.0.0/29", "pods": 6}]}, "s.yaml: nodes[0].pods: 6 pods do not fit n1's pod CIDR 10.244.0.0/29 (5 addresses"),
-        (base(networking={"clusterCIDR": "192.168.0.0/16"}), "s.yaml: networking.clusterCIDR: 192.168.0.0/16 overlaps the underlay"),
-        (base(allowOverlap="yes"), "s.yaml: allowOverlap: 'yes' is not true or false"),
-        (base(networking={"underlay": {"segments": {"Rack 1": "192.168.1.0/24"}}}), "s.yaml: networking.underlay.segments.Rack 1: 'Rack 1' is not a valid segment name"),
-        (base(networking={"underlay": {"segments": {"a": "192.168.1.0/24", "b": "192.168.1.128/25"}}}), "s.yaml: networking.underlay.segments.b: 192.168.1.128/25 overlaps segment a"),
-        (base(networking={"underlay": {"racks": {}}}), "s.yaml: networking.underlay.racks: unknown key"),
+        (scenario_doc(networking={"clusterCIDR": "192.168.0.0/16"}), "s.yaml: networking.clusterCIDR: 192.168.0.0/16 overlaps the underlay"),
+        (scenario_doc(allowOverlap="yes"), "s.yaml: allowOverlap: 'yes' is not true or false"),
+        (scenario_doc(networking={"underlay": {"segments": {"Rack 1": "192.168.1.0/24"}}}), "s.yaml: networking.underlay.segments.Rack 1: 'Rack 1' is not a valid segment name"),
+        (scenario_doc(networking={"underlay": {"segments": {"a": "192.168.1.0/24", "b": "192.168.1.128/25"}}}), "s.yaml: networking.underlay.segments.b: 192.168.1.128/25 overlaps segment a"),
+        (scenario_doc(networking={"underlay": {"racks": {}}}), "s.yaml: networking.underlay.racks: unknown key"),
         ({"name": "lab", "nodes": [{"name": "n1", "segment": "rack9"}]}, "s.yaml: nodes[0].segment: no segment 'rack9' (segments: underlay)"),
         ({"name": "lab", "dataplane": "fabric", "nodes": [{"name": "n1", "ip": "192.168.1.1"}]}, "s.yaml: nodes[0].ip: 192.168.1.1 is the address of the underlay's router"),
-        (base(networking={"podMTU": 100}), "s.yaml: networking.podMTU: 100 is not an MTU between 576 and 9000"),
+        (scenario_doc(networking={"podMTU": 100}), "s.yaml: networking.podMTU: 100 is not an MTU between 576 and 9000"),
         ({"name": "lab", "nodes": [{"name": "router"}]}, "s.yaml: nodes[0].name: 'router' is reserved"),
-        (base(expect=[{"from": "node1", "verdict": "nope"}]), "s.yaml: expect[0].verdict: 'nope'"),
-        (base(expect=[{"rule": "pod-to-pod"}]), "s.yaml: expect[0].rule: 'pod-to-pod' is not one of"),
+        (scenario_doc(expect=[{"from": "node1", "verdict": "nope"}]), "s.yaml: expect[0].verdict: 'nope'"),
+        (scenario_doc(expect=[{"rule": "pod-to-pod"}]), "s.yaml: expect[0].rule: 'pod-to-pod' is not one of"),
     ],
 )
 def test_bad_scenarios_name_file_and_key(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(LabError) as e:
-        resolve(doc)
+        lab_of(doc)
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems
     assert all("\n" not in p for p in e.value.problems)
 
 
 def test_all_problems_are_reported_at_once() -> None:
     with pytest.raises(LabError) as e:
-        resolve({"name": "BAD", "dataplane": "x", "nodes": [{"name": "n1", "pods": "three"}]})
+        lab_of({"name": "BAD", "dataplane": "x", "nodes": [{"name": "n1", "pods": "three"}]})
     assert len(e.value.problems) == 3
 
 
@@ -88,13 +82,13 @@ def test_missing_file() -> None:
 
 
 def test_name_override_wins() -> None:
-    assert model.load_document(base(), "s.yaml", name_override="other").name == "other"
+    assert model.load_document(scenario_doc(), "s.yaml", name_override="other").name == "other"
     with pytest.raises(LabError, match="name:"):
-        model.load_document(base(), "s.yaml", name_override="../etc")
+        model.load_document(scenario_doc(), "s.yaml", name_override="../etc")
 
 
 def test_expectations_expand_fail() -> None:
-    s = model.load_document(base(expect=[{"from": "node1/*", "to": "node2/*", "verdict": "fail"}]), "s.yaml")
+    s = model.load_document(scenario_doc(expect=[{"from": "node1/*", "to": "node2/*", "verdict": "fail"}]), "s.yaml")
     assert s.expect[0].verdicts == frozenset(model.VERDICTS) - {"ok"}
 
 

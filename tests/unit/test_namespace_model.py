@@ -9,13 +9,13 @@ import pytest
 from cni_lab import cluster, ipam, model
 from cni_lab.errors import LabError
 
+from labs import lab_of, make_lab, pod
+
 
 def lab(**extra: Any) -> cluster.Lab:
-    doc = {"name": "ns", "namespaces": {"x": {"labels": {"team": "red"}}, "y": {}},
-           "nodes": [{"name": "node1", "pods": ["web", {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
-                                                {"name": "a", "namespace": "y"}]},
-                     {"name": "node2", "pods": [{"name": "b", "namespace": "x", "labels": {"pod": "b"}}]}], **extra}
-    return cluster.resolve(model.load_document(doc, "s.yaml"))
+    return make_lab([{"name": "node1", "pods": ["web", pod("a", "x", {"pod": "a"}), pod("a", "y")]},
+                     {"name": "node2", "pods": [pod("b", "x", {"pod": "b"})]}],
+                    name="ns", namespaces={"x": {"labels": {"team": "red"}}, "y": {}}, **extra)
 
 
 def test_pods_carry_their_namespace_and_labels_and_ids_tell_them_apart() -> None:
@@ -51,7 +51,7 @@ def test_bad_namespaces_and_labels_are_one_line(nodes: list[Any], namespaces: An
 
 def test_the_same_pod_name_in_two_namespaces_on_one_node_is_fine_and_plain_names_are_as_before() -> None:
     assert {p.name for p in lab().nodes[0].pods} == {"web", "x.a", "y.a"}
-    plain = cluster.resolve(model.load_document({"name": "p", "nodes": [{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}]}, "s.yaml"))
+    plain = make_lab([{"name": "n1", "pods": 2}, {"name": "n2", "pods": 2}], name="p")
     assert [p.id for p in plain.pods] == ["n1/pod-1", "n1/pod-2", "n2/pod-1", "n2/pod-2"]  # per node, as before
 
 
@@ -78,17 +78,15 @@ def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:
     doc = {"name": "s", "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]}],
            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
                         {"name": "none", "selector": {"app": "db"}, "ports": [{"port": 5432}]}]}
-    found = cluster.resolve(model.load_document(doc, "s.yaml")).services
+    found = lab_of(doc).services
     assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3"]
     assert [p.id for p in found[0].endpoints] == ["n1/a"] and found[1].endpoints == ()
 
 
 def _services(*specs: dict) -> list:
-    doc = {"name": "s", "outside": {},
-           "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web"}}, "b"]},
-                     {"name": "n2", "pods": [{"name": "c", "labels": {"app": "web"}}]}],
-           "services": list(specs)}
-    lab = cluster.resolve(model.load_document(doc, "s.yaml"))
+    lab = make_lab([{"name": "n1", "pods": [pod("a", labels={"app": "web"}), "b"]},
+                    {"name": "n2", "pods": [pod("c", labels={"app": "web"})]}],
+                   name="s", outside={}, services=list(specs))
     return [lab, lab.services]
 
 

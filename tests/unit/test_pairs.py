@@ -5,9 +5,11 @@ from __future__ import annotations
 from cni_lab import catalog, cluster, model
 from cni_lab.probe import pairs
 
+from labs import lab_of
+
 
 def lab(doc: dict) -> cluster.Lab:  # type: ignore[type-arg]
-    return cluster.resolve(model.load_document({"name": "lab", **doc}, "s.yaml"))
+    return lab_of({"name": "lab", **doc})
 
 
 def test_every_ordered_pair_once_with_its_rule() -> None:

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from cni_lab import catalog, lifecycle, plan
+from cni_lab import catalog, plan
+
+from labs import lab_of, make_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not p.name.startswith("scale-"))  # big labs: no golden
@@ -29,8 +31,7 @@ def test_plan_matches_golden(path: Path) -> None:
 
 
 def test_interface_names_fit_ifnamsiz() -> None:
-    lab = lifecycle.cluster.resolve(lifecycle.model.load_document(
-        {"name": "abcdefghijkl", "nodes": [{"name": "abcdefghij", "pods": ["a" * 32]}]}, "s.yaml"))
+    lab = make_lab([{"name": "abcdefghij", "pods": ["a" * 32]}], name="abcdefghijkl")
     for step in plan.build(lab).steps:
         for attr in ("ifname", "peer_ifname", "dev", "master"):
             value = getattr(step, attr, None)
@@ -66,11 +67,11 @@ def test_data_planes_refuse_what_cannot_work() -> None:
     doc = {"name": "lab", "dataplane": "host-gw", "networking": racks,
            "nodes": [{"name": "a", "segment": "rack1"}, {"name": "b", "segment": "rack2"}]}
     with pytest.raises(LabError, match="host-gw needs every node on one L2 segment, but a .* cannot use b's 192.168.2.2"):
-        plan.build(lifecycle.cluster.resolve(lifecycle.model.load_document(doc, "s.yaml")))
+        plan.build(lab_of(doc))
     overlap = {"name": "lab", "dataplane": "fabric", "allowOverlap": True,
                "nodes": [{"name": "a", "podCIDR": "10.244.0.0/24"}, {"name": "b", "podCIDR": "10.244.0.0/24"}]}
     with pytest.raises(LabError, match="fabric routes each pod CIDR to one node"):
-        plan.build(lifecycle.cluster.resolve(lifecycle.model.load_document(overlap, "s.yaml")))
+        plan.build(lab_of(overlap))
 
 
 def test_vxlan_plan_has_flannels_three_entries_per_remote_node() -> None:
@@ -121,7 +122,7 @@ def test_ebpf_plan_is_cilium_shaped() -> None:
     def build(routing: str, **extra: Any) -> plan.Plan:
         doc = {"name": "lab", "dataplane": "ebpf", "ebpf": {"routing": routing},
                "nodes": [{"name": "n1", "pods": ["web", "db"]}, {"name": "n2", "pods": ["api"]}], **extra}
-        return plan.build(lifecycle.cluster.resolve(lifecycle.model.load_document(doc, "s.yaml")))
+        return plan.build(lab_of(doc))
 
     tunnel = build("tunnel")
     attached = {(s.netns.split(".")[-1], s.ifname[:3], s.direction, s.program) for s in tunnel.steps

@@ -8,25 +8,19 @@ from typing import Any
 
 import pytest
 
-from cni_lab import cluster, model, policy
+from cni_lab import cluster, policy
 from cni_lab.errors import LabError
+
+from labs import make_lab, network_policy as np, pod
 
 SPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 
 
 def lab(*policies: dict[str, Any]) -> cluster.Lab:
-    doc = {"name": "np", "namespaces": {n: {"labels": {"ns": n}} for n in SPACES},
-           "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]},
-           "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}} for n in SPACES]}
-                     for i, p in enumerate(PODS)],
-           "policies": list(policies)}
-    return cluster.resolve(model.load_document(doc, "s.yaml"))
-
-
-def np(name: str, spec: dict[str, Any], namespace: str = "x") -> dict[str, Any]:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return make_lab([{"name": f"node{i + 1}", "pods": [pod(p, n, {"pod": p}) for n in SPACES]} for i, p in enumerate(PODS)],
+                    name="np", namespaces={n: {"labels": {"ns": n}} for n in SPACES},
+                    probe={"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}, policies=list(policies))
 
 
 def allowed(the_lab: cluster.Lab, protocol: str = "TCP", port: int | None = 80) -> set[tuple[str, str]]:

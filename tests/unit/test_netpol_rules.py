@@ -1,0 +1,264 @@
+"""rulesets/netpol.py: NetworkPolicy as Felix enforces it, one nftables table per node. Its text is
+checked for Felix's shape (a chain per workload and direction, a chain per policy, the accept mark
+0x10000), and run by a small interpreter of the nft it writes, which must agree with the policy
+evaluator (itself held against the Kubernetes e2e suite) on every pair, port and hook."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import Any
+
+import pytest
+
+from cni_lab.cluster import Lab, Node, Pod
+from cni_lab.policy import Workload
+from cni_lab.rulesets import netpol, nft
+
+from labs import make_lab, network_policy, pod
+
+EMPTIED = "table inet cni-lab-policy {}\ndelete table inet cni-lab-policy\n"  # what a node without policy loads
+
+
+def policy_lab(*policies: dict[str, Any], networking: dict[str, Any] | None = None) -> Lab:
+    """Namespaces x and y; node1 holds x/a, x/b and y/a, node2 x/c and y/b, node3 no pod."""
+    return make_lab([{"name": "node1", "pods": [pod("a", "x", {"pod": "a"}), pod("b", "x", {"pod": "b"}),
+                                                pod("a", "y", {"pod": "a"})]},
+                     {"name": "node2", "pods": [pod("c", "x", {"pod": "c"}), pod("b", "y", {"pod": "b"})]},
+                     {"name": "node3"}],
+                    name="np", namespaces={"x": {"labels": {"ns": "x"}}, "y": {"labels": {"ns": "y"}}},
+                    networking=networking, policies=list(policies))
+
+
+ALLOW_B = network_policy("allow-b", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}],
+                                                  "ports": [{"protocol": "TCP", "port": 80}]}]})
+EGRESS_C = network_policy("egress-c", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"],
+                                       "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]},
+                                                  {"to": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.2/32"]}}],
+                                                   "ports": [{"protocol": "UDP"}]}]})
+DENY_Y = network_policy("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}, namespace="y")
+RANGE_Y = network_policy("web-range", {"podSelector": {"matchLabels": {"pod": "b"}},
+                                       "ingress": [{"from": [{"namespaceSelector": {}}],
+                                                    "ports": [{"protocol": "TCP", "port": 80, "endPort": 81}]}]}, namespace="y")
+
+
+def by_qualified(lab: Lab) -> dict[str, Pod]:
+    return {p.qualified: p for p in lab.pods}
+
+
+# -- a small interpreter of the nft the module writes: new connections, IPv4 and IPv6 --------------
+
+TOKEN = re.compile(r'\{[^}]*\}|"[^"]*"|\S+')
+
+
+@dataclass
+class Packet:
+    src: IPv4Address | IPv6Address
+    dst: IPv4Address | IPv6Address
+    protocol: str  # tcp, udp, icmp
+    port: int | None
+    mark: int = field(default=0)
+
+
+def _in(address: IPv4Address | IPv6Address, value: str) -> bool:
+    items = [v.strip() for v in value.strip("{}").split(",")] if value.startswith("{") else [value]
+    return any(address in ip_network(v) for v in items if v and ip_network(v).version == address.version)
+
+
+def run_rule(chains: dict[str, list[str]], rule: str, packet: Packet) -> str | None:
+    """Run one rule: its verdict (accept, drop, return) or None when it falls through."""
+    tokens = TOKEN.findall(rule)
+    i = 0
+    while i < len(tokens):
+        word = tokens[i]
+        if word in ("ip", "ip6"):
+            field_, negated = tokens[i + 1], tokens[i + 2] == "!="
+            value = tokens[i + 3 if negated else i + 2]
+            i += 4 if negated else 3
+            address = packet.src if field_ == "saddr" else packet.dst
+            if (word == "ip6") != (address.version == 6) or _in(address, value) == negated:
+                return None
+        elif word in ("tcp", "udp", "sctp") and tokens[i + 1] == "dport":
+            low, _, high = tokens[i + 2].partition("-")
+            i += 3
+            if packet.protocol != word or packet.port is None or not int(low) <= packet.port <= int(high or low):
+                return None
+        elif tokens[i:i + 2] == ["meta", "l4proto"]:
+            i += 3
+            if packet.protocol != tokens[i - 1]:
+                return None
+        elif tokens[i:i + 5] == ["meta", "mark", "set", "meta", "mark"]:
+            op, value_ = tokens[i + 5], int(tokens[i + 6], 16)
+            packet.mark = packet.mark & value_ if op == "&" else packet.mark | value_
+            i += 7
+        elif tokens[i:i + 3] == ["meta", "mark", "&"] and tokens[i + 4] == "==":
+            if packet.mark & int(tokens[i + 3], 16) != int(tokens[i + 5], 16):
+                return None
+            i += 6
+        elif word in ("ct", "icmpv6"):  # ct state established,related; IPv6 neighbour discovery: neither is ours
+            return None
+        elif word == "counter":
+            i += 1
+        elif word == "comment":
+            i += 2
+        elif word == "jump":
+            verdict = run_chain(chains, tokens[i + 1], packet)
+            if verdict is not None:
+                return verdict
+            i += 2
+        elif word in ("accept", "drop", "return"):
+            return word
+        else:
+            raise AssertionError(f"the interpreter does not know {word!r} in {rule!r}")
+    return None
+
+
+def run_chain(chains: dict[str, list[str]], name: str, packet: Packet) -> str | None:
+    """accept or drop, or None when the chain returns or ends (the caller goes on)."""
+    for rule in chains[name]:
+        verdict = run_rule(chains, rule, packet)
+        if verdict == "return":
+            return None
+        if verdict is not None:
+            return verdict
+    return None
+
+
+def passes(lab: Lab, src: Pod | Node, dst: Pod | Node, protocol: str, port: int | None, family: int = 4) -> bool:
+    """Whether a new connection gets through every hook it crosses: the forward hook of a node
+    that routes or bridges it, input where a pod reaches its own node, output where a node
+    reaches its own pod."""
+    hooks = []
+    if isinstance(src, Pod):
+        hooks.append((src.node, "input" if isinstance(dst, Node) and dst.name == src.node else "forward"))
+    if isinstance(dst, Pod):
+        hooks.append((dst.node, "output" if isinstance(src, Node) and src.name == dst.node else "forward"))
+    packet_src = next(a for a in src.ips if a.version == family)
+    packet_dst = next(a for a in dst.ips if a.version == family)
+    for node, hook in dict.fromkeys(hooks):  # a pod to a pod of its node crosses one forward hook
+        chains = nft.parse_chains(netpol.ruleset(lab, lab.node(node)))
+        if hook in chains and run_chain(chains, hook, Packet(packet_src, packet_dst, protocol, port)) == "drop":
+            return False
+    return True
+
+
+def workload(thing: Pod | Node) -> Workload:
+    if isinstance(thing, Pod):
+        return Workload(thing.id, thing.namespace, thing.labels, thing.ips)
+    return Workload(thing.name, "", (), thing.ips)  # a node: policies name it by ipBlock only
+
+
+PROBES = [("tcp", 80), ("tcp", 81), ("udp", 80), ("icmp", None)]
+
+
+def test_the_interpreter_can_tell_a_drop() -> None:
+    chains = {"forward": ["ip daddr 10.0.0.1 jump to-wl", "accept"],
+              "to-wl": ["meta mark set meta mark & 0xfffeffff", "jump pi", "meta mark & 0x10000 == 0x10000 return",
+                        "counter drop"],
+              "pi": ["ip saddr { 10.0.0.2 } tcp dport 80-81 meta mark set meta mark | 0x10000 return"]}
+    assert run_chain(chains, "forward", Packet(ip_address("10.0.0.2"), ip_address("10.0.0.1"), "tcp", 81)) == "accept"
+    assert run_chain(chains, "forward", Packet(ip_address("10.0.0.3"), ip_address("10.0.0.1"), "tcp", 80)) == "drop"
+    assert run_chain(chains, "forward", Packet(ip_address("10.0.0.2"), ip_address("10.0.0.1"), "udp", 80)) == "drop"
+
+
+@pytest.mark.parametrize("policies", [(), (ALLOW_B,), (EGRESS_C,), (DENY_Y,), (RANGE_Y,), (ALLOW_B, EGRESS_C, DENY_Y, RANGE_Y)],
+                         ids=["none", "allow-b", "egress-c", "deny-y", "range-y", "all"])
+def test_the_tables_let_through_exactly_what_the_evaluator_allows(policies: tuple[dict[str, Any], ...]) -> None:
+    lab = policy_lab(*policies)
+    ends: list[Pod | Node] = [*lab.pods, *lab.nodes]
+    for src in ends:
+        for dst in ends:
+            if src is dst or (isinstance(src, Node) and isinstance(dst, Node)):
+                continue
+            for protocol, port in PROBES:
+                want = lab.evaluator.allowed(workload(src), workload(dst), protocol.upper(), port)
+                assert passes(lab, src, dst, protocol, port) == want, f"{src.id} → {dst.id} {protocol}/{port}: want {want}"
+
+
+def test_a_denied_pair_has_no_accept_path_and_the_allowed_one_only_its_port() -> None:
+    lab = policy_lab(ALLOW_B)
+    pods = by_qualified(lab)
+    a, b, c = pods["x/a"], pods["x/b"], pods["x/c"]
+    assert passes(lab, b, a, "tcp", 80)
+    assert not passes(lab, b, a, "tcp", 81) and not passes(lab, b, a, "icmp", None)
+    assert not passes(lab, c, a, "tcp", 80)  # across nodes: dropped at node1's forward hook
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    marking = [r for r in chains["pi-x-allow-b"] if "meta mark set meta mark | 0x10000" in r]
+    assert marking and all(str(b.ip) in r and str(c.ip) not in r for r in marking)
+
+
+def test_felix_shape_chains_per_workload_and_policy_with_the_accept_mark() -> None:
+    lab = policy_lab(ALLOW_B, EGRESS_C)
+    pods = by_qualified(lab)
+    a, b, c, y_a = pods["x/a"], pods["x/b"], pods["x/c"], pods["y/a"]
+    node1 = netpol.ruleset(lab, lab.node("node1"))
+    assert node1.startswith(EMPTIED + "table inet cni-lab-policy {\n")  # replaced whole, in one transaction
+    chains = nft.parse_chains(node1)
+    assert list(chains) == ["forward", "input", "output", "to-wl-x-a", "pi-x-allow-b"]  # x/b, y/a: selected by none
+    for base in ("forward", "input", "output"):
+        assert chains[base][0] == "ct state established,related accept"  # replies always pass
+        assert chains[base][1].startswith("icmpv6 type { nd-router-solicit")  # and neighbour discovery
+    assert f"  chain forward {{\n    type filter hook forward priority filter; policy accept;\n" in node1
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]
+    assert chains["output"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]  # the node's own traffic to its pod
+    assert chains["input"][2:] == []  # no pod here is isolated for egress
+    assert chains["to-wl-x-a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x-allow-b",
+                                   "meta mark & 0x10000 == 0x10000 return",
+                                   'counter drop comment "x/a: no ingress policy allows this"']
+    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
+    assert str(y_a.ip) not in node1
+    node2 = nft.parse_chains(netpol.ruleset(lab, lab.node("node2")))
+    assert list(node2) == ["forward", "input", "output", "from-wl-x-c", "po-x-egress-c"]
+    assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x-c"]
+    assert node2["from-wl-x-c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
+    y_pods = sorted((p for p in lab.pods if p.namespace == "y"), key=lambda p: p.id)
+    assert node2["po-x-egress-c"] == [
+        f"ip daddr {{ {', '.join(str(p.ip) for p in y_pods)} }} meta mark set meta mark | 0x10000 return",
+        "ip daddr 192.168.1.0/24 ip daddr != { 192.168.1.2/32 } meta l4proto udp meta mark set meta mark | 0x10000 return"]
+
+
+def test_a_node_with_no_pod_or_no_selected_pod_gets_its_table_emptied() -> None:
+    lab = policy_lab(ALLOW_B)
+    assert netpol.ruleset(lab, lab.node("node3")) == EMPTIED  # no pods at all
+    assert netpol.ruleset(lab, lab.node("node2")) == EMPTIED  # pods, but no policy selects them
+    assert netpol.ruleset(policy_lab(), lab.node("node1")) == EMPTIED  # no policy in the lab
+    assert netpol.TABLE == "cni-lab-policy"
+
+
+def test_a_selector_that_selects_no_pod_allows_nothing_through_its_rule() -> None:
+    nobody = network_policy("from-nobody", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                            "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "zz"}}}]}]})
+    lab = policy_lab(nobody)
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    assert chains["pi-x-from-nobody"] == []
+    assert not passes(lab, by_qualified(lab)["x/b"], by_qualified(lab)["x/a"], "tcp", 80)
+
+
+def test_dual_stack_pods_are_matched_in_each_family() -> None:
+    dual = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+    lab = policy_lab(ALLOW_B, networking=dual)
+    pods = by_qualified(lab)
+    a, b, c = pods["x/a"], pods["x/b"], pods["x/c"]
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a", f"ip6 daddr {a.ip6} jump to-wl-x-a"]
+    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return",
+                                      f"ip6 saddr {{ {b.ip6} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
+    assert passes(lab, b, a, "tcp", 80, family=6) and not passes(lab, c, a, "tcp", 80, family=6)
+
+
+@pytest.mark.xfail(strict=True, reason="netpol names a policy's chain pi-<namespace>-<name>: policy c of namespace a-b "
+                                       "and policy b-c of namespace a share chain pi-a-b-c, and one's rules replace the other's")
+def test_policies_whose_names_join_alike_keep_chains_of_their_own() -> None:
+    lab = make_lab([{"name": "n1", "pods": [pod("p", "a-b", {"k": "v"}), pod("s", "a-b", {"k": "w"}),
+                                            pod("q", "a", {"k": "v"}), pod("r", "a", {"k": "w"})]}],
+                   namespaces={"a": {}, "a-b": {}},
+                   policies=[network_policy(name, {"podSelector": {"matchLabels": {"k": "v"}},
+                                                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"k": "w"}}}],
+                                                                "ports": [{"port": port}]}]}, namespace=namespace)
+                             for name, namespace, port in (("c", "a-b", 80), ("b-c", "a", 443))])
+    pods = by_qualified(lab)
+    for src, dst, port in (("a-b/s", "a-b/p", 80), ("a/r", "a/q", 443)):
+        assert lab.evaluator.allowed(workload(pods[src]), workload(pods[dst]), "TCP", port)
+        assert passes(lab, pods[src], pods[dst], "tcp", port), f"{src} → {dst} tcp/{port}"

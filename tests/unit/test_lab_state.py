@@ -25,7 +25,7 @@ def record(name: str = "lab", **changes: object) -> state.LabState:
                                  "namespaces": [f"cnilab-{name}.node1", f"cnilab-{name}.node1.pod-1"],
                                  "created": 1700000000.5, "lab": {"nodes": [{"name": "node1"}]}}
     fields.update(changes)
-    return state.LabState(**fields)  # type: ignore[arg-type]
+    return state.LabState(**fields)
 
 
 def test_what_is_written_reads_back_the_same(root: Path) -> None:

@@ -69,7 +69,7 @@ def _in(address: IPv4Address | IPv6Address, value: str) -> bool:
 
 def run_rule(chains: dict[str, list[str]], rule: str, packet: Packet) -> str | None:
     """Run one rule: its verdict (accept, drop, return) or None when it falls through."""
-    tokens = TOKEN.findall(rule)
+    tokens: list[str] = TOKEN.findall(rule)
     i = 0
     while i < len(tokens):
         word = tokens[i]

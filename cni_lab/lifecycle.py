@@ -1,7 +1,7 @@
 """The lab's life, in order: up (plan, record, apply), status, check, down (and the sweep by
 name). Glue between the pure pipeline (model → ipam → plan), the recorded state and the kernel
 layer; scenario files are found by catalog.py, what users name by targets.py. Returns values;
-prints nothing, renders nothing.
+prints nothing, renders nothing (but the check's record, which is its JSON: record_check).
 """
 
 from __future__ import annotations
@@ -244,9 +244,16 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         return result
 
 
-def record_check(result: CheckResult, document: str) -> None:
-    """Keep a check's JSON for `report` (the caller made it once, for --json too)."""
+def record_check(result: CheckResult) -> str:
+    """Keep a check's result for `report`, and return it as written. The record is the check's
+    JSON document (schema cni-lab/check/v1: what `check --json` prints and `report` reads back),
+    so it is rendered here, once, by its one writer in report/; the caller prints this text for
+    --json rather than render a 10,000-pair matrix twice."""
+    from cni_lab.report import json_junit  # only `check` and `run` record; other commands skip it
+
+    document = json_junit.dumps(json_junit.check_json(result))
     state.save_last_check(result.lab.name, document)
+    return document
 
 
 def last_check(name: str) -> dict[str, object] | None:

@@ -11,7 +11,7 @@ from cni_lab.cli.app import _complete_labs, _complete_targets, _json, cli, out
 from cni_lab.errors import LabError
 from cni_lab.kernel import readback
 from cni_lab.lesson import demo as demo_lesson, explain as explain_lesson, service_trace, trace as trace_lesson
-from cni_lab.report import lesson_views
+from cni_lab.report import explain_view, trace_view
 
 
 def _lab_and_rest(args: tuple[str, ...], rest: int, usage: str) -> tuple[str | None, list[str]]:
@@ -43,14 +43,14 @@ def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
     lab, _ = lifecycle.running_lab(lab_name)
     facts = explain_lesson.read(lab, node)
     if as_json:
-        _json(explain_lesson.to_json(lab, facts))
+        _json(explain_view.to_json(lab, facts))
     elif raw:
         for nf in facts:
             for ns in [nf.netns, *(pf.netns for pf in nf.pods)]:
                 out.rule(f"[bold]{ns}")
                 out.print(readback.raw(ns), highlight=False, markup=False)
     else:
-        out.print(lesson_views.explain_view(lab, facts))
+        out.print(explain_view.view(lab, facts))
 
 
 @cli.command()
@@ -77,9 +77,9 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     if service is not None:  # a ClusterIP: through kube-proxy's DNAT, the endpoint from conntrack
         st = service_trace.trace(lab, src, *service)
         if as_json:
-            _json(service_trace.to_json(st))
+            _json(trace_view.service_to_json(st))
         else:
-            out.print(lesson_views.service_trace_view(st))
+            out.print(trace_view.service_view(st))
         sys.exit(0 if st.outcome == "ok" else 1)
     t = trace_lesson.trace(lab, src, dst, 6 if ipv6 else 4)
     before = trace_lesson.bpf_counters(lab)
@@ -88,10 +88,9 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     # in an ebpf lab, what the programs counted while the probe ran shows the hops were theirs
     moved = trace_lesson.counters_moved(before, trace_lesson.bpf_counters(lab)) if verdict is not None else {}
     if as_json:
-        _json({**trace_lesson.to_json(t), "probe": verdict, "agrees": agree,
-               "bpfCounters": moved if lab.dataplane == "ebpf" else None})
+        _json(trace_view.probed_json(lab, t, verdict, agree, moved))
     else:
-        out.print(lesson_views.trace_view(t, verdict, agree, moved))
+        out.print(trace_view.view(t, verdict, agree, moved))
     sys.exit(0 if t.outcome == "ok" else 1)
 
 
@@ -110,6 +109,7 @@ def demo(step: bool) -> None:
     Example: sudo cni-lab demo --step
     """
     privileges.require_root("demo")
+    from cni_lab.report import demo_view  # with the check's tables: explain and trace start without them
 
     def pause(act: demo_lesson.Act) -> None:
         click.pause(f"Press any key for act {act.number}: {act.title} …")
@@ -118,8 +118,8 @@ def demo(step: bool) -> None:
     for event in demo_lesson.run(pause=pause if step else None):
         if isinstance(event, demo_lesson.ActDone):
             results.append(event)
-        out.print(lesson_views.demo_event(event))
-    out.print(lesson_views.demo_summary(results))
+        out.print(demo_view.event_view(event))
+    out.print(demo_view.summary_view(results))
     sys.exit(0 if results and all(r.passed for r in results) else 1)
 
 

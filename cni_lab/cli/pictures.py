@@ -12,7 +12,7 @@ from cni_lab import catalog, lifecycle, plan, privileges
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, cli, err
 from cni_lab.errors import LabError
 from cni_lab.lesson import explain as explain_lesson
-from cni_lab.report import html, topology
+from cni_lab.report import explain_view, html, topology
 
 
 def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None]:
@@ -21,7 +21,7 @@ def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None]:
         lab, _ = lifecycle.running_lab(target)
         facts = explain_lesson.read(lab)
         hops = topology.kernel_hops(explain_lesson.routing(lab, facts))
-        return topology.build(lab, hops), explain_lesson.to_json(lab, facts)
+        return topology.build(lab, hops), explain_view.to_json(lab, facts)
     return topology.of_plan(plan.build(catalog.load(target))), None
 
 

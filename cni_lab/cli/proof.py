@@ -21,12 +21,11 @@ def _notice(text: str) -> None:
 
 def _check(lab: str | None, mtu: bool, neighbour_cap: int | None,
            ports: tuple[str, ...] | None = None) -> tuple[CheckResult, str]:
-    """Probe the lab, and keep the result's JSON for `report` (made once: --json prints the same text)."""
+    """Probe the lab and record the result for `report`; the JSON comes back as recorded, and
+    --json prints that same text."""
     with _progress("probing pairs") as progress:
         result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice, ports=ports)
-    document = json_junit.dumps(json_junit.check_json(result))
-    lifecycle.record_check(result, document)
-    return result, document
+    return result, lifecycle.record_check(result)
 
 
 def _report_check(result: CheckResult, document: str, as_json: bool, junit: str | None) -> None:

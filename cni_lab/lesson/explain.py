@@ -1,4 +1,5 @@
-"""`explain`: each node as the kernel has it, put in the words of the lesson."""
+"""`explain`: each node as the kernel has it, put in the words of the lesson. Returns values;
+report/explain_view.py renders them (the tree, the JSON)."""
 
 from __future__ import annotations
 
@@ -285,85 +286,6 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
     return ""
 
 
-def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
-    def addr_of(view: NetnsView, ifname: str) -> str | None:
-        link = view.link(ifname)
-        return str(link.addresses[0]) if link and link.addresses else None
-
-    def addrs_of(view: NetnsView, ifname: str) -> list[str]:
-        """Every address of the link, IPv4 first, IPv6 link-local ones left out."""
-        link = view.link(ifname)
-        return [str(a) for a in [*link.addresses, *(a for a in link.addresses6 if not a.is_link_local)]] if link else []
-
-    def routes_of(lab: Lab, node: str, routes: list[Route], in_pod: bool = False) -> list[dict[str, Any]]:
-        return [{"route": r.describe(), "dst": r.dst, "gateway": r.gateway, "dev": r.dev,
-                 "meaning": meaning(lab, node, r, in_pod=in_pod)} for r in routes]
-
-    nodes = []
-    for nf in facts:
-        bridge = nf.view.link(names.CNI_BRIDGE)
-        nodes.append({
-            "name": nf.name,
-            "netns": nf.netns,
-            "underlay": {"ifname": names.NODE_UPLINK, "address": addr_of(nf.view, names.NODE_UPLINK),
-                         "addresses": addrs_of(nf.view, names.NODE_UPLINK), "peer": nf.underlay_port},
-            "forwarding": nf.view.forwarding,
-            "vxlan": _vxlan_json(nf.view),
-            "bgp": None if nf.bgp is None else {
-                "error": nf.bgp_error or None,
-                "sessions": [{"name": b.name, "proto": b.proto, "state": b.state, "since": b.since, "info": b.info}
-                             for b in nf.bgp],
-                # as `calicoctl node status` shows them
-                "peers": [{"peerAddress": p.address, "family": p.family, "peerType": p.type, "state": p.state,
-                           "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
-            },
-            "bpf": None if nf.bpf is None else _bpf_json(nf),
-            "nat": None if nf.nat is None else {
-                "masqueradeTable": nf.nat.masquerade_table,
-                "masquerade": [{"chain": c, "rule": r, "meaning": m} for c, r, m in nf.nat.masquerade],
-                "services": nf.nat.services},
-            "policies": None if nf.policies is None else [
-                {"pod": pp.pod, "ingress": pp.ingress, "egress": pp.egress, "nft": pp.rules} for pp in nf.policies],
-            "bridge": None if bridge is None else {
-                "name": bridge.name,
-                "address": addr_of(nf.view, bridge.name),
-                "mtu": bridge.mtu,
-                "ports": sorted(p.name for p in nf.view.ports(bridge.name)),
-            },
-            "routes": routes_of(lab, nf.name, nf.view.routes),
-            "routes6": routes_of(lab, nf.name, nf.view.routes6) if lab.dual_stack else [],
-            "datapath": datapath_story(lab, nf),
-            "pods": [{
-                "name": pf.name,
-                "netns": pf.netns,
-                "ifname": names.POD_IFNAME,
-                "address": addr_of(pf.view, names.POD_IFNAME),
-                "addresses": addrs_of(pf.view, names.POD_IFNAME),
-                "mtu": pf.eth0.mtu if pf.eth0 else None,
-                "hostVeth": pf.host_veth,
-                "cniResult": pf.cni_result,
-                "routes": routes_of(lab, nf.name, pf.view.routes, in_pod=True),
-                "routes6": routes_of(lab, nf.name, pf.view.routes6, in_pod=True) if lab.dual_stack else [],
-            } for pf in nf.pods],
-        })
-    return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}
-
-
-
-def _bpf_json(nf: NodeFacts) -> dict[str, Any]:
-    assert nf.bpf is not None
-    names_by_index = {lk.index: lk.name for lk in nf.view.links}
-    return {
-        "pinned": nf.bpf.pin,
-        "error": nf.bpf.error or None,
-        "programs": [{"ifname": a.ifname, "hook": f"tc {a.direction}", "program": a.program} for a in nf.bpf.attached],
-        "endpoints": [{"ip": e.ip, "ifindex": e.ifindex, "lxc": names_by_index.get(e.ifindex), "mac": e.mac,
-                       "nodeMac": e.node_mac} for e in nf.bpf.endpoints],
-        "tunnels": [{"podCIDR": cidr, "node": ip} for cidr, ip in nf.bpf.tunnels],
-        "metrics": nf.bpf.metrics,
-    }
-
-
 def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
     """The eBPF datapath of a node in the lesson's words, from what the kernel has."""
     if nf.bpf is None:
@@ -395,21 +317,6 @@ def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
     if extra:
         lines.append(f"cilium_lxc holds {', '.join(extra)} whose lxc device is gone")
     return lines
-
-
-def _vxlan_json(view: NetnsView) -> dict[str, Any] | None:
-    link = view.link(names.FLANNEL_DEVICE)
-    if link is None or link.vxlan is None:
-        return None
-    return {
-        "name": link.name,
-        "mac": link.mac,
-        "mtu": link.mtu,
-        "addresses": [str(a) for a in link.addresses],
-        **link.vxlan,
-        "neighbours": [{"ip": ip, "mac": mac, "state": st} for ip, mac, st in link.neighbours],
-        "fdb": [{"mac": mac, "dst": dst} for mac, dst in link.fdb],
-    }
 
 
 def _cni_result(lab: Lab, node: str, pod: str) -> dict[str, Any] | None:

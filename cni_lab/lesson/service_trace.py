@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
-from typing import Any
 
 from cni_lab import names
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Service
 from cni_lab.kernel import readback
-from cni_lab.lesson.trace import Leg, Wiring, leg, leg_json, resolve_endpoint
+from cni_lab.lesson.trace import Leg, Wiring, leg, resolve_endpoint
 from cni_lab.model import ServicePort
 from cni_lab.probe import service_probes as probes
 from cni_lab.probe.pairs import Endpoint, endpoints
@@ -50,19 +49,6 @@ class ServiceTrace:
         if self.back is None or self.back.delivered_to is None:
             return "dropped"
         return "ok"
-
-    def summary(self) -> str:
-        if self.connection is None:
-            return (f"no conntrack entry on {self.dnat_at} for the connection: the packet never reached "
-                    "kube-proxy's table, or no endpoint exists")
-        c = self.connection
-        text = (f"{self.dnat_at} rewrote {c.dst}:{c.dport} to {c.reply_src}:{c.reply_sport} "
-                f"(conntrack: reply from {c.reply_src}:{c.reply_sport} to {c.reply_dst}:{c.reply_dport})")
-        if c.reply_dst != c.src:
-            text += f"; the source was masqueraded to {c.reply_dst}"
-        if not self.answered_by:
-            return text + "; but no endpoint answered"
-        return text + f"; answered by {self.answered_by}, which saw {self.seen}"
 
 
 def parse_destination(lab: Lab, text: str) -> tuple[Service, ServicePort] | None:
@@ -118,18 +104,3 @@ def trace(lab: Lab, src_text: str, svc: Service, port: ServicePort) -> ServiceTr
             back = leg(w, answering, ip_address(connection.reply_dst))
     return ServiceTrace(src, svc, port, to_dnat, w.label.get(dnat_ns, dnat_ns), kubeproxy.service_chain(svc, port),
                         connection, who if seen else "", seen, onward, back)
-
-
-def to_json(t: ServiceTrace) -> dict[str, Any]:
-    c = t.connection
-    return {
-        "src": t.src.id, "srcIP": str(t.src.ip), "service": t.service.qualified, "clusterIP": str(t.service.cluster_ip),
-        "port": t.port.port, "dnatAt": t.dnat_at, "chain": t.chain,
-        "conntrack": None if c is None else {
-            "original": {"src": c.src, "sport": c.sport, "dst": c.dst, "dport": c.dport},
-            "reply": {"src": c.reply_src, "sport": c.reply_sport, "dst": c.reply_dst, "dport": c.reply_dport},
-            "status": c.status},
-        "answeredBy": t.answered_by or None, "observedSource": t.seen or None,
-        "outcome": t.outcome, "summary": t.summary(),
-        "toDnat": leg_json(t.to_dnat), "onward": leg_json(t.onward), "back": leg_json(t.back),
-    }

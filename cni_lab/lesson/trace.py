@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
-from typing import Any
 
 from cni_lab import names
 from cni_lab.errors import LabError
@@ -69,19 +68,6 @@ class Trace:
         if self.back is None or self.back.delivered_to != self.src.id:
             return "dropped"
         return "ok"
-
-    def summary(self) -> str:
-        there = self.there
-        if there.delivered_to is None:
-            last = there.hops[-1]
-            return f"dropped at {last.where}: {last.reason}"
-        if there.delivered_to != self.dst.id:
-            return f"delivered to {there.delivered_to}, not {self.dst.id}: the address {self.dst.ip} is also {there.delivered_to}'s"
-        if self.back is None or self.back.delivered_to is None:
-            final = self.back.hops[-1] if self.back and self.back.hops else None
-            why = f"dropped at {final.where}: {final.reason}" if final else "no way back"
-            return f"delivered to {self.dst.id}, but the reply is {why}"
-        return f"delivered to {self.dst.id}, and the reply reaches {self.src.id}"
 
 
 class Wiring:
@@ -381,21 +367,6 @@ def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
         answering = next(e for e in endpoints(lab, dst.family) if e.id == there.delivered_to)
         back = leg(w, answering, src.ip)
     return Trace(src, dst, there, back)
-
-
-def leg_json(lg: Leg | None) -> list[dict[str, Any]] | None:
-    if lg is None:
-        return None
-    return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
-             "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf}
-            for h in lg.hops]
-
-
-def to_json(t: Trace) -> dict[str, Any]:
-    return {
-        "src": t.src.id, "dst": t.dst.id, "srcIP": str(t.src.ip), "dstIP": str(t.dst.ip),
-        "outcome": t.outcome, "summary": t.summary(), "there": leg_json(t.there), "back": leg_json(t.back),
-    }
 
 
 def bpf_counters(lab: Lab) -> dict[str, dict[str, int]]:

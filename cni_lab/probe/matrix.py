@@ -100,17 +100,6 @@ class CheckResult:
         by_id = {w.id: w for w in self.lab.workloads}
         return self.lab.evaluator.allowed(by_id[r.src.id], by_id[r.dst.id], r.protocol, r.port, r.src.family)
 
-    @property
-    def masquerade(self) -> list[str]:
-        """Where pods' traffic to the outside host was masqueraded, in the lesson's words."""
-        seen: dict[str, set[str]] = {}
-        for r in self.results if any(e.kind == "outside" for e in self.endpoints) else []:
-            if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
-                seen.setdefault(r.pair.src.node, set()).add(r.observed)
-        how = "as Calico's natOutgoing does" if self.lab.dataplane == "bgp" else "as flannel --ip-masq does"
-        return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
-                for node, ips in sorted(seen.items())]
-
     @cached_property
     def port_failures(self) -> list[PortResult]:
         return [r for r in self.ports if (r.verdict == "ok") != self.port_expected(r)]

@@ -109,7 +109,7 @@ def check_view(result: CheckResult) -> RenderableType:
             parts.append(Text(f"── IPv{one.family} " + "─" * 40, style="bold"))
         parts += _family_view(one, dual)
     parts += ports_view(result)
-    parts += [Text(line, style="cyan") for line in result.masquerade]
+    parts += [Text(line, style="cyan") for line in masquerade_lines(result)]
     parts += services_view(result)
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
@@ -126,6 +126,17 @@ def check_view(result: CheckResult) -> RenderableType:
         summary += f", but {len(result.port_failures)} port probes are not as the policies say"
     parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
+
+
+def masquerade_lines(result: CheckResult) -> list[str]:
+    """Where pods' traffic to the outside host was masqueraded, in the lesson's words."""
+    seen: dict[str, set[str]] = {}
+    for r in result.results if any(e.kind == "outside" for e in result.endpoints) else []:
+        if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
+            seen.setdefault(r.pair.src.node, set()).add(r.observed)
+    how = "as Calico's natOutgoing does" if result.lab.dataplane == "bgp" else "as flannel --ip-masq does"
+    return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
+            for node, ips in sorted(seen.items())]
 
 
 def services_view(result: CheckResult) -> list[RenderableType]:

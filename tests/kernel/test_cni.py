@@ -19,6 +19,7 @@ from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.lesson import explain
 from cni_lab.probe import matrix
+from cni_lab.report import explain_view
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_bridge_host_local_with_host_gw_passes_with_host_locals_addresses(make_l
     assert addr["addr_info"][0]["local"] == "10.244.0.2"
     assert "cni0" in run_in(ns_of(lab, "node1"), "ip", "link", "show", "cni0", check=True).stdout
     assert os.path.exists("/var/lib/cni") == var_lib_cni  # nothing written outside the lab's folder
-    facts = explain.to_json(lab, explain.read(lab, "node1"))
+    facts = explain_view.to_json(lab, explain.read(lab, "node1"))
     assert facts["nodes"][0]["pods"][0]["cniResult"]["ips"][0]["address"] == "10.244.0.2/24"
 
 

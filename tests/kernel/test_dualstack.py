@@ -176,11 +176,11 @@ def test_fabric_routes_both_families_across_racks(make_lab: MakeLab) -> None:
 
 def test_explain_trace_and_graph_show_both_families(make_lab: MakeLab) -> None:
     from cni_lab.lesson import explain, trace
-    from cni_lab.report import topology
+    from cni_lab.report import explain_view, topology
 
     lab = make_lab(dual("host-gw"))
     facts = explain.read(lab, "node1")
-    doc = explain.to_json(lab, facts)
+    doc = explain_view.to_json(lab, facts)
     node = doc["nodes"][0]
     assert node["underlay"]["addresses"] == ["192.168.1.2/24", "fd00:192:168:1::2/64"]
     assert {"route": "fd00:10:244:1::/64 via fd00:192:168:1::3 dev eth0", "dst": "fd00:10:244:1::/64",

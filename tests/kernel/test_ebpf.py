@@ -24,6 +24,7 @@ from cni_lab.cluster import Lab
 from cni_lab.kernel import bpf, netns
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import matrix
+from cni_lab.report import trace_view
 
 MakeLab = Callable[..., Lab]
 
@@ -191,7 +192,7 @@ def test_detaching_a_program_cuts_that_pod_off_and_heal_restores_it(make_lab: Ma
     facts = explain.read(lab, "node1")[0]
     assert any("no program" in line for line in explain.datapath_story(lab, facts))
     t = trace.trace(lab, "node1/web", "node1/db")
-    assert t.outcome == "dropped" and "no program" in t.summary()
+    assert t.outcome == "dropped" and "no program" in trace_view.summary(t)
     faults.heal(lab)
     assert all_ok(matrix.run(lab))
 

@@ -13,6 +13,7 @@ from helpers import ns_of, run_in, two_nodes
 from cni_lab.cluster import Lab
 from cni_lab.lesson import explain, trace
 from cni_lab.probe import matrix
+from cni_lab.report import explain_view, trace_view
 
 MakeLab = Callable[..., Lab]
 
@@ -28,7 +29,7 @@ def test_the_demo_shows_every_act_and_exits_zero() -> None:
 
 def test_explain_json_matches_the_kernel(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    facts = explain.to_json(lab, explain.read(lab))
+    facts = explain_view.to_json(lab, explain.read(lab))
     for node in facts["nodes"]:
         ns = ns_of(lab, node["name"])
         kernel_addrs = json.loads(run_in(ns, "ip", "-j", "-4", "addr", check=True).stdout)
@@ -52,7 +53,7 @@ def test_explain_json_matches_the_kernel(make_lab: MakeLab) -> None:
 
 def test_trace_json_follows_the_host_gw_path(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
-    t = trace.to_json(trace.trace(lab, "node1/web", "node2/api"))
+    t = trace_view.to_json(trace.trace(lab, "node1/web", "node2/api"))
     assert t["outcome"] == "ok"
     assert [h["at"] for h in t["there"]] == ["node1/web", "node1", "node2", "node2/api"]
     assert t["there"][1]["route"] == "10.244.1.0/24 via 192.168.1.3 dev eth0"
@@ -85,4 +86,4 @@ def test_every_trace_agrees_with_the_real_packet(make_lab: MakeLab, document: di
     lab = make_lab(document)
     for r in matrix.run(lab).results:
         t = trace.trace(lab, r.pair.src.id, r.pair.dst.id)
-        assert trace.agrees(t, r.verdict), (r.pair.src.id, r.pair.dst.id, r.verdict, t.summary())
+        assert trace.agrees(t, r.verdict), (r.pair.src.id, r.pair.dst.id, r.verdict, trace_view.summary(t))

@@ -16,6 +16,7 @@ from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
 from cni_lab.probe import matrix
+from cni_lab.report import terminal
 
 MakeLab = Callable[..., Lab]
 OUTSIDE = "198.51.100.10"
@@ -54,7 +55,7 @@ def test_every_pod_reaches_the_outside_masqueraded(make_lab: MakeLab, dataplane:
         outside = [r for r in result.results if r.pair.rule == "pod-outside"]
         assert len(outside) == 3 and all(r.verdict == "nat" for r in outside)
         assert {r.observed for r in outside if r.pair.src.node == "node1"} == {"192.168.1.2"}
-        assert any("masqueraded at node1" in line for line in result.masquerade)
+        assert any("masqueraded at node1" in line for line in terminal.masquerade_lines(result))
     table = "calico" if dataplane == "bgp" else "flannel-ipv4"
     rules = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", table, check=True).stdout
     assert "masquerade fully-random" in rules

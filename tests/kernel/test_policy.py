@@ -193,6 +193,7 @@ def lab_of(name: str) -> Lab:
 
 def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: MakeLab) -> None:
     from cni_lab.lesson import explain
+    from cni_lab.report import explain_view
 
     lab = make_lab(scenario("host-gw", DENY_INGRESS_X, ALLOW_B_TO_A))
     facts = explain.read(lab, "node1")[0]
@@ -201,7 +202,7 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     assert a.egress is None and a.ingress is not None
     assert "x/allow-b-to-a: from pods with pod=b in x, on any port and protocol" in a.ingress
     assert "chain to-wl-x-a {" in a.rules and "jump pi-x-allow-b-to-a" in a.rules
-    doc = explain.to_json(lab, [facts])
+    doc = explain_view.to_json(lab, [facts])
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
 
 

@@ -186,7 +186,7 @@ def test_explain_trace_and_graph_show_nat_where_it_happens(make_lab: MakeLab) ->
     through the DNAT to the endpoint the node's conntrack entry names; graph draws the Services."""
     from cni_lab import faults, plan
     from cni_lab.lesson import explain, service_trace
-    from cni_lab.report import topology
+    from cni_lab.report import topology, trace_view
 
     lab = make_lab(nodeport_doc("host-gw"))
     facts = {nf.name: nf for nf in explain.read(lab)}
@@ -203,7 +203,7 @@ def test_explain_trace_and_graph_show_nat_where_it_happens(make_lab: MakeLab) ->
     seen_endpoints = set()
     for _ in range(12):
         t = service_trace.trace(lab, "node1/client", svc, port)
-        assert t.outcome == "ok", t.summary()
+        assert t.outcome == "ok", trace_view.service_summary(t)
         assert t.dnat_at == "node1" and t.connection is not None and t.connection.reply_dst == "10.244.0.3"
         assert t.onward is not None and t.onward.delivered_to == t.answered_by
         seen_endpoints.add(t.answered_by)

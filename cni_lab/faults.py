@@ -26,7 +26,8 @@ from typing import Any
 from cni_lab import names, plan, state
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
-from cni_lab.kernel import apply, daemons, edit, readback
+from cni_lab.executor import apply
+from cni_lab.kernel import daemons, edit, readback
 from cni_lab.kernel.edit import SavedRoute
 
 KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach")

@@ -16,7 +16,8 @@ from cni_lab import catalog, cluster, codec, dataplanes, model, names, plan, pri
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.cluster import Lab
-from cni_lab.kernel import apply, cni_runtime, daemons, neighbours, netns
+from cni_lab.executor import apply
+from cni_lab.kernel import cni_runtime, daemons, neighbours, netns
 from cni_lab.steps import LoadBpf
 
 if TYPE_CHECKING:  # the prober is loaded by `check` alone (bench/ measures whole commands)
@@ -132,8 +133,8 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
         namespaces = _lab_namespaces(name, recorded)
         if neighbours.raised(state.lab_dir(name)):
             # the cap goes back below once the lab's entries are gone: let them go now
-            apply.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
-        removed = apply.remove_namespaces(namespaces)
+            neighbours.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
+        removed = netns.remove_namespaces(namespaces)
         from cni_lab.kernel import bpf
 
         if bpf.remove_pins(names.bpf_dir(name)):  # the ebpf data plane's programs and maps

@@ -2,7 +2,7 @@
 daemon), whose `describe()` is the command a learner would type to make it by hand.
 
 Below both the plan (which orders them) and the data planes (which choose them), so neither
-imports the other's module for them; the kernel layer (kernel/apply.py) makes each real.
+imports the other's module for them; executor/handlers.py makes each real through kernel/.
 """
 
 from __future__ import annotations

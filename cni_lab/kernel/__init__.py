@@ -1,5 +1,8 @@
 """The only side effects: namespaces, netlink, sysctls, processes. Nothing else imports pyroute2.
 
+The ground floor: typed functions of names, addresses and paths. It knows no plan, step or data
+plane (executor/ turns steps into these calls; tests/unit/test_imports.py holds it so).
+
 pyroute2 takes ~0.14 s to import as a whole, most of a 100-pod `up`'s own work: its package
 `__init__` loads every API it has (IPRoute, NDB, IPDB, conntrack, ...). `up` needs only its message
 classes (pyroute2.netlink), so the package is registered here without running that `__init__`,

@@ -23,12 +23,15 @@ import struct
 import subprocess
 import sysconfig
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from cni_lab import names
 from cni_lab.errors import LabError
+
+if TYPE_CHECKING:
+    from cni_lab.kernel.rtnl import Rtnl
 
 CACHE = Path("/var/cache/cni-lab/bpf")
 SOURCES = Path(__file__).resolve().parent.parent / "dataplanes"
@@ -249,6 +252,40 @@ def mac_bytes(mac: str) -> bytes:
 
 def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
+
+
+# -- writing them, as the agent does when an endpoint, node or tunnel appears ------------------------
+
+def write_node_config(pin: str, uplink: int, vxlan: int, router_ip: IPv4Address, vni: int, tunnel: bool) -> None:
+    """The node's one node_config entry (interface indexes: `vxlan` 0 in native routing)."""
+    update(f"{pin}/node_config", ZERO, NODE_CONFIG.pack(uplink, vxlan, router_ip.packed, vni, int(tunnel)))
+
+
+def write_endpoint(pin: str, ip: IPv4Address, lxc_index: int, pod_mac: str, lxc_mac: str) -> None:
+    """A pod's cilium_lxc entry: its IP → its lxc device's index, its eth0's MAC and the lxc's MAC."""
+    update(f"{pin}/cilium_lxc", ENDPOINT_KEY.pack(ip.packed),
+           ENDPOINT_INFO.pack(lxc_index, mac_bytes(pod_mac), mac_bytes(lxc_mac)))
+
+
+def write_tunnel(pin: str, cidr: IPv4Network, node_ip: IPv4Address) -> None:
+    """A cilium_tunnel_map entry: another node's pod CIDR → that node's IP."""
+    update(f"{pin}/cilium_tunnel_map", TUNNEL_KEY.pack(cidr.prefixlen, cidr.network_address.packed),
+           TUNNEL_VALUE.pack(node_ip.packed))
+
+
+def attach(rtnl: Rtnl, index: int, direction: str, pin: str, program: str) -> None:
+    """`tc qdisc add dev X clsact` (one already there is kept) and `tc filter replace dev X
+    <direction> ... bpf da pinned <pin>/<program>`."""
+    try:
+        rtnl.add_clsact(index)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise
+    fd = open_pinned(f"{pin}/{program}")
+    try:
+        rtnl.replace_bpf_filter(index, direction, fd, program)
+    finally:
+        os.close(fd)
 
 
 def metrics(pin: str) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Entering and making network namespaces, the way iproute2's `ip netns` does, without forks.
+"""Entering, making and removing network namespaces as iproute2's `ip netns` does, without forks.
 
 `setns(2)` and `unshare(2)` change only the calling thread, so every namespace switch happens on
 a short-lived thread of our own; the main thread never leaves the root namespace (house style
@@ -8,9 +8,11 @@ per namespace is opened that way and then used from anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import signal
 import socket
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
@@ -231,3 +233,29 @@ def pids_in(names: list[str]) -> dict[int, str]:
         if ino in wanted:
             found[int(entry)] = wanted[ino]
     return found
+
+
+REMOVERS = 4  # threads unmounting namespaces at once (bench/: 1000 pods, 0.30 s alone, 0.21 s with 4)
+
+
+def remove_namespaces(names: list[str]) -> list[str]:
+    """Kill every process living in these namespaces, then remove them. Returns what was removed.
+
+    An unmount is quick, but once the first namespaces are gone the kernel starts freeing them
+    (its netns cleanup work, holding locks for long stretches) and an unmount now and then waits
+    behind it for tens of milliseconds; a few threads keep unmounting meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for pid in pids_in(names):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    removed = []
+    # pods first, underlay last: the reverse of creation order keeps each step's peer alive
+    for depth in sorted({n.count(".") for n in names}, reverse=True):
+        group = sorted(n for n in names if n.count(".") == depth)
+        if len(group) < 2 * REMOVERS:
+            removed += [n for n in group if remove(n)]
+            continue
+        with ThreadPoolExecutor(REMOVERS, thread_name_prefix="cni-lab-remove") as pool:
+            removed += [n for n, gone in zip(group, pool.map(remove, group)) if gone]
+    return removed

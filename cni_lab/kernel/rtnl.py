@@ -175,7 +175,7 @@ def neighbour_msg(index: int, ip: IPv4Address | IPv6Address, mac: str, bridge: b
 
 
 # one per process: each kind of message is encoded by pyroute2 once, and kept for the next runs
-# beside the BPF objects' cache (root's; apply.apply saves what a run made)
+# beside the BPF objects' cache (root's; executor/apply.py saves what a run made)
 ENCODER = templates.Encoder(templates.store_for(Path("/var/cache/cni-lab")) if os.geteuid() == 0 else None)
 
 
@@ -273,6 +273,12 @@ class Rtnl:
                                 vni=templates.u32(vni), local=templates.ip(local), port=templates.be16(port),
                                 learning=templates.u8(int(learning)), link=templates.u32(link),
                                 address=_maybe(templates.mac, address)))
+
+    def add_flow_vxlan(self, ifname: str, *, mtu: int, port: int) -> None:
+        """`ip link add X type vxlan external dstport P nolearning`: one device for every tunnel,
+        the remote end set per packet (Cilium's cilium_vxlan, BPF's bpf_skb_set_tunnel_key)."""
+        self.add_link(ifname, "vxlan", mtu=mtu, data=[("IFLA_VXLAN_COLLECT_METADATA", 1), ("IFLA_VXLAN_PORT", port),
+                                                      ("IFLA_VXLAN_LEARNING", 0)])
 
     def link_mac(self, ifname: str) -> str:
         data = self._exchange(self._encode(ifname_msg, RTM_GETLINK, NLM_F_REQUEST, ifname=templates.name(ifname)))

@@ -1,4 +1,4 @@
-"""Several netlink requests in one sendmsg (kernel/apply.py's Batches, rtnl.Rtnl.batch/flush):
+"""Several netlink requests in one sendmsg (executor/apply.py's Batches, rtnl.Rtnl.batch/flush):
 the kernel answers each, and every error is still reported against its own step."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from cni_lab import cluster, model, names, plan
 from cni_lab.errors import LabError
-from cni_lab.kernel import apply, netns
+from cni_lab.executor import apply
+from cni_lab.kernel import netns
 from cni_lab.kernel.rtnl import Rtnl
 from cni_lab.steps import AddAddress, AddRoute
 

@@ -16,7 +16,8 @@ from helpers import ns_of, pings, root_snapshot, run_in, two_nodes
 from cni_lab import catalog, lifecycle, names, state
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
-from cni_lab.kernel import apply, netns
+from cni_lab.executor import apply
+from cni_lab.kernel import netns
 
 MakeLab = Callable[..., Lab]
 

@@ -13,7 +13,7 @@ from helpers import pings, run_in, two_nodes
 
 from cni_lab import faults, lifecycle, state
 from cni_lab.cluster import Lab
-from cni_lab.kernel import apply, neighbours
+from cni_lab.kernel import neighbours
 
 MakeLab = Callable[..., Lab]
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_a_200_pod_lab_passes_every_pair_and_down_puts_the_arp_limit_back(make_l
     # what `down` does first: the entries go at once, not when the kernel frees the namespaces
     recorded = state.read(lab.name)
     assert recorded is not None
-    apply.release_neighbours(recorded.namespaces, ("eth0", "cni0"))
+    neighbours.release_neighbours(recorded.namespaces, ("eth0", "cni0"))
     assert neighbours.entries() <= before["gc_thresh3"]
     lifecycle.down(lab.name)
     assert neighbours.read() == before

@@ -54,6 +54,30 @@ def test_the_import_map_has_no_circle() -> None:
     assert cycles(imports()) == []
 
 
+# kernel/ is the ground floor: side effects as typed functions of primitive values (names,
+# addresses, paths). It may import of cni_lab only itself, the one error type and the naming
+# rules every floor shares; never the plan, its steps, a data plane, the executor that walks a
+# plan (cni_lab/executor/), the prober, the lessons or the renderers.
+KERNEL_MAY_IMPORT = ("cni_lab.kernel", "cni_lab.errors", "cni_lab.names")
+
+
+def up_a_floor(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """kernel module → what it imports of cni_lab from above the ground floor."""
+    allowed = lambda m: any(m == a or m.startswith(a + ".") for a in KERNEL_MAY_IMPORT)  # noqa: E731
+    found = {m: sorted(n for n in imported if not allowed(n)) for m, imported in graph.items()
+             if m == "cni_lab.kernel" or m.startswith("cni_lab.kernel.")}
+    return {m: names for m, names in found.items() if names}
+
+
+def test_kernel_is_the_ground_floor() -> None:
+    assert up_a_floor(imports()) == {}
+
+
+def test_the_floor_check_finds_an_import_up() -> None:
+    graph = {"cni_lab.kernel.x": {"cni_lab.kernel.netns", "cni_lab.errors", "cni_lab.steps"}, "cni_lab.plan": {"cni_lab.steps"}}
+    assert up_a_floor(graph) == {"cni_lab.kernel.x": ["cni_lab.steps"]}
+
+
 def test_the_circle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 

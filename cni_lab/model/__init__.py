@@ -7,6 +7,7 @@ once, each naming the file and the key (rule 6 of the house style).
     loader.py              load_file / load_text / load_document: the sections, in order
     problems.py            the problems found so far, unknown keys, names
     networking.py          networking: CIDRs, underlay segments, MTUs; outside
+    labels.py              label keys and values as Kubernetes validates them (policy.py's too)
     namespaces.py          namespaces, and labels wherever a scenario gives them
     nodes.py               nodes and their pods
     service_specs.py       services
@@ -20,7 +21,8 @@ Import from here: `from cni_lab.model import Scenario, load_document`.
 
 from cni_lab.model.expectations import EXPECT_KEYS
 from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, load_policy_file, load_probe_ports, load_text
-from cni_lab.model.namespaces import LABEL_KEY, LABEL_VALUE, NAMESPACE_NAME
+from cni_lab.model.labels import LABEL_KEY, LABEL_VALUE, is_dns_subdomain, is_label_key, is_label_value
+from cni_lab.model.namespaces import NAMESPACE_NAME
 from cni_lab.model.networking import MAX_NODE_MASK_DIFF, NETWORKING_KEYS, SEGMENT_NAME, Net
 from cni_lab.model.nodes import MAX_BRIDGE_PORTS, MAX_NODES, NODE_KEYS, NODE_NAME, POD_KEYS, POD_NAME, RESERVED_NODE_NAMES
 from cni_lab.model.probe_ports import PROBE_KEYS, PROBE_PORT

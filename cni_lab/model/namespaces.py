@@ -6,14 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cni_lab.model.labels import is_label_key, is_label_value
 from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import DEFAULT_NAMESPACE, NAMESPACE_LABEL, Labels, NamespaceSpec
 
 NAMESPACE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # a DNS label, shortened to fit netns names
-# a label key: an optional DNS subdomain prefix and a name of 1-63 [A-Za-z0-9-_.], alphanumeric at both ends
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 def read_labels(problems: Problems, value: Any, key: str) -> Labels:
@@ -25,9 +22,9 @@ def read_labels(problems: Problems, value: Any, key: str) -> Labels:
         return ()
     out = []
     for k, v in value.items():
-        if not isinstance(k, str) or not LABEL_KEY.match(k) or len(k.rpartition("/")[0]) > 253:
+        if not is_label_key(k):
             problems.add(f"{key}.{k}", f"{k!r} is not a valid label key")
-        elif not isinstance(v, (str, int, float)) or isinstance(v, bool) or not LABEL_VALUE.match(str(v)):
+        elif not isinstance(v, (str, int, float)) or isinstance(v, bool) or not is_label_value(str(v)):
             problems.add(f"{key}.{k}", f"{v!r} is not a valid label value (up to 63 of [A-Za-z0-9-_.])")
         else:
             out.append((k, str(v)))

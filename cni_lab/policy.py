@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from typing import Any, Iterable
 
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_NAMESPACE, Labels, is_dns_subdomain, is_label_key, is_label_value
+from cni_lab.model import DEFAULT_NAMESPACE, Labels, ProbePort, is_dns_subdomain, is_label_key, is_label_value
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
@@ -392,13 +392,9 @@ def describe(policy: Policy, direction: str) -> list[str]:
     return out
 
 
-def probes(ports: Iterable[str]) -> list[tuple[str, int | None]]:
+def probes(ports: Iterable[ProbePort]) -> list[tuple[str, int | None]]:
     """What a policy lab is probed on: ICMP, then each `probe.ports` entry (tcp/80 → TCP, 80)."""
-    out: list[tuple[str, int | None]] = [("ICMP", None)]
-    for p in ports:
-        proto, _, number = p.partition("/")
-        out.append((proto.upper(), int(number)))
-    return out
+    return [("ICMP", None), *((p.protocol, p.port) for p in ports)]
 
 
 def truth_table(evaluator: Evaluator, pods: list[Workload], protocol: str, port: int | None,

@@ -26,7 +26,7 @@ from cni_lab.model.probe_ports import read_probe
 from cni_lab.model.problems import Problems, read_name
 from cni_lab.model.scenario import (DATAPLANE_SECTIONS, DEFAULT_AS, DEFAULT_BLOCK_SIZE, DEFAULT_CLUSTER_CIDR,
                                     DEFAULT_MTU, DEFAULT_NODE_MASK, DEFAULT_SERVICE_CIDR, DEFAULT_UNDERLAY,
-                                    DEFAULT_UNDERLAY6, PolicySource, Scenario)
+                                    DEFAULT_UNDERLAY6, PolicySource, ProbePort, Scenario)
 from cni_lab.model.service_specs import read_services
 
 # A lab's name becomes part of namespace and interface names (names.py): 12 leaves room for the rest.
@@ -144,7 +144,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     )
 
 
-def load_probe_ports(ports: Iterable[str], source: str) -> tuple[str, ...]:
+def load_probe_ports(ports: Iterable[str], source: str) -> tuple[ProbePort, ...]:
     """Ports given elsewhere (`check --port tcp/80`), read as `probe.ports` is; LabError naming
     `source` and each bad entry."""
     p = Problems(source)

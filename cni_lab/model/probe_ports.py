@@ -7,21 +7,22 @@ import re
 from typing import Any
 
 from cni_lab.model.problems import Problems
+from cni_lab.model.scenario import ProbePort
 
 PROBE_KEYS = ("ports",)
 PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
 CHECK_OWN_PORT = 31999  # the UDP port every endpoint's responder listens on (probe/engine.py's PROBE_PORT)
 
 
-def parse_probe_port(text: object) -> str | None:
-    """`tcp/80` (any case) written as `tcp/80`; None for anything else, and for check's own port."""
+def parse_probe_port(text: object) -> ProbePort | None:
+    """`tcp/80` (any case) as a ProbePort; None for anything else, and for check's own port."""
     m = PROBE_PORT.match(str(text).lower())
     if not m or not 1 <= int(m.group(2)) <= 65535 or int(m.group(2)) == CHECK_OWN_PORT:
         return None
-    return f"{m.group(1)}/{int(m.group(2))}"
+    return ProbePort(m.group(1).upper(), int(m.group(2)))
 
 
-def read_probe(problems: Problems, value: Any) -> tuple[str, ...]:
+def read_probe(problems: Problems, value: Any) -> tuple[ProbePort, ...]:
     """The section; a port given twice (`tcp/80`, `TCP/080`) is probed once."""
     raw = value or {}
     if not isinstance(raw, dict):

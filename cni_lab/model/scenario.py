@@ -127,6 +127,15 @@ class PolicySource:
 
 
 @dataclass(frozen=True)
+class ProbePort:
+    """A port `check` probes every pod pair on besides ICMP: a `probe.ports` entry or a
+    `check --port`, written `tcp/80`."""
+
+    protocol: str  # TCP | UDP, spelt as Services and NetworkPolicies spell it
+    port: int
+
+
+@dataclass(frozen=True)
 class NamespaceSpec:
     name: str
     labels: Labels  # kubernetes.io/metadata.name=<name> included
@@ -180,7 +189,7 @@ class Scenario:
     ebpf_routing: str = DEFAULT_EBPF_ROUTING  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
     cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
     namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
-    probe_ports: tuple[str, ...] = ()  # `probe.ports`: tcp/80, udp/81 ... what check probes besides ICMP
+    probe_ports: tuple[ProbePort, ...] = ()  # `probe.ports`: what check probes besides ICMP
     policies: tuple[PolicySource, ...] = ()
     outside_ip: IPv4Address | None = None  # `outside:`: a host behind the router, standing for the internet
     services: tuple[ServiceSpec, ...] = ()

@@ -3,6 +3,8 @@ apimachinery's pkg/util/validation/validation_test.go (TestIsQualifiedName, Test
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
 from cni_lab import model, policy
@@ -17,26 +19,14 @@ BAD_KEYS = ["nospecialchars%^=@", "cantendwithadash-", "-cantstartwithadash-", "
 GOOD_VALUES = ["simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", "a" * 63, ""]
 BAD_VALUES = ["nospecialchars%^=@", "Tama-nui-te-rā.is.Māori.sun", "\\backslashes\\are\\bad", "-starts-with-dash",
               "ends-with-dash-", ".starts.with.dot", "ends.with.dot.", "a" * 64, 1, None]
+EXAMPLES = ([(model.is_label_key, k, True) for k in GOOD_KEYS] + [(model.is_label_key, k, False) for k in BAD_KEYS]
+            + [(model.is_label_value, v, True) for v in GOOD_VALUES] + [(model.is_label_value, v, False) for v in BAD_VALUES])
 
 
-@pytest.mark.parametrize("key", GOOD_KEYS)
-def test_kubernetes_good_label_keys_are_keys(key: str) -> None:
-    assert model.is_label_key(key)
-
-
-@pytest.mark.parametrize("key", BAD_KEYS)
-def test_kubernetes_bad_label_keys_are_not(key: object) -> None:
-    assert not model.is_label_key(key)
-
-
-@pytest.mark.parametrize("value", GOOD_VALUES)
-def test_kubernetes_good_label_values_are_values(value: str) -> None:
-    assert model.is_label_value(value)
-
-
-@pytest.mark.parametrize("value", BAD_VALUES)
-def test_kubernetes_bad_label_values_are_not(value: object) -> None:
-    assert not model.is_label_value(value)
+@pytest.mark.parametrize(("rule", "text", "valid"), EXAMPLES,
+                         ids=[f"{rule.__name__}-{str(text)[:20]}-{valid}" for rule, text, valid in EXAMPLES])
+def test_kubernetes_examples(rule: Callable[[object], bool], text: object, valid: bool) -> None:
+    assert rule(text) is valid
 
 
 def test_a_dns_subdomain_is_lowercase_labels_of_253_at_most() -> None:

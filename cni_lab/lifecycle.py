@@ -226,10 +226,8 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         if neighbour_cap is not None:
             neighbours.raise_cap(folder, neighbour_cap, _other_labs(lab_name))
         if ports is not None:  # `check --port` instead of the scenario's probe.ports
-            checker = model._Checker("--port")
             lab = dataclasses.replace(lab, scenario=dataclasses.replace(
-                lab.scenario, probe_ports=checker.probe({"ports": list(ports)})))
-            checker.raise_if_any()
+                lab.scenario, probe_ports=model.load_probe_ports(ports, "--port")))
         from cni_lab.probe import matrix
 
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)

@@ -15,20 +15,18 @@ Kubernetes defines it. Pure: the reference the kernel's enforcement is held agai
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any, Iterable
 
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_NAMESPACE, LABEL_KEY, LABEL_VALUE, Labels
+from cni_lab.model import DEFAULT_NAMESPACE, Labels, ProbePort, is_dns_subdomain, is_label_key, is_label_value
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -152,9 +150,9 @@ class _Reader:
     def labels(self, value: Any, path: str) -> Labels:
         out = []
         for k, v in self.mapping(value, path, tuple(value) if isinstance(value, dict) else ()).items():
-            if not isinstance(k, str) or not LABEL_KEY.match(k):
+            if not is_label_key(k):
                 self.problem(f"{path}.{k}", f"{k!r} is not a valid label key")
-            elif not isinstance(v, str) or not LABEL_VALUE.match(v):
+            elif not is_label_value(v):
                 self.problem(f"{path}.{k}", f"{v!r} is not a valid label value")
             else:
                 out.append((k, v))
@@ -167,7 +165,7 @@ class _Reader:
             at = f"{path}.matchExpressions[{i}]"
             expr = self.mapping(e, at, ("key", "operator", "values"))
             key, op, values = expr.get("key"), expr.get("operator"), expr.get("values")
-            if not isinstance(key, str) or not LABEL_KEY.match(key):
+            if not is_label_key(key):
                 self.problem(f"{at}.key", f"{key!r} is not a valid label key")
                 continue
             if op not in OPERATORS:
@@ -180,7 +178,7 @@ class _Reader:
             if op in ("Exists", "DoesNotExist") and vals:
                 self.problem(f"{at}.values", f"may not be specified when operator is {op}")
                 continue
-            if not all(isinstance(v, str) and LABEL_VALUE.match(v) for v in vals):
+            if not all(is_label_value(v) for v in vals):
                 self.problem(f"{at}.values", f"{vals!r}: not all valid label values")
                 continue
             expressions.append(Requirement(key, op, tuple(vals)))
@@ -268,7 +266,7 @@ def parse(document: Any, where: str, namespaces: Iterable[str] = (DEFAULT_NAMESP
         r.problem("kind", f"{raw.get('kind')!r}: only {KIND} objects are understood")
     meta = r.mapping(raw.get("metadata"), "metadata", ("name", "namespace", "labels", "annotations"))
     name, namespace = meta.get("name"), meta.get("namespace", DEFAULT_NAMESPACE)
-    if not isinstance(name, str) or not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+    if not is_dns_subdomain(name):
         r.problem("metadata.name", f"{name!r} is not a valid name (a DNS subdomain)")
         name = "?"
     if namespace not in set(namespaces):
@@ -394,13 +392,9 @@ def describe(policy: Policy, direction: str) -> list[str]:
     return out
 
 
-def probes(ports: Iterable[str]) -> list[tuple[str, int | None]]:
+def probes(ports: Iterable[ProbePort]) -> list[tuple[str, int | None]]:
     """What a policy lab is probed on: ICMP, then each `probe.ports` entry (tcp/80 → TCP, 80)."""
-    out: list[tuple[str, int | None]] = [("ICMP", None)]
-    for p in ports:
-        proto, _, number = p.partition("/")
-        out.append((proto.upper(), int(number)))
-    return out
+    return [("ICMP", None), *((p.protocol, p.port) for p in ports)]
 
 
 def truth_table(evaluator: Evaluator, pods: list[Workload], protocol: str, port: int | None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from cni_lab import lifecycle, model
@@ -21,9 +19,7 @@ def policy() -> None:
 
 
 def _read(path: str) -> tuple[model.PolicySource, ...]:
-    checker = model._Checker(path)
-    sources = checker.policies([str(Path(path).resolve())], path)
-    checker.raise_if_any()
+    sources = model.load_policy_file(path)
     if not sources:
         raise LabError(f"{path}: no NetworkPolicy objects in it")
     return sources

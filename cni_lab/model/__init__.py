@@ -1,0 +1,36 @@
+"""Scenario files → a validated, typed description of the lab.
+
+Pure: no kernel, no subprocess, no terminal. Every problem found is collected and reported at
+once, each naming the file and the key (rule 6 of the house style).
+
+    scenario.py            the typed values (Scenario, NodeSpec, ...) and the defaults; data-plane names
+    loader.py              load_file / load_text / load_document: the sections, in order
+    problems.py            the problems found so far, unknown keys, names
+    labels.py              label keys and values as Kubernetes validates them (policy.py's too)
+    networking.py          networking: CIDRs, underlay segments, MTUs; outside
+    namespaces.py          namespaces, and labels wherever a scenario gives them
+    nodes.py               nodes and their pods
+    service_specs.py       services
+    policy_sources.py      policies (inline or files; policy.py reads the objects)
+    probe_ports.py         probe.ports, and check --port
+    expectations.py        expect
+    dataplane_sections.py  dataplane, cni, ebpf
+
+Import from here: `from cni_lab.model import Scenario, load_document`.
+"""
+
+from cni_lab.model.expectations import EXPECT_KEYS
+from cni_lab.model.labels import LABEL_KEY, LABEL_VALUE, is_dns_subdomain, is_label_key, is_label_value
+from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, load_policy_file, load_probe_ports, load_text
+from cni_lab.model.namespaces import NAMESPACE_NAME
+from cni_lab.model.networking import MAX_NODE_MASK_DIFF, NETWORKING_KEYS, SEGMENT_NAME, Net
+from cni_lab.model.nodes import MAX_BRIDGE_PORTS, MAX_NODES, NODE_KEYS, NODE_NAME, POD_KEYS, POD_NAME, RESERVED_NODE_NAMES
+from cni_lab.model.probe_ports import PROBE_KEYS, PROBE_PORT
+from cni_lab.model.scenario import (
+    CNI_KEYS, CNI_ROUTING, DATAPLANE_SECTIONS, DATAPLANES, DEFAULT_AS, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_SIZE6,
+    DEFAULT_CLUSTER_CIDR, DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING, DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING, DEFAULT_MTU,
+    DEFAULT_NAMESPACE, DEFAULT_NODE_MASK, DEFAULT_NODE_MASK6, DEFAULT_OUTSIDE_IP, DEFAULT_SEGMENT, DEFAULT_SERVICE_CIDR,
+    DEFAULT_UNDERLAY, DEFAULT_UNDERLAY6, EBPF_KEYS, EBPF_ROUTING, NAMESPACE_LABEL, NODE_PORT_RANGE, OUTSIDE_NETWORK, RULES,
+    VERDICTS, CniSpec, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
+    ServicePort, ServiceSpec, plugin_types)
+from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES

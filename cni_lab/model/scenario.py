@@ -1,0 +1,203 @@
+"""What a scenario is, once read: frozen, typed values, and the defaults a key left out gets.
+
+How each section of the file is read and checked lives beside this module, one module a section;
+the loader (loader.py) calls them in the file's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+# -- data planes: their names and the sections only one of them reads --------------------------------
+# Kept together here, and nowhere else in the model, so they can be pointed at the data planes'
+# own declarations in one edit.
+DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf")
+DEFAULT_DATAPLANE = "host-gw"
+DATAPLANE_SECTIONS = ("cni", "ebpf")  # top-level keys read for one data plane: `cni:`, `ebpf:`
+CNI_KEYS = ("routing", "cniPath", "conflist")
+CNI_ROUTING = ("host-gw", "vxlan", "none")  # how the nodes of a `dataplane: cni` lab reach each other's pods
+DEFAULT_CNI_ROUTING = "host-gw"
+DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
+EBPF_KEYS = ("routing",)
+EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its default
+DEFAULT_EBPF_ROUTING = "tunnel"
+# -----------------------------------------------------------------------------------------------------
+
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # every namespace has it, set by Kubernetes
+Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs: hashable, frozen
+
+DEFAULT_CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
+DEFAULT_NODE_MASK = 24
+DEFAULT_NODE_MASK6 = 64  # kube-controller-manager's --node-cidr-mask-size-ipv6
+DEFAULT_UNDERLAY = IPv4Network("192.168.1.0/24")
+DEFAULT_UNDERLAY6 = IPv6Network("fd00:192:168:1::/64")  # an IPv6-only lab's, unless it says
+DEFAULT_SEGMENT = "underlay"  # the name of the one segment of a plain `underlay: CIDR`
+DEFAULT_MTU = 1500
+DEFAULT_BLOCK_SIZE = 26  # Calico's IPAM block: a /26 per node
+DEFAULT_BLOCK_SIZE6 = 122  # Calico's IPv6 IPAM block
+DEFAULT_AS = 64512  # Calico's default AS number
+DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")  # kube-apiserver's --service-cluster-ip-range default
+NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver's --service-node-port-range default
+OUTSIDE_NETWORK = IPv4Network("198.51.100.0/24")  # TEST-NET-2 (RFC 5737): documentation's "internet"
+DEFAULT_OUTSIDE_IP = IPv4Address("198.51.100.10")
+
+VERDICTS = ("ok", "nat", "wrong-peer", "timeout", "unreachable")
+RULES = ("pod-pod-same-node", "pod-pod-cross-node", "node-pod", "pod-node", "node-node",
+         "pod-outside", "node-outside", "outside-node", "outside-pod")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Pairs matching `src`/`dst` (globs over endpoint names such as `node1` or `node1/web`)
+    and `rule` must end with one of `verdicts`. `fail` stands for any verdict but `ok`."""
+
+    src: str = "*"
+    dst: str = "*"
+    rule: str | None = None
+    verdicts: frozenset[str] = frozenset({"ok"})
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One L2 segment of the underlay (a rack, a subnet); more than one are joined by a router."""
+
+    name: str
+    cidr: IPv4Network | IPv6Network  # the lab's first family (IPv6 in an IPv6-only lab)
+    cidr6: IPv6Network | None = None  # dual-stack: the segment's IPv6 network
+
+
+@dataclass(frozen=True)
+class CniSpec:
+    """`dataplane: cni`: the reference plugins wire pods; `routing` joins the nodes."""
+
+    routing: str = DEFAULT_CNI_ROUTING
+    cni_path: str = DEFAULT_CNI_PATH
+    conflist: dict[str, Any] | None = None  # a network configuration list; None: bridge + host-local
+    conflist_file: str | None = None  # where it was read from, when the scenario named a file
+
+
+def plugin_types(conflist: dict[str, Any]) -> list[str]:
+    """The plugins a network configuration list runs: each plugin's type and its IPAM plugin's."""
+    types = []
+    for plugin in conflist.get("plugins", []):
+        types.append(str(plugin.get("type", "")))
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("type"), str):
+            types.append(ipam["type"])
+    return types
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    protocol: str = "TCP"
+    node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A Service: the pods its selector picks in its namespace (or the pods it names) are its
+    endpoints. A NodePort Service is a ClusterIP Service that is also reachable on every node's
+    address at each port's nodePort."""
+
+    name: str
+    namespace: str
+    selector: Labels
+    ports: tuple[ServicePort, ...]
+    type: str = "ClusterIP"
+    external_traffic_policy: str = "Cluster"  # NodePort only: Local keeps the client's address
+    pods: tuple[str, ...] = ()  # pod references (`node1/web`) instead of a selector
+
+    @property
+    def node_port(self) -> bool:
+        return self.type == "NodePort"
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """A NetworkPolicy object as the scenario gives it (inline, or one document of a file),
+    checked by policy.py as the API server would."""
+
+    where: str  # the scenario, or the file, and the document's index
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProbePort:
+    """A port `check` probes every pod pair on besides ICMP: a `probe.ports` entry or a
+    `check --port`, written `tcp/80`."""
+
+    protocol: str  # TCP | UDP, spelt as Services and NetworkPolicies spell it
+    port: int
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    name: str
+    labels: Labels  # kubernetes.io/metadata.name=<name> included
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """A pod as the scenario gives it: `web`, or `{name: a, namespace: x, labels: {pod: a}}`."""
+
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    labels: Labels = ()
+
+    @property
+    def key(self) -> str:
+        """Unique on its node, and what its namespace and host veth are named after: the name, or
+        for a pod of another namespace `<namespace>.<name>` (no name holds a dot)."""
+        return self.name if self.namespace == DEFAULT_NAMESPACE else f"{self.namespace}.{self.name}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    ip: IPv4Address | None
+    pod_cidr: IPv4Network | None
+    pods: tuple[str, ...]  # the pods' keys (PodSpec.key), in order
+    segment: str | None = None
+    ip6: IPv6Address | None = None  # dual-stack: `ips: [v4, v6]`
+    pod_cidr6: IPv6Network | None = None  # dual-stack: `podCIDRs: [v4, v6]`
+    pod_specs: tuple[PodSpec, ...] = ()  # namespaces and labels of `pods`, same order (empty: all default)
+
+    def spec_of(self, key: str) -> PodSpec:
+        return next((p for p in self.pod_specs if p.key == key), PodSpec(key))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the file says, checked for shape and types; addresses not yet allocated."""
+
+    name: str
+    dataplane: str
+    cluster_cidr: IPv4Network | IPv6Network  # the first family's (IPv6 in an IPv6-only lab)
+    node_cidr_mask_size: int
+    segments: tuple[Segment, ...]
+    nodes: tuple[NodeSpec, ...]
+    underlay_mtu: int = DEFAULT_MTU
+    pod_mtu: int | None = None  # None: what the data plane needs; set it to mis-set it on purpose
+    block_size: int = DEFAULT_BLOCK_SIZE  # bgp: the prefix length of a node's IPAM block
+    as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
+    cni: CniSpec = field(default_factory=CniSpec)
+    ebpf_routing: str = DEFAULT_EBPF_ROUTING  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
+    cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
+    namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
+    probe_ports: tuple[ProbePort, ...] = ()  # `probe.ports`: what check probes besides ICMP
+    policies: tuple[PolicySource, ...] = ()
+    outside_ip: IPv4Address | None = None  # `outside:`: a host behind the router, standing for the internet
+    services: tuple[ServiceSpec, ...] = ()
+    service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
+    masquerade: bool = False  # traffic leaving the cluster is masqueraded (default: when there is an outside)
+    node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
+    allow_overlap: bool = False
+    expect: tuple[Expectation, ...] = ()
+    description: str = ""
+    source: str = "<scenario>"
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -3,7 +3,7 @@
 pyroute2's IPRoute runs every call through an asyncio event loop, which costs ~0.2-0.4 ms a call
 and ~0.8 ms per namespace to open. Here pyroute2's message classes encode the requests and a
 plain netlink socket sends them: a call costs ~0.05 ms (measured in bench/). Reading (dumps)
-stays with IPRoute in `inspect.py`.
+stays with IPRoute in `readback.py`.
 """
 
 from __future__ import annotations

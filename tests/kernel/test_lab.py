@@ -213,7 +213,7 @@ def test_a_lab_is_found_by_its_scenario_file_name_too(tmp_path: Any) -> None:
 
 
 def test_a_running_lab_is_read_as_it_was_built(make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
-    # an upgrade of cni-lab (another ipam.py) must not change what status, check and explain see
+    # an upgrade of cni-lab (another ipam.py or cluster.py) must not change what status, check and explain see
     lab = make_lab(two_nodes("host-gw"))
 
     def other_ipam(*_: object) -> Lab:

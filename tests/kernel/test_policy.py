@@ -1,4 +1,4 @@
-"""NetworkPolicy enforced on the nodes (enforcement.py) and proved by check: every pair's verdict
+"""NetworkPolicy enforced on the nodes (rulesets/netpol.py) and proved by check: every pair's verdict
 is what the evaluator says for check's probes, on every data plane that enforces policy."""
 
 from __future__ import annotations

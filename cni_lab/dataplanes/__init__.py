@@ -1,20 +1,24 @@
 """Data planes: how pods are wired into their node and how nodes reach each other's pods.
 
-Each module describes one real CNI setup in plan steps; none of them talks to the kernel.
+Each module describes one real CNI setup in plan steps; none of them talks to the kernel. Each
+declares what it does (capabilities.py), which the rest of the code asks instead of its name;
+registry.py names them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from cni_lab.errors import LabError
+from cni_lab.dataplanes import registry
+from cni_lab.dataplanes.capabilities import Declares
 
 if TYPE_CHECKING:
     from cni_lab.cluster import Lab, Node, Pod
     from cni_lab.steps import Step
 
 
-class DataPlane(Protocol):
+@runtime_checkable
+class DataPlane(Declares, Protocol):
     name: str
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
@@ -38,18 +42,8 @@ class DataPlane(Protocol):
 
 
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bgp, bridge, cni, ebpf, fabric, hostgw, vxlan
-
-    planes: dict[str, DataPlane] = {
-        "bridge": bridge.Bridge(),
-        "host-gw": hostgw.HostGw(),
-        "vxlan": vxlan.Vxlan(),
-        "fabric": fabric.Fabric(),
-        "bgp": bgp.Bgp(),
-        "cni": cni.Cni(),
-        "ebpf": ebpf.Ebpf(),
-    }
-    try:
-        return planes[name]
-    except KeyError:
-        raise LabError(f"unknown data plane {name!r} (known: {', '.join(planes)})") from None
+    """The data plane called `name` (registry.py); LabError for a name it does not know."""
+    plane = registry.load(name)
+    if not isinstance(plane, DataPlane):
+        raise TypeError(f"{registry.PLANES[name]} is not a data plane")
+    return plane

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from typing import Union
 
 from cni_lab import ipam, policy
+from cni_lab.dataplanes.capabilities import Capabilities, Refused, capabilities_of
 from cni_lab.errors import LabError
 from cni_lab.model import DEFAULT_NAMESPACE, Labels, Scenario, Segment, ServiceSpec
 
@@ -145,7 +146,14 @@ class Lab:
 
     @property
     def dataplane(self) -> str:
+        """Its data plane's name: to show and to look the data plane up by, never to compare."""
         return self.scenario.dataplane
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        """What its data plane does in this lab (dataplanes/capabilities.py): what the rest of the
+        code asks instead of the data plane's name."""
+        return capabilities_of(self.scenario)
 
     @property
     def segments(self) -> tuple[Segment, ...]:
@@ -161,11 +169,6 @@ class Lab:
         if self.scenario.pod_mtu is not None:
             return self.scenario.pod_mtu
         return self.overlay_mtu
-
-    @property
-    def routing(self) -> str:
-        """How nodes reach each other's pods: the data plane itself, or what `cni` is given."""
-        return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
 
     @property
     def dual_stack(self) -> bool:
@@ -187,18 +190,13 @@ class Lab:
     @property
     def tunnelled(self) -> bool:
         """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
-        if self.dataplane == "ebpf":
-            return self.scenario.ebpf_routing == "tunnel"
-        return self.routing == "vxlan"
+        return self.capabilities.tunnel is not None
 
     @property
     def overlay_mtu(self) -> int:
-        """What a pod's packet may be inside the tunnel: VXLAN over IPv4 takes 50 bytes (outer
-        IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14), over IPv6 70 (its header is 40); a pod's one
-        MTU must fit the larger of its families' overheads."""
-        if not self.tunnelled:
-            return self.scenario.underlay_mtu
-        return self.scenario.underlay_mtu - (70 if self.has_ipv6 else 50)
+        """What a pod's packet may be inside the tunnel (Tunnel.mtu), or the underlay's."""
+        tunnel = self.capabilities.tunnel
+        return self.scenario.underlay_mtu if tunnel is None else tunnel.mtu(self.scenario.underlay_mtu, self.has_ipv6)
 
     @property
     def pods(self) -> tuple[Pod, ...]:
@@ -279,9 +277,8 @@ def _services(lab: Lab) -> tuple[Service, ...]:
     for net, what in [(lab.scenario.cluster_cidr, "the cluster CIDR"), *((s.cidr, "the underlay") for s in lab.segments)]:
         if net.version == 4 and cidr.overlaps(net):  # type: ignore[arg-type]
             problems.append(f"{src}: networking.serviceCIDR: {cidr} overlaps {what} {net}")
-    if lab.dataplane == "ebpf":
-        problems.append(f"{src}: services: dataplane ebpf does not load-balance Services yet (its programs bypass "
-                        "the node's NAT hooks, where kube-proxy's rules are)")
+    if isinstance(lab.capabilities.services, Refused):
+        problems.append(f"{src}: {lab.capabilities.services.reason}")
     cluster_ips = ipam.cluster_ips(lab.scenario, problems)
     if problems:
         raise LabError(*problems)

@@ -99,7 +99,7 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
 
 def daemon_status(lab: Lab) -> dict[str, tuple[int | None, bool]]:
     """node → (BIRD's pid, running in the node's namespace), for labs that run BIRD."""
-    if lab.dataplane != "bgp":
+    if "bird" not in lab.capabilities.daemons:
         return {}
     out = {}
     for node in lab.nodes:
@@ -232,7 +232,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         from cni_lab.probe import matrix
 
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
-        if lab.dataplane == "cni":
+        if lab.capabilities.runs_cni_plugins:
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni_runtime.check(record, folder)]
             result = dataclasses.replace(result, cni_problems=tuple(problems))

@@ -89,7 +89,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     moved = trace_lesson.counters_moved(before, trace_lesson.bpf_counters(lab)) if verdict is not None else {}
     if as_json:
         _json({**trace_lesson.to_json(t), "probe": verdict, "agrees": agree,
-               "bpfCounters": moved if lab.dataplane == "ebpf" else None})
+               "bpfCounters": moved if lab.capabilities.loads_bpf else None})
     else:
         out.print(lesson_views.trace_view(t, verdict, agree, moved))
     sys.exit(0 if t.outcome == "ok" else 1)

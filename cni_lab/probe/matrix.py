@@ -107,7 +107,7 @@ class CheckResult:
         for r in self.results if any(e.kind == "outside" for e in self.endpoints) else []:
             if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
                 seen.setdefault(r.pair.src.node, set()).add(r.observed)
-        how = "as Calico's natOutgoing does" if self.lab.dataplane == "bgp" else "as flannel --ip-masq does"
+        how = "as Calico's natOutgoing does" if self.lab.capabilities.masquerade == "calico" else "as flannel --ip-masq does"
         return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
                 for node, ips in sorted(seen.items())]
 

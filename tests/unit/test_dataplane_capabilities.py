@@ -15,6 +15,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,8 @@ EXCEPTIONS = {
     "model.py": "the scenario's vocabulary (DATAPLANES, the default, CNI_ROUTING, the cni:/ebpf: sections) until "
                 "it takes them from dataplanes/registry.py (another change splits model.py)",
 }
-# (file, literal, reason) for a use the rules below flag but that is not a data plane's: none so far
-ALLOWED: set[tuple[str, str]] = set()
+# (file, literal) → why: a use the rules below flag that is not a data plane's (none so far)
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _plane_names(node: ast.AST | None) -> list[str]:
@@ -71,11 +74,11 @@ def findings(source: str, where: str = "<code>") -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
-            kind = any(_called(o, {"kind"}) for o in operands)  # a link's kind ("bridge", "vxlan", topology's "bgp")
+            link_kind = any(_called(o, {"kind"}) for o in operands)  # "bridge", "vxlan"; topology's "bgp", "fabric"
             names = [n for o in operands for n in _plane_names(o)]
             if any(_called(o, SUBJECTS) for o in operands) and any(_constant(o) for o in operands):
                 flag(node, "compares a data plane's name or option with a constant", names)
-            elif names and not kind:
+            elif names and not link_kind:
                 flag(node, "compares with the data-plane name(s)", names)
         elif isinstance(node, ast.Dict) and node.keys:
             keys = [k.value if isinstance(k, ast.Constant) else None for k in node.keys]
@@ -88,7 +91,7 @@ def findings(source: str, where: str = "<code>") -> list[str]:
         elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             names = _plane_names(node)
             up = parent.get(node)
-            in_compare = isinstance(up, ast.Compare)  # flagged above, or a kind's
+            in_compare = isinstance(up, ast.Compare)  # flagged above, or a link kind's
             if len(names) >= 2 and not in_compare:
                 flag(node, "lists data planes outside the registry:", names)
         elif isinstance(node, ast.MatchValue) and _plane_names(node.value):
@@ -188,6 +191,17 @@ def test_every_registered_data_plane_loads_and_declares_what_it_does(name: str) 
     assert built.capabilities is built.capabilities  # asked once per lab
 
 
+@pytest.mark.parametrize("first", ["cni_lab.ipam", "cni_lab.cluster", "cni_lab.dataplanes.bgp", "cni_lab.dataplanes"])
+def test_capabilities_load_whatever_is_imported_first(first: str) -> None:
+    """ipam and the lab reach a data plane's module by name (registry.load), and that module
+    imports the lab: this works from a fresh interpreter whichever comes first."""
+    code = (f"import {first}; from cni_lab import ipam, model; "
+            "s = model.load_document({'name': 'l', 'dataplane': 'bgp', 'nodes': [{'name': 'a'}]}, 's.yaml'); "
+            "print(ipam.has_router(s), ipam.allocate(s).nodes[0].pod_cidr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert (done.returncode, done.stdout) == (0, "True 10.244.0.0/26\n"), done.stderr
+
+
 def test_an_unknown_name_is_refused_with_the_known_ones() -> None:
     with pytest.raises(LabError, match=re.escape("unknown data plane 'calico' (known: bridge, host-gw, vxlan, fabric, "
                                                  "bgp, cni, ebpf)")):
@@ -223,6 +237,39 @@ def test_what_each_data_plane_answers() -> None:
     assert which(lambda c: c.families == (4,)) == ebpf
     tunnels = {k: c.tunnel.device for k, c in CAPS.items() if c.tunnel is not None}
     assert tunnels == {"vxlan": names.FLANNEL_DEVICE, "cni+vxlan": names.FLANNEL_DEVICE, "ebpf+tunnel": names.CILIUM_VXLAN}
+
+
+def _literals(hint: Any) -> set[str]:
+    """The strings a field's type allows (its Literal values, inside unions and tuples too)."""
+    if typing.get_origin(hint) is typing.Literal:
+        return {a for a in typing.get_args(hint) if isinstance(a, str)}
+    return {v for a in typing.get_args(hint) for v in _literals(a)}
+
+
+def test_what_the_code_compares_a_capability_with_is_one_of_its_values() -> None:
+    """mypy lets `lab.capabilities.masquerade == "calcio"` pass: this does not."""
+    hints = typing.get_type_hints(Capabilities)
+    wrong = []
+
+    def field(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "capabilities":
+            return node.attr
+        return None
+
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            pairs: list[tuple[str, object]] = []
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                pairs = [(f, o.value) for f in filter(None, map(field, operands)) for o in operands
+                         if isinstance(o, ast.Constant)]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                  and isinstance(node.func.value, ast.Dict) and node.args and (f := field(node.args[0]))):
+                pairs = [(f, k.value) for k in node.func.value.keys if isinstance(k, ast.Constant)]
+            wrong += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {f} is never {v!r}" for f, v in pairs
+                      if isinstance(v, str) and v not in _literals(hints[f])]
+    assert not wrong, "\n".join(wrong)
+    assert _literals(hints["masquerade"]) == {"flannel", "calico"}  # the check sees through `| Refused`
 
 
 def test_a_tunnel_costs_its_headers_of_the_larger_family() -> None:

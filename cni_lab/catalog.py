@@ -1,10 +1,12 @@
-"""Where scenarios come from: a file path, or the name of one shipped with cni-lab (no root needed)."""
+"""Where scenarios come from (a file path, or the name of one shipped with cni-lab) and the lab each
+resolves to, with its data plane's answers (no root needed)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cni_lab import cluster, model
+from cni_lab import cluster, dataplanes, model
+from cni_lab.model import Scenario
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
 
@@ -41,9 +43,14 @@ def scenario_path(arg: str) -> Path:
     return builtin if builtin.exists() else path
 
 
+def resolve(scenario: Scenario) -> Lab:
+    """A scenario → its lab: every address decided, with what its data plane does in it."""
+    return cluster.resolve(scenario, dataplanes.get(scenario.dataplane).capabilities(scenario))
+
+
 def load(arg: str, name: str | None = None) -> Lab:
     """Scenario file → validated, addressed lab (no root needed)."""
-    return cluster.resolve(model.load_file(scenario_path(arg), name_override=name))
+    return resolve(model.load_file(scenario_path(arg), name_override=name))
 
 
 def shipped(path: str) -> bool:

@@ -1,9 +1,10 @@
 """The resolved lab: a scenario with every address decided, its Services and NetworkPolicies
 worked out once. What every later stage (plan, kernel, probe, lesson, report) reads.
 
-`resolve(scenario)` asks `ipam` for the addresses (node IPs, pod CIDRs, pod IPs, ClusterIPs,
-NodePorts), builds the nodes and pods from them, and checks the policies as the API server would
-before anything is built. A Service's endpoints are the pods its selector picks in its namespace
+`resolve(scenario, capabilities)` asks `ipam` for the addresses (node IPs, pod CIDRs, pod IPs,
+ClusterIPs, NodePorts), builds the nodes and pods from them, and checks the policies as the API
+server would before anything is built. It is handed what the data plane does (a data plane's
+module sits above this one: it wires the lab); `catalog.resolve(scenario)` asks the data plane. A Service's endpoints are the pods its selector picks in its namespace
 (or the pods it names), as the EndpointSlice controller picks them.
 
 Pure: no kernel, no files.
@@ -18,6 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from typing import Union
 
 from cni_lab import ipam, policy
+from cni_lab.dataplanes.capabilities import Capabilities, Refused
 from cni_lab.errors import LabError
 from cni_lab.model import DEFAULT_NAMESPACE, Labels, Scenario, Segment, ServiceSpec
 
@@ -137,6 +139,7 @@ class Lab:
 
     scenario: Scenario
     nodes: tuple[Node, ...]
+    capabilities: Capabilities  # what its data plane does in it: what the code asks instead of its name
     warnings: tuple[str, ...] = ()
 
     @property
@@ -145,6 +148,7 @@ class Lab:
 
     @property
     def dataplane(self) -> str:
+        """Its data plane's name: to show and to look the data plane up by, never to compare."""
         return self.scenario.dataplane
 
     @property
@@ -153,7 +157,7 @@ class Lab:
 
     @property
     def has_router(self) -> bool:
-        return ipam.has_router(self.scenario)
+        return ipam.has_router(self.scenario, self.capabilities)
 
     @property
     def pod_mtu(self) -> int:
@@ -161,11 +165,6 @@ class Lab:
         if self.scenario.pod_mtu is not None:
             return self.scenario.pod_mtu
         return self.overlay_mtu
-
-    @property
-    def routing(self) -> str:
-        """How nodes reach each other's pods: the data plane itself, or what `cni` is given."""
-        return self.scenario.cni.routing if self.dataplane == "cni" else self.dataplane
 
     @property
     def dual_stack(self) -> bool:
@@ -187,18 +186,13 @@ class Lab:
     @property
     def tunnelled(self) -> bool:
         """Pod traffic between nodes travels in VXLAN (flannel's vxlan, Cilium's tunnel mode)."""
-        if self.dataplane == "ebpf":
-            return self.scenario.ebpf_routing == "tunnel"
-        return self.routing == "vxlan"
+        return self.capabilities.tunnel is not None
 
     @property
     def overlay_mtu(self) -> int:
-        """What a pod's packet may be inside the tunnel: VXLAN over IPv4 takes 50 bytes (outer
-        IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14), over IPv6 70 (its header is 40); a pod's one
-        MTU must fit the larger of its families' overheads."""
-        if not self.tunnelled:
-            return self.scenario.underlay_mtu
-        return self.scenario.underlay_mtu - (70 if self.has_ipv6 else 50)
+        """What a pod's packet may be inside the tunnel (Tunnel.mtu), or the underlay's."""
+        tunnel = self.capabilities.tunnel
+        return self.scenario.underlay_mtu if tunnel is None else tunnel.mtu(self.scenario.underlay_mtu, self.has_ipv6)
 
     @property
     def pods(self) -> tuple[Pod, ...]:
@@ -249,9 +243,10 @@ class Lab:
         raise LabError(f"lab {self.name} has no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
 
 
-def resolve(scenario: Scenario) -> Lab:
-    """The scenario with every address decided; LabError listing every problem."""
-    allocation = ipam.allocate(scenario)
+def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
+    """The scenario with every address decided, given what its data plane does in it
+    (catalog.resolve asks the data plane); LabError listing every problem."""
+    allocation = ipam.allocate(scenario, capabilities)
     nodes = []
     for i, spec in enumerate(scenario.nodes):
         given = allocation.nodes[i]
@@ -263,7 +258,7 @@ def resolve(scenario: Scenario) -> Lab:
                      for j, p in enumerate(spec.pods))
         nodes.append(Node(name=spec.name, ip=given.ip, pod_cidr=cidr, pods=pods, segment=given.segment,
                           ip6=given.ip6, pod_cidr6=cidr6))
-    lab = Lab(scenario=scenario, nodes=tuple(nodes), warnings=allocation.warnings)
+    lab = Lab(scenario=scenario, nodes=tuple(nodes), capabilities=capabilities, warnings=allocation.warnings)
     lab.policies  # noqa: B018 - every policy checked now, as `kubectl apply` would, before anything is built
     return lab
 
@@ -279,9 +274,8 @@ def _services(lab: Lab) -> tuple[Service, ...]:
     for net, what in [(lab.scenario.cluster_cidr, "the cluster CIDR"), *((s.cidr, "the underlay") for s in lab.segments)]:
         if net.version == 4 and cidr.overlaps(net):  # type: ignore[arg-type]
             problems.append(f"{src}: networking.serviceCIDR: {cidr} overlaps {what} {net}")
-    if lab.dataplane == "ebpf":
-        problems.append(f"{src}: services: dataplane ebpf does not load-balance Services yet (its programs bypass "
-                        "the node's NAT hooks, where kube-proxy's rules are)")
+    if isinstance(lab.capabilities.services, Refused):
+        problems.append(f"{src}: {lab.capabilities.services.reason}")
     cluster_ips = ipam.cluster_ips(lab.scenario, problems)
     if problems:
         raise LabError(*problems)

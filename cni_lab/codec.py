@@ -52,6 +52,11 @@ def decode(kind: Any, data: Any) -> Any:
                 except ValueError:
                     continue
             raise ValueError(f"{data!r} is none of {inner}")
+        if len(inner) > 1:  # a dataclass or a word (a data plane's `Refused(reason)` or how it does it)
+            shaped = [o for o in inner if dataclasses.is_dataclass(o)]
+            if isinstance(data, dict) and len(shaped) == 1:
+                return decode(shaped[0], data)
+            return decode(next(o for o in inner if not dataclasses.is_dataclass(o)), data)
         (only,) = inner
         return decode(only, data)
     if dataclasses.is_dataclass(kind):

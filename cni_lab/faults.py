@@ -98,7 +98,7 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
         fault = Fault(kind, node.name, names.node_netns(lab.name, node.name))
         edit.nft_apply(fault.netns, forward_drop_rules(lab))
     elif kind == "bpf-detach":
-        if lab.dataplane != "ebpf":
+        if not lab.capabilities.loads_bpf:
             raise LabError(f"bpf-detach: lab {lab.name} runs dataplane {lab.dataplane}, which has no BPF programs")
         node_name, pod_name = _pod(lab, args, "bpf-detach")
         lxc = names.lxc_veth(lab.name, node_name, pod_name)
@@ -161,7 +161,7 @@ def readings(lab: Lab) -> list[str]:
         except OSError as e:
             lines.append(f"forward-drop at {fault.target}: cannot read its counters ({e.strerror})")
             continue
-        why = ("the eBPF programs move pod packets around the node's forward hook" if lab.dataplane == "ebpf"
+        why = ("the eBPF programs move pod packets around the node's forward hook" if lab.capabilities.bypasses_forward_hook
                else "pod traffic through this node crosses its forward hook")
         lines.append(f"forward-drop at {fault.target}: its rules dropped {count} packets ({why})")
     return lines
@@ -184,7 +184,7 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
                   if r.dst != "default" and (dst := ip_network(r.dst)).version == target.pod_cidr.version
                   and dst.overlaps(target.pod_cidr) and r.type == "unicast"), None)  # type: ignore[arg-type]
     if route is None:
-        where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.routing == "fabric" else ""
+        where = " (in a fabric lab the router holds it: route-del router " + other + ")" if lab.capabilities.fabric_routes_pods else ""
         raise LabError(f"{holder} has no route to {other}'s pods ({target.pod_cidr}){where}")
     saved = SavedRoute.of(route)
     edit.delete_route(ns, saved)
@@ -227,9 +227,9 @@ def _reapply(lab: Lab) -> None:
     built = plan.build(lab)
     folder = state.lab_dir(lab.name)
     apply.reapply(built, folder)
-    if lab.dataplane == "cni":
+    if lab.capabilities.runs_cni_plugins:
         _reapply_cni_routes(lab)
-    if lab.routing == "bgp":
+    if "bird" in lab.capabilities.daemons:
         for node in lab.nodes:  # BIRD syncs its routes into the kernel again
             daemons.resync_bird(folder / names.bird_dir(node.name) / "bird.ctl")
         apply.converge_bgp(built, folder)

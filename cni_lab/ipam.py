@@ -7,8 +7,8 @@
   subnets, handed out in node order from the first free one; an explicit podCIDR wins.
 - Pod IPs: like the CNI bridge plugin with host-local IPAM: the first address of the pod CIDR
   is the gateway on cni0, pods get the next ones in order (first pod .2).
-- With `bgp` (Calico), a node's pod CIDR is its IPAM block (/blockSize, /26 by default) and, as
-  there is no bridge to take a gateway address, pods start at the block's first host.
+- With Calico IPAM (`bgp`), a node's pod CIDR is its IPAM block (/blockSize, /26 by default)
+  and, as there is no bridge to take a gateway address, pods start at the block's first host.
 - Dual-stack: the same per family, in node order (kube-controller-manager allocates each
   family's node CIDRs separately: --node-cidr-mask-size-ipv6, /64 by default; Calico's IPv6
   blocks are /122); nodes and pods get an IPv6 address besides their IPv4 one.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Iterator, TypeVar, Union
 
+from cni_lab.dataplanes.capabilities import Capabilities
 from cni_lab.errors import LabError
 from cni_lab.model import DEFAULT_BLOCK_SIZE6, NODE_PORT_RANGE, Scenario, Segment, ServiceSpec
 
@@ -54,16 +55,16 @@ class Allocation:
     warnings: tuple[str, ...] = ()
 
 
-def has_router(scenario: Scenario) -> bool:
+def has_router(scenario: Scenario, capabilities: Capabilities) -> bool:
     """A router namespace (at each segment's first address, every node's default gateway) joins
-    the segments; it plays the fabric for `fabric`; and `bgp` needs it because Calico's proxy ARP
-    only answers for 169.254.1.1 when the node has a route to it, normally the default route
-    (projectcalico/calico#3270)."""
-    return len(scenario.segments) > 1 or scenario.dataplane in ("fabric", "bgp") or scenario.outside_ip is not None
+    the segments, leads to the outside host, and is there on one segment too for a data plane
+    that needs it (Capabilities.needs_router: the fabric's; Calico's proxy ARP)."""
+    return len(scenario.segments) > 1 or capabilities.needs_router or scenario.outside_ip is not None
 
 
-def allocate(scenario: Scenario) -> Allocation:
-    """Every node's and pod's addresses, in node order."""
+def allocate(scenario: Scenario, capabilities: Capabilities) -> Allocation:
+    """Every node's and pod's addresses, in node order (what the data plane does decides the size
+    of a node's pod CIDR and whether its first address is a gateway's)."""
     problems: list[str] = []
     warnings: list[str] = []
     src = scenario.source
@@ -72,18 +73,18 @@ def allocate(scenario: Scenario) -> Allocation:
     v6only = isinstance(scenario.cluster_cidr, IPv6Network)
     _families_given(scenario, v6only, problems)
     given_ips: list[IPv4Address | IPv6Address | None] = [s.ip6 if v6only else s.ip for s in scenario.nodes]
-    node_ips = _node_ips(scenario, segments, given_ips, problems)
+    node_ips = _node_ips(scenario, segments, given_ips, has_router(scenario, capabilities), problems)
     node_ips6 = _node_ips6(scenario, segments, problems) if not v6only else [None] * len(scenario.nodes)
-    bgp = scenario.dataplane == "bgp"
+    blocks = capabilities.ipam == "calico-ipam"  # else host-local's node CIDRs
     if v6only:
-        mask = DEFAULT_BLOCK_SIZE6 if bgp else scenario.node_cidr_mask_size6
+        mask = DEFAULT_BLOCK_SIZE6 if blocks else scenario.node_cidr_mask_size6
     else:
-        mask = scenario.block_size if bgp else scenario.node_cidr_mask_size
+        mask = scenario.block_size if blocks else scenario.node_cidr_mask_size
     given = [s.pod_cidr6 if v6only else s.pod_cidr for s in scenario.nodes]
     pod_cidrs = _pod_cidrs(scenario, scenario.cluster_cidr, mask, given, "podCIDR", problems, warnings)  # type: ignore[type-var]
     pod_cidrs6: list[IPv6Network | None] = [None] * len(scenario.nodes)
     if scenario.cluster_cidr6 is not None:
-        mask6 = DEFAULT_BLOCK_SIZE6 if scenario.dataplane == "bgp" else scenario.node_cidr_mask_size6
+        mask6 = DEFAULT_BLOCK_SIZE6 if blocks else scenario.node_cidr_mask_size6
         pod_cidrs6 = list(_pod_cidrs(scenario, scenario.cluster_cidr6, mask6, [s.pod_cidr6 for s in scenario.nodes],
                                      "podCIDRs[1]", problems, warnings))
     if problems:
@@ -92,13 +93,13 @@ def allocate(scenario: Scenario) -> Allocation:
     nodes = []
     for i, spec in enumerate(scenario.nodes):
         cidr = pod_cidrs[i]
-        skip = 0 if scenario.dataplane == "bgp" else 1  # the gateway's address on cni0
+        skip = 0 if blocks else 1  # host-local: the gateway's address (cni0's, the router IP)
         capacity = cidr.num_addresses - 2 - skip  # network, broadcast (and gateway)
         if len(spec.pods) > capacity:
             problems.append(
                 f"{src}: nodes[{i}].pods: {len(spec.pods)} pods do not fit {spec.name}'s pod CIDR {cidr} "
                 f"({capacity} addresses for pods); use a smaller "
-                + ("networking.blockSize" if scenario.dataplane == "bgp" else "networking.nodeCIDRMaskSize")
+                + ("networking.blockSize" if blocks else "networking.nodeCIDRMaskSize")
             )
             continue
         hosts = _hosts(cidr, skip=skip)  # type: ignore[type-var]
@@ -174,7 +175,7 @@ def _node_segments(scenario: Scenario, problems: list[str]) -> list[Segment]:
 
 
 def _node_ips(scenario: Scenario, segments: list[Segment], given: list[IPv4Address | IPv6Address | None],
-              problems: list[str]) -> list[IPv4Address | IPv6Address]:
+              router: bool, problems: list[str]) -> list[IPv4Address | IPv6Address]:
     """Each node's address of the lab's first family: given, or its segment's next from .2."""
     src = scenario.source
     taken: dict[IPv4Address | IPv6Address, str] = {}
@@ -191,7 +192,7 @@ def _node_ips(scenario: Scenario, segments: list[Segment], given: list[IPv4Addre
             problems.append(f"{key}: {address} is the underlay's network or broadcast address")
         elif address in taken:
             problems.append(f"{key}: {address} is already {taken[address]}'s address")
-        elif address == net.network_address + 1 and has_router(scenario):
+        elif address == net.network_address + 1 and router:
             problems.append(f"{key}: {address} is the address of {where}'s router")
         taken[address] = spec.name
     free = {s.name: (ip for ip in _hosts(s.cidr, skip=1) if ip not in taken) for s in scenario.segments}  # type: ignore[type-var]

@@ -1,6 +1,6 @@
 """The lab's life, in order: up (plan, record, apply), status, check, down (and the sweep by
 name). Glue between the pure pipeline (model → ipam → plan), the recorded state and the kernel
-layer; scenario files are found by catalog.py, what users name by targets.py. Returns values;
+layer; scenario files are found by catalog.py, what users name by target_netns.py. Returns values;
 prints nothing, renders nothing (but the check's record, which is its JSON: record_check).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from cni_lab import catalog, cluster, codec, dataplanes, model, names, plan, privileges, state
+from cni_lab import catalog, codec, dataplanes, model, names, plan, privileges, state
 from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.cluster import Lab
@@ -30,7 +30,7 @@ def from_state(st: state.LabState) -> Lab:
             return codec.load(Lab, st.lab)
         except (KeyError, TypeError, ValueError):
             pass  # a record from another version of cni-lab: resolve the scenario again
-    return cluster.resolve(model.load_document(st.document, st.source))
+    return catalog.resolve(model.load_document(st.document, st.source))
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
 
 def daemon_status(lab: Lab) -> dict[str, tuple[int | None, bool]]:
     """node → (BIRD's pid, running in the node's namespace), for labs that run BIRD."""
-    if lab.dataplane != "bgp":
+    if "bird" not in lab.capabilities.daemons:
         return {}
     out = {}
     for node in lab.nodes:
@@ -231,7 +231,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         from cni_lab.probe import matrix
 
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
-        if lab.dataplane == "cni":
+        if lab.capabilities.runs_cni_plugins:
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni_runtime.check(record, folder)]
             result = dataclasses.replace(result, cni_problems=tuple(problems))

@@ -13,6 +13,7 @@ from cni_lab import dataplanes, names
 from cni_lab.rulesets import kubeproxy, masquerade, netpol
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
+from cni_lab.dataplanes.capabilities import Refused
 from cni_lab.model import OUTSIDE_NETWORK
 from cni_lab.steps import (
     DEFAULT_ROUTE6,
@@ -28,8 +29,6 @@ from cni_lab.steps import (
     Step,
     default_route,
 )
-
-DUAL_STACK = ("bridge", "host-gw", "fabric", "vxlan", "cni", "bgp")  # the data planes that build both families so far
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,8 @@ def build(lab: Lab) -> Plan:
     """The whole lab: underlay switch, nodes on it, pods in nodes, then the data plane's routes."""
     dataplane = dataplanes.get(lab.dataplane)
     dataplane.validate(lab)
-    if lab.has_ipv6 and lab.dataplane == "ebpf":
-        raise LabError(f"{lab.scenario.source}: dataplane: ebpf forwards IPv4 only (its programs and maps have no "
-                       "IPv6 path): give networking.clusterCIDR one IPv4 CIDR, or use another data plane for IPv6")
-    if lab.dual_stack and lab.dataplane not in DUAL_STACK:
-        raise LabError(f"{lab.scenario.source}: dataplane: {lab.dataplane} does not build dual-stack labs yet "
-                       f"(dual-stack so far: {', '.join(DUAL_STACK)})")
+    if lab.has_ipv6 and lab.capabilities.ipv6 is not None:
+        raise LabError(f"{lab.scenario.source}: {lab.capabilities.ipv6.reason}")
     underlay_ns = names.underlay_netns(lab.name)
     mtu = lab.scenario.underlay_mtu
     steps: list[Step] = _netns(lab, underlay_ns)
@@ -98,7 +93,7 @@ def build(lab: Lab) -> Plan:
     if lab.services:  # kube-proxy on every node
         steps += [LoadNftables(names.node_netns(lab.name, n.name), kubeproxy.TABLE, kubeproxy.ruleset(lab, lab.services, n))
                   for n in lab.nodes]
-        if lab.dataplane in ("bridge", "host-gw", "vxlan", "fabric"):  # pods on cni0: hairpin for their Services
+        if lab.capabilities.sets_hairpin:  # pods on cni0: hairpin for their Services
             steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
                       for n in lab.nodes for p in n.pods]
     if lab.policies:
@@ -109,13 +104,12 @@ def build(lab: Lab) -> Plan:
 def policy_steps(lab: Lab) -> list[Step]:
     """NetworkPolicy on every node (netpol.py), after its pods exist. Pods on one bridge
     reach each other without routing: br_netfilter shows that traffic to the forward hook too."""
-    if lab.dataplane == "ebpf":
-        raise LabError(f"{lab.scenario.source}: policies: dataplane ebpf does not enforce NetworkPolicy (its "
-                       "programs have no policy map yet); use another data plane for policies")
+    if isinstance(lab.capabilities.policy, Refused):
+        raise LabError(f"{lab.scenario.source}: {lab.capabilities.policy.reason}")
     steps: list[Step] = []
     for node in lab.nodes:
         ns = names.node_netns(lab.name, node.name)
-        if lab.dataplane != "bgp":  # Calico's pods are routed, never bridged
+        if lab.capabilities.pods_meet == "cni0":  # only bridged traffic needs br_netfilter (Calico's is routed)
             steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-iptables", "1"))
             if lab.has_ipv6:
                 steps.append(SetSysctl(ns, "net/bridge/bridge-nf-call-ip6tables", "1"))

@@ -1,12 +1,18 @@
 """Data planes: how pods are wired into their node and how nodes reach each other's pods.
 
-Each module describes one real CNI setup in plan steps; none of them talks to the kernel.
+Each module describes one real CNI setup in plan steps; none of them talks to the kernel. Each
+declares what it does (capabilities.py), which the rest of the code asks instead of its name;
+registry.py names them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import functools
+import importlib
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from cni_lab.dataplanes import registry
+from cni_lab.dataplanes.capabilities import Declares
 from cni_lab.errors import LabError
 
 if TYPE_CHECKING:
@@ -14,7 +20,8 @@ if TYPE_CHECKING:
     from cni_lab.steps import Step
 
 
-class DataPlane(Protocol):
+@runtime_checkable
+class DataPlane(Declares, Protocol):
     name: str
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
@@ -37,19 +44,15 @@ class DataPlane(Protocol):
         """What makes pods on different nodes reach each other (routes, tunnels)."""
 
 
+@functools.cache
 def get(name: str) -> DataPlane:
-    from cni_lab.dataplanes import bgp, bridge, cni, ebpf, fabric, hostgw, vxlan
-
-    planes: dict[str, DataPlane] = {
-        "bridge": bridge.Bridge(),
-        "host-gw": hostgw.HostGw(),
-        "vxlan": vxlan.Vxlan(),
-        "fabric": fabric.Fabric(),
-        "bgp": bgp.Bgp(),
-        "cni": cni.Cni(),
-        "ebpf": ebpf.Ebpf(),
-    }
+    """The data plane called `name` (registry.py; one instance: data planes keep no state), its
+    module imported now; LabError for a name the registry does not know."""
     try:
-        return planes[name]
+        module, _, cls = registry.PLANES[name].partition(":")
     except KeyError:
-        raise LabError(f"unknown data plane {name!r} (known: {', '.join(planes)})") from None
+        raise LabError(f"unknown data plane {name!r} (known: {', '.join(registry.PLANES)})") from None
+    plane = getattr(importlib.import_module(module), cls)()
+    if not isinstance(plane, DataPlane):
+        raise TypeError(f"{registry.PLANES[name]} is not a data plane")
+    return plane

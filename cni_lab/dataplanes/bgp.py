@@ -25,8 +25,10 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 from cni_lab import names
+from cni_lab.dataplanes.capabilities import Capabilities
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Node, Pod
+from cni_lab.model import Scenario
 from cni_lab.steps import (
     DEFAULT_ROUTE,
     DEFAULT_ROUTE6,
@@ -43,6 +45,23 @@ from cni_lab.steps import (
 
 GATEWAY = IPv4Address(names.CALICO_GATEWAY)
 GATEWAY6 = IPv6Address(names.CALICO_GATEWAY6)
+CAPABILITIES = Capabilities(
+    ipam="calico-ipam",
+    ipv6=None,
+    pods_meet="routed",
+    pod_gateway="proxy-arp",
+    sets_hairpin=False,  # no bridge
+    tunnel=None,
+    needs_router=True,  # proxy ARP answers for 169.254.1.1 only with a default route (calico#3270)
+    fabric_routes_pods=False,
+    daemons=("bird",),
+    loads_bpf=False,
+    bypasses_forward_hook=False,
+    runs_cni_plugins=False,
+    policy="node-nftables",
+    services="kube-proxy-nftables",
+    masquerade="calico",
+)
 
 
 def mesh_name(peer: IPv4Address | IPv6Address) -> str:
@@ -175,6 +194,9 @@ template bgp bgp_template {{
 
 class Bgp:
     name = "bgp"
+
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        return CAPABILITIES
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         return (("bird", "bird2"), ("birdc", "bird2"))

@@ -14,11 +14,35 @@ from ipaddress import IPv6Interface, ip_interface
 
 from cni_lab import names
 from cni_lab.cluster import Lab, Node, Pod
+from cni_lab.dataplanes.capabilities import Capabilities
+from cni_lab.model import Scenario
 from cni_lab.steps import DEFAULT_ROUTE6, AddAddress, AddBridge, AddRoute, AddVeth, LinkUp, Step, default_route
+
+# flannel's way, which every data plane wiring pods to cni0 shares but for what it changes
+CAPABILITIES = Capabilities(
+    ipam="host-local",
+    ipv6=None,
+    pods_meet="cni0",
+    pod_gateway="cni0",
+    sets_hairpin=True,
+    tunnel=None,
+    needs_router=False,
+    fabric_routes_pods=False,
+    daemons=(),
+    loads_bpf=False,
+    bypasses_forward_hook=False,
+    runs_cni_plugins=False,
+    policy="node-nftables",
+    services="kube-proxy-nftables",
+    masquerade="flannel",
+)
 
 
 class Bridge:
     name = "bridge"
+
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        return CAPABILITIES
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         """Programs (and their Debian package) the data plane runs."""

@@ -19,19 +19,23 @@ leaves the pod's subnet, pods on other nodes included, which check then shows as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 from cni_lab import names
 from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.dataplanes.capabilities import Capabilities
 from cni_lab.dataplanes.hostgw import HostGw
 from cni_lab.dataplanes.vxlan import Vxlan
 from cni_lab.cluster import Lab, Node, Pod
-from cni_lab.model import DEFAULT_CNI_PATH, plugin_types
+from cni_lab.model import DEFAULT_CNI_PATH, Scenario, plugin_types
 from cni_lab.steps import CniAdd, Step, WriteFile
 
 CNI_VERSION = "1.0.0"  # the newest version Debian's plugins (1.1.1) speak
+# cni.routing → the data plane whose way joins the nodes: host-gw's routes, vxlan's overlay, or none
+ROUTING: dict[str, Bridge] = {"host-gw": HostGw(), "vxlan": Vxlan(), "none": Bridge()}
 
 
 def default_conflist(lab: Lab) -> dict[str, Any]:
@@ -98,6 +102,12 @@ def container_id(lab: Lab, node: Node, pod: Pod) -> str:
 class Cni(Bridge):
     name = "cni"
 
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        """Pods on cni0 as in `bridge` (the bridge plugin sets hairpin itself: hairpinMode), the
+        nodes joined as cni.routing says, and the lab is the runtime that runs the plugins."""
+        joined = ROUTING[scenario.cni.routing].capabilities(scenario)
+        return dataclasses.replace(joined, sets_hairpin=False, runs_cni_plugins=True)
+
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         found: tuple[tuple[str, str], ...] = ((f"{lab.scenario.cni.cni_path}/host-local", "containernetworking-plugins"),)
         conflist = lab.scenario.cni.conflist or {}
@@ -119,14 +129,14 @@ class Cni(Bridge):
         return tuple(files)
 
     def validate(self, lab: Lab) -> None:
-        if lab.routing == "host-gw":
-            HostGw().validate(lab)
+        ROUTING[lab.scenario.cni.routing].validate(lab)
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
         steps: list[Step] = [WriteFile(ns, f"{names.cni_dir(node.name)}/net.conflist", json.dumps(render(lab, node), indent=2))]
-        if lab.routing == "vxlan":
-            steps += Vxlan().vtep_steps(lab, node)
+        joined = ROUTING[lab.scenario.cni.routing]
+        if isinstance(joined, Vxlan):
+            steps += joined.vtep_steps(lab, node)
         return steps
 
     def pod_steps(self, lab: Lab, node: Node, pod: Pod) -> list[Step]:
@@ -143,9 +153,5 @@ class Cni(Bridge):
         )]
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
-        if lab.routing == "host-gw":
-            return HostGw().cluster_steps(lab)
-        if lab.routing == "vxlan":
-            return Vxlan().cluster_steps(lab)
-        return []
+        return ROUTING[lab.scenario.cni.routing].cluster_steps(lab)
 

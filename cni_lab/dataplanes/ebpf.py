@@ -33,12 +33,15 @@ Where the lab differs from Cilium, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from cni_lab import names
+from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.dataplanes.hostgw import require_one_segment
 from cni_lab.cluster import Lab, Node, Pod
+from cni_lab.model import Scenario
 from cni_lab.steps import (
     DEFAULT_ROUTE,
     AddAddress,
@@ -55,6 +58,7 @@ from cni_lab.steps import (
     Step,
 )
 
+
 def v4(address: object) -> Any:
     """An IPv4 address or network: the programs speak IPv4 only (plan.build refuses IPv6 labs)."""
     assert getattr(address, "version", 4) == 4, address
@@ -66,9 +70,35 @@ VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab has no
 FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST = "cil_from_container", "cil_from_netdev", "cil_from_overlay", "cil_from_host"
 PROGRAMS = (FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST)
 
+NATIVE = Capabilities(
+    ipam="host-local",  # the pod CIDR's first address is the router IP, pods from .2
+    ipv6=Refused("dataplane: ebpf forwards IPv4 only (its programs and maps have no IPv6 path): give "
+                 "networking.clusterCIDR one IPv4 CIDR, or use another data plane for IPv6"),
+    pods_meet="bpf-redirect",
+    pod_gateway="cilium_host",
+    sets_hairpin=False,  # no bridge
+    tunnel=None,
+    needs_router=False,
+    fabric_routes_pods=False,
+    daemons=(),
+    loads_bpf=True,
+    bypasses_forward_hook=True,
+    runs_cni_plugins=False,
+    policy=Refused("policies: dataplane ebpf does not enforce NetworkPolicy (its programs have no policy map "
+                   "yet); use another data plane for policies"),
+    services=Refused("services: dataplane ebpf does not load-balance Services yet (its programs bypass the "
+                     "node's NAT hooks, where kube-proxy's rules are)"),
+    masquerade=Refused("outside: dataplane ebpf does not masquerade yet (it needs BPF SNAT); use host-gw, vxlan, "
+                       "bridge, fabric, bgp or cni"),
+)
+TUNNEL = dataclasses.replace(NATIVE, tunnel=Tunnel(names.CILIUM_VXLAN))
+
 
 class Ebpf:
     name = "ebpf"
+
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        return TUNNEL if scenario.ebpf_routing == "tunnel" else NATIVE
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
         return (("clang", "clang"), ("bpftool", "bpftool"))

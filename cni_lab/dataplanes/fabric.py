@@ -11,15 +11,26 @@ No encapsulation and no per-node routes: it works across segments because the ro
 
 from __future__ import annotations
 
+import dataclasses
+
 from cni_lab import names
+from cni_lab.dataplanes import bridge
 from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.dataplanes.capabilities import Capabilities
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
+from cni_lab.model import Scenario
 from cni_lab.steps import AddRoute, Step
+
+# the router is the fabric; routing pod CIDRs, it lets the outside reach pods too
+CAPABILITIES = dataclasses.replace(bridge.CAPABILITIES, needs_router=True, fabric_routes_pods=True)
 
 
 class Fabric(Bridge):
     name = "fabric"
+
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        return CAPABILITIES
 
     def validate(self, lab: Lab) -> None:
         seen: dict[str, str] = {}

@@ -20,12 +20,20 @@ IPv6 header is 20 bytes longer: the overlay costs 70 bytes there, and the pods' 
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 
 from cni_lab import names
+from cni_lab.dataplanes import bridge
 from cni_lab.dataplanes.bridge import Bridge
+from cni_lab.dataplanes.capabilities import Capabilities, Tunnel
 from cni_lab.cluster import Lab, Node
+from cni_lab.model import Scenario
 from cni_lab.steps import AddAddress, AddFdb, AddNeighbour, AddRoute, AddVxlan, LinkUp, SetSysctl, Step, WriteFile
+
+
+TUNNEL = Tunnel(names.FLANNEL_DEVICE)
+CAPABILITIES = dataclasses.replace(bridge.CAPABILITIES, tunnel=TUNNEL)  # pods on cni0, nodes joined by the overlay
 
 
 def subnet_env(lab: Lab, node: Node) -> str:
@@ -59,6 +67,9 @@ def _device(lab: Lab, node: str, version: int) -> tuple[str, str]:
 class Vxlan(Bridge):
     name = "vxlan"
 
+    def capabilities(self, scenario: Scenario) -> Capabilities:
+        return CAPABILITIES
+
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         return [*super().node_steps(lab, node), *self.vtep_steps(lab, node)]
 
@@ -76,7 +87,7 @@ class Vxlan(Bridge):
               local: IPv4Address | IPv6Address) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
         dev, mac = _device(lab, node.name, version)
-        mtu = lab.scenario.underlay_mtu - (70 if version == 6 else 50)
+        mtu = TUNNEL.mtu(lab.scenario.underlay_mtu, ipv6=version == 6)
         vtep_ip = ip_interface(f"{cidr.network_address}/{32 if version == 4 else 128}")
         return [
             AddVxlan(ns, dev, names.VXLAN_VNI, names.VXLAN_PORT, local, names.NODE_UPLINK, mac,

@@ -164,12 +164,12 @@ def read(lab: Lab, node: str | None = None) -> list[NodeFacts]:
             host = next((lk.name for lk in view.links if lk.kind == "veth" and lk.peer_netns == pod_ns[pod.name]), None)
             pods.append(PodFacts(pod.name, pod_ns[pod.name], pview, host, _cni_result(lab, n.name, pod.name)))
         facts = NodeFacts(n.name, node_ns, view, pods, port_of.get(node_ns))
-        if lab.dataplane == "bgp":
+        if "bird" in lab.capabilities.daemons:
             try:
                 facts.bgp = daemons.protocols(state.lab_dir(lab.name) / names.bird_dir(n.name) / "bird.ctl")
             except LabError as e:
                 facts.bgp, facts.bgp_error = [], f"BIRD does not answer: {e}"
-        if lab.dataplane == "ebpf":
+        if lab.capabilities.loads_bpf:
             facts.bpf = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
         if lab.policies:
             facts.policies = pod_policies(lab, n.name)
@@ -230,7 +230,7 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             return "everything goes to the fake gateway 169.254.1.1, that is: to the node"
         if route.gateway == names.CALICO_GATEWAY6:
             return "everything goes to the cali veth's link-local address (its MAC ee:ee:ee:ee:ee:ee), that is: to the node"
-        if lab.dataplane == "ebpf" and in_pod:
+        if lab.capabilities.pod_gateway == "cilium_host" and in_pod:
             return (f"everything goes to the router IP {route.gateway}: out of eth0 into the node's lxc device, "
                     "where cil_from_container decides")
         if route.gateway in owner_of_gateway:
@@ -265,7 +265,7 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
                 return f"route to {n.name}'s {v6}pods through the VXLAN tunnel (its VTEP {route.gateway})"
             if route.gateway in node_by_ip:
                 how = ", learned over BGP" if route.proto == "bird" else ""
-                if lab.dataplane == "ebpf":
+                if lab.capabilities.loads_bpf:
                     how = " (autoDirectNodeRoutes; cil_from_container's bpf_fib_lookup follows it)"
                 return f"route to {node_by_ip[route.gateway]}'s {v6}pods via {route.gateway}{how}"
             return f"route to {n.name}'s {v6}pods ({dst})"
@@ -280,7 +280,7 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
             return f"a local pod, straight down its veth {route.dev}"
         if str(dst.network_address) == names.CALICO_GATEWAY:
             return "the fake gateway is on-link: the node's cali* veth answers its ARP (proxy ARP)"
-        if lab.dataplane == "ebpf" and in_pod:
+        if lab.capabilities.pod_gateway == "cilium_host" and in_pod:
             return "the router IP (cilium_host's) is on-link: cil_from_container answers the pod's ARP for it"
         return f"a single address straight out of {route.dev}"
     return ""
@@ -320,7 +320,7 @@ def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
 
 
 def _cni_result(lab: Lab, node: str, pod: str) -> dict[str, Any] | None:
-    if lab.dataplane != "cni":
+    if not lab.capabilities.runs_cni_plugins:
         return None
     try:
         return json.loads((state.lab_dir(lab.name) / names.cni_result(node, pod)).read_text()).get("result")

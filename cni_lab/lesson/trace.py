@@ -90,7 +90,7 @@ class Wiring:
             pod_namespaces = [names.pod_netns(lab.name, n.name, p.name) for p in n.pods]
             self.views[node_ns] = readback.read(node_ns, [underlay, *pod_namespaces])
             self.label[node_ns] = n.name
-            if lab.dataplane == "ebpf":
+            if lab.capabilities.loads_bpf:
                 self.bpf[node_ns] = read_bpf(node_ns, names.bpf_node_dir(lab.name, n.name))
             for p in n.pods:
                 pod_ns = names.pod_netns(lab.name, n.name, p.name)
@@ -371,7 +371,7 @@ def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
 
 def bpf_counters(lab: Lab) -> dict[str, dict[str, int]]:
     """Each node's cilium_metrics (ebpf labs; empty elsewhere), to compare before and after a probe."""
-    if lab.dataplane != "ebpf":
+    if not lab.capabilities.loads_bpf:
         return {}
     from cni_lab.kernel import bpf
 

@@ -10,19 +10,20 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from cni_lab.dataplanes.registry import (CNI_DEFAULT_ROUTING, CNI_ROUTING, DEFAULT, EBPF_DEFAULT_ROUTING, EBPF_ROUTING,  # noqa: F401
+                                         NAMES, SECTIONS)  # (CNI_ROUTING, EBPF_ROUTING: the model's too)
+
 # -- data planes: their names and the sections only one of them reads --------------------------------
-# Kept together here, and nowhere else in the model, so they can be pointed at the data planes'
-# own declarations in one edit.
-DATAPLANES = ("bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf")
-DEFAULT_DATAPLANE = "host-gw"
-DATAPLANE_SECTIONS = ("cni", "ebpf")  # top-level keys read for one data plane: `cni:`, `ebpf:`
+# The data planes' registry declares them (dataplanes/registry.py imports nothing above the model);
+# the model only checks a scenario against them.
+DATAPLANES = NAMES
+DEFAULT_DATAPLANE = DEFAULT
+DATAPLANE_SECTIONS = SECTIONS  # top-level keys read for one data plane: `cni:`, `ebpf:`
 CNI_KEYS = ("routing", "cniPath", "conflist")
-CNI_ROUTING = ("host-gw", "vxlan", "none")  # how the nodes of a `dataplane: cni` lab reach each other's pods
-DEFAULT_CNI_ROUTING = "host-gw"
+DEFAULT_CNI_ROUTING = CNI_DEFAULT_ROUTING
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 EBPF_KEYS = ("routing",)
-EBPF_ROUTING = ("tunnel", "native")  # Cilium's routingMode; tunnel is its default
-DEFAULT_EBPF_ROUTING = "tunnel"
+DEFAULT_EBPF_ROUTING = EBPF_DEFAULT_ROUTING
 # -----------------------------------------------------------------------------------------------------
 
 DEFAULT_NAMESPACE = "default"

@@ -143,7 +143,7 @@ class Expected:
         if rule == "pod-outside":
             return frozenset({"nat"}) if masq else BLOCKED
         if rule == "outside-pod":
-            return frozenset({"ok"}) if self.lab.dataplane == "fabric" else BLOCKED  # the fabric routes pod CIDRs
+            return frozenset({"ok"}) if self.lab.capabilities.fabric_routes_pods else BLOCKED  # the fabric routes pod CIDRs
         return frozenset({"ok"})
 
     def __call__(self, src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:

@@ -55,9 +55,9 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
         if present is not None and not present.get(names.node_netns(lab.name, node.name), False):
             node_label.append(" (missing)", style="red")
         ip = "\n".join(str(a) for a in node.ips) + (f" ({node.segment.name})" if len(lab.segments) > 1 else "")
-        gateway = {"bgp": f"{names.CALICO_GATEWAY} (proxy ARP)",
-                   "ebpf": f"{node.gateway} ({names.CILIUM_HOST})"}.get(lab.dataplane, f"{node.gateway} (cni0)")
-        if node.gateway6 is not None and lab.dataplane not in ("bgp", "ebpf"):
+        gateway = {"proxy-arp": f"{names.CALICO_GATEWAY} (proxy ARP)",
+                   "cilium_host": f"{node.gateway} ({names.CILIUM_HOST})"}.get(lab.capabilities.pod_gateway, f"{node.gateway} (cni0)")
+        if node.gateway6 is not None and lab.capabilities.pod_gateway == "cni0":
             gateway += f"\n{node.gateway6} (cni0)"
         table.add_row(node_label, ip, "\n".join(str(c) for c in node.pod_cidrs), gateway, pods or "-")
     return table
@@ -134,7 +134,7 @@ def masquerade_lines(result: CheckResult) -> list[str]:
     for r in result.results if any(e.kind == "outside" for e in result.endpoints) else []:
         if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
             seen.setdefault(r.pair.src.node, set()).add(r.observed)
-    how = "as Calico's natOutgoing does" if result.lab.dataplane == "bgp" else "as flannel --ip-masq does"
+    how = "as Calico's natOutgoing does" if result.lab.capabilities.masquerade == "calico" else "as flannel --ip-masq does"
     return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
             for node, ips in sorted(seen.items())]
 
@@ -240,7 +240,7 @@ def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
         parts.append(table)
     if result.mtu is not None:
         parts.append(mtu_view(result))
-    if result.lab.dataplane == "cni" and result.family == 4:
+    if result.lab.capabilities.runs_cni_plugins and result.family == 4:
         mark = Text("✓", style="bold green") if not result.cni_problems else Text("✗", style="bold red")
         parts.append(Text.assemble(("CNI CHECK", "bold"), "  every plugin confirms what it set up for each pod  ", mark))
         parts += [Text(f"  {p}", style="red") for p in result.cni_problems]

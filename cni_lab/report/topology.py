@@ -164,14 +164,14 @@ def _outside(lab: Lab) -> str | None:
     if lab.scenario.outside_ip is None:
         return None
     how = ("no masquerade" if not lab.scenario.masquerade else
-           "pods masqueraded by Calico natOutgoing" if lab.dataplane == "bgp" else "pods masqueraded by flannel --ip-masq")
+           "pods masqueraded by Calico natOutgoing" if lab.capabilities.masquerade == "calico" else "pods masqueraded by flannel --ip-masq")
     return f"outside {lab.scenario.outside_ip} (the internet) · {how}"
 
 
 def _pod_network(topo: Topology) -> str:
-    if topo.dataplane == "bgp":
+    if topo.lab.capabilities.pods_meet == "routed":
         return "cali* veths"  # routed, no bridge; the gateway, 169.254.1.1, on the next line
-    if topo.dataplane == "ebpf":
+    if topo.lab.capabilities.pods_meet == "bpf-redirect":
         return "lxc* veths, tc BPF"  # no bridge either; the router IP on cilium_host
     return f"bridge {names.CNI_BRIDGE}"
 
@@ -237,11 +237,11 @@ def svg(topo: Topology) -> str:
         net_h = node_h - 48
         out.append(f'<rect x="{x + 10}" y="{net_y}" width="{NODE_W - 20}" height="{net_h}" rx="6" '
                    f'fill="{COLORS["bridge"]}" stroke="{stroke if bad else "#8ab4f8"}"/>')
-        gateway = {"bgp": f"{names.CALICO_GATEWAY} (proxy ARP)",
-                   "ebpf": f"router IP {node.gateway} ({names.CILIUM_HOST})"}.get(lab.dataplane, f"gateway {node.gateway}")
+        gateway = {"proxy-arp": f"{names.CALICO_GATEWAY} (proxy ARP)",
+                   "cilium_host": f"router IP {node.gateway} ({names.CILIUM_HOST})"}.get(lab.capabilities.pod_gateway, f"gateway {node.gateway}")
         out.append(f'<text x="{x + 18}" y="{net_y + 18}">{escape(_pod_network(topo))} · {node.pod_cidr}</text>')
         out.append(f'<text x="{x + 18}" y="{net_y + 34}" fill="#5f6368">{escape(gateway)}</text>')
-        if lab.routing == "vxlan":
+        if lab.capabilities.tunnel is not None and lab.capabilities.tunnel.device == names.FLANNEL_DEVICE:
             out.append(f'<text x="{x + 18}" y="{net_y + 50}" fill="{COLORS["tunnel"]}">{names.FLANNEL_DEVICE} '
                        f'{node.pod_cidr.network_address}/32, mtu {lab.overlay_mtu}</text>')
         for j, pod in enumerate(node.pods):

@@ -146,7 +146,7 @@ def probed_json(lab: Lab, t: Trace, verdict: str | None, agree: bool | None,
                 moved: dict[str, dict[str, int]]) -> dict[str, Any]:
     """`trace --json`: the path, then the real probe's verdict and what the programs counted."""
     return {**to_json(t), "probe": verdict, "agrees": agree,
-            "bpfCounters": moved if lab.dataplane == "ebpf" else None}
+            "bpfCounters": moved if lab.capabilities.loads_bpf else None}
 
 
 def service_to_json(t: ServiceTrace) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Egress masquerade: traffic leaving the cluster takes the node's address, as real nodes do it.
 Pure: the lab in, one nftables table per node out, in the shape the CNI it imitates leaves.
 
-- flannel (`--ip-masq`), on host-gw, vxlan, bridge and fabric labs: flannel's nftables mode,
-  table `ip flannel-ipv4` with chains `postrtg` and `forward`, rule for rule as flannel's own e2e
-  suite expects them (pkg/trafficmngr/nftables): what stays inside the cluster CIDR returns
-  unchanged, what leaves it (multicast aside) is masqueraded, fully random.
-- Calico (`natOutgoing: true` on the pool), on bgp labs: sets of the IPAM pools and one rule,
+- flannel (`--ip-masq`), where the data plane masquerades as flannel does (host-gw, vxlan,
+  bridge, fabric, cni: Capabilities.masquerade): flannel's nftables mode, table `ip flannel-ipv4`
+  with chains `postrtg` and `forward`, rule for rule as flannel's own e2e suite expects them
+  (pkg/trafficmngr/nftables): what stays inside the cluster CIDR returns unchanged, what leaves
+  it (multicast aside) is masqueraded, fully random.
+- Calico (`natOutgoing: true` on the pool), where it masquerades as Calico does (bgp): sets of
+  the IPAM pools and one rule,
   `ip saddr @cali40masq-ipam-pools ip daddr != @cali40all-ipam-pools masquerade fully-random`
   (Felix's cali-nat-outgoing; the base chain's name here is the lab's).
 
@@ -22,6 +24,7 @@ import re
 from cni_lab.rulesets import nft
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Node
+from cni_lab.dataplanes.capabilities import Refused
 
 FLANNEL_TABLE = "flannel-ipv4"
 CALICO_TABLE = "calico"
@@ -87,12 +90,12 @@ def calico(lab: Lab, node: Node) -> str:
 
 def rules(lab: Lab, node: Node) -> tuple[str, str]:
     """(table, ruleset) of the node's masquerade."""
-    if lab.dataplane == "ebpf":
-        raise LabError(f"{lab.scenario.source}: outside: dataplane ebpf does not masquerade yet (it needs BPF SNAT); "
-                       "use host-gw, vxlan, bridge, fabric, bgp or cni")
+    style = lab.capabilities.masquerade
+    if isinstance(style, Refused):
+        raise LabError(f"{lab.scenario.source}: {style.reason}")
     if lab.scenario.cluster_cidr.version != 4 or lab.dual_stack:
         raise LabError(f"{lab.scenario.source}: outside: IPv4-only labs for now")
-    if lab.dataplane == "bgp":
+    if style == "calico":
         return CALICO_TABLE, calico(lab, node)
     return FLANNEL_TABLE, flannel(lab, node)
 

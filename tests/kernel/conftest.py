@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from cni_lab import cluster, lifecycle, model
+from cni_lab import catalog, lifecycle, model
 from cni_lab.cluster import Lab
 
 _counter = itertools.count()
@@ -23,7 +23,7 @@ def make_lab(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
 
     def make(document: dict[str, Any], up: bool = True) -> Lab:
         name = f"t{os.getpid() % 1000}-{next(_counter)}"
-        lab = cluster.resolve(model.load_document({**document, "name": name}, f"<{request.node.name}>"))
+        lab = catalog.resolve(model.load_document({**document, "name": name}, f"<{request.node.name}>"))
         made.append(name)
         if up:
             lifecycle.up(lab)

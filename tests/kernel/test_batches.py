@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from cni_lab import cluster, model, names, plan
+from cni_lab import catalog, model, names, plan
 from cni_lab.errors import LabError
 from cni_lab.executor import apply
 from cni_lab.kernel import netns
@@ -36,7 +36,7 @@ def test_a_batch_answers_each_request_in_order_with_a_lookup_in_between() -> Non
 
 
 def test_a_failing_step_in_a_batch_is_named_and_nothing_is_left() -> None:
-    lab = cluster.resolve(model.load_document(
+    lab = catalog.resolve(model.load_document(
         {"name": "tbatch", "dataplane": "host-gw", "nodes": [{"name": "node", "count": 2, "pods": 3}]}, "<test>"))
     built = plan.build(lab)
     pod_ns = names.pod_netns(lab.name, "node1", "pod-2")

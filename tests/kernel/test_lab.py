@@ -80,7 +80,7 @@ def test_host_gw_cross_node_pods_and_nodes_reach(make_lab: MakeLab) -> None:
 def test_up_twice_is_a_no_op_and_a_different_scenario_is_refused(make_lab: MakeLab) -> None:
     lab = make_lab(two_nodes("host-gw"))
     assert lifecycle.up(lab).created is False
-    other = lifecycle.cluster.resolve(
+    other = lifecycle.catalog.resolve(
         lifecycle.model.load_document({**two_nodes("bridge"), "name": lab.name}, "<other>")
     )
     with pytest.raises(LabError, match="different scenario"):
@@ -219,7 +219,7 @@ def test_a_running_lab_is_read_as_it_was_built(make_lab: MakeLab, monkeypatch: p
     def other_ipam(*_: object) -> Lab:
         raise AssertionError("a running lab was resolved again")
 
-    monkeypatch.setattr(lifecycle.cluster, "resolve", other_ipam)
+    monkeypatch.setattr(lifecycle.catalog, "resolve", other_ipam)
     recorded, _ = lifecycle.running_lab(lab.name)
     assert recorded == lab and recorded.pods == lab.pods
     assert lifecycle.check(lab.name).passed

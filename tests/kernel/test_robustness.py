@@ -39,10 +39,10 @@ def doc(dataplane: str, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf"])
 def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
-    from cni_lab import cluster, model
+    from cni_lab import catalog, model
 
     name = f"tcyc-{dataplane[:6]}".rstrip("-")
-    lab = cluster.resolve(model.load_document(doc(dataplane, name), "<cycles>"))
+    lab = catalog.resolve(model.load_document(doc(dataplane, name), "<cycles>"))
     before = root_snapshot()
     fds = sorted(os.listdir("/proc/self/fd"))
     programs_before = cil_programs() if dataplane == "ebpf" else 0
@@ -151,9 +151,9 @@ def test_two_labs_run_side_by_side_and_a_busy_lab_says_so(tmp_path: Path) -> Non
 
 
 def test_state_is_root_only_and_a_corrupted_record_still_goes_down(tmp_path: Path) -> None:
-    from cni_lab import cluster, model
+    from cni_lab import catalog, model
 
-    lab = cluster.resolve(model.load_document(doc("host-gw", "tcorrupt"), "<state>"))
+    lab = catalog.resolve(model.load_document(doc("host-gw", "tcorrupt"), "<state>"))
     lifecycle.up(lab)
     try:
         assert stat.S_IMODE(os.stat(state.STATE_ROOT).st_mode) == 0o700

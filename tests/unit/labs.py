@@ -1,6 +1,6 @@
 """One way for the unit tests to make a lab: a scenario document built from keywords, loaded and
 resolved through the same public entry points `up` uses (`model.load_document`, then
-`cluster.resolve`). Pure: no root, no kernel.
+`catalog.resolve`). Pure: no root, no kernel.
 
     make_lab([{"name": "n1", "pods": ["web"]}], dataplane="bgp")   # the resolved Lab
     scenario_doc(nodes, services=[...])                             # the document alone
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_lab import cluster, model
+from cni_lab import catalog, model
 from cni_lab.cluster import Lab
 
 SOURCE = "s.yaml"  # the file name the loader's one-line errors start with
@@ -37,7 +37,7 @@ def scenario_doc(nodes: list[Any] | None = None, *, name: str = "lab", dataplane
 
 def lab_of(doc: dict[str, Any], source: str = SOURCE) -> Lab:
     """A whole document in, the resolved lab out (LabError for a document the loader refuses)."""
-    return cluster.resolve(model.load_document(doc, source))
+    return catalog.resolve(model.load_document(doc, source))
 
 
 def make_lab(nodes: list[Any] | None = None, *, source: str = SOURCE, **keys: Any) -> Lab:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni_lab import cluster, model, plan
+from cni_lab import catalog, model, plan
 from cni_lab.cli import cli
 from cni_lab.errors import LabError
 
@@ -51,7 +51,7 @@ document = st.fixed_dictionaries(
 
 def plan_or_error(text: str) -> None:
     try:
-        the_plan = plan.build(cluster.resolve(model.load_text(text, "fuzz.yaml")))
+        the_plan = plan.build(catalog.resolve(model.load_text(text, "fuzz.yaml")))
     except LabError as e:
         assert e.problems and all(p.startswith("fuzz.yaml") or "fuzz.yaml" in p for p in e.problems), e.problems
         assert all("\n" not in p for p in e.problems)

@@ -54,6 +54,19 @@ def test_the_import_map_has_no_circle() -> None:
     assert cycles(imports()) == []
 
 
+def test_no_circle_through_the_data_planes_registry() -> None:
+    """The registry names each data plane's module by string and `dataplanes.get` imports it when
+    asked (a plugin table, as containerlab's node kinds): count that as an import too, so a lower
+    floor that asks for a data plane (and so imports the lab that data plane wires) is a circle."""
+    from cni_lab.dataplanes import registry
+
+    graph = imports()
+    graph["cni_lab.dataplanes"] |= {target.partition(":")[0] for target in registry.PLANES.values()}
+    assert cycles(graph) == []
+    graph["cni_lab.ipam"].add("cni_lab.dataplanes")  # what asking for a data plane from ipam would be
+    assert cycles(graph)
+
+
 # kernel/ is the ground floor: side effects as typed functions of primitive values (names,
 # addresses, paths). It may import of cni_lab only itself, the one error type and the naming
 # rules every floor shares; never the plan, its steps, a data plane, the executor that walks a

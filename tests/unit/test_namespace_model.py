@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cni_lab import cluster, ipam, model
+from cni_lab import catalog, cluster, model
 from cni_lab.errors import LabError
 
 from labs import lab_of, make_lab, pod
@@ -71,7 +71,7 @@ def test_an_outside_host_brings_a_router_and_masquerade_by_default() -> None:
     assert str(plain.outside_ip) == "198.51.100.10" and plain.masquerade
     off = model.load_document({"name": "o", "outside": None, "networking": {"masquerade": False}, "nodes": [{"name": "n1"}]}, "s.yaml")
     assert not off.masquerade and off.outside_ip is not None
-    assert ipam.has_router(plain)
+    assert catalog.resolve(plain).has_router
 
 
 def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:

@@ -23,6 +23,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <linux/pkt_cls.h>
@@ -341,10 +342,22 @@ int cil_from_netdev(struct __sk_buff *skb)
 	return to_local_pod(skb, 0);
 }
 
-/* Decapsulated pod traffic from cilium_vxlan (tunnel mode). */
+/* Decapsulated pod traffic from cilium_vxlan (tunnel mode). A reply to this node's own router IP
+ * (the source its stack picks for pods behind cilium_host: a node's ping, kubelet's probes) is
+ * the node's: its inner Ethernet header still names the sending node's lxc MAC, so the stack
+ * would drop it as another host's; mark it this host's (Cilium rewrites the MAC to cilium_host's
+ * and hands it up the same way, bpf_overlay.c). */
 SEC("tc")
 int cil_from_overlay(struct __sk_buff *skb)
 {
+	struct node_config *cfg = config();
+	struct iphdr *ip = ipv4(skb);
+
+	if (cfg && ip && ip->daddr == cfg->router_ip) {
+		bpf_skb_change_type(skb, PACKET_HOST);
+		count(METRIC_TO_STACK);
+		return TC_ACT_OK;
+	}
 	return to_local_pod(skb, 1);
 }
 

@@ -99,10 +99,13 @@ ECHO = struct.Struct("!BBHHH4s4sId")  # an echo request: header, then MAGIC, tok
 ECHO_WORDS = struct.Struct(f"!{ECHO.size // 2}H")
 
 
-def _echo(index: int, token: bytes, now: float, family: int = 4) -> bytes:
+def _echo(index: int, token: bytes, now: float, family: int = 4, salt: int = 0) -> bytes:
     """An ICMP echo request; id and sequence carry the job index so that ICMP errors, which quote
-    only the first 8 bytes of the echo, still name the pair. (ICMPv6: the kernel sums it.)"""
-    ident, seq = index >> 16 & 0xFFFF, index & 0xFFFF
+    only the first 8 bytes of the echo, still name the pair. The id is offset by the run's `salt`:
+    conntrack keys an echo by its id, so a run that reused the last run's ids would find their
+    entries (30 s) and be let through as "established" by a policy that now denies the pair.
+    (ICMPv6: the kernel sums it.)"""
+    ident, seq = (index >> 16) + salt & 0xFFFF, index & 0xFFFF
     if family == 6:
         return ECHO.pack(ICMP6_ECHO, 0, 0, ident, seq, MAGIC, token, index, now)
     packet = bytearray(ECHO.pack(ICMP_ECHO, 0, 0, ident, seq, MAGIC, token, index, now))
@@ -159,7 +162,7 @@ class _Round:
                     query = query.ljust(self.sizes[j] - prober.headers, b"\0")
                 prober.sender[src].sendto(query, (prober.ips[dst], PROBE_PORT))
             if not self.udp_only and not self.flags[j] & ICMP_OK:
-                prober.pinger[src].sendto(_echo(j, prober.token, now, prober.family), (prober.ips[dst], 0))
+                prober.pinger[src].sendto(_echo(j, prober.token, now, prober.family, prober.salt), (prober.ips[dst], 0))
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 self.finish(j, TIMEOUT, Extra(detail=f"{self.sizes and self.sizes[j]} bytes is more than "
@@ -223,6 +226,20 @@ def verdict_of(code: int) -> str:
     return VERDICTS[code] if code < len(VERDICTS) else "timeout"
 
 
+def _job_of(ident: int, seq: int, salt: int) -> int:
+    """The job index an echo's id and sequence carry (the inverse of _echo's)."""
+    return (ident - salt & 0xFFFF) << 16 | seq
+
+
+def _bindable(address: str, family: int) -> bool:
+    with socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def identity(lab: str, ep: Endpoint) -> str:
     return f"{lab}/{ep.id}"
 
@@ -232,24 +249,37 @@ class Prober:
         self.settings = settings or Settings()
         self.lab_name = lab_name
         self.token = os.urandom(4)
+        self.salt = int.from_bytes(os.urandom(2), "big")  # this run's ICMP ids (see _echo)
         self.endpoints = endpoints
         self.ids = [identity(lab_name, ep).encode() for ep in endpoints]
         self.ips = [str(ep.ip) for ep in endpoints]
         self.family = endpoints[0].ip.version if endpoints else 4  # one family per prober
         self.headers = HEADERS6 if self.family == 6 else HEADERS
-        self.udp: list[socket.socket] = []
+        self.udp: list[socket.socket] = []  # the responders
+        self.senders: list[socket.socket] = []  # this process's UDP senders (see open)
         self.icmp: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
         self.missing: list[str] = []  # endpoints whose namespace lacks their own address
+        self._owned: dict[tuple[int, str], bool] = {}  # (node endpoint, address) → the node has it
         # Who sends, by endpoint: the responder sockets themselves, unless a worker process has its own.
         self.sender: dict[int, socket.socket] = {}
         self.pinger: dict[int, socket.socket] = {}
 
     def _open_sockets(self, indexes: Sequence[int], port: int) -> list[tuple[int, socket.socket, socket.socket]]:
-        """For each endpoint i: its UDP socket (bound to its IP and `port`) and its raw ICMP
-        socket, both opened inside its namespace (one visit per namespace). Only echo replies
-        and errors reach the raw socket, not every echo request."""
-        opened: list[tuple[int, socket.socket, socket.socket]] = []
+        """For each endpoint i: its UDP socket (bound to its IP and `port`; a sender on an
+        ephemeral port with `port` 0) and its raw ICMP socket, both opened inside its namespace
+        (one visit per namespace). Only echo replies and errors reach the raw socket, not every
+        echo request."""
+        opened = self._open(indexes, port, with_raw=True)
+        return [(i, udp, raw) for i, udp, raw in opened if raw is not None]
+
+    def _open_senders(self, indexes: Sequence[int]) -> list[tuple[int, socket.socket]]:
+        """For each endpoint i: a UDP socket to send its probes from, on an ephemeral port."""
+        return [(i, udp) for i, udp, _ in self._open(indexes, 0, with_raw=False)]
+
+    def _open(self, indexes: Sequence[int], port: int,
+              with_raw: bool) -> list[tuple[int, socket.socket, socket.socket | None]]:
+        opened: list[tuple[int, socket.socket, socket.socket | None]] = []
 
         af = socket.AF_INET6 if self.family == 6 else socket.AF_INET
         proto = socket.IPPROTO_ICMPV6 if self.family == 6 else socket.IPPROTO_ICMP
@@ -257,7 +287,7 @@ class Prober:
         def open_here(_: str) -> None:
             udp = socket.socket(af, socket.SOCK_DGRAM)
             try:
-                raw = socket.socket(af, socket.SOCK_RAW, proto)
+                raw = socket.socket(af, socket.SOCK_RAW, proto) if with_raw else None
             except BaseException:
                 udp.close()
                 raise
@@ -270,13 +300,16 @@ class Prober:
         except BaseException:
             for _, udp, raw in opened:
                 udp.close()
-                raw.close()
+                if raw is not None:
+                    raw.close()
             raise
         return opened
 
-    def _configure(self, i: int, udp: socket.socket, raw: socket.socket, port: int) -> None:
+    def _configure(self, i: int, udp: socket.socket, raw: socket.socket | None, port: int) -> None:
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.family == 6:
+        if raw is None:
+            pass
+        elif self.family == 6:
             blocked = [0xFFFFFFFF] * 8  # every type blocked but the replies and errors we read
             for kind in (ICMP6_ECHO_REPLY, ICMP6_UNREACH, ICMP6_TOO_BIG, ICMP6_TIME_EXCEEDED):
                 blocked[kind >> 5] &= ~(1 << (kind & 31)) & 0xFFFFFFFF
@@ -284,9 +317,18 @@ class Prober:
         else:
             wanted = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIME_EXCEEDED)
             raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~wanted & 0xFFFFFFFF))
+        # A node sends as its agents do (kubelet, health checks, ping): unbound, the kernel picks
+        # the source for each destination (flannel.1's, cilium_host's, the underlay's address),
+        # so a data plane that fails those sources fails check too. Its responder stays on its
+        # address, and pods send from their only one.
+        node = self.endpoints[i].kind == "node"
         try:
-            udp.bind((self.ips[i], port))
-            raw.bind((self.ips[i], 0))
+            if node and not port:
+                udp.bind(("::" if self.family == 6 else "0.0.0.0", 0))
+            else:
+                udp.bind((self.ips[i], port))
+            if raw is not None and not node:
+                raw.bind((self.ips[i], 0))
         except OSError as e:
             if e.errno != errno.EADDRNOTAVAIL:
                 raise
@@ -302,23 +344,32 @@ class Prober:
             udp.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         udp.setblocking(False)
-        raw.setblocking(False)
+        if raw is not None:
+            raw.setblocking(False)
 
     def open(self) -> None:
-        # two sockets per endpoint here, and two more per source in a worker process (see run_parallel)
-        _raise_fd_limit(4 * len(self.endpoints))
+        # three sockets per endpoint here, and two more per source in a worker process (see run_parallel)
+        _raise_fd_limit(5 * len(self.endpoints))
         for i, udp, raw in self._open_sockets(range(len(self.endpoints)), PROBE_PORT):
             self.udp.append(udp)
             self.icmp.append(raw)
-            self.sender[i], self.pinger[i] = udp, raw
+            self.pinger[i] = raw
             self.selector.register(udp, selectors.EVENT_READ, (0, i))
             self.selector.register(raw, selectors.EVENT_READ, (1, i))
+        # Probes leave from a port of their own, new each run, never from the responder's: one
+        # run's conntrack entries (UDP keeps them 30 s to 2 min) must not decide the next run's
+        # verdicts, and every check is a new flow as a real client's request is.
+        for i, udp in self._open_senders(range(len(self.endpoints))):
+            self.senders.append(udp)
+            self.sender[i] = udp
+            self.selector.register(udp, selectors.EVENT_READ, (0, i))
 
     def close(self) -> None:
         self.selector.close()
-        for s in (*self.udp, *self.icmp):
+        for s in (*self.udp, *self.icmp, *self.senders):
             s.close()
         self.udp.clear()
+        self.senders.clear()
         self.icmp.clear()
         self.sender.clear()
         self.pinger.clear()
@@ -391,12 +442,24 @@ class Prober:
         mine.udp = self.udp
         for i, udp, raw in mine._open_sockets(owned, 0):
             mine.sender[i], mine.pinger[i] = udp, raw
+            mine.senders.append(udp)
             mine.icmp.append(raw)
             mine.selector.register(udp, selectors.EVENT_READ, (0, i))
             mine.selector.register(raw, selectors.EVENT_READ, (1, i))
         for i in owned:
             mine.selector.register(self.udp[i], selectors.EVENT_READ, (0, i))
         return mine
+
+    def owns(self, i: int, address: str) -> bool:
+        """Whether endpoint i's node has `address` (the kernel's answer: binding to an address
+        not on the node fails): a node's flannel.1, cilium_host or tunnel address is the node,
+        not NAT. A pod owns only its address."""
+        if self.endpoints[i].kind != "node":
+            return False
+        key = (i, address)
+        if key not in self._owned:
+            self._owned[key] = netns.in_netns(self.endpoints[i].netns, lambda: _bindable(address, self.family))
+        return self._owned[key]
 
     def answer(self, i: int) -> None:
         """Answer the probes waiting at endpoint i's responder (between a worker's batches)."""
@@ -435,12 +498,13 @@ class Prober:
                 answered = who.decode(errors="replace")
                 r.finish(j, WRONG_PEER, Extra(observed.decode(), answered,
                                             f"{self.ips[dst]} was answered by {answered}, not {self.endpoints[dst].id}"))
-            elif observed.decode() != self.ips[src]:
-                obs = observed.decode()
+            elif (obs := observed.decode()) != self.ips[src] and not self.owns(src, obs):
                 r.finish(j, NAT, Extra(obs, who.decode(),
                                      f"{self.endpoints[dst].id} saw the packet come from {obs}, not {self.ips[src]}"))
             elif r.udp_only or flags[j] & ICMP_OK:
-                r.finish(j, OK)
+                r.finish(j, OK, None if obs == self.ips[src] else Extra(obs, who.decode()))
+            elif obs != self.ips[src]:  # the echo's answer finishes it: keep what the responder saw
+                out.extra[j] = Extra(obs, who.decode())
 
     def _drain_icmp(self, sock: socket.socket, i: int, r: _Round) -> None:
         """Echo replies to this round's pings, and the ICMP errors that name who refused them."""
@@ -472,7 +536,7 @@ class Prober:
                 if len(inner) < inner_ihl + 8 or inner[9] != socket.IPPROTO_ICMP or inner[inner_ihl] != ICMP_ECHO:
                     continue
                 ident, seq = struct.unpack_from("!HH", inner, inner_ihl + 4)
-                j = ident << 16 | seq
+                j = _job_of(ident, seq, self.salt)
                 if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
                     continue
                 what = UNREACH_CODES.get(icmp[1], f"code {icmp[1]}") if kind == ICMP_UNREACH else "TTL exceeded"
@@ -507,7 +571,7 @@ class Prober:
                 if len(inner) < 48 or inner[6] != socket.IPPROTO_ICMPV6 or inner[40] != ICMP6_ECHO:
                     continue
                 ident, seq = struct.unpack_from("!HH", inner, 44)
-                j = ident << 16 | seq
+                j = _job_of(ident, seq, self.salt)
                 if j >= len(flags) or flags[j] & DONE or jobs[j][0] != i:
                     continue
                 what = {ICMP6_UNREACH: UNREACH6_CODES.get(data[1], f"unreachable, code {data[1]}"),

@@ -127,8 +127,9 @@ class CheckResult:
         code = self.outcomes.verdict[i]
         rtt = self.outcomes.rtt[i] or None
         extra = self.outcomes.extra.get(i)
-        if code == OK:
-            return PairResult(pair, "ok", rtt, pair.src.address, identity(self.lab.name, pair.dst))
+        if code == OK:  # a node's source is the kernel's choice: any of its addresses (engine.Prober.owns)
+            seen = extra.observed if extra is not None and extra.observed else pair.src.address
+            return PairResult(pair, "ok", rtt, seen, identity(self.lab.name, pair.dst))
         verdict = verdict_of(code)
         if extra is None:
             return PairResult(pair, verdict, rtt)

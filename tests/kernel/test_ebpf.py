@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 import pytest
-from helpers import ns_of, run_in, two_nodes
+from helpers import ns_of, pings, run_in, two_nodes
 
 from cni_lab import faults, lifecycle, names
 from cni_lab.errors import LabError
@@ -49,7 +49,29 @@ def racks() -> dict[str, Any]:
 
 
 def all_ok(result: matrix.CheckResult) -> bool:
-    return all(r.verdict == "ok" and r.observed == str(r.pair.src.ip) for r in result.results)
+    """Every pair ok, a pod seen as itself, a node as one of its own addresses (the kernel picks a
+    node's source: cilium_host's router IP towards pods in tunnel mode)."""
+    return all(r.verdict == "ok" and (r.observed == str(r.pair.src.ip) or r.pair.src.kind == "node"
+                                      and r.observed in node_addresses(result.lab, r.pair.src.node))
+               for r in result.results)
+
+
+def node_addresses(lab: Lab, node: str) -> set[str]:
+    shown = run_in(names.node_netns(lab.name, node), "ip", "-o", "addr", "show", check=True).stdout
+    return {line.split()[3].split("/")[0] for line in shown.splitlines()}
+
+
+@pytest.mark.parametrize("document", [ebpf("tunnel"), ebpf("native"), racks()], ids=["tunnel", "native", "racks"])
+def test_a_node_pings_every_pod_as_its_agents_do(make_lab: MakeLab, document: dict[str, Any]) -> None:
+    """A node's own `ping` (the kernel picks its source: cilium_host's address towards pods behind
+    it in tunnel mode) reaches every pod on every node, and check sees the source the pod saw."""
+    lab = make_lab(document)
+    for node in lab.nodes:
+        for pod in lab.pods:
+            assert pings(names.node_netns(lab.name, node.name), pod.ip), f"{node.name} cannot ping {pod.id}"
+    result = matrix.run(lab)
+    assert all_ok(result), [(r.pair.src.id, r.pair.dst.id, r.verdict, r.observed, r.detail) for r in result.results
+                            if r.verdict != "ok" or r.pair.src.kind == "node"]
 
 
 @pytest.mark.parametrize("routing,nodes", [("native", 2), ("native", 3), ("tunnel", 2), ("tunnel", 3)])

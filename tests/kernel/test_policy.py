@@ -185,6 +185,30 @@ def test_policies_change_on_a_running_lab_without_rebuilding_it(make_lab: MakeLa
         policy_file.unlink(missing_ok=True)
 
 
+def test_a_policy_that_denies_what_check_just_probed_holds_at_once(make_lab: MakeLab) -> None:
+    """check, then a policy that denies pairs check just probed, then check again at once: every
+    probe run is a new flow (fresh ICMP ids, fresh UDP source ports), so the last run's conntrack
+    entries (ICMP 30 s) do not let the denied echoes through as "established"."""
+    import sys
+
+    from cni_lab import state
+
+    lab = make_lab(E2E_MODEL)
+    assert matrix.run(lab).passed
+    policy_file = state.lab_dir(lab.name).parent / f"{lab.name}-policy.yaml"
+    policy_file.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                           "metadata: {name: deny-ingress, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n")
+    try:
+        applied = subprocess.run([sys.executable, "-m", "cni_lab", "policy", "apply", lab.name, str(policy_file)],
+                                 capture_output=True, text=True)
+        assert applied.returncode == 0, applied.stderr
+        result = matrix.run(lab_of(lab.name))
+        assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures]
+        assert verdicts(result)[("node2/y/b", "node1/x/a")] == "timeout"
+    finally:
+        policy_file.unlink(missing_ok=True)
+
+
 def lab_of(name: str) -> Lab:
     from cni_lab import lifecycle
 

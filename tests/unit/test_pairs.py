@@ -59,3 +59,18 @@ def test_too_low_a_file_limit_is_a_clear_error(monkeypatch: object) -> None:
     with pytest.raises(LabError, match=r"needs about 4264 open files, but this shell allows 1024 .*ulimit -n 4264"):
         engine._raise_fd_limit(4200)
     engine._raise_fd_limit(100)  # enough already: nothing to do
+
+
+def test_an_echos_id_carries_the_job_under_the_runs_salt() -> None:
+    """Each run offsets its ICMP ids by a salt of its own (conntrack keys an echo by its id: a run
+    must not meet the last run's entries); the job still reads back from an ICMP error's quote."""
+    import struct
+
+    from cni_lab.probe import engine
+
+    for job in (0, 1, 65535, 65536, 3 << 16 | 7, (1 << 32) - 1):
+        for salt in (0, 1, 0xFFFF, 0x8001):
+            ident, seq = struct.unpack_from("!HH", engine._echo(job, b"tokn", 0.0, 4, salt), 4)
+            assert engine._job_of(ident, seq, salt) == job
+    same_job = {struct.unpack_from("!H", engine._echo(5, b"tokn", 0.0, 4, salt), 4)[0] for salt in (0, 1, 2)}
+    assert len(same_job) == 3  # three runs, three ids for one pair

@@ -95,8 +95,14 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 class ServicePort:
     port: int
     target_port: int
-    protocol: str = "TCP"
+    protocol: str = "TCP"  # TCP | UDP | SCTP
     node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
+    name: str = ""  # required when a Service has more than one; kube-proxy's chains are named after it
+
+    @property
+    def label(self) -> str:
+        """`80/TCP`, or `http 80/TCP` for a named port: how check and explain name it."""
+        return f"{self.name + ' ' if self.name else ''}{self.port}/{self.protocol}"
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,20 @@ def test_a_udp_port_is_matched_and_dnated_as_udp() -> None:
     assert "meta l4proto udp dnat to 10.244.0.2:5353" in table and "meta l4proto tcp dnat to 10.244.0.2:5353" in table
     assert _targets(table, str(svc.cluster_ip), "udp", 53) == {"5353"}
     assert re.search(r"udp \. 3000\d : goto external-", table)
+
+
+def test_trace_takes_a_port_by_number_or_name_and_follows_tcp() -> None:
+    from cni_lab.lesson import service_trace
+
+    lab = services_lab({"name": "dns", "selector": {"app": "web"},
+                        "ports": [{"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"},
+                                  {"name": "dns-tcp", "port": 53, "targetPort": 5353},
+                                  {"name": "metrics", "port": 9153}]})
+    svc = lab.services[0]
+    assert service_trace.parse_destination(lab, f"{svc.cluster_ip}:53") == (svc, svc.spec.ports[1])  # the TCP one
+    assert service_trace.parse_destination(lab, f"{svc.cluster_ip}:metrics") == (svc, svc.spec.ports[2])
+    assert service_trace.parse_destination(lab, f"{svc.cluster_ip}") == (svc, svc.spec.ports[1])  # the first TCP port
+    with pytest.raises(LabError, match=r"default/dns has no port 54 \(ports: dns 53/UDP, dns-tcp 53/TCP, metrics 9153/TCP\)"):
+        service_trace.parse_destination(lab, f"{svc.cluster_ip}:54")
+    with pytest.raises(LabError, match="trace follows TCP Services for now .default/dns:dns 53/UDP is UDP"):
+        service_trace.trace(lab, "n1/b", svc, svc.spec.ports[0])

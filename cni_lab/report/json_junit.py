@@ -72,7 +72,8 @@ def _services_json(lab: Lab) -> list[dict[str, Any]]:
         return []
     return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": s.spec.type,
              "externalTrafficPolicy": s.spec.external_traffic_policy if s.spec.node_port else None,
-             "ports": [{"port": p.port, "targetPort": p.target_port, "protocol": p.protocol, "nodePort": p.node_port}
+             "ports": [{"name": p.name or None, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol,
+                        "nodePort": p.node_port}
                        for p in s.spec.ports],
              "endpoints": [str(p.ip) for p in s.endpoints]} for s in found]
 

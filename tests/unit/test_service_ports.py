@@ -153,3 +153,13 @@ def test_trace_takes_a_port_by_number_or_name_and_follows_tcp() -> None:
         service_trace.parse_destination(lab, f"{svc.cluster_ip}:54")
     with pytest.raises(LabError, match="trace follows TCP Services for now .default/dns:dns 53/UDP is UDP"):
         service_trace.trace(lab, "n1/b", svc, svc.spec.ports[0])
+
+
+def test_status_lists_each_port_with_its_name() -> None:
+    from cni_lab.report import json_junit
+
+    (svc,) = json_junit.lab_json(services_lab(TWO_PORTS))["services"]
+    assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None},
+                            {"name": "metrics", "port": 81, "targetPort": 9090, "protocol": "TCP", "nodePort": None}]
+    (one,) = json_junit.lab_json(services_lab({"name": "w", "selector": {"app": "web"}, "ports": [{"port": 80}]}))["services"]
+    assert one["ports"][0]["name"] is None  # as the API omits an empty name

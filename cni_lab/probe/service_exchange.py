@@ -115,8 +115,8 @@ def _dial(dials: list[Dial], tries: int) -> list[tuple[socket.socket, Dial]]:
                 if _stream(d.port.protocol):
                     c.connect_ex((d.address, d.number))
                     continue
-                c.connect((d.address, d.number))  # the reply, un-NATed, comes from the address dialled
                 try:
+                    c.connect((d.address, d.number))  # the reply, un-NATed, comes from the address dialled
                     c.send(PROBE)
                 except OSError:
                     pass  # unreachable at once: no answer, as a lost datagram

@@ -106,7 +106,7 @@ def parse_answer(data: bytes) -> Answer | None:
         parts = data.decode().split("|")
     except UnicodeDecodeError:
         return None
-    if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
+    if len(parts) != 3 or not parts[0] or not (parts[2].isascii() and parts[2].isdigit()):  # not "²"
         return None
     return Answer(parts[0], parts[1], int(parts[2]))
 

@@ -67,7 +67,8 @@ def test_every_port_is_dialled_udp_and_sctp_too() -> None:
 
 def test_an_answer_says_who_what_source_and_which_port() -> None:
     assert probes.parse_answer(b"n1/a|10.244.0.3|8080") == probes.Answer("n1/a", "10.244.0.3", 8080)
-    for other in (b"", b"HTTP/1.1 400 Bad Request\r\n", b"n1/a|10.244.0.3", b"n1/a|10.244.0.3|http", b"\xff|x|1"):
+    for other in (b"", b"HTTP/1.1 400 Bad Request\r\n", b"n1/a|10.244.0.3", b"n1/a|10.244.0.3|http", b"\xff|x|1",
+                  "n1/a|x|²".encode()):
         assert probes.parse_answer(other) is None
 
 

@@ -17,7 +17,7 @@ from cni_lab.errors import LabError
 from cni_lab.privileges import require_root
 from cni_lab.cluster import Lab
 from cni_lab.executor import apply
-from cni_lab.kernel import cni_runtime, daemons, neighbours, netns
+from cni_lab.kernel import cni_runtime, daemons, neighbours, netns, transports
 from cni_lab.steps import LoadBpf
 
 if TYPE_CHECKING:  # the prober is loaded by `check` alone (bench/ measures whole commands)
@@ -43,6 +43,7 @@ class UpResult:
 
 def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult:
     require_root("up")
+    transports.require(lab.scenario.protocol_uses(), lab.scenario.source)  # SCTP: a kernel without it, one line
     built = plan.build(lab)
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)
@@ -228,6 +229,7 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         if ports is not None:  # `check --port` instead of the scenario's probe.ports
             lab = dataclasses.replace(lab, scenario=dataclasses.replace(
                 lab.scenario, probe_ports=model.load_probe_ports(ports, "--port")))
+        transports.require(lab.scenario.protocol_uses(), lab.scenario.source)  # what check dials, the kernel opens
         from cni_lab.probe import matrix
 
         result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)

@@ -65,17 +65,18 @@ def parse_destination(lab: Lab, text: str) -> tuple[Service, ServicePort] | None
     if svc is None:
         raise LabError(f"{ip} is in the Service CIDR {lab.scenario.service_cidr} but is no Service's ClusterIP "
                        f"(Services: {', '.join(f'{s.qualified} {s.cluster_ip}' for s in found) or 'none'})")
-    if not port_text:
-        return svc, svc.spec.ports[0]
-    port = next((p for p in svc.spec.ports if str(p.port) == port_text), None)
-    if port is None:
-        raise LabError(f"{svc.qualified} has no port {port_text} (ports: {', '.join(str(p.port) for p in svc.spec.ports)})")
-    return svc, port
+    # a port by number or by name; where 53/UDP and 53/TCP share a number, the TCP one (trace follows TCP)
+    ports = sorted((p for p in svc.spec.ports if not port_text or port_text in (str(p.port), p.name)),
+                   key=lambda p: p.protocol != "TCP")
+    if not ports:
+        raise LabError(f"{svc.qualified} has no port {port_text} (ports: {', '.join(p.label for p in svc.spec.ports)})")
+    return svc, ports[0]
 
 
 def trace(lab: Lab, src_text: str, svc: Service, port: ServicePort) -> ServiceTrace:
     if port.protocol != "TCP":
-        raise LabError(f"trace follows TCP Services for now ({svc.qualified} port {port.port} is {port.protocol})")
+        raise LabError(f"trace follows TCP Services for now ({svc.qualified}{':' + port.name if port.name else ''} "
+                       f"{port.port}/{port.protocol} is {port.protocol})")
     src = resolve_endpoint(lab, src_text, 4)
     if src.kind not in ("pod", "node"):
         raise LabError(f"trace to a ClusterIP starts at a pod or a node, not {src.id}")
@@ -91,8 +92,9 @@ def trace(lab: Lab, src_text: str, svc: Service, port: ServicePort) -> ServiceTr
     else:
         return ServiceTrace(src, svc, port, to_dnat, "", kubeproxy.service_chain(svc, port), None, "", "", None, None)
     dial = probes.Dial(src.id, src.netns, svc, port, str(svc.cluster_ip), port.port)
-    (_, data, local_port), = probes.exchange(lab, [dial], 1)
-    who, _, seen = data.decode(errors="replace").partition("|")
+    (reply,) = probes.exchange(lab, [dial], 1).replies
+    local_port, answer = reply.local_port, probes.parse_answer(reply.data)  # None: a server of the pod's own
+    who, seen = (answer.endpoint, answer.seen) if answer else ("", "")
     connection = next((c for c in readback.connections(dnat_ns)
                        if c.src == str(src.ip) and c.sport == local_port and c.dst == str(svc.cluster_ip)), None)
     onward = back = None
@@ -102,5 +104,9 @@ def trace(lab: Lab, src_text: str, svc: Service, port: ServicePort) -> ServiceTr
         answering = next((e for e in endpoints(lab, 4) if str(e.ip) == connection.reply_src), None)
         if answering is not None and onward.delivered_to == answering.id:
             back = leg(w, answering, ip_address(connection.reply_dst))
+        if answer is None and reply.connected and answering is not None:
+            # a server of the pod's own accepted it and says nothing we know: conntrack's reply
+            # tuple still names the endpoint and the source it saw
+            who, seen = answering.id, connection.reply_dst
     return ServiceTrace(src, svc, port, to_dnat, w.label.get(dnat_ns, dnat_ns), kubeproxy.service_chain(svc, port),
-                        connection, who if seen else "", seen, onward, back)
+                        connection, who, seen, onward, back)

@@ -26,6 +26,16 @@ def is_dns_subdomain(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and len(text) <= MAX_DNS_SUBDOMAIN and DNS_SUBDOMAIN.match(text) is not None
 
 
+MAX_DNS_LABEL = 63  # RFC 1123, as Kubernetes' DNS1123LabelMaxLength
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # used with fullmatch: no trailing newline slips by
+
+
+def is_dns_label(text: object) -> TypeGuard[str]:
+    """A Service port's name (ValidateDNS1123Label): lowercase, digits and '-', alphanumeric at
+    both ends, 63 at most. Not IANA_SVC_NAME, which a container port's name must be."""
+    return isinstance(text, str) and len(text) <= MAX_DNS_LABEL and DNS_LABEL.fullmatch(text) is not None
+
+
 def is_label_key(key: object) -> TypeGuard[str]:
     # the pattern bounds the name; the prefix's length needs counting
     return (isinstance(key, str) and LABEL_KEY.match(key) is not None

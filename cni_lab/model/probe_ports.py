@@ -1,4 +1,4 @@
-"""The `probe` section: the ports `check` probes besides ICMP (`probe: {ports: [tcp/80, udp/81]}`),
+"""The `probe` section: the ports `check` probes besides ICMP (`probe: {ports: [tcp/80, udp/81, sctp/82]}`),
 and `check --port`, which is read by the same rule."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import ProbePort
 
 PROBE_KEYS = ("ports",)
-PROBE_PORT = re.compile(r"^(tcp|udp)/([0-9]{1,5})$")
+PROBE_PORT = re.compile(r"^(tcp|udp|sctp)/([0-9]{1,5})$")  # SCTP: refused at up/check where the kernel has none
 CHECK_OWN_PORT = 31999  # the UDP port every endpoint's responder listens on (probe/engine.py's PROBE_PORT)
 
 
@@ -37,7 +37,7 @@ def read_probe(problems: Problems, value: Any) -> tuple[ProbePort, ...]:
     for i, p in enumerate(ports):
         port = parse_probe_port(p)
         if port is None:
-            problems.add(f"probe.ports[{i}]", f"{p!r} is not tcp/PORT or udp/PORT (1-65535; 31999 is check's own)")
+            problems.add(f"probe.ports[{i}]", f"{p!r} is not tcp/PORT, udp/PORT or sctp/PORT (1-65535; 31999 is check's own)")
             continue
         out.append(port)
     return tuple(dict.fromkeys(out))

@@ -95,8 +95,14 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 class ServicePort:
     port: int
     target_port: int
-    protocol: str = "TCP"
+    protocol: str = "TCP"  # TCP | UDP | SCTP
     node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
+    name: str = ""  # required when a Service has more than one; kube-proxy's chains are named after it
+
+    @property
+    def label(self) -> str:
+        """`80/TCP`, or `http 80/TCP` for a named port: how check and explain name it."""
+        return f"{self.name + ' ' if self.name else ''}{self.port}/{self.protocol}"
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class ProbePort:
     """A port `check` probes every pod pair on besides ICMP: a `probe.ports` entry or a
     `check --port`, written `tcp/80`."""
 
-    protocol: str  # TCP | UDP, spelt as Services and NetworkPolicies spell it
+    protocol: str  # TCP | UDP | SCTP, spelt as Services and NetworkPolicies spell it
     port: int
 
 
@@ -202,3 +208,14 @@ class Scenario:
     description: str = ""
     source: str = "<scenario>"
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def protocol_uses(self) -> dict[str, tuple[str, ...]]:
+        """protocol → where the lab asks the kernel for it (Service ports, probe ports), by key:
+        what `up` and `check` hold against the kernel's sockets (kernel/transports.py)."""
+        uses: dict[str, list[str]] = {}
+        for i, svc in enumerate(self.services):
+            for j, port in enumerate(svc.ports):
+                uses.setdefault(port.protocol, []).append(f"services[{i}].ports[{j}].protocol")
+        for probe in self.probe_ports:
+            uses.setdefault(probe.protocol, []).append(f"probe port {probe.protocol.lower()}/{probe.port}")
+        return {protocol: tuple(where) for protocol, where in uses.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cni_lab.model.labels import is_dns_label
 from cni_lab.model.namespaces import NAMESPACE_NAME, read_labels
 from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import DEFAULT_NAMESPACE, NODE_PORT_RANGE, Labels, ServicePort, ServiceSpec
@@ -12,10 +13,11 @@ from cni_lab.model.scenario import DEFAULT_NAMESPACE, NODE_PORT_RANGE, Labels, S
 SERVICE_KEYS = ("name", "namespace", "selector", "pods", "ports", "type", "externalTrafficPolicy")
 SERVICE_PORT_KEYS = ("port", "targetPort", "protocol", "name", "nodePort")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
+SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")  # the API server's supportedPortProtocols; up refuses SCTP where the kernel has none
 
 
 def read_services(problems: Problems, value: Any, namespaces: set[str]) -> tuple[ServiceSpec, ...]:
-    """`services: [{name, namespace, selector | pods, ports: [{port, targetPort, protocol,
+    """`services: [{name, namespace, selector | pods, ports: [{name, port, targetPort, protocol,
     nodePort}], type, externalTrafficPolicy}]`; `namespaces`: the lab's."""
     if value is None:
         return ()
@@ -38,7 +40,7 @@ def read_services(problems: Problems, value: Any, namespaces: set[str]) -> tuple
 def _service(problems: Problems, raw: dict[str, Any], key: str, taken: set[tuple[str, int]],
              namespaces: set[str]) -> ServiceSpec | None:
     name = raw.get("name")
-    if not isinstance(name, str) or not NAMESPACE_NAME.match(name):
+    if not isinstance(name, str) or not NAMESPACE_NAME.fullmatch(name):  # fullmatch: "web\n" is no name
         problems.add(f"{key}.name", f"{name!r} is not a valid Service name (a DNS label)")
         return None
     namespace = raw.get("namespace", DEFAULT_NAMESPACE)
@@ -75,7 +77,8 @@ def _service(problems: Problems, raw: dict[str, Any], key: str, taken: set[tuple
             return None
     ports = _ports(problems, raw, key, kind, taken)
     if not ports:
-        problems.add(f"{key}.ports", "a Service needs at least one port")
+        if not raw.get("ports"):  # (ports given but each refused: their own lines say why)
+            problems.add(f"{key}.ports", "a Service needs at least one port")
         return None
     return ServiceSpec(name, namespace, selector, ports, kind, policy or "Cluster", tuple(pods))
 
@@ -85,13 +88,18 @@ def _ports(problems: Problems, raw: dict[str, Any], key: str, kind: str,
     """A Service's ports; `taken`: the nodePorts given so far in the lab, which this adds to."""
     ports = []
     seen: set[tuple[str, int]] = set()
-    for at, p in problems.mappings(raw.get("ports") or [], f"{key}.ports", SERVICE_PORT_KEYS):
+    given = raw.get("ports") or []
+    names: set[str] = set()
+    for at, p in problems.mappings(given, f"{key}.ports", SERVICE_PORT_KEYS):
         port, target, proto = p.get("port"), p.get("targetPort", p.get("port")), p.get("protocol", "TCP")
+        name = _port_name(problems, p, at, len(given) > 1, names)
+        if name is None:
+            continue
         if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in (port, target)):
             problems.add(at, f"port {port!r} and targetPort {target!r} must be port numbers")
             continue
-        if proto not in ("TCP", "UDP"):
-            problems.add(f"{at}.protocol", f"{proto!r} is not TCP or UDP")
+        if proto not in SERVICE_PROTOCOLS:
+            problems.add(f"{at}.protocol", f"{proto!r} is not TCP, UDP or SCTP")
             continue
         if (proto, port) in seen:
             problems.add(f"{at}.port", f"{port}/{proto} is given twice")
@@ -110,5 +118,27 @@ def _ports(problems: Problems, raw: dict[str, Any], key: str, kind: str,
                 problems.add(f"{at}.nodePort", f"{node_port}/{proto}: provided port is already allocated")
                 continue
             taken.add((proto, node_port))
-        ports.append(ServicePort(int(port), int(target), str(proto), node_port))  # type: ignore[arg-type]
+        ports.append(ServicePort(int(port), int(target), str(proto), node_port, name))  # type: ignore[arg-type]
     return tuple(ports)
+
+
+def _port_name(problems: Problems, p: dict[str, Any], at: str, required: bool, names: set[str]) -> str | None:
+    """A port's name as validateServicePort takes it (kubernetes pkg/apis/core/validation): with
+    more than one port, every port names itself (kube-proxy names the port's chains after it, so two
+    ports never share one); a name is an RFC 1123 label, unique in the Service. None: refused."""
+    if p.get("name") in (None, ""):  # len(sp.Name) == 0: the API takes "" for no name
+        if required:
+            problems.add(f"{at}.name", "required: a Service with more than one port names every port "
+                         "(the API server's validateServicePort)")
+            return None
+        return ""
+    name = p["name"]
+    if not is_dns_label(name):
+        problems.add(f"{at}.name", f"{name!r} is not a DNS label (at most 63 of a-z, 0-9 and '-', "
+                     "a letter or digit at each end)")
+        return None
+    if name in names:
+        problems.add(f"{at}.name", f"{name!r} is given twice: a Service's port names are unique")
+        return None
+    names.add(name)
+    return name

@@ -1,4 +1,4 @@
-"""Probes on the ports a NetworkPolicy lab names (`probe.ports`): a TCP connect and a UDP
+"""Probes on the ports a NetworkPolicy lab names (`probe.ports`): a TCP (or SCTP) connect and a UDP
 datagram from every pod to every other, answered by listeners in each pod.
 
 A TCP probe passes when the connection is established (the listener accepts it); a UDP probe
@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from cni_lab.kernel import netns
+from cni_lab.kernel import netns, transports
 from cni_lab.probe.pairs import Endpoint
 
 TIMEOUT = 1.5  # seconds for a probe's answer; a policy drops silently
@@ -26,7 +26,7 @@ MAGIC = b"CNIP"
 class PortResult:
     src: Endpoint
     dst: Endpoint
-    protocol: str  # TCP | UDP
+    protocol: str  # TCP | UDP | SCTP (where the kernel has it: check refuses it otherwise)
     port: int
     verdict: str  # ok | nat | timeout
     observed: str | None = None  # UDP: the source the responder saw
@@ -40,10 +40,10 @@ def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.s
         ep = next(p for p in pods if p.netns == name)
         family = socket.AF_INET6 if ep.family == 6 else socket.AF_INET
         for proto, port in ports:
-            s = socket.socket(family, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
+            s = socket.socket(family, *transports.socket_kind(proto))  # SCTP: a stream, as TCP
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((str(ep.ip), port))
-            if proto == "TCP":
+            if proto != "UDP":
                 s.listen(256)
             s.setblocking(False)
             opened.append(s)
@@ -78,7 +78,7 @@ def run(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[PortResult]:
                 if j == i:
                     continue
                 for proto, port in ports:
-                    s = socket.socket(family, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
+                    s = socket.socket(family, *transports.socket_kind(proto))
                     s.bind((str(src.ip), 0))
                     s.setblocking(False)
                     socks[s.fileno()] = s
@@ -87,7 +87,7 @@ def run(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[PortResult]:
         netns.visit(sorted({p.netns for p in pods}), open_senders)
         for fd, (i, j, proto, port) in senders.items():
             s = socks[fd]
-            if proto == "TCP":
+            if proto != "UDP":  # TCP, SCTP: connected is reached
                 err = s.connect_ex((str(pods[j].ip), port))
                 if err not in (0, errno.EINPROGRESS):
                     results[(i, j, proto, port)] = PortResult(pods[i], pods[j], proto, port, "timeout")

@@ -1,32 +1,42 @@
-"""pod → Service and outside → NodePort: every pod connects to every Service port (TCP) a few
-times, the outside host to every NodePort on every node. Each endpoint pod
-listens on the target port and answers with who it is and the source address it saw, so check
-knows which endpoint the DNAT chose and whether anything was SNATed on the way.
+"""pod → Service and outside → NodePort: every pod dials every Service port (TCP, UDP and SCTP
+alike) a few times, the outside host every NodePort on every node. Each endpoint pod answers on
+the target port with who it is, the source address it saw and the port it was reached on
+(service_exchange.py), so check knows which endpoint the DNAT chose, whether anything was SNATed
+on the way, and whether the DNAT went to the Service port's targetPort.
 
-Expected, as kube-proxy does it: answered by one of the Service's endpoints, the client's own
-address kept; except hairpin (a pod reaching itself through its Service), which is masqueraded:
-the endpoint sees an address of the node, not its own. Through a NodePort: with
-externalTrafficPolicy Cluster any endpoint answers and sees the node dialled (masqueraded, in case
-the endpoint is elsewhere); with Local only that node's endpoints answer, seeing the client's own
-address, and a node without one does not answer.
+Expected, as kube-proxy does it: answered by one of the Service's endpoints on the port's
+targetPort, the client's own address kept; except hairpin (a pod reaching itself through its
+Service), which is masqueraded: the endpoint sees an address of the node, not its own. Through a
+NodePort: with externalTrafficPolicy Cluster any endpoint answers and sees the node dialled
+(masqueraded, in case the endpoint is elsewhere); with Local only that node's endpoints answer,
+seeing the client's own address, and a node without one does not answer.
+
+An endpoint whose targetPort a server of its own holds cannot answer for itself: what that server
+accepts counts as reached, and the probe says that who answered, and the source it saw, are not
+confirmed. A learner's server keeps running and the rest of the proof still holds; refusing to
+check would make them stop it first.
 """
 
 from __future__ import annotations
 
-import selectors
-import socket
-import time
-from collections import Counter
+import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from cni_lab import names
 from cni_lab.cluster import Lab, Node, Service
-from cni_lab.kernel import netns
-from cni_lab.model import ServicePort
+from cni_lab.probe.service_exchange import Dial, Exchange, Reply, exchange
 
-TRIES = 4  # connections per pod and Service port: enough to see the load spread
-TIMEOUT = 2.0
+__all__ = ["Answer", "Dial", "Exchange", "Reply", "ServiceProbe", "dials", "exchange", "judge", "node_addresses",
+           "parse_answer", "run"]  # Dial, Exchange, Reply and exchange: the sockets' side, for service_trace too
+
+TRIES = 4  # connections (datagrams) per pod and Service port: enough to see the load spread
+
+
+class Answer(NamedTuple):
+    endpoint: str  # the endpoint pod that answered
+    seen: str  # the source address it saw
+    port: int  # the port it was reached on: the DNAT's target
 
 
 @dataclass(frozen=True)
@@ -34,11 +44,16 @@ class ServiceProbe:
     src: str  # pod id, or "outside"
     service: str  # namespace/name
     port: int  # the port dialled: the Service's port, or the nodePort
-    answers: tuple[tuple[str, str], ...]  # (endpoint pod id, the source it saw), one per answered try
+    answers: tuple[Answer, ...]  # one per try a responder answered
     tries: int
     problem: str = ""  # why it is not as kube-proxy does it ("" when it is)
     via: str = ""  # NodePort: the node whose address was dialled ("" for a ClusterIP)
     policy: str = ""  # NodePort: the externalTrafficPolicy
+    protocol: str = "TCP"
+    port_name: str = ""  # the Service port's name ("" for a one-port Service)
+    target_port: int = 0  # where the DNAT must go
+    unconfirmed: int = 0  # tries a server of an endpoint's own accepted: reached, who and what it saw unknown
+    busy: tuple[str, ...] = ()  # `node1/web 8080/TCP`: endpoints whose targetPort such a server holds
 
     @property
     def ok(self) -> bool:
@@ -48,113 +63,52 @@ class ServiceProbe:
     def kind(self) -> str:
         return "nodePort" if self.via else "clusterIP"
 
+    @property
+    def service_port(self) -> str:
+        """kube-proxy's ServicePortName.String(): `default/web`, or `default/web:http`."""
+        return self.service + (f":{self.port_name}" if self.port_name else "")
 
-@dataclass(frozen=True)
-class Dial:
-    src: str  # pod id or "outside"
-    netns: str
-    service: Service
-    port: ServicePort
-    address: str
-    number: int
-    via: Node | None = None
+    @property
+    def title(self) -> str:
+        """What was dialled, the same for every client of it: how reports group and name probes."""
+        if self.via:
+            return f"outside → NodePort {self.service_port} :{self.port}/{self.protocol} ({self.policy})"
+        return f"pod → Service {self.service_port} :{self.port}/{self.protocol}"
+
+    @property
+    def stream(self) -> bool:
+        """TCP and SCTP connect; UDP sends datagrams."""
+        return self.protocol != "UDP"
+
+
+def dials(lab: Lab, services: Sequence[Service]) -> list[Dial]:
+    """Every pod to every port's ClusterIP of every Service with endpoints; the outside host (when
+    the lab has one) to every NodePort on every node."""
+    ports = [(s, p) for s in services for p in s.spec.ports]
+    out = [Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
+           for pod in lab.pods for svc, port in ports if svc.endpoints]
+    if lab.scenario.outside_ip is not None:
+        outside = names.outside_netns(lab.name)
+        out += [Dial("outside", outside, svc, port, str(node.ip), port.node_port, node)
+                for svc, port in ports if port.node_port for node in lab.nodes]
+    return out
 
 
 def run(lab: Lab, services: Sequence[Service]) -> list[ServiceProbe]:
-    """Every pod to every TCP Service port's ClusterIP; the outside host (when the lab has one)
-    to every NodePort on every node."""
-    tcp = [(s, p) for s in services for p in s.spec.ports if p.protocol == "TCP"]
-    dials = [Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
-             for pod in lab.pods for svc, port in tcp if svc.endpoints]
-    if lab.scenario.outside_ip is not None:
-        outside = names.outside_netns(lab.name)
-        dials += [Dial("outside", outside, svc, port, str(node.ip), port.node_port, node)
-                  for svc, port in tcp if port.node_port for node in lab.nodes]
-    if not dials:
-        return []
-    return _judge(lab, exchange(lab, dials, TRIES))
+    found = dials(lab, services)
+    return judge(lab, exchange(lab, found, TRIES)) if found else []
 
 
-def exchange(lab: Lab, dials: list[Dial], tries: int) -> list[tuple[Dial, bytes, int]]:
-    """Each endpoint listens on its target ports; every dial connects `tries` times; what each
-    connection got back (b"" when nothing) and the client's own port (to find it in conntrack)."""
-    endpoints = {ep.id: ep for d in dials for ep in d.service.endpoints}
-    wanted: dict[str, set[int]] = {}
-    for d in dials:
-        for ep in d.service.endpoints:
-            wanted.setdefault(ep.id, set()).add(d.port.target_port)
-    listeners: list[socket.socket] = []
-    clients: list[tuple[socket.socket, Dial]] = []
-    sel = selectors.DefaultSelector()
-    ids: dict[int, str] = {}
+def parse_answer(data: bytes) -> Answer | None:
+    """A responder's `<endpoint>|<source>|<port>`; None for anything else (nothing, or what a
+    server of the pod's own said)."""
     try:
-        def listen(ns: str) -> None:
-            for pid, ports in wanted.items():
-                ep = endpoints[pid]
-                if names.pod_netns(lab.name, ep.node, ep.name) != ns:
-                    continue
-                for number in sorted(ports):
-                    s = socket.socket()
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("0.0.0.0", number))
-                    s.listen(64)
-                    s.setblocking(False)
-                    listeners.append(s)
-                    ids[s.fileno()] = pid
-
-        netns.visit(sorted({names.pod_netns(lab.name, ep.node, ep.name) for ep in endpoints.values()}), listen)
-        for s in listeners:
-            sel.register(s, selectors.EVENT_READ)
-
-        def dial(ns: str) -> None:
-            for d in dials:
-                if d.netns != ns:
-                    continue
-                for _ in range(tries):
-                    c = socket.socket()
-                    c.setblocking(False)
-                    c.connect_ex((d.address, d.number))
-                    clients.append((c, d))
-
-        netns.visit(sorted({d.netns for d in dials}), dial)
-        got: dict[int, bytes] = {}
-        deadline = time.monotonic() + TIMEOUT
-        pending = {c.fileno(): c for c, _ in clients}
-        for c in pending.values():
-            sel.register(c, selectors.EVENT_READ)
-        while pending and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.05):
-                sock = key.fileobj
-                if sock in listeners:
-                    _answer(sock, ids[sock.fileno()])  # type: ignore[union-attr, arg-type]
-                    continue
-                try:
-                    data = sock.recv(200)  # type: ignore[union-attr]
-                except OSError:
-                    data = b""
-                got[sock.fileno()] = data  # type: ignore[union-attr]
-                sel.unregister(sock)
-                pending.pop(sock.fileno(), None)  # type: ignore[union-attr]
-        return [(d, got.get(c.fileno(), b""), c.getsockname()[1]) for c, d in clients]
-    finally:
-        sel.close()
-        for s in listeners:
-            s.close()
-        for c, _ in clients:
-            c.close()
-
-
-def _answer(sock: socket.socket, pid: str) -> None:
-    while True:
-        try:
-            conn, peer = sock.accept()
-        except (BlockingIOError, InterruptedError, OSError):
-            return
-        try:
-            conn.sendall(f"{pid}|{peer[0]}".encode())
-        except OSError:
-            pass
-        conn.close()
+        parts = data.decode().split("|")
+    except UnicodeDecodeError:
+        return None
+    if len(parts) != 3 or not parts[0] or not (parts[2].isascii() and parts[2].isdigit()):  # not "²"
+        return None
+    return Answer(parts[0], parts[1], int(parts[2]))
 
 
 def node_addresses(node: Node) -> set[str]:
@@ -163,31 +117,62 @@ def node_addresses(node: Node) -> set[str]:
     return {str(node.ip), str(node.gateway), str(node.pod_cidr.network_address)}
 
 
-def _judge(lab: Lab, exchanged: list[tuple[Dial, bytes, int]]) -> list[ServiceProbe]:
-    answers: dict[Dial, list[tuple[str, str]]] = {}
-    tries: Counter[Dial] = Counter()
-    for d, raw, _ in exchanged:
-        tries[d] += 1
-        data = raw.decode(errors="replace")
-        if "|" in data:
-            who, seen = data.split("|", 1)
-            answers.setdefault(d, []).append((who, seen))
+@dataclass
+class _Tries:
+    """What one dial's tries got, in the order they were made."""
+
+    answers: list[Answer]
+    unconfirmed: int = 0  # accepted (or answered) by something that is not our responder
+    tries: int = 0
+
+
+def judge(lab: Lab, exchanged: Exchange) -> list[ServiceProbe]:
+    got: dict[Dial, _Tries] = {}
+    for r in exchanged.replies:
+        t = got.setdefault(r.dial, _Tries([]))
+        t.tries += 1
+        answer = parse_answer(r.data)
+        if answer is not None:
+            t.answers.append(answer)
+        elif r.connected or r.data:
+            t.unconfirmed += 1
     out = []
-    for d, n in tries.items():
-        got_d = answers.get(d, [])
-        problem = _nodeport_problem(lab, d, got_d, n) if d.via else _cluster_ip_problem(lab, d, got_d, n)
-        out.append(ServiceProbe(d.src, d.service.qualified, d.number, tuple(got_d), n, problem,
-                                d.via.name if d.via else "", d.service.spec.external_traffic_policy if d.via else ""))
-    return sorted(out, key=lambda p: (p.service, p.via != "", p.port, p.src, p.via))
+    for d, t in got.items():
+        port = d.port
+        busy = tuple(f"{ep.id} {port.target_port}/{port.protocol}" for ep in d.service.endpoints
+                     if (ep.id, port.protocol, port.target_port) in exchanged.busy)
+        probe = ServiceProbe(d.src, d.service.qualified, d.number, tuple(t.answers), t.tries, "", d.via.name if d.via else "",
+                             d.service.spec.external_traffic_policy if d.via else "", port.protocol, port.name,
+                             port.target_port, t.unconfirmed, busy)
+        problem = _nodeport_problem(lab, d, probe) if d.via else _cluster_ip_problem(lab, d, probe)
+        out.append(dataclasses.replace(probe, problem=problem or _reach_problem(probe)))
+    return sorted(out, key=lambda p: (p.service, p.via != "", p.port, p.protocol, p.src, p.via))
 
 
-def _cluster_ip_problem(lab: Lab, d: Dial, answers: list[tuple[str, str]], n: int) -> str:
+def _tries(probe: ServiceProbe) -> str:
+    return "connections" if probe.stream else "datagrams"
+
+
+def _reach_problem(probe: ServiceProbe) -> str:
+    """What every answered try must show: a responder reached on the targetPort; a server of the
+    pod's own only where one holds that port."""
+    for a in probe.answers:
+        if a.port != probe.target_port:
+            return f"{a.endpoint} was reached on port {a.port}, not {probe.service_port}'s targetPort {probe.target_port}"
+    if probe.unconfirmed and not probe.busy:
+        return (f"{probe.unconfirmed} of {probe.tries} {_tries(probe)} were answered by something other than "
+                "cni-lab's responder")
+    return ""
+
+
+def _cluster_ip_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
     pods = {p.id: p for p in lab.pods}
     own = str(pods[d.src].ip)
     node = lab.node(pods[d.src].node)
     endpoints = {p.id for p in d.service.endpoints}
-    problem = f"{n - len(answers)} of {n} connections got no answer" if len(answers) < n else ""
-    for who, seen in answers:
+    n, answered = probe.tries, len(probe.answers) + probe.unconfirmed
+    problem = f"{n - answered} of {n} {_tries(probe)} got no answer" if answered < n else ""
+    for who, seen, _ in probe.answers:
         if who not in endpoints:
             problem = f"answered by {who}, which is no endpoint of {d.service.qualified}"
         elif who == d.src and seen == own:
@@ -199,22 +184,27 @@ def _cluster_ip_problem(lab: Lab, d: Dial, answers: list[tuple[str, str]], n: in
     return problem
 
 
-def _nodeport_problem(lab: Lab, d: Dial, answers: list[tuple[str, str]], n: int) -> str:
+def _nodeport_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
     """Cluster: answered by any endpoint, masqueraded to an address of the node dialled. Local:
     answered by an endpoint on that node with the client's address kept, or (no endpoint there)
     not answered at all."""
     assert d.via is not None
     client = str(lab.scenario.outside_ip)
+    policy = d.service.spec.external_traffic_policy
     local = {p.id for p in d.service.endpoints if p.node == d.via.name}
-    if d.service.spec.external_traffic_policy == "Local" and not local:
-        return f"answered by {answers[0][0]}, but {d.via.name} has no local endpoint (Local drops)" if answers else ""
-    expected = local if d.service.spec.external_traffic_policy == "Local" else {p.id for p in d.service.endpoints}
-    problem = f"{n - len(answers)} of {n} connections got no answer" if len(answers) < n else ""
-    for who, seen in answers:
+    if policy == "Local" and not local:
+        if probe.answers:
+            return f"answered by {probe.answers[0].endpoint}, but {d.via.name} has no local endpoint (Local drops)"
+        return f"{probe.unconfirmed} {_tries(probe)} accepted, but {d.via.name} has no local endpoint (Local drops)" \
+            if probe.unconfirmed else ""
+    expected = local if policy == "Local" else {p.id for p in d.service.endpoints}
+    n, answered = probe.tries, len(probe.answers) + probe.unconfirmed
+    problem = f"{n - answered} of {n} {_tries(probe)} got no answer" if answered < n else ""
+    for who, seen, _ in probe.answers:
         if who not in expected:
             problem = f"answered by {who}, not {' or '.join(sorted(expected))}"
-        elif d.service.spec.external_traffic_policy == "Local" and seen != client:
+        elif policy == "Local" and seen != client:
             problem = f"{who} saw {seen}, not the client's {client} (Local keeps it)"
-        elif d.service.spec.external_traffic_policy == "Cluster" and seen not in node_addresses(d.via):
+        elif policy == "Cluster" and seen not in node_addresses(d.via):
             problem = f"{who} saw {seen}, not an address of {d.via.name} (Cluster masquerades)"
     return problem

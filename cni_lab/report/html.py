@@ -84,8 +84,11 @@ def _services(check: dict[str, Any]) -> list[str]:
     rows = ['<h2>Services</h2><table class="rules" id="services"><tr><th>client</th><th>dialled</th>'
             "<th>answered by (source seen)</th><th></th></tr>"]
     for p in probes:
-        dialled = f"{p['service']} :{p['port']}" + (f" on {p['via']} ({p['externalTrafficPolicy']})" if p.get("via") else "")
-        answers = ", ".join(f"{a['answeredBy']} ({a['observedSource']})" for a in p["answers"]) or "no answer"
+        name = f"{p['service']}:{p['portName']}" if p.get("portName") else p["service"]
+        dialled = (f"{name} :{p['port']}/{p.get('protocol', 'TCP')}"
+                   + (f" on {p['via']} ({p['externalTrafficPolicy']})" if p.get("via") else ""))
+        answers = ", ".join(f"{a['answeredBy']} ({a['observedSource']})" + (f" on :{a['reachedPort']}" if "reachedPort" in a else "")
+                            for a in p["answers"]) or ("not confirmed" if p.get("unconfirmed") else "no answer")
         mark = '<span class="pass">✓</span>' if p["ok"] else f'<span class="fail">✗ {escape(p["problem"] or "")}</span>'
         rows.append(f"<tr><td>{escape(p['src'])}</td><td>{escape(dialled)}</td><td>{escape(answers)}</td><td>{mark}</td></tr>")
     rows.append("</table>")

@@ -72,7 +72,8 @@ def _services_json(lab: Lab) -> list[dict[str, Any]]:
         return []
     return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": s.spec.type,
              "externalTrafficPolicy": s.spec.external_traffic_policy if s.spec.node_port else None,
-             "ports": [{"port": p.port, "targetPort": p.target_port, "protocol": p.protocol, "nodePort": p.node_port}
+             "ports": [{"name": p.name or None, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol,
+                        "nodePort": p.node_port}
                        for p in s.spec.ports],
              "endpoints": [str(p.ip) for p in s.endpoints]} for s in found]
 
@@ -111,8 +112,10 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "neighboursIPv6": None if result.ipv6 is None else neighbours_json(result.ipv6),
         "services": [{"kind": s.kind, "src": s.src, "service": s.service, "port": s.port, "via": s.via or None,
                       "externalTrafficPolicy": s.policy or None, "tries": s.tries, "ok": s.ok,
-                      "problem": s.problem or None,
-                      "answers": [{"answeredBy": who, "observedSource": seen} for who, seen in s.answers]}
+                      "problem": s.problem or None, "protocol": s.protocol, "portName": s.port_name or None,
+                      "targetPort": s.target_port, "unconfirmed": s.unconfirmed, "busy": list(s.busy),
+                      "answers": [{"answeredBy": a.endpoint, "observedSource": a.seen, "reachedPort": a.port}
+                                  for a in s.answers]}
                      for s in result.services],
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "family": m.src.family, "size": m.size, "passed": m.passed,
@@ -175,6 +178,19 @@ def check_junit(result: CheckResult) -> str:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} probes not as the policies say")
             failure.text = "\n".join(f"{p.src.id} → {p.dst.id}: {p.verdict}" for p in wrong)
+    by_service: dict[str, list[Any]] = {}
+    for service in result.services:
+        by_service.setdefault(service.title, []).append(service)
+    for name, probes in by_service.items():  # Services: a case per port dialled (they count in `passed`)
+        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=name, time="0")
+        wrong = [p for p in probes if not p.ok]
+        if wrong:
+            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
+            failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} not as kube-proxy does it")
+            failure.text = "\n".join(f"{p.via or p.src}: {p.problem}" for p in wrong)
+        else:
+            ET.SubElement(case, "system-out").text = f"{len(probes)}/{len(probes)} as kube-proxy does it"
     if result.lab.capabilities.runs_cni_plugins:  # the runtime's CNI CHECK of every pod counts in `passed` too
         suite.set("tests", str(int(suite.get("tests", "0")) + 1))
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="CNI CHECK", time="0")

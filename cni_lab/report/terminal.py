@@ -141,32 +141,37 @@ def masquerade_lines(result: CheckResult) -> list[str]:
 
 def services_view(result: CheckResult) -> list[RenderableType]:
     """pod → Service and outside → NodePort: who answered, how the load spread, what source the
-    endpoint saw."""
-    groups: dict[tuple[str, int, str], list[ServiceProbe]] = {}
+    endpoint saw; a line per port dialled, and a note per endpoint port a server of its own holds."""
+    groups: dict[str, list[ServiceProbe]] = {}
     for s in result.services:
-        groups.setdefault((s.service, s.port, s.kind), []).append(s)
+        groups.setdefault(s.title, []).append(s)
     parts: list[RenderableType] = []
-    for (name, port, kind), probes in groups.items():
+    for title, probes in groups.items():
         spread: dict[str, int] = {}
         for p in probes:
-            for who, _ in p.answers:
-                spread[who] = spread.get(who, 0) + 1
+            for a in p.answers:
+                spread[a.endpoint] = spread.get(a.endpoint, 0) + 1
+        unconfirmed = sum(p.unconfirmed for p in probes)
         bad = [p for p in probes if not p.ok]
         mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
-        shares = ", ".join(f"{who} {n}" for who, n in sorted(spread.items()))
-        if kind == "clusterIP":
-            parts.append(Text.assemble(("pod → Service ", "bold"), f"{name}:{port}  {len(probes) - len(bad)}/{len(probes)} "
-                                       f"pods answered by its endpoints ({shares}), the client's address kept, hairpin "
-                                       "masqueraded  ", mark))
+        shares = ", ".join([f"{who} {n}" for who, n in sorted(spread.items())]
+                           + ([f"not confirmed {unconfirmed}"] if unconfirmed else []))
+        head = f" → targetPort {probes[0].target_port}  {len(probes) - len(bad)}/{len(probes)} "
+        if probes[0].kind == "clusterIP":
+            parts.append(Text.assemble((title, "bold"), head + f"pods answered by its endpoints ({shares}), the client's "
+                                       "address kept, hairpin masqueraded  ", mark))
         else:
-            policy = probes[0].policy
-            how = ("masqueraded to the node dialled" if policy == "Cluster" else
+            how = ("masqueraded to the node dialled" if probes[0].policy == "Cluster" else
                    "the client's address kept; nodes without a local endpoint do not answer")
-            silent = [p.via for p in probes if p.ok and not p.answers]
-            parts.append(Text.assemble(("outside → NodePort ", "bold"), f"{name} :{port} ({policy})  "
-                                       f"{len(probes) - len(bad)}/{len(probes)} nodes as kube-proxy does it ({shares}"
+            silent = [p.via for p in probes if p.ok and not p.answers and not p.unconfirmed]
+            parts.append(Text.assemble((title, "bold"), head + f"nodes as kube-proxy does it ({shares}"
                                        + (f"; silent: {', '.join(silent)}" if silent else "") + f"), {how}  ", mark))
         parts += [Text(f"  {p.via or p.src}: {p.problem}", style="red") for p in bad]
+    for busy in sorted({b for s in result.services for b in s.busy}):
+        pod, _, port = busy.partition(" ")
+        accepted = "datagrams it answered" if port.endswith("/UDP") else "connections it accepted"
+        parts.append(Text(f"note: {pod} has a server of its own on {port}: the {accepted} count as reached, but which "
+                          "endpoint answered and the source it saw are not confirmed", style="yellow"))
     return parts
 
 

@@ -31,8 +31,13 @@ Pure: the lab in, a ruleset per node out.
         meta l4proto tcp dnat to 10.244.0.2:8080 }
     }
 
+A chain is named after the Service port (servicePortChainNameBase): `namespace/name/protocol/portName`,
+the port's name empty for a one-port Service (`default/web/tcp/`), and an endpoint's chain adds
+`__endpointIP/endpointPort`; a multi-port Service names every port, so no two share a chain.
+TCP, UDP and SCTP alike: the maps key on `meta l4proto`, the DNAT is `meta l4proto udp dnat to`.
+
 Checked against kubernetes pkg/proxy/nftables/proxier.go: names of the table, sets, maps and
-chains, the hash prefix, the mark, priorities, the external-chain rules. Differences: no
+chains, the hash prefix (hashAndTruncate), the mark, priorities, the external-chain rules. Differences: no
 firewall-check/LoadBalancer parts, no session affinity, IPv4 only; nodeport-ips holds the node's
 primary address (kube-proxy's `--nodeport-addresses primary` default in nftables mode).
 ClusterIPs and NodePorts come from ipam, endpoints from the resolved lab (cluster.py).
@@ -53,14 +58,20 @@ TABLE = "kube-proxy"
 MASQ_MARK = 0x4000
 
 
-def _hash(text: str) -> str:
-    """kube-proxy's chain name prefix: base32 of a SHA-256, 8 characters."""
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:8]
+def chain_base(name: str) -> str:
+    """kube-proxy's hashAndTruncate: the name prefixed with 8 characters of base32 of its SHA-256
+    (truncation never happens: our names are far shorter than its 240 characters)."""
+    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8] + "-" + name
+
+
+def _port_name(svc: Service, port: ServicePort) -> str:
+    """servicePortChainNameBase: `namespace/name/protocol/portName`, the port's name "" when it
+    has none (a one-port Service): two ports of a Service never share a chain."""
+    return f"{svc.qualified}/{port.protocol.lower()}/{port.name}"
 
 
 def _chain(prefix: str, svc: Service, port: ServicePort) -> str:
-    name = f"{svc.qualified}/{port.protocol.lower()}/"  # namespace/name/protocol/portName (ours unnamed)
-    return f"{prefix}-{_hash(name)}-{name}"
+    return f"{prefix}-{chain_base(_port_name(svc, port))}"
 
 
 def service_chain(svc: Service, port: ServicePort) -> str:
@@ -79,8 +90,8 @@ def external_chain(svc: Service, port: ServicePort) -> str:
 
 
 def endpoint_chain(svc: Service, port: ServicePort, pod: Pod) -> str:
-    name = f"{svc.qualified}/{port.protocol.lower()}/__{pod.ip}/{port.target_port}"
-    return f"endpoint-{_hash(name)}-{name}"
+    """servicePortEndpointChainNameBase: `namespace/name/protocol/portName__endpointIP/endpointPort`."""
+    return f"endpoint-{chain_base(f'{_port_name(svc, port)}__{pod.ip}/{port.target_port}')}"
 
 
 def _pick(chain_of: Callable[[Pod], str], pods: Sequence[Pod]) -> str:
@@ -166,9 +177,10 @@ def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
 
 
 def _named(chain: str) -> str:
-    """`service-HASH-default/web/tcp/` → `default/web`."""
-    parts = chain.split("-", 2)[-1].split("/")
-    return "/".join(parts[:2])
+    """`service-HASH-default/web/tcp/` → `default/web`, `…/tcp/http` → `default/web:http`:
+    kube-proxy's ServicePortName.String() (pkg/proxy/types.go)."""
+    namespace, name, _, port = chain.split("-", 2)[-1].split("/")[:4]
+    return f"{namespace}/{name}" + (f":{port}" if port else "")
 
 
 def describe(lab: Lab, node: Node, listing: str) -> list[str]:

@@ -89,7 +89,7 @@ def test_status_lists_services_and_ebpf_refuses_them(make_lab: MakeLab) -> None:
                                        capture_output=True, text=True).stdout)
     (svc,) = status["services"]
     assert svc["clusterIP"] == "10.96.0.2" and len(svc["endpoints"]) == 2
-    assert svc["ports"] == [{"port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None}]
+    assert svc["ports"] == [{"name": None, "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None}]
     with pytest.raises(LabError, match="dataplane ebpf does not load-balance Services yet"):
         make_lab(doc("ebpf"))
 
@@ -123,10 +123,11 @@ def test_check_proves_pod_to_service(make_lab: MakeLab, dataplane: str) -> None:
     result = matrix.run(lab)
     assert result.passed, [(s.src, s.problem) for s in result.services if not s.ok]
     assert {s.src for s in result.services} == {"node1/web1", "node1/client", "node2/web2"}
-    answered = {who for s in result.services for who, _ in s.answers}
+    answered = {a.endpoint for s in result.services for a in s.answers}
     assert answered == {"node1/web1", "node2/web2"}
+    assert {a.port for s in result.services for a in s.answers} == {8080}  # reached on the targetPort
     client = next(s for s in result.services if s.src == "node1/client")
-    assert {seen for _, seen in client.answers} == {str(next(p.ip for p in lab.pods if p.id == "node1/client"))}
+    assert {a.seen for a in client.answers} == {str(next(p.ip for p in lab.pods if p.id == "node1/client"))}
 
 
 def nodeport_doc(dataplane: str) -> dict[str, Any]:
@@ -153,10 +154,10 @@ def test_outside_to_node_port_with_both_traffic_policies(make_lab: MakeLab, data
     for node in ("node1", "node2", "node3"):  # Cluster: every node answers, masqueraded to its own address
         cluster = nodeport[("default/web", node)]
         assert len(cluster.answers) == cluster.tries == probes.TRIES
-        assert {seen for _, seen in cluster.answers} <= probes.node_addresses(lab.node(node))
+        assert {a.seen for a in cluster.answers} <= probes.node_addresses(lab.node(node))
     outside = str(lab.scenario.outside_ip)
     local = nodeport[("default/solo", "node1")]  # Local: the client's address kept
-    assert {who for who, _ in local.answers} == {"node1/web1"} and {seen for _, seen in local.answers} == {outside}
+    assert {a.endpoint for a in local.answers} == {"node1/web1"} and {a.seen for a in local.answers} == {outside}
     assert nodeport[("default/solo", "node2")].answers == () and nodeport[("default/solo", "node3")].answers == ()
     dropped = run_in(ns_of(lab, "node2"), "nft", "list", "map", "ip", "kube-proxy", "no-endpoint-nodeports", check=True).stdout
     assert "tcp . 30081 : drop" in dropped
@@ -221,3 +222,129 @@ def test_explain_trace_and_graph_show_nat_where_it_happens(make_lab: MakeLab) ->
     faults.inject(lab, "pod-down", ("node2/web2",))
     words = explain.read(lab, "node1")[0].nat
     assert words is not None and not any("node2/web2" in w for w in words.services)
+
+
+# -- the corners (#28): multi-port and UDP Services, the port reached, a pod's own server, SCTP --------------
+
+def corners_doc(dataplane: str) -> dict[str, Any]:
+    """web: two named TCP ports (80 → 8080, 81 → 9090) and a UDP one (53 → 5353), as a NodePort
+    Service with endpoints on both nodes; an outside host dials the NodePorts."""
+    return {"dataplane": dataplane, "outside": {},
+            "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
+                      {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
+            "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+                          "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
+                                    {"name": "metrics", "port": 81, "targetPort": 9090, "nodePort": 30081},
+                                    {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP",
+                                     "nodePort": 30053}]}]}
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+def test_each_port_of_a_multi_port_service_and_udp_reach_their_target_ports(make_lab: MakeLab, dataplane: str) -> None:
+    from cni_lab.probe import matrix, service_probes as probes
+
+    lab = make_lab(corners_doc(dataplane))
+    result = matrix.run(lab)
+    assert result.passed, [(s.title, s.src, s.via, s.problem) for s in result.services if not s.ok]
+    by_port: dict[tuple[str, str], list[Any]] = {}
+    for s in result.services:
+        by_port.setdefault((s.port_name, s.kind), []).append(s)
+    for name, target in (("http", 8080), ("metrics", 9090), ("dns", 5353)):
+        for kind in ("clusterIP", "nodePort"):
+            found = by_port[(name, kind)]
+            assert {a.port for s in found for a in s.answers} == {target}, (name, kind)  # each port its own chain
+            assert sum(len(s.answers) for s in found) == sum(s.tries for s in found), (name, kind)  # every try answered
+    udp = by_port[("dns", "clusterIP")]
+    assert {s.protocol for s in udp} == {"UDP"}
+    assert {a.endpoint for s in udp for a in s.answers} == {"node1/web1", "node2/web2"}
+    client = next(s for s in udp if s.src == "node1/client")
+    assert {a.seen for a in client.answers} == {str(next(p.ip for p in lab.pods if p.id == "node1/client"))}  # no SNAT
+    for s in by_port[("dns", "nodePort")]:  # Cluster: masqueraded to the node dialled
+        assert {a.seen for a in s.answers} <= probes.node_addresses(lab.node(s.via))
+    table = run_in(ns_of(lab, "node1"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
+    for chain in ("default/web/tcp/http", "default/web/tcp/metrics", "default/web/udp/dns"):
+        assert f"-{chain} {{" in table, chain
+    assert "udp . 53 : goto service-" in table and "meta l4proto udp dnat to" in table
+
+
+def test_every_udp_try_is_a_new_conntrack_entry_so_the_dnat_picks_again(make_lab: MakeLab) -> None:
+    from cni_lab.kernel import readback
+    from cni_lab.probe import service_probes as probes
+
+    lab = make_lab(corners_doc("host-gw"))
+    dial = next(d for d in probes.dials(lab, lab.services)
+                if d.src == "node1/client" and d.port.name == "dns" and d.via is None)
+    exchanged = probes.exchange(lab, [dial], 20)
+    answers = [probes.parse_answer(r.data) for r in exchanged.replies]
+    assert all(answers) and len({r.local_port for r in exchanged.replies}) == 20  # a fresh source port each
+    assert {a.endpoint for a in answers if a} == {"node1/web1", "node2/web2"}  # one entry would pin all 20 to one
+    client = str(next(p.ip for p in lab.pods if p.id == "node1/client"))
+    entries = [c for c in readback.connections(ns_of(lab, "node1"))
+               if c.src == client and c.dst == dial.address and c.dport == 53]
+    assert len(entries) == 20 and len({c.reply_src for c in entries}) == 2
+
+
+def test_check_fails_a_dnat_to_the_wrong_target_port(make_lab: MakeLab) -> None:
+    """What shared chains did before ports had names: ClusterIP:80 DNATed to the other port's 9090."""
+    from cni_lab import names
+    from cni_lab.kernel import edit
+    from cni_lab.probe import matrix
+    from cni_lab.rulesets import kubeproxy
+
+    lab = make_lab(corners_doc("host-gw"))
+    for node in lab.nodes:  # every endpoint chain of port http sends to metrics' targetPort
+        edit.nft_apply(names.node_netns(lab.name, node.name),
+                       kubeproxy.ruleset(lab, lab.services, node).replace(":8080", ":9090"))
+    result = matrix.run(lab)
+    assert not result.passed
+    http = [s for s in result.services if s.port_name == "http"]
+    assert http and all("was reached on port 9090, not default/web:http's targetPort 8080" in s.problem for s in http), \
+        [s.problem for s in http]
+    assert all(s.ok for s in result.services if s.port_name != "http")
+
+
+def test_a_server_of_the_pods_own_on_the_target_port_is_probed_through(make_lab: MakeLab) -> None:
+    """A learner's own server on 8080 in node1/web1 (a plain listening socket that never answers):
+    check no longer dies with `OSError: Address already in use`, counts what it accepts as reached
+    and says the endpoint's identity is not confirmed."""
+    from rich.console import Console
+
+    from cni_lab.probe import matrix
+    from cni_lab.report import terminal
+
+    lab = make_lab(doc("host-gw"))
+    own = netns.open_socket(ns_of(lab, "node1/web1"), socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        own.bind(("0.0.0.0", 8080))
+        own.listen(64)
+        result = matrix.run(lab)
+    finally:
+        own.close()
+    web = list(result.services)
+    assert result.passed, [(s.src, s.problem) for s in web if not s.ok]
+    assert {s.busy for s in web} == {("node1/web1 8080/TCP",)}
+    assert {a.endpoint for s in web for a in s.answers} == {"node2/web2"}  # web1 cannot say who it is
+    assert sum(s.unconfirmed for s in web) > 0 and all(len(s.answers) + s.unconfirmed == s.tries for s in web)
+    console = Console(width=240, record=True)
+    for part in terminal.services_view(result):
+        console.print(part)
+    assert "note: node1/web1 has a server of its own on 8080/TCP: the connections it accepted count as reached" \
+        in console.export_text()
+
+
+def test_sctp_is_refused_at_up_and_check_where_the_kernel_has_no_sctp_sockets(make_lab: MakeLab) -> None:
+    from cni_lab import lifecycle
+    from cni_lab.kernel import transports
+
+    if not transports.missing("SCTP"):
+        pytest.skip("this kernel has SCTP sockets: nothing to refuse")
+    sctp = doc("host-gw")
+    sctp["services"][0]["ports"] = [{"port": 80, "targetPort": 8080, "protocol": "SCTP"}]
+    before = set(lifecycle.running())
+    with pytest.raises(LabError, match=r"services\[0\]\.ports\[0\]\.protocol: SCTP needs the kernel's SCTP sockets "
+                                       r"\(CONFIG_IP_SCTP, the sctp module\), which this kernel lacks"):
+        make_lab(sctp)
+    assert set(lifecycle.running()) == before  # refused before anything was made
+    lab = make_lab(doc("host-gw"))
+    with pytest.raises(LabError, match="probe port sctp/80: SCTP needs the kernel's SCTP sockets"):
+        lifecycle.check(lab.name, ports=("sctp/80",))

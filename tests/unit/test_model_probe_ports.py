@@ -20,9 +20,9 @@ def test_entries_become_protocol_and_port_once_each() -> None:
     assert probe_ports(["tcp/80", "UDP/81", "TCP/080"]) == (model.ProbePort("TCP", 80), model.ProbePort("UDP", 81))
 
 
-@pytest.mark.parametrize("bad", ["sctp/80", "tcp/0", "tcp/65536", "tcp/31999", "80", "tcp:80"])
+@pytest.mark.parametrize("bad", ["icmp/80", "tcp/0", "tcp/65536", "tcp/31999", "80", "tcp:80"])
 def test_the_scenario_and_check_port_refuse_alike(bad: str) -> None:
-    rule = f"{bad!r} is not tcp/PORT or udp/PORT (1-65535; 31999 is check's own)"
+    rule = f"{bad!r} is not tcp/PORT, udp/PORT or sctp/PORT (1-65535; 31999 is check's own)"
     with pytest.raises(LabError) as scenario:
         probe_ports(["tcp/80", bad])
     with pytest.raises(LabError) as option:

@@ -91,7 +91,8 @@ def _services(*specs: dict) -> list:
 
 
 def test_node_ports_are_given_or_allocated_in_order_and_refused_as_the_api_server_refuses_them() -> None:
-    lab, found = _services({"name": "w", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 81}]},
+    lab, found = _services({"name": "w", "type": "NodePort", "selector": {"app": "web"},
+                            "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]},
                            {"name": "x", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["n2/c"],
                             "ports": [{"port": 80, "nodePort": 30000}]})
     assert [p.node_port for s in found for p in s.spec.ports] == [30001, 30002, 30000]  # the given one is kept

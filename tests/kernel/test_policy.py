@@ -9,7 +9,7 @@ import threading
 from typing import Any, Callable
 
 import pytest
-from helpers import ns_of, run_in
+from helpers import ns_of, pings, run_in
 
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
@@ -61,6 +61,17 @@ def test_check_sees_exactly_what_the_policies_allow(make_lab: MakeLab, dataplane
         assert seen[("node1/x/a", "node2/y/c")] == "ok"  # y/c's ingress is open, and replies pass
 
 
+def test_chains_named_namespace_slash_name_and_hashed_long_names_load_and_hold(make_lab: MakeLab) -> None:
+    """Chain names carry "/" (no namespace or name has one) and, past nft's 255 characters, a hash."""
+    long_name = "deny-" + "x" * 248  # 253 characters, the longest a name may be
+    lab = make_lab(scenario("host-gw", np(long_name, {"podSelector": {}, "policyTypes": ["Ingress"]}), ALLOW_B_TO_A))
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
+    assert "chain to-wl-x/a {" in ruleset and "jump pi-x/allow-b-to-a" in ruleset and "chain pi-_" in ruleset
+    a = next(p for p in lab.pods if p.id == "node1/x/a")
+    assert pings(ns_of(lab, "node1/x/b"), a.ip)
+    assert not pings(ns_of(lab, "node2/x/c"), a.ip)
+
+
 def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: MakeLab) -> None:
     only_80 = np("only-80", {"podSelector": {"matchLabels": {"pod": "a"}},
                             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
@@ -96,7 +107,7 @@ def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: Mak
     finally:
         server.close()
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
-    assert "chain to-wl-x-a" in ruleset and "chain pi-x-only-80" in ruleset
+    assert "chain to-wl-x/a" in ruleset and "chain pi-x/only-80" in ruleset
     assert "tcp dport 80" in ruleset and "ct state established,related accept" in ruleset
     assert "cni-lab-policy" not in run_in(ns_of(lab, "node2"), "nft", "list", "tables").stdout  # no pod of node2 is selected
 
@@ -201,7 +212,7 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     a = next(p for p in facts.policies if p.pod == "node1/x/a")
     assert a.egress is None and a.ingress is not None
     assert "x/allow-b-to-a: from pods with pod=b in x, on any port and protocol" in a.ingress
-    assert "chain to-wl-x-a {" in a.rules and "jump pi-x-allow-b-to-a" in a.rules
+    assert "chain to-wl-x/a {" in a.rules and "jump pi-x/allow-b-to-a" in a.rules
     doc = explain_view.to_json(lab, [facts])
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
 
@@ -215,7 +226,7 @@ def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab) -> None:
     assert seen6[("node1/x/b", "node1/x/a")] == "ok"
     assert seen6[("node2/x/c", "node1/x/a")] in ("timeout", "unreachable")
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
-    assert "ip6 daddr fd00:10:244::2 jump to-wl-x-a" in ruleset
+    assert "ip6 daddr fd00:10:244::2 jump to-wl-x/a" in ruleset
 
 
 def test_the_report_shows_the_grid_per_port(make_lab: MakeLab, tmp_path: Any) -> None:

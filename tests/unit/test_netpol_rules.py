@@ -185,7 +185,7 @@ def test_a_denied_pair_has_no_accept_path_and_the_allowed_one_only_its_port() ->
     assert not passes(lab, b, a, "tcp", 81) and not passes(lab, b, a, "icmp", None)
     assert not passes(lab, c, a, "tcp", 80)  # across nodes: dropped at node1's forward hook
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    marking = [r for r in chains["pi-x-allow-b"] if "meta mark set meta mark | 0x10000" in r]
+    marking = [r for r in chains["pi-x/allow-b"] if "meta mark set meta mark | 0x10000" in r]
     assert marking and all(str(b.ip) in r and str(c.ip) not in r for r in marking)
 
 
@@ -196,25 +196,25 @@ def test_felix_shape_chains_per_workload_and_policy_with_the_accept_mark() -> No
     node1 = netpol.ruleset(lab, lab.node("node1"))
     assert node1.startswith(EMPTIED + "table inet cni-lab-policy {\n")  # replaced whole, in one transaction
     chains = nft.parse_chains(node1)
-    assert list(chains) == ["forward", "input", "output", "to-wl-x-a", "pi-x-allow-b"]  # x/b, y/a: selected by none
+    assert list(chains) == ["forward", "input", "output", "to-wl-x/a", "pi-x/allow-b"]  # x/b, y/a: selected by none
     for base in ("forward", "input", "output"):
         assert chains[base][0] == "ct state established,related accept"  # replies always pass
         assert chains[base][1].startswith("icmpv6 type { nd-router-solicit")  # and neighbour discovery
     assert f"  chain forward {{\n    type filter hook forward priority filter; policy accept;\n" in node1
-    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]
-    assert chains["output"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]  # the node's own traffic to its pod
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a"]
+    assert chains["output"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a"]  # the node's own traffic to its pod
     assert chains["input"][2:] == []  # no pod here is isolated for egress
-    assert chains["to-wl-x-a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x-allow-b",
+    assert chains["to-wl-x/a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x/allow-b",
                                    "meta mark & 0x10000 == 0x10000 return",
                                    'counter drop comment "x/a: no ingress policy allows this"']
-    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
+    assert chains["pi-x/allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
     assert str(y_a.ip) not in node1
     node2 = nft.parse_chains(netpol.ruleset(lab, lab.node("node2")))
-    assert list(node2) == ["forward", "input", "output", "from-wl-x-c", "po-x-egress-c"]
-    assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x-c"]
-    assert node2["from-wl-x-c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
+    assert list(node2) == ["forward", "input", "output", "from-wl-x/c", "po-x/egress-c"]
+    assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x/c"]
+    assert node2["from-wl-x/c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
     y_pods = sorted((p for p in lab.pods if p.namespace == "y"), key=lambda p: p.id)
-    assert node2["po-x-egress-c"] == [
+    assert node2["po-x/egress-c"] == [
         f"ip daddr {{ {', '.join(str(p.ip) for p in y_pods)} }} meta mark set meta mark | 0x10000 return",
         "ip daddr 192.168.1.0/24 ip daddr != { 192.168.1.2/32 } meta l4proto udp meta mark set meta mark | 0x10000 return"]
 
@@ -232,7 +232,7 @@ def test_a_selector_that_selects_no_pod_allows_nothing_through_its_rule() -> Non
                                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "zz"}}}]}]})
     lab = policy_lab(nobody)
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    assert chains["pi-x-from-nobody"] == []
+    assert chains["pi-x/from-nobody"] == []
     assert not passes(lab, by_qualified(lab)["x/b"], by_qualified(lab)["x/a"], "tcp", 80)
 
 
@@ -242,14 +242,12 @@ def test_dual_stack_pods_are_matched_in_each_family() -> None:
     pods = by_qualified(lab)
     a, b, c = pods["x/a"], pods["x/b"], pods["x/c"]
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a", f"ip6 daddr {a.ip6} jump to-wl-x-a"]
-    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return",
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a", f"ip6 daddr {a.ip6} jump to-wl-x/a"]
+    assert chains["pi-x/allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return",
                                       f"ip6 saddr {{ {b.ip6} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
     assert passes(lab, b, a, "tcp", 80, family=6) and not passes(lab, c, a, "tcp", 80, family=6)
 
 
-@pytest.mark.xfail(strict=True, reason="netpol names a policy's chain pi-<namespace>-<name>: policy c of namespace a-b "
-                                       "and policy b-c of namespace a share chain pi-a-b-c, and one's rules replace the other's")
 def test_policies_whose_names_join_alike_keep_chains_of_their_own() -> None:
     lab = make_lab([{"name": "n1", "pods": [pod("p", "a-b", {"k": "v"}), pod("s", "a-b", {"k": "w"}),
                                             pod("q", "a", {"k": "v"}), pod("r", "a", {"k": "w"})]}],
@@ -262,3 +260,45 @@ def test_policies_whose_names_join_alike_keep_chains_of_their_own() -> None:
     for src, dst, port in (("a-b/s", "a-b/p", 80), ("a/r", "a/q", 443)):
         assert lab.evaluator.allowed(workload(pods[src]), workload(pods[dst]), "TCP", port)
         assert passes(lab, pods[src], pods[dst], "tcp", port), f"{src} → {dst} tcp/{port}"
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    assert {"pi-a-b/c", "pi-a/b-c", "to-wl-a-b/p", "to-wl-a/q"} <= set(chains)  # "/" is in no namespace or name
+
+
+def test_pods_whose_names_join_alike_keep_workload_chains_of_their_own() -> None:
+    """Pod b of namespace x-a and pod a-b of namespace x: to-wl-x-a-b both, once."""
+    lab = make_lab([{"name": "n1", "pods": [pod("b", "x-a", {"k": "v"}), pod("a-b", "x", {"k": "v"}),
+                                            pod("c", "x", {"k": "w"})]}],
+                   namespaces={"x": {}, "x-a": {}},
+                   policies=[network_policy("deny", {"podSelector": {}, "policyTypes": ["Ingress"]}, namespace="x-a"),
+                             network_policy("from-c", {"podSelector": {"matchLabels": {"k": "v"}},
+                                                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"k": "w"}}}]}]})])
+    pods = by_qualified(lab)
+    assert passes(lab, pods["x/c"], pods["x/a-b"], "tcp", 80)  # x/a-b takes x/c ...
+    assert not passes(lab, pods["x/c"], pods["x-a/b"], "tcp", 80)  # ... x-a/b takes nobody
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    assert {"to-wl-x-a/b", "to-wl-x/a-b"} <= set(chains)
+
+
+def test_names_too_long_for_nft_are_hashed_as_felix_does_and_stay_apart() -> None:
+    """A policy name may be 253 characters, a chain's at most 255 (NFT_CHAIN_MAXNAMELEN counts the
+    NUL): Felix's GetLengthLimitedID keeps the prefix and puts "_" and a hash of the rest."""
+    long_a, long_b, fits = "p" * 250 + "-a", "p" * 250 + "-b", "q" * 250  # pi-x/ + 250 = 255: still readable
+    lab = make_lab([{"name": "n1", "pods": [pod("a", "x", {"k": "v"}), pod("b", "x", {"k": "w"})]}],
+                   namespaces={"x": {}},
+                   policies=[network_policy(long_a, {"podSelector": {"matchLabels": {"k": "v"}},
+                                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"k": "w"}}}],
+                                                                  "ports": [{"port": 80}]}]}),
+                             network_policy(long_b, {"podSelector": {"matchLabels": {"k": "v"}},
+                                                     "ingress": [{"ports": [{"port": 443}]}]}),
+                             network_policy(fits, {"podSelector": {"matchLabels": {"k": "v"}}, "policyTypes": ["Ingress"]})])
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    hashed = [c for c in chains if c.startswith("pi-_")]
+    assert len(set(hashed)) == 2 and all(len(c) == len("pi-_") + 43 for c in hashed)  # SHA-256 in unpadded base64url
+    assert all(re.fullmatch(r"pi-_[A-Za-z0-9_-]+", c) for c in hashed)  # nft's unquoted string characters
+    assert f"pi-x/{fits}" in chains and len(f"pi-x/{fits}") == netpol.MAX_CHAIN_NAME
+    pods = by_qualified(lab)
+    assert passes(lab, pods["x/b"], pods["x/a"], "tcp", 80) and passes(lab, pods["x/b"], pods["x/a"], "tcp", 443)
+    assert not passes(lab, pods["x/b"], pods["x/a"], "tcp", 81)
+
+
+

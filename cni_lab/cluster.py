@@ -259,8 +259,10 @@ def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
         nodes.append(Node(name=spec.name, ip=given.ip, pod_cidr=cidr, pods=pods, segment=given.segment,
                           ip6=given.ip6, pod_cidr6=cidr6))
     lab = Lab(scenario=scenario, nodes=tuple(nodes), capabilities=capabilities, warnings=allocation.warnings)
-    lab.policies  # noqa: B018 - every policy checked now, as `kubectl apply` would, before anything is built
-    return lab
+    # every policy checked now, as `kubectl apply` would, before anything is built; what the API
+    # server would accept with a warning (an ipBlock CIDR with host bits) is the lab's warning too
+    policy_warnings = tuple(w for p in lab.policies for w in p.warnings)
+    return dataclasses.replace(lab, warnings=lab.warnings + policy_warnings) if policy_warnings else lab
 
 
 def _services(lab: Lab) -> tuple[Service, ...]:

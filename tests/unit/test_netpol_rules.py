@@ -301,4 +301,10 @@ def test_names_too_long_for_nft_are_hashed_as_felix_does_and_stay_apart() -> Non
     assert not passes(lab, pods["x/b"], pods["x/a"], "tcp", 81)
 
 
-
+def test_ip_blocks_written_with_host_bits_are_matched_as_their_network() -> None:
+    block = network_policy("host-bits", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.244.0.5/16", "except": ["10.244.1.7/24"]}}]}]})
+    lab = policy_lab(block)
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    assert chains["pi-x/host-bits"] == [
+        "ip saddr 10.244.0.0/16 ip saddr != { 10.244.1.0/24 } meta mark set meta mark | 0x10000 return"]

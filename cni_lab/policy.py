@@ -10,8 +10,9 @@ Kubernetes defines it. Pure: the reference the kernel's enforcement is held agai
 - Evaluating: `Evaluator(lab, policies).allowed(src, dst, protocol, port)` answers whether a new
   connection from pod `src` to pod `dst` is allowed. A pod selected by no policy of a direction
   (policyTypes) allows everything in that direction; policies add up; a connection needs the
-  source's egress and the destination's ingress; replies of an allowed connection always pass.
-  ICMP is no TCP, UDP or SCTP: only a rule without `ports` lets it through.
+  source's egress and the destination's ingress, except that a pod's own node always gets in;
+  replies of an allowed connection always pass. ICMP is no TCP, UDP or SCTP: only a rule
+  without `ports` lets it through.
 """
 
 from __future__ import annotations
@@ -318,6 +319,15 @@ class Workload:
     def qualified(self) -> str:
         return f"{self.namespace}/{self.id.rsplit('/', 1)[1]}"
 
+    @property
+    def node(self) -> str:
+        """The node it runs on (a node: itself); ids start with the node's name."""
+        return self.id.split("/", 1)[0]
+
+    def is_local_node_of(self, pod: Workload) -> bool:
+        """This is a node, and `pod` runs on it."""
+        return not self.namespace and pod.namespace != "" and self.node == pod.node
+
 
 class Evaluator:
     def __init__(self, namespaces: dict[str, Labels], policies: Iterable[Policy]) -> None:
@@ -359,8 +369,10 @@ class Evaluator:
         """May `src` open a connection to `dst` on protocol (TCP, UDP, SCTP, ICMP) and port?"""
         src_ip = next((ip for ip in src.ips if ip.version == family), src.ips[0])
         dst_ip = next((ip for ip in dst.ips if ip.version == family), dst.ips[0])
+        # NetworkPolicySpec.ingress (staging/src/k8s.io/api/networking/v1/types.go, 1.36 L71-L77):
+        # allowed "if the traffic source is the pod's local node", whichever its address. Not egress.
         return (self._side(src, "Egress", dst, dst_ip, protocol, port)
-                and self._side(dst, "Ingress", src, src_ip, protocol, port))
+                and (src.is_local_node_of(dst) or self._side(dst, "Ingress", src, src_ip, protocol, port)))
 
 
 def _selector_words(s: Selector) -> str:

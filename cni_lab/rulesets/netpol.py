@@ -8,11 +8,17 @@ plan step applies it in the node's namespace; `nft list ruleset` there reads lik
                        ip saddr 10.244.0.3 jump from-wl-x/a         # what the node's pods send
                        ip daddr 10.244.0.3 jump to-wl-x/a }         # what goes to them
       chain input    { ... the pods' egress to the node itself }
-      chain output   { ... the node's own traffic to its pods: their ingress }
       chain to-wl-x/a   { meta mark set meta mark & ~ALLOW; jump pi-x/deny-ingress; jump pi-x/allow-b
                           meta mark & ALLOW == ALLOW return; counter drop }
       chain pi-x/allow-b { ip saddr { 10.244.1.2 } tcp dport 80 meta mark set meta mark | ALLOW return }
     }
+
+No output chain: what the node itself sends to its pods is never policed, from whichever of its
+addresses (underlay, cni0's, flannel.1's, a tunnel's), as NetworkPolicySpec.ingress says ("if the
+traffic source is the pod's local node") and Felix does (felix/rules/static.go, v3.32.1,
+filterOutputChain L705: "We don't currently police host -> endpoint according to the endpoint's
+ingress policy", a RETURN for every packet out of a workload interface). Other nodes' traffic
+arrives through the forward hook and meets the pods' ingress rules like any other source.
 
 Chains are named as Felix names them (PolicyChainName, felix/rules/policy.go L1025): a prefix and
 namespace/name, "/" being in no namespace (a DNS label) and no name (a DNS subdomain), so no two
@@ -151,7 +157,7 @@ class Rules:
     def node_table(self, node: Node) -> str:
         """The node's whole table, or "" when no policy selects any of its pods."""
         chains: dict[str, list[str]] = {}
-        forward, inbound, outbound = [], [], []
+        forward, inbound = [], []
         local: list[Pod] = list(node.pods)
         for pod in local:
             w = self.workloads[pod.id]
@@ -168,9 +174,8 @@ class Rules:
                     if direction == "Egress":
                         forward.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
                         inbound.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
-                    else:
+                    else:  # from other nodes and pods only: the output hook (this node's own) is not policed
                         forward.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
-                        outbound.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
         if not chains:
             return ""
         out = [f"table inet {TABLE} {{"]
@@ -186,7 +191,6 @@ class Rules:
 
         base("forward", "forward", forward)
         base("input", "input", inbound)
-        base("output", "output", outbound)
         out += nft.chains(chains)
         out.append("}")
         return "\n".join(out) + "\n"

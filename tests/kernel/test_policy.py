@@ -61,6 +61,37 @@ def test_check_sees_exactly_what_the_policies_allow(make_lab: MakeLab, dataplane
         assert seen[("node1/x/a", "node2/y/c")] == "ok"  # y/c's ingress is open, and replies pass
 
 
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni"])
+def test_a_node_reaches_its_own_pods_under_default_deny_ingress_and_other_nodes_do_not(make_lab: MakeLab,
+                                                                                     dataplane: str) -> None:
+    """NetworkPolicySpec.ingress: allowed "if the traffic source is the pod's local node". The node
+    sends as its agents do (no bind: the kernel picks cni0's, the underlay's or a tunnel's
+    address), and check, which binds to the underlay, expects and sees the same."""
+    lab = make_lab(scenario(dataplane, DENY_INGRESS_X))
+    a = next(p for p in lab.pods if p.id == "node1/x/a")
+    server = netns.open_socket(ns_of(lab, "node1/x/a"), socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((str(a.ip), 80))
+    server.listen(8)
+
+    def connects(src: str) -> bool:
+        return run_in(ns_of(lab, src), "python3", "-c",
+                      f"import socket; s = socket.socket(); s.settimeout(1); s.connect(('{a.ip}', 80))").returncode == 0
+
+    try:
+        assert pings(ns_of(lab, "node1"), a.ip) and connects("node1")  # its own node: always
+        assert not pings(ns_of(lab, "node2"), a.ip) and not connects("node2")  # another node: no ipBlock names it
+        assert not pings(ns_of(lab, "node2/x/c"), a.ip)  # and pods stay out
+    finally:
+        server.close()
+    result = matrix.run(lab)
+    seen = verdicts(result)
+    assert seen[("node1", "node1/x/a")] == "ok" and seen[("node1", "node1/x/b")] == "ok"
+    assert seen[("node2", "node1/x/a")] in ("timeout", "unreachable")
+    assert not [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures
+                if dataplane != "bridge" or r.pair.src.node == r.pair.dst.node]
+
+
 def test_chains_named_namespace_slash_name_and_hashed_long_names_load_and_hold(make_lab: MakeLab) -> None:
     """Chain names carry "/" (no namespace or name has one) and, past nft's 255 characters, a hash."""
     long_name = "deny-" + "x" * 248  # 253 characters, the longest a name may be
@@ -213,6 +244,7 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     assert a.egress is None and a.ingress is not None
     assert "x/allow-b-to-a: from pods with pod=b in x, on any port and protocol" in a.ingress
     assert "chain to-wl-x/a {" in a.rules and "jump pi-x/allow-b-to-a" in a.rules
+    assert "node1 itself, always" in a.ingress[-1]  # the pod's own node, as the evaluator and the rules
     doc = explain_view.to_json(lab, [facts])
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
 

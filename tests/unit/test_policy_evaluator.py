@@ -163,7 +163,41 @@ def test_more_than_two_policy_types_are_refused_as_the_api_server_does() -> None
     assert list(e.value.problems) == ["s.yaml: policies[0]: spec.policyTypes: may not specify more than two policyTypes"]
 
 
+def nodes_of(the_lab: cluster.Lab) -> dict[str, policy.Workload]:
+    """The nodes as check's pairs hand them to the evaluator (probe/pairs.py): no namespace, no labels."""
+    return {n.name: policy.Workload(n.name, "", (), n.ips) for n in the_lab.nodes}
 
+
+def test_a_pods_own_node_always_reaches_it_other_nodes_only_through_an_ip_block() -> None:
+    """staging/src/k8s.io/api/networking/v1/types.go, NetworkPolicySpec.ingress: traffic is allowed
+    "if the traffic source is the pod's local node", whatever the policies say; a node is no pod,
+    so for the other nodes only an ipBlock naming their address lets them in."""
+    deny = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    pods, nodes = {w.qualified: w for w in deny.workloads}, nodes_of(deny)
+    x_a = pods["x/a"]  # on node1
+    for protocol, port in (("TCP", 80), ("UDP", 81), ("ICMP", None)):
+        assert deny.evaluator.allowed(nodes["node1"], x_a, protocol, port)
+        assert not deny.evaluator.allowed(nodes["node2"], x_a, protocol, port)
+    node2 = next(n for n in deny.nodes if n.name == "node2")
+    by_block = lab(np("from-node2", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": f"{node2.ip}/32"}}]}]}))
+    pods, nodes = {w.qualified: w for w in by_block.workloads}, nodes_of(by_block)
+    assert by_block.evaluator.allowed(nodes["node2"], pods["x/a"], "TCP", 80)
+    assert not by_block.evaluator.allowed(nodes["node3"], pods["x/a"], "TCP", 80)
+    assert by_block.evaluator.allowed(nodes["node3"], pods["x/c"], "TCP", 80)  # x/c is node3's own
+    # egress has no such rule: a pod isolated for egress reaches its own node only through an ipBlock
+    no_egress = lab(np("deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]}))
+    a = {w.qualified: w for w in no_egress.workloads}["x/a"]
+    assert not no_egress.evaluator.allowed(a, nodes_of(no_egress)["node1"], "TCP", 80)
+
+
+def test_check_expects_a_node_to_reach_its_own_pods_under_default_deny() -> None:
+    from cni_lab.probe import pairs
+
+    the_lab = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    want = {(p.src.id, p.dst.id): p.expected for p in pairs.all_pairs(the_lab)}
+    assert want[("node1", "node1/x/a")] == frozenset({"ok"})
+    assert want[("node2", "node1/x/a")] == pairs.BLOCKED
+    assert want[("node1", "node2/x/b")] == pairs.BLOCKED
 
 
 def test_ip_block_cidrs_with_host_bits_mean_their_network_with_the_api_servers_warning() -> None:

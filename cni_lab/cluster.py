@@ -140,7 +140,7 @@ class Lab:
     scenario: Scenario
     nodes: tuple[Node, ...]
     capabilities: Capabilities  # what its data plane does in it: what the code asks instead of its name
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # the allocation's (ipam); `all_warnings` adds the policies'
 
     @property
     def name(self) -> str:
@@ -216,6 +216,13 @@ class Lab:
             raise LabError(*problems)
         return tuple(found)
 
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        """What to warn of: the allocation's, and what the API server would accept in the policies
+        with a warning (an ipBlock CIDR with host bits), worked out from the policies the lab has
+        now (`policy apply` and `delete` change them on a running lab)."""
+        return self.warnings + tuple(w for p in self.policies for w in p.warnings)
+
     @cached_property
     def evaluator(self) -> policy.Evaluator:
         return policy.Evaluator({ns.name: ns.labels for ns in self.scenario.namespaces}, self.policies)
@@ -259,10 +266,8 @@ def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
         nodes.append(Node(name=spec.name, ip=given.ip, pod_cidr=cidr, pods=pods, segment=given.segment,
                           ip6=given.ip6, pod_cidr6=cidr6))
     lab = Lab(scenario=scenario, nodes=tuple(nodes), capabilities=capabilities, warnings=allocation.warnings)
-    # every policy checked now, as `kubectl apply` would, before anything is built; what the API
-    # server would accept with a warning (an ipBlock CIDR with host bits) is the lab's warning too
-    policy_warnings = tuple(w for p in lab.policies for w in p.warnings)
-    return dataclasses.replace(lab, warnings=lab.warnings + policy_warnings) if policy_warnings else lab
+    lab.policies  # noqa: B018 - every policy checked now, as `kubectl apply` would, before anything is built
+    return lab
 
 
 def _services(lab: Lab) -> tuple[Service, ...]:

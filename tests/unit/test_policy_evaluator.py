@@ -245,8 +245,13 @@ def test_the_api_servers_warnings_are_the_labs(tmp_path: Any) -> None:
 
     from cni_lab.cli import cli
 
+    import dataclasses
+
     the_lab = lab(np("host-bits", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.5/16"}}]}]}))
-    assert the_lab.policies[0].warnings and set(the_lab.policies[0].warnings) <= set(the_lab.warnings)
+    assert the_lab.policies[0].warnings and the_lab.all_warnings == the_lab.warnings + the_lab.policies[0].warnings
+    # `policy delete` on a running lab replaces the scenario's policies (lifecycle.set_policies): the warning goes
+    deleted = dataclasses.replace(the_lab, scenario=dataclasses.replace(the_lab.scenario, policies=()))
+    assert deleted.all_warnings == the_lab.warnings
     scenario = tmp_path / "np.yaml"
     scenario.write_text("name: np\nnamespaces: {x: {}}\nnodes:\n  - {name: node1, pods: [{name: a, namespace: x}]}\n"
                         "policies:\n  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: p, namespace: x},\n"
@@ -261,13 +266,13 @@ def test_policy_apply_prints_the_api_servers_warnings_as_kubectl_does(tmp_path: 
 
     from click.testing import CliRunner
 
-    from cni_lab import catalog, lifecycle
+    from cni_lab import lifecycle
     from cni_lab.cli import cli
 
     running = lab()
 
-    def set_policies(name: str | None, change: Any) -> tuple[cluster.Lab, cluster.Lab]:  # the running lab, changed
-        return running, catalog.resolve(dataclasses.replace(running.scenario, policies=change(running)))
+    def set_policies(name: str | None, change: Any) -> tuple[cluster.Lab, cluster.Lab]:  # as lifecycle's, without the kernel
+        return running, dataclasses.replace(running, scenario=dataclasses.replace(running.scenario, policies=change(running)))
 
     monkeypatch.setattr(lifecycle, "set_policies", set_policies)
     file = tmp_path / "p.yaml"

@@ -93,11 +93,15 @@ def test_a_node_reaches_its_own_pods_under_default_deny_ingress_and_other_nodes_
 
 
 def test_chains_named_namespace_slash_name_and_hashed_long_names_load_and_hold(make_lab: MakeLab) -> None:
-    """Chain names carry "/" (no namespace or name has one) and, past nft's 255 characters, a hash."""
-    long_name = "deny-" + "x" * 248  # 253 characters, the longest a name may be
-    lab = make_lab(scenario("host-gw", np(long_name, {"podSelector": {}, "policyTypes": ["Ingress"]}), ALLOW_B_TO_A))
+    """Chain names carry "/" (no namespace or name has one), may be 255 characters long (the kernel's
+    NFT_CHAIN_MAXNAMELEN, 256, counts the NUL) and past that are a hash."""
+    long_name = "deny-" + "x" * 248  # 253 characters, the longest a name may be: hashed
+    fits = "q" * 250  # pi-x/ + 250 = 255 characters: kept
+    lab = make_lab(scenario("host-gw", np(long_name, {"podSelector": {}, "policyTypes": ["Ingress"]}),
+                            np(fits, {"podSelector": {}, "policyTypes": ["Ingress"]}), ALLOW_B_TO_A))
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
     assert "chain to-wl-x/a {" in ruleset and "jump pi-x/allow-b-to-a" in ruleset and "chain pi-_" in ruleset
+    assert f"chain pi-x/{fits} {{" in ruleset
     a = next(p for p in lab.pods if p.id == "node1/x/a")
     assert pings(ns_of(lab, "node1/x/b"), a.ip)
     assert not pings(ns_of(lab, "node2/x/c"), a.ip)

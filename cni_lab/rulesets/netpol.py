@@ -55,7 +55,8 @@ MAX_CHAIN_NAME = 255  # NFT_CHAIN_MAXNAMELEN (include/uapi/linux/netfilter/nf_ta
 def chain_name(prefix: str, qualified: str) -> str:
     """`prefix-namespace/name`, or where nft would refuse its length, `prefix-_<hash>` (Felix's
     GetLengthLimitedID: SHA-256 of the rest, base64url, cut to fit). "_" starts no namespace, so
-    a hashed name is never a readable one."""
+    a hashed name is never a readable one. nft takes "/" in an unquoted name (its scanner's
+    `string`; Felix's nft mode lists `raw-cali-pi-gnp/xdpf`, felix/fv/xdp_test.go L381)."""
     if len(prefix) + 1 + len(qualified) <= MAX_CHAIN_NAME:
         return f"{prefix}-{qualified}"
     digest = base64.urlsafe_b64encode(hashlib.sha256(qualified.encode()).digest()).decode().rstrip("=")

@@ -140,7 +140,7 @@ class Lab:
     scenario: Scenario
     nodes: tuple[Node, ...]
     capabilities: Capabilities  # what its data plane does in it: what the code asks instead of its name
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # the allocation's (ipam); `all_warnings` adds the policies'
 
     @property
     def name(self) -> str:
@@ -215,6 +215,13 @@ class Lab:
         if problems:
             raise LabError(*problems)
         return tuple(found)
+
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        """What to warn of: the allocation's, and what the API server would accept in the policies
+        with a warning (an ipBlock CIDR with host bits), worked out from the policies the lab has
+        now (`policy apply` and `delete` change them on a running lab)."""
+        return self.warnings + tuple(w for p in self.policies for w in p.warnings)
 
     @cached_property
     def evaluator(self) -> policy.Evaluator:

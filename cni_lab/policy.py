@@ -4,23 +4,26 @@ Kubernetes defines it. Pure: the reference the kernel's enforcement is held agai
 - Reading: `parse(document, where)` takes one object as `kubectl apply` would, and refuses what
   the API server refuses (unknown fields, bad selector operators, `endPort` without a numeric
   `port`, an `except` outside its `cidr`, a peer with `ipBlock` and a selector, ...) with one line
-  naming the place. Named ports are refused with that reason: the lab's pods declare no
-  container ports.
+  naming the place, defaults policyTypes as it does, and reads ipBlock CIDRs as Kubernetes 1.36
+  does (host bits accepted with its warning: model/cidrs.py). Named ports are refused with that
+  reason: the lab's pods declare no container ports.
 - Evaluating: `Evaluator(lab, policies).allowed(src, dst, protocol, port)` answers whether a new
   connection from pod `src` to pod `dst` is allowed. A pod selected by no policy of a direction
   (policyTypes) allows everything in that direction; policies add up; a connection needs the
-  source's egress and the destination's ingress; replies of an allowed connection always pass.
-  ICMP is no TCP, UDP or SCTP: only a rule without `ports` lets it through.
+  source's egress and the destination's ingress, except that a pod's own node always gets in;
+  replies of an allowed connection always pass. ICMP is no TCP, UDP or SCTP: only a rule
+  without `ports` lets it through.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Iterable
 
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_NAMESPACE, Labels, ProbePort, is_dns_subdomain, is_label_key, is_label_value
+from cni_lab.model import (DEFAULT_NAMESPACE, Labels, ProbePort, cidr_warnings, is_dns_subdomain, is_label_key,
+                           is_label_value, parse_cidr_sloppy)
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
@@ -112,6 +115,7 @@ class Policy:
     policy_types: tuple[str, ...]
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
+    warnings: tuple[str, ...] = ()  # what the API server would warn of, accepting the policy
 
     @property
     def qualified(self) -> str:
@@ -124,9 +128,18 @@ class _Reader:
     def __init__(self, where: str) -> None:
         self.where = where
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{self.where}: {path}: {message}")
+
+    def cidr(self, value: Any, path: str) -> IPv4Network | IPv6Network | None:
+        parsed = parse_cidr_sloppy(value)
+        if parsed is None:
+            self.problem(path, f"{value!r} is not a valid CIDR")
+            return None
+        self.warnings += [f"{self.where}: {path}: {w}" for w in cidr_warnings(value, *parsed)]
+        return parsed[1]
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if value is None:
@@ -186,18 +199,15 @@ class _Reader:
 
     def ip_block(self, value: Any, path: str) -> IPBlock | None:
         raw = self.mapping(value, path, ("cidr", "except"))
-        try:
-            cidr = ip_network(str(raw.get("cidr")), strict=True)
-        except ValueError:
-            self.problem(f"{path}.cidr", f"{raw.get('cidr')!r} is not a valid CIDR")
+        cidr = self.cidr(raw.get("cidr"), f"{path}.cidr")
+        if cidr is None:
             return None
         excepted = []
         for i, e in enumerate(self.listing(raw.get("except"), f"{path}.except")):
-            try:
-                net = ip_network(str(e), strict=True)
-            except ValueError:
-                self.problem(f"{path}.except[{i}]", f"{e!r} is not a valid CIDR")
+            net = self.cidr(e, f"{path}.except[{i}]")
+            if net is None:
                 continue
+            # the masked networks, as ValidateIPBlock compares them: a strict subset of cidr
             if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:  # type: ignore[arg-type]
                 self.problem(f"{path}.except[{i}]", f"{net} must be a strict subset of {cidr}")
                 continue
@@ -280,18 +290,18 @@ def parse(document: Any, where: str, namespaces: Iterable[str] = (DEFAULT_NAMESP
     ingress = r.rules(spec.get("ingress"), "spec.ingress", "from")
     egress = r.rules(spec.get("egress"), "spec.egress", "to")
     types = r.listing(spec.get("policyTypes"), "spec.policyTypes")
-    if "policyTypes" in spec:
+    if len(types) > len(POLICY_TYPES):  # ValidateNetworkPolicySpec: a length, not duplicates (an atomic list)
+        r.problem("spec.policyTypes", "may not specify more than two policyTypes")
+    else:
         for i, t in enumerate(types):
             if t not in POLICY_TYPES:
                 r.problem(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress")
-        if len(set(map(str, types))) != len(types):
-            r.problem("spec.policyTypes", "duplicate entries")
-        policy_types = tuple(t for t in POLICY_TYPES if t in types)
-    else:  # defaulting: Ingress always, Egress when the policy has egress rules
-        policy_types = ("Ingress", "Egress") if "egress" in spec else ("Ingress",)
+    # SetDefaults_NetworkPolicy (pkg/apis/networking/v1/defaults.go L38-L46): an empty or absent
+    # list becomes [Ingress], plus Egress only when len(spec.egress) != 0 (so `egress: []` is not)
+    policy_types = tuple(t for t in POLICY_TYPES if t in types) or (("Ingress", "Egress") if egress else ("Ingress",))
     if r.problems:
         raise LabError(*r.problems)
-    return Policy(str(name), str(namespace), selector, policy_types, ingress, egress)
+    return Policy(str(name), str(namespace), selector, policy_types, ingress, egress, tuple(r.warnings))
 
 
 # -- evaluating -------------------------------------------------------------------------------------
@@ -308,6 +318,15 @@ class Workload:
     @property
     def qualified(self) -> str:
         return f"{self.namespace}/{self.id.rsplit('/', 1)[1]}"
+
+    @property
+    def node(self) -> str:
+        """The node it runs on (a node: itself); ids start with the node's name."""
+        return self.id.split("/", 1)[0]
+
+    def is_local_node_of(self, pod: Workload) -> bool:
+        """This is a node, and `pod` runs on it."""
+        return not self.namespace and pod.namespace != "" and self.node == pod.node
 
 
 class Evaluator:
@@ -350,8 +369,10 @@ class Evaluator:
         """May `src` open a connection to `dst` on protocol (TCP, UDP, SCTP, ICMP) and port?"""
         src_ip = next((ip for ip in src.ips if ip.version == family), src.ips[0])
         dst_ip = next((ip for ip in dst.ips if ip.version == family), dst.ips[0])
+        # NetworkPolicySpec.ingress (staging/src/k8s.io/api/networking/v1/types.go, 1.36 L71-L77):
+        # allowed "if the traffic source is the pod's local node", whichever its address. Not egress.
         return (self._side(src, "Egress", dst, dst_ip, protocol, port)
-                and self._side(dst, "Ingress", src, src_ip, protocol, port))
+                and (src.is_local_node_of(dst) or self._side(dst, "Ingress", src, src_ip, protocol, port)))
 
 
 def _selector_words(s: Selector) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
+from rich.text import Text
 
 from cni_lab import lifecycle, model
-from cni_lab.cli.app import _complete_labs, cli, out
+from cni_lab.cli.app import _complete_labs, cli, err, out
 from cni_lab.errors import LabError
 
 
@@ -16,6 +17,12 @@ def policy() -> None:
     \b
     Example: sudo cni-lab policy apply netpol scenarios/policies/deny-ingress-x.yaml && sudo cni-lab check netpol
     """
+
+
+def _key(s: model.PolicySource) -> str:
+    """namespace/name of a policy document, as kubectl keys it."""
+    meta = s.document.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name')}" if isinstance(meta, dict) else ""
 
 
 def _read(path: str) -> tuple[model.PolicySource, ...]:
@@ -46,15 +53,14 @@ def apply_policies(args: tuple[str, ...]) -> None:
     lab, path = (None, args[0]) if len(args) == 1 else args
     new = _read(path)
 
-    def change(current: object) -> tuple[model.PolicySource, ...]:
-        def key(s: model.PolicySource) -> str:
-            meta = s.document.get("metadata") or {}
-            return f"{meta.get('namespace', 'default')}/{meta.get('name')}" if isinstance(meta, dict) else ""
+    replaced = {_key(s) for s in new}
 
-        replaced = {key(s) for s in new}
-        return tuple(s for s in current.scenario.policies if key(s) not in replaced) + new  # type: ignore[attr-defined]
+    def change(current: object) -> tuple[model.PolicySource, ...]:
+        return tuple(s for s in current.scenario.policies if _key(s) not in replaced) + new  # type: ignore[attr-defined]
 
     _, after = lifecycle.set_policies(lab, change)
+    for w in (w for p in after.policies if p.qualified in replaced for w in p.warnings):
+        err.print(Text(f"Warning: {w}", style="yellow"))  # as kubectl prints the API server's
     out.print(f"[green]✓[/] {len(new)} policies applied; lab {after.name} has {len(after.policies)}. "
               "Next: [bold]sudo cni-lab check[/]")
 

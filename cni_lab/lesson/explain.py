@@ -85,7 +85,10 @@ def pod_policies(lab: Lab, node: str) -> list[PodPolicies]:
         for direction in ("Ingress", "Egress"):
             selecting = lab.evaluator.selecting(w, direction)
             words[direction] = [line for p in selecting for line in policy.describe(p, direction)] if selecting else None
-        chains = [f"chain {prefix}-{w.qualified.replace('/', '-')} " for prefix in ("to-wl", "from-wl")]
+        if words["Ingress"] is not None:  # what the evaluator and the rules (no output chain) let through too
+            words["Ingress"].append(f"{node} itself, always: a pod's own node is never denied (Kubernetes' "
+                                    "NetworkPolicySpec.ingress; Felix does not police host → local pod)")
+        chains = [f"chain {netpol.workload_chain_name(w, d)} {{" for d in ("Ingress", "Egress")]
         rules = "\n".join(_chain_text(listing, c) for c in chains if c in listing)
         out.append(PodPolicies(w.id, words["Ingress"], words["Egress"], rules))
     return out

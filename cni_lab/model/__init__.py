@@ -7,6 +7,7 @@ once, each naming the file and the key (rule 6 of the house style).
     loader.py              load_file / load_text / load_document: the sections, in order
     problems.py            the problems found so far, unknown keys, names
     labels.py              label keys and values as Kubernetes validates them (policy.py's too)
+    cidrs.py               CIDRs of Kubernetes' legacy fields (ipBlock): read leniently, with its warnings
     networking.py          networking: CIDRs, underlay segments, MTUs; outside
     namespaces.py          namespaces, and labels wherever a scenario gives them
     nodes.py               nodes and their pods
@@ -19,6 +20,7 @@ once, each naming the file and the key (rule 6 of the house style).
 Import from here: `from cni_lab.model import Scenario, load_document`.
 """
 
+from cni_lab.model.cidrs import cidr_warnings, parse_cidr_sloppy
 from cni_lab.model.expectations import EXPECT_KEYS
 from cni_lab.model.labels import LABEL_KEY, LABEL_VALUE, is_dns_subdomain, is_label_key, is_label_value
 from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, load_policy_file, load_probe_ports, load_text

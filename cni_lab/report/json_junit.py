@@ -223,7 +223,7 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         # every family, the first first (as kubeadm's networking.podSubnet lists them)
         "clusterCIDRs": [str(c) for c in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6) if c is not None],
         "underlays": {seg.name: [str(c) for c in (seg.cidr, seg.cidr6) if c is not None] for seg in lab.segments},
-        "warnings": list(lab.warnings),
+        "warnings": list(lab.all_warnings),
         "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in (st.daemons if st else {}).items()],
         "faults": list(st.faults) if st else [],
         "nodes": [

@@ -64,7 +64,7 @@ def lab_table(lab: Lab, present: dict[str, bool] | None = None) -> Table:
 
 
 def warnings(lab: Lab) -> list[Text]:
-    return [Text(f"warning: {w}", style="yellow") for w in lab.warnings]
+    return [Text(f"warning: {w}", style="yellow") for w in lab.all_warnings]
 
 
 def plan_view(plan: Plan) -> RenderableType:

@@ -5,19 +5,31 @@ plan step applies it in the node's namespace; `nft list ruleset` there reads lik
     table inet cni-lab-policy {
       chain forward  { type filter hook forward priority filter; policy accept;
                        ct state established,related accept          # replies always pass
-                       ip saddr 10.244.0.3 jump from-wl-x-a         # what the node's pods send
-                       ip daddr 10.244.0.3 jump to-wl-x-a }         # what goes to them
+                       ip saddr 10.244.0.3 jump from-wl-x/a         # what the node's pods send
+                       ip daddr 10.244.0.3 jump to-wl-x/a }         # what goes to them
       chain input    { ... the pods' egress to the node itself }
-      chain output   { ... the node's own traffic to its pods: their ingress }
-      chain to-wl-x-a   { meta mark set meta mark & ~ALLOW; jump pi-x-deny-ingress; jump pi-x-allow-b
+      chain to-wl-x/a   { meta mark set meta mark & ~ALLOW; jump pi-x/deny-ingress; jump pi-x/allow-b
                           meta mark & ALLOW == ALLOW return; counter drop }
-      chain pi-x-allow-b { ip saddr { 10.244.1.2 } tcp dport 80 meta mark set meta mark | ALLOW return }
+      chain pi-x/allow-b { ip saddr { 10.244.1.2 } tcp dport 80 meta mark set meta mark | ALLOW return }
     }
+
+No output chain: what the node itself sends to its pods is never policed, from whichever of its
+addresses (underlay, cni0's, flannel.1's, a tunnel's), as NetworkPolicySpec.ingress says ("if the
+traffic source is the pod's local node") and Felix does (felix/rules/static.go, v3.32.1,
+filterOutputChain L705: "We don't currently police host -> endpoint according to the endpoint's
+ingress policy", a RETURN for every packet out of a workload interface). Other nodes' traffic
+arrives through the forward hook and meets the pods' ingress rules like any other source.
+
+Chains are named as Felix names them (PolicyChainName, felix/rules/policy.go L1025): a prefix and
+namespace/name, "/" being in no namespace (a DNS label) and no name (a DNS subdomain), so no two
+policies or pods share a chain; a name longer than nft allows becomes the prefix, "_" and a hash
+(GetLengthLimitedID, libcalico-go/lib/hash/unique_id.go L49).
 
 Differences from Felix, on purpose: pods are matched by their address (there is no NAT in the
 lab, and every data plane's interface names differ; the CNI plugins' are only known after ADD),
 selectors are expanded to the addresses of the pods they select when the rules are made (Felix
-keeps IP sets in step with the pods), and a policy's chain is per namespace/name.
+keeps IP sets in step with the pods), and a workload's chain is named after the pod, not its
+interface.
 
 Bridged traffic (pods on one node's cni0) reaches the inet forward hook through br_netfilter,
 which `up` switches on in the node's namespace: conntrack in the `bridge` family would need
@@ -27,6 +39,8 @@ with br_netfilter one set of chains serves routed and bridged data planes alike.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from ipaddress import IPv4Address, IPv6Address
 
 from cni_lab.rulesets import nft
@@ -35,10 +49,26 @@ from cni_lab.policy import IPBlock, Peer, Policy, PortRange, Rule, Workload
 
 TABLE = "cni-lab-policy"
 ALLOW = 0x10000  # the mark bit a policy sets when one of its rules matched (Felix: 0x10000 "accept")
+MAX_CHAIN_NAME = 255  # NFT_CHAIN_MAXNAMELEN (include/uapi/linux/netfilter/nf_tables.h) is 256 with the NUL
 
 
-def _chain(prefix: str, name: str) -> str:
-    return f"{prefix}-{name.replace('/', '-')}"
+def chain_name(prefix: str, qualified: str) -> str:
+    """`prefix-namespace/name`, or where nft would refuse its length, `prefix-_<hash>` (Felix's
+    GetLengthLimitedID: SHA-256 of the rest, base64url, cut to fit). "_" starts no namespace, so
+    a hashed name is never a readable one. nft takes "/" in an unquoted name (its scanner's
+    `string`; Felix's nft mode lists `raw-cali-pi-gnp/xdpf`, felix/fv/xdp_test.go L381)."""
+    if len(prefix) + 1 + len(qualified) <= MAX_CHAIN_NAME:
+        return f"{prefix}-{qualified}"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(qualified.encode()).digest()).decode().rstrip("=")
+    return f"{prefix}-_{digest}"[:MAX_CHAIN_NAME]
+
+
+def policy_chain_name(policy: Policy, direction: str) -> str:
+    return chain_name("pi" if direction == "Ingress" else "po", policy.qualified)
+
+
+def workload_chain_name(pod: Workload, direction: str) -> str:
+    return chain_name("to-wl" if direction == "Ingress" else "from-wl", pod.qualified)
 
 
 def _set(addresses: list[IPv4Address | IPv6Address]) -> str:
@@ -105,7 +135,7 @@ class Rules:
 
     def policy_chain(self, policy: Policy, direction: str) -> tuple[str, list[str]]:
         """One chain per policy and direction: every rule, every peer and port, marks ALLOW."""
-        name = _chain("pi" if direction == "Ingress" else "po", f"{policy.namespace}-{policy.name}")
+        name = policy_chain_name(policy, direction)
         field = "saddr" if direction == "Ingress" else "daddr"
         lines = []
         rules: tuple[Rule, ...] = policy.ingress if direction == "Ingress" else policy.egress
@@ -118,9 +148,9 @@ class Rules:
         return name, lines
 
     def workload_chain(self, pod: Workload, direction: str, policies: list[Policy]) -> tuple[str, list[str]]:
-        name = _chain("to-wl" if direction == "Ingress" else "from-wl", pod.qualified)
+        name = workload_chain_name(pod, direction)
         lines = [f"meta mark set meta mark & {~ALLOW & 0xFFFFFFFF:#x}"]
-        lines += [f"jump {self.policy_chain(p, direction)[0]}" for p in policies]
+        lines += [f"jump {policy_chain_name(p, direction)}" for p in policies]
         lines += [f"meta mark & {ALLOW:#x} == {ALLOW:#x} return",
                   f'counter drop comment "{pod.qualified}: no {direction.lower()} policy allows this"']
         return name, lines
@@ -128,7 +158,7 @@ class Rules:
     def node_table(self, node: Node) -> str:
         """The node's whole table, or "" when no policy selects any of its pods."""
         chains: dict[str, list[str]] = {}
-        forward, inbound, outbound = [], [], []
+        forward, inbound = [], []
         local: list[Pod] = list(node.pods)
         for pod in local:
             w = self.workloads[pod.id]
@@ -145,9 +175,8 @@ class Rules:
                     if direction == "Egress":
                         forward.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
                         inbound.append(f"{_ip(ip.version)} saddr {ip} jump {name}")
-                    else:
+                    else:  # from other nodes and pods only: the output hook (this node's own) is not policed
                         forward.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
-                        outbound.append(f"{_ip(ip.version)} daddr {ip} jump {name}")
         if not chains:
             return ""
         out = [f"table inet {TABLE} {{"]
@@ -163,7 +192,6 @@ class Rules:
 
         base("forward", "forward", forward)
         base("input", "input", inbound)
-        base("output", "output", outbound)
         out += nft.chains(chains)
         out.append("}")
         return "\n".join(out) + "\n"

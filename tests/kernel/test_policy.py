@@ -9,7 +9,7 @@ import threading
 from typing import Any, Callable
 
 import pytest
-from helpers import ns_of, run_in
+from helpers import ns_of, pings, run_in
 
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
@@ -61,6 +61,52 @@ def test_check_sees_exactly_what_the_policies_allow(make_lab: MakeLab, dataplane
         assert seen[("node1/x/a", "node2/y/c")] == "ok"  # y/c's ingress is open, and replies pass
 
 
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni"])
+def test_a_node_reaches_its_own_pods_under_default_deny_ingress_and_other_nodes_do_not(make_lab: MakeLab,
+                                                                                     dataplane: str) -> None:
+    """NetworkPolicySpec.ingress: allowed "if the traffic source is the pod's local node". The node
+    sends as its agents do (no bind: the kernel picks cni0's, the underlay's or a tunnel's
+    address), and check, which binds to the underlay, expects and sees the same."""
+    lab = make_lab(scenario(dataplane, DENY_INGRESS_X))
+    a = next(p for p in lab.pods if p.id == "node1/x/a")
+    server = netns.open_socket(ns_of(lab, "node1/x/a"), socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((str(a.ip), 80))
+    server.listen(8)
+
+    def connects(src: str) -> bool:
+        return run_in(ns_of(lab, src), "python3", "-c",
+                      f"import socket; s = socket.socket(); s.settimeout(1); s.connect(('{a.ip}', 80))").returncode == 0
+
+    try:
+        assert pings(ns_of(lab, "node1"), a.ip) and connects("node1")  # its own node: always
+        assert not pings(ns_of(lab, "node2"), a.ip) and not connects("node2")  # another node: no ipBlock names it
+        assert not pings(ns_of(lab, "node2/x/c"), a.ip)  # and pods stay out
+    finally:
+        server.close()
+    result = matrix.run(lab)
+    seen = verdicts(result)
+    assert seen[("node1", "node1/x/a")] == "ok" and seen[("node1", "node1/x/b")] == "ok"
+    assert seen[("node2", "node1/x/a")] in ("timeout", "unreachable")
+    assert not [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures
+                if dataplane != "bridge" or r.pair.src.node == r.pair.dst.node]
+
+
+def test_chains_named_namespace_slash_name_and_hashed_long_names_load_and_hold(make_lab: MakeLab) -> None:
+    """Chain names carry "/" (no namespace or name has one), may be 255 characters long (the kernel's
+    NFT_CHAIN_MAXNAMELEN, 256, counts the NUL) and past that are a hash."""
+    long_name = "deny-" + "x" * 248  # 253 characters, the longest a name may be: hashed
+    fits = "q" * 250  # pi-x/ + 250 = 255 characters: kept
+    lab = make_lab(scenario("host-gw", np(long_name, {"podSelector": {}, "policyTypes": ["Ingress"]}),
+                            np(fits, {"podSelector": {}, "policyTypes": ["Ingress"]}), ALLOW_B_TO_A))
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
+    assert "chain to-wl-x/a {" in ruleset and "jump pi-x/allow-b-to-a" in ruleset and "chain pi-_" in ruleset
+    assert f"chain pi-x/{fits} {{" in ruleset
+    a = next(p for p in lab.pods if p.id == "node1/x/a")
+    assert pings(ns_of(lab, "node1/x/b"), a.ip)
+    assert not pings(ns_of(lab, "node2/x/c"), a.ip)
+
+
 def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: MakeLab) -> None:
     only_80 = np("only-80", {"podSelector": {"matchLabels": {"pod": "a"}},
                             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
@@ -96,7 +142,7 @@ def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: Mak
     finally:
         server.close()
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
-    assert "chain to-wl-x-a" in ruleset and "chain pi-x-only-80" in ruleset
+    assert "chain to-wl-x/a" in ruleset and "chain pi-x/only-80" in ruleset
     assert "tcp dport 80" in ruleset and "ct state established,related accept" in ruleset
     assert "cni-lab-policy" not in run_in(ns_of(lab, "node2"), "nft", "list", "tables").stdout  # no pod of node2 is selected
 
@@ -225,7 +271,8 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     a = next(p for p in facts.policies if p.pod == "node1/x/a")
     assert a.egress is None and a.ingress is not None
     assert "x/allow-b-to-a: from pods with pod=b in x, on any port and protocol" in a.ingress
-    assert "chain to-wl-x-a {" in a.rules and "jump pi-x-allow-b-to-a" in a.rules
+    assert "chain to-wl-x/a {" in a.rules and "jump pi-x/allow-b-to-a" in a.rules
+    assert "node1 itself, always" in a.ingress[-1]  # the pod's own node, as the evaluator and the rules
     doc = explain_view.to_json(lab, [facts])
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
 
@@ -239,7 +286,7 @@ def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab) -> None:
     assert seen6[("node1/x/b", "node1/x/a")] == "ok"
     assert seen6[("node2/x/c", "node1/x/a")] in ("timeout", "unreachable")
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
-    assert "ip6 daddr fd00:10:244::2 jump to-wl-x-a" in ruleset
+    assert "ip6 daddr fd00:10:244::2 jump to-wl-x/a" in ruleset
 
 
 def test_the_report_shows_the_grid_per_port(make_lab: MakeLab, tmp_path: Any) -> None:

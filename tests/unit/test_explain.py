@@ -29,3 +29,26 @@ def test_a_route_is_said_in_the_lessons_words(scenario: str, node: str, r: Route
 def test_a_pods_own_subnet_route_is_about_arp_on_the_bridge() -> None:
     said = explain.meaning(catalog.load("two-nodes"), "node1", route("10.244.0.0/24", "eth0"), in_pod=True)
     assert "pods of this node are reached directly" in said
+
+
+def test_policy_words_say_the_pods_own_node_always_gets_in_and_show_its_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """explain agrees with the evaluator and the rules: under a default-deny ingress policy the
+    pod's own node still reaches it (NetworkPolicySpec.ingress, "the pod's local node")."""
+    from cni_lab.kernel import edit
+    from cni_lab.rulesets import netpol
+
+    from labs import make_lab, network_policy, pod
+
+    lab = make_lab([{"name": "node1", "pods": [pod("a", "x", {"pod": "a"}), pod("b", "x-a", {"pod": "b"})]},
+                    {"name": "node2", "pods": [pod("c", "x", {"pod": "c"})]}],
+                   namespaces={"x": {}, "x-a": {}},
+                   policies=[network_policy("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})])
+    monkeypatch.setattr(edit, "nft_text", lambda ns, *args: netpol.ruleset(lab, lab.node(ns.rsplit(".", 1)[-1])))
+    said = {pp.pod: pp for pp in explain.pod_policies(lab, "node1")}
+    a = said["node1/x/a"]
+    assert a.ingress == ["x/deny-ingress: nothing (ingress denied unless another policy allows it)",
+                         "node1 itself, always: a pod's own node is never denied (Kubernetes' NetworkPolicySpec.ingress; "
+                         "Felix does not police host → local pod)"]
+    assert a.egress is None
+    assert a.rules.startswith("chain to-wl-x/a {") and "jump pi-x/deny-ingress" in a.rules
+    assert said["node1/x-a/b"].ingress is None and said["node1/x-a/b"].rules == ""

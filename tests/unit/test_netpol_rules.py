@@ -126,16 +126,18 @@ def run_chain(chains: dict[str, list[str]], name: str, packet: Packet) -> str | 
     return None
 
 
-def passes(lab: Lab, src: Pod | Node, dst: Pod | Node, protocol: str, port: int | None, family: int = 4) -> bool:
+def passes(lab: Lab, src: Pod | Node, dst: Pod | Node, protocol: str, port: int | None, family: int = 4,
+           src_ip: IPv4Address | IPv6Address | None = None) -> bool:
     """Whether a new connection gets through every hook it crosses: the forward hook of a node
     that routes or bridges it, input where a pod reaches its own node, output where a node
-    reaches its own pod."""
+    reaches its own pod. `src_ip`: the address a node sends from, where not its underlay's (the
+    kernel picks cni0's for its own pods, flannel.1's towards other nodes' pods)."""
     hooks = []
     if isinstance(src, Pod):
         hooks.append((src.node, "input" if isinstance(dst, Node) and dst.name == src.node else "forward"))
     if isinstance(dst, Pod):
         hooks.append((dst.node, "output" if isinstance(src, Node) and src.name == dst.node else "forward"))
-    packet_src = next(a for a in src.ips if a.version == family)
+    packet_src = src_ip or next(a for a in src.ips if a.version == family)
     packet_dst = next(a for a in dst.ips if a.version == family)
     for node, hook in dict.fromkeys(hooks):  # a pod to a pod of its node crosses one forward hook
         chains = nft.parse_chains(netpol.ruleset(lab, lab.node(node)))
@@ -185,7 +187,7 @@ def test_a_denied_pair_has_no_accept_path_and_the_allowed_one_only_its_port() ->
     assert not passes(lab, b, a, "tcp", 81) and not passes(lab, b, a, "icmp", None)
     assert not passes(lab, c, a, "tcp", 80)  # across nodes: dropped at node1's forward hook
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    marking = [r for r in chains["pi-x-allow-b"] if "meta mark set meta mark | 0x10000" in r]
+    marking = [r for r in chains["pi-x/allow-b"] if "meta mark set meta mark | 0x10000" in r]
     assert marking and all(str(b.ip) in r and str(c.ip) not in r for r in marking)
 
 
@@ -196,25 +198,24 @@ def test_felix_shape_chains_per_workload_and_policy_with_the_accept_mark() -> No
     node1 = netpol.ruleset(lab, lab.node("node1"))
     assert node1.startswith(EMPTIED + "table inet cni-lab-policy {\n")  # replaced whole, in one transaction
     chains = nft.parse_chains(node1)
-    assert list(chains) == ["forward", "input", "output", "to-wl-x-a", "pi-x-allow-b"]  # x/b, y/a: selected by none
-    for base in ("forward", "input", "output"):
+    assert list(chains) == ["forward", "input", "to-wl-x/a", "pi-x/allow-b"]  # x/b, y/a: selected by none
+    for base in ("forward", "input"):
         assert chains[base][0] == "ct state established,related accept"  # replies always pass
         assert chains[base][1].startswith("icmpv6 type { nd-router-solicit")  # and neighbour discovery
     assert f"  chain forward {{\n    type filter hook forward priority filter; policy accept;\n" in node1
-    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]
-    assert chains["output"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a"]  # the node's own traffic to its pod
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a"]  # no output chain: the node's own traffic is not policed
     assert chains["input"][2:] == []  # no pod here is isolated for egress
-    assert chains["to-wl-x-a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x-allow-b",
+    assert chains["to-wl-x/a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x/allow-b",
                                    "meta mark & 0x10000 == 0x10000 return",
                                    'counter drop comment "x/a: no ingress policy allows this"']
-    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
+    assert chains["pi-x/allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
     assert str(y_a.ip) not in node1
     node2 = nft.parse_chains(netpol.ruleset(lab, lab.node("node2")))
-    assert list(node2) == ["forward", "input", "output", "from-wl-x-c", "po-x-egress-c"]
-    assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x-c"]
-    assert node2["from-wl-x-c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
+    assert list(node2) == ["forward", "input", "from-wl-x/c", "po-x/egress-c"]
+    assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x/c"]
+    assert node2["from-wl-x/c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
     y_pods = sorted((p for p in lab.pods if p.namespace == "y"), key=lambda p: p.id)
-    assert node2["po-x-egress-c"] == [
+    assert node2["po-x/egress-c"] == [
         f"ip daddr {{ {', '.join(str(p.ip) for p in y_pods)} }} meta mark set meta mark | 0x10000 return",
         "ip daddr 192.168.1.0/24 ip daddr != { 192.168.1.2/32 } meta l4proto udp meta mark set meta mark | 0x10000 return"]
 
@@ -232,7 +233,7 @@ def test_a_selector_that_selects_no_pod_allows_nothing_through_its_rule() -> Non
                                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "zz"}}}]}]})
     lab = policy_lab(nobody)
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    assert chains["pi-x-from-nobody"] == []
+    assert chains["pi-x/from-nobody"] == []
     assert not passes(lab, by_qualified(lab)["x/b"], by_qualified(lab)["x/a"], "tcp", 80)
 
 
@@ -242,14 +243,12 @@ def test_dual_stack_pods_are_matched_in_each_family() -> None:
     pods = by_qualified(lab)
     a, b, c = pods["x/a"], pods["x/b"], pods["x/c"]
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
-    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x-a", f"ip6 daddr {a.ip6} jump to-wl-x-a"]
-    assert chains["pi-x-allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return",
+    assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a", f"ip6 daddr {a.ip6} jump to-wl-x/a"]
+    assert chains["pi-x/allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return",
                                       f"ip6 saddr {{ {b.ip6} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
     assert passes(lab, b, a, "tcp", 80, family=6) and not passes(lab, c, a, "tcp", 80, family=6)
 
 
-@pytest.mark.xfail(strict=True, reason="netpol names a policy's chain pi-<namespace>-<name>: policy c of namespace a-b "
-                                       "and policy b-c of namespace a share chain pi-a-b-c, and one's rules replace the other's")
 def test_policies_whose_names_join_alike_keep_chains_of_their_own() -> None:
     lab = make_lab([{"name": "n1", "pods": [pod("p", "a-b", {"k": "v"}), pod("s", "a-b", {"k": "w"}),
                                             pod("q", "a", {"k": "v"}), pod("r", "a", {"k": "w"})]}],
@@ -262,3 +261,80 @@ def test_policies_whose_names_join_alike_keep_chains_of_their_own() -> None:
     for src, dst, port in (("a-b/s", "a-b/p", 80), ("a/r", "a/q", 443)):
         assert lab.evaluator.allowed(workload(pods[src]), workload(pods[dst]), "TCP", port)
         assert passes(lab, pods[src], pods[dst], "tcp", port), f"{src} → {dst} tcp/{port}"
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    assert {"pi-a-b/c", "pi-a/b-c", "to-wl-a-b/p", "to-wl-a/q"} <= set(chains)  # "/" is in no namespace or name
+
+
+def test_pods_whose_names_join_alike_keep_workload_chains_of_their_own() -> None:
+    """Pod b of namespace x-a and pod a-b of namespace x: to-wl-x-a-b both, once."""
+    lab = make_lab([{"name": "n1", "pods": [pod("b", "x-a", {"k": "v"}), pod("a-b", "x", {"k": "v"}),
+                                            pod("c", "x", {"k": "w"})]}],
+                   namespaces={"x": {}, "x-a": {}},
+                   policies=[network_policy("deny", {"podSelector": {}, "policyTypes": ["Ingress"]}, namespace="x-a"),
+                             network_policy("from-c", {"podSelector": {"matchLabels": {"k": "v"}},
+                                                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"k": "w"}}}]}]})])
+    pods = by_qualified(lab)
+    assert passes(lab, pods["x/c"], pods["x/a-b"], "tcp", 80)  # x/a-b takes x/c ...
+    assert not passes(lab, pods["x/c"], pods["x-a/b"], "tcp", 80)  # ... x-a/b takes nobody
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    assert {"to-wl-x-a/b", "to-wl-x/a-b"} <= set(chains)
+
+
+def test_names_too_long_for_nft_are_hashed_as_felix_does_and_stay_apart() -> None:
+    """A policy name may be 253 characters, a chain's at most 255 (NFT_CHAIN_MAXNAMELEN counts the
+    NUL): Felix's GetLengthLimitedID keeps the prefix and puts "_" and a hash of the rest."""
+    long_a, long_b, fits = "p" * 250 + "-a", "p" * 250 + "-b", "q" * 250  # pi-x/ + 250 = 255: still readable
+    lab = make_lab([{"name": "n1", "pods": [pod("a", "x", {"k": "v"}), pod("b", "x", {"k": "w"})]}],
+                   namespaces={"x": {}},
+                   policies=[network_policy(long_a, {"podSelector": {"matchLabels": {"k": "v"}},
+                                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"k": "w"}}}],
+                                                                  "ports": [{"port": 80}]}]}),
+                             network_policy(long_b, {"podSelector": {"matchLabels": {"k": "v"}},
+                                                     "ingress": [{"ports": [{"port": 443}]}]}),
+                             network_policy(fits, {"podSelector": {"matchLabels": {"k": "v"}}, "policyTypes": ["Ingress"]})])
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("n1")))
+    hashed = [c for c in chains if c.startswith("pi-_")]
+    assert len(set(hashed)) == 2 and all(len(c) == len("pi-_") + 43 for c in hashed)  # SHA-256 in unpadded base64url
+    assert all(re.fullmatch(r"pi-_[A-Za-z0-9_-]+", c) for c in hashed)  # nft's unquoted string characters
+    assert f"pi-x/{fits}" in chains and len(f"pi-x/{fits}") == netpol.MAX_CHAIN_NAME
+    pods = by_qualified(lab)
+    assert passes(lab, pods["x/b"], pods["x/a"], "tcp", 80) and passes(lab, pods["x/b"], pods["x/a"], "tcp", 443)
+    assert not passes(lab, pods["x/b"], pods["x/a"], "tcp", 81)
+
+
+def node_addresses(node: Node) -> list[IPv4Address | IPv6Address]:
+    """Every address a node may send from: its underlay address, cni0's (the gateway), the VTEP
+    address flannel.1 holds (its pod CIDR's network address)."""
+    return [*node.ips, node.gateway, node.pod_cidr.network_address]
+
+
+def test_a_node_reaches_its_own_pods_from_any_of_its_addresses_other_nodes_only_by_ip_block() -> None:
+    """NetworkPolicySpec.ingress: allowed "if the traffic source is the pod's local node"; Felix
+    (felix/rules/static.go, filterOutputChain) does not police host → local workload."""
+    deny = policy_lab(DENY_Y)
+    pods = by_qualified(deny)
+    y_a, y_b = pods["y/a"], pods["y/b"]  # y/a on node1, y/b on node2
+    node1, node2 = deny.node("node1"), deny.node("node2")
+    for protocol, port in PROBES:
+        for address in node_addresses(node1):
+            assert passes(deny, node1, y_a, protocol, port, src_ip=address), f"node1 from {address} → y/a"
+        for address in node_addresses(node2):
+            assert passes(deny, node2, y_b, protocol, port, src_ip=address), f"node2 from {address} → y/b"
+            assert not passes(deny, node2, y_a, protocol, port, src_ip=address), f"node2 from {address} → y/a"
+    assert "output" not in nft.parse_chains(netpol.ruleset(deny, node1))  # nothing the node sends is policed
+    from_node2 = network_policy("from-node2", {"podSelector": {}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": f"{node2.ip}/32"}}]}]}, namespace="y")
+    by_block = policy_lab(from_node2)
+    y_a = by_qualified(by_block)["y/a"]
+    assert passes(by_block, by_block.node("node2"), y_a, "tcp", 80)
+    assert not passes(by_block, by_block.node("node2"), y_a, "tcp", 80, src_ip=node2.gateway)  # not the address the block names
+    assert not passes(by_block, by_block.node("node3"), y_a, "tcp", 80)
+
+
+def test_ip_blocks_written_with_host_bits_are_matched_as_their_network() -> None:
+    block = network_policy("host-bits", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.244.0.5/16", "except": ["10.244.1.7/24"]}}]}]})
+    lab = policy_lab(block)
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    assert chains["pi-x/host-bits"] == [
+        "ip saddr 10.244.0.0/16 ip saddr != { 10.244.1.0/24 } meta mark set meta mark | 0x10000 return"]

@@ -4,6 +4,7 @@ pod=<name>; ports 80 and 81) and, per case, which pairs its expected reachabilit
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -127,6 +128,164 @@ def test_policy_types_default_from_the_rules() -> None:
     only_egress_rules = lab(np("e", {"podSelector": {}, "egress": [{"to": [{"podSelector": {}}]}]}))
     assert only_egress_rules.policies[0].policy_types == ("Ingress", "Egress")
     assert lab(np("i", {"podSelector": {}})).policies[0].policy_types == ("Ingress",)
+
+
+@pytest.mark.parametrize(("spec", "types"), [
+    ({}, ("Ingress",)),
+    ({"egress": []}, ("Ingress",)),  # an empty egress list is no egress rule: len(spec.Egress) == 0
+    ({"egress": None}, ("Ingress",)),
+    ({"policyTypes": []}, ("Ingress",)),  # empty is defaulted like absent: Ingress, not "no isolation"
+    ({"policyTypes": None, "egress": [{}]}, ("Ingress", "Egress")),
+    ({"policyTypes": [], "egress": [{"to": [{"podSelector": {}}]}]}, ("Ingress", "Egress")),
+    ({"policyTypes": ["Egress"]}, ("Egress",)),
+    ({"policyTypes": ["Egress"], "ingress": [{}]}, ("Egress",)),  # given: taken as given, rules or not
+    ({"policyTypes": ["Ingress", "Ingress"]}, ("Ingress",)),  # atomic list, only its length is checked
+], ids=["absent", "egress-empty", "egress-null", "types-empty", "types-null-egress", "types-empty-egress",
+        "egress-only", "egress-with-ingress-rules", "ingress-twice"])
+def test_policy_types_default_exactly_as_the_api_server_does(spec: dict[str, Any], types: tuple[str, ...]) -> None:
+    """pkg/apis/networking/v1/defaults.go, SetDefaults_NetworkPolicy: when len(policyTypes) == 0,
+    [Ingress], plus Egress only when len(spec.egress) != 0."""
+    assert lab(np("p", {"podSelector": {}, **spec})).policies[0].policy_types == types
+
+
+def test_an_empty_egress_list_isolates_ingress_only_and_empty_policy_types_mean_ingress() -> None:
+    egress_empty = lab(np("e", {"podSelector": {}, "egress": []}))
+    assert {p for p in allowed(egress_empty) if p[0].startswith("x/")} == {p for p in ALL_PAIRS if p[0].startswith("x/")
+                                                                         and not p[1].startswith("x/")}
+    assert not {p for p in allowed(egress_empty) if p[1].startswith("x/")}
+    types_empty = lab(np("t", {"podSelector": {}, "policyTypes": []}))
+    assert not {p for p in allowed(types_empty) if p[1].startswith("x/")}
+
+
+def test_more_than_two_policy_types_are_refused_as_the_api_server_does() -> None:
+    with pytest.raises(LabError) as e:
+        lab(np("p", {"podSelector": {}, "policyTypes": ["Ingress", "Egress", "Ingress"]}))
+    assert list(e.value.problems) == ["s.yaml: policies[0]: spec.policyTypes: may not specify more than two policyTypes"]
+
+
+def nodes_of(the_lab: cluster.Lab) -> dict[str, policy.Workload]:
+    """The nodes as check's pairs hand them to the evaluator (probe/pairs.py): no namespace, no labels."""
+    return {n.name: policy.Workload(n.name, "", (), n.ips) for n in the_lab.nodes}
+
+
+def test_a_pods_own_node_always_reaches_it_other_nodes_only_through_an_ip_block() -> None:
+    """staging/src/k8s.io/api/networking/v1/types.go, NetworkPolicySpec.ingress: traffic is allowed
+    "if the traffic source is the pod's local node", whatever the policies say; a node is no pod,
+    so for the other nodes only an ipBlock naming their address lets them in."""
+    deny = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    pods, nodes = {w.qualified: w for w in deny.workloads}, nodes_of(deny)
+    x_a = pods["x/a"]  # on node1
+    for protocol, port in (("TCP", 80), ("UDP", 81), ("ICMP", None)):
+        assert deny.evaluator.allowed(nodes["node1"], x_a, protocol, port)
+        assert not deny.evaluator.allowed(nodes["node2"], x_a, protocol, port)
+    node2 = next(n for n in deny.nodes if n.name == "node2")
+    by_block = lab(np("from-node2", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": f"{node2.ip}/32"}}]}]}))
+    pods, nodes = {w.qualified: w for w in by_block.workloads}, nodes_of(by_block)
+    assert by_block.evaluator.allowed(nodes["node2"], pods["x/a"], "TCP", 80)
+    assert not by_block.evaluator.allowed(nodes["node3"], pods["x/a"], "TCP", 80)
+    assert by_block.evaluator.allowed(nodes["node3"], pods["x/c"], "TCP", 80)  # x/c is node3's own
+    # egress has no such rule: a pod isolated for egress reaches its own node only through an ipBlock
+    no_egress = lab(np("deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]}))
+    a = {w.qualified: w for w in no_egress.workloads}["x/a"]
+    assert not no_egress.evaluator.allowed(a, nodes_of(no_egress)["node1"], "TCP", 80)
+
+
+def test_check_expects_a_node_to_reach_its_own_pods_under_default_deny() -> None:
+    from cni_lab.probe import pairs
+
+    the_lab = lab(np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    want = {(p.src.id, p.dst.id): p.expected for p in pairs.all_pairs(the_lab)}
+    assert want[("node1", "node1/x/a")] == frozenset({"ok"})
+    assert want[("node2", "node1/x/a")] == pairs.BLOCKED
+    assert want[("node1", "node2/x/b")] == pairs.BLOCKED
+
+
+def test_ip_block_cidrs_with_host_bits_mean_their_network_with_the_api_servers_warning() -> None:
+    """Kubernetes 1.36 (StrictIPCIDRValidation alpha, off): ValidateIPBlock parses with
+    ParseCIDRSloppy and accepts host bits; GetWarningsForCIDR warns; Calico's converter takes the
+    masked network (net.ParseCIDR)."""
+    the_lab = lab(np("host-bits", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.244.0.5/16", "except": ["10.244.1.7/24"]}}]}]}))
+    block = the_lab.policies[0].ingress[0].peers[0].ip_block
+    assert block is not None
+    assert (block.cidr, block.excepted) == (ip_network("10.244.0.0/16"), (ip_network("10.244.1.0/24"),))
+    assert the_lab.policies[0].warnings == (
+        's.yaml: policies[0]: spec.ingress[0].from[0].ipBlock.cidr: CIDR value "10.244.0.5/16" is ambiguous in this '
+        'context (should be "10.244.0.0/16" or "10.244.0.5/32"?)',
+        's.yaml: policies[0]: spec.ingress[0].from[0].ipBlock.except[0]: CIDR value "10.244.1.7/24" is ambiguous in '
+        'this context (should be "10.244.1.0/24" or "10.244.1.7/32"?)')
+    inside = [w.qualified for w in the_lab.workloads if block.matches(w.ips[0])]
+    assert sorted(inside) == ["x/a", "x/c", "y/a", "y/c", "z/a", "z/c"]  # node2's pods (10.244.1.0/24) excepted
+    assert {p for p in allowed(the_lab) if p[1] == "x/a"} == to("x/a", *inside)
+    six = parse_spec({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "fd00:10:244::5/64"}}]}]})
+    assert six.egress[0].peers[0].ip_block == policy.IPBlock(ip_network("fd00:10:244::/64"))
+    assert parse_spec({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}).warnings == ()
+
+
+@pytest.mark.parametrize(("cidr", "network", "warning"), [
+    ("010.244.000.000/16", "10.244.0.0/16", 'non-standard CIDR value "010.244.000.000/16" is invalid: use "10.244.0.0/16"'),
+    ("10.244.0.0/016", "10.244.0.0/16", 'non-standard CIDR value "10.244.0.0/016" is invalid: use "10.244.0.0/16"'),
+    ("FD00:10:244:0::/64", "fd00:10:244::/64",
+     'IPv6 CIDR value "FD00:10:244:0::/64" should be in RFC 5952 canonical format ("fd00:10:244::/64")'),
+])
+def test_other_sloppy_cidrs_are_read_and_warned_of_as_the_api_server_does(cidr: str, network: str, warning: str) -> None:
+    read = parse_spec({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": cidr}}]}]})
+    assert read.egress[0].peers[0].ip_block == policy.IPBlock(ip_network(network))
+    assert read.warnings == (f"p.yaml: spec.egress[0].to[0].ipBlock.cidr: {warning}",)
+
+
+@pytest.mark.parametrize("cidr", ["10.244.0.0", "10.244.0.0/255.255.0.0", "10.244.0.0/33", "fe80::/64%eth0", "10.244.0/16", 16])
+def test_what_parse_cidr_sloppy_refuses_is_refused(cidr: object) -> None:
+    with pytest.raises(LabError, match=r"spec.egress\[0\].to\[0\].ipBlock.cidr: .* is not a valid CIDR"):
+        parse_spec({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": cidr}}]}]})
+
+
+def test_the_api_servers_warnings_are_the_labs(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cni_lab.cli import cli
+
+    import dataclasses
+
+    the_lab = lab(np("host-bits", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.5/16"}}]}]}))
+    assert the_lab.policies[0].warnings and the_lab.all_warnings == the_lab.warnings + the_lab.policies[0].warnings
+    # `policy delete` on a running lab replaces the scenario's policies (lifecycle.set_policies): the warning goes
+    deleted = dataclasses.replace(the_lab, scenario=dataclasses.replace(the_lab.scenario, policies=()))
+    assert deleted.all_warnings == the_lab.warnings
+    scenario = tmp_path / "np.yaml"
+    scenario.write_text("name: np\nnamespaces: {x: {}}\nnodes:\n  - {name: node1, pods: [{name: a, namespace: x}]}\n"
+                        "policies:\n  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: p, namespace: x},\n"
+                        "     spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.244.0.5/16}}]}]}}\n")
+    result = CliRunner().invoke(cli, ["validate", str(scenario)])
+    assert result.exit_code == 0, result.output
+    assert 'ipBlock.cidr: CIDR value "10.244.0.5/16" is ambiguous in this context' in " ".join(result.output.split())
+
+
+def test_policy_apply_prints_the_api_servers_warnings_as_kubectl_does(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from cni_lab import lifecycle
+    from cni_lab.cli import cli
+
+    running = lab()
+
+    def set_policies(name: str | None, change: Any) -> tuple[cluster.Lab, cluster.Lab]:  # as lifecycle's, without the kernel
+        return running, dataclasses.replace(running, scenario=dataclasses.replace(running.scenario, policies=change(running)))
+
+    monkeypatch.setattr(lifecycle, "set_policies", set_policies)
+    file = tmp_path / "p.yaml"
+    file.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+                    "spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.244.0.5/16}}]}]}\n")
+    result = CliRunner().invoke(cli, ["policy", "apply", "np", str(file)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert 'Warning: ' in said and 'ipBlock.cidr: CIDR value "10.244.0.5/16" is ambiguous in this context' in said
+
+
+def parse_spec(spec: dict[str, Any]) -> policy.Policy:
+    return policy.parse(np("p", spec), "p.yaml", ("x",))
 
 
 def test_truth_table_is_printed_as_the_e2e_suite_does() -> None:

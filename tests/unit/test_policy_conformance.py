@@ -97,7 +97,8 @@ def ip_block_matching_a_pod(policies: Any) -> bool:
     range, disjoint peers), so an ipBlock never selects a pod. Kubernetes does select pods by
     address: the e2e suite's "should allow egress access to server in CIDR block" and "should
     enforce except clause while egress access to server in CIDR block"
-    (test/e2e/network/netpol/network_policy.go) allow x/a → y/b through `<y/b's IP>/32`."""
+    (test/e2e/network/netpol/network_policy.go) allow x/a → y/b through `<y/b's IP>/32`. (np-guard's
+    Go analyzer makes the same assumption and tracks it: np-guard/netpol-analyzer#456.)"""
     return any(block_matches(b, ip) for b in ip_blocks(policies) for ip in policy_cases.DEFAULT_IPS.values())
 
 

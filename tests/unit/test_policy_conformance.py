@@ -10,10 +10,9 @@ NCA_IS_WRONG, one named predicate each, with the upstream source that decides it
 those shapes are left out of the comparison, and each disagreement is itself a test: a
 hand-written case, the answer the Kubernetes source gives, the evaluator giving it, NCA not.
 
-Where the evaluator itself is wrong today and being fixed (CORNERS_BEING_FIXED: policyTypes
-defaulting, ipBlock CIDRs with host bits), the comparison of those cases is an expected failure
-(strict: it fails loudly once the fix lands, so the marks come off). The e2e suite's own truth
-tables (test_policy_evaluator.py) stay the top reference.
+Where the evaluator was wrong until #28 (FIXED_CORNERS: policyTypes defaulting, ipBlock CIDRs
+with host bits), the cases with those shapes are compared on their own, so a regression there is
+named. The e2e suite's own truth tables (test_policy_evaluator.py) stay the top reference.
 """
 
 from __future__ import annotations
@@ -177,9 +176,7 @@ def cidr_with_host_bits(policies: Any) -> bool:
     return any(not exact(b["cidr"]) or not all(exact(e) for e in b.get("except") or []) for b in ip_blocks(policies))
 
 
-CORNERS_BEING_FIXED: dict[str, Callable[[Any], bool]] = {f.__name__: f for f in (empty_policy_types, cidr_with_host_bits)}
-BEING_FIXED = pytest.mark.xfail(strict=True, reason="the evaluator is being fixed at these corners (issue #28: "
-                                "policyTypes defaulting, ipBlock CIDRs with host bits); remove this mark with the fix")
+FIXED_CORNERS: dict[str, Callable[[Any], bool]] = {f.__name__: f for f in (empty_policy_types, cidr_with_host_bits)}
 
 
 def shapes(case: policy_cases.Case, listed: Mapping[str, Callable[[Any], bool]]) -> list[str]:
@@ -187,8 +184,8 @@ def shapes(case: policy_cases.Case, listed: Mapping[str, Callable[[Any], bool]])
 
 
 GENERATED = policy_cases.cases(SEED, COUNT)
-COMPARED = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and not shapes(c, CORNERS_BEING_FIXED)]
-AT_THE_CORNERS = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and shapes(c, CORNERS_BEING_FIXED)]
+COMPARED = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and not shapes(c, FIXED_CORNERS)]
+AT_THE_CORNERS = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and shapes(c, FIXED_CORNERS)]
 
 
 # -- the comparison ---------------------------------------------------------------------------------
@@ -233,9 +230,8 @@ def test_the_evaluator_agrees_with_nca_on_generated_cases(oracle: Any) -> None:
     assert took < 60, f"{len(COMPARED)} cases took {took:.1f} s"
 
 
-@BEING_FIXED
-def test_the_evaluator_agrees_with_nca_at_the_corners_being_fixed(oracle: Any) -> None:
-    assert {name for c in AT_THE_CORNERS for name in shapes(c, CORNERS_BEING_FIXED)} == set(CORNERS_BEING_FIXED)
+def test_the_evaluator_agrees_with_nca_at_the_corners_fixed_in_28(oracle: Any) -> None:
+    assert {name for c in AT_THE_CORNERS for name in shapes(c, FIXED_CORNERS)} == set(FIXED_CORNERS)
     found = compare(AT_THE_CORNERS, oracle)
     assert not found, f"{len(found)} of {len(AT_THE_CORNERS)} cases disagree; the first:\n" + "\n\n".join(found[:3])
 
@@ -277,8 +273,6 @@ SHOWN: dict[str, tuple[list[dict[str, Any]], dict[tuple[str, str], bool]]] = {
                        "ingress": [{"from": [{"ipBlock": {"cidr": "192.0.2.7/24"}}]}]})],
         {("y/a", "x/a"): False}),
 }
-# where the evaluator gives Kubernetes' answer only once the corners are fixed
-OURS_BEING_FIXED = {"empty_egress_with_defaulted_types", "empty_policy_types", "cidr_with_host_bits"}
 
 
 def answer(cells: Mapping[Cell, bool], pair: tuple[str, str]) -> bool:
@@ -287,15 +281,13 @@ def answer(cells: Mapping[Cell, bool], pair: tuple[str, str]) -> bool:
 
 @pytest.mark.parametrize("name", sorted(SHOWN))
 def test_each_listed_shape_is_named_by_its_predicate(name: str) -> None:
-    listed = {**NCA_IS_WRONG, **CORNERS_BEING_FIXED}
+    listed = {**NCA_IS_WRONG, **FIXED_CORNERS}
     policies, _ = SHOWN[name]
     assert [n for n, holds in listed.items() if holds(policies)] == [name]
 
 
 @pytest.mark.parametrize("name", sorted(SHOWN))
-def test_the_evaluator_gives_kubernetes_answer_on_each_listed_shape(name: str, request: Any) -> None:
-    if name in OURS_BEING_FIXED:
-        request.applymarker(BEING_FIXED)
+def test_the_evaluator_gives_kubernetes_answer_on_each_listed_shape(name: str) -> None:
     policies, expected = SHOWN[name]
     cells = ours(policies)
     assert {pair: answer(cells, pair) for pair in expected} == expected
@@ -312,7 +304,7 @@ def test_nca_differs_from_kubernetes_on_each_shape_left_out(name: str, oracle: A
     assert {pair: answer(cells, pair) for pair in expected} != expected
 
 
-@pytest.mark.parametrize("name", sorted(CORNERS_BEING_FIXED))
+@pytest.mark.parametrize("name", sorted(FIXED_CORNERS))
 def test_nca_gives_kubernetes_answer_at_the_corners_being_fixed(name: str, oracle: Any) -> None:
     policies, expected = SHOWN[name]
     cells = oracle.allowed(policies)
@@ -334,12 +326,10 @@ def test_near_misses_are_not_left_out() -> None:
         np("explicit", {"podSelector": {}, "policyTypes": ["Ingress"]}),
     ]
     for document in near:
-        named = [n for n, holds in {**NCA_IS_WRONG, **CORNERS_BEING_FIXED}.items() if holds([document])]
+        named = [n for n, holds in {**NCA_IS_WRONG, **FIXED_CORNERS}.items() if holds([document])]
         assert not named, (document["metadata"]["name"], named)
 
 
-@pytest.mark.xfail(strict=True, reason="not one of the corners being fixed: the evaluator refuses duplicate "
-                   "policyTypes, which the API server accepts (reported on issue #28)")
 def test_duplicate_policy_types_are_accepted_as_the_api_server_does() -> None:
     """ValidateNetworkPolicySpec refuses more than two policyTypes and values other than Ingress
     and Egress, nothing else: [Ingress, Ingress] is valid and means [Ingress]. (NCA refuses it too,

@@ -92,6 +92,8 @@ class CheckResult:
     ipv6: CheckResult | None = None  # a dual-stack lab's matrix over IPv6 (this one is IPv4's)
     ports: tuple[PortResult, ...] = ()  # probe.ports: every pod pair on each port (NetworkPolicy labs)
     services: tuple[ServiceProbe, ...] = ()  # pod → Service: every pod to every Service port
+    # (node, destination) ids → the source the node's kernel picks for it: what policies see (ipBlock)
+    node_sources: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
     def port_expected(self, r: PortResult) -> bool:
         """Whether the policies let this port probe through (no policies: every probe must pass)."""
@@ -155,7 +157,7 @@ class CheckResult:
 
     @cached_property
     def _expected(self) -> pairing.Expected:
-        return pairing.Expected(self.lab)
+        return pairing.Expected(self.lab, self.node_sources)
 
     @cached_property
     def results(self) -> list[PairResult]:
@@ -333,4 +335,27 @@ def _run_family(lab: Lab, family: int, settings: Settings | None, progress: Call
     use = NeighbourUse(table.name, room.cap, room.cap_known, room.at_start, room.entries, room.bound,
                        needed, len(batches), sampler.peak, flusher.deleted if flusher else 0, matrix.retried)
     return CheckResult(lab, endpoints, outcomes, outcomes.duration, use, tuple(notes),
-                       None if mtu_results is None else tuple(mtu_results), family=family)
+                       None if mtu_results is None else tuple(mtu_results), family=family,
+                       node_sources=node_sources(endpoints) if lab.policies else {})
+
+
+def node_sources(endpoints: Sequence[Endpoint]) -> dict[tuple[str, str], str]:
+    """The source address each node's kernel picks towards each other endpoint (a connected UDP
+    socket's own address: nothing is sent). A node sends unbound, as its agents do, so an ipBlock
+    sees flannel.1's or cilium_host's address where the route says so, not always the underlay's."""
+    import socket
+
+    out: dict[tuple[str, str], str] = {}
+    for src in (ep for ep in endpoints if ep.kind == "node"):
+        def pick(src: Endpoint = src) -> None:
+            for dst in endpoints:
+                if dst is src:
+                    continue
+                with socket.socket(socket.AF_INET6 if dst.family == 6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    try:
+                        s.connect((dst.address, pairing.PROBE_PORT))
+                    except OSError:
+                        continue  # no route: the probe says so
+                    out[(src.id, dst.id)] = s.getsockname()[0]
+        netns.in_netns(src.netns, pick)
+    return out

@@ -6,7 +6,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from functools import cached_property
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Mapping
 
 from cni_lab import names
 from cni_lab.cluster import Lab
@@ -116,9 +117,10 @@ class Expected:
     NetworkPolicies, what they allow for check's probes (an ICMP echo and a UDP datagram to port
     31999: both, or the pair is blocked), else ok."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, node_sources: Mapping[tuple[str, str], str] | None = None) -> None:
         self.expectations = lab.scenario.expect
         self.lab = lab
+        self.node_sources = node_sources or {}  # (node, destination) → the source its kernel picks
         self.evaluator = lab.evaluator if lab.policies else None
         self._workloads: dict[str, object] | None = None
 
@@ -154,6 +156,10 @@ class Expected:
             return self._outside(rule)
         if self.evaluator is not None:
             s, d = self._workload(src), self._workload(dst)
+            if (picked := self.node_sources.get((src.id, dst.id))) is not None:  # a node sends unbound
+                from cni_lab.policy import Workload
+
+                s = Workload(src.id, "", (), (ip_address(picked),))
             ok = (self.evaluator.allowed(s, d, "ICMP", None, src.family)  # type: ignore[arg-type]
                   and self.evaluator.allowed(s, d, "UDP", PROBE_PORT, src.family))  # type: ignore[arg-type]
             return frozenset({"ok"}) if ok else BLOCKED

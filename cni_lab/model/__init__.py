@@ -36,3 +36,19 @@ from cni_lab.model.scenario import (
     VERDICTS, CniSpec, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
     ServicePort, ServiceSpec, plugin_types)
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
+
+__all__ = [
+    "cidr_warnings", "parse_cidr_sloppy", "EXPECT_KEYS", "LABEL_KEY", "LABEL_VALUE", "is_dns_subdomain",
+    "is_label_key", "is_label_value", "LAB_NAME", "TOP_KEYS", "load_document", "load_file",
+    "load_policy_file", "load_probe_ports", "load_text", "NAMESPACE_NAME", "MAX_NODE_MASK_DIFF",
+    "NETWORKING_KEYS", "SEGMENT_NAME", "Net", "MAX_BRIDGE_PORTS", "MAX_NODES", "NODE_KEYS", "NODE_NAME",
+    "POD_KEYS", "POD_NAME", "RESERVED_NODE_NAMES", "PROBE_KEYS", "PROBE_PORT", "CNI_KEYS", "CNI_ROUTING",
+    "DATAPLANE_SECTIONS", "DATAPLANES", "DEFAULT_AS", "DEFAULT_BLOCK_SIZE", "DEFAULT_BLOCK_SIZE6",
+    "DEFAULT_CLUSTER_CIDR", "DEFAULT_CNI_PATH", "DEFAULT_CNI_ROUTING", "DEFAULT_DATAPLANE",
+    "DEFAULT_EBPF_ROUTING", "DEFAULT_MTU", "DEFAULT_NAMESPACE", "DEFAULT_NODE_MASK", "DEFAULT_NODE_MASK6",
+    "DEFAULT_OUTSIDE_IP", "DEFAULT_SEGMENT", "DEFAULT_SERVICE_CIDR", "DEFAULT_UNDERLAY", "DEFAULT_UNDERLAY6",
+    "EBPF_KEYS", "EBPF_ROUTING", "NAMESPACE_LABEL", "NODE_PORT_RANGE", "OUTSIDE_NETWORK", "RULES", "VERDICTS",
+    "CniSpec", "Expectation", "Labels", "NamespaceSpec", "NodeSpec", "PodSpec", "PolicySource", "ProbePort",
+    "Scenario", "Segment", "ServicePort", "ServiceSpec", "plugin_types", "SERVICE_KEYS", "SERVICE_PORT_KEYS",
+    "SERVICE_TYPES",
+]

@@ -10,20 +10,21 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from cni_lab.dataplanes.registry import (CNI_DEFAULT_ROUTING, CNI_ROUTING, DEFAULT, EBPF_DEFAULT_ROUTING, EBPF_ROUTING,  # noqa: F401
-                                         NAMES, SECTIONS)  # (CNI_ROUTING, EBPF_ROUTING: the model's too)
+import cni_lab.dataplanes.registry as registry  # the module alone: the package sits above the model
 
 # -- data planes: their names and the sections only one of them reads --------------------------------
 # The data planes' registry declares them (dataplanes/registry.py imports nothing above the model);
 # the model only checks a scenario against them.
-DATAPLANES = NAMES
-DEFAULT_DATAPLANE = DEFAULT
-DATAPLANE_SECTIONS = SECTIONS  # top-level keys read for one data plane: `cni:`, `ebpf:`
+DATAPLANES = registry.NAMES
+DEFAULT_DATAPLANE = registry.DEFAULT
+DATAPLANE_SECTIONS = registry.SECTIONS  # top-level keys read for one data plane: `cni:`, `ebpf:`
 CNI_KEYS = ("routing", "cniPath", "conflist")
-DEFAULT_CNI_ROUTING = CNI_DEFAULT_ROUTING
+CNI_ROUTING = registry.CNI_ROUTING  # how the nodes of a `dataplane: cni` lab reach each other's pods
+DEFAULT_CNI_ROUTING = registry.CNI_DEFAULT_ROUTING
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 EBPF_KEYS = ("routing",)
-DEFAULT_EBPF_ROUTING = EBPF_DEFAULT_ROUTING
+EBPF_ROUTING = registry.EBPF_ROUTING  # Cilium's routingMode; tunnel is its default
+DEFAULT_EBPF_ROUTING = registry.EBPF_DEFAULT_ROUTING
 # -----------------------------------------------------------------------------------------------------
 
 DEFAULT_NAMESPACE = "default"

@@ -67,3 +67,27 @@ def scenario_document(path: str) -> dict[str, Any]:
 
 def ns_of(lab: Lab, target: str) -> str:
     return target_netns.target_netns(lab, target)
+
+
+def node_addresses(lab: Lab, node: str) -> set[str]:
+    """Every address a node's namespace holds (`ip -o addr`): what its kernel may pick as a source."""
+    from cni_lab import names
+
+    shown = run_in(names.node_netns(lab.name, node), "ip", "-o", "addr", "show", check=True).stdout
+    return {line.split()[3].split("/")[0] for line in shown.splitlines()}
+
+
+def seen_as_sender(lab: Lab, results: Any) -> bool:
+    """The receiver saw each sender as itself: a pod's own address; a node's, one of its own (a
+    node sends unbound, its kernel picks the source: cni0's, flannel.1's, cilium_host's ...)."""
+    owned: dict[str, set[str]] = {}
+    for r in results:
+        if r.pair.src.kind == "node":
+            if r.pair.src.node not in owned:
+                owned[r.pair.src.node] = node_addresses(lab, r.pair.src.node)
+            if r.observed not in owned[r.pair.src.node]:
+                return False
+        elif r.observed != str(r.pair.src.ip):
+            return False
+    return True
+

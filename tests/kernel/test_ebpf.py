@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 import pytest
-from helpers import ns_of, pings, run_in, two_nodes
+from helpers import ns_of, pings, run_in, seen_as_sender, two_nodes
 
 from cni_lab import faults, lifecycle, names
 from cni_lab.errors import LabError
@@ -51,14 +51,7 @@ def racks() -> dict[str, Any]:
 def all_ok(result: matrix.CheckResult) -> bool:
     """Every pair ok, a pod seen as itself, a node as one of its own addresses (the kernel picks a
     node's source: cilium_host's router IP towards pods in tunnel mode)."""
-    return all(r.verdict == "ok" and (r.observed == str(r.pair.src.ip) or r.pair.src.kind == "node"
-                                      and r.observed in node_addresses(result.lab, r.pair.src.node))
-               for r in result.results)
-
-
-def node_addresses(lab: Lab, node: str) -> set[str]:
-    shown = run_in(names.node_netns(lab.name, node), "ip", "-o", "addr", "show", check=True).stdout
-    return {line.split()[3].split("/")[0] for line in shown.splitlines()}
+    return all(r.verdict == "ok" for r in result.results) and seen_as_sender(result.lab, result.results)
 
 
 @pytest.mark.parametrize("document", [ebpf("tunnel"), ebpf("native"), racks()], ids=["tunnel", "native", "racks"])

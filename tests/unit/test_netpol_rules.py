@@ -202,7 +202,7 @@ def test_felix_shape_chains_per_workload_and_policy_with_the_accept_mark() -> No
     for base in ("forward", "input"):
         assert chains[base][0] == "ct state established,related accept"  # replies always pass
         assert chains[base][1].startswith("icmpv6 type { nd-router-solicit")  # and neighbour discovery
-    assert f"  chain forward {{\n    type filter hook forward priority filter; policy accept;\n" in node1
+    assert "  chain forward {\n    type filter hook forward priority filter; policy accept;\n" in node1
     assert chains["forward"][2:] == [f"ip daddr {a.ip} jump to-wl-x/a"]  # no output chain: the node's own traffic is not policed
     assert chains["input"][2:] == []  # no pod here is isolated for egress
     assert chains["to-wl-x/a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x/allow-b",

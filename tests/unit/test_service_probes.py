@@ -88,7 +88,7 @@ def test_udp_is_judged_like_tcp() -> None:
     assert d.port.protocol == "UDP" and d.number == 53
     one = judged(lab, d, f"n1/a|{ip(lab, 'n1/b')}|5353".encode(), b"", connected=False)
     assert one.protocol == "UDP" and one.problem == "1 of 2 datagrams got no answer"
-    snat = judged(lab, d, f"n2/c|10.244.0.1|5353".encode(), connected=False)
+    snat = judged(lab, d, "n2/c|10.244.0.1|5353".encode(), connected=False)
     assert snat.problem == f"n2/c saw 10.244.0.1, not n1/b's own {ip(lab, 'n1/b')} (SNAT)"
     nodeport = next(x for x in probes.dials(lab, lab.services) if x.via is not None and x.port.name == "dns")
     masqueraded = judged(lab, nodeport, f"n1/a|{nodeport.via.ip if nodeport.via else ''}|5353".encode(), connected=False)

@@ -21,7 +21,8 @@ from typing import Union
 from cni_lab import ipam, policy
 from cni_lab.dataplanes.capabilities import Capabilities, Refused
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_NAMESPACE, Labels, Scenario, Segment, ServiceSpec
+from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, Scenario, Segment, ServiceSpec,
+                           find_port)
 
 AnyAddress = Union[IPv4Address, IPv6Address]
 
@@ -36,6 +37,11 @@ class Pod:
     prefixlen6: int = 64
     namespace: str = DEFAULT_NAMESPACE
     labels: Labels = ()
+    ports: tuple[ContainerPort, ...] = ()  # its declared container ports
+
+    def find_port(self, name: str, protocol: str) -> int | None:
+        """The number its port `name` of `protocol` has (FindPort), None where it declares none."""
+        return find_port(self.ports, name, protocol)
 
     @property
     def id(self) -> str:
@@ -217,6 +223,12 @@ class Lab:
         return tuple(found)
 
     @property
+    def probe_ports(self) -> tuple[ProbePort, ...]:
+        """What check probes every pod pair on besides ICMP: `probe.ports` (or `check --port`),
+        else, in a lab with policies, every port its pods declare (Scenario.probed_ports)."""
+        return self.scenario.probed_ports
+
+    @property
     def all_warnings(self) -> tuple[str, ...]:
         """What to warn of: the allocation's, and what the API server would accept in the policies
         with a warning (an ipBlock CIDR with host bits), worked out from the policies the lab has
@@ -261,7 +273,8 @@ def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
         pods = tuple(Pod(name=p, node=spec.name, ip=given.pod_ips[j], prefixlen=cidr.prefixlen,
                          ip6=given.pod_ips6[j] if given.pod_ips6 is not None else None,
                          prefixlen6=cidr6.prefixlen if cidr6 is not None else 64,
-                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels)
+                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels,
+                         ports=spec.spec_of(p).ports)
                      for j, p in enumerate(spec.pods))
         nodes.append(Node(name=spec.name, ip=given.ip, pod_cidr=cidr, pods=pods, segment=given.segment,
                           ip6=given.ip6, pod_cidr6=cidr6))

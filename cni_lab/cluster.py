@@ -253,7 +253,7 @@ class Lab:
     @property
     def workloads(self) -> list[policy.Workload]:
         """Every pod as policies see it."""
-        return [policy.Workload(p.id, p.namespace, p.labels, p.ips) for p in self.pods]
+        return [policy.Workload(p.id, p.namespace, p.labels, p.ips, p.ports) for p in self.pods]
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

@@ -16,13 +16,13 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
-from typing import Union
+from typing import NamedTuple, Union
 
 from cni_lab import ipam, policy
 from cni_lab.dataplanes.capabilities import Capabilities, Refused
 from cni_lab.errors import LabError
-from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, Scenario, Segment, ServiceSpec,
-                           find_port)
+from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, Scenario, Segment, ServicePort,
+                           ServiceSpec, find_port)
 
 AnyAddress = Union[IPv4Address, IPv6Address]
 
@@ -125,6 +125,13 @@ class Node:
         return self.pod_cidr.network_address + 1
 
 
+class Backend(NamedTuple):
+    """An endpoint of one Service port: the pod, and the number its targetPort is on it."""
+
+    pod: Pod
+    port: int
+
+
 @dataclass(frozen=True)
 class Service:
     """A Service as kube-proxy sees it: its spec (every NodePort allocated), its ClusterIP and
@@ -132,11 +139,23 @@ class Service:
 
     spec: ServiceSpec
     cluster_ip: IPv4Address
-    endpoints: tuple[Pod, ...]
+    endpoints: tuple[Pod, ...]  # the pods it selects (or names)
 
     @property
     def qualified(self) -> str:
         return f"{self.spec.namespace}/{self.spec.name}"
+
+    def backends(self, port: ServicePort) -> tuple[Backend, ...]:
+        """The endpoints of one port, each with its own number: a numbered targetPort is every
+        endpoint's; a named one is each pod's port of that name and the Service port's protocol,
+        and a pod without one is no endpoint of that port, as the EndpointSlice controller's
+        getEndpointPorts skips it (FindPort's error: "no suitable port")."""
+        out = []
+        for pod in self.endpoints:
+            number = port.target_port if isinstance(port.target_port, int) else pod.find_port(port.target_port, port.protocol)
+            if number is not None:
+                out.append(Backend(pod, number))
+        return tuple(out)
 
 
 @dataclass(frozen=True)

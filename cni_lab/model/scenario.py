@@ -94,7 +94,7 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    target_port: int
+    target_port: int | str  # a number, or the name of a port each endpoint pod declares (resolved per pod)
     protocol: str = "TCP"  # TCP | UDP | SCTP
     node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
     name: str = ""  # required when a Service has more than one; kube-proxy's chains are named after it

@@ -16,12 +16,13 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
-from typing import Union
+from typing import NamedTuple, Union
 
 from cni_lab import ipam, policy
 from cni_lab.dataplanes.capabilities import Capabilities, Refused
 from cni_lab.errors import LabError
-from cni_lab.model import DEFAULT_NAMESPACE, Labels, Scenario, Segment, ServiceSpec
+from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, Scenario, Segment, ServicePort,
+                           ServiceSpec, find_port)
 
 AnyAddress = Union[IPv4Address, IPv6Address]
 
@@ -36,6 +37,11 @@ class Pod:
     prefixlen6: int = 64
     namespace: str = DEFAULT_NAMESPACE
     labels: Labels = ()
+    ports: tuple[ContainerPort, ...] = ()  # its declared container ports
+
+    def find_port(self, name: str, protocol: str) -> int | None:
+        """The number its port `name` of `protocol` has (FindPort), None where it declares none."""
+        return find_port(self.ports, name, protocol)
 
     @property
     def id(self) -> str:
@@ -119,6 +125,13 @@ class Node:
         return self.pod_cidr.network_address + 1
 
 
+class Backend(NamedTuple):
+    """An endpoint of one Service port: the pod, and the number its targetPort is on it."""
+
+    pod: Pod
+    port: int
+
+
 @dataclass(frozen=True)
 class Service:
     """A Service as kube-proxy sees it: its spec (every NodePort allocated), its ClusterIP and
@@ -126,11 +139,23 @@ class Service:
 
     spec: ServiceSpec
     cluster_ip: IPv4Address
-    endpoints: tuple[Pod, ...]
+    endpoints: tuple[Pod, ...]  # the pods it selects (or names)
 
     @property
     def qualified(self) -> str:
         return f"{self.spec.namespace}/{self.spec.name}"
+
+    def backends(self, port: ServicePort) -> tuple[Backend, ...]:
+        """The endpoints of one port, each with its own number: a numbered targetPort is every
+        endpoint's; a named one is each pod's port of that name and the Service port's protocol,
+        and a pod without one is no endpoint of that port, as the EndpointSlice controller's
+        getEndpointPorts skips it (FindPort's error: "no suitable port")."""
+        out = []
+        for pod in self.endpoints:
+            number = port.target_port if isinstance(port.target_port, int) else pod.find_port(port.target_port, port.protocol)
+            if number is not None:
+                out.append(Backend(pod, number))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,12 @@ class Lab:
         return tuple(found)
 
     @property
+    def probe_ports(self) -> tuple[ProbePort, ...]:
+        """What check probes every pod pair on besides ICMP: `probe.ports` (or `check --port`),
+        else, in a lab with policies, every port its pods declare (Scenario.probed_ports)."""
+        return self.scenario.probed_ports
+
+    @property
     def all_warnings(self) -> tuple[str, ...]:
         """What to warn of: the allocation's, and what the API server would accept in the policies
         with a warning (an ipBlock CIDR with host bits), worked out from the policies the lab has
@@ -241,7 +272,7 @@ class Lab:
     @property
     def workloads(self) -> list[policy.Workload]:
         """Every pod as policies see it."""
-        return [policy.Workload(p.id, p.namespace, p.labels, p.ips) for p in self.pods]
+        return [policy.Workload(p.id, p.namespace, p.labels, p.ips, p.ports) for p in self.pods]
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -261,7 +292,8 @@ def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
         pods = tuple(Pod(name=p, node=spec.name, ip=given.pod_ips[j], prefixlen=cidr.prefixlen,
                          ip6=given.pod_ips6[j] if given.pod_ips6 is not None else None,
                          prefixlen6=cidr6.prefixlen if cidr6 is not None else 64,
-                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels)
+                         namespace=spec.spec_of(p).namespace, labels=spec.spec_of(p).labels,
+                         ports=spec.spec_of(p).ports)
                      for j, p in enumerate(spec.pods))
         nodes.append(Node(name=spec.name, ip=given.ip, pod_cidr=cidr, pods=pods, segment=given.segment,
                           ip6=given.ip6, pod_cidr6=cidr6))

@@ -5,14 +5,15 @@ Kubernetes defines it. Pure: the reference the kernel's enforcement is held agai
   the API server refuses (unknown fields, bad selector operators, `endPort` without a numeric
   `port`, an `except` outside its `cidr`, a peer with `ipBlock` and a selector, ...) with one line
   naming the place, defaults policyTypes as it does, and reads ipBlock CIDRs as Kubernetes 1.36
-  does (host bits accepted with its warning: model/cidrs.py). Named ports are refused with that
-  reason: the lab's pods declare no container ports.
+  does (host bits accepted with its warning: model/cidrs.py). A port may be a name (IANA_SVC_NAME).
 - Evaluating: `Evaluator(lab, policies).allowed(src, dst, protocol, port)` answers whether a new
   connection from pod `src` to pod `dst` is allowed. A pod selected by no policy of a direction
   (policyTypes) allows everything in that direction; policies add up; a connection needs the
   source's egress and the destination's ingress, except that a pod's own node always gets in;
   replies of an allowed connection always pass. ICMP is no TCP, UDP or SCTP: only a rule
-  without `ports` lets it through.
+  without `ports` lets it through. A named port is resolved on the destination pod (for ingress
+  the pod the policy selects, for egress the peer): its container port of that name and the
+  rule's protocol; a pod without one matches nothing through it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Iterable
 
 from cni_lab.errors import LabError
-from cni_lab.model import (DEFAULT_NAMESPACE, Labels, ProbePort, cidr_warnings, is_dns_subdomain, is_label_key,
-                           is_label_value, parse_cidr_sloppy)
+from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, cidr_warnings, find_port,
+                           is_dns_subdomain, is_label_key, is_label_value, parse_cidr_sloppy, port_name_refusal)
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
@@ -85,17 +86,27 @@ class Peer:
 @dataclass(frozen=True)
 class PortRange:
     protocol: str  # TCP | UDP | SCTP
-    port: int | None = None  # None: every port of the protocol
+    port: int | str | None = None  # None: every port of the protocol; a name: a port the destination declares
     end_port: int | None = None
 
-    def matches(self, protocol: str, port: int | None) -> bool:
+    def matches(self, protocol: str, port: int | None, destination: Workload | None = None) -> bool:
         if protocol != self.protocol:
             return False
         if self.port is None:
             return True
         if port is None:
             return False
+        if isinstance(self.port, str):
+            return self.named_port_on(destination) == port
         return self.port <= port <= (self.end_port or self.port)
+
+    def named_port_on(self, destination: Workload | None) -> int | None:
+        """A named port on the pod traffic goes to: its container port of this name and
+        protocol, None where it has none (a node has none). NetworkPolicyPort.port: "a numerical
+        or named port on a pod"; implementations resolve it per pod, as FindPort does a Service's."""
+        if not isinstance(self.port, str) or destination is None:
+            return None
+        return destination.find_port(self.port, self.protocol)
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,9 @@ class Rule:
     peers: tuple[Peer, ...] = ()  # empty: every peer (`from`/`to` missing or empty)
     ports: tuple[PortRange, ...] = ()  # empty: every port and protocol
 
-    def allows_port(self, protocol: str, port: int | None) -> bool:
-        return not self.ports or any(p.matches(protocol, port) for p in self.ports)
+    def allows_port(self, protocol: str, port: int | None, destination: Workload | None = None) -> bool:
+        """`destination`: the pod the traffic goes to, whose ports named ports stand for."""
+        return not self.ports or any(p.matches(protocol, port, destination) for p in self.ports)
 
 
 @dataclass(frozen=True)
@@ -239,9 +251,15 @@ class _Reader:
                 self.problem(f"{at}.protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
                 continue
             port, end = raw.get("port"), raw.get("endPort")
-            if isinstance(port, str):
-                self.problem(f"{at}.port", f"{port!r} is a named port: cni-lab's pods declare no container ports, "
-                             "so name ports by number")
+            if isinstance(port, str):  # a named port (ValidateNetworkPolicyPort: IsValidPortName, no endPort)
+                refusal = port_name_refusal(port)
+                if refusal is not None:
+                    self.problem(f"{at}.port", refusal)
+                    continue
+                if end is not None:
+                    self.problem(f"{at}.endPort", "may not be specified when `port` is non-numeric")
+                    continue
+                out.append(PortRange(protocol, port))
                 continue
             if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535):
                 self.problem(f"{at}.port", f"{port!r} is not a port between 1 and 65535")
@@ -314,6 +332,10 @@ class Workload:
     namespace: str  # "" for a node
     labels: Labels
     ips: tuple[IPv4Address | IPv6Address, ...]
+    ports: tuple[ContainerPort, ...] = ()  # its declared container ports (a node: none)
+
+    def find_port(self, name: str, protocol: str) -> int | None:
+        return find_port(self.ports, name, protocol)
 
     @property
     def qualified(self) -> str:
@@ -358,7 +380,7 @@ class Evaluator:
             return True  # not isolated in this direction
         for policy in selecting:
             for rule in policy.ingress if direction == "Ingress" else policy.egress:
-                if not rule.allows_port(protocol, port):
+                if not rule.allows_port(protocol, port, pod if direction == "Ingress" else other):
                     continue
                 if not rule.peers or any(self._peer_matches(p, policy, other, ip) for p in rule.peers):
                     return True

@@ -4,7 +4,8 @@ cyclonus (mattfenwick/cyclonus, pkg/generator) and its successor policy-assistan
 
 The model (test/e2e/network/netpol/model.go): namespaces x, y, z labelled ns=<name> (and, as the
 API server adds it, kubernetes.io/metadata.name=<name>); pods a, b, c in each labelled
-pod=<name>; probed on ICMP and TCP/UDP 80 and 81 (scenarios/netpol.yaml is that lab).
+pod=<name>, serving TCP and UDP 80 and 81 on container ports named serve-<port>-<protocol>;
+probed on ICMP and those ports (scenarios/netpol.yaml is that lab).
 
     cases(seed, n) → [Case(name, policies, probes, tags)]
 
@@ -16,7 +17,8 @@ absent, empty or explicit (either order), rules absent, empty (`ingress: []`) or
 rules (`{}`), peer lists absent or empty, peers by podSelector, namespaceSelector, both in one
 peer (AND) or several (OR), ipBlock with and without except (CIDRs around the pods' own
 addresses, host bits set as the e2e suite writes them), ports by number, range (endPort),
-protocol alone, implicit TCP and the empty port, on TCP, UDP and SCTP.
+protocol alone, implicit TCP and the empty port, on TCP, UDP and SCTP, and (`named_ports`) by
+name: the model's port names, SCTP's among them, which no pod of the model serves.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ PROBES: tuple[tuple[str, int | None], ...] = (("ICMP", None), ("TCP", 80), ("TCP
 # node3, each node's pods in namespace order from .2 (host-local): the addresses ipBlocks are
 # drawn around unless the caller passes a running lab's (a unit test holds the two equal)
 DEFAULT_IPS = {f"{ns}/{p}": f"10.244.{i}.{j + 2}" for i, p in enumerate(PODS) for j, ns in enumerate(NAMESPACES)}
-# the e2e model names each served port serve-<port>-<protocol> (model.go, Container.PortName)
+# the e2e model names each served port serve-<port>-<protocol> (model.go, Container.PortName):
+# a container per port and protocol, `for port { for protocol }`; every pod serves TCP and UDP
+CONTAINER_PORTS = tuple({"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+                        for port in (80, 81) for proto in ("TCP", "UDP"))
 PORT_NAMES = tuple(f"serve-{port}-{proto}" for port in (80, 81) for proto in ("tcp", "udp", "sctp"))
 
 

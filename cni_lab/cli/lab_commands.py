@@ -54,7 +54,7 @@ def plan_command(scenario: str, name: str | None, as_json: bool) -> None:
 
         out.print(f"\n[bold]What the {len(built.lab.policies)} NetworkPolicies allow[/] (rows: from, columns: to; "
                   "`.` allowed, `X` denied)")
-        for protocol, port in policy.probes(built.lab.scenario.probe_ports):
+        for protocol, port in policy.probes(built.lab.probe_ports):
             out.print(f"\n{protocol}" + (f"/{port}" if port else ""), style="bold")
             # tab-separated, as the e2e suite logs it (diffable against its output)
             click.echo(policy.truth_table(built.lab.evaluator, built.lab.workloads, protocol, port))

@@ -11,6 +11,7 @@ once, each naming the file and the key (rule 6 of the house style).
     networking.py          networking: CIDRs, underlay segments, MTUs; outside
     namespaces.py          namespaces, and labels wherever a scenario gives them
     nodes.py               nodes and their pods
+    container_ports.py     a pod's container ports; port names (IANA_SVC_NAME) wherever a name stands for a port
     service_specs.py       services
     policy_sources.py      policies (inline or files; policy.py reads the objects)
     probe_ports.py         probe.ports, and check --port
@@ -21,6 +22,7 @@ Import from here: `from cni_lab.model import Scenario, load_document`.
 """
 
 from cni_lab.model.cidrs import cidr_warnings, parse_cidr_sloppy
+from cni_lab.model.container_ports import CONTAINER_PORT_KEYS, is_port_number, port_name_refusal
 from cni_lab.model.expectations import EXPECT_KEYS
 from cni_lab.model.labels import LABEL_KEY, LABEL_VALUE, is_dns_subdomain, is_label_key, is_label_value
 from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, load_policy_file, load_probe_ports, load_text
@@ -33,8 +35,8 @@ from cni_lab.model.scenario import (
     DEFAULT_CLUSTER_CIDR, DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING, DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING, DEFAULT_MTU,
     DEFAULT_NAMESPACE, DEFAULT_NODE_MASK, DEFAULT_NODE_MASK6, DEFAULT_OUTSIDE_IP, DEFAULT_SEGMENT, DEFAULT_SERVICE_CIDR,
     DEFAULT_UNDERLAY, DEFAULT_UNDERLAY6, EBPF_KEYS, EBPF_ROUTING, NAMESPACE_LABEL, NODE_PORT_RANGE, OUTSIDE_NETWORK, RULES,
-    VERDICTS, CniSpec, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
-    ServicePort, ServiceSpec, plugin_types)
+    VERDICTS, CniSpec, ContainerPort, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
+    ServicePort, ServiceSpec, find_port, plugin_types)
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
 
 __all__ = [

@@ -7,6 +7,7 @@ import re
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from cni_lab.model.container_ports import read_container_ports
 from cni_lab.model.namespaces import read_labels
 from cni_lab.model.networking import read_dual
 from cni_lab.model.problems import Problems, read_name
@@ -17,7 +18,7 @@ from cni_lab.model.scenario import DEFAULT_NAMESPACE, NodeSpec, PodSpec
 NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
 POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 NODE_KEYS = ("name", "ip", "ips", "podCIDR", "podCIDRs", "pods", "segment", "count")
-POD_KEYS = ("name", "namespace", "labels")
+POD_KEYS = ("name", "namespace", "labels", "ports")
 RESERVED_NODE_NAMES = ("underlay", "router", "outside")
 MAX_NODES = 1000
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS minus one: the 1024th port gives "Exchange full"
@@ -56,7 +57,7 @@ def read_nodes(problems: Problems, value: Any, namespaces: set[str]) -> tuple[No
             pod_cidr, pod_cidr6 = read_dual(problems, raw["podCIDR"], f"{key}.podCIDR")
         pod_specs = _pods(problems, raw.get("pods", []), f"{key}.pods", namespaces)
         pods = tuple(p.key for p in pod_specs)
-        if all(p.namespace == DEFAULT_NAMESPACE and not p.labels for p in pod_specs):
+        if all(p.namespace == DEFAULT_NAMESPACE and not p.labels and not p.ports for p in pod_specs):
             pod_specs = ()  # plain names: nothing more to keep (and records stay as they were)
         segment = raw.get("segment")
         if segment is not None and not isinstance(segment, str):
@@ -170,7 +171,7 @@ def _pods(problems: Problems, value: Any, key: str, namespaces: set[str]) -> tup
 
 
 def _pod(problems: Problems, value: Any, key: str, namespaces: set[str]) -> PodSpec | None:
-    """A pod: its name, or {name, namespace, labels}."""
+    """A pod: its name, or {name, namespace, labels, ports}."""
     if isinstance(value, str):
         if not POD_NAME.match(value):
             problems.add(key, f"{value!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
@@ -188,4 +189,5 @@ def _pod(problems: Problems, value: Any, key: str, namespaces: set[str]) -> PodS
         problems.add(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab (namespaces: "
                      f"{', '.join(sorted(namespaces))})")
         return None
-    return PodSpec(name, namespace, read_labels(problems, value.get("labels"), f"{key}.labels"))
+    return PodSpec(name, namespace, read_labels(problems, value.get("labels"), f"{key}.labels"),
+                   read_container_ports(problems, value.get("ports"), f"{key}.ports"))

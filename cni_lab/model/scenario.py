@@ -95,7 +95,7 @@ def plugin_types(conflist: dict[str, Any]) -> list[str]:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    target_port: int
+    target_port: int | str  # a number, or the name of a port each endpoint pod declares (resolved per pod)
     protocol: str = "TCP"  # TCP | UDP | SCTP
     node_port: int | None = None  # NodePort Services: every port has one (given, or allocated by load)
     name: str = ""  # required when a Service has more than one; kube-proxy's chains are named after it
@@ -144,6 +144,29 @@ class ProbePort:
 
 
 @dataclass(frozen=True)
+class ContainerPort:
+    """A port a pod declares (a container's `ports` entry): what a named port in a NetworkPolicy
+    or a Service's targetPort resolves through. Declaring it opens nothing: as in Kubernetes, a
+    pod is reached on any port it listens on."""
+
+    container_port: int
+    protocol: str = "TCP"  # TCP | UDP | SCTP
+    name: str = ""  # IANA_SVC_NAME, unique in the pod; "" for none
+
+    @property
+    def label(self) -> str:
+        """`http 8080/TCP`, or `8080/TCP` for an unnamed port."""
+        return f"{self.name + ' ' if self.name else ''}{self.container_port}/{self.protocol}"
+
+
+def find_port(ports: tuple[ContainerPort, ...], name: str, protocol: str) -> int | None:
+    """The number a named port stands for on a pod with these ports, or None where it has none:
+    the first port of that name and protocol, as FindPort (kubernetes pkg/api/v1/pod/util.go)
+    matches `port.Name == name && port.Protocol == svcPort.Protocol`."""
+    return next((p.container_port for p in ports if p.name == name and p.protocol == protocol), None)
+
+
+@dataclass(frozen=True)
 class NamespaceSpec:
     name: str
     labels: Labels  # kubernetes.io/metadata.name=<name> included
@@ -151,11 +174,13 @@ class NamespaceSpec:
 
 @dataclass(frozen=True)
 class PodSpec:
-    """A pod as the scenario gives it: `web`, or `{name: a, namespace: x, labels: {pod: a}}`."""
+    """A pod as the scenario gives it: `web`, or `{name: a, namespace: x, labels: {pod: a},
+    ports: [{name: http, containerPort: 8080}]}`."""
 
     name: str
     namespace: str = DEFAULT_NAMESPACE
     labels: Labels = ()
+    ports: tuple[ContainerPort, ...] = ()  # its containers' ports, in the order given
 
     @property
     def key(self) -> str:
@@ -173,7 +198,7 @@ class NodeSpec:
     segment: str | None = None
     ip6: IPv6Address | None = None  # dual-stack: `ips: [v4, v6]`
     pod_cidr6: IPv6Network | None = None  # dual-stack: `podCIDRs: [v4, v6]`
-    pod_specs: tuple[PodSpec, ...] = ()  # namespaces and labels of `pods`, same order (empty: all default)
+    pod_specs: tuple[PodSpec, ...] = ()  # namespaces, labels, ports of `pods`, same order (empty: all default)
 
     def spec_of(self, key: str) -> PodSpec:
         return next((p for p in self.pod_specs if p.key == key), PodSpec(key))
@@ -210,6 +235,20 @@ class Scenario:
     source: str = "<scenario>"
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def declared_ports(self) -> tuple[ProbePort, ...]:
+        """Every protocol and number the pods declare as container ports, once: TCP, UDP, SCTP,
+        each by number."""
+        order = {"TCP": 0, "UDP": 1, "SCTP": 2}
+        found = {ProbePort(c.protocol, c.container_port) for n in self.nodes for p in n.pod_specs for c in p.ports}
+        return tuple(sorted(found, key=lambda p: (order[p.protocol], p.port)))
+
+    @property
+    def probed_ports(self) -> tuple[ProbePort, ...]:
+        """What check probes every pod pair on besides ICMP: `probe.ports` when given, else in a
+        lab with policies the declared container ports, so the rules that name them are probed."""
+        return self.probe_ports or (self.declared_ports if self.policies else ())
+
     def protocol_uses(self) -> dict[str, tuple[str, ...]]:
         """protocol → where the lab asks the kernel for it (Service ports, probe ports), by key:
         what `up` and `check` hold against the kernel's sockets (kernel/transports.py)."""
@@ -217,6 +256,7 @@ class Scenario:
         for i, svc in enumerate(self.services):
             for j, port in enumerate(svc.ports):
                 uses.setdefault(port.protocol, []).append(f"services[{i}].ports[{j}].protocol")
-        for probe in self.probe_ports:
-            uses.setdefault(probe.protocol, []).append(f"probe port {probe.protocol.lower()}/{probe.port}")
+        declared = "" if self.probe_ports else " (a port the pods declare)"
+        for probe in self.probed_ports:
+            uses.setdefault(probe.protocol, []).append(f"probe port {probe.protocol.lower()}/{probe.port}{declared}")
         return {protocol: tuple(where) for protocol, where in uses.items()}

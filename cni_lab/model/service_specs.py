@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cni_lab.model.container_ports import is_port_number, port_name_refusal
 from cni_lab.model.labels import is_dns_label
 from cni_lab.model.namespaces import NAMESPACE_NAME, read_labels
 from cni_lab.model.problems import Problems
@@ -18,7 +19,8 @@ SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")  # the API server's supportedPortProt
 
 def read_services(problems: Problems, value: Any, namespaces: set[str]) -> tuple[ServiceSpec, ...]:
     """`services: [{name, namespace, selector | pods, ports: [{name, port, targetPort, protocol,
-    nodePort}], type, externalTrafficPolicy}]`; `namespaces`: the lab's."""
+    nodePort}], type, externalTrafficPolicy}]`; `namespaces`: the lab's. A targetPort is a number
+    or the name of a port the endpoint pods declare."""
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -95,7 +97,12 @@ def _ports(problems: Problems, raw: dict[str, Any], key: str, kind: str,
         name = _port_name(problems, p, at, len(given) > 1, names)
         if name is None:
             continue
-        if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in (port, target)):
+        if isinstance(target, str):  # ValidatePortNumOrName: a name each endpoint pod's ports resolve
+            refusal = port_name_refusal(target)
+            if refusal is not None:
+                problems.add(f"{at}.targetPort", refusal)
+                continue
+        if not is_port_number(port) or not (isinstance(target, str) or is_port_number(target)):
             problems.add(at, f"port {port!r} and targetPort {target!r} must be port numbers")
             continue
         if proto not in SERVICE_PROTOCOLS:
@@ -118,7 +125,8 @@ def _ports(problems: Problems, raw: dict[str, Any], key: str, kind: str,
                 problems.add(f"{at}.nodePort", f"{node_port}/{proto}: provided port is already allocated")
                 continue
             taken.add((proto, node_port))
-        ports.append(ServicePort(int(port), int(target), str(proto), node_port, name))  # type: ignore[arg-type]
+        ports.append(ServicePort(int(port), target if isinstance(target, str) else int(target), str(proto),  # type: ignore[arg-type]
+                                 node_port, name))
     return tuple(ports)
 
 

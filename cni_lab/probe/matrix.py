@@ -262,9 +262,9 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
     result = _run_family(lab, lab.families[0], settings, progress, mtu, notice)
     if lab.dual_stack:
         result = dataclasses.replace(result, ipv6=_run_family(lab, 6, settings, progress, mtu, notice))
-    if lab.scenario.probe_ports:
+    if lab.probe_ports:
         pods = [ep for ep in pairing.endpoints(lab) if ep.kind == "pod"]
-        wanted = [(p.protocol, p.port) for p in lab.scenario.probe_ports]
+        wanted = [(p.protocol, p.port) for p in lab.probe_ports]
         result = dataclasses.replace(result, ports=tuple(port_probes.run(pods, wanted)))
     if lab.services:
         result = dataclasses.replace(result, services=tuple(service_probes.run(lab, lab.services)))

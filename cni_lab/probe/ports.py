@@ -33,7 +33,11 @@ class PortResult:
 
 
 def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.socket]:
-    """A TCP listener or UDP responder per pod and port, bound to the pod's address."""
+    """A TCP listener or UDP responder per pod and port, bound to the pod's address. Every pod
+    answers on every probed port, the ports the pods declare among them (what a lab with policies
+    probes by default), whether or not it declares that one: a container port is informational
+    ("Not specifying a port here DOES NOT prevent that port from being exposed", Container.ports
+    in the core/v1 API), and a pod that refused a port a numbered rule allows would look denied."""
     opened: list[socket.socket] = []
 
     def open_here(name: str) -> None:

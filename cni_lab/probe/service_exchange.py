@@ -1,7 +1,8 @@
 """The sockets of pod → Service and outside → NodePort: a responder in each endpoint pod on each
 target port it serves, and every dial made `tries` times, all from one event loop.
 
-A responder answers `<endpoint>|<source it saw>|<port it was reached on>`: a TCP or SCTP
+A responder answers on each endpoint's own number for the port (a named targetPort is resolved
+per pod), with `<endpoint>|<source it saw>|<port it was reached on>`: a TCP or SCTP
 connection gets it and is closed, a UDP datagram gets it back. Each try is a socket of its own, so
 a fresh source port and a fresh conntrack entry: one try's DNAT never decides the next's (a UDP
 "connection" lives 30 s in conntrack and would otherwise pin every datagram to one endpoint).
@@ -59,15 +60,21 @@ def _stream(protocol: str) -> bool:
     return transports.socket_kind(protocol)[0] == socket.SOCK_STREAM
 
 
+def responders(dials: list[Dial]) -> dict[str, set[tuple[str, int]]]:
+    """Endpoint pod id → the (protocol, port) it answers on: each port's endpoints on their own
+    number (a named targetPort differs from pod to pod; a pod without it serves none)."""
+    wanted: dict[str, set[tuple[str, int]]] = {}
+    for d in dials:
+        for ep, number in d.service.backends(d.port):
+            wanted.setdefault(ep.id, set()).add((d.port.protocol, number))
+    return wanted
+
+
 def _listen(lab: Lab, dials: list[Dial], busy: set[tuple[str, str, int]]) -> dict[socket.socket, str]:
     """A responder per endpoint, protocol and target port, in the endpoint's namespace; a port
     already taken there goes to `busy` instead."""
-    wanted: dict[str, set[tuple[str, int]]] = {}
-    endpoints = {}
-    for d in dials:
-        for ep in d.service.endpoints:
-            endpoints[ep.id] = ep
-            wanted.setdefault(ep.id, set()).add((d.port.protocol, d.port.target_port))
+    wanted = responders(dials)
+    endpoints = {ep.id: ep for d in dials for ep in d.service.endpoints if ep.id in wanted}
     by_netns = {names.pod_netns(lab.name, ep.node, ep.name): pid for pid, ep in endpoints.items()}
     opened: dict[socket.socket, str] = {}
 

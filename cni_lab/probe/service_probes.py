@@ -4,8 +4,8 @@ the target port with who it is, the source address it saw and the port it was re
 (service_exchange.py), so check knows which endpoint the DNAT chose, whether anything was SNATed
 on the way, and whether the DNAT went to the Service port's targetPort.
 
-Expected, as kube-proxy does it: answered by one of the Service's endpoints on the port's
-targetPort, the client's own address kept; except hairpin (a pod reaching itself through its
+Expected, as kube-proxy does it: answered by one of the Service port's endpoints on the port's
+targetPort (a named one: that endpoint's own number for it), the client's own address kept; except hairpin (a pod reaching itself through its
 Service), which is masqueraded: the endpoint sees an address of the node, not its own. Through a
 NodePort: with externalTrafficPolicy Cluster any endpoint answers and sees the node dialled
 (masqueraded, in case the endpoint is elsewhere); with Local only that node's endpoints answer,
@@ -51,9 +51,10 @@ class ServiceProbe:
     policy: str = ""  # NodePort: the externalTrafficPolicy
     protocol: str = "TCP"
     port_name: str = ""  # the Service port's name ("" for a one-port Service)
-    target_port: int = 0  # where the DNAT must go
+    target_port: int | str = 0  # where the DNAT must go: a number, or a name each endpoint declares
     unconfirmed: int = 0  # tries a server of an endpoint's own accepted: reached, who and what it saw unknown
     busy: tuple[str, ...] = ()  # `node1/web 8080/TCP`: endpoints whose targetPort such a server holds
+    targets: tuple[tuple[str, int], ...] = ()  # each endpoint of the port and its own number: what it must be reached on
 
     @property
     def ok(self) -> bool:
@@ -82,11 +83,11 @@ class ServiceProbe:
 
 
 def dials(lab: Lab, services: Sequence[Service]) -> list[Dial]:
-    """Every pod to every port's ClusterIP of every Service with endpoints; the outside host (when
-    the lab has one) to every NodePort on every node."""
+    """Every pod to every port's ClusterIP of every Service port with endpoints; the outside host
+    (when the lab has one) to every NodePort on every node."""
     ports = [(s, p) for s in services for p in s.spec.ports]
     out = [Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
-           for pod in lab.pods for svc, port in ports if svc.endpoints]
+           for pod in lab.pods for svc, port in ports if svc.backends(port)]
     if lab.scenario.outside_ip is not None:
         outside = names.outside_netns(lab.name)
         out += [Dial("outside", outside, svc, port, str(node.ip), port.node_port, node)
@@ -139,11 +140,12 @@ def judge(lab: Lab, exchanged: Exchange) -> list[ServiceProbe]:
     out = []
     for d, t in got.items():
         port = d.port
-        busy = tuple(f"{ep.id} {port.target_port}/{port.protocol}" for ep in d.service.endpoints
-                     if (ep.id, port.protocol, port.target_port) in exchanged.busy)
+        targets = tuple((ep.id, number) for ep, number in d.service.backends(port))
+        busy = tuple(f"{pid} {number}/{port.protocol}" for pid, number in targets
+                     if (pid, port.protocol, number) in exchanged.busy)
         probe = ServiceProbe(d.src, d.service.qualified, d.number, tuple(t.answers), t.tries, "", d.via.name if d.via else "",
                              d.service.spec.external_traffic_policy if d.via else "", port.protocol, port.name,
-                             port.target_port, t.unconfirmed, busy)
+                             port.target_port, t.unconfirmed, busy, targets)
         problem = _nodeport_problem(lab, d, probe) if d.via else _cluster_ip_problem(lab, d, probe)
         out.append(dataclasses.replace(probe, problem=problem or _reach_problem(probe)))
     return sorted(out, key=lambda p: (p.service, p.via != "", p.port, p.protocol, p.src, p.via))
@@ -154,11 +156,14 @@ def _tries(probe: ServiceProbe) -> str:
 
 
 def _reach_problem(probe: ServiceProbe) -> str:
-    """What every answered try must show: a responder reached on the targetPort; a server of the
-    pod's own only where one holds that port."""
+    """What every answered try must show: a responder reached on the targetPort (a named one: the
+    answering endpoint's own number for it); a server of the pod's own only where one holds that port."""
+    own = dict(probe.targets)
     for a in probe.answers:
-        if a.port != probe.target_port:
-            return f"{a.endpoint} was reached on port {a.port}, not {probe.service_port}'s targetPort {probe.target_port}"
+        want = own.get(a.endpoint, probe.target_port)
+        if a.port != want:
+            named = f" ({want} on {a.endpoint})" if isinstance(probe.target_port, str) else ""
+            return f"{a.endpoint} was reached on port {a.port}, not {probe.service_port}'s targetPort {probe.target_port}{named}"
     if probe.unconfirmed and not probe.busy:
         return (f"{probe.unconfirmed} of {probe.tries} {_tries(probe)} were answered by something other than "
                 "cni-lab's responder")
@@ -169,12 +174,12 @@ def _cluster_ip_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
     pods = {p.id: p for p in lab.pods}
     own = str(pods[d.src].ip)
     node = lab.node(pods[d.src].node)
-    endpoints = {p.id for p in d.service.endpoints}
+    endpoints = {pid for pid, _ in probe.targets}
     n, answered = probe.tries, len(probe.answers) + probe.unconfirmed
     problem = f"{n - answered} of {n} {_tries(probe)} got no answer" if answered < n else ""
     for who, seen, _ in probe.answers:
         if who not in endpoints:
-            problem = f"answered by {who}, which is no endpoint of {d.service.qualified}"
+            problem = f"answered by {who}, which is no endpoint of {probe.service_port}"
         elif who == d.src and seen == own:
             problem = f"hairpin: {who} saw its own address, not masqueraded"
         elif who != d.src and seen != own:
@@ -191,13 +196,13 @@ def _nodeport_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
     assert d.via is not None
     client = str(lab.scenario.outside_ip)
     policy = d.service.spec.external_traffic_policy
-    local = {p.id for p in d.service.endpoints if p.node == d.via.name}
+    local = {b.pod.id for b in d.service.backends(d.port) if b.pod.node == d.via.name}
     if policy == "Local" and not local:
         if probe.answers:
             return f"answered by {probe.answers[0].endpoint}, but {d.via.name} has no local endpoint (Local drops)"
         return f"{probe.unconfirmed} {_tries(probe)} accepted, but {d.via.name} has no local endpoint (Local drops)" \
             if probe.unconfirmed else ""
-    expected = local if policy == "Local" else {p.id for p in d.service.endpoints}
+    expected = local if policy == "Local" else {pid for pid, _ in probe.targets}
     n, answered = probe.tries, len(probe.answers) + probe.unconfirmed
     problem = f"{n - answered} of {n} {_tries(probe)} got no answer" if answered < n else ""
     for who, seen, _ in probe.answers:

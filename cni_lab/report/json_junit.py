@@ -73,7 +73,8 @@ def _services_json(lab: Lab) -> list[dict[str, Any]]:
     return [{"name": s.spec.name, "namespace": s.spec.namespace, "clusterIP": str(s.cluster_ip), "type": s.spec.type,
              "externalTrafficPolicy": s.spec.external_traffic_policy if s.spec.node_port else None,
              "ports": [{"name": p.name or None, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol,
-                        "nodePort": p.node_port}
+                        "nodePort": p.node_port,
+                        "endpoints": [f"{b.pod.ip}:{b.port}" for b in s.backends(p)]}  # a named targetPort: per pod
                        for p in s.spec.ports],
              "endpoints": [str(p.ip) for p in s.endpoints]} for s in found]
 
@@ -113,7 +114,8 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "services": [{"kind": s.kind, "src": s.src, "service": s.service, "port": s.port, "via": s.via or None,
                       "externalTrafficPolicy": s.policy or None, "tries": s.tries, "ok": s.ok,
                       "problem": s.problem or None, "protocol": s.protocol, "portName": s.port_name or None,
-                      "targetPort": s.target_port, "unconfirmed": s.unconfirmed, "busy": list(s.busy),
+                      "targetPort": s.target_port, "targetPorts": dict(s.targets),
+                      "unconfirmed": s.unconfirmed, "busy": list(s.busy),
                       "answers": [{"answeredBy": a.endpoint, "observedSource": a.seen, "reachedPort": a.port}
                                   for a in s.answers]}
                      for s in result.services],

@@ -139,6 +139,13 @@ def masquerade_lines(result: CheckResult) -> list[str]:
             for node, ips in sorted(seen.items())]
 
 
+def _target(probe: ServiceProbe) -> str:
+    """`8080`, or a named targetPort with each endpoint's number: `http (n1/a 8080, n2/c 9090)`."""
+    if not isinstance(probe.target_port, str):
+        return str(probe.target_port)
+    return f"{probe.target_port} ({', '.join(f'{pid} {number}' for pid, number in probe.targets)})"
+
+
 def services_view(result: CheckResult) -> list[RenderableType]:
     """pod → Service and outside → NodePort: who answered, how the load spread, what source the
     endpoint saw; a line per port dialled, and a note per endpoint port a server of its own holds."""
@@ -156,7 +163,7 @@ def services_view(result: CheckResult) -> list[RenderableType]:
         mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
         shares = ", ".join([f"{who} {n}" for who, n in sorted(spread.items())]
                            + ([f"not confirmed {unconfirmed}"] if unconfirmed else []))
-        head = f" → targetPort {probes[0].target_port}  {len(probes) - len(bad)}/{len(probes)} "
+        head = f" → targetPort {_target(probes[0])}  {len(probes) - len(bad)}/{len(probes)} "
         if probes[0].kind == "clusterIP":
             parts.append(Text.assemble((title, "bold"), head + f"pods answered by its endpoints ({shares}), the client's "
                                        "address kept, hairpin masqueraded  ", mark))

@@ -107,8 +107,9 @@ def service_view(t: ServiceTrace) -> RenderableType:
         dnat = Tree(Text(f"at {t.dnat_at}: kube-proxy's table (table ip kube-proxy)", style="bold"))
         dnat.add(Text.assemble(f"{hook} → services: ", (f"{svc.cluster_ip} . tcp . {port.port}", "cyan"),
                                f" in map service-ips → goto {t.chain}"))
-        dnat.add(f"{t.chain}: numgen random mod {len(svc.endpoints)} picks one of "
-                 + ", ".join(f"{p.id} {p.ip}:{port.target_port}" for p in svc.endpoints))
+        backends = svc.backends(port)  # a named targetPort: each endpoint's own number
+        dnat.add(f"{t.chain}: numgen random mod {len(backends)} picks one of "
+                 + ", ".join(f"{p.id} {p.ip}:{number}" for p, number in backends))
         c = t.connection
         if c is not None:
             dnat.add(Text.assemble("conntrack: ", (f"{c.src}:{c.sport} → {c.dst}:{c.dport}", "cyan"), "  reply ",

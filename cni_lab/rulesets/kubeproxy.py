@@ -35,6 +35,9 @@ A chain is named after the Service port (servicePortChainNameBase): `namespace/n
 the port's name empty for a one-port Service (`default/web/tcp/`), and an endpoint's chain adds
 `__endpointIP/endpointPort`; a multi-port Service names every port, so no two share a chain.
 TCP, UDP and SCTP alike: the maps key on `meta l4proto`, the DNAT is `meta l4proto udp dnat to`.
+A named targetPort is each endpoint's own number (Service.backends, as the EndpointSlice
+controller's FindPort gives it): every endpoint chain DNATs to its pod's number, and a pod that
+does not declare the name is no endpoint of that port (no chain; none at all: rejected).
 
 Checked against kubernetes pkg/proxy/nftables/proxier.go: names of the table, sets, maps and
 chains, the hash prefix (hashAndTruncate), the mark, priorities, the external-chain rules. Differences: no
@@ -51,7 +54,7 @@ import re
 from typing import Callable, Sequence
 
 from cni_lab.rulesets import nft
-from cni_lab.cluster import Lab, Node, Pod, Service
+from cni_lab.cluster import Backend, Lab, Node, Pod, Service
 from cni_lab.model import ServicePort
 
 TABLE = "kube-proxy"
@@ -89,18 +92,20 @@ def external_chain(svc: Service, port: ServicePort) -> str:
     return _chain("external", svc, port)
 
 
-def endpoint_chain(svc: Service, port: ServicePort, pod: Pod) -> str:
-    """servicePortEndpointChainNameBase: `namespace/name/protocol/portName__endpointIP/endpointPort`."""
-    return f"endpoint-{chain_base(f'{_port_name(svc, port)}__{pod.ip}/{port.target_port}')}"
+def endpoint_chain(svc: Service, port: ServicePort, pod: Pod, number: int | None = None) -> str:
+    """servicePortEndpointChainNameBase: `namespace/name/protocol/portName__endpointIP/endpointPort`,
+    the endpoint's own port (`number`; by default the targetPort, when it is a number)."""
+    return f"endpoint-{chain_base(f'{_port_name(svc, port)}__{pod.ip}/{port.target_port if number is None else number}')}"
 
 
-def _pick(chain_of: Callable[[Pod], str], pods: Sequence[Pod]) -> str:
-    targets = ", ".join(f"{i} : goto {chain_of(p)}" for i, p in enumerate(pods))
-    return f"numgen random mod {len(pods)} vmap {{ {targets} }}"
+def _pick(chain_of: Callable[[Backend], str], backends: Sequence[Backend]) -> str:
+    targets = ", ".join(f"{i} : goto {chain_of(b)}" for i, b in enumerate(backends))
+    return f"numgen random mod {len(backends)} vmap {{ {targets} }}"
 
 
-def local_endpoints(svc: Service, node: Node) -> tuple[Pod, ...]:
-    return tuple(p for p in svc.endpoints if p.node == node.name)
+def local_endpoints(svc: Service, port: ServicePort, node: Node) -> tuple[Backend, ...]:
+    """The port's endpoints on `node` (externalTrafficPolicy Local)."""
+    return tuple(b for b in svc.backends(port) if b.pod.node == node.name)
 
 
 def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
@@ -111,11 +116,11 @@ def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
                                   "service-ips": [], "service-nodeports": []}
     chains: dict[str, list[str]] = {}
     for svc in services:
-        local = local_endpoints(svc, node)
         for port in svc.spec.ports:
             proto, key = port.protocol.lower(), f"{svc.cluster_ip} . {port.protocol.lower()} . {port.port}"
             nodeport = f"{proto} . {port.node_port}"
-            if not svc.endpoints:  # nothing to DNAT to: the filter hooks reject new connections
+            backends, local = svc.backends(port), local_endpoints(svc, port, node)  # a named targetPort: per pod
+            if not backends:  # nothing to DNAT to: the filter hooks reject new connections
                 maps["no-endpoint-services"].append(f"{key} : goto reject-chain")
                 if port.node_port:
                     maps["no-endpoint-nodeports"].append(f"{nodeport} : goto reject-chain")
@@ -124,7 +129,7 @@ def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
             maps["service-ips"].append(f"{key} : goto {cluster_chain}")
             chains[cluster_chain] = [
                 f"ip daddr {svc.cluster_ip} {proto} dport {port.port} ip saddr != {cluster} jump mark-for-masquerade",
-                _pick(lambda p: endpoint_chain(svc, port, p), svc.endpoints)]
+                _pick(lambda b: endpoint_chain(svc, port, b.pod, b.port), backends)]
             if port.node_port:
                 ext = external_chain(svc, port)
                 maps["service-nodeports"].append(f"{nodeport} : goto {ext}")
@@ -136,13 +141,13 @@ def ruleset(lab: Lab, services: Sequence[Service], node: Node) -> str:
                                    f'fib saddr type local goto {cluster_chain} comment "short-circuit local traffic"']
                     if local:
                         chains[ext].append(f"goto {local_chain(svc, port)}")
-                        chains[local_chain(svc, port)] = [_pick(lambda p: endpoint_chain(svc, port, p), local)]
+                        chains[local_chain(svc, port)] = [_pick(lambda b: endpoint_chain(svc, port, b.pod, b.port), local)]
                     else:  # no endpoint here: what was not short-circuited is dropped
                         maps["no-endpoint-nodeports"].append(f"{nodeport} : drop")
-            for p in svc.endpoints:
-                chains[endpoint_chain(svc, port, p)] = [
+            for p, number in backends:
+                chains[endpoint_chain(svc, port, p, number)] = [
                     f"ip saddr {p.ip} jump mark-for-masquerade",  # hairpin
-                    f"meta l4proto {proto} dnat to {p.ip}:{port.target_port}",
+                    f"meta l4proto {proto} dnat to {p.ip}:{number}",  # the endpoint's own number
                 ]
     lines = [*nft.replace("ip", TABLE), f"table ip {TABLE} {{", '  comment "rules for kube-proxy"']
     lines += ["  set nodeport-ips {", "    type ipv4_addr", '    comment "IPs that accept NodePort traffic"',

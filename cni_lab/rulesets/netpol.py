@@ -25,6 +25,12 @@ namespace/name, "/" being in no namespace (a DNS label) and no name (a DNS subdo
 policies or pods share a chain; a name longer than nft allows becomes the prefix, "_" and a hash
 (GetLengthLimitedID, libcalico-go/lib/hash/unique_id.go L49).
 
+A named port stands for each destination pod's own number, as Felix matches it: an IP set of
+(address, protocol, port) per named port (felix's named-port IP sets, hash:ip,port), here an
+anonymous set per family, `ip daddr . tcp dport { 10.244.0.2 . 80, 10.244.0.3 . 81 }`: for an
+ingress rule the pods the policy selects, for an egress rule every pod (the rule's peers narrow
+it). A pod that does not declare the name is in no set, so the rule lets nothing through to it.
+
 Differences from Felix, on purpose: pods are matched by their address (there is no NAT in the
 lab, and every data plane's interface names differ; the CNI plugins' are only known after ADD),
 selectors are expanded to the addresses of the pods they select when the rules are made (Felix
@@ -77,6 +83,11 @@ def _set(addresses: list[IPv4Address | IPv6Address]) -> str:
 
 def _ip(version: int) -> str:
     return "ip6" if version == 6 else "ip"
+
+
+def _family(match: str) -> int | None:
+    """The address family a match expression is about, None where it names no address."""
+    return 6 if match.startswith("ip6 ") else 4 if match.startswith("ip ") else None
 
 
 class Rules:
@@ -133,6 +144,28 @@ class Rules:
                 out.append(f"{proto} dport {p.port}")
         return out
 
+    def _port_matches(self, policy: Policy, direction: str, ports: tuple[PortRange, ...]) -> list[str]:
+        """A rule's ports: numbers as they are, names per destination pod (_named_port)."""
+        if not ports:
+            return [""]
+        return [m for p in ports for m in (self._named_port(policy, direction, p) if isinstance(p.port, str)
+                                           else self._ports((p,)))]
+
+    def _named_port(self, policy: Policy, direction: str, port: PortRange) -> list[str]:
+        """`ip daddr . tcp dport { <pod> . <its number>, ... }` per family, over the pods that
+        declare the name for the rule's protocol: for ingress those the policy selects (the
+        traffic's destination), for egress every pod. Empty: no pod has it, the port matches
+        nothing."""
+        pods = [w for w in self.workloads.values() if direction == "Egress"
+                or (w.namespace == policy.namespace and policy.pod_selector.matches(w.labels))]
+        numbered = [(w, n) for w in pods if (n := port.named_port_on(w)) is not None]
+        out = []
+        for version in (4, 6):
+            elements = [f"{ip} . {n}" for w, n in numbered for ip in w.ips if ip.version == version]
+            if elements:
+                out.append(f"{_ip(version)} daddr . {port.protocol.lower()} dport {{ {', '.join(elements)} }}")
+        return out
+
     def policy_chain(self, policy: Policy, direction: str) -> tuple[str, list[str]]:
         """One chain per policy and direction: every rule, every peer and port, marks ALLOW."""
         name = policy_chain_name(policy, direction)
@@ -142,7 +175,9 @@ class Rules:
         for rule in rules:
             peers = [m for peer in rule.peers for m in self._matches(peer, policy, field)] if rule.peers else [""]
             for match in peers:
-                for port in self._ports(rule.ports):
+                for port in self._port_matches(policy, direction, rule.ports):
+                    if None not in (_family(match), _family(port)) and _family(match) != _family(port):
+                        continue  # an IPv4 peer and an IPv6 named-port set: no packet is both
                     cond = " ".join(x for x in (match, port) if x)
                     lines.append(f"{cond} meta mark set meta mark | {ALLOW:#x} return".strip())
         return name, lines

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, pings, run_in
 
+from cni_lab import model
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
@@ -155,9 +156,13 @@ def test_ebpf_refuses_policies_before_building(make_lab: MakeLab) -> None:
     assert subprocess.run(["true"]).returncode == 0
 
 
+# the e2e model's containers serve each port and protocol on a port named serve-<port>-<protocol> (model.go)
+SERVED = [{"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+          for port in (80, 81) for proto in ("TCP", "UDP")]
 E2E_MODEL = {"dataplane": "host-gw", "namespaces": {n: {} for n in "xyz"},
              "probe": {"ports": ["tcp/80", "tcp/81", "udp/80"]},
-             "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}} for n in "xyz"]}
+             "nodes": [{"name": f"node{i + 1}", "pods": [{"name": p, "namespace": n, "labels": {"pod": p}, "ports": SERVED}
+                                                        for n in "xyz"]}
                        for i, p in enumerate("abc")]}
 SERVER_A = {"matchLabels": {"pod": "a"}}
 # (name in network_policy.go, policies, (from, to, protocol, port) pairs its expected reachability allows / denies)
@@ -181,6 +186,23 @@ E2E_CASES = [
       np("allow-to-b", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{}]}, "y")],
      [("x/b", "y/b", "TCP", 80)], [("x/a", "y/b", "TCP", 80)]),
 ]
+# the suite's named-port cases (SetSpecIngressRules / SetSpecEgressRules list their direction in policyTypes)
+E2E_NAMED_PORT_CASES = [
+    ("should allow ingress access on one named port",
+     [np("allow-all", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]})],
+     [("y/a", "x/a", "TCP", 81), ("x/b", "x/c", "TCP", 81)],
+     [("y/a", "x/a", "TCP", 80), ("x/b", "x/c", "TCP", 80), ("y/a", "x/a", "UDP", 80)]),
+    ("should allow ingress access from namespace on one named port",
+     [np("allow-client-a-via-ns-selector-80", {"podSelector": SERVER_A, "policyTypes": ["Ingress"], "ingress": [{
+         "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}],
+         "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}]}]})],
+     [("y/b", "x/a", "TCP", 80), ("z/b", "x/b", "TCP", 81)],
+     [("z/b", "x/a", "TCP", 80), ("x/b", "x/a", "TCP", 80), ("y/b", "x/a", "TCP", 81)]),
+    ("should allow egress access on one named port",
+     [np("allow-egress", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "serve-80-tcp"}]}]})],
+     [("x/a", "y/b", "TCP", 80), ("y/a", "x/a", "TCP", 81)],
+     [("x/a", "y/b", "TCP", 81), ("x/b", "z/c", "UDP", 80)]),
+]
 
 
 @pytest.mark.parametrize(("case", "policies", "allowed", "denied"), E2E_CASES, ids=[c[0][:60] for c in E2E_CASES])
@@ -196,6 +218,55 @@ def test_e2e_cases_on_the_suites_model(make_lab: MakeLab, case: str, policies: l
         assert seen[probe] == "ok", (case, probe)
     for probe in denied:
         assert seen[probe] == "timeout", (case, probe)
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+def test_e2e_named_port_cases_on_every_data_plane(make_lab: MakeLab, dataplane: str) -> None:
+    """The suite's three named-port cases, applied one after another to one running lab (as
+    `policy apply` does): check's every port probe agrees with the evaluator, and the cells the
+    suite names are as it expects."""
+    from cni_lab import lifecycle
+
+    lab = make_lab({**E2E_MODEL, "dataplane": dataplane, "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}})
+    qualified = {p.id: p.qualified for p in lab.pods}
+    for case, policies, allowed, denied in E2E_NAMED_PORT_CASES:
+        sources = tuple(model.PolicySource(f"<{case}>[{i}]", d) for i, d in enumerate(policies))
+        _, running = lifecycle.set_policies(lab.name, lambda _: sources)
+        result = matrix.run(running)
+        assert not result.port_failures, (case, [(r.src.id, r.dst.id, r.protocol, r.port, r.verdict)
+                                                 for r in result.port_failures])
+        assert result.passed, case
+        seen = {(qualified[r.src.id], qualified[r.dst.id], r.protocol, r.port): r.verdict for r in result.ports}
+        for probe in allowed:
+            assert seen[probe] == "ok", (dataplane, case, probe)
+        for probe in denied:
+            assert seen[probe] == "timeout", (dataplane, case, probe)
+
+
+def test_a_named_port_is_each_pods_own_number_and_the_declared_ports_are_probed(make_lab: MakeLab) -> None:
+    """x/a serves http on 8080, x/b on 9090, x/c no http: a policy letting in `http` opens 8080
+    on x/a only and 9090 on x/b only. No probe.ports: check probes the declared 8080 and 9090."""
+    def serving(name: str, *ports: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "namespace": "x", "labels": {"pod": name}, "ports": list(ports)}
+
+    http_in = np("http-in", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": "http"}]}]})
+    lab = make_lab({"dataplane": "host-gw", "namespaces": {"x": {}, "y": {}},
+                    "nodes": [{"name": "node1", "pods": [serving("a", {"name": "http", "containerPort": 8080}),
+                                                         serving("b", {"name": "http", "containerPort": 9090})]},
+                              {"name": "node2", "pods": [serving("c", {"name": "metrics", "containerPort": 8080}),
+                                                         {"name": "d", "namespace": "y"}]}],
+                    "policies": [http_in]})
+    assert [(p.protocol, p.port) for p in lab.probe_ports] == [("TCP", 8080), ("TCP", 9090)]
+    result = matrix.run(lab)
+    assert result.passed, [(r.src.id, r.dst.id, r.protocol, r.port, r.verdict) for r in result.port_failures]
+    seen = {(r.src.id, r.dst.id, r.port): r.verdict for r in result.ports}
+    assert seen[("node2/y/d", "node1/x/a", 8080)] == "ok" and seen[("node2/y/d", "node1/x/a", 9090)] == "timeout"
+    assert seen[("node2/y/d", "node1/x/b", 9090)] == "ok" and seen[("node2/y/d", "node1/x/b", 8080)] == "timeout"
+    assert seen[("node2/y/d", "node2/x/c", 8080)] == "timeout" and seen[("node1/x/a", "node2/x/c", 9090)] == "timeout"
+    assert seen[("node1/x/a", "node1/x/b", 9090)] == "ok"  # bridged on one node: the same rule
+    a, b = (next(p for p in lab.pods if p.id == i) for i in ("node1/x/a", "node1/x/b"))
+    ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
+    assert "ip daddr . tcp dport {" in ruleset and f"{a.ip} . 8080" in ruleset and f"{b.ip} . 9090" in ruleset
 
 
 def test_without_its_rules_the_network_disagrees_and_check_says_where(make_lab: MakeLab) -> None:

@@ -332,6 +332,65 @@ def test_a_server_of_the_pods_own_on_the_target_port_is_probed_through(make_lab:
         in console.export_text()
 
 
+def named_doc(dataplane: str) -> dict[str, Any]:
+    """web1 serves http on 8080, web2 on 9090, web3 (app: web too) declares no http; one
+    NodePort Service sends targetPort http; dns (UDP) only web1 declares."""
+    web = {"app": "web"}
+    return {"dataplane": dataplane, "outside": {},
+            "nodes": [{"name": "node1", "pods": [
+                          {"name": "web1", "labels": web, "ports": [{"name": "http", "containerPort": 8080},
+                                                                    {"name": "dns", "containerPort": 5353, "protocol": "UDP"}]},
+                          "client"]},
+                      {"name": "node2", "pods": [
+                          {"name": "web2", "labels": web, "ports": [{"name": "http", "containerPort": 9090}]},
+                          {"name": "web3", "labels": web, "ports": [{"name": "metrics", "containerPort": 8080}]}]}],
+            "services": [{"name": "web", "type": "NodePort", "selector": web,
+                          "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
+                                    {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP", "nodePort": 30053}]}]}
+
+
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+def test_a_named_target_port_reaches_each_endpoint_on_its_own_number(make_lab: MakeLab, dataplane: str) -> None:
+    """FindPort per endpoint pod: ClusterIP:80 and the NodePort reach web1 on 8080 and web2 on
+    9090, never web3 (no http: no endpoint of that port); dns reaches web1 only."""
+    from cni_lab.probe import matrix
+
+    lab = make_lab(named_doc(dataplane))
+    result = matrix.run(lab)
+    assert result.passed, [(s.title, s.src, s.via, s.problem) for s in result.services if not s.ok]
+    http = [s for s in result.services if s.port_name == "http"]
+    assert http and {s.target_port for s in http} == {"http"}
+    assert {(a.endpoint, a.port) for s in http for a in s.answers} == {("node1/web1", 8080), ("node2/web2", 9090)}
+    assert sum(len(s.answers) for s in http) == sum(s.tries for s in http)  # every try answered
+    dns = [s for s in result.services if s.port_name == "dns"]
+    assert {(a.endpoint, a.port) for s in dns for a in s.answers} == {("node1/web1", 5353)}
+    table = run_in(ns_of(lab, "node2"), "nft", "list", "table", "ip", "kube-proxy", check=True).stdout
+    pods = {p.id: p for p in lab.pods}
+    assert f"dnat to {pods['node1/web1'].ip}:8080" in table and f"dnat to {pods['node2/web2'].ip}:9090" in table
+    assert str(pods["node2/web3"].ip) not in table
+
+
+def test_check_fails_an_endpoint_reached_on_another_pods_number(make_lab: MakeLab) -> None:
+    """A kube-proxy that DNATed every endpoint to one number (the first endpoint's) would send
+    web2's share to 8080, where web2 serves nothing (its responder answers on its own 9090): those
+    connections are refused, and check fails the pairs (each pod's 4 tries all land on web1 with
+    odds of 1 in 16, so some pod sees it)."""
+    from cni_lab import names
+    from cni_lab.kernel import edit
+    from cni_lab.probe import matrix
+    from cni_lab.rulesets import kubeproxy
+
+    lab = make_lab(named_doc("host-gw"))
+    for node in lab.nodes:
+        edit.nft_apply(names.node_netns(lab.name, node.name),
+                       kubeproxy.ruleset(lab, lab.services, node).replace(":9090", ":8080"))
+    result = matrix.run(lab)
+    assert not result.passed
+    wrong = [s.problem for s in result.services if s.port_name == "http" and s.kind == "clusterIP" and not s.ok]
+    assert wrong and all(p.endswith("connections got no answer") for p in wrong), wrong
+    assert all(s.ok for s in result.services if s.port_name == "dns")
+
+
 def test_sctp_is_refused_at_up_and_check_where_the_kernel_has_no_sctp_sockets(make_lab: MakeLab) -> None:
     from cni_lab import lifecycle
     from cni_lab.kernel import transports

@@ -14,7 +14,9 @@ and a text parse. `test_the_driver_answers_as_the_command_line_does` holds the d
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import contextlib
+import io
+from typing import Any, Iterable, Mapping, Sequence
 
 from nca.CoreDS.ConnectivityProperties import ConnectivityProperties
 from nca.CoreDS.Peer import BasePeerSet, PeerSet
@@ -28,6 +30,8 @@ from nca.Resources.PolicyResources.NetworkPolicy import PolicyConnectionsFilter
 from nca.Utils.NcaLogger import NcaLogger
 
 Probe = tuple[str, "int | None"]
+# (namespace, name, labels), or with its container ports ({name, containerPort, protocol} each) last
+PodEntry = Sequence[Any]
 
 
 class Refused(Exception):
@@ -40,19 +44,22 @@ def namespace_list(labels: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
                       for ns, lab in labels.items()]}
 
 
-def pod_list(pods: Iterable[tuple[str, str, Mapping[str, str]]]) -> dict[str, Any]:
-    """(namespace, name, labels) → a PodList as `kubectl get pods -o yaml` gives it."""
-    return {"apiVersion": "v1", "kind": "PodList",
-            "items": [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": dict(lab)},
-                       "spec": {"containers": [{"name": "serve", "image": "agnhost"}]}}
-                      for ns, name, lab in pods]}
+def pod_list(pods: Iterable[PodEntry]) -> dict[str, Any]:
+    """(namespace, name, labels[, container ports]) → a PodList as `kubectl get pods -o yaml` gives
+    it; NCA reads the ports as named ports (TopologyObjectsFinder: container.ports → add_named_port)."""
+    return {"apiVersion": "v1", "kind": "PodList", "items": [_pod(*entry) for entry in pods]}
+
+
+def _pod(namespace: str, name: str, labels: Mapping[str, str], ports: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "serve", "image": "agnhost", "ports": [dict(p) for p in ports]}]}}
 
 
 class Oracle:
     """NCA's answers for one set of namespaces and pods; `allowed(policies)` per case."""
 
     def __init__(self, namespaces: Mapping[str, Mapping[str, str]],
-                 pods: Iterable[tuple[str, str, Mapping[str, str]]], probes: Iterable[Probe]) -> None:
+                 pods: Iterable[PodEntry], probes: Iterable[Probe]) -> None:
         pods, probes = list(pods), list(probes)
         NcaLogger().mute()  # its warnings ("policyTypes is missing") go to stdout otherwise
         BasePeerSet.reset()  # the singleton of every peer NCA has seen, as nca_cli.run_args resets it
@@ -94,6 +101,7 @@ class Oracle:
         """(from ns/pod, to ns/pod, protocol, port) → allowed, for every ordered pair of two pods."""
         if BasePeerSet.instance is not self.base:  # another NCA run (nca_main resets the singleton) since
             self.__init__(*self.made_from)  # type: ignore[misc]  # its peers were indexed: index them again
-        conns = self.config(policies).allowed_connections(
-            res_conns_filter=PolicyConnectionsFilter.only_all_allowed_connections()).all_allowed_conns
+        with contextlib.redirect_stdout(io.StringIO()):  # its named-port warnings are print()s, not its logger's
+            conns = self.config(policies).allowed_connections(
+                res_conns_filter=PolicyConnectionsFilter.only_all_allowed_connections()).all_allowed_conns
         return {cell: query.contained_in(conns) for cell, query in self.queries.items()}

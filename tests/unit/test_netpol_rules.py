@@ -21,11 +21,19 @@ from labs import make_lab, network_policy, pod
 EMPTIED = "table inet cni-lab-policy {}\ndelete table inet cni-lab-policy\n"  # what a node without policy loads
 
 
+def serving(entry: dict[str, Any], *ports: tuple[str, int, str]) -> dict[str, Any]:
+    return {**entry, "ports": [{"name": name, "containerPort": number, "protocol": proto} for name, number, proto in ports]}
+
+
 def policy_lab(*policies: dict[str, Any], networking: dict[str, Any] | None = None) -> Lab:
-    """Namespaces x and y; node1 holds x/a, x/b and y/a, node2 x/c and y/b, node3 no pod."""
-    return make_lab([{"name": "node1", "pods": [pod("a", "x", {"pod": "a"}), pod("b", "x", {"pod": "b"}),
-                                                pod("a", "y", {"pod": "a"})]},
-                     {"name": "node2", "pods": [pod("c", "x", {"pod": "c"}), pod("b", "y", {"pod": "b"})]},
+    """Namespaces x and y; node1 holds x/a, x/b and y/a, node2 x/c and y/b, node3 no pod. Their
+    ports named http differ: x/a's is TCP 80, x/b's TCP 81 (and dns UDP 80), y/a's UDP 80, y/b's
+    TCP 81; x/c declares none."""
+    return make_lab([{"name": "node1", "pods": [serving(pod("a", "x", {"pod": "a"}), ("http", 80, "TCP")),
+                                                serving(pod("b", "x", {"pod": "b"}), ("http", 81, "TCP"), ("dns", 80, "UDP")),
+                                                serving(pod("a", "y", {"pod": "a"}), ("http", 80, "UDP"))]},
+                     {"name": "node2", "pods": [pod("c", "x", {"pod": "c"}),
+                                                serving(pod("b", "y", {"pod": "b"}), ("http", 81, "TCP"))]},
                      {"name": "node3"}],
                     name="np", namespaces={"x": {"labels": {"ns": "x"}}, "y": {"labels": {"ns": "y"}}},
                     networking=networking, policies=list(policies))
@@ -39,6 +47,12 @@ EGRESS_C = network_policy("egress-c", {"podSelector": {"matchLabels": {"pod": "c
                                                   {"to": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.2/32"]}}],
                                                    "ports": [{"protocol": "UDP"}]}]})
 DENY_Y = network_policy("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}, namespace="y")
+NAMED_X = network_policy("http-in", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]})
+NAMED_Y = network_policy("http-out", {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Egress"],
+                                      "egress": [{"to": [{"namespaceSelector": {}}],
+                                                  "ports": [{"port": "http"}, {"protocol": "UDP", "port": "dns"}]},
+                                                 {"to": [{"ipBlock": {"cidr": "10.244.0.0/16"}}],
+                                                  "ports": [{"protocol": "UDP", "port": "http"}]}]}, namespace="y")
 RANGE_Y = network_policy("web-range", {"podSelector": {"matchLabels": {"pod": "b"}},
                                        "ingress": [{"from": [{"namespaceSelector": {}}],
                                                     "ports": [{"protocol": "TCP", "port": 80, "endPort": 81}]}]}, namespace="y")
@@ -73,7 +87,16 @@ def run_rule(chains: dict[str, list[str]], rule: str, packet: Packet) -> str | N
     i = 0
     while i < len(tokens):
         word = tokens[i]
-        if word in ("ip", "ip6"):
+        if word in ("ip", "ip6") and tokens[i + 2] == ".":  # ip daddr . tcp dport { 10.0.0.1 . 80, ... }
+            proto, value = tokens[i + 3], tokens[i + 5]
+            assert tokens[i + 1] == "daddr" and tokens[i + 4] == "dport", rule
+            i += 6
+            pairs = {(ip_address(a.strip()), int(n)) for a, _, n in
+                     (item.partition(" . ") for item in value.strip("{}").split(",")) if a.strip()}
+            if ((word == "ip6") != (packet.dst.version == 6) or packet.protocol != proto
+                    or (packet.dst, packet.port) not in pairs):
+                return None
+        elif word in ("ip", "ip6"):
             field_, negated = tokens[i + 1], tokens[i + 2] == "!="
             value = tokens[i + 3 if negated else i + 2]
             i += 4 if negated else 3
@@ -148,11 +171,19 @@ def passes(lab: Lab, src: Pod | Node, dst: Pod | Node, protocol: str, port: int 
 
 def workload(thing: Pod | Node) -> Workload:
     if isinstance(thing, Pod):
-        return Workload(thing.id, thing.namespace, thing.labels, thing.ips)
+        return Workload(thing.id, thing.namespace, thing.labels, thing.ips, thing.ports)
     return Workload(thing.name, "", (), thing.ips)  # a node: policies name it by ipBlock only
 
 
-PROBES = [("tcp", 80), ("tcp", 81), ("udp", 80), ("icmp", None)]
+PROBES = [("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81), ("icmp", None)]
+
+
+def test_the_interpreter_matches_an_address_and_port_set() -> None:
+    chains = {"forward": ["ip daddr . tcp dport { 10.0.0.1 . 80, 10.0.0.2 . 81 } accept", "drop"]}
+    assert run_chain(chains, "forward", Packet(ip_address("10.0.0.9"), ip_address("10.0.0.1"), "tcp", 80)) == "accept"
+    for dst, protocol, port in (("10.0.0.1", "tcp", 81), ("10.0.0.2", "tcp", 80), ("10.0.0.1", "udp", 80),
+                                ("10.0.0.1", "icmp", None)):
+        assert run_chain(chains, "forward", Packet(ip_address("10.0.0.9"), ip_address(dst), protocol, port)) == "drop"
 
 
 def test_the_interpreter_can_tell_a_drop() -> None:
@@ -165,8 +196,9 @@ def test_the_interpreter_can_tell_a_drop() -> None:
     assert run_chain(chains, "forward", Packet(ip_address("10.0.0.2"), ip_address("10.0.0.1"), "udp", 80)) == "drop"
 
 
-@pytest.mark.parametrize("policies", [(), (ALLOW_B,), (EGRESS_C,), (DENY_Y,), (RANGE_Y,), (ALLOW_B, EGRESS_C, DENY_Y, RANGE_Y)],
-                         ids=["none", "allow-b", "egress-c", "deny-y", "range-y", "all"])
+@pytest.mark.parametrize("policies", [(), (ALLOW_B,), (EGRESS_C,), (DENY_Y,), (RANGE_Y,), (NAMED_X,), (NAMED_Y,),
+                                      (ALLOW_B, EGRESS_C, DENY_Y, RANGE_Y, NAMED_X, NAMED_Y)],
+                         ids=["none", "allow-b", "egress-c", "deny-y", "range-y", "named-x", "named-y", "all"])
 def test_the_tables_let_through_exactly_what_the_evaluator_allows(policies: tuple[dict[str, Any], ...]) -> None:
     lab = policy_lab(*policies)
     ends: list[Pod | Node] = [*lab.pods, *lab.nodes]
@@ -338,3 +370,46 @@ def test_ip_blocks_written_with_host_bits_are_matched_as_their_network() -> None
     chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
     assert chains["pi-x/host-bits"] == [
         "ip saddr 10.244.0.0/16 ip saddr != { 10.244.1.0/24 } meta mark set meta mark | 0x10000 return"]
+
+
+def test_a_named_port_is_each_destination_pods_own_number_as_felix_matches_it() -> None:
+    """Felix resolves a named port per endpoint into an IP set of (address, protocol, port)
+    (projectcalico/calico: felix's named-port IP sets, hash:ip,port); here an anonymous set of
+    `address . port`, one per family. Ingress: the pods the policy selects; egress: every pod,
+    the peers narrowing it. A pod without the name is in no set; no pod with it: no rule."""
+    lab = policy_lab(NAMED_X, NAMED_Y)
+    pods = by_qualified(lab)
+    node1 = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    x_a, x_b, y_a, y_b = pods["x/a"], pods["x/b"], pods["y/a"], pods["y/b"]
+    assert node1["pi-x/http-in"] == [
+        f"ip daddr . tcp dport {{ {x_a.ip} . 80, {x_b.ip} . 81 }} meta mark set meta mark | 0x10000 return"]
+    node2 = nft.parse_chains(netpol.ruleset(lab, lab.node("node2")))
+    everyone = sorted(lab.pods, key=lambda p: p.id)
+    assert node2["po-y/http-out"] == [
+        f"ip daddr {{ {', '.join(str(p.ip) for p in everyone)} }} ip daddr . tcp dport "
+        f"{{ {x_a.ip} . 80, {x_b.ip} . 81, {y_b.ip} . 81 }} meta mark set meta mark | 0x10000 return",
+        f"ip daddr {{ {', '.join(str(p.ip) for p in everyone)} }} ip daddr . udp dport "
+        f"{{ {x_b.ip} . 80 }} meta mark set meta mark | 0x10000 return",
+        f"ip daddr 10.244.0.0/16 ip daddr . udp dport {{ {y_a.ip} . 80 }} meta mark set meta mark | 0x10000 return"]
+    assert passes(lab, y_b, x_b, "tcp", 81) and not passes(lab, y_b, x_b, "tcp", 80)
+    assert passes(lab, y_b, x_a, "tcp", 80) and not passes(lab, y_b, pods["x/c"], "tcp", 80)
+    assert passes(lab, x_b, x_a, "tcp", 80) and not passes(lab, x_a, pods["x/c"], "tcp", 80)
+
+
+def test_a_name_no_selected_pod_has_writes_no_rule() -> None:
+    nobody = network_policy("metrics", {"podSelector": {}, "ingress": [{"ports": [{"port": "metrics"}]}]})
+    lab = policy_lab(nobody)
+    assert nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))["pi-x/metrics"] == []
+    assert not passes(lab, by_qualified(lab)["y/a"], by_qualified(lab)["x/a"], "tcp", 80)
+
+
+def test_named_ports_are_matched_in_each_family() -> None:
+    dual = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+    lab = policy_lab(NAMED_X, networking=dual)
+    pods = by_qualified(lab)
+    x_a, x_b = pods["x/a"], pods["x/b"]
+    chains = nft.parse_chains(netpol.ruleset(lab, lab.node("node1")))
+    assert chains["pi-x/http-in"] == [
+        f"ip daddr . tcp dport {{ {x_a.ip} . 80, {x_b.ip} . 81 }} meta mark set meta mark | 0x10000 return",
+        f"ip6 daddr . tcp dport {{ {x_a.ip6} . 80, {x_b.ip6} . 81 }} meta mark set meta mark | 0x10000 return"]
+    assert passes(lab, pods["y/b"], x_b, "tcp", 81, family=6) and not passes(lab, pods["y/b"], x_b, "tcp", 80, family=6)

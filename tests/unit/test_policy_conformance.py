@@ -13,6 +13,12 @@ hand-written case, the answer the Kubernetes source gives, the evaluator giving 
 Where the evaluator was wrong until #28 (FIXED_CORNERS: policyTypes defaulting, ipBlock CIDRs
 with host bits), the cases with those shapes are compared on their own, so a regression there is
 named. The e2e suite's own truth tables (test_policy_evaluator.py) stay the top reference.
+
+Named ports are drawn too (the generator's `named_ports`), and NCA resolves them as Kubernetes'
+implementations do: per destination pod, by name and protocol, a pod without the name left out
+(nca/CoreDS/ConnectivityProperties.py, make_conn_props → _resolve_named_ports over the dst_peers).
+On the e2e model every pod serves the same ports, so a second model (VARIED_PORTS) gives pods
+other numbers for the same names, or none, and the cases with named ports are compared on it.
 """
 
 from __future__ import annotations
@@ -38,30 +44,55 @@ PROBES = policy_cases.PROBES + (("SCTP", 80), ("TCP", 82))
 Cell = tuple[str, str, str, "int | None"]
 
 
-def model_lab() -> Any:
+Ports = Mapping[str, "tuple[dict[str, Any], ...]"]  # pod name (a, b, c) → its container ports, in every namespace
+
+
+def model_lab(ports: Ports | None = None) -> Any:
     spaces = policy_cases.NAMESPACES
-    return make_lab([{"name": f"node{i + 1}", "pods": [pod(p, n, policy_cases.POD_LABELS[p]) for n in spaces]}
+    served = ports or {p: policy_cases.CONTAINER_PORTS for p in policy_cases.PODS}
+    return make_lab([{"name": f"node{i + 1}", "pods": [{**pod(p, n, policy_cases.POD_LABELS[p]), "ports": list(served[p])}
+                                                       for n in spaces]}
                      for i, p in enumerate(policy_cases.PODS)],
                     name="np", namespaces={n: {"labels": policy_cases.NAMESPACE_LABELS[n]} for n in spaces})
 
 
+def named(number: int, protocol: str, name: str) -> dict[str, Any]:
+    return {"name": name, "containerPort": number, "protocol": protocol}
+
+
+# the same names, other numbers: b serves serve-80-* on 81 and serve-81-* on 80; c declares its
+# ports without names, so a named port matches nothing on it; a is the e2e model's
+VARIED_PORTS: Ports = {
+    "a": policy_cases.CONTAINER_PORTS,
+    "b": tuple(named(81 if p["containerPort"] == 80 else 80, p["protocol"], p["name"]) for p in policy_cases.CONTAINER_PORTS),
+    "c": tuple({"containerPort": p["containerPort"], "protocol": p["protocol"]} for p in policy_cases.CONTAINER_PORTS)}
+
 LAB = model_lab()
 WORKLOADS = {w.qualified: w for w in LAB.workloads}
 SPACES = {ns.name: ns.labels for ns in LAB.scenario.namespaces}
+VARIED = model_lab(VARIED_PORTS)
+
+
+def oracle_of(lab: Any) -> Any:
+    return nca_oracle.Oracle({ns.name: dict(ns.labels) for ns in lab.scenario.namespaces},
+                             [(p.namespace, p.pod_name, dict(p.labels),
+                               [named(c.container_port, c.protocol, c.name) if c.name else
+                                {"containerPort": c.container_port, "protocol": c.protocol} for c in p.ports])
+                              for p in sorted(lab.pods, key=lambda p: p.qualified)], PROBES)
 
 
 @pytest.fixture(scope="module")
 def oracle() -> Any:
-    return nca_oracle.Oracle({n: dict(labels) for n, labels in SPACES.items()},
-                             [(w.namespace, q.split("/")[1], dict(w.labels)) for q, w in WORKLOADS.items()], PROBES)
+    return oracle_of(LAB)
 
 
-def ours(policies: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> dict[Cell, bool]:
+def ours(policies: tuple[dict[str, Any], ...] | list[dict[str, Any]], lab: Any = LAB) -> dict[Cell, bool]:
     """The evaluator's answer per cell, from the documents read as `validate` reads them."""
     evaluator = policy.Evaluator(SPACES, [policy.parse(d, f"policies[{i}]", policy_cases.NAMESPACES)
                                           for i, d in enumerate(policies)])
-    return {(s, d, proto, port): evaluator.allowed(WORKLOADS[s], WORKLOADS[d], proto, port)
-            for s in WORKLOADS for d in WORKLOADS if s != d for proto, port in PROBES}
+    workloads = {w.qualified: w for w in lab.workloads}
+    return {(s, d, proto, port): evaluator.allowed(workloads[s], workloads[d], proto, port)
+            for s in workloads for d in workloads if s != d for proto, port in PROBES}
 
 
 # -- the shapes, read from the documents --------------------------------------------------------
@@ -183,7 +214,12 @@ def shapes(case: policy_cases.Case, listed: Mapping[str, Callable[[Any], bool]])
     return [name for name, holds in listed.items() if holds(case.policies)]
 
 
-GENERATED = policy_cases.cases(SEED, COUNT)
+def named_ports(policies: Any) -> set[str]:
+    return {p["port"] for s in specs(policies) for d in ("ingress", "egress") for r in s.get(d) or []
+            for p in (r or {}).get("ports") or [] if isinstance(p.get("port"), str)}
+
+
+GENERATED = policy_cases.cases(SEED, COUNT, named_ports=True)
 COMPARED = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and not shapes(c, FIXED_CORNERS)]
 AT_THE_CORNERS = [c for c in GENERATED if not shapes(c, NCA_IS_WRONG) and shapes(c, FIXED_CORNERS)]
 
@@ -199,7 +235,7 @@ def nca_table(answers: Mapping[Cell, bool], protocol: str, port: int | None) -> 
     return "\n".join(lines)
 
 
-def disagreement(case: policy_cases.Case, oracle: Any) -> str | None:
+def disagreement(case: policy_cases.Case, oracle: Any, lab: Any = LAB) -> str | None:
     """None when the truth tables agree on every probe; else the case and both tables."""
     theirs = oracle.allowed(case.policies)
     head = f"{case.name}\n{yaml.safe_dump(list(case.policies), sort_keys=False)}"
@@ -210,15 +246,15 @@ def disagreement(case: policy_cases.Case, oracle: Any) -> str | None:
         return f"{head}the evaluator refuses it: {e}"
     out = []
     for protocol, port in PROBES:
-        mine = policy.truth_table(evaluator, LAB.workloads, protocol, port)
+        mine = policy.truth_table(evaluator, lab.workloads, protocol, port)
         other = nca_table(theirs, protocol, port)
         if mine != other:
             out.append(f"{protocol}/{port}: cni-lab\n{mine}\nNCA\n{other}")
     return head + "\n".join(out) if out else None
 
 
-def compare(cases: list[policy_cases.Case], oracle: Any) -> list[str]:
-    return [d for d in (disagreement(c, oracle) for c in cases) if d is not None]
+def compare(cases: list[policy_cases.Case], oracle: Any, lab: Any = LAB) -> list[str]:
+    return [d for d in (disagreement(c, oracle, lab) for c in cases) if d is not None]
 
 
 def test_the_evaluator_agrees_with_nca_on_generated_cases(oracle: Any) -> None:
@@ -228,6 +264,23 @@ def test_the_evaluator_agrees_with_nca_on_generated_cases(oracle: Any) -> None:
     took = time.perf_counter() - started
     assert not found, f"{len(found)} of {len(COMPARED)} cases disagree; the first:\n" + "\n\n".join(found[:3])
     assert took < 60, f"{len(COMPARED)} cases took {took:.1f} s"
+
+
+# the cases with a named port, drawn apart (named ports are a tenth of the ports drawn)
+WITH_NAMED_PORTS = [c for c in policy_cases.cases(SEED + 1, 2 * COUNT, named_ports=True)
+                    if named_ports(c.policies) and not shapes(c, NCA_IS_WRONG)]
+
+
+def test_named_ports_resolve_per_pod_as_nca_resolves_them() -> None:
+    """On VARIED_PORTS a name stands for 80 on one pod, 81 on another and nothing on a third: an
+    evaluator that resolved on the wrong pod, ignored the protocol or fell back to a number would
+    disagree here."""
+    assert len(WITH_NAMED_PORTS) >= 300
+    found = compare(WITH_NAMED_PORTS, oracle_of(VARIED), VARIED)
+    assert not found, f"{len(found)} of {len(WITH_NAMED_PORTS)} cases disagree; the first:\n" + "\n\n".join(found[:3])
+    varied = {w.qualified: w for w in VARIED.workloads}
+    assert (varied["x/a"].find_port("serve-80-tcp", "TCP"), varied["x/b"].find_port("serve-80-tcp", "TCP"),
+            varied["x/c"].find_port("serve-80-tcp", "TCP")) == (80, 81, None)
 
 
 def test_the_evaluator_agrees_with_nca_at_the_corners_fixed_in_28(oracle: Any) -> None:
@@ -377,7 +430,7 @@ def test_the_driver_answers_as_the_command_line_does(oracle: Any, tmp_path: Any)
 
     (tmp_path / "ns.yaml").write_text(yaml.safe_dump(nca_oracle.namespace_list({n: dict(v) for n, v in SPACES.items()})))
     (tmp_path / "pods.yaml").write_text(yaml.safe_dump(nca_oracle.pod_list(
-        [(w.namespace, q.split("/")[1], dict(w.labels)) for q, w in WORKLOADS.items()])))
+        [(p.namespace, p.pod_name, dict(p.labels), list(policy_cases.CONTAINER_PORTS)) for p in LAB.pods])))
     outputs = []
     for i, case in enumerate(COMPARED[:40]):
         (tmp_path / f"np{i}.yaml").write_text(yaml.safe_dump_all(case.policies))
@@ -396,8 +449,8 @@ def test_the_driver_answers_as_the_command_line_does(oracle: Any, tmp_path: Any)
 # -- the generator --------------------------------------------------------------------------------
 
 def test_cases_are_reproducible_from_the_seed() -> None:
-    assert policy_cases.cases(SEED, 30) == GENERATED[:30]  # case i depends on (seed, i) alone
-    assert policy_cases.cases(SEED + 1, 30) != GENERATED[:30]
+    assert policy_cases.cases(SEED, 30, named_ports=True) == GENERATED[:30]  # case i depends on (seed, i) alone
+    assert policy_cases.cases(SEED + 1, 30, named_ports=True) != GENERATED[:30]
     assert len({c.name for c in GENERATED}) == COUNT
 
 
@@ -411,7 +464,7 @@ EVERY_SHAPE = {
     "selector:empty", "selector:matchLabels", "selector:matchExpressions", "selector:both",
     "target:empty", "target:matchLabels", "target:matchExpressions", "target:both",
     "op:In", "op:NotIn", "op:Exists", "op:DoesNotExist", "value:empty",
-    "port:empty", "port:protocol", "port:number", "port:both", "port:range",
+    "port:empty", "port:protocol", "port:number", "port:both", "port:range", "port:named",
     "protocol:TCP", "protocol:UDP", "protocol:SCTP",
 }
 
@@ -433,12 +486,11 @@ def test_every_generated_policy_is_one_the_api_server_takes() -> None:
             ours(case.policies)
 
 
-def test_named_ports_are_a_hook_left_off() -> None:
-    def named(cases: list[policy_cases.Case]) -> set[Any]:
-        return {p["port"] for c in cases for s in specs(c.policies) for d in ("ingress", "egress")
-                for r in s.get(d) or [] for p in r.get("ports") or [] if isinstance(p.get("port"), str)}
-    assert not named(GENERATED)
-    assert named(policy_cases.cases(SEED, 200, named_ports=True)) <= set(policy_cases.PORT_NAMES) != set()
+def test_named_ports_are_drawn_from_the_models_names_and_compared() -> None:
+    drawn = {n for c in GENERATED for n in named_ports(c.policies)}
+    assert drawn == set(policy_cases.PORT_NAMES)  # serve-8x-sctp too: a name no pod of the model has
+    assert sum(bool(named_ports(c.policies)) for c in COMPARED) >= 100
+    assert not {n for c in policy_cases.cases(SEED, 200) for n in named_ports(c.policies)}  # the hook off: numbers only
 
 
 def test_the_model_is_the_shipped_netpol_lab() -> None:
@@ -453,3 +505,7 @@ def test_the_model_is_the_shipped_netpol_lab() -> None:
     assert labels == {n: {**policy_cases.NAMESPACE_LABELS[n], "kubernetes.io/metadata.name": n}
                       for n in policy_cases.NAMESPACES}
     assert tuple(policy.probes(shipped.scenario.probe_ports)) == policy_cases.PROBES
+    # the e2e model's containers: serve-<port>-<protocol> (model.go, Container.PortName), the ports probed
+    assert {p.qualified: p.ports for p in shipped.pods} == {p.qualified: p.ports for p in LAB.pods}
+    assert {(c.protocol, c.container_port) for c in shipped.pods[0].ports} == set(policy_cases.PROBES[1:])
+    assert shipped.scenario.declared_ports == shipped.scenario.probe_ports

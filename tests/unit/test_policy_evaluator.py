@@ -18,8 +18,15 @@ SPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 
 
+# test/e2e/network/netpol/model.go: a container per port and protocol, its port named
+# serve-<port>-<protocol> (Container.PortName), in the order `for port { for protocol }`
+SERVED = [{"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+          for port in (80, 81) for proto in ("TCP", "UDP")]
+
+
 def lab(*policies: dict[str, Any]) -> cluster.Lab:
-    return make_lab([{"name": f"node{i + 1}", "pods": [pod(p, n, {"pod": p}) for n in SPACES]} for i, p in enumerate(PODS)],
+    return make_lab([{"name": f"node{i + 1}", "pods": [{**pod(p, n, {"pod": p}), "ports": SERVED} for n in SPACES]}
+                     for i, p in enumerate(PODS)],
                     name="np", namespaces={n: {"labels": {"ns": n}} for n in SPACES},
                     probe={"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}, policies=list(policies))
 
@@ -104,6 +111,106 @@ def test_ports_and_end_port() -> None:
                              "ingress": [{"ports": [{"port": 80, "endPort": 81, "protocol": "UDP"}]}]}))
     assert {p for p in allowed(ranged, "UDP", 81) if p[1] == "x/a"} == to("x/a", *EVERYONE)
     assert not {p for p in allowed(ranged, "TCP", 80) if p[1] == "x/a"}
+
+
+# -- named ports: the e2e suite's cases, in its own words ------------------------------------------
+
+# The suite builds its policies with GenNetworkPolicyWithNameAndPodMatchLabel and SetSpecIngressRules
+# or SetSpecEgressRules (policies.go), which list the rule's direction in policyTypes.
+
+def reachability(*denied: tuple[tuple[str | None, str | None], tuple[str | None, str | None]]) -> set[tuple[str, str]]:
+    """NewReachability(AllPodStrings(), true) and ExpectPeer(from, to, false) per `denied`
+    (test/e2e/network/netpol/reachability.go): a Peer with no namespace or pod matches every one.
+    Self pairs are left out, as the suite ignores loopback."""
+    def matches(peer: tuple[str | None, str | None], name: str) -> bool:
+        ns, p = name.split("/")
+        return peer[0] in (None, ns) and peer[1] in (None, p)
+    return {(s, d) for s, d in ALL_PAIRS if not any(matches(f, s) and matches(t, d) for f, t in denied)}
+
+
+ANY: tuple[str | None, str | None] = (None, None)
+
+
+def test_e2e_should_allow_ingress_access_on_one_named_port() -> None:
+    """network_policy.go, "should allow ingress access on one named port": x's pods take TCP
+    only on serve-81-tcp; port 81 is open to all, port 80 closed to x."""
+    the_lab = lab(np("allow-all", {"podSelector": {}, "policyTypes": ["Ingress"],
+                                   "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))
+    assert allowed(the_lab, "TCP", 81) == reachability()
+    assert allowed(the_lab, "TCP", 80) == reachability((ANY, ("x", None)))
+    # beyond the suite: the name is TCP's (the port's protocol defaults to TCP), so UDP 81 is closed too
+    assert allowed(the_lab, "UDP", 81) == reachability((ANY, ("x", None)))
+
+
+def test_e2e_should_allow_ingress_access_from_namespace_on_one_named_port() -> None:
+    """network_policy.go, "should allow ingress access from namespace on one named port"."""
+    the_lab = lab(np("allow-client-a-via-ns-selector-80", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                                          "policyTypes": ["Ingress"], "ingress": [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}],
+        "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}]}]}))
+    assert allowed(the_lab, "TCP", 80) == reachability((("x", None), ("x", "a")), (("z", None), ("x", "a")))
+    assert allowed(the_lab, "TCP", 81) == reachability((ANY, ("x", "a")))  # ExpectAllIngress(x/a, false)
+
+
+def test_e2e_should_allow_egress_access_on_one_named_port() -> None:
+    """network_policy.go, "should allow egress access on one named port": resolved on the
+    destination pod (every pod serves serve-80-tcp), so x's pods reach everyone on 80 only."""
+    the_lab = lab(np("allow-egress", {"podSelector": {}, "policyTypes": ["Egress"],
+                                      "egress": [{"ports": [{"port": "serve-80-tcp"}]}]}))
+    assert allowed(the_lab, "TCP", 80) == reachability()
+    assert allowed(the_lab, "TCP", 81) == reachability((("x", None), ANY))
+    assert allowed(the_lab, "ICMP", None) == reachability((("x", None), ANY))  # no port of ICMP's is named
+
+
+def named_lab(*policies: dict[str, Any]) -> cluster.Lab:
+    """x/a serves http on 8080, x/b on 9090, x/c no http; y/a serves http on 8080 over UDP."""
+    return make_lab([{"name": "node1", "pods": [
+        {**pod("a", "x", {"pod": "a"}), "ports": [{"name": "http", "containerPort": 8080}]},
+        {**pod("b", "x", {"pod": "b"}), "ports": [{"name": "http", "containerPort": 9090}, {"containerPort": 8080}]},
+        {**pod("c", "x", {"pod": "c"}), "ports": [{"name": "metrics", "containerPort": 8080}]},
+        {**pod("a", "y", {"pod": "a"}), "ports": [{"name": "http", "containerPort": 8080, "protocol": "UDP"}]}]}],
+        name="np", namespaces={"x": {}, "y": {}}, policies=list(policies))
+
+
+def pairs_to(the_lab: cluster.Lab, protocol: str, port: int, dst: str) -> set[str]:
+    return {s for s, d in allowed(the_lab, protocol, port) if d == dst}
+
+
+def test_a_named_port_resolves_on_each_pod_the_policy_selects_and_a_pod_without_it_takes_nothing() -> None:
+    """NetworkPolicyPort.port: "a numerical or named port on a pod": for ingress, the selected
+    pod's own port of that name and protocol (FindPort's match); none: the rule matches nothing
+    there (as network-config-analyzer resolves it, ConnectivityProperties._resolve_named_ports)."""
+    the_lab = named_lab(np("http", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}))
+    assert pairs_to(the_lab, "TCP", 8080, "x/a") == {"x/b", "x/c", "y/a"}
+    assert pairs_to(the_lab, "TCP", 9090, "x/a") == set()
+    assert pairs_to(the_lab, "TCP", 9090, "x/b") == {"x/a", "x/c", "y/a"}
+    assert pairs_to(the_lab, "TCP", 8080, "x/b") == set()  # 8080 is x/b's too, but not named http
+    assert pairs_to(the_lab, "TCP", 8080, "x/c") == pairs_to(the_lab, "TCP", 9090, "x/c") == set()
+
+
+def test_a_named_port_of_an_egress_rule_resolves_on_the_destination_pod() -> None:
+    the_lab = named_lab(np("out", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                                   "egress": [{"ports": [{"port": "http"}]}]}))
+    out = {(d, port) for port in (8080, 9090) for s, d in allowed(the_lab, "TCP", port) if s == "x/a"}
+    assert out == {("x/b", 9090)}  # x/c has no http, y/a's http is UDP
+    assert {d for s, d in allowed(the_lab, "UDP", 8080) if s == "x/a"} == set()  # the rule's protocol is TCP
+    udp = named_lab(np("out", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                               "egress": [{"ports": [{"port": "http", "protocol": "UDP"}]}]}))
+    assert {d for s, d in allowed(udp, "UDP", 8080) if s == "x/a"} == {"y/a"}
+
+
+def test_a_named_port_never_matches_a_node() -> None:
+    """A node declares no container ports: a named port matches no traffic to it."""
+    the_lab = named_lab(np("to-nodes", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+        "to": [{"ipBlock": {"cidr": "192.168.1.0/24"}}], "ports": [{"port": "http"}]}]}))
+    a = {w.qualified: w for w in the_lab.workloads}["x/a"]
+    node1 = policy.Workload("node1", "", (), the_lab.nodes[0].ips)
+    assert not the_lab.evaluator.allowed(a, node1, "TCP", 8080)
+
+
+def test_workloads_carry_their_pods_declared_ports() -> None:
+    a = {w.qualified: w for w in named_lab().workloads}["x/a"]
+    assert a.find_port("http", "TCP") == 8080 and a.find_port("http", "UDP") is None
 
 
 def test_egress_to_an_ip_block_with_except() -> None:
@@ -308,7 +415,14 @@ def test_truth_table_is_printed_as_the_e2e_suite_does() -> None:
      "spec.ingress[0].ports[0].endPort: may not be specified when port is not specified"),
     ({"podSelector": {}, "ingress": [{"ports": [{"port": 81, "endPort": 80}]}]},
      "spec.ingress[0].ports[0].endPort: 80 must be a port no lower than port (81)"),
-    ({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}, "spec.ingress[0].ports[0].port: 'http' is a named port"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": "HTTP"}]}]},
+     "spec.ingress[0].ports[0].port: 'HTTP' is not a valid port name (IANA_SVC_NAME): must contain only alpha-numeric "
+     "characters (a-z, 0-9), and hyphens (-); must contain at least one letter (a-z)"),
+    ({"podSelector": {}, "egress": [{"ports": [{"port": "serve-80-tcp-and-more"}]}]},
+     "spec.egress[0].ports[0].port: 'serve-80-tcp-and-more' is not a valid port name (IANA_SVC_NAME): must be no more "
+     "than 15 characters"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-80-tcp", "endPort": 81}]}]},
+     "spec.ingress[0].ports[0].endPort: may not be specified when `port` is non-numeric"),
     ({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]},
      "spec.ingress[0].ports[0].protocol: 'ICMP' is not one of TCP, UDP, SCTP"),
     ({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]},

@@ -159,7 +159,9 @@ def test_status_lists_each_port_with_its_name() -> None:
     from cni_lab.report import json_junit
 
     (svc,) = json_junit.lab_json(services_lab(TWO_PORTS))["services"]
-    assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None},
-                            {"name": "metrics", "port": 81, "targetPort": 9090, "protocol": "TCP", "nodePort": None}]
+    assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None,
+                             "endpoints": ["10.244.0.2:8080", "10.244.1.2:8080"]},
+                            {"name": "metrics", "port": 81, "targetPort": 9090, "protocol": "TCP", "nodePort": None,
+                             "endpoints": ["10.244.0.2:9090", "10.244.1.2:9090"]}]
     (one,) = json_junit.lab_json(services_lab({"name": "w", "selector": {"app": "web"}, "ports": [{"port": 80}]}))["services"]
     assert one["ports"][0]["name"] is None  # as the API omits an empty name

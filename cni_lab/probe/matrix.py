@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import time
 from array import array
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from cni_lab import names
 from cni_lab.errors import LabError
@@ -24,8 +25,12 @@ from cni_lab.probe.service_probes import ServiceProbe
 from cni_lab.probe import pairs as pairing
 from cni_lab.probe.budget import Batch, Budget
 from cni_lab.probe.engine import NAT, OK, TIMEOUT, UNREACHABLE, Extra, Outcomes, Prober, Settings, identity, verdict_of
-from cni_lab.probe.pairs import AllPairs, Endpoint, Pair
+from cni_lab.probe.pairs import AllPairs, Endpoint, Pair, PairCause
 from cni_lab.probe.workers import Picked, Workers
+
+if TYPE_CHECKING:  # the evaluator's values: a lab with policies loads them
+    from cni_lab.policy import Workload
+    from cni_lab.policy_cause import Cause
 
 PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
 MAX_WORKERS = 4
@@ -39,10 +44,18 @@ class PairResult:
     observed: str | None = None  # the source address the responder saw
     answered_by: str | None = None  # identity of whoever answered the UDP probe
     detail: str = ""
+    # a policy lab's: works out `cause` when it is first asked for (pairs.Expected.cause)
+    explain: Callable[[], PairCause | None] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def met(self) -> bool:
         return self.verdict in self.pair.expected
+
+    @cached_property
+    def cause(self) -> PairCause | None:
+        """Why the pair is expected as it is: the policies' cause, or what decides instead; None
+        in a lab without policies."""
+        return None if self.explain is None else self.explain()
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,17 @@ class CheckResult:
         by_id = {w.id: w for w in self.lab.workloads}
         return self.lab.evaluator.allowed(by_id[r.src.id], by_id[r.dst.id], r.protocol, r.port, r.src.family)
 
+    def port_cause(self, r: PortResult) -> Cause | None:
+        """Why the policies let this port probe through or not (None in a lab without policies)."""
+        if not self.lab.policies:
+            return None
+        by_id = self._workloads
+        return self.lab.evaluator.explain(by_id[r.src.id], by_id[r.dst.id], r.protocol, r.port, r.src.family)
+
+    @cached_property
+    def _workloads(self) -> dict[str, Workload]:
+        return {w.id: w for w in self.lab.workloads}
+
     @cached_property
     def port_failures(self) -> list[PortResult]:
         return [r for r in self.ports if (r.verdict == "ok") != self.port_expected(r)]
@@ -129,13 +153,15 @@ class CheckResult:
         code = self.outcomes.verdict[i]
         rtt = self.outcomes.rtt[i] or None
         extra = self.outcomes.extra.get(i)
+        expected = self._expected
+        why = None if expected.evaluator is None else functools.partial(expected.cause, pair.src, pair.dst, pair.rule)
         if code == OK:  # a node's source is the kernel's choice: any of its addresses (engine.Prober.owns)
             seen = extra.observed if extra is not None and extra.observed else pair.src.address
-            return PairResult(pair, "ok", rtt, seen, identity(self.lab.name, pair.dst))
+            return PairResult(pair, "ok", rtt, seen, identity(self.lab.name, pair.dst), explain=why)
         verdict = verdict_of(code)
         if extra is None:
-            return PairResult(pair, verdict, rtt)
-        return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail)
+            return PairResult(pair, verdict, rtt, explain=why)
+        return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail, why)
 
     def _met_flags(self) -> Iterator[tuple[int, str, bool, bool]]:
         """(index, rule, met, expected ok) per pair, without building result objects."""

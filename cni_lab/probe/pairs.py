@@ -7,11 +7,15 @@ import fnmatch
 from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping, Union
 
 from cni_lab import names
 from cni_lab.cluster import Lab
 from cni_lab.model import Expectation
+
+if TYPE_CHECKING:  # the evaluator is loaded only for a lab with policies
+    from cni_lab.policy import Workload
+    from cni_lab.policy_cause import Cause
 
 # The rules the Kubernetes network model states, plus the underlay for completeness.
 RULE_TITLES = {
@@ -112,6 +116,19 @@ PROBE_PORT = 31999  # the UDP responder of every endpoint (engine.py): policies 
 BLOCKED = frozenset({"timeout", "unreachable"})
 
 
+@dataclass(frozen=True)
+class Decided:
+    """A pair of a policy lab whose verdict no policy decides, and what does."""
+
+    reason: str
+
+    def describe(self) -> str:
+        return self.reason
+
+
+PairCause = Union["Cause", Decided]  # a Cause: the policies' (policy_cause.py)
+
+
 class Expected:
     """What each pair must show: the scenario's `expect` where one matches, else, in a lab with
     NetworkPolicies, what they allow for check's probes (an ICMP echo and a UDP datagram to port
@@ -122,9 +139,9 @@ class Expected:
         self.lab = lab
         self.node_sources = node_sources or {}  # (node, destination) → the source its kernel picks
         self.evaluator = lab.evaluator if lab.policies else None
-        self._workloads: dict[str, object] | None = None
+        self._workloads: dict[str, Workload] | None = None
 
-    def _workload(self, ep: Endpoint) -> object:
+    def _workload(self, ep: Endpoint) -> Workload:
         from cni_lab.policy import Workload
 
         if self._workloads is None:
@@ -148,22 +165,51 @@ class Expected:
             return frozenset({"ok"}) if self.lab.capabilities.fabric_routes_pods else BLOCKED  # the fabric routes pod CIDRs
         return frozenset({"ok"})
 
-    def __call__(self, src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:
-        for e in self.expectations:
+    def _expectation(self, src: Endpoint, dst: Endpoint, rule: str) -> int | None:
+        """The index of the `expect` entry that decides the pair, if one does."""
+        for i, e in enumerate(self.expectations):
             if (e.rule is None or e.rule == rule) and fnmatch.fnmatchcase(src.id, e.src) and fnmatch.fnmatchcase(dst.id, e.dst):
-                return e.verdicts
+                return i
+        return None
+
+    def _policy_ends(self, src: Endpoint, dst: Endpoint) -> tuple[Workload, Workload]:
+        """The pair as the policies see it; a node sends unbound, from the source its kernel picks."""
+        s, d = self._workload(src), self._workload(dst)
+        if (picked := self.node_sources.get((src.id, dst.id))) is not None:
+            from cni_lab.policy import Workload
+
+            s = Workload(src.id, "", (), (ip_address(picked),))
+        return s, d
+
+    def __call__(self, src: Endpoint, dst: Endpoint, rule: str) -> frozenset[str]:
+        if (i := self._expectation(src, dst, rule)) is not None:
+            return self.expectations[i].verdicts
         if "outside" in (src.kind, dst.kind):
             return self._outside(rule)
         if self.evaluator is not None:
-            s, d = self._workload(src), self._workload(dst)
-            if (picked := self.node_sources.get((src.id, dst.id))) is not None:  # a node sends unbound
-                from cni_lab.policy import Workload
-
-                s = Workload(src.id, "", (), (ip_address(picked),))
-            ok = (self.evaluator.allowed(s, d, "ICMP", None, src.family)  # type: ignore[arg-type]
-                  and self.evaluator.allowed(s, d, "UDP", PROBE_PORT, src.family))  # type: ignore[arg-type]
+            s, d = self._policy_ends(src, dst)
+            ok = (self.evaluator.allowed(s, d, "ICMP", None, src.family)
+                  and self.evaluator.allowed(s, d, "UDP", PROBE_PORT, src.family))
             return frozenset({"ok"}) if ok else BLOCKED
         return frozenset({"ok"})
+
+    def cause(self, src: Endpoint, dst: Endpoint, rule: str) -> PairCause | None:
+        """Why the pair is expected as it is, in a lab with policies (None without: nothing to
+        compute, however big the lab): the `expect` entry that decides it, the edge of the cluster,
+        or the policies' cause for check's echo (or, should the echo pass and the UDP probe not,
+        for the UDP probe: both must pass)."""
+        if self.evaluator is None:
+            return None
+        if (i := self._expectation(src, dst, rule)) is not None:
+            return Decided(f"the scenario's expect[{i}] decides")
+        if "outside" in (src.kind, dst.kind):
+            return Decided("the edge of the cluster decides: no policy is held against the outside host")
+        s, d = self._policy_ends(src, dst)
+        echo = self.evaluator.explain(s, d, "ICMP", None, src.family)
+        if not echo.allowed:
+            return echo
+        udp = self.evaluator.explain(s, d, "UDP", PROBE_PORT, src.family)
+        return echo if udp.allowed else udp
 
 
 def all_pairs(lab: Lab) -> list[Pair]:

@@ -42,7 +42,9 @@ def _matrix(check: dict[str, Any]) -> str:
                 continue
             rtt = f", {p['rttMs']:.2f} ms" if p.get("rttMs") else ""
             seen = f", receiver saw {p['observedSource']}" if p.get("observedSource") else ""
-            title = f"{src} → {dst}: {p['verdict']}{rtt}{seen}. {p.get('detail', '')}"
+            # then why: the probe's detail, and in a policy lab why the policies say what they say
+            title = f"{src} → {dst}: {p['verdict']}{rtt}{seen}." + "".join(
+                f" {why}" for why in (p.get("detail"), p.get("cause")) if why)
             cls = "" if p["met"] else ' class="miss"'
             tds.append(f'<td{cls} style="background:{VERDICT_COLORS[p["verdict"]]}" title="{escape(title)}"></td>')
         rows.append(f"<tr><th>{i + 1} {escape(src)}</th>{''.join(tds)}</tr>")
@@ -62,17 +64,23 @@ def _port_grids(check: dict[str, Any]) -> list[str]:
     for name, probes in by_port.items():
         pods = sorted({p["src"] for p in probes} | {p["dst"] for p in probes})
         cells = {(p["src"], p["dst"]): p for p in probes}
-        lines = ["-\t" + "\t".join(pods)]
+        lines = ["-\t" + "\t".join(escape(pod) for pod in pods)]
         for src in pods:
             row = []
             for dst in pods:
                 p = cells.get((src, dst))
-                row.append("." if p is None else "!" if not p["met"] else "." if p["verdict"] == "ok" else "X")
-            lines.append(src + "\t" + "\t".join(row))
+                if p is None:
+                    row.append(".")
+                    continue
+                mark = "!" if not p["met"] else "." if p["verdict"] == "ok" else "X"
+                # each cell says why as a tooltip: the policies' cause (or, without policies, the verdict)
+                title = f"{src} → {dst} {name}: {p.get('cause') or p['verdict']}"
+                row.append(f'<span title="{escape(title)}">{mark}</span>')
+            lines.append(escape(src) + "\t" + "\t".join(row))
         wrong = sum(not p["met"] for p in probes)
         mark = '<span class="pass">✓</span>' if not wrong else '<span class="fail">✗</span>'
         parts.append(f"<h3>NetworkPolicy {escape(name)}: {len(probes) - wrong}/{len(probes)} as the policies say {mark}</h3>")
-        parts.append(f'<pre class="truth" id="truth-{escape(name.replace("/", "-"))}">{escape(chr(10).join(lines))}</pre>')
+        parts.append(f'<pre class="truth" id="truth-{escape(name.replace("/", "-"))}">{chr(10).join(lines)}</pre>')
     return parts
 
 

@@ -11,6 +11,7 @@ from cni_lab.errors import LabError
 
 if TYPE_CHECKING:  # results are made by `check`; `up --json` needs no prober
     from cni_lab.probe.matrix import CheckResult, PairResult
+    from cni_lab.probe.pairs import PairCause
 from cni_lab.state import Status
 
 SCHEMA_ID = "cni-lab/check/v1"
@@ -19,7 +20,7 @@ PAIRS_IN_FULL = 20_000
 
 def pair_json(r: PairResult) -> dict[str, Any]:
     p = r.pair
-    return {
+    out = {
         "src": p.src.id,
         "dst": p.dst.id,
         "srcIP": p.src.address,
@@ -36,18 +37,28 @@ def pair_json(r: PairResult) -> dict[str, Any]:
         "answeredBy": r.answered_by,
         "detail": r.detail,
     }
+    if r.explain is not None and (cause := r.cause) is not None:  # a policy lab's pairs only
+        out["cause"] = cause.describe()
+    return out
 
 
 def port_json(result: CheckResult, r: Any) -> dict[str, Any]:
     """A probe of a NetworkPolicy lab's port (probe.ports), in the shape of a pair."""
     expected = result.port_expected(r)
+    cause = result.port_cause(r)
     return {
         "src": r.src.id, "dst": r.dst.id, "srcIP": r.src.address, "dstIP": r.dst.address,
         "rule": "pod-pod-same-node" if r.src.node == r.dst.node else "pod-pod-cross-node",
         "family": r.src.family, "protocol": r.protocol, "port": r.port, "verdict": r.verdict,
         "expected": ["ok"] if expected else ["timeout"], "met": (r.verdict == "ok") == expected,
         "rttMs": None, "observedSource": r.observed, "answeredBy": None, "detail": "",
+        **({} if cause is None else {"cause": cause.describe()}),
     }
+
+
+def _because(cause: PairCause | None) -> str:
+    """A failure's cause, as JUnit lines end with it: " (x/deny isolates x/a for ingress; ...)"."""
+    return "" if cause is None else f" ({cause.describe()})"
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -156,7 +167,8 @@ def check_junit(result: CheckResult) -> str:
             bad = [r for r in one.failures if r.pair.rule == s.rule]
             failure = ET.SubElement(case, "failure", message=f"{s.total - s.met}/{s.total} pairs not as expected")
             failure.text = "\n".join(
-                f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))}) {r.detail}"
+                f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))})"
+                + (f" {r.detail}" if r.detail else "") + _because(r.cause)
                 for r in bad
             )
         else:
@@ -179,7 +191,7 @@ def check_junit(result: CheckResult) -> str:
         if wrong:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} probes not as the policies say")
-            failure.text = "\n".join(f"{p.src.id} → {p.dst.id}: {p.verdict}" for p in wrong)
+            failure.text = "\n".join(f"{p.src.id} → {p.dst.id}: {p.verdict}{_because(result.port_cause(p))}" for p in wrong)
     by_service: dict[str, list[Any]] = {}
     for service in result.services:
         by_service.setdefault(service.title, []).append(service)

@@ -213,10 +213,12 @@ def ports_view(result: CheckResult) -> list[RenderableType]:
                 row.append("!" if p in bad else "." if reached else "X")
             lines.append(label[src] + "\t" + "\t".join(row))
         parts.append(Text("\n".join(lines), no_wrap=True))
-        for p in bad[:20]:
+        for p in bad:  # every `!`, and why the policies say otherwise
             expected = "allowed" if result.port_expected(p) else "denied"  # type: ignore[arg-type]
+            cause = result.port_cause(p)  # type: ignore[arg-type]
             parts.append(Text(f"  {p.src.id} → {p.dst.id} {protocol}/{port}: the policies say {expected}, "  # type: ignore[attr-defined]
-                              f"the network said {p.verdict}", style="red"))  # type: ignore[attr-defined]
+                              f"the network said {p.verdict}"  # type: ignore[attr-defined]
+                              + ("" if cause is None else f": {cause.describe()}"), style="red"))
     return parts
 
 
@@ -245,8 +247,9 @@ def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
         for col in ("from", "to", "verdict", "expected", "why"):
             table.add_column(col)
         for r in failures[:50]:
+            why = " · ".join(w for w in (r.detail, r.cause.describe() if r.cause is not None else "") if w)
             table.add_row(f"{r.pair.src.id} {r.pair.src.ip}", f"{r.pair.dst.id} {r.pair.dst.ip}",
-                          Text(r.verdict, style=VERDICT_STYLE[r.verdict]), "/".join(sorted(r.pair.expected)), r.detail)
+                          Text(r.verdict, style=VERDICT_STYLE[r.verdict]), "/".join(sorted(r.pair.expected)), why)
         if len(failures) > 50:
             table.caption = f"… and {len(failures) - 50} more (see --json)"
         parts.append(table)

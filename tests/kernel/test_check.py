@@ -110,6 +110,7 @@ def test_json_follows_the_schema_and_junit_parses(make_lab: MakeLab) -> None:
     document = json_junit.check_json(result)
     jsonschema.validate(document, schema)
     assert document["passed"] is False
+    assert not any("cause" in p for p in document["pairs"])  # no policies: nothing decides by them, nothing computed
     suites = ET.fromstring(json_junit.check_junit(result))
     suite = suites.find("testsuite")
     assert suite is not None

@@ -279,6 +279,59 @@ def test_without_its_rules_the_network_disagrees_and_check_says_where(make_lab: 
     assert ("node2/y/b", "node1/x/a") in wrong and ("node1/y/a", "node2/y/b") not in wrong
 
 
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan"])
+def test_every_pair_names_its_cause_and_the_cause_agrees_with_what_the_network_did(make_lab: MakeLab,
+                                                                                   dataplane: str) -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from cni_lab.policy_cause import Cause
+    from cni_lab.report import json_junit
+
+    lab = make_lab(scenario(dataplane, DENY_INGRESS_X, ALLOW_B_TO_A, DENY_EGRESS_Y_C))
+    result = matrix.run(lab)
+    assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures]
+    causes = {(r.pair.src.id, r.pair.dst.id): r.cause for r in result.results}
+    seen = verdicts(result)
+    wrong = [(pair, cause.describe() if cause else None, seen[pair]) for pair, cause in causes.items()
+             if not isinstance(cause, Cause) or cause.allowed != (seen[pair] == "ok")]
+    assert not wrong
+    said = {pair: cause.describe() for pair, cause in causes.items() if cause is not None}
+    assert said[("node1/x/b", "node1/x/a")] == "x/allow-b-to-a ingress rule 0 (from podSelector pod=b); x/b is not isolated for egress"
+    assert said[("node1", "node1/x/a")] == "the pod's own node (always allowed)"
+    assert said[("node2/x/c", "node1/x/a")] == "x/deny-ingress, x/allow-b-to-a isolate x/a for ingress; no rule allows x/c on ICMP"
+    assert said[("node2/y/c", "node2")].startswith("y/deny-egress isolates y/c for egress; no rule allows node2 (")
+    assert said[("node1/x/a", "node2/y/c")] == "not isolated: x/a for egress, y/c for ingress"
+    document = json_junit.check_json(result)
+    jsonschema.validate(document, json.loads((Path(__file__).resolve().parents[2] / "docs/check.schema.json").read_text()))
+    assert all(p.get("cause") for p in document["pairs"])
+
+
+def test_where_the_network_disagrees_check_names_the_policies_cause(make_lab: MakeLab, tmp_path: Any) -> None:
+    """The terminal under the port's grid, JUnit's failure and --json's cell all say why the
+    policies deny what the network (its rules taken away) let through."""
+    import json
+    import os
+    import sys
+
+    lab = make_lab({**E2E_MODEL, "policies": [np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})]})
+    for node in lab.nodes:
+        run_in(ns_of(lab, node.name), "nft", "delete", "table", "inet", "cni-lab-policy")
+    junit = tmp_path / "check.xml"
+    cli = [sys.executable, "-m", "cni_lab", "check", lab.name]
+    shown = subprocess.run([*cli, "--junit", str(junit)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    assert shown.returncode == 1, shown.stderr
+    why = "x/deny-ingress isolates x/a for ingress; no rule allows y/b on TCP/80"
+    assert f"node2/y/b → node1/x/a TCP/80: the policies say denied, the network said ok: {why}" in shown.stdout
+    assert f"node2/y/b → node1/x/a: ok ({why})" in junit.read_text()
+    assert "x/deny-ingress isolates x/a for ingress; no rule allows y/b on ICMP" in shown.stdout  # the pair's own
+    document = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True).stdout)
+    cell = next(p for p in document["pairs"] if (p["src"], p["dst"], p["protocol"], p["port"]) == ("node2/y/b", "node1/x/a", "TCP", 80))
+    assert cell["cause"] == why and not cell["met"]
+
+
 def test_policies_change_on_a_running_lab_without_rebuilding_it(make_lab: MakeLab) -> None:
     import sys
 
@@ -371,4 +424,6 @@ def test_the_report_shows_the_grid_per_port(make_lab: MakeLab, tmp_path: Any) ->
     page = out.read_text()
     assert 'id="truth-TCP-80"' in page and 'id="truth-UDP-80"' in page and "as the policies say" in page
     row = next(line for line in page.splitlines() if line.startswith("node2/y/b\t"))
-    assert row.split("\t")[1] == "X"  # y/b → x/a: blocked, as deny-ingress says
+    cell = row.split("\t")[1]  # y/b → x/a: blocked, as deny-ingress says, and why as the cell's tooltip
+    assert cell == ('<span title="node2/y/b → node1/x/a TCP/80: x/deny-ingress isolates x/a for ingress; '
+                    'no rule allows y/b on TCP/80">X</span>')

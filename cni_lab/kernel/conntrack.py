@@ -73,7 +73,7 @@ class Flusher:
         """Every namespace's table emptied (OSError naming the namespace where the kernel refused)."""
         for name, s in self.sockets.items():
             self.sequence += 1
-            s.send(flush_request(self.sequence))
+            s.sendto(flush_request(self.sequence), (0, 0))  # port id 0: the kernel
             while True:
                 try:
                     error = answer_error(s.recv(8192), self.sequence)

@@ -13,9 +13,10 @@ from cni_lab.conformance import Cell, CaseVerdict, Run
 
 SCHEMA_ID = "cni-lab/conformance/v1"
 SHOWN_IN_FULL = 5  # differing cases shown with their policies and grids; the rest one line each
-CELLS_LISTED = 20
-GRID_LEGEND = "rows: from, columns: to; . allowed, X denied, as the reference says; ! the network did the opposite"
-PROBE_WORDS = {"ICMP": "ICMP (check's pair probe: an echo and UDP/31999, nodes included)"}
+CELLS_LISTED = 10
+LEGEND = ("ICMP is check's pair probe (an echo and UDP/31999, nodes included), the others the case's ports between "
+          "pods; grids: rows from, columns to, . allowed and X denied as the reference says, ! where the network did "
+          "the opposite")
 
 
 def policy_line(document: dict[str, Any]) -> str:
@@ -38,9 +39,10 @@ def _counts(v: CaseVerdict) -> str:
 
 
 def terminal_view(run: Run) -> RenderableType:
-    probes = ", ".join(PROBE_WORDS.get(p, p) for p in run.probes)
     parts: list[RenderableType] = [Text.assemble(("conformance", "bold"), f" · lab {run.lab} ({run.dataplane}) · "
-                                                 f"{run.selection.describe()} · probes: {probes}")]
+                                                 f"{run.selection.describe()} · probes: {', '.join(run.probes)}")]
+    if run.failed:
+        parts.append(Text(LEGEND, style="dim"))
     for i, v in enumerate(run.failed):
         head = Text.assemble(("✗ ", "bold red"), (v.case.name, "bold"), f"  {len(v.differing)}/{v.compared} cells "
                              f"differ ({_counts(v)})")
@@ -51,7 +53,7 @@ def terminal_view(run: Run) -> RenderableType:
         parts.append(Text("  its policies:", style="dim"))
         parts += [Text(f"    {policy_line(doc)}", no_wrap=False) for doc in v.case.policies]
         for probe, grid in v.grids:
-            parts.append(Text.assemble(("  " + PROBE_WORDS.get(probe, probe), "bold"), f"  ({GRID_LEGEND})"))
+            parts.append(Text("  " + probe, style="bold"))
             parts.append(Text("\n".join("  " + line for line in grid.splitlines()), no_wrap=True))
         parts += [Text(f"  {cell_line(run, c)}", style="red") for c in v.differing[:CELLS_LISTED]]
         if len(v.differing) > CELLS_LISTED:

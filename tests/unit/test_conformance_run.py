@@ -24,7 +24,7 @@ from cni_lab.conformance import Cell, Selection
 from cni_lab.errors import LabError
 from cni_lab.kernel import conntrack
 from cni_lab.report import conformance_view
-from cni_lab.steps import LoadNftables, SetSysctl
+from cni_lab.steps import LoadNftables, SetSysctl, Step
 
 from labs import make_lab, network_policy as np, pod
 
@@ -123,7 +123,8 @@ def test_a_case_replaces_the_labs_policies_and_leaves_the_lab_as_it_was() -> Non
     case_lab = conformance.with_case(LAB, case)
     assert [p.qualified for p in case_lab.policies] == ["x/deny-ingress"] and LAB.policies == ()
     steps = plan.policy_steps(case_lab)  # what `policy apply` loads
-    assert sum(isinstance(s, LoadNftables) for s in steps) == 3 and "to-wl-x/c" in steps[-1].ruleset  # type: ignore[attr-defined]
+    tables = [s.ruleset for s in steps if isinstance(s, LoadNftables)]
+    assert len(tables) == 3 and "to-wl-x/c" in tables[-1]
 
 
 # -- the reference against the network -----------------------------------------------------------------
@@ -215,7 +216,10 @@ def test_the_terminal_names_the_case_draws_its_grid_and_says_how_to_run_it_again
     assert "✗ case-5-0001  2/420 cells differ (ICMP 1, TCP/80 1)" in text
     assert "node1 → x/a ICMP: the reference allows it, the network said nat" in text
     assert "re-run: sudo cni-lab conformance netpol --case case-5-0001" in text
-    assert "  TCP/80  (rows: from, columns: to;" in text and "!" in text
+    assert "grids: rows from, columns to, . allowed and X denied as the reference says, ! where" in text
+    grid = text.split("\n  TCP/80\n")[1].splitlines()
+    assert grid[0].split() == ["-", "x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"]
+    assert sum(line.count("!") for line in grid[1:10]) == 1
     assert "its policies:" in text and "/p1: {podSelector:" in text
     assert "case-5-0000" not in text.split("FAIL")[0].split("probes:")[1]  # agreeing cases are not listed
     assert "FAIL: 2/3 cases agree with the reference; 1 differ in 2 of 1,260 cells" in text
@@ -314,7 +318,8 @@ class FakeProber:
     fail_at: int | None = None
 
     def __init__(self, lab: Lab) -> None:
-        self.lab, self.node_sources, self.notes, self.cases = lab, {}, ["a note"], 0
+        self.lab, self.notes, self.cases = lab, ["a note"], 0
+        self.node_sources: dict[tuple[str, str], str] = {}
 
     def __enter__(self) -> FakeProber:
         return self
@@ -396,7 +401,7 @@ def test_policy_loads_run_side_by_side_and_a_failure_names_its_step(monkeypatch:
         done.append(type(step).__name__)
 
     monkeypatch.setattr(apply, "apply_step", apply_step)
-    steps = [SetSysctl("cnilab-t.node1", "net/bridge/bridge-nf-call-iptables", "1"),
+    steps: list[Step] = [SetSysctl("cnilab-t.node1", "net/bridge/bridge-nf-call-iptables", "1"),
              *(LoadNftables(f"cnilab-t.node{i}", "cni-lab-policy", "table inet cni-lab-policy\n") for i in (1, 2, 3))]
     with ThreadPoolExecutor(3) as pool, pytest.raises(LabError) as e:
         lifecycle._load_policy_steps(steps, pool)

@@ -11,6 +11,9 @@
 3. Mininet (Debian's `mininet`, Linux bridge, no controller) building the same number of hosts
    and running `pingAll`, inside a namespace of the benchmark's own (Mininet puts its switch in
    whatever namespace it starts in). Where it cannot run, the output says why.
+4. `cni-lab conformance` on the shipped netpol model (scenarios/netpol.yaml, host-gw): generated
+   NetworkPolicy cases a minute, as a whole command, against policy-assistant's reported run
+   (kubernetes-sigs/network-policy-api #348: 112 cases in 3 h 15 min) and the goal of 100.
 
 Everything it makes carries the `cnilab-` prefix, so `cni-lab down --all` would find leftovers.
 """
@@ -155,6 +158,29 @@ def cni_lab(pods: int, workdir: Path) -> dict[str, Any]:
     if not visible:  # nothing to compare with: the cap cannot be raised from here
         del row["check_capped_s"], row["budget_vs_capped"]
     return row
+
+
+CONFORMANCE_LAB = "bconform"
+POLICY_ASSISTANT_PER_MIN = 112 / (3 * 60 + 15)  # kubernetes-sigs/network-policy-api #348: 112 cases in 3 h 15 min
+CONFORMANCE_GOAL_PER_MIN = 100.0
+
+
+def conformance(cases: int) -> dict[str, Any]:
+    """Generated NetworkPolicy cases a minute on the shipped netpol model: `cni-lab conformance`
+    as a whole command (its start-up and the lab's own policies put back included), and the
+    per-case phases it reports (apply: render and load on 3 nodes, empty conntrack; probe;
+    reference)."""
+    cli = [sys.executable, "-m", "cni_lab"]
+    timed([*cli, "up", "netpol", "--name", CONFORMANCE_LAB])
+    try:
+        seconds, rss, out = timed([*cli, "conformance", CONFORMANCE_LAB, "--cases", str(cases), "--seed", "0", "--json"])
+    finally:
+        subprocess.run([*cli, "down", CONFORMANCE_LAB], check=True, stdout=subprocess.DEVNULL)
+    result = json.loads(out)
+    return {"cases": cases, "seconds": seconds, "per_min": 60 * cases / seconds,
+            "inside_per_min": result["casesPerMinute"], "per_case_s": result["perCaseSeconds"],
+            "reprobed_cells": result["reprobedCells"], "cells": result["cells"], "passed": result["passed"],
+            "cases_differing": result["casesDiffering"], "peak_rss_mb": rss / 1024}
 
 
 def shell_script_build(pods: int) -> tuple[str, list[tuple[str, str]], list[str]]:
@@ -468,9 +494,12 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         serialization, pairs = measure(rows, sizes, baseline_pods, sample)
+        cases = 20 if args.quick else 300
+        print(f"conformance, {cases} generated cases on the netpol model …", file=sys.stderr)
+        generated = conformance(cases)
     finally:
         _settle_done()
-    report(rows, serialization, measure_encoding(), pairs, baseline_pods, args.quick, Path(args.out))
+    report(rows, serialization, measure_encoding(), pairs, baseline_pods, args.quick, Path(args.out), generated)
 
 
 def measure(rows: list[dict[str, Any]], sizes: list[int], baseline_pods: int,
@@ -498,7 +527,7 @@ def measure_encoding() -> dict[str, float]:
 
 
 def report(rows: list[dict[str, Any]], serialization: dict[str, float], encoding: dict[str, float],
-           pairs: dict[str, Any], baseline_pods: int, quick: bool, out: Path) -> None:
+           pairs: dict[str, Any], baseline_pods: int, quick: bool, out: Path, generated: dict[str, Any]) -> None:
     shell = next(r for r in rows if r["tool"].startswith("shell"))
     mn = next(r for r in rows if r["tool"].startswith("Mininet"))
     ours = next(r for r in rows if r["tool"] == "cni-lab" and r["pods"] == baseline_pods)
@@ -526,9 +555,14 @@ def report(rows: list[dict[str, Any]], serialization: dict[str, float], encoding
         ratios[f"build, cni-lab vs Mininet at {baseline_pods}"] = mn["up_s"] / ours["up_s"]
         ratios[f"matrix, cni-lab vs Mininet pingAll at {baseline_pods} (pairs/s)"] = (
             ours["matrix_pairs_per_s"] / mn["pairs_per_s"])
+    ratios["generated conformance cases a minute, cni-lab vs policy-assistant's reported run (112 cases in 3 h 15 min, "
+           "kubernetes-sigs/network-policy-api #348)"] = generated["per_min"] / POLICY_ASSISTANT_PER_MIN
+    ratios[f"generated conformance cases a minute vs the goal of {CONFORMANCE_GOAL_PER_MIN:.0f} on 2 cores "
+           "(goal >= 1)"] = generated["per_min"] / CONFORMANCE_GOAL_PER_MIN
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     document = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "quick": quick, "rows": rows, "ratios": ratios,
-                "rtnl_200_veth_pairs_s": serialization, "neighbour_delete_us": encoding, "build_pairs": pairs}
+                "rtnl_200_veth_pairs_s": serialization, "neighbour_delete_us": encoding, "build_pairs": pairs,
+                "conformance": generated}
     out.write_text(json.dumps(document, indent=2))
     print(machine)
     print(render(rows, ratios))
@@ -538,12 +572,27 @@ def report(rows: list[dict[str, Any]], serialization: dict[str, float], encoding
     print("one RTM_DELNEIGH (check deletes its entries between batches): "
           + ", ".join(f"{mode} {us:.1f} µs" for mode, us in encoding.items())
           + f" = {encoding['pyroute2 each time'] / encoding['encoded once']:.1f}x")
+    print(conformance_line(generated))
     failed = [r for r in rows if r["tool"] == "cni-lab" and (not r["passed"] or r["pairs_ok"] != r["pairs"])]
     over = [r["pods"] for r in rows if r.get("table_peak", 0) > r.get("table_bound", 1 << 30)]
     if over:
         raise SystemExit(f"check filled the host's neighbour table past its bound at {over} pods")
     if failed:
         raise SystemExit(f"cni-lab lost pairs at {[r['pods'] for r in failed]} pods")
+    if not generated["passed"]:
+        raise SystemExit(f"conformance: {generated['cases_differing']} of {generated['cases']} generated cases differ "
+                         "from the reference on the netpol model")
+
+
+def conformance_line(generated: dict[str, Any]) -> str:
+    phases = generated["per_case_s"]
+    return (f"generated conformance cases per minute on the shipped netpol model: {generated['per_min']:.0f} "
+            f"({generated['cases']} cases in {generated['seconds']:.1f} s, the whole command; "
+            f"{generated['inside_per_min']:.0f} inside it); per case: apply {phases['apply'] * 1000:.0f} ms, "
+            f"probe {phases['probe'] * 1000:.0f} ms, reference {phases['judge'] * 1000:.0f} ms; "
+            f"{generated['reprobed_cells']} cells probed again; policy-assistant's reported run "
+            f"{POLICY_ASSISTANT_PER_MIN:.2f}/min (112 cases in 3 h 15 min, kubernetes-sigs/network-policy-api #348); "
+            f"goal {CONFORMANCE_GOAL_PER_MIN:.0f}/min")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from cni_lab import catalog, codec, dataplanes, model, names, plan, privileges, state
 from cni_lab.errors import LabError
@@ -18,9 +19,14 @@ from cni_lab.privileges import require_root
 from cni_lab.cluster import Lab
 from cni_lab.executor import apply
 from cni_lab.kernel import cni_runtime, daemons, neighbours, netns, transports
-from cni_lab.steps import LoadBpf
+from cni_lab.steps import LoadBpf, LoadNftables, Step
 
-if TYPE_CHECKING:  # the prober is loaded by `check` alone (bench/ measures whole commands)
+if TYPE_CHECKING:  # the prober is loaded by `check` and `conformance` alone (bench/ measures whole commands)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cni_lab import conformance
+    from cni_lab.policy_cases import Case
+    from cni_lab.probe.cases import CaseProber
     from cni_lab.probe.matrix import CheckResult
 
 def from_state(st: state.LabState) -> Lab:
@@ -278,3 +284,100 @@ def set_policies(name: str | None, change: Callable[[Lab], tuple[model.PolicySou
         state.write(dataclasses.replace(st, lab=codec.encode(after)))
     return before, after
 
+
+def run_cases(name: str | None, selection: conformance.Selection,
+              progress: Callable[[int, int, str, int], None] | None = None) -> conformance.Run:
+    """Generated NetworkPolicy cases on a running lab of the e2e model, one after another, live:
+    each case's policies replace the lab's on every node (the steps `policy apply` loads), its
+    probes run (conformance.judge holds every cell against the reference), and at the end the
+    lab's own policies are put back, whatever ends the run. The record never changes, and the lab
+    stays locked meanwhile. `progress(done, total, current case, cases that differ)`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cni_lab import conformance
+
+    require_root("conformance")
+    privileges.require_raw_sockets("conformance")
+    lab_name = pick(name)
+    with state.locked(lab_name):
+        lab, _ = running_lab(lab_name)
+        problem = conformance.model_problem(lab)
+        if problem:
+            raise LabError(problem)
+        cases = conformance.select(selection, {p.qualified: str(p.ip) for p in lab.pods})
+        own = plan.policy_steps(lab)  # what is put back; refused here, unchanged, where policies cannot be enforced
+        from cni_lab.probe.cases import CaseProber  # the prober: this command and check alone
+
+        verdicts: list[conformance.CaseVerdict] = []
+        started = time.monotonic()
+        notes: list[str] = []
+        changed = False
+        try:
+            # one thread per node: each table is its own `nft -f` (a process and a transaction)
+            with ThreadPoolExecutor(len(lab.nodes), thread_name_prefix="cni-lab-nft") as loaders, \
+                    CaseProber(lab) as prober:
+                for done, case in enumerate(cases):
+                    if progress is not None:
+                        progress(done, len(cases), case.name, sum(not v.passed for v in verdicts))
+                    changed = True
+                    verdicts.append(_run_case(lab, case, prober, loaders))
+                notes = prober.notes
+        finally:  # a case's tables never outlive the run: the pool above has waited for its loads
+            if changed:
+                with apply.shielded():
+                    _load_policy_steps(own, None)
+        if progress is not None:
+            progress(len(cases), len(cases), "", sum(not v.passed for v in verdicts))
+        return conformance.Run(lab.name, lab.dataplane, selection, tuple(verdicts), time.monotonic() - started,
+                               conformance.labels(lab), tuple(notes))
+
+
+def _run_case(lab: Lab, case: Case, prober: CaseProber, loaders: ThreadPoolExecutor) -> conformance.CaseVerdict:
+    """One case: its policies rendered and loaded on every node and the nodes' conntrack emptied
+    (apply), its cells probed (probe) and held against the reference (judge); cells allowed but
+    unanswered are probed again with check's waits (counted as probe time), then judged again."""
+    from cni_lab import conformance
+
+    started = time.monotonic()
+    case_lab = conformance.with_case(lab, case)
+    _load_policy_steps(plan.policy_steps(case_lab), loaders)
+    prober.forget()
+    apply_s = time.monotonic() - started
+    started = time.monotonic()
+    seen = prober.observe(case.probes)
+    probe_s = time.monotonic() - started
+    started = time.monotonic()
+    cells = conformance.judge(case_lab, seen, prober.node_sources)
+    judge_s = time.monotonic() - started
+    again = conformance.suspects(cells)
+    if again:
+        started = time.monotonic()
+        seen |= prober.again(again)
+        probe_s += time.monotonic() - started
+        started = time.monotonic()
+        cells = conformance.judge(case_lab, seen, prober.node_sources)
+        judge_s += time.monotonic() - started
+    return conformance.case_verdict(case_lab, case, cells, len(again), apply_s, probe_s, judge_s)
+
+
+def _load_policy_steps(steps: Sequence[Step], loaders: ThreadPoolExecutor | None) -> None:
+    """A lab's policy steps (plan.policy_steps): the sysctls, then every node's table, side by
+    side on `loaders` (one after another without). Every load has ended when this returns or raises."""
+    from concurrent.futures import wait
+
+    def one(session: apply.Session, step: Step) -> None:
+        try:
+            apply.apply_step(session, step)
+        except OSError as e:
+            raise LabError(f"{step.describe()}: {e.strerror or e}") from None
+
+    with apply.Session() as session:
+        for step in steps:
+            if not isinstance(step, LoadNftables) or loaders is None:
+                one(session, step)
+        if loaders is None:
+            return
+        loads = [loaders.submit(one, session, step) for step in steps if isinstance(step, LoadNftables)]
+        wait(loads)
+        for load in loads:
+            load.result()

@@ -58,8 +58,14 @@ def cases(seed: int, n: int, ips: Mapping[str, str] | None = None, *, named_port
     netpol lab's). `named_ports` lets ports name the model's container ports (serve-80-tcp):
     the hook for when the evaluator resolves them; off, every port is a number."""
     addresses = dict(ips or DEFAULT_IPS)
-    return [_Draw(random.Random(f"cni-lab-netpol:{seed}:{i}"), addresses, named_ports).case(f"case-{seed}-{i:04d}")
-            for i in range(n)]
+    return [case(seed, i, addresses, named_ports=named_ports) for i in range(n)]
+
+
+def case(seed: int, index: int, ips: Mapping[str, str] | None = None, *, named_ports: bool = False) -> Case:
+    """Case `index` of `cases(seed, …)` alone, named case-<seed>-<index> (four digits at least):
+    how a run's case is drawn again from its name (`cni-lab conformance --case`)."""
+    rng = random.Random(f"cni-lab-netpol:{seed}:{index}")
+    return _Draw(rng, ips or DEFAULT_IPS, named_ports).case(f"case-{seed}-{index:04d}")
 
 
 class _Draw:

@@ -30,7 +30,7 @@ err = Console(stderr=True, emoji=False)
 COMMANDS = {
     "validate": "lab_commands", "plan": "lab_commands", "up": "lab_commands", "status": "lab_commands",
     "exec": "lab_commands", "down": "lab_commands", "scenarios": "lab_commands",
-    "check": "proof", "run": "proof",
+    "check": "proof", "run": "proof", "conformance": "proof",
     "explain": "lesson_commands", "trace": "lesson_commands", "demo": "lesson_commands", "fault": "lesson_commands",
     "heal": "lesson_commands",
     "graph": "pictures", "report": "pictures",

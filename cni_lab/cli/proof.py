@@ -1,13 +1,18 @@
-"""The proof: check and run."""
+"""The proof: check, run, and conformance (generated NetworkPolicy cases)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from typing import Callable, Iterator
 
 import click
 from rich.text import Text
 
 from cni_lab import catalog, lifecycle
+from cni_lab.conformance import DEFAULT_COUNT, DEFAULT_SEED, Selection
+from cni_lab.errors import LabError
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, _progress, cli, err, out
 from cni_lab.probe.matrix import CheckResult
 from cni_lab.report import json_junit, terminal
@@ -97,3 +102,65 @@ def run(scenario: str, name: str | None, as_json: bool, junit: str | None, mtu: 
                 lifecycle.down(lab.name)
     _report_check(checked, document, as_json, junit)
     sys.exit(0 if checked.passed else 1)
+
+
+@contextlib.contextmanager
+def _case_progress() -> Iterator[Callable[[int, int, str, int], None]]:
+    """Cases done of all, the one running, how many differed so far: on stderr, on a terminal."""
+    if not err.is_terminal:
+        yield lambda done, total, current, differing: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("generated cases", total=None)
+
+    def update(done: int, total: int, current: str, differing: int) -> None:
+        now = f"{current} · " if current else ""
+        bar.update(task, completed=done, total=total, description=f"{now}{differing} differ so far")
+
+    with bar:
+        yield update
+
+
+@cli.command()
+@click.argument("lab", required=False, shell_complete=_complete_labs)
+@click.option("--cases", "count", type=int, metavar="N", help=f"How many generated cases (default {DEFAULT_COUNT}).")
+@click.option("--seed", type=int, metavar="S", help=f"The generator's seed (default {DEFAULT_SEED}): a seed always "
+              "draws the same cases.")
+@click.option("--case", "names", multiple=True, metavar="NAME",
+              help="Run this case alone (case-S-K, as a run names it); repeat it for several.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every case's verdict and differing cells.")
+@click.option("--junit", metavar="FILE", help="Also write JUnit XML: one test case per generated case.")
+def conformance(lab: str | None, count: int | None, seed: int | None, names: tuple[str, ...], as_json: bool,
+                junit: str | None) -> None:
+    """Hold the data plane's NetworkPolicy enforcement against the reference, on generated cases.
+
+    On a running lab of the e2e suite's model (scenarios/netpol.yaml), each generated case's
+    policies replace the lab's on every node, live; the matrix and the case's ports are probed,
+    and every cell where the network differs from the reference is reported in the suite's grid
+    form. The lab's own policies are put back at the end. Exit 0 when every case agrees, 1 when
+    a cell differs, 2 on bad input.
+
+    \b
+    Example: sudo cni-lab conformance netpol --cases 500 --seed 7 --junit conformance.xml
+             sudo cni-lab conformance netpol --case case-7-0042
+    """
+    selection = Selection.of(count, seed, names)
+    if junit and not os.access(os.path.dirname(os.path.abspath(junit)), os.W_OK):
+        raise LabError(f"--junit {junit}: cannot write there (no such folder, or not writable)")
+    with _case_progress() as progress:
+        result = lifecycle.run_cases(lab, selection, progress)
+    from cni_lab.report import conformance_view
+
+    if junit:
+        with open(junit, "w", encoding="utf-8") as f:
+            f.write(conformance_view.conformance_junit(result))
+    if as_json:
+        click.echo(json_junit.dumps(conformance_view.conformance_json(result)))
+    else:
+        out.print(conformance_view.terminal_view(result))
+        if junit:
+            out.print(f"JUnit written to {junit}", style="dim")
+    sys.exit(0 if result.passed else 1)

@@ -61,8 +61,9 @@ def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.s
     return opened
 
 
-def run(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[PortResult]:
-    """Every ordered pair of `pods` on every port."""
+def run(pods: list[Endpoint], ports: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[PortResult]:
+    """Every ordered pair of `pods` on every port; what has no answer after `timeout` seconds is a
+    timeout (`conformance` waits less, then probes those again with this default)."""
     if not ports or len(pods) < 2:
         return []
     listeners = _listen(pods, ports)
@@ -104,7 +105,7 @@ def run(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[PortResult]:
                     results[(i, j, proto, port)] = PortResult(pods[i], pods[j], proto, port, "timeout")
                     continue
                 sel.register(s, selectors.EVENT_READ, "answer")
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + timeout
         while len(results) < len(senders) and time.monotonic() < deadline:
             for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
                 s = key.fileobj  # type: ignore[assignment]

@@ -73,6 +73,9 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     assert any(r["tool"].startswith("Mininet") for r in report["rows"])  # measured, or why not
     assert all(r["pairs_ok"] == r["pairs"] for r in report["rows"] if r["tool"] == "cni-lab")
     assert report["ratios"] and "build, cni-lab vs shell" in " ".join(report["ratios"])
+    generated = report["conformance"]  # generated NetworkPolicy cases a minute on the netpol model
+    assert generated["passed"] and generated["cases"] == 20 and generated["per_min"] > 0
+    assert "generated conformance cases per minute on the shipped netpol model" in done.stdout
 
 
 def over_the_cap(times: float) -> int:

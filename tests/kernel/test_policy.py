@@ -221,15 +221,15 @@ def test_e2e_cases_on_the_suites_model(make_lab: MakeLab, case: str, policies: l
 
 
 @pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
-def test_e2e_named_port_cases_on_every_data_plane(make_lab: MakeLab, dataplane: str) -> None:
-    """The suite's three named-port cases, applied one after another to one running lab (as
-    `policy apply` does): check's every port probe agrees with the evaluator, and the cells the
-    suite names are as it expects."""
+def test_e2e_cases_named_ports_included_on_every_data_plane(make_lab: MakeLab, dataplane: str) -> None:
+    """The suite's cases, its three named-port cases included, applied one after another to one
+    running lab (as `policy apply` does): check's every port probe agrees with the evaluator, and
+    the cells the suite names are as it expects."""
     from cni_lab import lifecycle
 
     lab = make_lab({**E2E_MODEL, "dataplane": dataplane, "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}})
     qualified = {p.id: p.qualified for p in lab.pods}
-    for case, policies, allowed, denied in E2E_NAMED_PORT_CASES:
+    for case, policies, allowed, denied in [*E2E_CASES, *E2E_NAMED_PORT_CASES]:
         sources = tuple(model.PolicySource(f"<{case}>[{i}]", d) for i, d in enumerate(policies))
         _, running = lifecycle.set_policies(lab.name, lambda _: sources)
         result = matrix.run(running)

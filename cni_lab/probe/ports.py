@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from cni_lab.errors import LabError
 from cni_lab.kernel import netns, transports
 from cni_lab.probe.pairs import Endpoint
 
@@ -39,6 +40,7 @@ def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.s
     ("Not specifying a port here DOES NOT prevent that port from being exposed", Container.ports
     in the core/v1 API), and a pod that refused a port a numbered rule allows would look denied."""
     opened: list[socket.socket] = []
+    busy: list[str] = []
 
     def open_here(name: str) -> None:
         ep = next(p for p in pods if p.netns == name)
@@ -46,7 +48,19 @@ def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.s
         for proto, port in ports:
             s = socket.socket(family, *transports.socket_kind(proto))  # SCTP: a stream, as TCP
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((str(ep.ip), port))
+            try:
+                s.bind((str(ep.ip), port))
+            except OSError as e:
+                s.close()
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                if proto != "UDP":
+                    # a server of the pod's own (a learner's web server) holds the port: a TCP probe
+                    # is a connect, and that server accepting it is the pod reached, as ours would be
+                    continue
+                busy.append(f"{ep.id} has a server of its own on {proto}/{port}, which check cannot probe through "
+                            "(a UDP answer must be check's own): stop it, or probe other ports with check --port")
+                continue
             if proto != "UDP":
                 s.listen(256)
             s.setblocking(False)
@@ -54,6 +68,8 @@ def _listen(pods: list[Endpoint], ports: list[tuple[str, int]]) -> list[socket.s
 
     try:
         netns.visit([p.netns for p in pods], open_here)
+        if busy:
+            raise LabError(*busy)
     except BaseException:
         for s in opened:
             s.close()

@@ -427,3 +427,32 @@ def test_the_report_shows_the_grid_per_port(make_lab: MakeLab, tmp_path: Any) ->
     cell = row.split("\t")[1]  # y/b → x/a: blocked, as deny-ingress says, and why as the cell's tooltip
     assert cell == ('<span title="node2/y/b → node1/x/a TCP/80: x/deny-ingress isolates x/a for ingress; '
                     'no rule allows y/b on TCP/80">X</span>')
+
+
+def test_a_pods_own_server_on_a_probed_port_is_probed_through_and_udp_says_which(make_lab: MakeLab) -> None:
+    """A learner's TCP server on x/a:80 accepts check's connects (the pod is reached, as through
+    check's own listener); a UDP one cannot answer as check's responder does: one line names it."""
+    import socket as sockets
+
+    from cni_lab import lifecycle
+
+    lab = make_lab({**E2E_MODEL, "policies": [DENY_INGRESS_X]})
+    a = ns_of(lab, "node1/x/a")
+    own = netns.open_socket(a, sockets.AF_INET, sockets.SOCK_STREAM)
+    try:
+        own.bind(("0.0.0.0", 80))
+        own.listen(64)
+        result = lifecycle.check(lab.name)
+        assert result.passed, [(r.src.id, r.dst.id, r.protocol, r.port, r.verdict) for r in result.port_failures]
+        cells = {(r.src.id, r.dst.id, r.protocol, r.port): r.verdict for r in result.ports}
+XX
+        assert cells[("node1/y/a", "node2/y/b", "TCP", 80)] == "ok"
+    finally:
+        own.close()
+    own = netns.open_socket(a, sockets.AF_INET, sockets.SOCK_DGRAM)
+    try:
+        own.bind(("0.0.0.0", 80))
+        with pytest.raises(LabError, match="node1/x/a has a server of its own on UDP/80"):
+            lifecycle.check(lab.name)
+    finally:
+        own.close()

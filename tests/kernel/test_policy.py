@@ -445,7 +445,7 @@ def test_a_pods_own_server_on_a_probed_port_is_probed_through_and_udp_says_which
         result = lifecycle.check(lab.name)
         assert result.passed, [(r.src.id, r.dst.id, r.protocol, r.port, r.verdict) for r in result.port_failures]
         cells = {(r.src.id, r.dst.id, r.protocol, r.port): r.verdict for r in result.ports}
-XX
+        assert cells[("node2/y/b", "node1/x/a", "TCP", 80)] == "timeout"  # x's ingress denied: the server is behind it
         assert cells[("node1/y/a", "node2/y/b", "TCP", 80)] == "ok"
     finally:
         own.close()

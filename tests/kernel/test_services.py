@@ -89,7 +89,8 @@ def test_status_lists_services_and_ebpf_refuses_them(make_lab: MakeLab) -> None:
                                        capture_output=True, text=True).stdout)
     (svc,) = status["services"]
     assert svc["clusterIP"] == "10.96.0.2" and len(svc["endpoints"]) == 2
-    assert svc["ports"] == [{"name": None, "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None}]
+    assert svc["ports"] == [{"name": None, "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": None,
+                             "endpoints": [f"{ip}:8080" for ip in svc["endpoints"]]}]  # each endpoint's own number
     with pytest.raises(LabError, match="dataplane ebpf does not load-balance Services yet"):
         make_lab(doc("ebpf"))
 

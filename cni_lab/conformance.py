@@ -18,11 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from cni_lab import policy, policy_cases
+from cni_lab import policy
+
+from cni_lab.policy import cases as policy_cases
 from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
 from cni_lab.model import PolicySource
-from cni_lab.policy_cases import Case
+from cni_lab.policy.cases import Case
 from cni_lab.probe.pairs import BLOCKED, Expected, endpoints, rule_of
 
 DEFAULT_COUNT = 100

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the prober is loaded by `check` and `conformance` alone (be
     from concurrent.futures import ThreadPoolExecutor
 
     from cni_lab import conformance
-    from cni_lab.policy_cases import Case
+    from cni_lab.policy.cases import Case
     from cni_lab.probe.cases import CaseProber
     from cni_lab.probe.matrix import CheckResult
 

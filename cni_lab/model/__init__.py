@@ -6,14 +6,14 @@ once, each naming the file and the key (rule 6 of the house style).
     scenario.py            the typed values (Scenario, NodeSpec, ...) and the defaults; data-plane names
     loader.py              load_file / load_text / load_document: the sections, in order
     problems.py            the problems found so far, unknown keys, names
-    labels.py              label keys and values as Kubernetes validates them (policy.py's too)
+    labels.py              label keys and values as Kubernetes validates them (policy/'s too)
     cidrs.py               CIDRs of Kubernetes' legacy fields (ipBlock): read leniently, with its warnings
     networking.py          networking: CIDRs, underlay segments, MTUs; outside
     namespaces.py          namespaces, and labels wherever a scenario gives them
     nodes.py               nodes and their pods
     container_ports.py     a pod's container ports; port names (IANA_SVC_NAME) wherever a name stands for a port
     service_specs.py       services
-    policy_sources.py      policies (inline or files; policy.py reads the objects)
+    policy_sources.py      policies (inline or files; policy/reading.py reads the objects)
     probe_ports.py         probe.ports, and check --port
     expectations.py        expect
     dataplane_sections.py  dataplane, cni, ebpf

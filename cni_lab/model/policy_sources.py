@@ -1,5 +1,5 @@
 """The `policies` section: NetworkPolicy objects inline, or files of them (multi-document YAML,
-relative to the scenario). Only read here; policy.py checks them as the API server would."""
+relative to the scenario). Only read here; policy/reading.py checks them as the API server would."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ class ServiceSpec:
 @dataclass(frozen=True)
 class PolicySource:
     """A NetworkPolicy object as the scenario gives it (inline, or one document of a file),
-    checked by policy.py as the API server would."""
+    checked by policy/reading.py as the API server would."""
 
     where: str  # the scenario, or the file, and the document's index
     document: dict[str, Any]

@@ -30,7 +30,7 @@ from cni_lab.probe.workers import Picked, Workers
 
 if TYPE_CHECKING:  # the evaluator's values: a lab with policies loads them
     from cni_lab.policy import Workload
-    from cni_lab.policy_cause import Cause
+    from cni_lab.policy.cause import Cause
 
 PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
 MAX_WORKERS = 4

@@ -15,7 +15,7 @@ from cni_lab.model import Expectation
 
 if TYPE_CHECKING:  # the evaluator is loaded only for a lab with policies
     from cni_lab.policy import Workload
-    from cni_lab.policy_cause import Cause
+    from cni_lab.policy.cause import Cause
 
 # The rules the Kubernetes network model states, plus the underlay for completeness.
 RULE_TITLES = {
@@ -126,7 +126,7 @@ class Decided:
         return self.reason
 
 
-PairCause = Union["Cause", Decided]  # a Cause: the policies' (policy_cause.py)
+PairCause = Union["Cause", Decided]  # a Cause: the policies' (policy/cause.py)
 
 
 class Expected:

@@ -287,7 +287,7 @@ def test_every_pair_names_its_cause_and_the_cause_agrees_with_what_the_network_d
 
     import jsonschema
 
-    from cni_lab.policy_cause import Cause
+    from cni_lab.policy.cause import Cause
     from cni_lab.report import json_junit
 
     lab = make_lab(scenario(dataplane, DENY_INGRESS_X, ALLOW_B_TO_A, DENY_EGRESS_Y_C))

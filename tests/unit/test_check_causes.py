@@ -15,7 +15,7 @@ import jsonschema
 from rich.console import Console, RenderableType
 
 from cni_lab import cluster
-from cni_lab.policy_cause import Cause
+from cni_lab.policy.cause import Cause
 from cni_lab.probe import pairs
 from cni_lab.probe.engine import OK, TIMEOUT, Outcomes
 from cni_lab.probe.matrix import CheckResult, NeighbourUse

@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from cni_lab import catalog, conformance, lifecycle, plan, policy_cases
+from cni_lab import catalog, conformance, lifecycle, plan
+
+from cni_lab.policy import cases as policy_cases
 from cni_lab.cli import cli
 from cni_lab.cluster import Lab
 from cni_lab.conformance import Cell, Selection

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from cni_lab import cluster, policy, policy_cases
-from cni_lab.policy_cause import Cause
+from cni_lab import cluster, policy
+
+from cni_lab.policy import cases as policy_cases
+from cni_lab.policy.cause import Cause
 
 from labs import make_lab, network_policy as np, pod
 

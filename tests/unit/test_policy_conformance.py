@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterator, Mapping
 import pytest
 import yaml
 
-from cni_lab import catalog, policy, policy_cases
+from cni_lab import catalog, policy
+
+from cni_lab.policy import cases as policy_cases
 from cni_lab.errors import LabError
 
 import nca_oracle

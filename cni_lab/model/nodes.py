@@ -185,7 +185,7 @@ def _pod(problems: Problems, value: Any, key: str, namespaces: set[str]) -> PodS
     if not isinstance(name, str) or not POD_NAME.match(name):
         problems.add(f"{key}.name", f"{name!r} is not a valid pod name: use 1-32 of [a-z0-9-]")
         return None
-    if namespace not in namespaces:
+    if not isinstance(namespace, str) or namespace not in namespaces:  # a list or mapping: no name
         problems.add(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab (namespaces: "
                      f"{', '.join(sorted(namespaces))})")
         return None

@@ -46,7 +46,7 @@ def _service(problems: Problems, raw: dict[str, Any], key: str, taken: set[tuple
         problems.add(f"{key}.name", f"{name!r} is not a valid Service name (a DNS label)")
         return None
     namespace = raw.get("namespace", DEFAULT_NAMESPACE)
-    if namespace not in namespaces:
+    if not isinstance(namespace, str) or namespace not in namespaces:  # a list or mapping: no name
         problems.add(f"{key}.namespace", f"{namespace!r} is not a namespace of the lab")
         return None
     kind = raw.get("type", "ClusterIP")

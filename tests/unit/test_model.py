@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -108,3 +109,14 @@ def test_bad_counted_groups(group: dict[str, Any], message: str) -> None:
     with pytest.raises(LabError) as e:
         model.load_document({"name": "lab", "nodes": [group]}, "s.yaml")
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("where,document", [
+    ("nodes[0].pods[0].namespace", {"name": "l", "nodes": [{"name": "n1", "pods": [{"name": "a", "namespace": ["x"]}]}]}),
+    ("services[0].namespace", {"name": "l", "nodes": [{"name": "n1", "pods": ["a"]}],
+                               "services": [{"name": "w", "namespace": {"a": 1}, "selector": {"app": "w"},
+                                             "ports": [{"port": 80}]}]}),
+])
+def test_a_namespace_that_is_no_name_is_a_problem_not_a_traceback(where: str, document: dict) -> None:
+    with pytest.raises(LabError, match=f"s.yaml: {re.escape(where)}: .* is not a namespace of the lab"):
+        model.load_document(document, "s.yaml")

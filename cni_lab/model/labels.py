@@ -16,9 +16,9 @@ from typing import TypeGuard
 MAX_DNS_SUBDOMAIN = 253  # RFC 1123, as Kubernetes' DNS1123SubdomainMaxLength
 _DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"  # 63 at most, as a DNS label
-DNS_SUBDOMAIN = re.compile(rf"^{_DNS_SUBDOMAIN}$")
-LABEL_KEY = re.compile(rf"^({_DNS_SUBDOMAIN}/)?{_NAME}$")
-LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+DNS_SUBDOMAIN = re.compile(rf"^{_DNS_SUBDOMAIN}\Z")
+LABEL_KEY = re.compile(rf"^({_DNS_SUBDOMAIN}/)?{_NAME}\Z")
+LABEL_VALUE = re.compile(rf"^({_NAME})?\Z")
 
 
 def is_dns_subdomain(text: object) -> TypeGuard[str]:

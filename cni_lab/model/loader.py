@@ -30,7 +30,7 @@ from cni_lab.model.scenario import (DATAPLANE_SECTIONS, DEFAULT_AS, DEFAULT_BLOC
 from cni_lab.model.service_specs import read_services
 
 # A lab's name becomes part of namespace and interface names (names.py): 12 leaves room for the rest.
-LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}\Z")
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", *DATAPLANE_SECTIONS,
             "namespaces", "probe", "policies", "outside", "services")
 

@@ -10,7 +10,7 @@ from cni_lab.model.labels import is_label_key, is_label_value
 from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import DEFAULT_NAMESPACE, NAMESPACE_LABEL, Labels, NamespaceSpec
 
-NAMESPACE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # a DNS label, shortened to fit netns names
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z")  # a DNS label, shortened to fit netns names
 
 
 def read_labels(problems: Problems, value: Any, key: str) -> Labels:

@@ -17,7 +17,7 @@ NETWORKING_KEYS = ("clusterCIDR", "nodeCIDRMaskSize", "nodeCIDRMaskSizeIPv6", "u
                    "blockSize", "asNumber", "masquerade", "serviceCIDR")
 MAX_NODE_MASK_DIFF = 16  # kube-controller-manager: node CIDR mask - cluster CIDR mask <= 16
 # a segment's bridge is "br-<segment>", its router port "r-<segment>": IFNAMSIZ (15) bounds it
-SEGMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+SEGMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}\Z")
 
 
 def read_cluster(problems: Problems, value: Any) -> tuple[IPv4Network | None, IPv6Network | None]:

@@ -15,8 +15,8 @@ from cni_lab.model.scenario import DEFAULT_NAMESPACE, NodeSpec, PodSpec
 
 # Names become parts of namespace and interface names. A node's underlay port is called
 # "<node>-eth0" inside the underlay namespace and must fit IFNAMSIZ (15 characters).
-NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
-POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}\Z")
+POD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
 NODE_KEYS = ("name", "ip", "ips", "podCIDR", "podCIDRs", "pods", "segment", "count")
 POD_KEYS = ("name", "namespace", "labels", "ports")
 RESERVED_NODE_NAMES = ("underlay", "router", "outside")

@@ -10,7 +10,7 @@ from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import ProbePort
 
 PROBE_KEYS = ("ports",)
-PROBE_PORT = re.compile(r"^(tcp|udp|sctp)/([0-9]{1,5})$")  # SCTP: refused at up/check where the kernel has none
+PROBE_PORT = re.compile(r"^(tcp|udp|sctp)/([0-9]{1,5})\Z")  # SCTP: refused at up/check where the kernel has none
 CHECK_OWN_PORT = 31999  # the UDP port every endpoint's responder listens on (probe/engine.py's PROBE_PORT)
 
 

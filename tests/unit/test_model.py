@@ -120,3 +120,15 @@ def test_bad_counted_groups(group: dict[str, Any], message: str) -> None:
 def test_a_namespace_that_is_no_name_is_a_problem_not_a_traceback(where: str, document: dict) -> None:
     with pytest.raises(LabError, match=f"s.yaml: {re.escape(where)}: .* is not a namespace of the lab"):
         model.load_document(document, "s.yaml")
+
+
+@pytest.mark.parametrize("document,where", [
+    ({"name": "l", "nodes": [{"name": "n1", "pods": ["web\n"]}]}, "nodes[0].pods[0]"),
+    ({"name": "l", "nodes": [{"name": "n1\n"}]}, "nodes[0].name"),
+    ({"name": "l", "nodes": [{"name": "n1", "pods": [{"name": "a", "labels": {"app": "web\n"}}]}]}, "nodes[0].pods[0].labels"),
+    ({"name": "l", "namespaces": {"x\n": {}}, "nodes": [{"name": "n1"}]}, "namespaces"),
+])
+def test_a_name_or_label_ending_in_a_newline_is_refused_as_the_api_server_refuses_it(document: dict, where: str) -> None:
+    """A regex's `$` also matches before a final newline: the patterns end at the string's end (\\Z)."""
+    with pytest.raises(LabError, match=re.escape(f"s.yaml: {where}")):
+        model.load_document(document, "s.yaml")

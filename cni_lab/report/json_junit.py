@@ -145,6 +145,21 @@ def neighbours_json(result: CheckResult) -> dict[str, Any]:
             "peak": use.peak, "deleted": use.deleted, "retried": use.retried}
 
 
+def _extra_case(suite: Any, classname: str, name: str, message: str, wrong: list[str],
+                passed_text: str | None = None) -> None:
+    """One more test case in the suite: failed, with `message` and a line per wrong thing, when
+    `wrong` has any; else passed (saying `passed_text`, where given)."""
+    import xml.etree.ElementTree as ET
+
+    suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+    if wrong:
+        suite.set("failures", str(int(suite.get("failures", "0")) + 1))
+        ET.SubElement(case, "failure", message=message).text = "\n".join(wrong)
+    elif passed_text is not None:
+        ET.SubElement(case, "system-out").text = passed_text
+
+
 def check_junit(result: CheckResult) -> str:
     """One test case per Kubernetes rule (and family, in a dual-stack lab); a failing case lists
     the pairs that broke it."""
@@ -173,45 +188,28 @@ def check_junit(result: CheckResult) -> str:
             )
         else:
             ET.SubElement(case, "system-out").text = f"{s.met}/{s.total} pairs as expected, {s.ok} ok without NAT"
+    classname = f"cni-lab.{result.lab.name}"
     if result.mtu is not None:
-        suite.set("tests", str(len(summaries) + 1))
-        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="MTU", time="0")
         lost = [m for one in result.by_family for m in (one.mtu or ()) if not m.passed]
-        if lost:
-            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
-            failure = ET.SubElement(case, "failure", message=f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets")
-            failure.text = "\n".join(f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in lost)
+        _extra_case(suite, classname, "MTU", f"{len(lost)} pairs lose {result.lab.pod_mtu}-byte packets",
+                    [f"{m.src.id} → {m.dst.id}: largest that passes {m.largest}" for m in lost])
     by_port: dict[str, list[Any]] = {}
     for probe in result.ports:
         by_port.setdefault(f"{probe.protocol}/{probe.port}", []).append(probe)
     for name, probes in by_port.items():  # NetworkPolicy labs: a case per probe port
-        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
-        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=f"NetworkPolicy {name}", time="0")
         wrong = [p for p in probes if p in result.port_failures]
-        if wrong:
-            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
-            failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} probes not as the policies say")
-            failure.text = "\n".join(f"{p.src.id} → {p.dst.id}: {p.verdict}{_because(result.port_cause(p))}" for p in wrong)
+        _extra_case(suite, classname, f"NetworkPolicy {name}", f"{len(wrong)}/{len(probes)} probes not as the policies say",
+                    [f"{p.src.id} → {p.dst.id}: {p.verdict}{_because(result.port_cause(p))}" for p in wrong])
     by_service: dict[str, list[Any]] = {}
     for service in result.services:
         by_service.setdefault(service.title, []).append(service)
     for name, probes in by_service.items():  # Services: a case per port dialled (they count in `passed`)
-        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
-        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=name, time="0")
         wrong = [p for p in probes if not p.ok]
-        if wrong:
-            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
-            failure = ET.SubElement(case, "failure", message=f"{len(wrong)}/{len(probes)} not as kube-proxy does it")
-            failure.text = "\n".join(f"{p.via or p.src}: {p.problem}" for p in wrong)
-        else:
-            ET.SubElement(case, "system-out").text = f"{len(probes)}/{len(probes)} as kube-proxy does it"
+        _extra_case(suite, classname, name, f"{len(wrong)}/{len(probes)} not as kube-proxy does it",
+                    [f"{p.via or p.src}: {p.problem}" for p in wrong], f"{len(probes)}/{len(probes)} as kube-proxy does it")
     if result.lab.capabilities.runs_cni_plugins:  # the runtime's CNI CHECK of every pod counts in `passed` too
-        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
-        case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name="CNI CHECK", time="0")
-        if result.cni_problems:
-            suite.set("failures", str(int(suite.get("failures", "0")) + 1))
-            failure = ET.SubElement(case, "failure", message=f"{len(result.cni_problems)} CNI CHECK problems")
-            failure.text = "\n".join(result.cni_problems)
+        _extra_case(suite, classname, "CNI CHECK", f"{len(result.cni_problems)} CNI CHECK problems",
+                    list(result.cni_problems))
     suites = ET.Element("testsuites")
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

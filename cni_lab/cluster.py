@@ -315,6 +315,10 @@ def _services(lab: Lab) -> tuple[Service, ...]:
             problems.append(f"{src}: networking.serviceCIDR: {cidr} overlaps {what} {net}")
     if isinstance(lab.capabilities.services, Refused):
         problems.append(f"{src}: {lab.capabilities.services.reason}")
+    elif lab.capabilities.services == "cilium-bpf":  # the BPF load balancer rewrites ports
+        problems += [f"{src}: services[{i}].ports[{j}]: SCTP on dataplane {lab.dataplane}: its BPF load balancer "
+                     "rewrites ports without recomputing SCTP's CRC32c checksum; use TCP or UDP, or another data plane"
+                     for i, spec in enumerate(specs) for j, port in enumerate(spec.ports) if port.protocol == "SCTP"]
     cluster_ips = ipam.cluster_ips(lab.scenario, problems)
     if problems:
         raise LabError(*problems)

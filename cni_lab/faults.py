@@ -8,6 +8,11 @@ which pairs it breaks and why, then `heal` it.
                              from or to the cluster CIDR, and counts them (the bypass lesson:
                              a bridge or host-gw node loses its pods' traffic, an ebpf node does not)
     bpf-detach NODE/POD      (ebpf) cil_from_container comes off the pod's lxc device
+    bpf-backend-del NODE NODE/POD
+                             (ebpf) the pod's backends leave NODE's cilium_lb4_backends_v3 only: the
+                             Service maps still hold their slots, so NODE's program picks them at
+                             random and drops what lands there (DROP_NO_SERVICE), as a stale agent
+                             sync would leave it; `explain NODE` shows the slot whose backend is missing
 
 Faults are recorded in the lab's state (`faults.json`) and shown by `status`; `heal` undoes them
 in reverse order: links up again, deleted routes put back exactly as they were read from the
@@ -29,8 +34,9 @@ from cni_lab.cluster import Lab
 from cni_lab.executor import apply
 from cni_lab.kernel import daemons, edit, readback
 from cni_lab.kernel.edit import SavedRoute
+from cni_lab.steps import BpfServices
 
-KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach")
+KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach", "bpf-backend-del")
 RECORD = "faults.json"
 FAULT_TABLE = "cni-lab-fault"  # forward-drop's nftables table (inet family), in the node's namespace
 
@@ -50,6 +56,9 @@ class Fault:
             return f"forward-drop: {self.target} drops forwarded pod traffic (nft table inet {FAULT_TABLE})"
         if self.kind == "bpf-detach":
             return f"bpf-detach: {self.target} (cil_from_container off {self.ifname})"
+        if self.kind == "bpf-backend-del":
+            node, pod = self.target.split(">")
+            return f"bpf-backend-del: {pod}'s backends gone from {node}'s cilium_lb4_backends_v3 (its slots stay)"
         return f"{self.kind}: {self.target} ({self.ifname} down)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +113,8 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
         lxc = names.lxc_veth(lab.name, node_name, pod_name)
         fault = Fault(kind, args[0], names.node_netns(lab.name, node_name), lxc)
         edit.detach_bpf(fault.netns, lxc, "ingress")
+    elif kind == "bpf-backend-del":
+        fault = _backend_del(lab, args)
     else:
         raise LabError(f"unknown fault {kind!r}: use one of {', '.join(KINDS)}")
     _save(lab.name, [*recorded(lab.name), fault])
@@ -167,6 +178,26 @@ def readings(lab: Lab) -> list[str]:
     return lines
 
 
+def _backend_del(lab: Lab, args: tuple[str, ...]) -> Fault:
+    usage = "usage: cni-lab fault [LAB] bpf-backend-del NODE NODE/POD   (NODE's backends map loses the pod)"
+    if len(args) != 2 or "/" not in args[1]:
+        raise LabError(usage)
+    if lab.capabilities.services != "cilium-bpf":
+        raise LabError(f"bpf-backend-del: lab {lab.name} runs dataplane {lab.dataplane}, whose Services are not in BPF maps")
+    node = lab.node(args[0])
+    _pod(lab, args[1:], "bpf-backend-del")
+    steps = plan.service_steps(lab, lab.services)
+    ids = sorted({b.id for s in steps if isinstance(s, BpfServices) for b in s.backends if b.pod == args[1]})
+    if not ids:
+        raise LabError(f"bpf-backend-del: {args[1]} is no endpoint of any Service of lab {lab.name}")
+    from cni_lab.kernel import bpf  # ebpf labs alone
+
+    pin = names.bpf_node_dir(lab.name, node.name)
+    for backend_id in ids:
+        bpf.delete_backend(pin, backend_id)
+    return Fault("bpf-backend-del", f"{node.name}>{args[1]}", names.node_netns(lab.name, node.name))
+
+
 def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     if len(args) != 2:
         raise LabError("usage: cni-lab fault [LAB] route-del NODE OTHER   (NODE loses its route to OTHER's pods)")
@@ -193,14 +224,12 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
 
 def _follow_endpoints(lab: Lab) -> None:
     """A pod taken down leaves its Services' endpoints, as the EndpointSlice controller takes
-    a pod that is not ready out: kube-proxy's table is made again on every node without it.
-    (`heal` applies the plan again, which puts every endpoint back.)"""
-    from cni_lab.rulesets import kubeproxy
-
+    a pod that is not ready out: kube-proxy's table (or the BPF Service maps) is made again on
+    every node without it. (`heal` applies the plan again, which puts every endpoint back.)"""
     gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
-    found = lab.services_without(gone)
-    for node in lab.nodes:
-        edit.nft_apply(names.node_netns(lab.name, node.name), kubeproxy.ruleset(lab, found, node))
+    with apply.Session(state.lab_dir(lab.name)) as session:
+        for step in plan.service_steps(lab, lab.services_without(gone)):
+            apply.apply_step(session, step)
 
 
 def heal(lab: Lab) -> list[Fault]:
@@ -212,8 +241,8 @@ def heal(lab: Lab) -> list[Fault]:
         elif fault.kind == "forward-drop":
             with contextlib.suppress(OSError):  # gone already (the node was rebuilt)
                 edit.nft_apply(fault.netns, f"delete table inet {FAULT_TABLE}\n")
-        elif fault.kind == "bpf-detach":
-            pass  # the plan applied again below attaches it again
+        elif fault.kind in ("bpf-detach", "bpf-backend-del"):
+            pass  # the plan applied again below attaches it again, and syncs the Service maps
         else:
             edit.set_link(fault.netns, fault.ifname, up=True)
     _reapply(lab)

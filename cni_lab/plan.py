@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
+from typing import Sequence
 
 from cni_lab import dataplanes, names
 from cni_lab.rulesets import kubeproxy, masquerade, netpol
 from cni_lab.errors import LabError
-from cni_lab.cluster import Lab
+from cni_lab.cluster import Lab, Service
 from cni_lab.dataplanes.capabilities import Refused
 from cni_lab.model import OUTSIDE_NETWORK
 from cni_lab.steps import (
@@ -87,18 +88,31 @@ def build(lab: Lab) -> Plan:
             steps += _netns(lab, pod_ns)
             steps += dataplane.pod_steps(lab, node, pod)
     steps += dataplane.cluster_steps(lab)
-    if lab.scenario.outside_ip is not None and lab.scenario.masquerade:
+    if lab.scenario.outside_ip is not None and lab.scenario.masquerade and lab.capabilities.masquerade != "cilium-bpf":
         for node in lab.nodes:
             steps.append(LoadNftables(names.node_netns(lab.name, node.name), *masquerade.rules(lab, node)))
-    if lab.services:  # kube-proxy on every node
-        steps += [LoadNftables(names.node_netns(lab.name, n.name), kubeproxy.TABLE, kubeproxy.ruleset(lab, lab.services, n))
-                  for n in lab.nodes]
+    if lab.services:
+        steps += service_steps(lab, lab.services)
         if lab.capabilities.sets_hairpin:  # pods on cni0: hairpin for their Services
             steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
                       for n in lab.nodes for p in n.pods]
     if lab.policies:
         steps += policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
+
+
+def service_steps(lab: Lab, services: Sequence[Service]) -> list[Step]:
+    """Every node's share of these Services: kube-proxy's nftables table, or the data plane's
+    own maps where it balances them itself. Applied again, they replace what the nodes hold
+    (a fault's endpoints held back, then healed)."""
+    if lab.capabilities.services == "kube-proxy-nftables":
+        return [LoadNftables(names.node_netns(lab.name, n.name), kubeproxy.TABLE, kubeproxy.ruleset(lab, services, n))
+                for n in lab.nodes]
+    plane = dataplanes.get(lab.dataplane)
+    if not isinstance(plane, dataplanes.BalancesServices):
+        raise LabError(f"{lab.scenario.source}: dataplane {lab.dataplane} declares it balances Services but has no "
+                       "service_steps")
+    return plane.service_steps(lab, services)
 
 
 def policy_steps(lab: Lab) -> list[Step]:

@@ -187,11 +187,15 @@ class BpfNodeConfig:
     vxlan: str | None  # the tunnel device, None in native routing
     router_ip: IPv4Address
     vni: int
+    node_ip: IPv4Address  # eth0's: NodePort frontends, the masquerade source
+    masquerade: bool  # bpf.masquerade: pods' traffic to the world leaves as node_ip
+    native_cidr: IPv4Network  # ipv4NativeRoutingCIDR: never masqueraded to
 
     def describe(self) -> str:
         vxlan = f"ifindex of {self.vxlan}" if self.vxlan else "0"
         return (f"bpftool map update pinned {self.pin}/node_config key 0 value <ifindex of {self.uplink}, {vxlan}, "
-                f"{self.router_ip}, vni {self.vni}, tunnel {int(self.vxlan is not None)}>")
+                f"{self.router_ip}, vni {self.vni}, tunnel {int(self.vxlan is not None)}, {self.node_ip}, "
+                f"masquerade {int(self.masquerade)}, {self.native_cidr}>")
 
 
 @dataclass(frozen=True)
@@ -211,16 +215,60 @@ class BpfEndpoint:
 
 
 @dataclass(frozen=True)
-class BpfTunnel:
-    """Another node's pod CIDR in the node's tunnel map: its pods are behind that node's IP."""
+class BpfIpcache:
+    """A prefix in the node's ipcache: its security identity and, when it lives behind a tunnel,
+    the node it lives on (Cilium's tunnel endpoint, which replaced the tunnel map)."""
 
     netns: str
     pin: str
-    cidr: IPv4Network
-    node_ip: IPv4Address
+    prefix: IPv4Network
+    identity: int
+    tunnel_endpoint: IPv4Address | None
 
     def describe(self) -> str:
-        return f"bpftool map update pinned {self.pin}/cilium_tunnel_map key <{self.cidr}> value <{self.node_ip}>"
+        return (f"bpftool map update pinned {self.pin}/cilium_ipcache_v2 key <{self.prefix}> value <identity "
+                f"{self.identity}, tunnelendpoint {self.tunnel_endpoint or '0.0.0.0'}>")
+
+
+@dataclass(frozen=True)
+class LbFrontend:
+    """A Service frontend as the agent writes it (slot 0 of cilium_lb4_services_v2, then a slot
+    per backend) and its reverse NAT entry."""
+
+    service: str  # namespace/name, and :port-name for a Service with several ports
+    kind: str  # ClusterIP | NodePort
+    address: IPv4Address
+    port: int
+    protocol: str
+    rev_nat_index: int
+    flags: int  # SVC_FLAG_*
+    backend_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LbBackend:
+    """An entry of cilium_lb4_backends_v3: an endpoint and its target port."""
+
+    id: int
+    address: IPv4Address
+    port: int
+    protocol: str
+    pod: str  # the endpoint pod: node/name
+
+
+@dataclass(frozen=True)
+class BpfServices:
+    """The node's Service maps made to hold exactly these frontends and backends (what is missing
+    written, what is stale removed), as the agent syncs them from Services and EndpointSlices."""
+
+    netns: str
+    pin: str
+    frontends: tuple[LbFrontend, ...]
+    backends: tuple[LbBackend, ...]
+
+    def describe(self) -> str:
+        return (f"bpftool map update pinned {self.pin}/cilium_lb4_services_v2 ...  # {len(self.frontends)} frontends, "
+                f"{len(self.backends)} backends, their reverse NAT in cilium_lb4_reverse_nat")
 
 
 @dataclass(frozen=True)
@@ -339,7 +387,7 @@ class CniAdd:
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
-             BpfEndpoint, BpfTunnel, LoadNftables, SetHairpin]
+             BpfEndpoint, BpfIpcache, BpfServices, LoadNftables, SetHairpin]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -134,6 +134,8 @@ def fault(args: tuple[str, ...]) -> None:
           pod-down NODE/POD     the pod's eth0 goes down
           forward-drop NODE     nftables drops what NODE forwards for pods (and counts it)
           bpf-detach NODE/POD   (ebpf) cil_from_container comes off the pod's lxc device
+          bpf-backend-del NODE NODE/POD
+                                (ebpf) the pod's backends leave NODE's cilium_lb4_backends_v3 only
     Then `check` shows the pairs it breaks; `heal` undoes every fault.
 
     \b

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from cni_lab.dataplanes import registry
 from cni_lab.dataplanes.capabilities import Declares
 from cni_lab.errors import LabError
 
 if TYPE_CHECKING:
-    from cni_lab.cluster import Lab, Node, Pod
+    from cni_lab.cluster import Lab, Node, Pod, Service
     from cni_lab.steps import Step
 
 
@@ -42,6 +42,15 @@ class DataPlane(Declares, Protocol):
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         """What makes pods on different nodes reach each other (routes, tunnels)."""
+
+
+@runtime_checkable
+class BalancesServices(Protocol):
+    """A data plane that balances Services itself (Capabilities.services "cilium-bpf")."""
+
+    def service_steps(self, lab: Lab, services: Sequence[Service]) -> list[Step]:
+        """Every node's share of these Services (the lab's, or fewer while a fault holds endpoints
+        back): applying them again makes the nodes hold exactly these."""
 
 
 @functools.cache

@@ -36,8 +36,18 @@ PodGateway = Literal[
     "cilium_host",  # the router IP on cilium_host, answered by cil_from_container
 ]
 PolicyEnforcement = Literal["node-nftables"]  # rulesets/netpol.py: per pod in the node's forward hook (Felix's way)
-ServiceBalancing = Literal["kube-proxy-nftables"]  # rulesets/kubeproxy.py: kube-proxy's nftables mode on every node
-MasqueradeStyle = Literal["flannel", "calico"]  # rulesets/masquerade.py: flannel --ip-masq, or Calico's natOutgoing
+ServiceBalancing = Literal[
+    "kube-proxy-nftables",  # rulesets/kubeproxy.py: kube-proxy's nftables mode on every node
+    "cilium-bpf",  # the data plane's own programs and maps (Cilium's kube-proxy replacement): BalancesServices
+]
+# Where Cilium's BPF load balancer has a pod that reached itself through its Service see itself
+# come from (--ipv4-service-loopback-address; kube-proxy masquerades it to the node instead)
+CILIUM_LB_LOOPBACK = "169.254.42.1"
+MasqueradeStyle = Literal[
+    "flannel",  # rulesets/masquerade.py: flannel --ip-masq
+    "calico",  # rulesets/masquerade.py: Calico's natOutgoing
+    "cilium-bpf",  # the data plane's own programs (Cilium's bpf.masquerade): nothing in netfilter
+]
 Daemon = Literal["bird"]  # BIRD in every node's namespace, as calico-node runs it
 
 

@@ -1,6 +1,8 @@
-"""`ebpf`: Cilium's datapath, in miniature. No bridge and no iptables: tc BPF programs (ebpf.c,
-compiled with clang and loaded for real) move every pod packet. What a node gets, with Cilium's
-names (cilium/cilium: pkg/datapath/connector, bpf/bpf_lxc.c, bpf_host.c, bpf_overlay.c):
+"""`ebpf`: Cilium's datapath, in miniature, configured as clusters deploy it: kubeProxyReplacement:
+true, bpf.masquerade: true, socket LB off, routingMode tunnel or native. No bridge, no iptables,
+no kube-proxy: tc BPF programs (ebpf.c, compiled with clang and loaded for real) move, balance
+and masquerade every pod packet. What a node gets, with Cilium's names (cilium/cilium:
+pkg/datapath/connector, bpf/bpf_lxc.c, bpf_host.c, bpf_overlay.c, bpf/lib/lb.h, nodeport.h, nat.h):
 
     pod:   eth0 10.244.X.Y/32, `10.244.X.1 dev eth0 scope link`, `default via 10.244.X.1 dev eth0`
            (`mtu 1450` on the routes in tunnel mode); the pod's ARP for 10.244.X.1 is answered by
@@ -8,17 +10,28 @@ names (cilium/cilium: pkg/datapath/connector, bpf/bpf_lxc.c, bpf_host.c, bpf_ove
     node:  lxc<12 hex> (the pod's veth peer) with cil_from_container at tc ingress;
            cilium_host (10.244.X.1/32, the router IP) / cilium_net, a veth pair; cil_from_host at
            cilium_host's tc egress; `10.244.X.0/24 via 10.244.X.1 dev cilium_host src 10.244.X.1`;
-           cil_from_netdev at eth0's tc ingress
-    maps:  cilium_lxc (the node's pods), node_config, cilium_metrics, and in tunnel mode
-           cilium_tunnel_map (other nodes' pod CIDRs -> their IPs), pinned in /sys/fs/bpf/cnilab-<lab>/<node>
+           cil_from_netdev at eth0's tc ingress (NodePort, replies to masqueraded connections)
+    maps:  cilium_lxc (the node's pods), cilium_ipcache_v2 (every pod and node: identity, and in tunnel
+           mode the tunnel endpoint), cilium_lb4_services_v2 / _backends_v3 / _reverse_nat (Services),
+           cilium_ct4_global / cilium_ct_any4_global (Service connections), cilium_snat_v4_external (BPF masquerade),
+           node_config, cilium_metrics, pinned in /sys/fs/bpf/cnilab-<lab>/<node>
 
 Between nodes, `ebpf.routing`:
     tunnel (Cilium's default): cilium_vxlan, a flow-based VXLAN device on UDP 8472 with
-           cil_from_overlay at its tc ingress; `10.244.Y.0/24 via 10.244.X.1 dev cilium_host src
-           10.244.X.1 mtu 1450` so the node's own traffic to remote pods goes through cil_from_host.
-           Works across routed segments.
+           cil_from_overlay at its tc ingress; the ipcache gives each remote pod's (and pod CIDR's)
+           tunnel endpoint; `10.244.Y.0/24 via 10.244.X.1 dev cilium_host src 10.244.X.1 mtu 1450` so
+           the node's own traffic to remote pods goes through cil_from_host. Works across routed segments.
     native (routingMode: native + autoDirectNodeRoutes): `10.244.Y.0/24 via <node Y IP> dev eth0`,
            which cil_from_container's bpf_fib_lookup follows. One L2 segment only, as host-gw.
+
+Services (kube-proxy replacement, per packet): a pod's packet to a ClusterIP is DNATed to a
+random backend in cil_from_container (its connection remembered in cilium_ct4_global, the reply's
+source turned back to the frontend on delivery); a NodePort on a node's address in
+cil_from_netdev: a backend on that node gets the client's address, one elsewhere gets the node's
+(SNAT, so the reply comes back through it); externalTrafficPolicy Local gives the node's frontend
+its own backends only. A pod reaching itself through its Service is seen from 169.254.42.1 (Cilium's
+IPV4_LOOPBACK, capabilities.CILIUM_LB_LOOPBACK). BPF masquerade: a pod's packet to an address the ipcache does not know (world),
+outside the native-routing CIDR, leaves with the node's address and a port of the node's.
 
 Where the lab differs from Cilium, on purpose:
 - Cilium compiles an object per endpoint with its addresses as constants; the lab compiles one
@@ -28,19 +41,24 @@ Where the lab differs from Cilium, on purpose:
 - Each lxc device has forwarding off, so a pod whose program is detached (`fault bpf-detach`) is
   cut off instead of quietly falling back on the node's routing; the programs' own FIB lookups
   are made as if on eth0, where forwarding is on.
-- No identities, policy, conntrack, NAT or services: the lesson is the forwarding path.
+- Identities are numbered from 256 by the pods' labels (namespace included) and kept in the
+  ipcache; no policy is enforced with them yet, and the VNI carries none.
+- Left out: socket LB (the node's own connections to a ClusterIP are not balanced), Maglev (random
+  only), DSR, XDP acceleration, session affinity, health checks, the NodePort "surrogate" 0.0.0.0
+  frontend and the internal-scope (LB_LOOKUP_SCOPE_INT) entries; conntrack only for translated
+  connections, with no garbage collection (LRU maps); a frontend without backends drops.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Interface, IPv4Network
-from typing import Any
+from ipaddress import IPv4Interface, IPv4Network, ip_network
+from typing import Any, Sequence
 
 from cni_lab import names
 from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.dataplanes.hostgw import require_one_segment
-from cni_lab.cluster import Lab, Node, Pod
+from cni_lab.cluster import Lab, Node, Pod, Service
 from cni_lab.model import Scenario
 from cni_lab.steps import (
     DEFAULT_ROUTE,
@@ -50,8 +68,11 @@ from cni_lab.steps import (
     AddVeth,
     AttachBpf,
     BpfEndpoint,
+    BpfIpcache,
     BpfNodeConfig,
-    BpfTunnel,
+    BpfServices,
+    LbBackend,
+    LbFrontend,
     LinkUp,
     LoadBpf,
     SetSysctl,
@@ -66,7 +87,12 @@ def v4(address: object) -> Any:
 
 
 SOURCE = "ebpf.c"
-VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab has none, so one "world" value
+VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab does not yet, so one "world" value
+# Reserved security identities (pkg/identity/numericidentity.go); cluster-local ones start at 256
+HOST_ID, WORLD_ID, REMOTE_NODE_ID = 1, 2, 6
+CLUSTER_IDENTITY_MIN = 256
+# struct lb4_service's flags (bpf/lib/lb.h: SVC_FLAG_*)
+SVC_FLAG_NODEPORT, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_ROUTABLE = 1 << 1, 1 << 2, 1 << 6
 FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST = "cil_from_container", "cil_from_netdev", "cil_from_overlay", "cil_from_host"
 PROGRAMS = (FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST)
 
@@ -86,10 +112,8 @@ NATIVE = Capabilities(
     runs_cni_plugins=False,
     policy=Refused("policies: dataplane ebpf does not enforce NetworkPolicy (its programs have no policy map "
                    "yet); use another data plane for policies"),
-    services=Refused("services: dataplane ebpf does not load-balance Services yet (its programs bypass the "
-                     "node's NAT hooks, where kube-proxy's rules are)"),
-    masquerade=Refused("outside: dataplane ebpf does not masquerade yet (it needs BPF SNAT); use host-gw, vxlan, "
-                       "bridge, fabric, bgp or cni"),
+    services="cilium-bpf",
+    masquerade="cilium-bpf",
 )
 TUNNEL = dataclasses.replace(NATIVE, tunnel=Tunnel(names.CILIUM_VXLAN))
 
@@ -131,7 +155,9 @@ class Ebpf:
             ]
         steps += [
             LoadBpf(ns, pin, SOURCE),
-            BpfNodeConfig(ns, pin, names.NODE_UPLINK, names.CILIUM_VXLAN if tunnel else None, router, VNI),
+            BpfNodeConfig(ns, pin, names.NODE_UPLINK, names.CILIUM_VXLAN if tunnel else None, router, VNI,
+                          v4(node.ip), lab.scenario.outside_ip is not None and lab.scenario.masquerade,
+                          v4(lab.scenario.cluster_cidr)),
             AttachBpf(ns, names.NODE_UPLINK, "ingress", pin, FROM_NETDEV),
             AttachBpf(ns, names.CILIUM_HOST, "egress", pin, FROM_HOST),
         ]
@@ -160,18 +186,79 @@ class Ebpf:
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []
+        identity = identities(lab)
         for node in lab.nodes:
             ns = names.node_netns(lab.name, node.name)
             pin = names.bpf_node_dir(lab.name, node.name)
+            others = [o for o in lab.nodes if o is not node and not o.pod_cidr.overlaps(node.pod_cidr)]
+            # the ipcache: every node, every pod, and in tunnel mode other nodes' pod CIDRs
             for other in lab.nodes:
-                if other is node or other.pod_cidr.overlaps(node.pod_cidr):
-                    continue
+                steps.append(BpfIpcache(ns, pin, v4(ip_network(other.ip)), HOST_ID if other is node else REMOTE_NODE_ID, None))
+            for other in [node, *others]:
+                behind = v4(other.ip) if lab.tunnelled and other is not node else None
+                if behind is not None:
+                    steps.append(BpfIpcache(ns, pin, v4(other.pod_cidr), WORLD_ID, behind))
+                steps += [BpfIpcache(ns, pin, v4(ip_network(pod.ip)), identity[pod.id], behind) for pod in other.pods]
+            for other in others:
                 if lab.tunnelled:
-                    steps += [
-                        BpfTunnel(ns, pin, v4(other.pod_cidr), v4(other.ip)),
-                        AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=v4(node.gateway),
-                                 mtu=lab.overlay_mtu),
-                    ]
+                    steps.append(AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=v4(node.gateway),
+                                          mtu=lab.overlay_mtu))
                 else:
                     steps.append(AddRoute(ns, other.pod_cidr, names.NODE_UPLINK, via=other.ip))
         return steps
+
+    def service_steps(self, lab: Lab, services: Sequence[Service]) -> list[Step]:
+        """Every node's Service maps (kube-proxy replacement): the ClusterIPs, and the NodePorts on
+        the node's own address; a Local NodePort's frontend holds the node's own backends only."""
+        frontends, backends = lb_maps(lab, services)
+        return [BpfServices(names.node_netns(lab.name, node.name), names.bpf_node_dir(lab.name, node.name),
+                            frontends[node.name], backends)
+                for node in lab.nodes]
+
+
+def identity_labels(pod: Pod) -> tuple[tuple[str, str], ...]:
+    """The labels a pod's identity is derived from, Cilium's way: its own, and its namespace's
+    name as k8s:io.kubernetes.pod.namespace."""
+    return tuple(sorted({("io.kubernetes.pod.namespace", pod.namespace), *pod.labels}))
+
+
+def identities(lab: Lab) -> dict[str, int]:
+    """Every pod's security identity: pods with the same labels share one; cluster-local
+    identities numbered from 256 in the labels' sorted order (Cilium allocates them as pods
+    appear; the lab's order is stable)."""
+    sets = sorted({identity_labels(p) for p in lab.pods})
+    number = {labels: CLUSTER_IDENTITY_MIN + i for i, labels in enumerate(sets)}
+    return {p.id: number[identity_labels(p)] for p in lab.pods}
+
+
+def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFrontend, ...]], tuple[LbBackend, ...]]:
+    """Each node's frontends and the lab's backends, as the agent numbers them: a backend ID per
+    endpoint address, port and protocol, a reverse NAT index per frontend (the ClusterIPs first,
+    then each node's NodePorts)."""
+    ports = [(svc, port) for svc in services for port in svc.spec.ports]
+    found = sorted({(v4(b.pod.ip), b.port, port.protocol, b.pod.id) for svc, port in ports for b in svc.backends(port)})
+    backends = tuple(LbBackend(i, ip, number, protocol, pod) for i, (ip, number, protocol, pod) in enumerate(found, 1))
+    backend_id = {(b.address, b.port, b.protocol): b.id for b in backends}
+    index = iter(range(1, 1 << 16))
+
+    def ids(svc: Service, port: Any, node: Node | None = None) -> tuple[int, ...]:
+        return tuple(backend_id[(v4(b.pod.ip), b.port, port.protocol)] for b in svc.backends(port)
+                     if node is None or b.pod.node == node.name)
+
+    def label(svc: Service, port: Any) -> str:
+        return svc.qualified + (f":{port.name}" if port.name else "")
+
+    cluster = [LbFrontend(label(svc, port), "ClusterIP", v4(svc.cluster_ip), port.port, port.protocol, next(index), 0,
+                          ids(svc, port)) for svc, port in ports]
+    frontends = {}
+    for node in lab.nodes:
+        nodeports = []
+        for svc, port in ports:
+            if not port.node_port:
+                continue
+            local = svc.spec.external_traffic_policy == "Local"
+            flags = SVC_FLAG_NODEPORT | SVC_FLAG_ROUTABLE | (SVC_FLAG_EXT_LOCAL_SCOPE if local else 0)
+            nodeports.append(LbFrontend(label(svc, port), "NodePort", v4(node.ip), port.node_port, port.protocol,
+                                        next(index), flags, ids(svc, port, node if local else None)))
+        frontends[node.name] = (*cluster, *nodeports)
+    return frontends, backends

@@ -24,7 +24,8 @@ from cni_lab.steps import (
     AttachBpf,
     BpfEndpoint,
     BpfNodeConfig,
-    BpfTunnel,
+    BpfIpcache,
+    BpfServices,
     CniAdd,
     CreateNetns,
     LinkUp,
@@ -158,7 +159,7 @@ def _bpf_node_config(session: Session, step: BpfNodeConfig) -> None:
 
     vxlan = session.index(step.netns, step.vxlan) if step.vxlan else 0
     bpf.write_node_config(step.pin, session.index(step.netns, step.uplink), vxlan, step.router_ip, step.vni,
-                          step.vxlan is not None)
+                          step.vxlan is not None, step.node_ip, step.masquerade, step.native_cidr)
 
 
 def _bpf_endpoint(session: Session, step: BpfEndpoint) -> None:
@@ -169,10 +170,19 @@ def _bpf_endpoint(session: Session, step: BpfEndpoint) -> None:
     bpf.write_endpoint(step.pin, step.ip, session.index(step.netns, step.lxc), pod_mac, lxc_mac)
 
 
-def _bpf_tunnel(session: Session, step: BpfTunnel) -> None:
+def _bpf_ipcache(session: Session, step: BpfIpcache) -> None:
     from cni_lab.kernel import bpf
 
-    bpf.write_tunnel(step.pin, step.cidr, step.node_ip)
+    bpf.write_ipcache(step.pin, step.prefix, step.identity, step.tunnel_endpoint)
+
+
+def _bpf_services(session: Session, step: BpfServices) -> None:
+    from cni_lab.kernel import bpf
+
+    bpf.sync_services(step.pin,
+                      tuple(bpf.Frontend(f.address, f.port, f.protocol, f.rev_nat_index, f.flags, f.backend_ids)
+                            for f in step.frontends),
+                      tuple(bpf.Backend(b.id, b.address, b.port, b.protocol) for b in step.backends))
 
 
 def _load_nftables(session: Session, step: LoadNftables) -> None:
@@ -202,7 +212,8 @@ HANDLERS: dict[type[Step], Handler] = {
     AttachBpf: _attach_bpf,
     BpfNodeConfig: _bpf_node_config,
     BpfEndpoint: _bpf_endpoint,
-    BpfTunnel: _bpf_tunnel,
+    BpfIpcache: _bpf_ipcache,
+    BpfServices: _bpf_services,
     LoadNftables: _load_nftables,
 }
 

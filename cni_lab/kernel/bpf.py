@@ -205,6 +205,21 @@ def update(map_path: str, key: bytes, value: bytes) -> None:
         os.close(fd)
 
 
+def delete(map_path: str, key: bytes) -> bool:
+    """Delete one entry; False when there was none."""
+    fd = open_pinned(map_path)
+    try:
+        k = ctypes.create_string_buffer(key, len(key))
+        _bpf(BPF_MAP_DELETE_ELEM, struct.pack("=I4xQ", fd, ctypes.addressof(k)))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
 def entries(map_path: str, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of a pinned map."""
     fd = open_pinned(map_path)
@@ -234,16 +249,38 @@ def entries(map_path: str, key_size: int, value_size: int) -> Iterator[tuple[byt
         os.close(fd)
 
 
-# -- the maps of ebpf.c, as its structs lay them out ----------------------------------------------
+# -- the maps of ebpf.c, as its structs lay them out (Cilium's, for the maps named after Cilium's) ---
 
 ENDPOINT_KEY = struct.Struct("=4s")  # struct endpoint_key: ip4 (network order)
 ENDPOINT_INFO = struct.Struct("=I6s6s")  # struct endpoint_info: ifindex, pod MAC, lxc MAC
-TUNNEL_KEY = struct.Struct("=I4s")  # struct tunnel_key (LPM): prefixlen, ip4
-TUNNEL_VALUE = struct.Struct("=4s")  # struct tunnel_value: the remote node's IP
-NODE_CONFIG = struct.Struct("=II4sII")  # uplink ifindex, vxlan ifindex, router IP, vni, tunnel
+IPCACHE_KEY = struct.Struct("=IHBB4s12x")  # struct ipcache_key: prefixlen, cluster_id, pad1, family, ip4, pads
+REMOTE_ENDPOINT_INFO = struct.Struct("=I4s12xHBB")  # sec_identity, tunnel_endpoint (v4 + pads), pad, key, flags
+LB4_KEY = struct.Struct("=4s2sHBB2x")  # struct lb4_key: address, dport (network order), backend_slot, proto, scope
+LB4_SERVICE = struct.Struct("=IHHBBH")  # struct lb4_service: backend_id, count, rev_nat_index, flags, flags2, qcount
+LB4_BACKEND = struct.Struct("=4s2sBBHBB")  # struct lb4_backend: address, port, proto, flags, cluster_id, zone, pad
+LB4_REVERSE_NAT = struct.Struct("=4s2s")  # struct lb4_reverse_nat (packed): address, port
+REV_NAT_KEY = struct.Struct("=H")
+BACKEND_KEY = struct.Struct("=I")
+CT_TUPLE = struct.Struct("=4s4s2s2sBB")  # struct ipv4_ct_tuple (packed): daddr, saddr, dport, sport, nexthdr, flags
+CT_ENTRY = struct.Struct("=QQQQIHH2sBBIII")  # struct ct_entry: reserved0, backend_id, packets, bytes, lifetime,
+#                                              the flag bits, rev_nat_index, nat_port, tx/rx flags seen, src_sec_id, reports
+NAT_ENTRY = struct.Struct("=QQQQ4s2s2x")  # struct ipv4_nat_entry: created, needs_ct, pads, to_addr, to_port
+NODE_CONFIG = struct.Struct("=II4sII4sI4s4s")  # uplink, vxlan ifindexes, router IP, vni, tunnel, node IP,
+#                                                masquerade, native-routing CIDR and mask
 METRICS = ("local delivery (bpf_redirect_peer)", "fib redirect (bpf_redirect)", "fib redirect (bpf_redirect_neigh)",
-           "tunnel (bpf_skb_set_tunnel_key)", "to the node's stack", "ARP replies", "drops")
+           "tunnel (bpf_skb_set_tunnel_key)", "to the node's stack", "ARP replies", "drops",
+           "service (lb4 DNAT to a backend)", "reverse NAT (reply from the frontend)", "masquerade (SNAT to the node)",
+           "reverse SNAT (reply to a masqueraded client)", "drops: no service backend", "drops: no NAT port left")
 ZERO = struct.pack("=I", 0)
+IPCACHE = "cilium_ipcache_v2"  # pkg/maps/ipcache: Name (OldName cilium_ipcache)
+CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global")  # TCP, the rest
+ENDPOINT_KEY_IPV4 = 1  # ipcache_key.family
+IPCACHE_STATIC_PREFIX = 32  # the prefix length counts cluster_id, pad1 and family before the address
+FLAG_HAS_TUNNEL_EP = 0x02  # remote_endpoint_info: flag_skip_tunnel is bit 0, flag_has_tunnel_ep bit 1
+TUPLE_F_OUT, TUPLE_F_IN, TUPLE_F_SERVICE = 0, 1, 4
+CT_LB_LOOPBACK, CT_NODE_PORT = 1 << 3, 1 << 5  # ct_entry's flag bits
+PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMP"}
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -254,11 +291,22 @@ def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# -- writing them, as the agent does when an endpoint, node or tunnel appears ------------------------
+def _port(number: int) -> bytes:
+    return struct.pack(">H", number)
 
-def write_node_config(pin: str, uplink: int, vxlan: int, router_ip: IPv4Address, vni: int, tunnel: bool) -> None:
+
+def _number(raw: bytes) -> int:
+    return int(struct.unpack(">H", raw)[0])
+
+
+# -- writing them, as the agent does when an endpoint, node, identity or Service appears -----------
+
+def write_node_config(pin: str, uplink: int, vxlan: int, router_ip: IPv4Address, vni: int, tunnel: bool,
+                      node_ip: IPv4Address, masquerade: bool, native: IPv4Network) -> None:
     """The node's one node_config entry (interface indexes: `vxlan` 0 in native routing)."""
-    update(f"{pin}/node_config", ZERO, NODE_CONFIG.pack(uplink, vxlan, router_ip.packed, vni, int(tunnel)))
+    update(f"{pin}/node_config", ZERO, NODE_CONFIG.pack(uplink, vxlan, router_ip.packed, vni, int(tunnel), node_ip.packed,
+                                                         int(masquerade), native.network_address.packed,
+                                                         native.netmask.packed))
 
 
 def write_endpoint(pin: str, ip: IPv4Address, lxc_index: int, pod_mac: str, lxc_mac: str) -> None:
@@ -267,10 +315,71 @@ def write_endpoint(pin: str, ip: IPv4Address, lxc_index: int, pod_mac: str, lxc_
            ENDPOINT_INFO.pack(lxc_index, mac_bytes(pod_mac), mac_bytes(lxc_mac)))
 
 
-def write_tunnel(pin: str, cidr: IPv4Network, node_ip: IPv4Address) -> None:
-    """A cilium_tunnel_map entry: another node's pod CIDR → that node's IP."""
-    update(f"{pin}/cilium_tunnel_map", TUNNEL_KEY.pack(cidr.prefixlen, cidr.network_address.packed),
-           TUNNEL_VALUE.pack(node_ip.packed))
+def write_ipcache(pin: str, prefix: IPv4Network, identity: int, tunnel_endpoint: IPv4Address | None) -> None:
+    """A cilium_ipcache_v2 entry: a prefix → its security identity and, behind a tunnel, the node's IP."""
+    flags = FLAG_HAS_TUNNEL_EP if tunnel_endpoint is not None else 0
+    update(f"{pin}/{IPCACHE}",
+           IPCACHE_KEY.pack(IPCACHE_STATIC_PREFIX + prefix.prefixlen, 0, 0, ENDPOINT_KEY_IPV4, prefix.network_address.packed),
+           REMOTE_ENDPOINT_INFO.pack(identity, (tunnel_endpoint or IPv4Address(0)).packed, 0, 0, flags))
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """One entry of cilium_lb4_services_v2's slot 0 and its slots: a Service address and port, what
+    its backends are, and the reverse NAT index its replies are turned back with."""
+
+    address: IPv4Address
+    port: int
+    protocol: str
+    rev_nat_index: int
+    flags: int
+    backend_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Backend:
+    id: int
+    address: IPv4Address
+    port: int
+    protocol: str
+
+
+def _lb_entries(frontends: tuple[Frontend, ...], backends: tuple[Backend, ...]) -> dict[str, dict[bytes, bytes]]:
+    services, reverse = {}, {}
+    for f in frontends:
+        proto = PROTOCOLS[f.protocol]
+        key = f.address.packed, _port(f.port)
+        services[LB4_KEY.pack(*key, 0, proto, 0)] = LB4_SERVICE.pack(0, len(f.backend_ids), f.rev_nat_index, f.flags, 0, 0)
+        for slot, backend_id in enumerate(f.backend_ids, 1):
+            services[LB4_KEY.pack(*key, slot, proto, 0)] = LB4_SERVICE.pack(backend_id, 0, f.rev_nat_index, f.flags, 0, 0)
+        reverse[REV_NAT_KEY.pack(f.rev_nat_index)] = LB4_REVERSE_NAT.pack(*key)
+    backend_map = {BACKEND_KEY.pack(b.id): LB4_BACKEND.pack(b.address.packed, _port(b.port), PROTOCOLS[b.protocol], 0, 0, 0, 0)
+                   for b in backends}
+    return {"cilium_lb4_services_v2": services, "cilium_lb4_backends_v3": backend_map, "cilium_lb4_reverse_nat": reverse}
+
+
+def sync_services(pin: str, frontends: tuple[Frontend, ...], backends: tuple[Backend, ...]) -> None:
+    """Make the node's Service maps hold exactly these frontends and backends, as the agent syncs
+    them: what is missing or different written (backends first, so no slot names a backend that
+    is not there yet), then what is no longer wanted deleted (frontends first)."""
+    wanted = _lb_entries(frontends, backends)
+    sizes = {"cilium_lb4_services_v2": (LB4_KEY.size, LB4_SERVICE.size),
+             "cilium_lb4_backends_v3": (BACKEND_KEY.size, LB4_BACKEND.size),
+             "cilium_lb4_reverse_nat": (REV_NAT_KEY.size, LB4_REVERSE_NAT.size)}
+    for name in ("cilium_lb4_backends_v3", "cilium_lb4_reverse_nat", "cilium_lb4_services_v2"):
+        have = dict(entries(f"{pin}/{name}", *sizes[name]))
+        for key, value in wanted[name].items():
+            if have.get(key) != value:
+                update(f"{pin}/{name}", key, value)
+    for name in ("cilium_lb4_services_v2", "cilium_lb4_reverse_nat", "cilium_lb4_backends_v3"):
+        for key, _ in list(entries(f"{pin}/{name}", *sizes[name])):
+            if key not in wanted[name]:
+                delete(f"{pin}/{name}", key)
+
+
+def delete_backend(pin: str, backend_id: int) -> bool:
+    """Remove one backend from cilium_lb4_backends_v3 only (the services map keeps its slots)."""
+    return delete(f"{pin}/cilium_lb4_backends_v3", BACKEND_KEY.pack(backend_id))
 
 
 def attach(rtnl: Rtnl, index: int, direction: str, pin: str, program: str) -> None:
@@ -345,10 +454,109 @@ def endpoints(pin: str) -> list[Endpoint]:
     return sorted(out, key=lambda e: IPv4Address(e.ip))
 
 
-def tunnels(pin: str) -> list[tuple[str, str]]:
-    """The node's cilium_tunnel_map: (pod CIDR, node IP)."""
+@dataclass(frozen=True)
+class IpcacheEntry:
+    prefix: str
+    identity: int
+    tunnel_endpoint: str  # "0.0.0.0" when not behind a tunnel
+
+
+def ipcache(pin: str) -> list[IpcacheEntry]:
+    """The node's cilium_ipcache_v2, as `cilium bpf ipcache list` gives it."""
     out = []
-    for key, value in entries(f"{pin}/cilium_tunnel_map", TUNNEL_KEY.size, TUNNEL_VALUE.size):
-        (length, ip), (node,) = TUNNEL_KEY.unpack(key), TUNNEL_VALUE.unpack(value)
-        out.append((f"{IPv4Address(ip)}/{length}", str(IPv4Address(node))))
-    return sorted(out)
+    for key, value in entries(f"{pin}/{IPCACHE}", IPCACHE_KEY.size, REMOTE_ENDPOINT_INFO.size):
+        length, _, _, _, ip = IPCACHE_KEY.unpack(key)
+        identity, tunnel, _, _, flags = REMOTE_ENDPOINT_INFO.unpack(value)
+        endpoint = str(IPv4Address(tunnel)) if flags & FLAG_HAS_TUNNEL_EP else "0.0.0.0"
+        out.append(IpcacheEntry(f"{IPv4Address(ip)}/{length - IPCACHE_STATIC_PREFIX}", identity, endpoint))
+    return sorted(out, key=lambda e: IPv4Network(e.prefix))
+
+
+@dataclass(frozen=True)
+class LbEntry:
+    """One entry of cilium_lb4_services_v2, its backend resolved (None: the backends map lacks it)."""
+
+    address: str
+    port: int
+    protocol: str
+    slot: int
+    count: int
+    rev_nat_index: int
+    flags: int
+    backend_id: int
+    backend: tuple[str, int] | None
+
+
+def lb_services(pin: str) -> list[LbEntry]:
+    """The node's Service maps joined, as `cilium bpf lb list` reads them."""
+    backends = {BACKEND_KEY.unpack(k)[0]: LB4_BACKEND.unpack(v)
+                for k, v in entries(f"{pin}/cilium_lb4_backends_v3", BACKEND_KEY.size, LB4_BACKEND.size)}
+    out = []
+    for key, value in entries(f"{pin}/cilium_lb4_services_v2", LB4_KEY.size, LB4_SERVICE.size):
+        address, dport, slot, proto, _ = LB4_KEY.unpack(key)
+        backend_id, count, rev_nat, flags, _, _ = LB4_SERVICE.unpack(value)
+        found = backends.get(backend_id) if slot else None
+        out.append(LbEntry(str(IPv4Address(address)), _number(dport), PROTOCOL_NAMES.get(proto, str(proto)), slot, count,
+                           rev_nat, flags, backend_id,
+                           (str(IPv4Address(found[0])), _number(found[1])) if found else None))
+    return sorted(out, key=lambda e: (IPv4Address(e.address), e.port, e.protocol, e.slot))
+
+
+def reverse_nat(pin: str) -> dict[int, tuple[str, int]]:
+    """cilium_lb4_reverse_nat: rev_nat_index → the frontend."""
+    return {REV_NAT_KEY.unpack(k)[0]: (str(IPv4Address(a)), _number(p))
+            for k, v in entries(f"{pin}/cilium_lb4_reverse_nat", REV_NAT_KEY.size, LB4_REVERSE_NAT.size)
+            for a, p in [LB4_REVERSE_NAT.unpack(v)]}
+
+
+@dataclass(frozen=True)
+class Tuple:
+    protocol: str
+    direction: str  # OUT, IN, SVC
+    src: str  # address:port as the first packet had it
+    dst: str
+
+
+def _tuple(raw: bytes) -> Tuple:
+    daddr, saddr, dport, sport, proto, flags = CT_TUPLE.unpack(raw)
+    direction = "SVC" if flags & TUPLE_F_SERVICE else "IN" if flags & TUPLE_F_IN else "OUT"
+    return Tuple(PROTOCOL_NAMES.get(proto, str(proto)), direction, f"{IPv4Address(saddr)}:{_number(sport)}",
+                 f"{IPv4Address(daddr)}:{_number(dport)}")
+
+
+@dataclass(frozen=True)
+class CtEntry:
+    tuple: Tuple
+    expires: int  # the entry's lifetime, seconds of the monotonic clock
+    packets: int
+    bytes: int
+    rev_nat_index: int
+    backend_id: int
+    lb_loopback: bool
+    node_port: bool
+
+
+def conntrack(pin: str) -> list[CtEntry]:
+    """The node's cilium_ct4_global and cilium_ct_any4_global, as `cilium bpf ct list global` reads them."""
+    out = []
+    for key, value in (kv for name in CT_MAPS for kv in entries(f"{pin}/{name}", CT_TUPLE.size, CT_ENTRY.size)):
+        _, backend_id, packets, size, lifetime, bits, rev_nat, *_ = CT_ENTRY.unpack(value)
+        out.append(CtEntry(_tuple(key), lifetime, packets, size, rev_nat, backend_id, bool(bits & CT_LB_LOOPBACK),
+                           bool(bits & CT_NODE_PORT)))
+    return sorted(out, key=lambda e: (e.tuple.protocol, e.tuple.src, e.tuple.dst, e.tuple.direction))
+
+
+@dataclass(frozen=True)
+class NatEntry:
+    tuple: Tuple
+    to: str  # address:port: the new source (OUT), the original destination (IN)
+    created: int
+
+
+def nat(pin: str) -> list[NatEntry]:
+    """The node's cilium_snat_v4_external, as `cilium bpf nat list` reads it."""
+    out = []
+    for key, value in entries(f"{pin}/cilium_snat_v4_external", CT_TUPLE.size, NAT_ENTRY.size):
+        created, _, _, _, address, port = NAT_ENTRY.unpack(value)
+        out.append(NatEntry(_tuple(key), f"{IPv4Address(address)}:{_number(port)}", created))
+    return sorted(out, key=lambda e: (e.tuple.protocol, e.tuple.direction, e.tuple.src, e.tuple.dst))

@@ -4,8 +4,8 @@ report/explain_view.py renders them (the tree, the JSON)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from ipaddress import ip_network
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from typing import Any
 
 from cni_lab import names, state
@@ -35,12 +35,26 @@ class BpfFacts:
     pin: str
     attached: list[bpf.Attachment]
     endpoints: list[bpf.Endpoint]
-    tunnels: list[tuple[str, str]]  # (pod CIDR, node IP)
+    ipcache: list[bpf.IpcacheEntry]
     metrics: dict[str, int]
     error: str = ""
+    services: list[bpf.LbEntry] = field(default_factory=list)
+    conntrack: list[bpf.CtEntry] = field(default_factory=list)
+    nat: list[bpf.NatEntry] = field(default_factory=list)
 
     def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
         return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
+
+    @property
+    def tunnels(self) -> list[bpf.IpcacheEntry]:
+        """The ipcache's entries behind a tunnel endpoint (what the tunnel map used to hold)."""
+        return [e for e in self.ipcache if e.tunnel_endpoint != "0.0.0.0"]
+
+    def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
+        """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
+        found = [e for e in self.ipcache if address.version == 4 and address in IPv4Network(e.prefix)]
+        best = max(found, key=lambda e: IPv4Network(e.prefix).prefixlen, default=None)
+        return best if best is not None and best.tunnel_endpoint != "0.0.0.0" else None
 
 
 def read_bpf(ns: str, pin: str) -> BpfFacts:
@@ -49,7 +63,8 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
     except OSError as e:
         return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
     try:
-        return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.tunnels(pin), bpf.metrics(pin))
+        return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
+                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin))
     except OSError as e:
         return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
 
@@ -301,7 +316,7 @@ def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
             lines.append(f"packets leaving pod {pf.name} enter {pf.host_veth}, which has no program: the node's stack "
                          "gets them, and forwarding is off on lxc devices, so they go nowhere")
             continue
-        away = ("they are tunnelled: the remote node's IP from cilium_tunnel_map is set as the tunnel key, then "
+        away = ("they are tunnelled: the remote node's IP, the tunnel endpoint cilium_ipcache_v2 gives, is set as the tunnel key, then "
                 "they leave through cilium_vxlan" if nf.bpf.tunnels else
                 "they go where bpf_fib_lookup says, straight out of eth0 (bpf_redirect)")
         lines.append(f"packets leaving pod {pf.name} are handled by {program} on {pf.host_veth}: for pods on this node "

@@ -3,7 +3,7 @@
 At every namespace the packet reaches, `ip route get` (with the interface it came in on, so
 forwarding is judged as the kernel would) says where it goes next. In an `ebpf` lab a device
 with a program at its tc hook decides first: the hop is then the program's own decision, made
-from its maps as read from the kernel (cilium_lxc, cilium_tunnel_map) and, for native routing,
+from its maps as read from the kernel (cilium_lxc, cilium_ipcache_v2) and, for native routing,
 the FIB lookup it asks for (bpf_fib_lookup). Which namespace receives it
 is followed over the wiring read from the kernel: veth pairs and bridge ports. The trace then
 goes back the other way, because a reply needs a route too.
@@ -255,12 +255,12 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
         target = f"{w.label.get(peer[0], peer[0])} {peer[1]}"
         return (Hop(where, ns, came_in, "forward", out=lxc.name if lxc else None, bpf=f"{program} on {hook}: "
                     f"{dst_ip} is in cilium_lxc → {helper} → {target}; {NOT_CONSULTED}"), peer[0], peer[1])
-    tunnel = next(((cidr, ip) for cidr, ip in facts.tunnels if dst_ip in IPv4Network(cidr)), None)
+    tunnel = facts.tunnel_of(dst_ip)
     if tunnel is not None and program in ("cil_from_container", "cil_from_host"):
-        cidr, node_ip = tunnel
+        cidr, node_ip = tunnel.prefix, tunnel.tunnel_endpoint
         remote = next((n for n in w.lab.nodes if str(n.ip) == node_ip), None)
         if remote is None:
-            return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}", reason=f"cilium_tunnel_map sends "
+            return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}", reason=f"cilium_ipcache_v2 sends "
                        f"{cidr} to {node_ip}, which is no node of this lab")
         remote_ns = names.node_netns(w.lab.name, remote.name)
         outer = readback.route_get(ns, IPv4Address(node_ip))
@@ -268,7 +268,7 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
         wire = [f"VXLAN: {names.CILIUM_VXLAN} encapsulates it as UDP {names.VXLAN_PORT} to {node_ip}, sent out of "
                 f"{outer.dev or '?'}{via} by the node's routing", f"{names.CILIUM_VXLAN} ({remote.name})"]
         return (Hop(where, ns, came_in, "forward", out=names.CILIUM_VXLAN, next_hop=node_ip, wire=wire,
-                    bpf=f"{program} on {hook}: {cidr} is behind {node_ip} in cilium_tunnel_map → "
+                    bpf=f"{program} on {hook}: {cidr} is behind tunnel endpoint {node_ip} in cilium_ipcache_v2 → "
                         f"bpf_skb_set_tunnel_key (remote {node_ip}) → bpf_redirect to {names.CILIUM_VXLAN}"),
                 remote_ns, names.CILIUM_VXLAN)
     if program != "cil_from_container":

@@ -11,6 +11,11 @@ NodePort: with externalTrafficPolicy Cluster any endpoint answers and sees the n
 (masqueraded, in case the endpoint is elsewhere); with Local only that node's endpoints answer,
 seeing the client's own address, and a node without one does not answer.
 
+Expected, as Cilium's kube-proxy replacement does it (Capabilities.services "cilium-bpf"): the
+same, except that a pod reaching itself is seen from 169.254.42.1 (IPV4_LOOPBACK), and a Cluster
+NodePort connection is SNATed to the node only when the endpoint chosen is on another node (one
+on the dialled node sees the client's own address: the reply passes that node anyway).
+
 An endpoint whose targetPort a server of its own holds cannot answer for itself: what that server
 accepts counts as reached, and the probe says that who answered, and the source it saw, are not
 confirmed. A learner's server keeps running and the rest of the proof still holds; refusing to
@@ -25,6 +30,7 @@ from typing import NamedTuple, Sequence
 
 from cni_lab import names
 from cni_lab.cluster import Lab, Node, Service
+from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
 from cni_lab.probe.service_exchange import Dial, Exchange, Reply, exchange
 
 __all__ = ["Answer", "Dial", "Exchange", "Reply", "ServiceProbe", "dials", "exchange", "judge", "node_addresses",
@@ -184,9 +190,17 @@ def _cluster_ip_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
             problem = f"hairpin: {who} saw its own address, not masqueraded"
         elif who != d.src and seen != own:
             problem = f"{who} saw {seen}, not {d.src}'s own {own} (SNAT)"
-        elif who == d.src and seen not in node_addresses(node):
-            problem = f"hairpin: {who} saw {seen}, not an address of {node.name}"
+        elif who == d.src and seen not in _hairpin_sources(lab, node):
+            problem = f"hairpin: {who} saw {seen}, not {' or '.join(sorted(_hairpin_sources(lab, node)))}"
     return problem
+
+
+def _hairpin_sources(lab: Lab, node: Node) -> set[str]:
+    """Where a pod that reached itself through its Service sees itself come from: the node
+    (kube-proxy masquerades it), or Cilium's service loopback address."""
+    if lab.capabilities.services == "cilium-bpf":
+        return {CILIUM_LB_LOOPBACK}
+    return node_addresses(node)
 
 
 def _nodeport_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
@@ -203,6 +217,8 @@ def _nodeport_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
         return f"{probe.unconfirmed} {_tries(probe)} accepted, but {d.via.name} has no local endpoint (Local drops)" \
             if probe.unconfirmed else ""
     expected = local if policy == "Local" else {pid for pid, _ in probe.targets}
+    # Cilium SNATs only what it hands to another node's endpoint
+    keeps_local = lab.capabilities.services == "cilium-bpf"
     n, answered = probe.tries, len(probe.answers) + probe.unconfirmed
     problem = f"{n - answered} of {n} {_tries(probe)} got no answer" if answered < n else ""
     for who, seen, _ in probe.answers:
@@ -210,6 +226,8 @@ def _nodeport_problem(lab: Lab, d: Dial, probe: ServiceProbe) -> str:
             problem = f"answered by {who}, not {' or '.join(sorted(expected))}"
         elif policy == "Local" and seen != client:
             problem = f"{who} saw {seen}, not the client's {client} (Local keeps it)"
-        elif policy == "Cluster" and seen not in node_addresses(d.via):
+        elif policy == "Cluster" and keeps_local and who in local and seen != client:
+            problem = f"{who} saw {seen}, not the client's {client} (an endpoint on the node dialled is not SNATed)"
+        elif policy == "Cluster" and not (keeps_local and who in local) and seen not in node_addresses(d.via):
             problem = f"{who} saw {seen}, not an address of {d.via.name} (Cluster masquerades)"
     return problem

@@ -140,10 +140,10 @@ def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
     for e in facts.endpoints:
         lxc = by_index.get(e.ifindex, f"ifindex {e.ifindex} (gone)")
         eps.add(f"{e.ip} → {lxc} (pod {pod_of.get(lxc, '?')}), pod mac {e.mac}, lxc mac {e.node_mac}")
-    if facts.tunnels:
-        tun = tree.add(Text.assemble(("cilium_tunnel_map", "bold"), " (pod CIDR → node IP, through cilium_vxlan)"))
-        for cidr, ip in facts.tunnels:
-            tun.add(f"{cidr} → {ip}")
+    if facts.ipcache:
+        cache = tree.add(Text.assemble(("cilium_ipcache_v2", "bold"), " (prefix → identity, tunnel endpoint)"))
+        for entry in facts.ipcache:
+            cache.add(f"{entry.prefix} identity={entry.identity} tunnelendpoint={entry.tunnel_endpoint}")
     counted = ", ".join(f"{k} {v}" for k, v in facts.metrics.items() if v)
     tree.add(Text(f"cilium_metrics: {counted or 'no packets yet'}", style="dim"))
 
@@ -216,7 +216,8 @@ def _bpf_json(nf: NodeFacts) -> dict[str, Any]:
         "programs": [{"ifname": a.ifname, "hook": f"tc {a.direction}", "program": a.program} for a in nf.bpf.attached],
         "endpoints": [{"ip": e.ip, "ifindex": e.ifindex, "lxc": names_by_index.get(e.ifindex), "mac": e.mac,
                        "nodeMac": e.node_mac} for e in nf.bpf.endpoints],
-        "tunnels": [{"podCIDR": cidr, "node": ip} for cidr, ip in nf.bpf.tunnels],
+        "ipcache": [{"prefix": e.prefix, "identity": e.identity, "tunnelEndpoint": e.tunnel_endpoint}
+                    for e in nf.bpf.ipcache],
         "metrics": nf.bpf.metrics,
     }
 

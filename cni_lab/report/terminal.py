@@ -128,13 +128,16 @@ def check_view(result: CheckResult) -> RenderableType:
     return Group(*parts)
 
 
+MASQUERADE_HOW: dict[object, str] = {"calico": "as Calico's natOutgoing does", "cilium-bpf": "as Cilium's BPF masquerade does (cilium_snat_v4_external)"}
+
+
 def masquerade_lines(result: CheckResult) -> list[str]:
     """Where pods' traffic to the outside host was masqueraded, in the lesson's words."""
     seen: dict[str, set[str]] = {}
     for r in result.results if any(e.kind == "outside" for e in result.endpoints) else []:
         if r.pair.rule == "pod-outside" and r.verdict == "nat" and r.observed:
             seen.setdefault(r.pair.src.node, set()).add(r.observed)
-    how = "as Calico's natOutgoing does" if result.lab.capabilities.masquerade == "calico" else "as flannel --ip-masq does"
+    how = MASQUERADE_HOW.get(result.lab.capabilities.masquerade, "as flannel --ip-masq does")
     return [f"pod → outside: masqueraded at {node} (the outside host saw {', '.join(sorted(ips))}), {how}"
             for node, ips in sorted(seen.items())]
 

@@ -160,11 +160,15 @@ def _services(lab: Lab) -> list[tuple[str, list[str]]]:
     return rows
 
 
+MASQUERADE_HOW: dict[object, str] = {"calico": "pods masqueraded by Calico natOutgoing",
+                                     "cilium-bpf": "pods masqueraded in BPF (Cilium bpf.masquerade)"}
+
+
 def _outside(lab: Lab) -> str | None:
     if lab.scenario.outside_ip is None:
         return None
     how = ("no masquerade" if not lab.scenario.masquerade else
-           "pods masqueraded by Calico natOutgoing" if lab.capabilities.masquerade == "calico" else "pods masqueraded by flannel --ip-masq")
+           MASQUERADE_HOW.get(lab.capabilities.masquerade, "pods masqueraded by flannel --ip-masq"))
     return f"outside {lab.scenario.outside_ip} (the internet) · {how}"
 
 

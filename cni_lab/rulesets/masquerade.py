@@ -93,6 +93,8 @@ def rules(lab: Lab, node: Node) -> tuple[str, str]:
     style = lab.capabilities.masquerade
     if isinstance(style, Refused):
         raise LabError(f"{lab.scenario.source}: {style.reason}")
+    if style == "cilium-bpf":
+        raise LabError(f"dataplane {lab.dataplane} masquerades in its BPF programs, not in nftables")
     if lab.scenario.cluster_cidr.version != 4 or lab.dual_stack:
         raise LabError(f"{lab.scenario.source}: outside: IPv4-only labs for now")
     if style == "calico":

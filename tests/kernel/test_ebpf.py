@@ -109,7 +109,16 @@ def test_a_node_holds_what_a_cilium_node_holds(make_lab: MakeLab) -> None:
         assert by_index[e.ifindex]["address"] == e.node_mac
         pod_eth0 = json.loads(run_in(ns_of(lab, f"node1/{pod.name}"), "ip", "-j", "link", "show", "eth0").stdout)[0]
         assert pod_eth0["address"] == e.mac
-    assert bpf.tunnels(pin) == [("10.244.1.0/24", "192.168.1.3"), ("10.244.2.0/24", "192.168.1.4")]
+    # the ipcache (no tunnel map since cilium/cilium#38839): other nodes' pod CIDRs and pods behind
+    # their node's IP, this node's pods and every node without a tunnel endpoint
+    tunnelled = {(e.prefix, e.tunnel_endpoint) for e in bpf.ipcache(pin) if e.tunnel_endpoint != "0.0.0.0"}
+    assert {(p, t) for p, t in tunnelled if p.endswith("/24")} == {("10.244.1.0/24", "192.168.1.3"),
+                                                                   ("10.244.2.0/24", "192.168.1.4")}
+    remote_pods = {f"{p.ip}/32" for n in ("node2", "node3") for p in lab.node(n).pods}
+    assert {p for p, _ in tunnelled if p.endswith("/32")} == remote_pods
+    listed = subprocess.run(["bpftool", "map", "show", "pinned", f"{pin}/cilium_ipcache_v2"], capture_output=True,
+                            text=True, check=True).stdout  # read by pin: bpffs is not mounted under `ip netns exec`
+    assert "lpm_trie" in listed
     # cilium_vxlan: flow based (external), UDP 8472
     vx = json.loads(run_in(node1, "ip", "-d", "-j", "link", "show", names.CILIUM_VXLAN, check=True).stdout)[0]
     data = vx["linkinfo"]["info_data"]

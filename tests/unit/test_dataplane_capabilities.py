@@ -25,6 +25,7 @@ from cni_lab import catalog, cluster, dataplanes, model, names, plan
 from cni_lab.dataplanes import cni, registry
 from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.errors import LabError
+from cni_lab.steps import LoadNftables
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cni_lab"
 NAMES = frozenset(registry.NAMES)
@@ -253,7 +254,7 @@ def test_what_the_code_compares_a_capability_with_is_one_of_its_values() -> None
             wrong += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {f} is never {v!r}" for f, v in pairs
                       if isinstance(v, str) and v not in _literals(hints[f])]
     assert not wrong, "\n".join(wrong)
-    assert _literals(hints["masquerade"]) == {"flannel", "calico"}  # the check sees through `| Refused`
+    assert _literals(hints["masquerade"]) == {"flannel", "calico", "cilium-bpf"}  # the check sees through `| Refused`
 
 
 def test_a_tunnel_costs_its_headers_of_the_larger_family() -> None:
@@ -267,9 +268,10 @@ def refusal(reason: str) -> str:
     return "^" + re.escape(f"s.yaml: {reason}") + "$"
 
 
-def test_ebpf_refuses_ipv6_policies_services_and_masquerade_in_its_words() -> None:
+def test_ebpf_refuses_ipv6_policies_and_sctp_services_in_its_words() -> None:
     ebpf = CAPS["ebpf+tunnel"]
-    assert all(isinstance(r, Refused) for r in (ebpf.ipv6, ebpf.policy, ebpf.services, ebpf.masquerade))
+    assert all(isinstance(r, Refused) for r in (ebpf.ipv6, ebpf.policy))
+    assert (ebpf.services, ebpf.masquerade) == ("cilium-bpf", "cilium-bpf")
     assert not [k for k, c in CAPS.items() if k not in ("ebpf+tunnel", "ebpf+native")
                 and any(isinstance(r, Refused) for r in (c.ipv6, c.policy, c.services, c.masquerade))]
     with pytest.raises(LabError, match=refusal(
@@ -283,13 +285,13 @@ def test_ebpf_refuses_ipv6_policies_services_and_masquerade_in_its_words() -> No
             "use another data plane for policies")):
         plan.build(lab(dataplane="ebpf", policies=[deny]))
     with pytest.raises(LabError, match=refusal(
-            "services: dataplane ebpf does not load-balance Services yet (its programs bypass the node's NAT hooks, "
-            "where kube-proxy's rules are)")):
-        plan.build(lab(dataplane="ebpf", services=[{"name": "web", "pods": ["node1/web"], "ports": [{"port": 80}]}]))
-    with pytest.raises(LabError, match=refusal(
-            "outside: dataplane ebpf does not masquerade yet (it needs BPF SNAT); use host-gw, vxlan, bridge, "
-            "fabric, bgp or cni")):
-        plan.build(lab(dataplane="ebpf", outside={}))
+            "services[0].ports[0]: SCTP on dataplane ebpf: its BPF load balancer rewrites ports without recomputing "
+            "SCTP's CRC32c checksum; use TCP or UDP, or another data plane")):
+        plan.build(lab(dataplane="ebpf", services=[{"name": "web", "pods": ["node1/web"],
+                                                     "ports": [{"port": 80, "protocol": "SCTP"}]}]))
+    built = plan.build(lab(dataplane="ebpf", outside={},
+                           services=[{"name": "web", "pods": ["node1/web"], "ports": [{"port": 80}]}]))
+    assert not [s for s in built.steps if isinstance(s, LoadNftables)]  # no kube-proxy, no masquerade table
 
 
 def test_the_values_are_frozen() -> None:

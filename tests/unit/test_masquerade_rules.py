@@ -76,9 +76,9 @@ def test_every_underlay_segment_returns_before_any_masquerade() -> None:
         assert len(returns) == 2 and max(returns) < first_masquerade
 
 
-def test_labs_that_cannot_masquerade_are_refused_with_the_reason() -> None:
+def test_labs_that_cannot_masquerade_in_nftables_are_refused_with_the_reason() -> None:
     ebpf = make_lab(TWO, dataplane="ebpf")
-    with pytest.raises(LabError, match="s.yaml: outside: dataplane ebpf does not masquerade yet"):
+    with pytest.raises(LabError, match="dataplane ebpf masquerades in its BPF programs, not in nftables"):
         masquerade.rules(ebpf, ebpf.nodes[0])
     dual = make_lab(TWO, networking={"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"],
                                      "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]})

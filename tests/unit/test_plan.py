@@ -119,7 +119,7 @@ def test_generated_bird_config_parses(tmp_path: Path) -> None:
 
 def test_ebpf_plan_is_cilium_shaped() -> None:
     from cni_lab.errors import LabError
-    from cni_lab.steps import AddRoute, AttachBpf, BpfEndpoint, BpfTunnel, LoadBpf
+    from cni_lab.steps import AddRoute, AttachBpf, BpfEndpoint, BpfIpcache, BpfServices, LoadBpf, LoadNftables
 
     def build(routing: str, **extra: Any) -> plan.Plan:
         doc = {"name": "lab", "dataplane": "ebpf", "ebpf": {"routing": routing},
@@ -135,17 +135,22 @@ def test_ebpf_plan_is_cilium_shaped() -> None:
                         ("n2", "cil", "ingress", "cil_from_overlay"), ("n2", "lxc", "ingress", "cil_from_container")}
     assert [s.pin for s in tunnel.steps if isinstance(s, LoadBpf)] == ["/sys/fs/bpf/cnilab-lab/n1",
                                                                        "/sys/fs/bpf/cnilab-lab/n2"]
-    # each node's endpoints map gets exactly its own pods; the tunnel map every other node's CIDR
+    # each node's endpoints map gets exactly its own pods; its ipcache every node (host 1, remote-node
+    # 6), every pod (its identity: one per label set, from 256) and, behind the tunnel, the other
+    # node's pods and pod CIDR (world 2, as Cilium puts pod CIDRs in the ipcache since PR #38839)
     endpoints = {(s.netns, str(s.ip)) for s in tunnel.steps if isinstance(s, BpfEndpoint)}
     assert endpoints == {("cnilab-lab.n1", "10.244.0.2"), ("cnilab-lab.n1", "10.244.0.3"), ("cnilab-lab.n2", "10.244.1.2")}
-    assert {(s.netns, str(s.cidr), str(s.node_ip)) for s in tunnel.steps if isinstance(s, BpfTunnel)} == {
-        ("cnilab-lab.n1", "10.244.1.0/24", "192.168.1.3"), ("cnilab-lab.n2", "10.244.0.0/24", "192.168.1.2")}
+    ipcache = {(str(s.prefix), s.identity, str(s.tunnel_endpoint or "")) for s in tunnel.steps
+               if isinstance(s, BpfIpcache) and s.netns == "cnilab-lab.n1"}
+    assert ipcache == {("192.168.1.2/32", 1, ""), ("192.168.1.3/32", 6, ""), ("10.244.0.2/32", 256, ""),
+                       ("10.244.0.3/32", 256, ""), ("10.244.1.0/24", 2, "192.168.1.3"), ("10.244.1.2/32", 256, "192.168.1.3")}
     text = "\n".join(tunnel.describe())
     assert "ip -n cnilab-lab.n1 route add 10.244.1.0/24 via 10.244.0.1 dev cilium_host src 10.244.0.1 mtu 1450" in text
     assert "ip -n cnilab-lab.n1.web route add default via 10.244.0.1 dev eth0 mtu 1450" in text
     assert "type vxlan external dstport 8472" in text
     native = build("native")
-    assert not [s for s in native.steps if isinstance(s, BpfTunnel)]
+    assert not [s for s in native.steps if isinstance(s, BpfIpcache) and s.tunnel_endpoint is not None]
+    assert len([s for s in native.steps if isinstance(s, BpfIpcache)]) == 2 * (2 + 3)  # nodes and pods, no CIDRs
     assert AddRoute("cnilab-lab.n1", IPv4Network("10.244.1.0/24"), "eth0",
                     via=IPv4Address("192.168.1.3")) in native.steps
     assert "mtu" not in "\n".join(s.describe() for s in native.steps if isinstance(s, AddRoute))
@@ -154,6 +159,36 @@ def test_ebpf_plan_is_cilium_shaped() -> None:
     with pytest.raises(LabError, match="ebpf.routing: native needs every node on one L2 segment.*use ebpf.routing: tunnel"):
         build("native", networking=racks, nodes=nodes)
     build("tunnel", networking=racks, nodes=nodes)
+
+
+def test_ebpf_services_are_cilium_maps_per_node_and_no_kube_proxy() -> None:
+    from cni_lab.steps import BpfNodeConfig, BpfServices, LoadNftables
+
+    doc = {"name": "lab", "dataplane": "ebpf", "outside": {},
+           "nodes": [{"name": "n1", "pods": [{"name": "web", "labels": {"app": "web"}}, "c"]},
+                     {"name": "n2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
+           "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+                         "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
+                        {"name": "loc", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["n2/web2"],
+                         "ports": [{"port": 81, "targetPort": 8080, "protocol": "UDP"}]}]}
+    built = plan.build(lab_of(doc))
+    assert not [s for s in built.steps if isinstance(s, LoadNftables)]  # neither kube-proxy nor nft masquerade
+    config = {s.netns: (str(s.node_ip), s.masquerade, str(s.native_cidr)) for s in built.steps if isinstance(s, BpfNodeConfig)}
+    assert config == {"cnilab-lab.n1": ("192.168.1.2", True, "10.244.0.0/16"),
+                      "cnilab-lab.n2": ("192.168.1.3", True, "10.244.0.0/16")}
+    maps = {s.netns: s for s in built.steps if isinstance(s, BpfServices)}
+    backends = {(b.id, str(b.address), b.port, b.protocol, b.pod) for b in maps["cnilab-lab.n1"].backends}
+    assert backends == {(1, "10.244.0.2", 8080, "TCP", "n1/web"), (2, "10.244.1.2", 8080, "TCP", "n2/web2"),
+                        (3, "10.244.1.2", 8080, "UDP", "n2/web2")}
+    n1 = [(f.kind, str(f.address), f.port, f.protocol, f.rev_nat_index, f.flags, f.backend_ids)
+          for f in maps["cnilab-lab.n1"].frontends]
+    # ClusterIPs (non-routable, flags 0) on every node; NodePorts on the node's own address:
+    # SVC_FLAG_NODEPORT|ROUTABLE, and for Local EXT_LOCAL_SCOPE with the node's own backends only
+    assert n1 == [("ClusterIP", "10.96.0.2", 80, "TCP", 1, 0, (1, 2)), ("ClusterIP", "10.96.0.3", 81, "UDP", 2, 0, (3,)),
+                  ("NodePort", "192.168.1.2", 30080, "TCP", 3, 0x42, (1, 2)),
+                  ("NodePort", "192.168.1.2", 30000, "UDP", 4, 0x46, ())]
+    n2 = [(str(f.address), f.rev_nat_index, f.backend_ids) for f in maps["cnilab-lab.n2"].frontends if f.kind == "NodePort"]
+    assert n2 == [("192.168.1.3", 5, (1, 2)), ("192.168.1.3", 6, (3,))]
 
 
 def test_the_c_structs_match_what_the_kernel_layer_packs() -> None:
@@ -172,9 +207,15 @@ def test_the_c_structs_match_what_the_kernel_layer_packs() -> None:
     sizes = dict(re.findall(r"STRUCT '(\w+)' size=(\d+)", dump))
     assert int(sizes["endpoint_key"]) == bpf.ENDPOINT_KEY.size
     assert int(sizes["endpoint_info"]) == bpf.ENDPOINT_INFO.size
-    assert int(sizes["tunnel_key"]) == bpf.TUNNEL_KEY.size
-    assert int(sizes["tunnel_value"]) == bpf.TUNNEL_VALUE.size
     assert int(sizes["node_config"]) == bpf.NODE_CONFIG.size
+    # Cilium's structs, as bpf/lib/common.h, lb.h, eps.h, nat.h and conntrack.h lay them out
+    expected = {"ipcache_key": 24, "remote_endpoint_info": 24, "lb4_key": 12, "lb4_service": 12, "lb4_backend": 12,
+                "lb4_reverse_nat": 6, "ipv4_ct_tuple": 14, "ct_entry": 56, "ipv4_nat_entry": 40}
+    assert {k: int(sizes[k]) for k in expected} == expected
+    packed = {"ipcache_key": bpf.IPCACHE_KEY, "remote_endpoint_info": bpf.REMOTE_ENDPOINT_INFO, "lb4_key": bpf.LB4_KEY,
+              "lb4_service": bpf.LB4_SERVICE, "lb4_backend": bpf.LB4_BACKEND, "lb4_reverse_nat": bpf.LB4_REVERSE_NAT,
+              "ipv4_ct_tuple": bpf.CT_TUPLE, "ct_entry": bpf.CT_ENTRY, "ipv4_nat_entry": bpf.NAT_ENTRY}
+    assert {k: f.size for k, f in packed.items()} == expected
     source = (ROOT / "cni_lab" / "dataplanes" / "ebpf.c").read_text()
     enum = re.search(r"enum \{(.*?)METRIC_MAX", source, re.S)
     assert enum and len(re.findall(r"\bMETRIC_\w+", enum.group(1))) == len(bpf.METRICS)

@@ -34,6 +34,9 @@ def doc(dataplane: str, name: str) -> dict[str, Any]:
                          "nodes": [{"name": "node1", "pods": 1}, {"name": "node2", "pods": 1}, {"name": "node3", "pods": 1}]}
     if dataplane == "cni":
         d["cni"] = {"routing": "host-gw"}
+    if dataplane == "ebpf":  # the Service maps and conntrack filled each cycle (an outside host's expected
+        d["nodes"][0]["pods"] = [{"name": "web", "labels": {"app": "web"}}]  # timeouts would triple the time)
+        d["services"] = [{"name": "web", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}]
     return d
 
 

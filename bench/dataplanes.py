@@ -35,22 +35,28 @@ PLANES = {  # name -> scenario lines
     "ebpf-native": "dataplane: ebpf\nebpf: {routing: native}\n",
 }
 PORT = 5201
+RR_PORT = 5202
 
 RR_SERVER = """
-import socket
+import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5202)); s.listen(1); print("ready", flush=True)
-c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-while (b := c.recv(1)):
-    c.sendall(b)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); print("ready", flush=True)
+for _ in range(int(sys.argv[2])):  # the clients, one after the other
+    c, peer = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (b := c.recv(1)):
+        c.sendall(b)
+    c.close()
 """
 RR_CLIENT = """
 import socket, sys, time, json
-n = int(sys.argv[2]); c = socket.create_connection((sys.argv[1], 5202))
+n = int(sys.argv[2]); c = socket.create_connection((sys.argv[1], int(sys.argv[3])), timeout=10)
+c.settimeout(None)  # blocking again: the timeout is for the handshake only, the loop is as it was
 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 times = []
 for _ in range(n):
-    t = time.perf_counter_ns(); c.sendall(b"x"); c.recv(1); times.append(time.perf_counter_ns() - t)
+    t = time.perf_counter_ns(); c.sendall(b"x"); b = c.recv(1); times.append(time.perf_counter_ns() - t)
+    if not b:
+        sys.exit("the server closed the connection")
 times.sort(); print(json.dumps({"p50_us": times[n // 2] / 1000, "p99_us": times[n * 99 // 100] / 1000}))
 """
 
@@ -86,16 +92,31 @@ def pair_lab(plane: str, seconds: float, requests: int, workdir: Path) -> dict[s
         out = sh("ip", "netns", "exec", client, "iperf3", "-c", server_ip, "-p", str(PORT), "-t", str(seconds), "-J").stdout
         iperf.wait(timeout=10)
         gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-        rr = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", RR_SERVER],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert rr.stdout is not None
-        rr.stdout.readline()  # ready
-        latency = json.loads(sh("ip", "netns", "exec", client, sys.executable, "-c", RR_CLIENT, server_ip,
-                                str(requests)).stdout)
-        rr.wait(timeout=10)
+        [latency] = request_response(server, RR_PORT, client, [(server_ip, RR_PORT)], requests)
     finally:
         down(name)
     return {"gbit_s": gbps, **latency}
+
+
+def request_response(server: str, port: int, client: str, targets: list[tuple[str, int]],
+                     requests: int) -> list[dict[str, float]]:
+    """A server in namespace `server` listening on `port`; from namespace `client`, one TCP
+    connection to each of `targets` (address, port) in turn, `requests` 1-byte exchanges on each:
+    the median and 99th percentile of each, in the targets' order."""
+    rr = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", RR_SERVER, str(port), str(len(targets))],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert rr.stdout is not None
+        if rr.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the request/response server in {server} did not start (port {port} taken?)")
+        out = [json.loads(sh("ip", "netns", "exec", client, sys.executable, "-c", RR_CLIENT, address, str(requests),
+                             str(number)).stdout) for address, number in targets]
+        rr.wait(timeout=10)
+    finally:
+        if rr.poll() is None:
+            rr.kill()
+            rr.wait()
+    return out
 
 
 def matrix(plane: str, workdir: Path) -> float:

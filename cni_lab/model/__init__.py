@@ -53,5 +53,6 @@ __all__ = [
     "EBPF_KEYS", "EBPF_ROUTING", "NAMESPACE_LABEL", "NODE_PORT_RANGE", "OUTSIDE_NETWORK", "RULES", "VERDICTS",
     "CniSpec", "Expectation", "Labels", "NamespaceSpec", "NodeSpec", "PodSpec", "PolicySource", "ProbePort",
     "Scenario", "Segment", "ServicePort", "ServiceSpec", "plugin_types", "SERVICE_KEYS", "SERVICE_PORT_KEYS",
-    "SERVICE_TYPES", "CILIUM_VALUES",
+    "SERVICE_TYPES", "CILIUM_VALUES", "CONTAINER_PORT_KEYS", "is_port_number", "port_name_refusal", "ContainerPort",
+    "find_port",
 ]

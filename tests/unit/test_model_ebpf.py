@@ -53,6 +53,16 @@ def test_accepted(ebpf: Any, routing: str) -> None:
     assert lab.scenario.ebpf_routing == routing
 
 
+def test_the_readmes_cilium_values_are_taken() -> None:
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### Cilium as the lab runs it")[1].split("```yaml\n")[1].split("```")[0]
+    ebpf = yaml.safe_load(block)["ebpf"]
+    assert set(ebpf) == set(AS_THE_LAB_RUNS_IT)  # every key the section documents
+    assert lab_of(scenario_doc(dataplane="ebpf", ebpf=ebpf)).scenario.ebpf_routing == "tunnel"
+
+
 def test_the_helm_values_store_nothing_but_routing() -> None:
     # each takes one value: a lab that writes them all is the lab that writes none
     written = lab_of(scenario_doc(dataplane="ebpf", ebpf=AS_THE_LAB_RUNS_IT)).scenario

@@ -16,7 +16,7 @@ pkg/datapath/connector, bpf/bpf_lxc.c, bpf_host.c, bpf_overlay.c, bpf/lib/lb.h, 
            cilium_ct4_global / cilium_ct_any4_global (Service connections), cilium_snat_v4_external (BPF masquerade),
            node_config, cilium_metrics, pinned in /sys/fs/bpf/cnilab-<lab>/<node>
 
-Between nodes, `ebpf.routing`:
+Between nodes, `ebpf.routing` (or Cilium's Helm name, `ebpf.routingMode`):
     tunnel (Cilium's default): cilium_vxlan, a flow-based VXLAN device on UDP 8472 with
            cil_from_overlay at its tc ingress; the ipcache gives each remote pod's (and pod CIDR's)
            tunnel endpoint; `10.244.Y.0/24 via 10.244.X.1 dev cilium_host src 10.244.X.1 mtu 1450` so

@@ -142,7 +142,7 @@ def read_nat(lab: Lab, node: str) -> NatFacts | None:
         for chain, lines in nft.parse_chains(listing).items():
             rules += [(chain, line, masquerade.meaning(lab, n, line)) for line in lines]
     words: list[str] = []
-    if lab.scenario.services:
+    if lab.scenario.services and lab.capabilities.services == "kube-proxy-nftables":  # not ebpf's BPF maps
         try:
             words = kubeproxy.describe(lab, n, edit.nft_text(ns, "list", "table", "ip", kubeproxy.TABLE))
         except OSError:

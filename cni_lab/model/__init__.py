@@ -23,6 +23,7 @@ Import from here: `from cni_lab.model import Scenario, load_document`.
 
 from cni_lab.model.cidrs import cidr_warnings, parse_cidr_sloppy
 from cni_lab.model.container_ports import CONTAINER_PORT_KEYS, is_port_number, port_name_refusal
+from cni_lab.model.dataplane_sections import CILIUM_VALUES
 from cni_lab.model.expectations import EXPECT_KEYS
 from cni_lab.model.labels import LABEL_KEY, LABEL_VALUE, is_dns_subdomain, is_label_key, is_label_value
 from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, load_policy_file, load_probe_ports, load_text
@@ -52,5 +53,6 @@ __all__ = [
     "EBPF_KEYS", "EBPF_ROUTING", "NAMESPACE_LABEL", "NODE_PORT_RANGE", "OUTSIDE_NETWORK", "RULES", "VERDICTS",
     "CniSpec", "Expectation", "Labels", "NamespaceSpec", "NodeSpec", "PodSpec", "PolicySource", "ProbePort",
     "Scenario", "Segment", "ServicePort", "ServiceSpec", "plugin_types", "SERVICE_KEYS", "SERVICE_PORT_KEYS",
-    "SERVICE_TYPES",
+    "SERVICE_TYPES", "CILIUM_VALUES", "CONTAINER_PORT_KEYS", "is_port_number", "port_name_refusal", "ContainerPort",
+    "find_port",
 ]

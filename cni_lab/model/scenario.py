@@ -22,7 +22,10 @@ CNI_KEYS = ("routing", "cniPath", "conflist")
 CNI_ROUTING = registry.CNI_ROUTING  # how the nodes of a `dataplane: cni` lab reach each other's pods
 DEFAULT_CNI_ROUTING = registry.CNI_DEFAULT_ROUTING
 DEFAULT_CNI_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
-EBPF_KEYS = ("routing",)
+# `ebpf:` takes Cilium's Helm values, by Cilium's names: `routing` (or `routingMode`) chooses; the
+# others each take the one value the lab runs (dataplane_sections.CILIUM_VALUES says why not another)
+EBPF_KEYS = ("routing", "routingMode", "kubeProxyReplacement", "bpf", "socketLB", "loadBalancer", "healthChecking",
+             "nodePort")
 EBPF_ROUTING = registry.EBPF_ROUTING  # Cilium's routingMode; tunnel is its default
 DEFAULT_EBPF_ROUTING = registry.EBPF_DEFAULT_ROUTING
 # -----------------------------------------------------------------------------------------------------

@@ -52,3 +52,17 @@ def test_policy_words_say_the_pods_own_node_always_gets_in_and_show_its_chain(mo
     assert a.egress is None
     assert a.rules.startswith("chain to-wl-x/a {") and "jump pi-x/deny-ingress" in a.rules
     assert said["node1/x-a/b"].ingress is None and said["node1/x-a/b"].rules == ""
+
+
+def test_no_kube_proxy_table_is_looked_for_where_the_data_plane_balances_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ebpf balances Services in its BPF maps: explain must not say kube-proxy's table is missing."""
+    from cni_lab.kernel import edit
+
+    def no_table(ns: str, *args: str) -> str:
+        raise OSError("No such file or directory")
+
+    monkeypatch.setattr(edit, "nft_text", no_table)
+    gone = explain.read_nat(catalog.load("services"), "node1")
+    assert gone is not None and gone.services == ["kube-proxy's table is missing on this node"]
+    bpf = explain.read_nat(catalog.load("ebpf-svc"), "node1")
+    assert bpf is not None and bpf.services == [] and bpf.masquerade == []

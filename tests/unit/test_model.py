@@ -22,7 +22,7 @@ from labs import lab_of, scenario_doc
         (scenario_doc(dataplane="hostgw"), "s.yaml: dataplane: 'hostgw' is not one of bridge, host-gw, vxlan, fabric, bgp, cni, ebpf (did you mean 'host-gw'?)"),
         (scenario_doc(nodez=[]), "s.yaml: nodez: unknown key (did you mean 'nodes'?)"),
         (scenario_doc(dataplane="ebpf", ebpf={"routing": "direct"}), "s.yaml: ebpf.routing: 'direct' is not one of tunnel, native"),
-        (scenario_doc(dataplane="ebpf", ebpf={"routingMode": "native"}), "s.yaml: ebpf.routingMode: unknown key"),
+        (scenario_doc(dataplane="ebpf", ebpf={"routingmode": "native"}), "s.yaml: ebpf.routingmode: unknown key (did you mean 'routingMode'?)"),
         (scenario_doc(ebpf="native"), "s.yaml: ebpf: must be a mapping with keys routing"),
         (scenario_doc(networking={"clusterCidr": "10.0.0.0/8"}), "s.yaml: networking.clusterCidr: unknown key (did you mean 'clusterCIDR'?)"),
         (scenario_doc(networking={"clusterCIDR": "10.244.0.1/16"}), "s.yaml: networking.clusterCIDR: '10.244.0.1/16' is not an IPv4 CIDR"),

@@ -64,7 +64,8 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     SRC and DST are nodes (node1), pods (node1/web) or their IPs. Each hop is the kernel's own
     route lookup; then a real probe checks that the packet agrees. DST may be a Service's
     ClusterIP (10.96.0.2 or 10.96.0.2:80): the trace goes through kube-proxy's DNAT, to the
-    endpoint the node's conntrack entry for one real connection names.
+    endpoint the node's conntrack entry for one real connection names (on ebpf: through
+    cil_from_container's load balancer, to the backend its CT_SERVICE entry names).
 
     \b
     Example: sudo cni-lab trace node1/web node2/api
@@ -74,7 +75,7 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
     service = service_trace.parse_destination(lab, dst)
-    if service is not None:  # a ClusterIP: through kube-proxy's DNAT, the endpoint from conntrack
+    if service is not None:  # a ClusterIP: through the DNAT, the endpoint from conntrack (or the BPF maps)
         st = service_trace.trace(lab, src, *service)
         if as_json:
             _json(trace_view.service_to_json(st))

@@ -1,5 +1,6 @@
 """`trace` rendered: the hops as rich trees, the JSON documents (`trace --json`), and the outcome
-in a sentence. The hops and their reasons come from lesson/trace.py and lesson/service_trace.py."""
+in a sentence. The hops and their reasons come from lesson/trace.py and lesson/service_trace.py
+(a Service through kube-proxy's table, or through the ebpf programs' maps)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from rich.text import Text
 from rich.tree import Tree
 
 from cni_lab.cluster import Lab
-from cni_lab.lesson.service_trace import ServiceTrace
+from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
+from cni_lab.kernel import bpf
+from cni_lab.lesson.service_trace import (BACKENDS_MAP, LB_PROGRAM, REVERSE_NAT_MAP, SERVICES_MAP, BpfServiceTrace,
+                                         ServiceTrace, ct_map)
 from cni_lab.lesson.trace import Leg, Trace
 
 
@@ -45,7 +49,32 @@ def service_summary(t: ServiceTrace) -> str:
     return text + f"; answered by {t.answered_by}, which saw {t.seen}"
 
 
-def _leg_tree(title: str, leg: Leg) -> Tree:
+def _address(pair: tuple[str, int] | None) -> str:
+    return f"{pair[0]}:{pair[1]}" if pair is not None else "?"
+
+
+def bpf_service_summary(t: BpfServiceTrace) -> str:
+    """The balancing as the BPF maps recorded it, and who answered, in one sentence."""
+    c = t.choice
+    if c.backend is None or c.slot is None or c.frontend is None:
+        return f"{t.lb_at}: {c.why}"
+    f = c.frontend
+    text = (f"{LB_PROGRAM} on {t.lb_at} ({t.device}) rewrote {f.address}:{f.port} to {_address(c.backend)} "
+            f"({t.backend_pod or 'no pod of the lab'}): backend {c.slot.backend_id}, slot {c.slot.slot} of {f.count}, "
+            f"as the CT_SERVICE entry for {t.src.ip}:{t.sport} holds")
+    if c.loopback:
+        text += f"; the source was SNATed to {CILIUM_LB_LOOPBACK} (the pod reached itself)"
+    r = t.reverse
+    if r is None or r.frontend is None:
+        text += "; no reverse NAT for the reply: its source stays the backend's"
+    else:
+        text += f"; the reply's source is turned back to {r.frontend} in {r.at} ({REVERSE_NAT_MAP}[{r.index}])"
+    if not t.answered_by:
+        return text + "; but no endpoint answered"
+    return text + f"; answered by {t.answered_by}, which saw {t.seen}"
+
+
+def _leg_tree(title: str, leg: Leg, arrive: str = "arrives at kube-proxy's table") -> Tree:
     tree = Tree(Text(title, style="bold"))
     for i, hop in enumerate(leg.hops, 1):
         came = f" (in on {hop.came_in})" if hop.came_in else ""
@@ -60,7 +89,7 @@ def _leg_tree(title: str, leg: Leg) -> Tree:
                 node.add(Text(" → ".join(hop.wire), style="dim"))
             continue
         if hop.action == "arrive":
-            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("arrives at kube-proxy's table", "bold")))
+            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", (arrive, "bold")))
         elif hop.action == "deliver":
             tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
         elif hop.action == "drop":
@@ -87,14 +116,20 @@ def view(t: Trace, verdict: str | None, agree: bool | None,
     if verdict is not None:
         mark = ("✓ agrees", "green") if agree else ("✗ DISAGREES", "bold red")
         parts.append(Text.assemble(f"real probe: {verdict} ", mark))
-    for node, counts in (moved or {}).items():
-        counted = ", ".join(f"{k} +{v}" for k, v in counts.items())
-        parts.append(Text(f"  cilium_metrics on {node} during the probe: {counted}", style="dim"))
+    parts += _counted(moved or {})
     return Group(*parts)
 
 
-def service_view(t: ServiceTrace) -> RenderableType:
+def _counted(moved: dict[str, dict[str, int]]) -> list[RenderableType]:
+    """What the programs counted while the probe ran, a line a node."""
+    return [Text(f"  cilium_metrics on {node} during the probe: " + ", ".join(f"{k} +{v}" for k, v in counts.items()),
+                 style="dim") for node, counts in moved.items()]
+
+
+def service_view(t: ServiceTrace | BpfServiceTrace) -> RenderableType:
     """pod → ClusterIP: the way to the node, the DNAT as conntrack recorded it, the way on."""
+    if isinstance(t, BpfServiceTrace):
+        return bpf_service_view(t)
     svc, port = t.service, t.port
     parts: list[RenderableType] = []
     title = f"{t.src.id} ({t.src.ip}) → Service {svc.qualified} {svc.cluster_ip}:{port.port}/{port.protocol}"
@@ -150,7 +185,9 @@ def probed_json(lab: Lab, t: Trace, verdict: str | None, agree: bool | None,
             "bpfCounters": moved if lab.capabilities.loads_bpf else None}
 
 
-def service_to_json(t: ServiceTrace) -> dict[str, Any]:
+def service_to_json(t: ServiceTrace | BpfServiceTrace) -> dict[str, Any]:
+    if isinstance(t, BpfServiceTrace):
+        return bpf_service_to_json(t)
     c = t.connection
     return {
         "src": t.src.id, "srcIP": str(t.src.ip), "service": t.service.qualified, "clusterIP": str(t.service.cluster_ip),
@@ -162,4 +199,117 @@ def service_to_json(t: ServiceTrace) -> dict[str, Any]:
         "answeredBy": t.answered_by or None, "observedSource": t.seen or None,
         "outcome": t.outcome, "summary": service_summary(t),
         "toDnat": leg_json(t.to_dnat), "onward": leg_json(t.onward), "back": leg_json(t.back),
+    }
+
+
+def _pods_of(t: BpfServiceTrace) -> dict[str, str]:
+    """Endpoint address → pod id, to name the backends of the frontend's slots."""
+    return {str(p.ip): p.id for p, _ in t.service.backends(t.port)}
+
+
+def _ct_words(e: bpf.CtEntry) -> str:
+    return f"{ct_map(e.tuple.protocol)} {e.tuple.direction} {e.tuple.src} → {e.tuple.dst}"
+
+
+def bpf_service_view(t: BpfServiceTrace) -> RenderableType:
+    """pod → ClusterIP on a data plane whose programs balance it: the way to the lxc device, the
+    lookup and the backend as the maps recorded them, the way on, the reply and its reverse NAT."""
+    svc, port, c = t.service, t.port, t.choice
+    title = f"{t.src.id} ({t.src.ip}) → Service {svc.qualified} {svc.cluster_ip}:{port.port}/{port.protocol}"
+    arrive = f"arrives at {t.program} (tc ingress of {t.device})" if t.program else "arrives: no program at its tc ingress"
+    parts: list[RenderableType] = [_leg_tree(title, t.to_lb, arrive)]
+    lb = Tree(Text(f"at {t.lb_at}: {LB_PROGRAM} on {t.device or '?'}, from the node's BPF maps "
+                   "(no kube-proxy, no netfilter conntrack)", style="bold"))
+    f = c.frontend
+    if f is None:
+        lb.add(Text.assemble(f"lb4_lookup_service: {svc.cluster_ip}:{port.port}/{port.protocol} in {SERVICES_MAP}: ",
+                             ("none", "bold red")))
+    else:
+        lb.add(Text.assemble("lb4_lookup_service: ", (f"{f.address}:{f.port}/{f.protocol}", "cyan"),
+                             f" in {SERVICES_MAP} (slot 0) → {f.count} backend slot{'s' * (f.count != 1)}, "
+                             f"rev_nat_index {f.rev_nat_index}"))
+        pods = _pods_of(t)
+        if c.slots:
+            lb.add("; ".join(f"slot {s.slot} → backend {s.backend_id} "
+                             + (f"{_address(s.backend)} ({pods.get(s.backend[0], 'no pod')})" if s.backend
+                                else f"(not in {BACKENDS_MAP})") for s in c.slots))
+    e = c.service_entry
+    if e is not None:
+        lb.add(Text.assemble("lb4_select: ", (_ct_words(e), "cyan"), f" holds backend {e.backend_id} "
+                             f"({e.packets} packets): a slot drawn at random for the connection's first packet, "
+                             "kept for the rest"))
+    if c.backend is not None and c.slot is not None:
+        lb.add(Text.assemble("DNAT → ", (_address(c.backend), "cyan"),
+                             f" ({t.backend_pod or 'no pod of the lab'}), {BACKENDS_MAP}[{c.slot.backend_id}]"))
+        if c.loopback:
+            lb.add(Text(f"SNAT → {CILIUM_LB_LOOPBACK}: the backend is the client itself, which would otherwise see "
+                        "its own address come back", style="magenta"))
+    if c.out_entry is not None:
+        lb.add(Text.assemble("for the reply: ", (_ct_words(c.out_entry), "cyan"),
+                             f" holds rev_nat_index {c.out_entry.rev_nat_index}"
+                             + (" (lb_loopback)" if c.out_entry.lb_loopback else "")))
+    if c.why:
+        lb.add(Text(c.why, style="red"))
+    parts.append(lb)
+    source = CILIUM_LB_LOOPBACK if c.loopback else str(t.src.ip)
+    if t.onward is not None:
+        parts.append(_leg_tree(f"on, rewritten: {source} → {_address(c.backend)} ({t.backend_pod})", t.onward))
+    r = t.reverse
+    if t.back is not None:
+        to = f"{CILIUM_LB_LOOPBACK}, back to {t.src.ip} at {t.device}" if c.loopback else str(t.src.ip)
+        turned = f"its source turned back to {r.frontend} on {t.lb_at}" if r is not None and r.frontend else "no reverse NAT"
+        parts.append(_leg_tree(f"reply {_address(c.backend)} → {to} ({turned})", t.back))
+    if c.backend is not None:
+        reverse = Tree(Text("reverse NAT", style="bold"))
+        dialled = f"{svc.cluster_ip}:{port.port}"
+        if r is None or r.frontend is None:
+            index = f"[{r.index}]" if r is not None else ""
+            reverse.add(Text(f"{REVERSE_NAT_MAP}{index}: no entry; the reply keeps {_address(c.backend)} as its source, "
+                             f"and the client, connected to {dialled}, does not take it", style="red"))
+        else:
+            reverse.add(Text.assemble(f"{REVERSE_NAT_MAP}[{r.index}] = ", (r.frontend, "cyan"),
+                                      f": in {r.at} on {t.lb_at}, the reply's source {_address(c.backend)} "
+                                      f"becomes {r.frontend}"))
+            if r.frontend != dialled:
+                reverse.add(Text(f"not {dialled}, the address the client dialled: it does not take the reply",
+                                 style="bold red"))
+        parts.append(reverse)
+    parts.append(_result(t.outcome, bpf_service_summary(t)))
+    parts += _counted(t.counted)
+    return Group(*parts)
+
+
+def _ct_json(e: bpf.CtEntry | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"map": ct_map(e.tuple.protocol), "direction": e.tuple.direction, "protocol": e.tuple.protocol,
+            "src": e.tuple.src, "dst": e.tuple.dst, "backendId": e.backend_id, "revNatIndex": e.rev_nat_index,
+            "lbLoopback": e.lb_loopback, "packets": e.packets, "bytes": e.bytes}
+
+
+def bpf_service_to_json(t: BpfServiceTrace) -> dict[str, Any]:
+    """`trace --json` to a ClusterIP the programs balance: the same facts as the view."""
+    c, f, r = t.choice, t.choice.frontend, t.reverse
+    pods = _pods_of(t)
+    return {
+        "src": t.src.id, "srcIP": str(t.src.ip), "service": t.service.qualified, "clusterIP": str(t.service.cluster_ip),
+        "port": t.port.port, "dnatAt": t.lb_at, "device": t.device or None, "program": t.program,
+        "sport": t.sport or None,
+        "bpfService": None if f is None else {
+            "map": SERVICES_MAP, "frontend": f"{f.address}:{f.port}/{f.protocol}", "slots": f.count,
+            "revNatIndex": f.rev_nat_index,
+            "backends": [{"slot": s.slot, "backendId": s.backend_id, "address": _address(s.backend) if s.backend else None,
+                          "pod": pods.get(s.backend[0]) if s.backend else None} for s in c.slots]},
+        "ctEntry": _ct_json(c.service_entry),
+        "backend": None if c.backend is None or c.slot is None else {
+            "map": BACKENDS_MAP, "id": c.slot.backend_id, "slot": c.slot.slot, "address": c.backend[0],
+            "port": c.backend[1], "pod": t.backend_pod or None},
+        "outEntry": _ct_json(c.out_entry),
+        "loopback": CILIUM_LB_LOOPBACK if c.loopback else None,
+        "reverseNat": None if r is None else {"map": REVERSE_NAT_MAP, "index": r.index, "frontend": r.frontend, "at": r.at},
+        "why": c.why or None,
+        "answeredBy": t.answered_by or None, "observedSource": t.seen or None,
+        "outcome": t.outcome, "summary": bpf_service_summary(t),
+        "toDnat": leg_json(t.to_lb), "onward": leg_json(t.onward), "back": leg_json(t.back),
+        "bpfCounters": t.counted,
     }

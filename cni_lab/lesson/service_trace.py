@@ -336,7 +336,9 @@ def _reply(w: Wiring, answering: Endpoint, src: Endpoint, node_ns: str, device: 
     last = to_device.hops[-1] if to_device.hops else None
     if last is None or last.action != "arrive" or last.came_in is None:
         return to_device
-    on = leg(w, answering, src.ip, start=(node_ns, last.came_in))
+    # what reaches the pod comes from the frontend (the program rewrote both ends)
+    turned_from = IPv4Address(frontend.rpartition(":")[0]) if frontend else None
+    on = leg(w, answering, src.ip, start=(node_ns, last.came_in), src_ip=turned_from)
     words = (f"lb4_loopback_reply: to {CILIUM_LB_LOOPBACK}, the OUT entry (lb_loopback) turns the destination back "
              f"to {src.ip}, {turned}")
     return Leg(answering, loopback, [*to_device.hops[:-1], *(_said(h, words) for h in on.hops[:1]), *on.hops[1:]])

@@ -4,6 +4,7 @@ report/explain_view.py renders them (the tree, the JSON)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from typing import Any
@@ -41,6 +42,8 @@ class BpfFacts:
     services: list[bpf.LbEntry] = field(default_factory=list)
     conntrack: list[bpf.CtEntry] = field(default_factory=list)
     nat: list[bpf.NatEntry] = field(default_factory=list)
+    reverse_nat: dict[int, tuple[str, int]] = field(default_factory=dict)  # rev_nat_index → the frontend
+    now: int | None = None  # the monotonic clock's second when the maps were read (what their entries are stamped with)
 
     def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
         return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
@@ -63,8 +66,9 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
     except OSError as e:
         return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
     try:
+        # bpf_ktime_get_ns, which the programs stamp entries with, is CLOCK_MONOTONIC: Python's monotonic clock
         return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
-                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin))
+                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin), int(time.monotonic()))
     except OSError as e:
         return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
 

@@ -1,0 +1,255 @@
+"""The ebpf data plane's maps as Cilium's CLI prints them (report/cilium_view.py), the lesson's
+words for its Services and masquerade, and check's words for a lab whose Services Cilium's
+kube-proxy replacement balances: from hand-made map entries, and from the plan's own entries
+packed as the kernel holds them and read back by the kernel layer's readers. No kernel needed."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Any, Iterator
+
+import pytest
+from rich.console import Console, RenderableType
+
+from cni_lab import catalog, names, plan
+from cni_lab.cluster import Lab
+from cni_lab.kernel import bpf
+from cni_lab.kernel.readback import Link, NetnsView
+from cni_lab.lesson import explain
+from cni_lab.report import cilium_view, explain_view
+from cni_lab.steps import BpfServices
+
+
+
+def text(renderable: RenderableType) -> str:
+    console = Console(file=io.StringIO(), width=250, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def lb(address: str, port: int, slot: int, *, count: int = 0, rev: int = 1, flags: int = 0, backend_id: int = 0,
+       backend: tuple[str, int] | None = None, protocol: str = "TCP") -> bpf.LbEntry:
+    return bpf.LbEntry(address, port, protocol, slot, count, rev, flags, backend_id, backend)
+
+
+def ct(direction: str, src: str, dst: str, *, protocol: str = "TCP", expires: int = 21700, packets: int = 6,
+       size: int = 412, rev: int = 1, backend_id: int = 2, loopback: bool = False, node_port: bool = False) -> bpf.CtEntry:
+    return bpf.CtEntry(bpf.Tuple(protocol, direction, src, dst), expires, packets, size, rev, backend_id, loopback, node_port)
+
+
+# -- the formats -------------------------------------------------------------------------------------
+
+CLUSTER_IP = [lb("10.96.0.2", 80, 0, count=2), lb("10.96.0.2", 80, 1, backend_id=1, backend=("10.244.0.2", 8080)),
+              lb("10.96.0.2", 80, 2, backend_id=2)]
+
+
+def test_lb_list_prints_a_row_per_slot_as_cilium_bpf_lb_list() -> None:
+    assert cilium_view.lb_list(CLUSTER_IP) == [
+        "SERVICE ADDRESS        BACKEND ADDRESS (REVNAT_ID) (SLOT)",
+        "10.96.0.2:80/TCP (0)   0.0.0.0:0 (1) (0) [ClusterIP, non-routable]",
+        "10.96.0.2:80/TCP (1)   10.244.0.2:8080/TCP (1) (1)",
+        "10.96.0.2:80/TCP (2)   backend 2 not found",
+    ]
+
+
+def test_the_first_column_is_as_wide_as_its_widest_cell_plus_three_as_cilium_tabwriter_pads() -> None:
+    rows = cilium_view.lb_list([*CLUSTER_IP, lb("192.168.1.2", 30080, 0, count=0, rev=3, flags=0x42)])
+    assert rows[-1] == "192.168.1.2:30080/TCP (0)   0.0.0.0:0 (3) (0) [NodePort]"
+    assert {len(r) - len(r.lstrip()) for r in rows} == {0} and {r.index("0.0.0.0:0") for r in rows if "0.0.0.0:0" in r} == {28}
+    assert rows[0].startswith("SERVICE ADDRESS" + " " * 13 + "BACKEND")
+
+
+@pytest.mark.parametrize("flags,words", [
+    (0x00, ["ClusterIP", "non-routable"]),  # what the agent writes for a ClusterIP
+    (0x42, ["NodePort"]),  # NODEPORT | ROUTABLE
+    (0x46, ["NodePort", "Local"]),  # externalTrafficPolicy Local
+    (0x02, ["NodePort", "non-routable"]),
+])
+def test_service_flags_are_worded_as_cilium_service_flags_string(flags: int, words: list[str]) -> None:
+    assert cilium_view.service_flags(flags) == words
+
+
+def test_ct_list_prints_the_fields_the_lab_keeps_in_ciliums_order() -> None:
+    lines = cilium_view.ct_list([
+        ct("OUT", "10.244.0.3:41234", "10.244.1.2:8080"),
+        ct("SVC", "10.244.0.3:41234", "10.96.0.2:80"),
+        ct("OUT", "10.244.0.2:40000", "10.244.0.2:8080", protocol="UDP", expires=160, loopback=True, backend_id=1),
+        ct("OUT", "198.51.100.10:50000", "10.244.0.2:8080", node_port=True, rev=3, backend_id=1),
+    ])
+    assert lines == [
+        "TCP SVC 10.244.0.3:41234 -> 10.96.0.2:80 expires=21700 Packets=6 Bytes=412 Flags=0x0000 [ ] RevNAT=1 BackendID=2",
+        "TCP OUT 10.244.0.3:41234 -> 10.244.1.2:8080 expires=21700 Packets=6 Bytes=412 Flags=0x0000 [ ] RevNAT=1 BackendID=2",
+        "TCP OUT 198.51.100.10:50000 -> 10.244.0.2:8080 expires=21700 Packets=6 Bytes=412 Flags=0x0020 [ NodePort ] "
+        "RevNAT=3 BackendID=1",
+        "UDP OUT 10.244.0.2:40000 -> 10.244.0.2:8080 expires=160 Packets=6 Bytes=412 Flags=0x0008 [ LBLoopback ] "
+        "RevNAT=1 BackendID=1",
+    ]
+    both = cilium_view.ct_list([ct("OUT", "10.244.0.2:1", "10.244.0.2:2", loopback=True, node_port=True)])
+    assert "Flags=0x0028 [ LBLoopback NodePort ]" in both[0]
+
+
+def test_nat_list_says_how_long_ago_an_entry_was_made_or_the_raw_stamp_without_a_clock() -> None:
+    out = bpf.NatEntry(bpf.Tuple("TCP", "OUT", "10.244.0.5:40000", "198.51.100.10:443"), "192.168.1.2:40000", 1000)
+    back = bpf.NatEntry(bpf.Tuple("TCP", "IN", "198.51.100.10:443", "192.168.1.2:40000"), "10.244.0.5:40000", 1000)
+    other = bpf.NatEntry(bpf.Tuple("TCP", "OUT", "10.244.0.4:40000", "198.51.100.10:443"), "192.168.1.2:40001", 1010)
+    assert cilium_view.nat_list([back, other, out], 1012) == [  # a connection's two entries together
+        "TCP OUT 10.244.0.4:40000 -> 198.51.100.10:443 XLATE_SRC 192.168.1.2:40001 Created=2sec ago NeedsCT=0",
+        "TCP OUT 10.244.0.5:40000 -> 198.51.100.10:443 XLATE_SRC 192.168.1.2:40000 Created=12sec ago NeedsCT=0",
+        "TCP IN 198.51.100.10:443 -> 192.168.1.2:40000 XLATE_DST 10.244.0.5:40000 Created=12sec ago NeedsCT=0",
+    ]
+    assert cilium_view.nat_list([out], None) == [
+        "TCP OUT 10.244.0.5:40000 -> 198.51.100.10:443 XLATE_SRC 192.168.1.2:40000 Created=? (raw 1000) NeedsCT=0"]
+    assert cilium_view.nat_json([out], 1012)[0] == {
+        "protocol": "TCP", "direction": "OUT", "source": "10.244.0.5:40000", "destination": "198.51.100.10:443",
+        "xlate": "SRC", "to": "192.168.1.2:40000", "created": 1000, "createdSecAgo": 12, "needsCt": 0}
+
+
+def test_ipcache_list_flags_an_entry_behind_a_tunnel_hastunnel() -> None:
+    entries = [bpf.IpcacheEntry("10.244.1.0/24", 2, "192.168.1.3"), bpf.IpcacheEntry("10.244.0.2/32", 257, "0.0.0.0"),
+               bpf.IpcacheEntry("192.168.1.2/32", 1, "0.0.0.0")]
+    assert cilium_view.ipcache_list(entries) == [
+        "IP PREFIX/ADDRESS   IDENTITY",
+        "10.244.0.2/32       identity=257 encryptkey=0 tunnelendpoint=0.0.0.0 flags=<none>",
+        "10.244.1.0/24       identity=2 encryptkey=0 tunnelendpoint=192.168.1.3 flags=hastunnel",
+        "192.168.1.2/32      identity=1 encryptkey=0 tunnelendpoint=0.0.0.0 flags=<none>",
+    ]
+    assert cilium_view.ipcache_json(entries[:1]) == [
+        {"prefix": "10.244.1.0/24", "identity": 2, "encryptKey": 0, "tunnelEndpoint": "192.168.1.3", "flags": ["hastunnel"]}]
+
+
+def test_the_order_is_the_same_whatever_order_the_map_gave() -> None:
+    """Cilium's own order is a Go map's, random: the lab's is sorted."""
+    entries = [*CLUSTER_IP, lb("10.96.0.10", 53, 0, count=1, protocol="UDP"), lb("192.168.1.2", 30080, 0, flags=0x42)]
+    conns = [ct("OUT", f"10.244.0.{i}:{1000 + i}", "10.244.1.2:8080") for i in range(2, 12)]
+    shuffled = random.Random(7)
+    for _ in range(5):
+        mixed, mixed_ct = entries[:], conns[:]
+        shuffled.shuffle(mixed)
+        shuffled.shuffle(mixed_ct)
+        assert cilium_view.lb_list(mixed) == cilium_view.lb_list(entries)
+        assert cilium_view.ct_list(mixed_ct) == cilium_view.ct_list(conns)
+    assert [r.split()[0] for r in cilium_view.lb_list(entries)[1:]] == [
+        "10.96.0.2:80/TCP", "10.96.0.2:80/TCP", "10.96.0.2:80/TCP", "10.96.0.10:53/UDP", "192.168.1.2:30080/TCP"]
+
+
+def test_lb_json_names_the_fields_as_cilium_does() -> None:
+    assert cilium_view.lb_json(CLUSTER_IP) == [
+        {"frontend": "10.96.0.2:80/TCP", "slot": 0, "count": 2, "revNatId": 1, "flags": ["ClusterIP", "non-routable"]},
+        {"frontend": "10.96.0.2:80/TCP", "slot": 1, "backendId": 1, "backend": "10.244.0.2:8080/TCP", "revNatId": 1,
+         "flags": ["ClusterIP", "non-routable"]},
+        {"frontend": "10.96.0.2:80/TCP", "slot": 2, "backendId": 2, "backend": None, "revNatId": 1,
+         "flags": ["ClusterIP", "non-routable"]},
+    ]
+
+
+# -- the plan's maps, packed as the kernel holds them and read back ---------------------------------------
+
+def kernel_maps(lab: Lab, node: str, gone: tuple[int, ...] = ()) -> dict[str, dict[bytes, bytes]]:
+    """A node's Service maps as sync_services writes them from the plan's BpfServices step, less
+    the backends `gone` (what `fault bpf-backend-del` deletes)."""
+    (step,) = [s for s in plan.service_steps(lab, lab.services) if isinstance(s, BpfServices) and s.pin.endswith(f"/{node}")]
+    maps = bpf._lb_entries(tuple(bpf.Frontend(f.address, f.port, f.protocol, f.rev_nat_index, f.flags, f.backend_ids)
+                                 for f in step.frontends),
+                           tuple(bpf.Backend(b.id, b.address, b.port, b.protocol) for b in step.backends))
+    for backend_id in gone:
+        del maps["cilium_lb4_backends_v3"][bpf.BACKEND_KEY.pack(backend_id)]
+    return maps
+
+
+@pytest.fixture
+def read_maps(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bpf's readers over in-memory maps: `read_maps(maps)` → (lb_services, reverse_nat) as read."""
+    def read(maps: dict[str, dict[bytes, bytes]]) -> tuple[list[bpf.LbEntry], dict[int, tuple[str, int]]]:
+        def entries(path: str, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:
+            for key, value in maps[path.rsplit("/", 1)[-1]].items():
+                assert (len(key), len(value)) == (key_size, value_size), path
+                yield key, value
+
+        monkeypatch.setattr(bpf, "entries", entries)
+        return bpf.lb_services("/pin"), bpf.reverse_nat("/pin")
+
+    return read
+
+
+def facts_of(lab: Lab, node: str, services: list[bpf.LbEntry], reverse: dict[int, tuple[str, int]],
+             **more: Any) -> explain.NodeFacts:
+    """A node of an ebpf lab as explain reads it: its pods' lxc devices with cil_from_container,
+    eth0 with cil_from_netdev, the given Service maps."""
+    n = lab.node(node)
+    lxcs = {p.name: names.lxc_veth(lab.name, node, p.name) for p in n.pods}
+    links = [Link(i, name, "veth", True, 1500, f"aa:00:00:00:00:{i:02x}") for i, name in enumerate(lxcs.values(), 10)]
+    view = NetnsView(f"ns-{node}", [Link(2, names.NODE_UPLINK, "veth", True, 1500, "aa:00:00:00:00:01"), *links], [], True)
+    attached = [bpf.Attachment(lxc, "ingress", "cil_from_container") for lxc in lxcs.values()]
+    attached.append(bpf.Attachment(names.NODE_UPLINK, "ingress", "cil_from_netdev"))
+    endpoints = [bpf.Endpoint(str(p.ip), 10 + i, "aa:bb:00:00:00:01", "aa:bb:00:00:00:02") for i, p in enumerate(n.pods)]
+    facts = explain.BpfFacts(names.bpf_node_dir(lab.name, node), attached, endpoints, [], {}, "", services,
+                             reverse_nat=reverse, **more)
+    pods = [explain.PodFacts(p.name, f"ns-{p.name}", NetnsView(f"ns-{p.name}", [], [], False), lxcs[p.name]) for p in n.pods]
+    return explain.NodeFacts(node, f"ns-{node}", view, pods, "u-" + node, bpf=facts)
+
+
+def test_the_plans_maps_read_back_print_as_cilium_bpf_lb_list(read_maps: Any) -> None:
+    lab = catalog.load("ebpf-svc")
+    services, reverse = read_maps(kernel_maps(lab, "node1"))
+    assert cilium_view.lb_list(services) == [
+        "SERVICE ADDRESS             BACKEND ADDRESS (REVNAT_ID) (SLOT)",
+        "10.96.0.2:80/TCP (0)        0.0.0.0:0 (1) (0) [ClusterIP, non-routable]",
+        "10.96.0.2:80/TCP (1)        10.244.0.2:8080/TCP (1) (1)",
+        "10.96.0.2:80/TCP (2)        10.244.1.2:8080/TCP (1) (2)",
+        "10.96.0.3:81/UDP (0)        0.0.0.0:0 (2) (0) [ClusterIP, non-routable]",
+        "10.96.0.3:81/UDP (1)        10.244.1.3:8080/UDP (2) (1)",
+        "192.168.1.2:30080/TCP (0)   0.0.0.0:0 (3) (0) [NodePort]",
+        "192.168.1.2:30080/TCP (1)   10.244.0.2:8080/TCP (3) (1)",
+        "192.168.1.2:30080/TCP (2)   10.244.1.2:8080/TCP (3) (2)",
+        "192.168.1.2:30081/UDP (0)   0.0.0.0:0 (4) (0) [NodePort, Local]",  # node1 has no solo pod: count 0
+    ]
+    assert reverse == {1: ("10.96.0.2", 80), 2: ("10.96.0.3", 81), 3: ("192.168.1.2", 30080), 4: ("192.168.1.2", 30081)}
+
+
+def test_explain_shows_the_maps_as_ciliums_commands_and_in_json(read_maps: Any) -> None:
+    lab = catalog.load("ebpf-svc")
+    services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
+    nat = [bpf.NatEntry(bpf.Tuple("TCP", "OUT", "10.244.0.3:40000", "198.51.100.10:80"), "192.168.1.2:40000", 90)]
+    conns = [ct("SVC", "10.244.0.3:41234", "10.96.0.2:80", backend_id=1)]
+    nf = facts_of(lab, "node1", services, reverse, conntrack=conns, nat=nat, now=100)
+    assert nf.bpf is not None
+    nf.bpf.ipcache = [bpf.IpcacheEntry("10.244.1.0/24", 2, "192.168.1.3")]
+    shown = text(explain_view.view(lab, [nf]))
+    for title in ("cilium bpf lb list", "cilium bpf ct list global", "cilium bpf nat list", "cilium bpf ipcache list"):
+        assert title in shown
+    for line in [*cilium_view.lb_list(services), *cilium_view.ct_list(conns), *cilium_view.nat_list(nat, 100),
+                 *cilium_view.ipcache_list(nf.bpf.ipcache)]:
+        assert line in shown, line
+    doc = explain_view.to_json(lab, [nf])["nodes"][0]["bpf"]
+    assert doc["services"] == cilium_view.lb_json(services) and doc["services"][2]["backend"] is None
+    assert doc["conntrack"] == [{"protocol": "TCP", "direction": "SVC", "source": "10.244.0.3:41234",
+                                 "destination": "10.96.0.2:80", "expires": 21700, "packets": 6, "bytes": 412,
+                                 "flags": [], "revNat": 1, "backendId": 1}]
+    assert doc["nat"][0]["createdSecAgo"] == 10
+    assert doc["ipcache"] == [{"prefix": "10.244.1.0/24", "identity": 2, "encryptKey": 0, "tunnelEndpoint": "192.168.1.3",
+                               "flags": ["hastunnel"]}]
+
+
+def test_explain_says_so_when_no_connection_was_translated_yet(read_maps: Any) -> None:
+    lab = catalog.load("ebpf-svc")
+    shown = text(explain_view.view(lab, [facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1")))]))
+    assert "cilium bpf ct list global" in shown and "no translated connection yet" in shown
+    assert "cilium bpf nat list" not in shown
+
+
+# -- check's words and the pictures ------------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+

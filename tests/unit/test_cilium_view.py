@@ -20,6 +20,7 @@ from cni_lab.lesson import explain
 from cni_lab.report import cilium_view, explain_view
 from cni_lab.steps import BpfServices
 
+from labs import make_lab
 
 
 def text(renderable: RenderableType) -> str:
@@ -207,6 +208,57 @@ def test_the_plans_maps_read_back_print_as_cilium_bpf_lb_list(read_maps: Any) ->
     assert reverse == {1: ("10.96.0.2", 80), 2: ("10.96.0.3", 81), 3: ("192.168.1.2", 30080), 4: ("192.168.1.2", 30081)}
 
 
+def test_the_lesson_says_how_each_frontend_is_balanced_and_where_masquerade_happens(read_maps: Any) -> None:
+    lab = catalog.load("ebpf-svc")
+    story = explain.datapath_story(lab, facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1"))))
+    assert ("a pod's packet to ClusterIP 10.96.0.2:80/TCP (default/web) is DNATed by cil_from_container to one of 2 "
+            "backends chosen at random (cilium_lb4_services_v2 slots 1-2), its connection remembered in cilium_ct4_global; "
+            "replies get 10.96.0.2:80 back from cilium_lb4_reverse_nat on delivery") in story
+    assert ("a pod's packet to ClusterIP 10.96.0.3:81/UDP (default/solo) is DNATed by cil_from_container to its one "
+            "backend (cilium_lb4_services_v2 slot 1), its connection remembered in cilium_ct_any4_global; replies get "
+            "10.96.0.3:81 back from cilium_lb4_reverse_nat on delivery") in story
+    assert ("a packet from outside to NodePort 192.168.1.2:30080/TCP (default/web) on this node's address is DNATed by "
+            "cil_from_netdev to one of 2 backends chosen at random (slots 1-2): one on this node gets it with the client's "
+            "address kept, one on another node gets it SNATed to the router IP 10.244.0.1, its reply coming back through "
+            "the tunnel (cilium_snat_v4_external)") in story
+    assert any(line.startswith("a packet from outside to NodePort 192.168.1.2:30081/UDP (default/solo, "
+                               "externalTrafficPolicy Local) on this node's address finds no backend on this node (count 0): "
+                               "cil_from_netdev drops it") for line in story)
+    assert any("lands on itself sees it come from 169.254.42.1" in line for line in story)
+    assert ("a pod's packet to the world (an address cilium_ipcache_v2 does not know, outside the native-routing CIDR "
+            "10.244.0.0/16) leaves with this node's IP 192.168.1.2 and a port of the node's (32768-65535): "
+            "cil_from_container masquerades it, the mapping both ways in cilium_snat_v4_external, and cil_from_netdev "
+            "turns the replies back") in story
+    assert not any("lacks" in line for line in story)
+    node2 = explain.datapath_story(lab, facts_of(lab, "node2", *read_maps(kernel_maps(lab, "node2"))))
+    assert any("NodePort 192.168.1.3:30081/UDP (default/solo, externalTrafficPolicy Local) on this node's address is "
+               "DNATed by cil_from_netdev to its one backend on this node (slot 1), the client's address kept" in line
+               for line in node2)
+
+
+def test_a_slot_whose_backend_is_gone_is_named(read_maps: Any) -> None:
+    """`fault bpf-backend-del node1 node2/web2`: node1's backends map loses backend 2, its slots stay."""
+    lab = catalog.load("ebpf-svc")
+    services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
+    assert "10.96.0.2:80/TCP (2)        backend 2 not found" in cilium_view.lb_list(services)
+    story = explain.datapath_story(lab, facts_of(lab, "node1", services, reverse))
+    assert [line for line in story if "lacks" in line] == [
+        "slot 2 of 10.96.0.2:80/TCP names backend 2, which cilium_lb4_backends_v3 lacks: connections that land there "
+        "are dropped",
+        "slot 2 of 192.168.1.2:30080/TCP names backend 2, which cilium_lb4_backends_v3 lacks: connections that land "
+        "there are dropped"]
+
+
+def test_native_routing_snats_a_nodeport_to_the_nodes_ip_and_no_outside_means_no_masquerade(read_maps: Any) -> None:
+    doc_services = [{"name": "web", "type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]
+    nodes = [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}]},
+             {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}]
+    lab = make_lab(nodes, dataplane="ebpf", ebpf={"routing": "native"}, services=doc_services)
+    story = explain.datapath_story(lab, facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1"))))
+    assert any("SNATed to the node's IP 192.168.1.2, its reply coming back here" in line for line in story), story
+    assert not any("masquerades" in line for line in story)
+
+
 def test_explain_shows_the_maps_as_ciliums_commands_and_in_json(read_maps: Any) -> None:
     lab = catalog.load("ebpf-svc")
     services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
@@ -221,6 +273,7 @@ def test_explain_shows_the_maps_as_ciliums_commands_and_in_json(read_maps: Any) 
     for line in [*cilium_view.lb_list(services), *cilium_view.ct_list(conns), *cilium_view.nat_list(nat, 100),
                  *cilium_view.ipcache_list(nf.bpf.ipcache)]:
         assert line in shown, line
+    assert "slot 2 of 10.96.0.2:80/TCP names backend 2" in shown
     doc = explain_view.to_json(lab, [nf])["nodes"][0]["bpf"]
     assert doc["services"] == cilium_view.lb_json(services) and doc["services"][2]["backend"] is None
     assert doc["conntrack"] == [{"protocol": "TCP", "direction": "SVC", "source": "10.244.0.3:41234",
@@ -241,15 +294,29 @@ def test_explain_says_so_when_no_connection_was_translated_yet(read_maps: Any) -
 # -- check's words and the pictures ------------------------------------------------------------------------
 
 
+SERVICES_DOC = [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}]
+NODES = [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
+         {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}]
 
 
+def lab_on(dataplane: str) -> Lab:
+    return make_lab(NODES, name="svc", dataplane=dataplane, services=SERVICES_DOC, outside={})
 
 
+def test_explain_reads_no_kube_proxy_table_where_bpf_balances_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni_lab.kernel import edit
 
+    asked: list[tuple[str, ...]] = []
 
+    def nft_text(ns: str, *args: str) -> str:
+        asked.append(args)
+        raise OSError(2, "No such file or directory")
 
-
-
-
-
+    monkeypatch.setattr(edit, "nft_text", nft_text)
+    facts = explain.read_nat(lab_on("ebpf"), "node1")
+    assert facts is not None and facts.services == [] and facts.masquerade_table is None
+    assert not any("kube-proxy" in a for args in asked for a in args)
+    hostgw = explain.read_nat(lab_on("host-gw"), "node1")
+    assert hostgw is not None and hostgw.services == ["kube-proxy's table is missing on this node"]
 

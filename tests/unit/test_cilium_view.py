@@ -14,6 +14,7 @@ from rich.console import Console, RenderableType
 
 from cni_lab import catalog, names, plan
 from cni_lab.cluster import Lab
+from cni_lab.executor import apply
 from cni_lab.kernel import bpf
 from cni_lab.kernel.readback import Link, NetnsView
 from cni_lab.lesson import explain
@@ -289,6 +290,23 @@ def test_explain_says_so_when_no_connection_was_translated_yet(read_maps: Any) -
     shown = text(explain_view.view(lab, [facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1")))]))
     assert "cilium bpf ct list global" in shown and "no translated connection yet" in shown
     assert "cilium bpf nat list" not in shown
+
+
+def test_a_bpf_services_step_is_a_command_per_map_entry() -> None:
+    lab = catalog.load("ebpf-svc")
+    step = next(s for s in plan.service_steps(lab, lab.services) if isinstance(s, BpfServices))
+    lines = step.describe().splitlines()
+    pin = names.bpf_node_dir(lab.name, "node1")
+    assert f"bpftool map update pinned {pin}/cilium_lb4_backends_v3 key <backend 1> value <10.244.0.2:8080/TCP>  # node1/web1" in lines
+    assert f"bpftool map update pinned {pin}/cilium_lb4_reverse_nat key <1> value <10.96.0.2:80>" in lines
+    assert (f"bpftool map update pinned {pin}/cilium_lb4_services_v2 key <10.96.0.2:80/TCP slot 0> value <count 2, rev_nat 1, "
+            "flags 0x0>  # default/web (ClusterIP)") in lines
+    assert f"bpftool map update pinned {pin}/cilium_lb4_services_v2 key <10.96.0.2:80/TCP slot 2> value <backend 2, rev_nat 1, flags 0x0>" in lines
+    slots = sum(1 + len(f.backend_ids) for f in step.frontends)
+    assert len(lines) == len(step.backends) + len(step.frontends) + slots
+    # `up` still says a failing step in one line
+    error = apply._failed(step, OSError(1, "Operation not permitted"))
+    assert "\n" not in str(error) and str(error).startswith(lines[0]) and f"and {len(lines) - 1} more" in str(error)
 
 
 # -- check's words and the pictures ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import random
+import xml.etree.ElementTree as ET
 from typing import Any, Iterator
 
 import pytest
@@ -18,7 +19,12 @@ from cni_lab.executor import apply
 from cni_lab.kernel import bpf
 from cni_lab.kernel.readback import Link, NetnsView
 from cni_lab.lesson import explain
-from cni_lab.report import cilium_view, explain_view
+from cni_lab.probe import pairs
+from cni_lab.probe.engine import Outcomes
+from cni_lab.probe.matrix import CheckResult, NeighbourUse
+from cni_lab.probe.pairs import AllPairs
+from cni_lab.probe.service_probes import Answer, ServiceProbe
+from cni_lab.report import cilium_view, explain_view, json_junit, terminal
 from cni_lab.steps import BpfServices
 
 from labs import make_lab
@@ -311,6 +317,15 @@ def test_a_bpf_services_step_is_a_command_per_map_entry() -> None:
 
 # -- check's words and the pictures ------------------------------------------------------------------------
 
+def service_result(lab: Lab) -> CheckResult:
+    """One ClusterIP probe and one Cluster NodePort probe of lab's web Service, both as expected."""
+    endpoints = pairs.endpoints(lab)
+    use = NeighbourUse("arp", 1024, True, 2, 511, 514, 12, 1, 14, 0, 0)
+    probes = (ServiceProbe("node1/client", "default/web", 80, (Answer("node2/web2", "10.244.0.3", 8080),), 1, target_port=8080),
+              ServiceProbe("outside", "default/web", 30080, (Answer("node1/web1", "198.51.100.10", 8080),), 1,
+                           via="node1", policy="Cluster", target_port=8080))
+    return CheckResult(lab, endpoints, Outcomes(AllPairs(len(endpoints))), 0.1, use, services=probes)
+
 
 SERVICES_DOC = [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
                  "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}]
@@ -320,6 +335,32 @@ NODES = [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, 
 
 def lab_on(dataplane: str) -> Lab:
     return make_lab(NODES, name="svc", dataplane=dataplane, services=SERVICES_DOC, outside={})
+
+
+@pytest.mark.parametrize("dataplane,words,not_words", [
+    ("host-gw", ["hairpin masqueraded", "nodes as kube-proxy does it", "masqueraded to the node dialled"], ["Cilium"]),
+    ("ebpf", ["hairpin seen from 169.254.42.1", "nodes as Cilium's kube-proxy replacement does it",
+              "SNATed to the node dialled unless the endpoint is on it"], ["hairpin masqueraded", "as kube-proxy does it"]),
+])
+def test_check_says_services_in_the_words_of_what_balances_them(dataplane: str, words: list[str], not_words: list[str]) -> None:
+    result = service_result(lab_on(dataplane))
+    shown = "".join(text(part) for part in terminal.services_view(result)).replace("\n", " ")
+    shown = " ".join(shown.split())
+    assert all(w in shown for w in words), shown
+    assert not any(w in shown for w in not_words), shown
+    junit = ET.fromstring(json_junit.check_junit(result))
+    outputs = [c.findtext("system-out") or "" for c in junit.iter("testcase") if "default/web" in (c.get("name") or "")]
+    assert outputs and all(o.endswith(terminal.service_words(result.lab).standard) for o in outputs), outputs
+
+
+def test_every_way_of_balancing_services_has_its_words() -> None:
+    from typing import get_args, get_type_hints
+
+    from cni_lab.dataplanes.capabilities import Capabilities
+
+    hint = get_type_hints(Capabilities)["services"]
+    literal = next(a for a in get_args(hint) if get_args(a) and all(isinstance(v, str) for v in get_args(a)))
+    assert set(terminal.SERVICE_WORDS) == set(get_args(literal))
 
 
 def test_explain_reads_no_kube_proxy_table_where_bpf_balances_services(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from cni_lab.probe.engine import Outcomes
 from cni_lab.probe.matrix import CheckResult, NeighbourUse
 from cni_lab.probe.pairs import AllPairs
 from cni_lab.probe.service_probes import Answer, ServiceProbe
-from cni_lab.report import cilium_view, explain_view, json_junit, terminal
+from cni_lab.report import cilium_view, explain_view, json_junit, terminal, topology
 from cni_lab.steps import BpfServices
 
 from labs import make_lab
@@ -361,6 +361,18 @@ def test_every_way_of_balancing_services_has_its_words() -> None:
     hint = get_type_hints(Capabilities)["services"]
     literal = next(a for a in get_args(hint) if get_args(a) and all(isinstance(v, str) for v in get_args(a)))
     assert set(terminal.SERVICE_WORDS) == set(get_args(literal))
+
+
+def test_an_ebpf_labs_services_are_drawn_as_any_other_data_planes() -> None:
+    ebpf, hostgw = lab_on("ebpf"), lab_on("host-gw")
+    rows = [topology._services(lab) for lab in (ebpf, hostgw)]
+    assert rows[0] == rows[1] == [("Service default/web · ClusterIP 10.96.0.2 · 80/TCP NodePort :30080 (Cluster) → "
+                                   "node1/web1, node2/web2", ["node1/web1", "node2/web2"])]
+    svg = topology.svg(topology.of_plan(plan.build(ebpf)))
+    assert rows[0][0][0] in svg and "Services: every node's BPF maps (Cilium's kube-proxy replacement) DNAT them" in svg
+    assert "Services: kube-proxy's table on every node" in topology.svg(topology.of_plan(plan.build(hostgw)))
+    for graph in (topology.dot, topology.mermaid):
+        assert rows[0][0][0] in graph(topology.of_plan(plan.build(ebpf)))
 
 
 def test_explain_reads_no_kube_proxy_table_where_bpf_balances_services(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ goes back the other way, because a reply needs a route too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from cni_lab import names
 from cni_lab.errors import LabError

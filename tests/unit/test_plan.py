@@ -119,7 +119,7 @@ def test_generated_bird_config_parses(tmp_path: Path) -> None:
 
 def test_ebpf_plan_is_cilium_shaped() -> None:
     from cni_lab.errors import LabError
-    from cni_lab.steps import AddRoute, AttachBpf, BpfEndpoint, BpfIpcache, BpfServices, LoadBpf, LoadNftables
+    from cni_lab.steps import AddRoute, AttachBpf, BpfEndpoint, BpfIpcache, LoadBpf
 
     def build(routing: str, **extra: Any) -> plan.Plan:
         doc = {"name": "lab", "dataplane": "ebpf", "ebpf": {"routing": routing},

@@ -24,7 +24,7 @@ from cni_lab.probe.engine import Outcomes
 from cni_lab.probe.matrix import CheckResult, NeighbourUse
 from cni_lab.probe.pairs import AllPairs
 from cni_lab.probe.service_probes import Answer, ServiceProbe
-from cni_lab.report import cilium_view, explain_view, json_junit, terminal, topology
+from cni_lab.report import cilium_view, explain_view, html, json_junit, terminal, topology
 from cni_lab.steps import BpfServices
 
 from labs import make_lab
@@ -391,3 +391,17 @@ def test_explain_reads_no_kube_proxy_table_where_bpf_balances_services(monkeypat
     hostgw = explain.read_nat(lab_on("host-gw"), "node1")
     assert hostgw is not None and hostgw.services == ["kube-proxy's table is missing on this node"]
 
+
+
+def test_the_html_report_shows_an_ebpf_nodes_service_slots_where_kube_proxys_rules_would_be(read_maps: Any) -> None:
+    lab = catalog.load("ebpf-svc")
+    services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
+    facts = explain_view.to_json(lab, [facts_of(lab, "node1", services, reverse)])
+    facts["nodes"][0]["nat"] = {"masqueradeTable": None, "masquerade": [], "services": []}  # nothing in netfilter
+    page = html.page(lab.name, "<svg/>", None, facts)
+    assert "<code>10.96.0.2:80/TCP (0)</code></td><td>BPF Service frontend [ClusterIP, non-routable]: 2 backends" in page
+    assert "<code>10.96.0.2:80/TCP (1)</code></td><td>DNAT to 10.244.0.2:8080/TCP" in page
+    assert "<code>10.96.0.2:80/TCP (2)</code></td><td>backend 2 not found: dropped" in page
+    assert "kube-proxy" not in page
+    facts["nodes"][0]["bpf"]["services"] = []
+    assert '<table class="routes nat">' not in html.page(lab.name, "<svg/>", None, facts)  # no empty table

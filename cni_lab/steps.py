@@ -267,8 +267,19 @@ class BpfServices:
     backends: tuple[LbBackend, ...]
 
     def describe(self) -> str:
-        return (f"bpftool map update pinned {self.pin}/cilium_lb4_services_v2 ...  # {len(self.frontends)} frontends, "
-                f"{len(self.backends)} backends, their reverse NAT in cilium_lb4_reverse_nat")
+        """A line per map entry, in the order they are written: backends, reverse NAT, then each
+        frontend's slot 0 (its backend count) and a slot per backend."""
+        update = f"bpftool map update pinned {self.pin}"
+        lines = [f"{update}/cilium_lb4_backends_v3 key <backend {b.id}> value <{b.address}:{b.port}/{b.protocol}>  # {b.pod}"
+                 for b in self.backends]
+        lines += [f"{update}/cilium_lb4_reverse_nat key <{f.rev_nat_index}> value <{f.address}:{f.port}>" for f in self.frontends]
+        for f in self.frontends:
+            key = f"{f.address}:{f.port}/{f.protocol}"
+            lines.append(f"{update}/cilium_lb4_services_v2 key <{key} slot 0> value <count {len(f.backend_ids)}, "
+                         f"rev_nat {f.rev_nat_index}, flags {f.flags:#x}>  # {f.service} ({f.kind})")
+            lines += [f"{update}/cilium_lb4_services_v2 key <{key} slot {slot}> value <backend {backend}, "
+                      f"rev_nat {f.rev_nat_index}, flags {f.flags:#x}>" for slot, backend in enumerate(f.backend_ids, 1)]
+        return "\n".join(lines) or f"{update}/cilium_lb4_services_v2 ...  # no frontends: every entry removed"
 
 
 @dataclass(frozen=True)

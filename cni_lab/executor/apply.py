@@ -150,8 +150,11 @@ class Batches:
 
 
 def _failed(step: Step, e: OSError) -> LabError:
-    """The one line `up` says when a step fails: the step as a command, the kernel's answer."""
-    return LabError(f"{step.describe()}: {e.strerror or e}{_hint(e)}")
+    """The one line `up` says when a step fails: the step as a command (the first of a step that
+    is several, BpfServices' map entries), the kernel's answer."""
+    first, *more = step.describe().splitlines()
+    command = first + (f"  (… and {len(more)} more in this step)" if more else "")
+    return LabError(f"{command}: {e.strerror or e}{_hint(e)}")
 
 
 class StepFailed(Exception):

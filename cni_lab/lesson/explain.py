@@ -4,12 +4,15 @@ report/explain_view.py renders them (the tree, the JSON)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from typing import Any
 
 from cni_lab import names, state
 from cni_lab.cluster import Lab
+from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
+from cni_lab.dataplanes.ebpf import FROM_CONTAINER, FROM_NETDEV, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_NODEPORT
 from cni_lab.errors import LabError
 from cni_lab.kernel import bpf, daemons, readback
 from cni_lab.kernel.readback import NetnsView, Route
@@ -41,6 +44,8 @@ class BpfFacts:
     services: list[bpf.LbEntry] = field(default_factory=list)
     conntrack: list[bpf.CtEntry] = field(default_factory=list)
     nat: list[bpf.NatEntry] = field(default_factory=list)
+    reverse_nat: dict[int, tuple[str, int]] = field(default_factory=dict)  # rev_nat_index → the frontend
+    now: int | None = None  # the monotonic clock's second when the maps were read (what their entries are stamped with)
 
     def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
         return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
@@ -63,8 +68,9 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
     except OSError as e:
         return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
     try:
+        # bpf_ktime_get_ns, which the programs stamp entries with, is CLOCK_MONOTONIC: Python's monotonic clock
         return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
-                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin))
+                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin), int(time.monotonic()))
     except OSError as e:
         return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
 
@@ -334,7 +340,96 @@ def datapath_story(lab: Lab, nf: NodeFacts) -> list[str]:
     extra = [e.ip for e in nf.bpf.endpoints if e.ifindex not in by_index]
     if extra:
         lines.append(f"cilium_lxc holds {', '.join(extra)} whose lxc device is gone")
+    return lines + service_story(lab, nf) + masquerade_story(lab, nf)
+
+
+def _service_names(lab: Lab, node: str) -> dict[tuple[str, int, str], str]:
+    """(address, port, protocol) → the Service port it is, `default/web` (`default/web:http` for
+    one of several): every ClusterIP, and the node's NodePorts on its own address."""
+    out = {}
+    node_ip = str(lab.node(node).ip)
+    for svc in lab.services:
+        for port in svc.spec.ports:
+            label = svc.qualified + (f":{port.name}" if port.name else "")
+            out[(str(svc.cluster_ip), port.port, port.protocol)] = label
+            if port.node_port:
+                out[(node_ip, port.node_port, port.protocol)] = label
+    return out
+
+
+def service_story(lab: Lab, nf: NodeFacts) -> list[str]:
+    """Services as the node's maps balance them (Cilium's kube-proxy replacement): per frontend of
+    cilium_lb4_services_v2 which program DNATs it, to how many backends, and how replies are
+    turned back; a slot whose backend the backends map lacks (`fault bpf-backend-del`) named."""
+    if nf.bpf is None or not nf.bpf.services:
+        return []
+    named = _service_names(lab, nf.name)
+    slots: dict[tuple[str, int, str], list[bpf.LbEntry]] = {}
+    for e in nf.bpf.services:
+        slots.setdefault((e.address, e.port, e.protocol), []).append(e)
+    lines = []
+    for key, entries in slots.items():
+        master = next((e for e in entries if e.slot == 0), None)
+        if master is not None:
+            lines.append(_frontend_line(lab, nf, nf.bpf, master, named.get(key)))
+        lines += [f"slot {e.slot} of {e.address}:{e.port}/{e.protocol} names backend {e.backend_id}, which "
+                  "cilium_lb4_backends_v3 lacks: connections that land there are dropped"
+                  for e in sorted(entries, key=lambda e: e.slot) if e.slot and e.backend is None]
+    own = {str(p.ip) for p in lab.node(nf.name).pods}
+    if any(e.backend is not None and e.backend[0] in own and not e.flags & SVC_FLAG_NODEPORT for e in nf.bpf.services):
+        lines.append(f"a pod whose connection to a Service lands on itself sees it come from {CILIUM_LB_LOOPBACK} "
+                     "(Cilium's IPV4_LOOPBACK): with its own address as the source, the reply would never leave it")
     return lines
+
+
+def _programs(nf: NodeFacts, facts: BpfFacts) -> tuple[str, str]:
+    """The programs at the pods' lxc devices and at eth0, as attached (Cilium's names when not)."""
+    container = next((p for p in (facts.program_on(pf.host_veth or "") for pf in nf.pods) if p), FROM_CONTAINER)
+    return container, facts.program_on(names.NODE_UPLINK) or FROM_NETDEV
+
+
+def _frontend_line(lab: Lab, nf: NodeFacts, facts: BpfFacts, master: bpf.LbEntry, service: str | None) -> str:
+    """One frontend (its slot 0) in words: a ClusterIP DNATed where pods send, a NodePort where
+    the node receives."""
+    container, netdev = _programs(nf, facts)
+    count, fe = master.count, f"{master.address}:{master.port}/{master.protocol}"
+    some = "its one backend" if count == 1 else f"one of {count} backends chosen at random"
+    where = "slot 1" if count == 1 else f"slots 1-{count}"
+    if not master.flags & SVC_FLAG_NODEPORT:
+        what = f"a pod's packet to ClusterIP {fe}" + (f" ({service})" if service else "")
+        if not count:
+            return f"{what} finds no backend in cilium_lb4_services_v2 (count 0): {container} drops it (DROP_NO_SERVICE)"
+        ct = bpf.CT_MAPS[0] if master.protocol == "TCP" else bpf.CT_MAPS[1]
+        back = facts.reverse_nat.get(master.rev_nat_index)
+        replies = (f"replies get {back[0]}:{back[1]} back from cilium_lb4_reverse_nat on delivery" if back else
+                   f"cilium_lb4_reverse_nat has no entry {master.rev_nat_index}: replies keep the backend's address, "
+                   "which the client never dialled")
+        return f"{what} is DNATed by {container} to {some} (cilium_lb4_services_v2 {where}), its connection remembered in {ct}; {replies}"
+    local = bool(master.flags & SVC_FLAG_EXT_LOCAL_SCOPE)
+    about = ", ".join(([service] if service else []) + (["externalTrafficPolicy Local"] if local else []))
+    what = f"a packet from outside to NodePort {fe}" + (f" ({about})" if about else "") + " on this node's address"
+    if not count:
+        return (f"{what} finds no backend" + (" on this node" if local else "") + f" (count 0): {netdev} drops it "
+                "(DROP_NO_SERVICE; Cilium's default answers ICMP port unreachable instead)")
+    if local:
+        return f"{what} is DNATed by {netdev} to {some} on this node ({where}), the client's address kept"
+    node = lab.node(nf.name)
+    snat = (f"the router IP {node.gateway}, its reply coming back through the tunnel" if lab.tunnelled else
+            f"the node's IP {node.ip}, its reply coming back here")
+    return (f"{what} is DNATed by {netdev} to {some} ({where}): one on this node gets it with the client's address "
+            f"kept, one on another node gets it SNATed to {snat} (cilium_snat_v4_external)")
+
+
+def masquerade_story(lab: Lab, nf: NodeFacts) -> list[str]:
+    """BPF masquerade (bpf.masquerade): what leaves the cluster takes the node's address."""
+    scenario = lab.scenario
+    if nf.bpf is None or scenario.outside_ip is None or not scenario.masquerade or lab.capabilities.masquerade != "cilium-bpf":
+        return []
+    container, netdev = _programs(nf, nf.bpf)
+    return [f"a pod's packet to the world (an address cilium_ipcache_v2 does not know, outside the native-routing CIDR "
+            f"{scenario.cluster_cidr}) leaves with this node's IP {lab.node(nf.name).ip} and a port of the node's "
+            f"(32768-65535): {container} masquerades it, the mapping both ways in cilium_snat_v4_external, and "
+            f"{netdev} turns the replies back"]
 
 
 def _cni_result(lab: Lab, node: str, pod: str) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@ from rich.tree import Tree
 from cni_lab import names
 from cni_lab.cluster import Lab
 from cni_lab.kernel.readback import NetnsView, Route
-from cni_lab.lesson.explain import NodeFacts, calico_status, datapath_story, meaning
+from cni_lab.lesson.explain import BpfFacts, NodeFacts, calico_status, datapath_story, meaning
+from cni_lab.report import cilium_view
 
 
 def _addresses(view: NetnsView, ifname: str) -> list[str]:
@@ -140,12 +141,30 @@ def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
     for e in facts.endpoints:
         lxc = by_index.get(e.ifindex, f"ifindex {e.ifindex} (gone)")
         eps.add(f"{e.ip} → {lxc} (pod {pod_of.get(lxc, '?')}), pod mac {e.mac}, lxc mac {e.node_mac}")
-    if facts.ipcache:
-        cache = tree.add(Text.assemble(("cilium_ipcache_v2", "bold"), " (prefix → identity, tunnel endpoint)"))
-        for entry in facts.ipcache:
-            cache.add(f"{entry.prefix} identity={entry.identity} tunnelendpoint={entry.tunnel_endpoint}")
+    for command, maps, lines, empty in _cilium_lists(facts):
+        branch = tree.add(Text.assemble((command, "bold"), f"  ({maps})"))
+        for line in lines or [empty]:
+            branch.add(Text(line, style="dim" if not lines else ""))
     counted = ", ".join(f"{k} {v}" for k, v in facts.metrics.items() if v)
     tree.add(Text(f"cilium_metrics: {counted or 'no packets yet'}", style="dim"))
+
+
+def _cilium_lists(facts: BpfFacts) -> list[tuple[str, str, list[str], str]]:
+    """The node's maps as Cilium's commands print them: (command, maps, lines, what to say when
+    there are none); the conntrack and NAT tables only where there is something to translate."""
+    out = []
+    if facts.services:
+        out.append(("cilium bpf lb list", "cilium_lb4_services_v2 with cilium_lb4_backends_v3",
+                    cilium_view.lb_list(facts.services), ""))
+    if facts.services or facts.conntrack:
+        out.append(("cilium bpf ct list global", "cilium_ct4_global, cilium_ct_any4_global",
+                    cilium_view.ct_list(facts.conntrack), "no translated connection yet"))
+    if facts.nat:
+        out.append(("cilium bpf nat list", "cilium_snat_v4_external", cilium_view.nat_list(facts.nat, facts.now), ""))
+    if facts.ipcache:
+        out.append(("cilium bpf ipcache list", "cilium_ipcache_v2: prefix → identity, tunnel endpoint",
+                    cilium_view.ipcache_list(facts.ipcache), ""))
+    return out
 
 
 def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
@@ -216,8 +235,11 @@ def _bpf_json(nf: NodeFacts) -> dict[str, Any]:
         "programs": [{"ifname": a.ifname, "hook": f"tc {a.direction}", "program": a.program} for a in nf.bpf.attached],
         "endpoints": [{"ip": e.ip, "ifindex": e.ifindex, "lxc": names_by_index.get(e.ifindex), "mac": e.mac,
                        "nodeMac": e.node_mac} for e in nf.bpf.endpoints],
-        "ipcache": [{"prefix": e.prefix, "identity": e.identity, "tunnelEndpoint": e.tunnel_endpoint}
-                    for e in nf.bpf.ipcache],
+        # as `cilium bpf lb list`, `ct list global`, `nat list` and `ipcache list` show them (report/cilium_view.py)
+        "services": cilium_view.lb_json(nf.bpf.services),
+        "conntrack": cilium_view.ct_json(nf.bpf.conntrack),
+        "nat": cilium_view.nat_json(nf.bpf.nat, nf.bpf.now),
+        "ipcache": cilium_view.ipcache_json(nf.bpf.ipcache),
         "metrics": nf.bpf.metrics,
     }
 

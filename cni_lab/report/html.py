@@ -103,6 +103,14 @@ def _services(check: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _lb_slot(entry: dict[str, Any]) -> str:
+    """A slot of cilium_lb4_services_v2 (explain's JSON of `cilium bpf lb list`) in words."""
+    if entry["slot"] == 0:
+        return (f"BPF Service frontend [{', '.join(entry['flags'])}]: {entry['count']} backends, replies turned back "
+                f"by reverse NAT {entry['revNatId']}")
+    return f"DNAT to {entry['backend']}" if entry["backend"] else f"backend {entry['backendId']} not found: dropped"
+
+
 def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: dict[str, Any]) -> str:
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>cni-lab {escape(lab_name)}</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -143,12 +151,13 @@ def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: 
         parts += [f"<li>pod {escape(p['name'])}: eth0 {escape(str(p['address']))}, host end {escape(str(p['hostVeth']))}</li>"
                   for p in node["pods"]]
         parts.append("</ul>")
-        nat = node.get("nat")
-        if nat:
-            parts.append('<table class="routes nat"><tr><th>NAT here</th><th>meaning</th></tr>')
-            parts += [f"<tr><td><code>{escape(m['chain'])}: {escape(m['rule'])}</code></td><td>{escape(m['meaning'])}</td></tr>"
-                      for m in nat["masquerade"]]
-            parts += [f"<tr><td>kube-proxy</td><td>{escape(w)}</td></tr>" for w in nat["services"]]
-            parts.append("</table>")
+        nat = node.get("nat") or {"masquerade": [], "services": []}
+        rows = [f"<tr><td><code>{escape(m['chain'])}: {escape(m['rule'])}</code></td><td>{escape(m['meaning'])}</td></tr>"
+                for m in nat["masquerade"]]
+        rows += [f"<tr><td>kube-proxy</td><td>{escape(w)}</td></tr>" for w in nat["services"]]
+        rows += [f"<tr><td><code>{escape(s['frontend'])} ({s['slot']})</code></td><td>{escape(_lb_slot(s))}</td></tr>"
+                 for s in (node.get("bpf") or {}).get("services") or []]
+        if rows:
+            parts += ['<table class="routes nat"><tr><th>NAT here</th><th>meaning</th></tr>', *rows, "</table>"]
     parts.append("</body></html>")
     return "\n".join(parts)

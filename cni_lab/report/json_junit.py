@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from cni_lab import names
 from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
+from cni_lab.report.terminal import service_words
 
 if TYPE_CHECKING:  # results are made by `check`; `up --json` needs no prober
     from cni_lab.probe.matrix import CheckResult, PairResult
@@ -203,10 +204,11 @@ def check_junit(result: CheckResult) -> str:
     by_service: dict[str, list[Any]] = {}
     for service in result.services:
         by_service.setdefault(service.title, []).append(service)
+    standard = service_words(result.lab).standard  # as kube-proxy, or Cilium's replacement of it, does it
     for name, probes in by_service.items():  # Services: a case per port dialled (they count in `passed`)
         wrong = [p for p in probes if not p.ok]
-        _extra_case(suite, classname, name, f"{len(wrong)}/{len(probes)} not as kube-proxy does it",
-                    [f"{p.via or p.src}: {p.problem}" for p in wrong], f"{len(probes)}/{len(probes)} as kube-proxy does it")
+        _extra_case(suite, classname, name, f"{len(wrong)}/{len(probes)} not {standard}",
+                    [f"{p.via or p.src}: {p.problem}" for p in wrong], f"{len(probes)}/{len(probes)} {standard}")
     if result.lab.capabilities.runs_cni_plugins:  # the runtime's CNI CHECK of every pod counts in `passed` too
         _extra_case(suite, classname, "CNI CHECK", f"{len(result.cni_problems)} CNI CHECK problems",
                     list(result.cni_problems))

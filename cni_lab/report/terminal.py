@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
@@ -10,6 +11,7 @@ from rich.text import Text
 
 from cni_lab import names
 from cni_lab.cluster import Lab
+from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
 from cni_lab.state import Status
 from cni_lab.plan import Plan
 from cni_lab.probe.pairs import endpoints
@@ -142,6 +144,27 @@ def masquerade_lines(result: CheckResult) -> list[str]:
             for node, ips in sorted(seen.items())]
 
 
+@dataclass(frozen=True)
+class ServiceWords:
+    """How a Service answering as expected is said, in the words of what balances it
+    (probe/service_probes.py judges each by the same rules)."""
+
+    standard: str  # whose behaviour the probes hold it to
+    hairpin: str  # what a pod reaching itself through its Service sees
+    cluster_nodeport: str  # what an endpoint reached through a NodePort (externalTrafficPolicy Cluster) sees
+
+
+SERVICE_WORDS: dict[object, ServiceWords] = {
+    "kube-proxy-nftables": ServiceWords("as kube-proxy does it", "hairpin masqueraded", "masqueraded to the node dialled"),
+    "cilium-bpf": ServiceWords("as Cilium's kube-proxy replacement does it", f"hairpin seen from {CILIUM_LB_LOOPBACK}",
+                               "SNATed to the node dialled unless the endpoint is on it"),
+}
+
+
+def service_words(lab: Lab) -> ServiceWords:
+    return SERVICE_WORDS.get(lab.capabilities.services, SERVICE_WORDS["kube-proxy-nftables"])
+
+
 def _target(probe: ServiceProbe) -> str:
     """`8080`, or a named targetPort with each endpoint's number: `http (n1/a 8080, n2/c 9090)`."""
     if not isinstance(probe.target_port, str):
@@ -156,6 +179,7 @@ def services_view(result: CheckResult) -> list[RenderableType]:
     for s in result.services:
         groups.setdefault(s.title, []).append(s)
     parts: list[RenderableType] = []
+    words = service_words(result.lab)
     for title, probes in groups.items():
         spread: dict[str, int] = {}
         for p in probes:
@@ -169,12 +193,12 @@ def services_view(result: CheckResult) -> list[RenderableType]:
         head = f" → targetPort {_target(probes[0])}  {len(probes) - len(bad)}/{len(probes)} "
         if probes[0].kind == "clusterIP":
             parts.append(Text.assemble((title, "bold"), head + f"pods answered by its endpoints ({shares}), the client's "
-                                       "address kept, hairpin masqueraded  ", mark))
+                                       f"address kept, {words.hairpin}  ", mark))
         else:
-            how = ("masqueraded to the node dialled" if probes[0].policy == "Cluster" else
+            how = (words.cluster_nodeport if probes[0].policy == "Cluster" else
                    "the client's address kept; nodes without a local endpoint do not answer")
             silent = [p.via for p in probes if p.ok and not p.answers and not p.unconfirmed]
-            parts.append(Text.assemble((title, "bold"), head + f"nodes as kube-proxy does it ({shares}"
+            parts.append(Text.assemble((title, "bold"), head + f"nodes {words.standard} ({shares}"
                                        + (f"; silent: {', '.join(silent)}" if silent else "") + f"), {how}  ", mark))
         parts += [Text(f"  {p.via or p.src}: {p.problem}", style="red") for p in bad]
     for busy in sorted({b for s in result.services for b in s.busy}):

@@ -160,6 +160,8 @@ def _services(lab: Lab) -> list[tuple[str, list[str]]]:
     return rows
 
 
+SERVICES_HOW: dict[object, str] = {"cilium-bpf": "every node's BPF maps (Cilium's kube-proxy replacement) DNAT them "
+                                                  "to their endpoints"}
 MASQUERADE_HOW: dict[object, str] = {"calico": "pods masqueraded by Calico natOutgoing",
                                      "cilium-bpf": "pods masqueraded in BPF (Cilium bpf.masquerade)"}
 
@@ -312,8 +314,8 @@ def svg(topo: Topology) -> str:
     if kinds:
         out.append(f'<text x="{GAP}" y="{links_y - 14}" font-size="11" fill="#5f6368">between nodes: {kinds}</text>')
     if service_rows:
-        out.append(f'<text x="{GAP}" y="{services_y - 12}" font-size="11" fill="#5f6368">Services: kube-proxy\'s '
-                   'table on every node DNATs them to their endpoints</text>')
+        how = SERVICES_HOW.get(lab.capabilities.services, "kube-proxy's table on every node DNATs them to their endpoints")
+        out.append(f'<text x="{GAP}" y="{services_y - 12}" font-size="11" fill="#5f6368">Services: {escape(how, quote=False)}</text>')
         for row, (text, _) in enumerate(service_rows):
             out.append(f'<g class="service"><rect x="{GAP}" y="{services_y + 24 * row}" width="{width - 2 * GAP}" '
                        f'height="20" rx="10" fill="#fce8e6" stroke="#c5221f"/><text x="{GAP + 12}" '

@@ -1,7 +1,8 @@
 """BPF for the `ebpf` data plane: the one place that compiles, loads, pins, attaches and reads
 programs and maps.
 
-- compile: clang -O2 -g -target bpf, once per source version (and clang version), cached in
+- compile: clang -O2 -g -target bpf, once per source version (the C file, its ebpf_lib/ headers,
+  and clang's version), cached in
   /var/cache/cni-lab/bpf/; `up` reuses the object.
 - load and pin: bpftool (libbpf) loads every program of the object with fresh maps and pins them
   in the node's folder of bpffs, /sys/fs/bpf/cnilab-<lab>/<node>/. bpffs is mounted there first
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 CACHE = Path("/var/cache/cni-lab/bpf")
 SOURCES = Path(__file__).resolve().parent.parent / "dataplanes"
+LIB = "ebpf_lib"  # the headers ebpf.c includes (Cilium's bpf/lib, much reduced): part of its version
 BPF_FS_MAGIC = 0xCAFE4A11
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
@@ -140,7 +142,7 @@ def compiled(source: str) -> Path:
     """The object of `source` (a C file of cni_lab/dataplanes/), compiled once per version."""
     path = SOURCES / source
     try:
-        text = path.read_bytes()
+        text = path.read_bytes() + b"".join(h.read_bytes() for h in sorted((SOURCES / LIB).glob("*.h")))
         clang = subprocess.run(["clang", "--version"], capture_output=True, text=True, check=True).stdout
     except FileNotFoundError as e:
         raise LabError(f"cannot compile {source}: {e.filename} not found (sudo ./scripts/setup.sh installs clang)") from None
@@ -152,7 +154,8 @@ def compiled(source: str) -> Path:
         return obj
     CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
     tmp = obj.with_suffix(f".{os.getpid()}.tmp")
-    cmd = ["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{_multiarch()}", "-Wall", "-c", str(path), "-o", str(tmp)]
+    cmd = ["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{_multiarch()}", f"-I{SOURCES}", "-Wall", "-c", str(path),
+           "-o", str(tmp)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)

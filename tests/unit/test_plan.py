@@ -216,6 +216,6 @@ def test_the_c_structs_match_what_the_kernel_layer_packs() -> None:
               "lb4_service": bpf.LB4_SERVICE, "lb4_backend": bpf.LB4_BACKEND, "lb4_reverse_nat": bpf.LB4_REVERSE_NAT,
               "ipv4_ct_tuple": bpf.CT_TUPLE, "ct_entry": bpf.CT_ENTRY, "ipv4_nat_entry": bpf.NAT_ENTRY}
     assert {k: f.size for k, f in packed.items()} == expected
-    source = (ROOT / "cni_lab" / "dataplanes" / "ebpf.c").read_text()
+    source = (ROOT / "cni_lab" / "dataplanes" / "ebpf_lib" / "common.h").read_text()
     enum = re.search(r"enum \{(.*?)METRIC_MAX", source, re.S)
     assert enum and len(re.findall(r"\bMETRIC_\w+", enum.group(1))) == len(bpf.METRICS)

@@ -185,17 +185,19 @@ class BpfNodeConfig:
     pin: str
     uplink: str
     vxlan: str | None  # the tunnel device, None in native routing
-    router_ip: IPv4Address
-    vni: int
-    node_ip: IPv4Address  # eth0's: NodePort frontends, the masquerade source
+    router_ip: IPv4Address | None  # cilium_host's (None in an IPv6-only lab)
+    vni: int  # the VNI of a packet whose sender has no identity
+    node_ip: IPv4Address | None  # eth0's: NodePort frontends, the masquerade source
     masquerade: bool  # bpf.masquerade: pods' traffic to the world leaves as node_ip
-    native_cidr: IPv4Network  # ipv4NativeRoutingCIDR: never masqueraded to
+    native_cidr: IPv4Network | None  # ipv4NativeRoutingCIDR: never masqueraded to
+    router_ip6: IPv6Address | None = None  # cilium_host's IPv6 address, in a lab with IPv6
 
     def describe(self) -> str:
         vxlan = f"ifindex of {self.vxlan}" if self.vxlan else "0"
+        six = f", {self.router_ip6}" if self.router_ip6 else ""
         return (f"bpftool map update pinned {self.pin}/node_config key 0 value <ifindex of {self.uplink}, {vxlan}, "
-                f"{self.router_ip}, vni {self.vni}, tunnel {int(self.vxlan is not None)}, {self.node_ip}, "
-                f"masquerade {int(self.masquerade)}, {self.native_cidr}>")
+                f"{self.router_ip or '0.0.0.0'}, vni {self.vni}, tunnel {int(self.vxlan is not None)}, "
+                f"{self.node_ip or '0.0.0.0'}, masquerade {int(self.masquerade)}, {self.native_cidr or '0.0.0.0/0'}{six}>")
 
 
 @dataclass(frozen=True)
@@ -204,14 +206,39 @@ class BpfEndpoint:
 
     netns: str
     pin: str
-    ip: IPv4Address
+    ip: IPv4Address | IPv6Address  # one entry per address of the pod
     lxc: str
     pod_netns: str
     pod_ifname: str
+    lxc_id: int  # the endpoint ID, unique on the node
+    identity: int  # its security identity
 
     def describe(self) -> str:
         return (f"bpftool map update pinned {self.pin}/cilium_lxc key <{self.ip}> value <ifindex of {self.lxc}, "
-                f"MAC of {self.pod_ifname} in {self.pod_netns}, MAC of {self.lxc}>")
+                f"MAC of {self.pod_ifname} in {self.pod_netns}, MAC of {self.lxc}, endpoint {self.lxc_id}, "
+                f"identity {self.identity}>")
+
+
+@dataclass(frozen=True)
+class BpfPolicy:
+    """An endpoint's policy map (cilium_policy_v2_<endpoint ID>) made to hold exactly these allow
+    entries, each (egress, identity, protocol, port, prefix): identity 0 is any, prefix Cilium's
+    lpm_prefix_length (0: any protocol and port, 8: the protocol, 24: the protocol and the port)."""
+
+    netns: str
+    pin: str
+    lxc_id: int
+    entries: tuple[tuple[bool, int, int, int, int], ...]
+
+    def describe(self) -> str:
+        path = f"{self.pin}/cilium_policy_v2_{self.lxc_id:05d}"
+        lines = [f"bpftool map create {path} type lpm_trie key 12 value 12 entries 16384 name cilium_policy_v2 flags 1"
+                 f"  # and into {self.pin}/cilium_policy_v2 under key {self.lxc_id}"]
+        for egress, identity, protocol, port, prefix in self.entries:
+            what = "ANY" if prefix == 0 else f"proto {protocol}" if prefix == 8 else f"{port}/{protocol} prefix {prefix}"
+            lines.append(f"bpftool map update pinned {path} key <{'egress' if egress else 'ingress'}, identity "
+                         f"{identity or 'ANY'}, {what}> value <allow>")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -221,9 +248,9 @@ class BpfIpcache:
 
     netns: str
     pin: str
-    prefix: IPv4Network
+    prefix: IPv4Network | IPv6Network
     identity: int
-    tunnel_endpoint: IPv4Address | None
+    tunnel_endpoint: IPv4Address | IPv6Address | None
 
     def describe(self) -> str:
         return (f"bpftool map update pinned {self.pin}/cilium_ipcache_v2 key <{self.prefix}> value <identity "
@@ -398,7 +425,7 @@ class CniAdd:
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
-             BpfEndpoint, BpfIpcache, BpfServices, LoadNftables, SetHairpin]
+             BpfEndpoint, BpfIpcache, BpfServices, BpfPolicy, LoadNftables, SetHairpin]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -45,6 +45,8 @@
 #include "ebpf_lib/conntrack.h"
 #include "ebpf_lib/lb.h"
 #include "ebpf_lib/nat.h"
+#include "ebpf_lib/policy.h"
+#include "ebpf_lib/ipv6.h"
 
 /* -- forwarding ------------------------------------------------------------------------------------ */
 
@@ -62,24 +64,13 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, struct iphdr *ip)
 	return 0;
 }
 
-/* Into a pod of this node: a reply of a Service connection its pod made gets the frontend back
- * as its source (the client side's reverse NAT, as bpf_lxc's to-container path does); then
- * Ethernet addresses as the pod expects them (from its router, the lxc device, to its eth0),
- * and bpf_redirect_peer: the packet appears on the pod's eth0 without passing the node's
- * routing, netfilter or the lxc device's queue (ipv4_local_delivery). */
-static __always_inline int local_delivery(struct __sk_buff *skb, struct endpoint_info *ep)
+/* Ethernet addresses as the pod expects them (from its router, the lxc device, to its eth0), and
+ * bpf_redirect_peer: the packet appears on the pod's eth0 without passing the node's routing,
+ * netfilter or the lxc device's queue (ipv4_local_delivery). */
+static __always_inline int redirect_to_pod(struct __sk_buff *skb, struct endpoint_info *ep)
 {
-	struct packet p = {};
-	struct ct_entry *ct;
-	struct iphdr *ip;
+	struct iphdr *ip = ipv4(skb);
 
-	if (parse(skb, &p) == 0) {
-		ct = ct_lookup_reply(&p);
-		if (ct && ct->rev_nat_index && !ct->node_port && !ct->lb_loopback &&
-		    lb4_rev_nat(skb, &p, ct->rev_nat_index) < 0)
-			return drop(METRIC_DROP);
-	}
-	ip = ipv4(skb);
 	if (!ip)
 		return TC_ACT_OK;
 	if (dec_ttl(skb, ip) < 0)
@@ -90,27 +81,60 @@ static __always_inline int local_delivery(struct __sk_buff *skb, struct endpoint
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
+/* Into a pod of this node: a reply of a connection the pod made passes (a Service's gets the
+ * frontend back as its source: the client side's reverse NAT, as bpf_lxc's to-container path
+ * does); anything else must be allowed by the pod's ingress policy for the sender's identity
+ * (`identity`, from the tunnel; 0: the ipcache's for the source address), and a new connection
+ * is tracked so its replies pass the other way. */
+static __always_inline int local_delivery(struct __sk_buff *skb, struct endpoint_info *ep, __u32 identity)
+{
+	struct packet p = {};
+	struct ct_entry *ct;
+	int state;
+
+	if (parse(skb, &p) == 0) {
+		state = ct_state(&p, TUPLE_F_IN);
+		if (state == CT_REPLY) {
+			ct = ct_lookup_reply(&p);
+			if (ct && ct->rev_nat_index && !ct->node_port && !ct->lb_loopback &&
+			    lb4_rev_nat(skb, &p, ct->rev_nat_index) < 0)
+				return drop(METRIC_DROP);
+		} else if (p.tuple.saddr != IPV4_LOOPBACK &&
+			   policy_enforce(skb, &p, ep, identity ? identity : identity_of(p.tuple.saddr), 0, state)) {
+			return TC_ACT_SHOT;
+		}
+	}
+	return redirect_to_pod(skb, ep);
+}
+
 /* To another node through the VXLAN device: the outer destination is the tunnel endpoint the
- * ipcache gives, set as the packet's tunnel key (cilium_vxlan is flow based). */
-static __always_inline int encap(struct __sk_buff *skb, struct node_config *cfg, __u32 remote)
+ * ipcache gives, set as the packet's tunnel key with the sender's identity as its VNI
+ * (cilium_vxlan is flow based). */
+static __always_inline int encap(struct __sk_buff *skb, struct node_config *cfg, struct remote_endpoint_info *info,
+				 __u32 identity)
 {
 	struct bpf_tunnel_key key = {};
+	__u64 flags = BPF_F_ZERO_CSUM_TX;
 
-	key.remote_ipv4 = bpf_ntohl(remote);
-	key.tunnel_id = cfg->vni;
+	if (info->flag_ipv6_tunnel_ep) { /* an IPv6 underlay: UDP over IPv6 keeps its checksum */
+		__builtin_memcpy(key.remote_ipv6, info->tunnel_endpoint6, 16);
+		flags = BPF_F_TUNINFO_IPV6;
+	} else {
+		key.remote_ipv4 = bpf_ntohl(info->tunnel_endpoint);
+	}
+	/* the sender's identity travels in the VNI; the host's as remote-node (__encap_with_nodeid4) */
+	key.tunnel_id = identity == HOST_ID ? REMOTE_NODE_ID : identity ? identity : cfg->vni;
 	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags) < 0)
 		return drop(METRIC_DROP);
 	count(METRIC_TUNNEL);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
-/* The tunnel endpoint of a remote address in tunnel mode, 0 when it is not behind one. */
-static __always_inline __u32 tunnel_endpoint(struct node_config *cfg, struct remote_endpoint_info *info)
+/* Whether a remote address is behind a tunnel endpoint (tunnel mode only). */
+static __always_inline int tunnelled(struct node_config *cfg, struct remote_endpoint_info *info)
 {
-	if (!cfg->tunnel || !info || !info->flag_has_tunnel_ep || info->flag_skip_tunnel)
-		return 0;
-	return info->tunnel_endpoint;
+	return cfg->tunnel && info && info->flag_has_tunnel_ep && !info->flag_skip_tunnel;
 }
 
 /* The node's FIB decides (the routes autoDirectNodeRoutes installs, the default route), the
@@ -166,19 +190,17 @@ static __always_inline int forward(struct __sk_buff *skb, struct packet *p, stru
 	struct endpoint_info *ep = local_endpoint(p->tuple.daddr);
 	struct remote_endpoint_info *info;
 	struct iphdr *ip;
-	__u32 remote;
 
 	if (ep)
-		return local_delivery(skb, ep);
+		return local_delivery(skb, ep, 0);
 	info = ipcache_lookup4(p->tuple.daddr);
-	remote = tunnel_endpoint(cfg, info);
-	if (remote) {
+	if (info && tunnelled(cfg, info)) {
 		ip = ipv4(skb);
 		if (!ip)
 			return TC_ACT_OK;
 		if (dec_ttl(skb, ip) < 0)
 			return drop(METRIC_DROP);
-		return encap(skb, cfg, remote);
+		return encap(skb, cfg, info, identity_of(p->tuple.saddr));
 	}
 	if (needs_masquerade(cfg, p, info) && snat_v4(skb, p, cfg->node_ip) < 0)
 		return drop(METRIC_DROP_NAT);
@@ -231,17 +253,19 @@ static __always_inline int lb4_loopback_reply(struct __sk_buff *skb, struct pack
 {
 	struct ct_entry *ct = ct_lookup_reply(p);
 	__be32 pod = p->tuple.saddr;
+	struct endpoint_info *ep = local_endpoint(pod);
 
-	if (!ct || !ct->lb_loopback)
+	if (!ct || !ct->lb_loopback || !ep)
 		return drop(METRIC_DROP);
 	if (rewrite4(skb, p, 0, pod, p->tuple.dport) < 0 || lb4_rev_nat(skb, p, ct->rev_nat_index) < 0)
 		return drop(METRIC_DROP);
-	return forward(skb, p, cfg);
+	return redirect_to_pod(skb, ep); /* the pod's own connection: no policy between it and itself */
 }
 
 /* A pod dialled a Service (lb4_local): DNAT to a backend; when the backend is the pod itself,
- * SNAT to IPV4_LOOPBACK too, or its own address would come back to it. 0: go on. */
-static __always_inline int lb4_local(struct __sk_buff *skb, struct packet *p, struct lb4_service *svc)
+ * SNAT to IPV4_LOOPBACK too, or its own address would come back to it. 0: go on (*created: the
+ * connection is new). */
+static __always_inline int lb4_local(struct __sk_buff *skb, struct packet *p, struct lb4_service *svc, int *created)
 {
 	struct lb4_backend *backend;
 	__u32 backend_id = 0;
@@ -251,8 +275,10 @@ static __always_inline int lb4_local(struct __sk_buff *skb, struct packet *p, st
 	int loopback;
 
 	backend = lb4_select(skb, p, svc, &backend_id);
-	if (!backend)
+	if (!backend) {
+		send_drop_notify(skb, identity_of(client), 0, 0, DROP_NO_SERVICE, skb->ifindex);
 		return drop(METRIC_DROP_NO_SERVICE);
+	}
 	address = backend->address;
 	port = backend->port;
 	loopback = address == client;
@@ -260,9 +286,103 @@ static __always_inline int lb4_local(struct __sk_buff *skb, struct packet *p, st
 		return drop(METRIC_DROP);
 	if (loopback && rewrite4(skb, p, 1, IPV4_LOOPBACK, p->tuple.sport) < 0)
 		return drop(METRIC_DROP);
-	ct_account(skb, p, TUPLE_F_OUT, backend_id, svc->rev_nat_index, loopback, 0);
+	*created = ct_account(skb, p, TUPLE_F_OUT, backend_id, svc->rev_nat_index, loopback, 0);
 	count(METRIC_LB);
 	return 0;
+}
+
+/* -- IPv6: forwarding only (the lab's Services, masquerade and policy are IPv4's) --------------------- */
+
+static __always_inline int forward6(struct __sk_buff *skb, struct node_config *cfg, __u32 identity)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+	struct remote_endpoint_info *info;
+	struct endpoint_info *ep;
+	__u8 daddr[16];
+
+	if (!ip6)
+		return TC_ACT_OK;
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	ep = local_endpoint6(daddr);
+	if (ep)
+		return local_delivery6(skb, ep);
+	info = ipcache_lookup6(daddr);
+	if (info && tunnelled(cfg, info)) {
+		if (dec_hop_limit(skb, ip6) < 0)
+			return drop(METRIC_DROP);
+		return encap(skb, cfg, info, identity);
+	}
+	return fib_redirect6(skb, cfg);
+}
+
+/* What a pod sends over IPv6: its neighbour solicitation for the router answered here, the rest
+ * forwarded as IPv4 is. */
+static __always_inline int from_container6(struct __sk_buff *skb, struct node_config *cfg)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+	struct remote_endpoint_info *info;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *icmp;
+
+	if (!ip6)
+		return TC_ACT_OK;
+	icmp = (void *)(ip6 + 1);
+	if (ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(icmp + 1) <= end && icmp[0] == ICMP6_NS)
+		return ndp_respond(skb, cfg);
+	info = ipcache_lookup6(ip6->saddr.in6_u.u6_addr8);
+	return forward6(skb, cfg, info ? info->sec_identity : WORLD_ID);
+}
+
+/* IPv6 from other nodes (native routing) into a pod of this node; the rest is the node's. */
+static __always_inline int to_local_pod6(struct __sk_buff *skb)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+	struct endpoint_info *ep;
+
+	if (!ip6)
+		return TC_ACT_OK;
+	ep = local_endpoint6(ip6->daddr.in6_u.u6_addr8);
+	return ep ? local_delivery6(skb, ep) : TC_ACT_OK;
+}
+
+/* IPv6 out of the tunnel: for the router IP, the node's (as for IPv4); else into its pod. */
+static __always_inline int from_overlay6(struct __sk_buff *skb, struct node_config *cfg)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+
+	if (!ip6)
+		return TC_ACT_OK;
+	if (ipv6_equal(&ip6->daddr, cfg->router_ip6)) {
+		bpf_skb_change_type(skb, PACKET_HOST);
+		count(METRIC_TO_STACK);
+		return TC_ACT_OK;
+	}
+	return to_local_pod6(skb);
+}
+
+/* What the node's stack routes to pods over IPv6: out of a local pod's lxc device, or tunnelled. */
+static __always_inline int from_host6(struct __sk_buff *skb, struct node_config *cfg)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+	struct remote_endpoint_info *info;
+	struct endpoint_info *ep;
+	__u8 daddr[16];
+
+	if (!ip6)
+		return TC_ACT_OK;
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	ep = local_endpoint6(daddr);
+	if (ep) {
+		bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
+		bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
+		count(METRIC_LOCAL_DELIVERY);
+		return bpf_redirect(ep->ifindex, 0);
+	}
+	info = ipcache_lookup6(daddr);
+	if (info && tunnelled(cfg, info))
+		return encap(skb, cfg, info, HOST_ID);
+	count(METRIC_TO_STACK);
+	return TC_ACT_OK;
 }
 
 SEC("tc")
@@ -271,8 +391,9 @@ int cil_from_container(struct __sk_buff *skb)
 	struct node_config *cfg = config();
 	struct packet p = {};
 	struct lb4_service *svc;
+	struct endpoint_info *src;
 	struct ct_entry *ct;
-	int ret;
+	int ret, state, created = 0;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -281,10 +402,13 @@ int cil_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return arp_respond(skb, cfg);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return from_container6(skb, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || parse(skb, &p) < 0)
 		return TC_ACT_OK;
 	if (p.tuple.daddr == IPV4_LOOPBACK)
 		return lb4_loopback_reply(skb, &p, cfg);
+	state = ct_state(&p, TUPLE_F_OUT); /* a reply, before any translation: no policy for it */
 	ct = ct_lookup_reply(&p);
 	if (ct && ct->node_port) {
 		/* a backend's reply to a NodePort client it was handed without SNAT: from the frontend */
@@ -293,10 +417,19 @@ int cil_from_container(struct __sk_buff *skb)
 	} else {
 		svc = lb4_lookup_service(&p);
 		if (svc) {
-			ret = lb4_local(skb, &p, svc);
+			ret = lb4_local(skb, &p, svc, &created);
 			if (ret)
 				return ret;
 		}
+	}
+	/* egress policy on what the pod sends, to where it goes once a Service is translated (a pod
+	 * reaching itself through its Service aside) */
+	src = local_endpoint(p.tuple.saddr);
+	if (state != CT_REPLY && src && p.tuple.saddr != IPV4_LOOPBACK) {
+		if (!created)
+			state = ct_state(&p, TUPLE_F_OUT);
+		if (policy_enforce(skb, &p, src, identity_of(p.tuple.daddr), 1, created ? CT_NEW : state))
+			return TC_ACT_SHOT;
 	}
 	return forward(skb, &p, cfg);
 }
@@ -317,8 +450,10 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct packet *p,
 	__be16 port;
 
 	backend = lb4_select(skb, p, svc, &backend_id);
-	if (!backend)
+	if (!backend) {
+		send_drop_notify(skb, identity_of(p->tuple.saddr), 0, 0, DROP_NO_SERVICE, skb->ifindex);
 		return drop(METRIC_DROP_NO_SERVICE);
+	}
 	address = backend->address;
 	port = backend->port;
 	if (rewrite4(skb, p, 0, address, port) < 0)
@@ -327,8 +462,8 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct packet *p,
 	count(METRIC_LB);
 	ep = local_endpoint(address);
 	if (ep)
-		return local_delivery(skb, ep);
-	if (snat_v4(skb, p, tunnel_endpoint(cfg, ipcache_lookup4(address)) ? cfg->router_ip : cfg->node_ip) < 0)
+		return local_delivery(skb, ep, 0);
+	if (snat_v4(skb, p, tunnelled(cfg, ipcache_lookup4(address)) ? cfg->router_ip : cfg->node_ip) < 0)
 		return drop(METRIC_DROP_NAT);
 	return forward(skb, p, cfg);
 }
@@ -363,7 +498,11 @@ int cil_from_netdev(struct __sk_buff *skb)
 	struct endpoint_info *ep;
 	int ret;
 
-	if (!cfg || !ipv4(skb) || parse(skb, &p) < 0)
+	if (!cfg)
+		return TC_ACT_OK;
+	if (ipv6(skb))
+		return to_local_pod6(skb);
+	if (!ipv4(skb) || parse(skb, &p) < 0)
 		return TC_ACT_OK;
 	if (p.tuple.daddr == cfg->node_ip) {
 		ret = snat_reply(skb, &p, cfg);
@@ -376,7 +515,7 @@ int cil_from_netdev(struct __sk_buff *skb)
 	}
 	ep = local_endpoint(p.tuple.daddr);
 	if (ep)
-		return local_delivery(skb, ep);
+		return local_delivery(skb, ep, 0);
 	return TC_ACT_OK;
 }
 
@@ -391,12 +530,28 @@ int cil_from_overlay(struct __sk_buff *skb)
 	struct node_config *cfg = config();
 	struct endpoint_info *ep;
 	struct iphdr *ip = ipv4(skb);
+	struct bpf_tunnel_key key = {};
 	struct packet p = {};
+	__u32 identity = 0;
+	__be32 saddr, daddr;
 	int ret;
 
-	if (!cfg || !ip)
+	if (!cfg)
 		return TC_ACT_OK;
-	if (ip->daddr == cfg->router_ip) {
+	if (!ip)
+		return from_overlay6(skb, cfg);
+	saddr = ip->saddr;
+	daddr = ip->daddr;
+	/* the sender's identity, from the VNI (bpf_overlay.c); a node's is refined by its address */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+		identity = key.tunnel_id;
+	if (identity == HOST_ID) {
+		send_drop_notify(skb, identity, 0, 0, DROP_INVALID_IDENTITY, skb->ifindex);
+		return drop(METRIC_DROP_IDENTITY);
+	}
+	if (identity == REMOTE_NODE_ID)
+		identity = identity_of(saddr);
+	if (daddr == cfg->router_ip) {
 		/* a backend's reply to a NodePort connection this node SNATed to its router IP */
 		if (parse(skb, &p) == 0) {
 			ret = snat_reply(skb, &p, cfg);
@@ -407,9 +562,9 @@ int cil_from_overlay(struct __sk_buff *skb)
 		count(METRIC_TO_STACK);
 		return TC_ACT_OK;
 	}
-	ep = local_endpoint(ip->daddr);
+	ep = local_endpoint(daddr);
 	if (ep)
-		return local_delivery(skb, ep);
+		return local_delivery(skb, ep, identity);
 	count(METRIC_TO_STACK);
 	return TC_ACT_OK;
 }
@@ -424,21 +579,27 @@ int cil_from_host(struct __sk_buff *skb)
 	struct node_config *cfg = config();
 	struct endpoint_info *ep;
 	struct iphdr *ip = ipv4(skb);
-	__u32 remote;
+	struct remote_endpoint_info *info;
+	struct packet p = {};
 
-	if (!cfg || !ip)
+	if (!cfg)
 		return TC_ACT_OK;
+	if (!ip)
+		return from_host6(skb, cfg);
 	ep = local_endpoint(ip->daddr);
 	if (ep) {
+		/* the local node may always reach its pods (allow-localhost): tracked, so replies pass */
+		if (parse(skb, &p) == 0 && ct_state(&p, TUPLE_F_IN) == CT_NEW)
+			ct_create(skb, &p, TUPLE_F_IN, HOST_ID);
 		/* bpf_redirect_peer works from tc ingress only: out of the lxc device, into the pod */
 		bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
 		bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
 		count(METRIC_LOCAL_DELIVERY);
 		return bpf_redirect(ep->ifindex, 0);
 	}
-	remote = tunnel_endpoint(cfg, ipcache_lookup4(ip->daddr));
-	if (remote)
-		return encap(skb, cfg, remote);
+	info = ipcache_lookup4(ip->daddr);
+	if (info && tunnelled(cfg, info))
+		return encap(skb, cfg, info, HOST_ID);
 	count(METRIC_TO_STACK);
 	return TC_ACT_OK;
 }

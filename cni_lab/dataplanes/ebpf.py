@@ -70,6 +70,7 @@ from cni_lab.steps import (
     BpfEndpoint,
     BpfIpcache,
     BpfNodeConfig,
+    BpfPolicy,
     BpfServices,
     LbBackend,
     LbFrontend,
@@ -181,7 +182,8 @@ class Ebpf:
             AddRoute(pod_ns, IPv4Network(f"{router}/32"), eth0, scope_link=True),
             AddRoute(pod_ns, DEFAULT_ROUTE, eth0, via=router, mtu=route_mtu),
             AttachBpf(node_ns, lxc, "ingress", pin, FROM_CONTAINER),
-            BpfEndpoint(node_ns, pin, v4(pod.ip), lxc, pod_ns, eth0),
+            BpfEndpoint(node_ns, pin, v4(pod.ip), lxc, pod_ns, eth0, endpoint_id(node, pod), identities(lab)[pod.id]),
+            BpfPolicy(node_ns, pin, endpoint_id(node, pod), policy_rows(lab, node, pod)),
         ]
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
@@ -214,6 +216,19 @@ class Ebpf:
         return [BpfServices(names.node_netns(lab.name, node.name), names.bpf_node_dir(lab.name, node.name),
                             frontends[node.name], backends)
                 for node in lab.nodes]
+
+
+def endpoint_id(node: Node, pod: Pod) -> int:
+    """The pod's endpoint ID on its node (Cilium's are small numbers the agent allocates per node)."""
+    return next(i for i, p in enumerate(node.pods, 1) if p is pod)
+
+
+ALLOW_ALL = ((False, 0, 0, 0, 0), (True, 0, 0, 0, 0))  # allow-any-ingress, allow-any-egress
+
+
+def policy_rows(lab: Lab, node: Node, pod: Pod) -> tuple[tuple[bool, int, int, int, int], ...]:
+    """The endpoint's policy map: allow-all in a direction no policy isolates it in."""
+    return ALLOW_ALL
 
 
 def identity_labels(pod: Pod) -> tuple[tuple[str, str], ...]:

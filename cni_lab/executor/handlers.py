@@ -25,6 +25,7 @@ from cni_lab.steps import (
     BpfEndpoint,
     BpfNodeConfig,
     BpfIpcache,
+    BpfPolicy,
     BpfServices,
     CniAdd,
     CreateNetns,
@@ -159,7 +160,7 @@ def _bpf_node_config(session: Session, step: BpfNodeConfig) -> None:
 
     vxlan = session.index(step.netns, step.vxlan) if step.vxlan else 0
     bpf.write_node_config(step.pin, session.index(step.netns, step.uplink), vxlan, step.router_ip, step.vni,
-                          step.vxlan is not None, step.node_ip, step.masquerade, step.native_cidr)
+                          step.vxlan is not None, step.node_ip, step.masquerade, step.native_cidr, step.router_ip6)
 
 
 def _bpf_endpoint(session: Session, step: BpfEndpoint) -> None:
@@ -167,7 +168,14 @@ def _bpf_endpoint(session: Session, step: BpfEndpoint) -> None:
 
     pod_mac = session.rtnl(step.pod_netns).link_mac(step.pod_ifname)
     lxc_mac = session.rtnl(step.netns).link_mac(step.lxc)
-    bpf.write_endpoint(step.pin, step.ip, session.index(step.netns, step.lxc), pod_mac, lxc_mac)
+    bpf.write_endpoint(step.pin, step.ip, session.index(step.netns, step.lxc), pod_mac, lxc_mac, step.lxc_id,
+                       step.identity)
+
+
+def _bpf_policy(session: Session, step: BpfPolicy) -> None:
+    from cni_lab.kernel import bpf
+
+    bpf.sync_policy(step.pin, step.lxc_id, step.entries)
 
 
 def _bpf_ipcache(session: Session, step: BpfIpcache) -> None:
@@ -214,6 +222,7 @@ HANDLERS: dict[type[Step], Handler] = {
     BpfEndpoint: _bpf_endpoint,
     BpfIpcache: _bpf_ipcache,
     BpfServices: _bpf_services,
+    BpfPolicy: _bpf_policy,
     LoadNftables: _load_nftables,
 }
 

@@ -24,7 +24,7 @@ import struct
 import subprocess
 import sysconfig
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -41,7 +41,10 @@ BPF_FS_MAGIC = 0xCAFE4A11
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_PROG_LOAD = 5
-BPF_OBJ_GET = 7
+BPF_MAP_CREATE = 0
+BPF_OBJ_PIN, BPF_OBJ_GET = 6, 7
+BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_F_NO_PREALLOC = 1
 BPF_PROG_TYPE_SCHED_CLS = 3
 BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
 HEADERS = "/usr/include/bpf/bpf_helpers.h"  # libbpf-dev
@@ -254,10 +257,10 @@ def entries(map_path: str, key_size: int, value_size: int) -> Iterator[tuple[byt
 
 # -- the maps of ebpf.c, as its structs lay them out (Cilium's, for the maps named after Cilium's) ---
 
-ENDPOINT_KEY = struct.Struct("=4s")  # struct endpoint_key: ip4 (network order)
-ENDPOINT_INFO = struct.Struct("=I6s6s")  # struct endpoint_info: ifindex, pod MAC, lxc MAC
-IPCACHE_KEY = struct.Struct("=IHBB4s12x")  # struct ipcache_key: prefixlen, cluster_id, pad1, family, ip4, pads
-REMOTE_ENDPOINT_INFO = struct.Struct("=I4s12xHBB")  # sec_identity, tunnel_endpoint (v4 + pads), pad, key, flags
+ENDPOINT_KEY = struct.Struct("=16sBBH")  # struct endpoint_key: ip4 or ip6 (network order), family, key, cluster_id
+ENDPOINT_INFO = struct.Struct("=I6s6sH2xI")  # struct endpoint_info: ifindex, pod MAC, lxc MAC, lxc_id, sec_id
+IPCACHE_KEY = struct.Struct("=IHBB16s")  # struct ipcache_key: prefixlen, cluster_id, pad1, family, ip4 or ip6
+REMOTE_ENDPOINT_INFO = struct.Struct("=I16sHBB")  # sec_identity, tunnel_endpoint (v4 + pads, or v6), pad, key, flags
 LB4_KEY = struct.Struct("=4s2sHBB2x")  # struct lb4_key: address, dport (network order), backend_slot, proto, scope
 LB4_SERVICE = struct.Struct("=IHHBBH")  # struct lb4_service: backend_id, count, rev_nat_index, flags, flags2, qcount
 LB4_BACKEND = struct.Struct("=4s2sBBHBB")  # struct lb4_backend: address, port, proto, flags, cluster_id, zone, pad
@@ -268,18 +271,19 @@ CT_TUPLE = struct.Struct("=4s4s2s2sBB")  # struct ipv4_ct_tuple (packed): daddr,
 CT_ENTRY = struct.Struct("=QQQQIHH2sBBIII")  # struct ct_entry: reserved0, backend_id, packets, bytes, lifetime,
 #                                              the flag bits, rev_nat_index, nat_port, tx/rx flags seen, src_sec_id, reports
 NAT_ENTRY = struct.Struct("=QQQQ4s2s2x")  # struct ipv4_nat_entry: created, needs_ct, pads, to_addr, to_port
-NODE_CONFIG = struct.Struct("=II4sII4sI4s4s")  # uplink, vxlan ifindexes, router IP, vni, tunnel, node IP,
-#                                                masquerade, native-routing CIDR and mask
+NODE_CONFIG = struct.Struct("=II4sII4sI4s4s16s")  # uplink, vxlan ifindexes, router IP, vni, tunnel, node IP,
+#                                                masquerade, native-routing CIDR and mask, router IPv6
 METRICS = ("local delivery (bpf_redirect_peer)", "fib redirect (bpf_redirect)", "fib redirect (bpf_redirect_neigh)",
            "tunnel (bpf_skb_set_tunnel_key)", "to the node's stack", "ARP replies", "drops",
            "service (lb4 DNAT to a backend)", "reverse NAT (reply from the frontend)", "masquerade (SNAT to the node)",
-           "reverse SNAT (reply to a masqueraded client)", "drops: no service backend", "drops: no NAT port left")
+           "reverse SNAT (reply to a masqueraded client)", "drops: no service backend", "drops: no NAT port left",
+           "drops: policy denied", "drops: invalid identity")
 ZERO = struct.pack("=I", 0)
 IPCACHE = "cilium_ipcache_v2"  # pkg/maps/ipcache: Name (OldName cilium_ipcache)
 CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global")  # TCP, the rest
-ENDPOINT_KEY_IPV4 = 1  # ipcache_key.family
+ENDPOINT_KEY_IPV4, ENDPOINT_KEY_IPV6 = 1, 2  # endpoint_key.family, ipcache_key.family
 IPCACHE_STATIC_PREFIX = 32  # the prefix length counts cluster_id, pad1 and family before the address
-FLAG_HAS_TUNNEL_EP = 0x02  # remote_endpoint_info: flag_skip_tunnel is bit 0, flag_has_tunnel_ep bit 1
+FLAG_HAS_TUNNEL_EP, FLAG_IPV6_TUNNEL_EP = 0x02, 0x04  # remote_endpoint_info: flag_skip_tunnel is bit 0
 TUPLE_F_OUT, TUPLE_F_IN, TUPLE_F_SERVICE = 0, 1, 4
 CT_LB_LOOPBACK, CT_NODE_PORT = 1 << 3, 1 << 5  # ct_entry's flag bits
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
@@ -304,26 +308,228 @@ def _number(raw: bytes) -> int:
 
 # -- writing them, as the agent does when an endpoint, node, identity or Service appears -----------
 
-def write_node_config(pin: str, uplink: int, vxlan: int, router_ip: IPv4Address, vni: int, tunnel: bool,
-                      node_ip: IPv4Address, masquerade: bool, native: IPv4Network) -> None:
-    """The node's one node_config entry (interface indexes: `vxlan` 0 in native routing)."""
-    update(f"{pin}/node_config", ZERO, NODE_CONFIG.pack(uplink, vxlan, router_ip.packed, vni, int(tunnel), node_ip.packed,
-                                                         int(masquerade), native.network_address.packed,
-                                                         native.netmask.packed))
+def _key_bytes(address: IPv4Address | IPv6Address) -> tuple[bytes, int]:
+    """An address as the maps' unions hold it (IPv4 in the first four bytes) and its family."""
+    if address.version == 6:
+        return address.packed, ENDPOINT_KEY_IPV6
+    return address.packed + bytes(12), ENDPOINT_KEY_IPV4
 
 
-def write_endpoint(pin: str, ip: IPv4Address, lxc_index: int, pod_mac: str, lxc_mac: str) -> None:
-    """A pod's cilium_lxc entry: its IP → its lxc device's index, its eth0's MAC and the lxc's MAC."""
-    update(f"{pin}/cilium_lxc", ENDPOINT_KEY.pack(ip.packed),
-           ENDPOINT_INFO.pack(lxc_index, mac_bytes(pod_mac), mac_bytes(lxc_mac)))
+def _address(raw: bytes, family: int) -> IPv4Address | IPv6Address:
+    return IPv6Address(raw) if family == ENDPOINT_KEY_IPV6 else IPv4Address(raw[:4])
 
 
-def write_ipcache(pin: str, prefix: IPv4Network, identity: int, tunnel_endpoint: IPv4Address | None) -> None:
+def write_node_config(pin: str, uplink: int, vxlan: int, router_ip: IPv4Address | None, vni: int, tunnel: bool,
+                      node_ip: IPv4Address | None, masquerade: bool, native: IPv4Network | None,
+                      router_ip6: IPv6Address | None) -> None:
+    """The node's one node_config entry (interface indexes: `vxlan` 0 in native routing; an
+    IPv6-only node has no IPv4 addresses, a node without IPv6 no router IPv6: zeros)."""
+    v4 = lambda a: (a or IPv4Address(0)).packed  # noqa: E731
+    update(f"{pin}/node_config", ZERO, NODE_CONFIG.pack(uplink, vxlan, v4(router_ip), vni, int(tunnel), v4(node_ip),
+                                                         int(masquerade), v4(native.network_address if native else None),
+                                                         v4(native.netmask if native else None),
+                                                         (router_ip6 or IPv6Address(0)).packed))
+
+
+def write_endpoint(pin: str, ip: IPv4Address | IPv6Address, lxc_index: int, pod_mac: str, lxc_mac: str, lxc_id: int,
+                   identity: int) -> None:
+    """A pod's cilium_lxc entry (one per address): its IP → its lxc device's index, its eth0's
+    MAC, the lxc's MAC, its endpoint ID and its security identity."""
+    update(f"{pin}/cilium_lxc", ENDPOINT_KEY.pack(*_key_bytes(ip), 0, 0),
+           ENDPOINT_INFO.pack(lxc_index, mac_bytes(pod_mac), mac_bytes(lxc_mac), lxc_id, identity))
+
+
+# -- policy maps: one LPM trie per endpoint, pinned as the agent pins it -------------------------------
+
+POLICY_KEY = struct.Struct("=IIBB2s")  # struct policy_key: prefixlen, sec_label, egress bit, protocol, dport
+POLICY_ENTRY = struct.Struct("=2sBBII")  # struct policy_entry: proxy_port, deny|lpm_prefix_length<<3, auth, precedence, cookie
+POLICY_STATIC_PREFIX = 40  # sec_label and the direction byte, never wildcarded
+POLICY_MAP_SIZE = 16384
+POLICY_OUTER = "cilium_policy_v2"  # endpoint ID → its map (the lab's one object finds each endpoint's map here)
+
+
+def policy_map_path(pin: str, lxc_id: int) -> str:
+    """pkg/maps/policymap: cilium_policy_v2_ and the endpoint ID in five digits."""
+    return f"{pin}/{POLICY_OUTER}_{lxc_id:05d}"
+
+
+def _create_lpm(name: str, key_size: int, value_size: int, entries_max: int) -> int:
+    attr = struct.pack("=IIIIII16s", BPF_MAP_TYPE_LPM_TRIE, key_size, value_size, entries_max, BPF_F_NO_PREALLOC, 0,
+                       name.encode()[:15])
+    return _bpf(BPF_MAP_CREATE, attr)
+
+
+def ensure_policy_map(pin: str, lxc_id: int) -> None:
+    """The endpoint's policy map, made and pinned if it is not there, and named in the outer map
+    under the endpoint ID (what the agent does when an endpoint appears)."""
+    path = policy_map_path(pin, lxc_id)
+    try:
+        fd = open_pinned(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        fd = _create_lpm(POLICY_OUTER, POLICY_KEY.size, POLICY_ENTRY.size, POLICY_MAP_SIZE)
+        encoded = ctypes.create_string_buffer(path.encode())
+        try:
+            _bpf(BPF_OBJ_PIN, struct.pack("=QII", ctypes.addressof(encoded), fd, 0))
+        except OSError:
+            os.close(fd)
+            raise
+    try:
+        update(f"{pin}/{POLICY_OUTER}", struct.pack("=I", lxc_id), struct.pack("=I", fd))
+    finally:
+        os.close(fd)
+
+
+def _policy_key(egress: bool, identity: int, protocol: int, port: int, prefix: int) -> bytes:
+    """The LPM key of an entry whose protocol and port are `prefix` bits long (0: any protocol and
+    port, 8: the protocol, 24: the protocol and the port); the bits past the prefix are zero."""
+    bits = (protocol << 16 | port) & ~((1 << (24 - prefix)) - 1) if prefix < 24 else protocol << 16 | port
+    return POLICY_KEY.pack(POLICY_STATIC_PREFIX + prefix, identity, int(egress), bits >> 16, struct.pack(">H", bits & 0xFFFF))
+
+
+def sync_policy(pin: str, lxc_id: int, wanted: tuple[tuple[bool, int, int, int, int], ...]) -> None:
+    """Make the endpoint's policy map hold exactly these allow entries, (egress, identity,
+    protocol, port, prefix) each: missing ones written first, then stale ones deleted."""
+    ensure_policy_map(pin, lxc_id)
+    path = policy_map_path(pin, lxc_id)
+    keys = {_policy_key(*e): POLICY_ENTRY.pack(b"\0\0", e[4] << 3, 0, 0, 0) for e in wanted}
+    have = dict(entries(path, POLICY_KEY.size, POLICY_ENTRY.size))
+    for key, value in keys.items():
+        if have.get(key) != value:
+            update(path, key, value)
+    for key in have:
+        if key not in keys:
+            delete(path, key)
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """One entry of an endpoint's policy map, as `cilium bpf policy get` reads it."""
+
+    egress: bool
+    identity: int  # 0: any
+    protocol: int  # 0: any
+    port: int  # 0 when the prefix leaves it out
+    prefix: int  # lpm_prefix_length: 0 any, 8 the protocol, 24 protocol and port
+    deny: bool
+
+
+def policy(pin: str, lxc_id: int) -> list[PolicyRow]:
+    """An endpoint's policy map."""
+    rows = []
+    for key, value in entries(policy_map_path(pin, lxc_id), POLICY_KEY.size, POLICY_ENTRY.size):
+        prefixlen, identity, direction, protocol, port = POLICY_KEY.unpack(key)
+        _, flags, _, _, _ = POLICY_ENTRY.unpack(value)
+        rows.append(PolicyRow(bool(direction & 1), identity, protocol, _number(port), prefixlen - POLICY_STATIC_PREFIX,
+                              bool(flags & 1)))
+    return sorted(rows, key=lambda r: (r.deny is False, r.egress, r.identity, r.protocol, r.port))
+
+
+# -- events: drops and policy verdicts in the cilium_events ring buffer -------------------------------
+
+EVENTS_SIZE = 256 * 1024  # cilium_events' max_entries (ebpf_lib/events.h)
+RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HDR = 1 << 31, 1 << 30, 8
+NOTIFY_HDR = struct.Struct("=BBHIIHBB")  # type, subtype, source, hash, len_orig, len_cap, version, ext_version
+DROP_NOTIFY = struct.Struct("=III HBbI B3xQ".replace(" ", ""))  # src_label, dst_label, dst_id, line, file, ext_error,
+#                                                                  ifindex, flags, ip_trace_id
+POLICY_VERDICT = struct.Struct("=IiHBBB3xII")  # remote_label, verdict, dst_port, proto, dir|ipv6|match|audited|l3, auth, cookie, pad
+CAPTURE_LEN = 64
+NOTIFY_DROP, NOTIFY_POLICY_VERDICT = 1, 5
+DROP_REASONS = {133: "Policy denied", 158: "Service backend not found", 167: "No mapping for NAT masquerade",
+                171: "Invalid identity"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A drop or a policy verdict the programs reported, with the packet's addresses and ports."""
+
+    type: str  # drop | policy-verdict
+    reason: int  # a drop's reason (133 policy denied ...); a verdict's: 0 allowed, 133 denied
+    endpoint: int  # the endpoint ID (source)
+    src_identity: int  # drop: the sender's; verdict: the remote end's
+    dst_identity: int
+    direction: str  # ingress | egress | "" (a drop that is not a policy's)
+    protocol: int
+    src: str  # address:port from the captured packet
+    dst: str
+
+
+def _addresses(data: bytes) -> tuple[int, str, str]:
+    if len(data) < 34 or data[12:14] != b"\x08\x00":
+        return 0, "", ""
+    ihl = (data[14] & 0x0F) * 4
+    protocol = data[23]
+    src, dst = str(IPv4Address(data[26:30])), str(IPv4Address(data[30:34]))
+    l4 = 14 + ihl
+    if protocol in (6, 17, 132) and len(data) >= l4 + 4:
+        sport, dport = struct.unpack_from(">HH", data, l4)
+        return protocol, f"{src}:{sport}", f"{dst}:{dport}"
+    return protocol, src, dst
+
+
+def events(pin: str) -> list[Event]:
+    """Every event in the node's cilium_events ring buffer now, consumed (a second call sees only
+    what came after): the ring's pages mapped as libbpf's ring_buffer__consume maps them."""
+    import mmap
+
+    fd = open_pinned(f"{pin}/cilium_events")
+    page = mmap.PAGESIZE
+    try:
+        consumer_page = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        ring = mmap.mmap(fd, page + 2 * EVENTS_SIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+    finally:
+        os.close(fd)
+    out = []
+    try:
+        consumer = struct.unpack_from("=Q", consumer_page, 0)[0]
+        producer = struct.unpack_from("=Q", ring, 0)[0]
+        while consumer < producer:
+            header, _ = struct.unpack_from("=II", ring, page + (consumer & (EVENTS_SIZE - 1)))
+            if header & RINGBUF_BUSY:
+                break
+            length = header & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
+            start = page + (consumer & (EVENTS_SIZE - 1)) + RINGBUF_HDR
+            if not header & RINGBUF_DISCARD:
+                event = _event(bytes(ring[start:start + length]))
+                if event is not None:
+                    out.append(event)
+            consumer += (length + RINGBUF_HDR + 7) & ~7
+        struct.pack_into("=Q", consumer_page, 0, consumer)
+    finally:
+        consumer_page.close()
+        ring.close()
+    return out
+
+
+def _event(record: bytes) -> Event | None:
+    kind, subtype, source, _, _, len_cap, _, _ = NOTIFY_HDR.unpack_from(record, 0)
+    body = NOTIFY_HDR.size
+    if kind == NOTIFY_DROP:
+        src, dst, dst_id, *_ = DROP_NOTIFY.unpack_from(record, body)
+        data = record[body + DROP_NOTIFY.size:][:len_cap]
+        protocol, a, b = _addresses(data)
+        return Event("drop", subtype, dst_id, src, dst, "", protocol, a, b)
+    if kind == NOTIFY_POLICY_VERDICT:
+        remote, verdict, _, proto, bits, *_ = POLICY_VERDICT.unpack_from(record, body)
+        data = record[body + POLICY_VERDICT.size:][:len_cap]
+        protocol, a, b = _addresses(data)
+        direction = {1: "ingress", 2: "egress"}.get(bits & 3, "")
+        return Event("policy-verdict", -verdict, source, remote, 0, direction, protocol or proto, a, b)
+    return None
+
+
+def write_ipcache(pin: str, prefix: IPv4Network | IPv6Network, identity: int,
+                  tunnel_endpoint: IPv4Address | IPv6Address | None) -> None:
     """A cilium_ipcache_v2 entry: a prefix → its security identity and, behind a tunnel, the node's IP."""
-    flags = FLAG_HAS_TUNNEL_EP if tunnel_endpoint is not None else 0
-    update(f"{pin}/{IPCACHE}",
-           IPCACHE_KEY.pack(IPCACHE_STATIC_PREFIX + prefix.prefixlen, 0, 0, ENDPOINT_KEY_IPV4, prefix.network_address.packed),
-           REMOTE_ENDPOINT_INFO.pack(identity, (tunnel_endpoint or IPv4Address(0)).packed, 0, 0, flags))
+    flags = 0
+    endpoint = bytes(16)
+    if tunnel_endpoint is not None:
+        endpoint, family = _key_bytes(tunnel_endpoint)
+        flags = FLAG_HAS_TUNNEL_EP | (FLAG_IPV6_TUNNEL_EP if family == ENDPOINT_KEY_IPV6 else 0)
+    raw, family = _key_bytes(prefix.network_address)
+    update(f"{pin}/{IPCACHE}", IPCACHE_KEY.pack(IPCACHE_STATIC_PREFIX + prefix.prefixlen, 0, 0, family, raw),
+           REMOTE_ENDPOINT_INFO.pack(identity, endpoint, 0, 0, flags))
 
 
 @dataclass(frozen=True)
@@ -427,6 +633,8 @@ class Endpoint:
     ifindex: int
     mac: str  # the pod's eth0
     node_mac: str  # the lxc device
+    lxc_id: int = 0  # the endpoint ID (its policy map's number)
+    identity: int = 0  # its security identity
 
 
 def attached(ns: str) -> list[Attachment]:
@@ -452,9 +660,9 @@ def endpoints(pin: str) -> list[Endpoint]:
     """The node's cilium_lxc map."""
     out = []
     for key, value in entries(f"{pin}/cilium_lxc", ENDPOINT_KEY.size, ENDPOINT_INFO.size):
-        (ip,), (ifindex, mac, node_mac) = ENDPOINT_KEY.unpack(key), ENDPOINT_INFO.unpack(value)
-        out.append(Endpoint(str(IPv4Address(ip)), ifindex, mac_text(mac), mac_text(node_mac)))
-    return sorted(out, key=lambda e: IPv4Address(e.ip))
+        (raw, family, _, _), (ifindex, mac, node_mac, lxc_id, identity) = ENDPOINT_KEY.unpack(key), ENDPOINT_INFO.unpack(value)
+        out.append(Endpoint(str(_address(raw, family)), ifindex, mac_text(mac), mac_text(node_mac), lxc_id, identity))
+    return sorted(out, key=lambda e: (ip_address(e.ip).version, ip_address(e.ip)))
 
 
 @dataclass(frozen=True)
@@ -468,11 +676,13 @@ def ipcache(pin: str) -> list[IpcacheEntry]:
     """The node's cilium_ipcache_v2, as `cilium bpf ipcache list` gives it."""
     out = []
     for key, value in entries(f"{pin}/{IPCACHE}", IPCACHE_KEY.size, REMOTE_ENDPOINT_INFO.size):
-        length, _, _, _, ip = IPCACHE_KEY.unpack(key)
+        length, _, _, family, raw = IPCACHE_KEY.unpack(key)
         identity, tunnel, _, _, flags = REMOTE_ENDPOINT_INFO.unpack(value)
-        endpoint = str(IPv4Address(tunnel)) if flags & FLAG_HAS_TUNNEL_EP else "0.0.0.0"
-        out.append(IpcacheEntry(f"{IPv4Address(ip)}/{length - IPCACHE_STATIC_PREFIX}", identity, endpoint))
-    return sorted(out, key=lambda e: IPv4Network(e.prefix))
+        endpoint = "0.0.0.0"
+        if flags & FLAG_HAS_TUNNEL_EP:
+            endpoint = str(_address(tunnel, ENDPOINT_KEY_IPV6 if flags & FLAG_IPV6_TUNNEL_EP else ENDPOINT_KEY_IPV4))
+        out.append(IpcacheEntry(f"{_address(raw, family)}/{length - IPCACHE_STATIC_PREFIX}", identity, endpoint))
+    return sorted(out, key=lambda e: (ip_network(e.prefix).version, ip_network(e.prefix)))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
 
 from cni_lab import names, state
@@ -57,8 +57,9 @@ class BpfFacts:
 
     def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
         """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
-        found = [e for e in self.ipcache if address.version == 4 and address in IPv4Network(e.prefix)]
-        best = max(found, key=lambda e: IPv4Network(e.prefix).prefixlen, default=None)
+        found = [e for e in self.ipcache if ip_network(e.prefix).version == address.version
+                 and address in ip_network(e.prefix)]
+        best = max(found, key=lambda e: ip_network(e.prefix).prefixlen, default=None)
         return best if best is not None and best.tunnel_endpoint != "0.0.0.0" else None
 
 

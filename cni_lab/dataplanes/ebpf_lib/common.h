@@ -31,14 +31,32 @@ struct arphdr {
 	__be16 ar_op;
 };
 
+/* bpf/lib/eps.h: a pod of this node by its address, either family */
 struct endpoint_key {
-	__u32 ip4; /* network byte order */
+	union {
+		struct {
+			__u32 ip4; /* network byte order */
+			__u32 pad1;
+			__u32 pad2;
+			__u32 pad3;
+		};
+		__u8 ip6[16];
+	};
+	__u8 family; /* ENDPOINT_KEY_IPV4 1, ENDPOINT_KEY_IPV6 2 */
+	__u8 key;
+	__u16 cluster_id;
 };
+
+#define ENDPOINT_KEY_IPV4 1
+#define ENDPOINT_KEY_IPV6 2
 
 struct endpoint_info {
 	__u32 ifindex;      /* the lxc device on this node */
 	__u8 mac[ETH_ALEN]; /* the pod's eth0 */
 	__u8 node_mac[ETH_ALEN]; /* the lxc device: what the pod sees as its router's MAC */
+	__u16 lxc_id;       /* the endpoint ID: its policy map is cilium_policy_v2_<lxc_id> */
+	__u16 pad;
+	__u32 sec_id;       /* its security identity */
 };
 
 /* bpf/lib/common.h: connection tracking and NAT share the tuple */
@@ -66,6 +84,7 @@ struct node_config {
 	__u32 masquerade;      /* 1: bpf.masquerade on (the lab has an outside host and networking.masquerade) */
 	__u32 native_cidr;     /* ipv4NativeRoutingCIDR (the cluster CIDR): never masqueraded to */
 	__u32 native_mask;
+	__u8 router_ip6[16];   /* cilium_host's IPv6 address (dual-stack, IPv6-only labs) */
 };
 
 /* What the programs did, one counter per action (cilium_metrics counts by drop/forward reason). */
@@ -83,6 +102,8 @@ enum {
 	METRIC_REV_SNAT,           /* a reply to a masqueraded connection, back to its client */
 	METRIC_DROP_NO_SERVICE,    /* a frontend without a usable backend (DROP_NO_SERVICE) */
 	METRIC_DROP_NAT,           /* no SNAT port left (DROP_NAT_NO_MAPPING) */
+	METRIC_DROP_POLICY,        /* denied by the endpoint's policy map (DROP_POLICY) */
+	METRIC_DROP_IDENTITY,      /* a tunnel packet claiming the host's identity (DROP_INVALID_IDENTITY) */
 	METRIC_MAX,
 };
 
@@ -246,8 +267,16 @@ static __always_inline int rewrite4(struct __sk_buff *skb, struct packet *p, int
 /* For a pod of this node: its entry; NULL otherwise. */
 static __always_inline struct endpoint_info *local_endpoint(__u32 daddr)
 {
-	struct endpoint_key key = { .ip4 = daddr };
+	struct endpoint_key key = { .ip4 = daddr, .family = ENDPOINT_KEY_IPV4 };
 
+	return bpf_map_lookup_elem(&cilium_lxc, &key);
+}
+
+static __always_inline struct endpoint_info *local_endpoint6(const __u8 *daddr)
+{
+	struct endpoint_key key = { .family = ENDPOINT_KEY_IPV6 };
+
+	__builtin_memcpy(key.ip6, daddr, 16);
 	return bpf_map_lookup_elem(&cilium_lxc, &key);
 }
 

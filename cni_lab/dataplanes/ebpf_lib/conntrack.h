@@ -78,8 +78,8 @@ static __always_inline struct ct_entry *ct_lookup_reply(struct packet *p)
 	return ct;
 }
 
-/* Count a packet of a translated connection, making its entry on the first. */
-static __always_inline void ct_account(struct __sk_buff *skb, struct packet *p, __u8 flags, __u32 backend_id,
+/* Count a packet of a translated connection, making its entry on the first (1: made now). */
+static __always_inline int ct_account(struct __sk_buff *skb, struct packet *p, __u8 flags, __u32 backend_id,
 				       __u16 rev_nat_index, int loopback, int node_port)
 {
 	struct ipv4_ct_tuple key = p->tuple;
@@ -90,7 +90,7 @@ static __always_inline void ct_account(struct __sk_buff *skb, struct packet *p, 
 	if (ct) {
 		__sync_fetch_and_add(&ct->packets, 1);
 		__sync_fetch_and_add(&ct->bytes, skb->len);
-		return;
+		return 0;
 	}
 	entry.backend_id = backend_id;
 	entry.rev_nat_index = rev_nat_index;
@@ -101,5 +101,6 @@ static __always_inline void ct_account(struct __sk_buff *skb, struct packet *p, 
 	entry.lifetime = now_seconds() + (p->tuple.nexthdr == IPPROTO_TCP ? CT_CONNECTION_LIFETIME_TCP
 									   : CT_CONNECTION_LIFETIME_NONTCP);
 	bpf_map_update_elem(ct_map(key.nexthdr), &key, &entry, BPF_ANY);
+	return 1;
 }
 

@@ -3,7 +3,6 @@
 #pragma once
 #include "common.h"
 
-#define ENDPOINT_KEY_IPV4 1 /* ipcache_key.family */
 #define IPCACHE_STATIC_PREFIX 32 /* cluster_id, pad1, family: the bits before the address */
 
 /* bpf/lib/eps.h: the LPM key starts with the prefix length, which counts the 32 bits of
@@ -13,18 +12,28 @@ struct ipcache_key {
 	__u16 cluster_id;
 	__u8 pad1;
 	__u8 family;
-	__u32 ip4;
-	__u32 pad4;
-	__u32 pad5;
-	__u32 pad6;
+	union {
+		struct {
+			__u32 ip4;
+			__u32 pad4;
+			__u32 pad5;
+			__u32 pad6;
+		};
+		__u8 ip6[16];
+	};
 } __attribute__((packed));
 
 struct remote_endpoint_info {
 	__u32 sec_identity;
-	__u32 tunnel_endpoint; /* IPv4, network byte order: the node behind which the prefix lives */
-	__u32 pad1;
-	__u32 pad2;
-	__u32 pad3;
+	union { /* the node behind which the prefix lives, network byte order */
+		struct {
+			__u32 tunnel_endpoint; /* IPv4 */
+			__u32 pad1;
+			__u32 pad2;
+			__u32 pad3;
+		};
+		__u32 tunnel_endpoint6[4]; /* IPv6: flag_ipv6_tunnel_ep */
+	};
 	__u16 pad;
 	__u8 key;
 	__u8 flag_skip_tunnel:1,
@@ -52,6 +61,17 @@ static __always_inline struct remote_endpoint_info *ipcache_lookup4(__u32 addr)
 		.ip4 = addr,
 	};
 
+	return bpf_map_lookup_elem(&cilium_ipcache_v2, &key);
+}
+
+static __always_inline struct remote_endpoint_info *ipcache_lookup6(const __u8 *addr)
+{
+	struct ipcache_key key = {
+		.prefixlen = IPCACHE_STATIC_PREFIX + 128,
+		.family = ENDPOINT_KEY_IPV6,
+	};
+
+	__builtin_memcpy(key.ip6, addr, 16);
 	return bpf_map_lookup_elem(&cilium_ipcache_v2, &key);
 }
 

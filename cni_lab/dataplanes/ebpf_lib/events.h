@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* cni-lab's ebpf data plane: drops and policy verdicts as events (bpf/lib/notify.h, drop.h,
+ * policy_log.h). Cilium writes them to cilium_events, a perf event array; the lab uses a BPF ring
+ * buffer of the same name, with Cilium's message layouts and the packet's first bytes after them. */
+#pragma once
+#include "common.h"
+
+#define CAPTURE_LEN 64 /* bytes of the packet after each message: Ethernet, IPv4, ports */
+
+/* Drop reasons, as their absolute values (bpf/lib/drop_reasons.h: DROP_POLICY is -133) */
+#define DROP_POLICY 133           /* "Policy denied" */
+#define DROP_NO_SERVICE 158       /* "Service backend not found" */
+#define DROP_NAT_NO_MAPPING 167   /* "No mapping for NAT masquerade" */
+#define DROP_INVALID_IDENTITY 171 /* "Invalid identity" */
+
+enum {
+	CILIUM_NOTIFY_UNSPEC,
+	CILIUM_NOTIFY_DROP,
+	CILIUM_NOTIFY_DBG_MSG,
+	CILIUM_NOTIFY_DBG_CAPTURE,
+	CILIUM_NOTIFY_TRACE,
+	CILIUM_NOTIFY_POLICY_VERDICT,
+	CILIUM_NOTIFY_CAPTURE,
+	CILIUM_NOTIFY_TRACE_SOCK,
+};
+
+#define NOTIFY_COMMON_HDR \
+	__u8 type;        \
+	__u8 subtype;     \
+	__u16 source;     \
+	__u32 hash;
+
+#define NOTIFY_CAPTURE_HDR \
+	NOTIFY_COMMON_HDR  \
+	__u32 len_orig;    \
+	__u16 len_cap;     \
+	__u8 version;      \
+	__u8 ext_version;
+
+struct drop_notify {
+	NOTIFY_CAPTURE_HDR
+	__u32 src_label;
+	__u32 dst_label;
+	__u32 dst_id; /* 0 for egress */
+	__u16 line;
+	__u8 file;
+	__s8 ext_error;
+	__u32 ifindex;
+	__u8 flags;
+	__u8 pad2[3];
+	__u64 ip_trace_id;
+	__u8 data[CAPTURE_LEN];
+};
+
+struct policy_verdict_notify {
+	NOTIFY_CAPTURE_HDR
+	__u32 remote_label;
+	__s32 verdict;
+	__u16 dst_port;
+	__u8 proto;
+	__u8 dir:2,
+	     ipv6:1,
+	     match_type:3,
+	     audited:1,
+	     l3:1;
+	__u8 auth_type;
+	__u8 pad1[3];
+	__u32 cookie;
+	__u32 pad2;
+	__u8 data[CAPTURE_LEN];
+};
+
+#define POLICY_INGRESS 1
+#define POLICY_EGRESS 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} cilium_events SEC(".maps");
+
+/* The packet's first bytes after the message (len_cap of them). */
+static __always_inline __u16 capture(struct __sk_buff *skb, __u8 *data)
+{
+	__u32 cap = skb->len < CAPTURE_LEN ? skb->len : CAPTURE_LEN;
+
+	if (cap < ETH_HLEN || bpf_skb_load_bytes(skb, 0, data, cap & (CAPTURE_LEN * 2 - 1)) < 0)
+		return 0;
+	return (__u16)cap;
+}
+
+static __always_inline void send_drop_notify(struct __sk_buff *skb, __u32 src, __u32 dst, __u16 dst_id, __u8 reason,
+					     __u32 ifindex)
+{
+	struct drop_notify *msg = bpf_ringbuf_reserve(&cilium_events, sizeof(*msg), 0);
+
+	if (!msg)
+		return;
+	__builtin_memset(msg, 0, sizeof(*msg));
+	msg->type = CILIUM_NOTIFY_DROP;
+	msg->subtype = reason;
+	msg->source = dst_id;
+	msg->len_orig = skb->len;
+	msg->version = 3;
+	msg->src_label = src;
+	msg->dst_label = dst;
+	msg->dst_id = dst_id;
+	msg->ifindex = ifindex;
+	msg->len_cap = capture(skb, msg->data);
+	bpf_ringbuf_submit(msg, 0);
+}
+
+static __always_inline void send_policy_verdict(struct __sk_buff *skb, struct packet *p, __u16 lxc_id, __u32 remote,
+						int egress, int allowed)
+{
+	struct policy_verdict_notify *msg = bpf_ringbuf_reserve(&cilium_events, sizeof(*msg), 0);
+
+	if (!msg)
+		return;
+	__builtin_memset(msg, 0, sizeof(*msg));
+	msg->type = CILIUM_NOTIFY_POLICY_VERDICT;
+	msg->source = lxc_id;
+	msg->len_orig = skb->len;
+	msg->version = 1;
+	msg->remote_label = remote;
+	msg->verdict = allowed ? 0 : -DROP_POLICY;
+	msg->dst_port = bpf_ntohs(p->tuple.dport);
+	msg->proto = p->tuple.nexthdr;
+	msg->dir = egress ? POLICY_EGRESS : POLICY_INGRESS;
+	msg->len_cap = capture(skb, msg->data);
+	bpf_ringbuf_submit(msg, 0);
+}

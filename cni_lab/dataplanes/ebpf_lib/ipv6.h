@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* cni-lab's ebpf data plane: IPv6, as the programs carry it (bpf/lib/ipv6.h, icmp6.h, fib.h):
+ * the pod's neighbour solicitation for its router answered in BPF, hop limits, local delivery,
+ * the FIB and the tunnel. Services, masquerade and policy are IPv4-only in the lab. */
+#pragma once
+#include <linux/ipv6.h>
+#include "eps.h"
+
+#define AF_INET6 10
+#define ICMP6_NS 135
+#define ICMP6_NA 136
+#define ND_OPT_SOURCE_LL 1
+#define ND_OPT_TARGET_LL 2
+#define NDP_LEN 32 /* a solicitation or an advertisement with one link-layer address option */
+#define IP6_HOPLIMIT_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, hop_limit))
+
+/* The IPv6 header of an Ethernet frame, or NULL. */
+static __always_inline struct ipv6hdr *ipv6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+	if ((void *)(ip6 + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return NULL;
+	return ip6;
+}
+
+/* A router forwards: hop limit - 1 (no header checksum in IPv6). -1: it ran out (Cilium answers
+ * with ICMPv6 time exceeded; the lab drops). */
+static __always_inline int dec_hop_limit(struct __sk_buff *skb, struct ipv6hdr *ip6)
+{
+	__u8 hops = ip6->hop_limit;
+
+	if (hops <= 1)
+		return -1;
+	hops--;
+	bpf_skb_store_bytes(skb, IP6_HOPLIMIT_OFF, &hops, 1, 0);
+	return 0;
+}
+
+/* Two IPv6 addresses equal? (clang does not inline memcmp for BPF) */
+static __always_inline int ipv6_equal(const void *a, const void *b)
+{
+	const __u32 *x = a, *y = b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u32 folded = (__u32)sum;
+
+	folded = (folded & 0xffff) + (folded >> 16);
+	folded = (folded & 0xffff) + (folded >> 16);
+	return (__u16)~folded;
+}
+
+/* The pod's neighbour solicitation for its router IP: answered with the lxc device's MAC, as a
+ * router (icmp6_handle_ns: R and S set), from the router IP back to the pod. The reply replaces
+ * the request in place (both are 32 bytes with one link-layer address option) and goes back out
+ * where it came from. Anything else (another target, no option) is passed on. */
+static __always_inline int ndp_respond(struct __sk_buff *skb, struct node_config *cfg)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u8 *icmp = (void *)(ip6 + 1);
+	struct endpoint_info *ep;
+	struct ipv6hdr reply;
+	__u8 msg[NDP_LEN] = {};
+	__u8 pseudo[40] = {};
+	__u8 pod_mac[ETH_ALEN];
+	__s64 sum;
+	__u16 csum;
+
+	if ((void *)(icmp + NDP_LEN) > end || ip6->payload_len != bpf_htons(NDP_LEN))
+		return TC_ACT_OK;
+	if (icmp[0] != ICMP6_NS || icmp[24] != ND_OPT_SOURCE_LL || icmp[25] != 1)
+		return TC_ACT_OK;
+	if (!ipv6_equal(icmp + 8, cfg->router_ip6))
+		return TC_ACT_OK;
+	ep = local_endpoint6(ip6->saddr.in6_u.u6_addr8);
+	if (!ep)
+		return TC_ACT_OK;
+	__builtin_memcpy(pod_mac, icmp + 26, ETH_ALEN);
+	reply = *ip6;
+	__builtin_memcpy(&reply.daddr, &ip6->saddr, 16);
+	__builtin_memcpy(&reply.saddr, cfg->router_ip6, 16);
+	reply.hop_limit = 255;
+	/* the advertisement: type, code, checksum (below), R|S, the target, the target's MAC */
+	msg[0] = ICMP6_NA;
+	msg[4] = 0xc0;
+	__builtin_memcpy(msg + 8, cfg->router_ip6, 16);
+	msg[24] = ND_OPT_TARGET_LL;
+	msg[25] = 1;
+	__builtin_memcpy(msg + 26, ep->node_mac, ETH_ALEN);
+	/* its checksum covers the pseudo-header: source, destination, length, next header */
+	__builtin_memcpy(pseudo, &reply.saddr, 16);
+	__builtin_memcpy(pseudo + 16, &reply.daddr, 16);
+	pseudo[35] = NDP_LEN;
+	pseudo[39] = IPPROTO_ICMPV6;
+	sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, sizeof(pseudo), 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)msg, sizeof(msg), (__u32)sum);
+	csum = csum_fold(sum);
+	__builtin_memcpy(msg + 2, &csum, 2);
+	bpf_skb_store_bytes(skb, ETH_HLEN, &reply, sizeof(reply), 0);
+	bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(reply), msg, sizeof(msg), 0);
+	bpf_skb_store_bytes(skb, 0, pod_mac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
+	count(METRIC_ARP_REPLY);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* Into a pod of this node (ipv6_local_delivery): hop limit, Ethernet addresses, bpf_redirect_peer. */
+static __always_inline int local_delivery6(struct __sk_buff *skb, struct endpoint_info *ep)
+{
+	struct ipv6hdr *ip6 = ipv6(skb);
+
+	if (!ip6)
+		return TC_ACT_OK;
+	if (dec_hop_limit(skb, ip6) < 0)
+		return drop(METRIC_DROP);
+	bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
+	count(METRIC_LOCAL_DELIVERY);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* The node's FIB decides (fib_redirect_v6), the program sends the packet out of the device chosen. */
+static __always_inline int fib_redirect6(struct __sk_buff *skb, struct node_config *cfg)
+{
+	struct bpf_fib_lookup fib = {};
+	struct ipv6hdr *ip6 = ipv6(skb);
+	int ret;
+
+	if (!ip6)
+		return TC_ACT_OK;
+	fib.family = AF_INET6;
+	fib.ifindex = cfg->uplink_ifindex;
+	fib.l4_protocol = ip6->nexthdr;
+	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(METRIC_TO_STACK);
+		return TC_ACT_OK;
+	}
+	ip6 = ipv6(skb);
+	if (!ip6)
+		return TC_ACT_OK;
+	if (dec_hop_limit(skb, ip6) < 0)
+		return drop(METRIC_DROP);
+	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {};
+
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, 16);
+		count(METRIC_FIB_NEIGH);
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0);
+	count(METRIC_FIB_REDIRECT);
+	return bpf_redirect(fib.ifindex, 0);
+}

@@ -52,16 +52,16 @@ Where the lab differs from Cilium, on purpose:
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Interface, IPv4Network, ip_network
+from ipaddress import ip_interface, ip_network
 from typing import Any, Sequence
 
 from cni_lab import names
 from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.dataplanes.hostgw import require_one_segment
+from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Node, Pod, Service
 from cni_lab.model import Scenario
 from cni_lab.steps import (
-    DEFAULT_ROUTE,
     AddAddress,
     AddFlowVxlan,
     AddRoute,
@@ -78,13 +78,30 @@ from cni_lab.steps import (
     LoadBpf,
     SetSysctl,
     Step,
+    default_route,
 )
 
 
 def v4(address: object) -> Any:
-    """An IPv4 address or network: the programs speak IPv4 only (plan.build refuses IPv6 labs)."""
+    """An IPv4 address or network: Services, masquerade and policy are IPv4's (cluster.py refuses
+    Services, and masquerade.py an outside host, in labs with IPv6)."""
     assert getattr(address, "version", 4) == 4, address
     return address
+
+
+def family(node: Node, version: int) -> tuple[Any, Any, Any] | None:
+    """The node's (underlay address, pod CIDR, router IP) in one family, None when it has none
+    (an IPv6-only node has no IPv4; a single-stack one no IPv6)."""
+    if node.pod_cidr.version == version:
+        return node.ip, node.pod_cidr, node.gateway
+    if version == 6 and node.pod_cidr6 is not None:
+        return node.ip6, node.pod_cidr6, node.gateway6
+    return None
+
+
+def pod_addresses(pod: Pod) -> tuple[Any, ...]:
+    """Every address of the pod, IPv4 first."""
+    return tuple(sorted(pod.ips, key=lambda a: a.version))
 
 
 SOURCE = "ebpf.c"
@@ -132,6 +149,8 @@ class Ebpf:
         return ()
 
     def validate(self, lab: Lab) -> None:
+        if lab.scenario.outside_ip is not None and lab.has_ipv6:  # as masquerade.py says for the others
+            raise LabError(f"{lab.scenario.source}: outside: IPv4-only labs for now")
         if lab.scenario.ebpf_routing == "native":
             # a next hop per node, as host-gw: one segment, refused across a router
             require_one_segment(lab, "ebpf.routing: native", "use ebpf.routing: tunnel")
@@ -139,16 +158,14 @@ class Ebpf:
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
         ns = names.node_netns(lab.name, node.name)
         pin = names.bpf_node_dir(lab.name, node.name)
-        router = v4(node.gateway)
+        four, six = family(node, 4), family(node, 6)
         tunnel = lab.tunnelled
-        steps: list[Step] = [
-            AddVeth(ns, names.CILIUM_HOST, ns, names.CILIUM_NET, lab.scenario.underlay_mtu),
-            AddAddress(ns, names.CILIUM_HOST, IPv4Interface(f"{router}/32")),
-            # NOARP: the node's packets to its router IP need no neighbour; cil_from_host sets the MACs
-            LinkUp(ns, names.CILIUM_NET, arp=False),
-            LinkUp(ns, names.CILIUM_HOST, arp=False),
-            AddRoute(ns, node.pod_cidr, names.CILIUM_HOST, via=router, src=router),
-        ]
+        steps: list[Step] = [AddVeth(ns, names.CILIUM_HOST, ns, names.CILIUM_NET, lab.scenario.underlay_mtu)]
+        steps += [AddAddress(ns, names.CILIUM_HOST, ip_interface(f"{router}/{router.max_prefixlen}"))
+                  for _, _, router in filter(None, (four, six))]
+        # NOARP: the node's packets to its router IP need no neighbour; cil_from_host sets the MACs
+        steps += [LinkUp(ns, names.CILIUM_NET, arp=False), LinkUp(ns, names.CILIUM_HOST, arp=False)]
+        steps += [AddRoute(ns, cidr, names.CILIUM_HOST, via=router, src=router) for _, cidr, router in filter(None, (four, six))]
         if tunnel:
             steps += [
                 AddFlowVxlan(ns, names.CILIUM_VXLAN, names.VXLAN_PORT, lab.scenario.underlay_mtu),
@@ -156,9 +173,9 @@ class Ebpf:
             ]
         steps += [
             LoadBpf(ns, pin, SOURCE),
-            BpfNodeConfig(ns, pin, names.NODE_UPLINK, names.CILIUM_VXLAN if tunnel else None, router, VNI,
-                          v4(node.ip), lab.scenario.outside_ip is not None and lab.scenario.masquerade,
-                          v4(lab.scenario.cluster_cidr)),
+            BpfNodeConfig(ns, pin, names.NODE_UPLINK, names.CILIUM_VXLAN if tunnel else None, four[2] if four else None,
+                          VNI, four[0] if four else None, lab.scenario.outside_ip is not None and lab.scenario.masquerade,
+                          v4(lab.scenario.cluster_cidr) if four else None, six[2] if six else None),
             AttachBpf(ns, names.NODE_UPLINK, "ingress", pin, FROM_NETDEV),
             AttachBpf(ns, names.CILIUM_HOST, "egress", pin, FROM_HOST),
         ]
@@ -171,20 +188,23 @@ class Ebpf:
         pod_ns = names.pod_netns(lab.name, node.name, pod.name)
         lxc = names.lxc_veth(lab.name, node.name, pod.name)
         pin = names.bpf_node_dir(lab.name, node.name)
-        router = v4(node.gateway)
         eth0 = names.POD_IFNAME
         route_mtu = lab.pod_mtu if lab.tunnelled or lab.scenario.pod_mtu is not None else None
-        return [
-            AddVeth(node_ns, lxc, pod_ns, eth0, lab.scenario.underlay_mtu, up=True),
-            SetSysctl(node_ns, f"net/ipv4/conf/{lxc}/forwarding", "0"),
-            AddAddress(pod_ns, eth0, IPv4Interface(f"{pod.ip}/32")),
-            LinkUp(pod_ns, eth0),
-            AddRoute(pod_ns, IPv4Network(f"{router}/32"), eth0, scope_link=True),
-            AddRoute(pod_ns, DEFAULT_ROUTE, eth0, via=router, mtu=route_mtu),
-            AttachBpf(node_ns, lxc, "ingress", pin, FROM_CONTAINER),
-            BpfEndpoint(node_ns, pin, v4(pod.ip), lxc, pod_ns, eth0, endpoint_id(node, pod), identities(lab)[pod.id]),
-            BpfPolicy(node_ns, pin, endpoint_id(node, pod), policy_rows(lab, node, pod)),
-        ]
+        routers = {v: f[2] for v in (4, 6) if (f := family(node, v)) is not None}
+        steps: list[Step] = [AddVeth(node_ns, lxc, pod_ns, eth0, lab.scenario.underlay_mtu, up=True)]
+        if 4 in routers:  # a detached program then cuts the pod off (IPv6 forwards per node, not per device)
+            steps.append(SetSysctl(node_ns, f"net/ipv4/conf/{lxc}/forwarding", "0"))
+        steps += [AddAddress(pod_ns, eth0, ip_interface(f"{ip}/{ip.max_prefixlen}")) for ip in pod_addresses(pod)]
+        steps.append(LinkUp(pod_ns, eth0))
+        for version, router in routers.items():
+            # the router IP on the link, and the default route through it (Cilium's IPv4Routes/IPv6Routes)
+            steps += [AddRoute(pod_ns, ip_network(f"{router}/{router.max_prefixlen}"), eth0, scope_link=version == 4),
+                      AddRoute(pod_ns, default_route(version), eth0, via=router, mtu=route_mtu)]
+        steps.append(AttachBpf(node_ns, lxc, "ingress", pin, FROM_CONTAINER))
+        steps += [BpfEndpoint(node_ns, pin, ip, lxc, pod_ns, eth0, endpoint_id(node, pod), identities(lab)[pod.id])
+                  for ip in pod_addresses(pod)]
+        steps.append(BpfPolicy(node_ns, pin, endpoint_id(node, pod), policy_rows(lab, node, pod)))
+        return steps
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []

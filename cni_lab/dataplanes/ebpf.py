@@ -41,8 +41,10 @@ Where the lab differs from Cilium, on purpose:
 - Each lxc device has forwarding off, so a pod whose program is detached (`fault bpf-detach`) is
   cut off instead of quietly falling back on the node's routing; the programs' own FIB lookups
   are made as if on eth0, where forwarding is on.
-- Identities are numbered from 256 by the pods' labels (namespace included) and kept in the
-  ipcache; no policy is enforced with them yet, and the VNI carries none.
+- Identities (ebpf_policy.py) are kept in the ipcache as Cilium with policy-cidr-match-mode: nodes
+  keeps them: pods' from 256 by their labels (namespace included), this node's addresses host (1),
+  each other node address its own (remote-node scope), the policies' ipBlock prefixes theirs; no
+  policy is enforced with them yet, and the VNI carries none.
 - Left out: socket LB (the node's own connections to a ClusterIP are not balanced), Maglev (random
   only), DSR, XDP acceleration, session affinity, health checks, the NodePort "surrogate" 0.0.0.0
   frontend and the internal-scope (LB_LOOKUP_SCOPE_INT) entries; conntrack only for translated
@@ -52,11 +54,13 @@ Where the lab differs from Cilium, on purpose:
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Interface, IPv4Network, ip_network
+from ipaddress import IPv4Interface, IPv4Network
 from typing import Any, Sequence
 
 from cni_lab import names
 from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
+# the security identities live with the policy maps that use them (ebpf_policy.py)
+from cni_lab.dataplanes.ebpf_policy import WORLD_ID, identities, ipcache
 from cni_lab.dataplanes.hostgw import require_one_segment
 from cni_lab.cluster import Lab, Node, Pod, Service
 from cni_lab.model import Scenario
@@ -87,10 +91,7 @@ def v4(address: object) -> Any:
 
 
 SOURCE = "ebpf.c"
-VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab does not yet, so one "world" value
-# Reserved security identities (pkg/identity/numericidentity.go); cluster-local ones start at 256
-HOST_ID, WORLD_ID, REMOTE_NODE_ID = 1, 2, 6
-CLUSTER_IDENTITY_MIN = 256
+VNI = WORLD_ID  # Cilium puts the sender's security identity in the VNI; the lab does not yet, so one "world" value
 # struct lb4_service's flags (bpf/lib/lb.h: SVC_FLAG_*)
 SVC_FLAG_NODEPORT, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_ROUTABLE = 1 << 1, 1 << 2, 1 << 6
 FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST = "cil_from_container", "cil_from_netdev", "cil_from_overlay", "cil_from_host"
@@ -186,20 +187,15 @@ class Ebpf:
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []
-        identity = identities(lab)
         for node in lab.nodes:
             ns = names.node_netns(lab.name, node.name)
             pin = names.bpf_node_dir(lab.name, node.name)
-            others = [o for o in lab.nodes if o is not node and not o.pod_cidr.overlaps(node.pod_cidr)]
-            # the ipcache: every node, every pod, and in tunnel mode other nodes' pod CIDRs
+            # the ipcache (ebpf_policy.ipcache): every node address, every pod, in tunnel mode other
+            # nodes' pod CIDRs, and the policies' ipBlock prefixes
+            steps += [BpfIpcache(ns, pin, e.prefix, e.identity, e.tunnel_endpoint) for e in ipcache(lab, node)]
             for other in lab.nodes:
-                steps.append(BpfIpcache(ns, pin, v4(ip_network(other.ip)), HOST_ID if other is node else REMOTE_NODE_ID, None))
-            for other in [node, *others]:
-                behind = v4(other.ip) if lab.tunnelled and other is not node else None
-                if behind is not None:
-                    steps.append(BpfIpcache(ns, pin, v4(other.pod_cidr), WORLD_ID, behind))
-                steps += [BpfIpcache(ns, pin, v4(ip_network(pod.ip)), identity[pod.id], behind) for pod in other.pods]
-            for other in others:
+                if other is node or other.pod_cidr.overlaps(node.pod_cidr):
+                    continue
                 if lab.tunnelled:
                     steps.append(AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=v4(node.gateway),
                                           mtu=lab.overlay_mtu))
@@ -214,21 +210,6 @@ class Ebpf:
         return [BpfServices(names.node_netns(lab.name, node.name), names.bpf_node_dir(lab.name, node.name),
                             frontends[node.name], backends)
                 for node in lab.nodes]
-
-
-def identity_labels(pod: Pod) -> tuple[tuple[str, str], ...]:
-    """The labels a pod's identity is derived from, Cilium's way: its own, and its namespace's
-    name as k8s:io.kubernetes.pod.namespace."""
-    return tuple(sorted({("io.kubernetes.pod.namespace", pod.namespace), *pod.labels}))
-
-
-def identities(lab: Lab) -> dict[str, int]:
-    """Every pod's security identity: pods with the same labels share one; cluster-local
-    identities numbered from 256 in the labels' sorted order (Cilium allocates them as pods
-    appear; the lab's order is stable)."""
-    sets = sorted({identity_labels(p) for p in lab.pods})
-    number = {labels: CLUSTER_IDENTITY_MIN + i for i, labels in enumerate(sets)}
-    return {p.id: number[identity_labels(p)] for p in lab.pods}
 
 
 def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFrontend, ...]], tuple[LbBackend, ...]]:
@@ -262,3 +243,6 @@ def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFr
                                         next(index), flags, ids(svc, port, node if local else None)))
         frontends[node.name] = (*cluster, *nodeports)
     return frontends, backends
+
+
+__all__ = ["Ebpf", "identities", "lb_maps"]  # identities: ebpf_policy's, kept importable from here

@@ -120,6 +120,12 @@ def policy_steps(lab: Lab) -> list[Step]:
     reach each other without routing: br_netfilter shows that traffic to the forward hook too."""
     if isinstance(lab.capabilities.policy, Refused):
         raise LabError(f"{lab.scenario.source}: {lab.capabilities.policy.reason}")
+    if lab.capabilities.policy != "node-nftables":
+        plane = dataplanes.get(lab.dataplane)
+        if not isinstance(plane, dataplanes.EnforcesPolicy):
+            raise LabError(f"{lab.scenario.source}: dataplane {lab.dataplane} declares it enforces policies but has "
+                           "no policy_steps")
+        return plane.policy_steps(lab)
     steps: list[Step] = []
     for node in lab.nodes:
         ns = names.node_netns(lab.name, node.name)

@@ -258,6 +258,21 @@ class BpfIpcache:
 
 
 @dataclass(frozen=True)
+class BpfIpcacheSync:
+    """The node's ipcache made to hold exactly these entries, (prefix, identity, tunnel endpoint)
+    each: what a policy change adds (ipBlock prefixes) written, what it removed deleted."""
+
+    netns: str
+    pin: str
+    entries: tuple[tuple[IPv4Network | IPv6Network, int, IPv4Address | IPv6Address | None], ...]
+
+    def describe(self) -> str:
+        return "\n".join(f"bpftool map update pinned {self.pin}/cilium_ipcache_v2 key <{prefix}> value <identity "
+                         f"{identity}, tunnelendpoint {endpoint or '0.0.0.0'}>" for prefix, identity, endpoint in self.entries) \
+            + f"\n# and every other entry of {self.pin}/cilium_ipcache_v2 deleted"
+
+
+@dataclass(frozen=True)
 class LbFrontend:
     """A Service frontend as the agent writes it (slot 0 of cilium_lb4_services_v2, then a slot
     per backend) and its reverse NAT entry."""
@@ -425,7 +440,8 @@ class CniAdd:
 
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
-             BpfEndpoint, BpfIpcache, BpfServices, BpfPolicy, LoadNftables, SetHairpin]
+             BpfEndpoint, BpfIpcache, BpfIpcacheSync, BpfServices, BpfPolicy, LoadNftables,
+             SetHairpin]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -53,6 +53,15 @@ class BalancesServices(Protocol):
         back): applying them again makes the nodes hold exactly these."""
 
 
+@runtime_checkable
+class EnforcesPolicy(Protocol):
+    """A data plane that enforces NetworkPolicy itself (Capabilities.policy "cilium-bpf")."""
+
+    def policy_steps(self, lab: Lab) -> list[Step]:
+        """What every node needs for the lab's policies; applied again on a running lab, they
+        make the nodes hold exactly these (raise LabError where they cannot be held)."""
+
+
 @functools.cache
 def get(name: str) -> DataPlane:
     """The data plane called `name` (registry.py; one instance: data planes keep no state), its

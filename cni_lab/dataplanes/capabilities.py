@@ -35,7 +35,10 @@ PodGateway = Literal[
     "proxy-arp",  # Calico's 169.254.1.1 (IPv6: the cali veth's link-local address), answered by the node
     "cilium_host",  # the router IP on cilium_host, answered by cil_from_container
 ]
-PolicyEnforcement = Literal["node-nftables"]  # rulesets/netpol.py: per pod in the node's forward hook (Felix's way)
+PolicyEnforcement = Literal[
+    "node-nftables",  # rulesets/netpol.py: per pod in the node's forward hook (Felix's way)
+    "cilium-bpf",  # each endpoint's policy map, by identity, in the data plane's programs: EnforcesPolicy
+]
 ServiceBalancing = Literal[
     "kube-proxy-nftables",  # rulesets/kubeproxy.py: kube-proxy's nftables mode on every node
     "cilium-bpf",  # the data plane's own programs and maps (Cilium's kube-proxy replacement): BalancesServices

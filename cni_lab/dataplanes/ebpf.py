@@ -41,8 +41,12 @@ Where the lab differs from Cilium, on purpose:
 - Each lxc device has forwarding off, so a pod whose program is detached (`fault bpf-detach`) is
   cut off instead of quietly falling back on the node's routing; the programs' own FIB lookups
   are made as if on eth0, where forwarding is on.
-- Identities are numbered from 256 by the pods' labels (namespace included) and kept in the
-  ipcache; no policy is enforced with them yet, and the VNI carries none.
+- Identities (ebpf_policy.py) are kept in the ipcache as Cilium with policy-cidr-match-mode: nodes
+  keeps them: pods' from 256 by their labels (namespace included), this node's addresses host (1),
+  each other node address its own (remote-node scope), the policies' ipBlock prefixes theirs; the
+  sender's identity travels in the VNI, and each endpoint's policy map (cilium_policy_v2_<id>,
+  filled from the lab's NetworkPolicy evaluator, ebpf_policy.py) is looked up by it on egress and
+  ingress, with connection tracking so replies pass. IPv6 is forwarded, not policed.
 - Left out: socket LB (the node's own connections to a ClusterIP are not balanced), Maglev (random
   only), DSR, XDP acceleration, session affinity, health checks, the NodePort "surrogate" 0.0.0.0
   frontend and the internal-scope (LB_LOOKUP_SCOPE_INT) entries; conntrack only for translated
@@ -56,7 +60,10 @@ from ipaddress import ip_interface, ip_network
 from typing import Any, Sequence
 
 from cni_lab import names
-from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
+from cni_lab.dataplanes import ebpf_policy
+from cni_lab.dataplanes.capabilities import Capabilities, Tunnel
+# the security identities live with the policy maps that use them (ebpf_policy.py)
+from cni_lab.dataplanes.ebpf_policy import WORLD_ID, identities, ipcache
 from cni_lab.dataplanes.hostgw import require_one_segment
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Node, Pod, Service
@@ -69,6 +76,7 @@ from cni_lab.steps import (
     AttachBpf,
     BpfEndpoint,
     BpfIpcache,
+    BpfIpcacheSync,
     BpfNodeConfig,
     BpfPolicy,
     BpfServices,
@@ -105,10 +113,7 @@ def pod_addresses(pod: Pod) -> tuple[Any, ...]:
 
 
 SOURCE = "ebpf.c"
-VNI = 2  # Cilium puts the sender's security identity in the VNI; the lab does not yet, so one "world" value
-# Reserved security identities (pkg/identity/numericidentity.go); cluster-local ones start at 256
-HOST_ID, WORLD_ID, REMOTE_NODE_ID = 1, 2, 6
-CLUSTER_IDENTITY_MIN = 256
+VNI = WORLD_ID  # the VNI of a packet whose sender has no identity (every other carries its sender's)
 # struct lb4_service's flags (bpf/lib/lb.h: SVC_FLAG_*)
 SVC_FLAG_NODEPORT, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_ROUTABLE = 1 << 1, 1 << 2, 1 << 6
 FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST = "cil_from_container", "cil_from_netdev", "cil_from_overlay", "cil_from_host"
@@ -116,8 +121,7 @@ PROGRAMS = (FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST)
 
 NATIVE = Capabilities(
     ipam="host-local",  # the pod CIDR's first address is the router IP, pods from .2
-    ipv6=Refused("dataplane: ebpf forwards IPv4 only (its programs and maps have no IPv6 path): give "
-                 "networking.clusterCIDR one IPv4 CIDR, or use another data plane for IPv6"),
+    ipv6=None,  # IPv6 forwarding too; Services, masquerade and policy are IPv4's
     pods_meet="bpf-redirect",
     pod_gateway="cilium_host",
     sets_hairpin=False,  # no bridge
@@ -128,8 +132,7 @@ NATIVE = Capabilities(
     loads_bpf=True,
     bypasses_forward_hook=True,
     runs_cni_plugins=False,
-    policy=Refused("policies: dataplane ebpf does not enforce NetworkPolicy (its programs have no policy map "
-                   "yet); use another data plane for policies"),
+    policy="cilium-bpf",
     services="cilium-bpf",
     masquerade="cilium-bpf",
 )
@@ -208,25 +211,41 @@ class Ebpf:
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
         steps: list[Step] = []
-        identity = identities(lab)
         for node in lab.nodes:
             ns = names.node_netns(lab.name, node.name)
             pin = names.bpf_node_dir(lab.name, node.name)
-            others = [o for o in lab.nodes if o is not node and not o.pod_cidr.overlaps(node.pod_cidr)]
-            # the ipcache: every node, every pod, and in tunnel mode other nodes' pod CIDRs
+            # the ipcache (ebpf_policy.ipcache): every node address, every pod, in tunnel mode other
+            # nodes' pod CIDRs, and the policies' ipBlock prefixes
+            steps += [BpfIpcache(ns, pin, *entry) for entry in ipcache_entries(lab, node)]
             for other in lab.nodes:
-                steps.append(BpfIpcache(ns, pin, v4(ip_network(other.ip)), HOST_ID if other is node else REMOTE_NODE_ID, None))
-            for other in [node, *others]:
-                behind = v4(other.ip) if lab.tunnelled and other is not node else None
-                if behind is not None:
-                    steps.append(BpfIpcache(ns, pin, v4(other.pod_cidr), WORLD_ID, behind))
-                steps += [BpfIpcache(ns, pin, v4(ip_network(pod.ip)), identity[pod.id], behind) for pod in other.pods]
-            for other in others:
-                if lab.tunnelled:
-                    steps.append(AddRoute(ns, other.pod_cidr, names.CILIUM_HOST, via=node.gateway, src=v4(node.gateway),
-                                          mtu=lab.overlay_mtu))
-                else:
-                    steps.append(AddRoute(ns, other.pod_cidr, names.NODE_UPLINK, via=other.ip))
+                if other is node or other.pod_cidr.overlaps(node.pod_cidr):
+                    continue
+                for version in lab.families:
+                    mine, theirs = family(node, version), family(other, version)
+                    if mine is None or theirs is None:
+                        continue
+                    if lab.tunnelled:  # the node's own packets to them through cil_from_host
+                        steps.append(AddRoute(ns, theirs[1], names.CILIUM_HOST, via=mine[2], src=mine[2],
+                                              mtu=lab.overlay_mtu))
+                    else:  # autoDirectNodeRoutes: to the node's address in that family
+                        steps.append(AddRoute(ns, theirs[1], names.NODE_UPLINK, via=theirs[0]))
+        return steps
+
+    def policy_steps(self, lab: Lab) -> list[Step]:
+        """Every endpoint's policy map and every node's ipcache (the policies' ipBlock prefixes
+        come and go with them), made exactly what the lab's policies say."""
+        if lab.has_ipv6:
+            raise LabError(f"{lab.scenario.source}: policies: dataplane ebpf enforces NetworkPolicy over IPv4 only "
+                           "(its policy path has no IPv6 connection tracking yet): use an IPv4 lab, or host-gw for "
+                           "policies with IPv6")
+        problems = ebpf_policy.problems(lab)
+        if problems:
+            raise LabError(*(f"{lab.scenario.source}: {line}" for line in problems))
+        steps: list[Step] = []
+        for node in lab.nodes:
+            ns, pin = names.node_netns(lab.name, node.name), names.bpf_node_dir(lab.name, node.name)
+            steps.append(BpfIpcacheSync(ns, pin, tuple(ipcache_entries(lab, node))))
+            steps += [BpfPolicy(ns, pin, endpoint_id(node, pod), policy_rows(lab, node, pod)) for pod in node.pods]
         return steps
 
     def service_steps(self, lab: Lab, services: Sequence[Service]) -> list[Step]:
@@ -243,27 +262,40 @@ def endpoint_id(node: Node, pod: Pod) -> int:
     return next(i for i, p in enumerate(node.pods, 1) if p is pod)
 
 
-ALLOW_ALL = ((False, 0, 0, 0, 0), (True, 0, 0, 0, 0))  # allow-any-ingress, allow-any-egress
+# no policy: allow-any-ingress, the local host (allow-localhost), allow-any-egress
+NO_POLICY = ((False, 0, 0, 0, 0), (False, ebpf_policy.HOST_ID, 0, 0, 0), (True, 0, 0, 0, 0))
 
 
 def policy_rows(lab: Lab, node: Node, pod: Pod) -> tuple[tuple[bool, int, int, int, int], ...]:
-    """The endpoint's policy map: allow-all in a direction no policy isolates it in."""
-    return ALLOW_ALL
+    """The endpoint's policy map (ebpf_policy.policy_entries), as its steps carry it."""
+    if not lab.scenario.policies or lab.has_ipv6:
+        return NO_POLICY
+    return tuple((e.egress, e.identity, e.protocol, e.port, e.prefix)
+                 for e in ebpf_policy.policy_entries(lab, node, pod))
 
 
-def identity_labels(pod: Pod) -> tuple[tuple[str, str], ...]:
-    """The labels a pod's identity is derived from, Cilium's way: its own, and its namespace's
-    name as k8s:io.kubernetes.pod.namespace."""
-    return tuple(sorted({("io.kubernetes.pod.namespace", pod.namespace), *pod.labels}))
-
-
-def identities(lab: Lab) -> dict[str, int]:
-    """Every pod's security identity: pods with the same labels share one; cluster-local
-    identities numbered from 256 in the labels' sorted order (Cilium allocates them as pods
-    appear; the lab's order is stable)."""
-    sets = sorted({identity_labels(p) for p in lab.pods})
-    number = {labels: CLUSTER_IDENTITY_MIN + i for i, labels in enumerate(sets)}
-    return {p.id: number[identity_labels(p)] for p in lab.pods}
+def ipcache_entries(lab: Lab, node: Node) -> list[tuple[Any, int, Any]]:
+    """What the node's ipcache holds: IPv4 as ebpf_policy.ipcache computes it (identities in
+    Cilium's nodes mode, the policies' prefixes), and in a lab with IPv6 the same for IPv6 without
+    policy: every node's addresses (host, or remote-node), pods with their identities, and in
+    tunnel mode other nodes' pod CIDRs, behind the node's underlay address."""
+    out: list[tuple[Any, int, Any]] = []
+    if 4 in lab.families and node.pod_cidr.version == 4:
+        out += [(e.prefix, e.identity, e.tunnel_endpoint) for e in ipcache(lab, node)]
+    if 6 not in lab.families:
+        return out
+    ids = identities(lab)
+    for other in lab.nodes:
+        six = family(other, 6)
+        if six is None or (other is not node and other.pod_cidr.overlaps(node.pod_cidr)):
+            continue
+        behind = other.ip if lab.tunnelled and other is not node else None
+        who = ebpf_policy.HOST_ID if other is node else ebpf_policy.REMOTE_NODE_ID
+        out += [(ip_network(f"{a}/128"), who, None if a == six[0] else behind) for a in (six[0], six[2]) if a is not None]
+        if behind is not None:
+            out.append((six[1], WORLD_ID, behind))
+        out += [(ip_network(f"{p.ip6 or p.ip}/128"), ids[p.id], behind) for p in other.pods]
+    return out
 
 
 def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFrontend, ...]], tuple[LbBackend, ...]]:
@@ -297,3 +329,6 @@ def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFr
                                         next(index), flags, ids(svc, port, node if local else None)))
         frontends[node.name] = (*cluster, *nodeports)
     return frontends, backends
+
+
+__all__ = ["Ebpf", "identities", "lb_maps"]  # identities: ebpf_policy's, kept importable from here

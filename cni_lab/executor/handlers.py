@@ -25,6 +25,7 @@ from cni_lab.steps import (
     BpfEndpoint,
     BpfNodeConfig,
     BpfIpcache,
+    BpfIpcacheSync,
     BpfPolicy,
     BpfServices,
     CniAdd,
@@ -184,6 +185,12 @@ def _bpf_ipcache(session: Session, step: BpfIpcache) -> None:
     bpf.write_ipcache(step.pin, step.prefix, step.identity, step.tunnel_endpoint)
 
 
+def _bpf_ipcache_sync(session: Session, step: BpfIpcacheSync) -> None:
+    from cni_lab.kernel import bpf
+
+    bpf.sync_ipcache(step.pin, step.entries)
+
+
 def _bpf_services(session: Session, step: BpfServices) -> None:
     from cni_lab.kernel import bpf
 
@@ -221,6 +228,7 @@ HANDLERS: dict[type[Step], Handler] = {
     BpfNodeConfig: _bpf_node_config,
     BpfEndpoint: _bpf_endpoint,
     BpfIpcache: _bpf_ipcache,
+    BpfIpcacheSync: _bpf_ipcache_sync,
     BpfServices: _bpf_services,
     BpfPolicy: _bpf_policy,
     LoadNftables: _load_nftables,

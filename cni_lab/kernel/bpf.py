@@ -532,6 +532,20 @@ def write_ipcache(pin: str, prefix: IPv4Network | IPv6Network, identity: int,
            REMOTE_ENDPOINT_INFO.pack(identity, endpoint, 0, 0, flags))
 
 
+def sync_ipcache(pin: str, wanted: tuple[tuple[IPv4Network | IPv6Network, int, IPv4Address | IPv6Address | None], ...]
+                 ) -> None:
+    """Make the node's ipcache hold exactly these (prefix, identity, tunnel endpoint) entries:
+    written, then the others deleted (a policy's ipBlock prefix gone with the policy)."""
+    keys = set()
+    for prefix, identity, endpoint in wanted:
+        write_ipcache(pin, prefix, identity, endpoint)
+        raw, family = _key_bytes(prefix.network_address)
+        keys.add(IPCACHE_KEY.pack(IPCACHE_STATIC_PREFIX + prefix.prefixlen, 0, 0, family, raw))
+    for key, _ in list(entries(f"{pin}/{IPCACHE}", IPCACHE_KEY.size, REMOTE_ENDPOINT_INFO.size)):
+        if key not in keys:
+            delete(f"{pin}/{IPCACHE}", key)
+
+
 @dataclass(frozen=True)
 class Frontend:
     """One entry of cilium_lb4_services_v2's slot 0 and its slots: a Service address and port, what

@@ -219,7 +219,8 @@ def test_what_each_data_plane_answers() -> None:
     ebpf = {"ebpf+tunnel", "ebpf+native"}
     assert which(lambda c: c.loads_bpf) == which(lambda c: c.bypasses_forward_hook) == ebpf
     assert which(lambda c: c.pods_meet == "bpf-redirect") == which(lambda c: c.pod_gateway == "cilium_host") == ebpf
-    assert which(lambda c: c.families == (4,)) == ebpf
+    assert which(lambda c: c.families == (4,)) == set()  # every data plane carries IPv6 too
+    assert which(lambda c: c.policy == "cilium-bpf") == which(lambda c: c.services == "cilium-bpf") == ebpf
     tunnels = {k: c.tunnel.device for k, c in CAPS.items() if c.tunnel is not None}
     assert tunnels == {"vxlan": names.FLANNEL_DEVICE, "cni+vxlan": names.FLANNEL_DEVICE, "ebpf+tunnel": names.CILIUM_VXLAN}
 
@@ -268,30 +269,25 @@ def refusal(reason: str) -> str:
     return "^" + re.escape(f"s.yaml: {reason}") + "$"
 
 
-def test_ebpf_refuses_ipv6_policies_and_sctp_services_in_its_words() -> None:
+def test_ebpf_refuses_sctp_services_and_policies_with_ipv6_in_its_words() -> None:
     ebpf = CAPS["ebpf+tunnel"]
-    assert all(isinstance(r, Refused) for r in (ebpf.ipv6, ebpf.policy))
-    assert (ebpf.services, ebpf.masquerade) == ("cilium-bpf", "cilium-bpf")
-    assert not [k for k, c in CAPS.items() if k not in ("ebpf+tunnel", "ebpf+native")
-                and any(isinstance(r, Refused) for r in (c.ipv6, c.policy, c.services, c.masquerade))]
-    with pytest.raises(LabError, match=refusal(
-            "dataplane: ebpf forwards IPv4 only (its programs and maps have no IPv6 path): give "
-            "networking.clusterCIDR one IPv4 CIDR, or use another data plane for IPv6")):
-        plan.build(lab(dataplane="ebpf", networking=DUAL))
+    assert ebpf.ipv6 is None and (ebpf.policy, ebpf.services, ebpf.masquerade) == ("cilium-bpf",) * 3
+    assert not [k for k, c in CAPS.items() if any(isinstance(r, Refused) for r in (c.ipv6, c.policy, c.services, c.masquerade))]
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny", "namespace": "default"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     with pytest.raises(LabError, match=refusal(
-            "policies: dataplane ebpf does not enforce NetworkPolicy (its programs have no policy map yet); "
-            "use another data plane for policies")):
-        plan.build(lab(dataplane="ebpf", policies=[deny]))
+            "policies: dataplane ebpf enforces NetworkPolicy over IPv4 only (its policy path has no IPv6 connection "
+            "tracking yet): use an IPv4 lab, or host-gw for policies with IPv6")):
+        plan.build(lab(dataplane="ebpf", networking=DUAL, policies=[deny]))
+    plan.build(lab(dataplane="ebpf", networking=DUAL))  # IPv6 itself is carried
     with pytest.raises(LabError, match=refusal(
             "services[0].ports[0]: SCTP on dataplane ebpf: its BPF load balancer rewrites ports without recomputing "
             "SCTP's CRC32c checksum; use TCP or UDP, or another data plane")):
         plan.build(lab(dataplane="ebpf", services=[{"name": "web", "pods": ["node1/web"],
                                                      "ports": [{"port": 80, "protocol": "SCTP"}]}]))
-    built = plan.build(lab(dataplane="ebpf", outside={},
+    built = plan.build(lab(dataplane="ebpf", outside={}, policies=[deny],
                            services=[{"name": "web", "pods": ["node1/web"], "ports": [{"port": 80}]}]))
-    assert not [s for s in built.steps if isinstance(s, LoadNftables)]  # no kube-proxy, no masquerade table
+    assert not [s for s in built.steps if isinstance(s, LoadNftables)]  # no kube-proxy, masquerade or policy table
 
 
 def test_the_values_are_frozen() -> None:

@@ -135,22 +135,26 @@ def test_ebpf_plan_is_cilium_shaped() -> None:
                         ("n2", "cil", "ingress", "cil_from_overlay"), ("n2", "lxc", "ingress", "cil_from_container")}
     assert [s.pin for s in tunnel.steps if isinstance(s, LoadBpf)] == ["/sys/fs/bpf/cnilab-lab/n1",
                                                                        "/sys/fs/bpf/cnilab-lab/n2"]
-    # each node's endpoints map gets exactly its own pods; its ipcache every node (host 1, remote-node
-    # 6), every pod (its identity: one per label set, from 256) and, behind the tunnel, the other
-    # node's pods and pod CIDR (world 2, as Cilium puts pod CIDRs in the ipcache since PR #38839)
+    # each node's endpoints map gets exactly its own pods; its ipcache every node address (its own:
+    # host 1; another's eth0 and router IP each its own identity from the remote-node scope, 2<<24 | n,
+    # as Cilium's policy-cidr-match-mode: nodes gives them), every pod (its identity: one per label
+    # set, from 256) and, behind the tunnel, the other node's router IP, pods and pod CIDR (world 2, as
+    # Cilium puts pod CIDRs in the ipcache since PR #38839)
     endpoints = {(s.netns, str(s.ip)) for s in tunnel.steps if isinstance(s, BpfEndpoint)}
     assert endpoints == {("cnilab-lab.n1", "10.244.0.2"), ("cnilab-lab.n1", "10.244.0.3"), ("cnilab-lab.n2", "10.244.1.2")}
     ipcache = {(str(s.prefix), s.identity, str(s.tunnel_endpoint or "")) for s in tunnel.steps
                if isinstance(s, BpfIpcache) and s.netns == "cnilab-lab.n1"}
-    assert ipcache == {("192.168.1.2/32", 1, ""), ("192.168.1.3/32", 6, ""), ("10.244.0.2/32", 256, ""),
-                       ("10.244.0.3/32", 256, ""), ("10.244.1.0/24", 2, "192.168.1.3"), ("10.244.1.2/32", 256, "192.168.1.3")}
+    remote = 2 << 24
+    assert ipcache == {("192.168.1.2/32", 1, ""), ("192.168.1.3/32", remote | 3, ""), ("10.244.0.1/32", 1, ""),
+                       ("10.244.0.2/32", 256, ""), ("10.244.0.3/32", 256, ""), ("10.244.1.0/24", 2, "192.168.1.3"),
+                       ("10.244.1.1/32", remote | 4, "192.168.1.3"), ("10.244.1.2/32", 256, "192.168.1.3")}
     text = "\n".join(tunnel.describe())
     assert "ip -n cnilab-lab.n1 route add 10.244.1.0/24 via 10.244.0.1 dev cilium_host src 10.244.0.1 mtu 1450" in text
     assert "ip -n cnilab-lab.n1.web route add default via 10.244.0.1 dev eth0 mtu 1450" in text
     assert "type vxlan external dstport 8472" in text
     native = build("native")
     assert not [s for s in native.steps if isinstance(s, BpfIpcache) and s.tunnel_endpoint is not None]
-    assert len([s for s in native.steps if isinstance(s, BpfIpcache)]) == 2 * (2 + 3)  # nodes and pods, no CIDRs
+    assert len([s for s in native.steps if isinstance(s, BpfIpcache)]) == 2 * (2 + 2 + 3)  # node IPs, router IPs, pods
     assert AddRoute("cnilab-lab.n1", IPv4Network("10.244.1.0/24"), "eth0",
                     via=IPv4Address("192.168.1.3")) in native.steps
     assert "mtu" not in "\n".join(s.describe() for s in native.steps if isinstance(s, AddRoute))

@@ -14,43 +14,14 @@ from cni_lab import cluster, policy
 from cni_lab.policy import cases as policy_cases
 from cni_lab.policy.cause import Cause
 
-from labs import make_lab, network_policy as np, pod
+from labs import make_lab, pod
 
 SPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 # every probe check makes of a policy lab: its pair's echo and UDP datagram, the e2e ports, and
 # two more that ranges and protocol-only rules reach
 PROBES = (("ICMP", None), ("UDP", 31999), ("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81), ("SCTP", 80), ("TCP", 82))
-SERVER_A = {"matchLabels": {"pod": "a"}}
-NODE2 = "192.168.1.3"  # node2's underlay address in the model lab (an ipBlock names it below)
-
-# the e2e suite's cases (test/e2e/network/netpol/network_policy.go) as test_policy_evaluator.py holds them
-E2E: dict[str, list[dict[str, Any]]] = {
-    "default-deny-ingress": [np("deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})],
-    "default-deny-all": [np("deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})],
-    "podSelector": [np("allow-b", {"podSelector": SERVER_A, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]})],
-    "namespaceSelector": [np("allow-y", {"podSelector": SERVER_A, "ingress": [{"from": [
-        {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})],
-    "pod OR namespace": [np("or", {"podSelector": SERVER_A, "ingress": [{"from": [
-        {"podSelector": {"matchLabels": {"pod": "b"}}}, {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})],
-    "pod AND namespace": [np("and", {"podSelector": SERVER_A, "ingress": [{"from": [
-        {"podSelector": {"matchLabels": {"pod": "b"}}, "namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})],
-    "matchExpressions": [np("notin", {"podSelector": SERVER_A, "ingress": [{"from": [
-        {"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["y"]}]}}]}]}),
-        np("exists", {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "Exists"}]}, "ingress": [{"from": [
-            {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a", "c"]}]}}]}]}, "y")],
-    "ports": [np("on-81", {"podSelector": SERVER_A, "ingress": [{"ports": [{"port": 81, "protocol": "TCP"}]}]})],
-    "endPort": [np("range", {"podSelector": SERVER_A, "ingress": [{"ports": [{"port": 80, "endPort": 81, "protocol": "UDP"}]}]})],
-    "egress ipBlock except": [np("egress", {"podSelector": SERVER_A, "policyTypes": ["Egress"], "egress": [{"to": [
-        {"ipBlock": {"cidr": "10.244.0.0/16", "except": [f"{policy_cases.DEFAULT_IPS['x/b']}/32"]}}]}]})],
-    "policies add up": [np("deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
-                        np("allow-c", {"podSelector": SERVER_A, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}]}]}),
-                        np("egress-deny-y", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"]}, namespace="y")],
-    "deny egress on the client side": [np("deny-egress-a", {"podSelector": SERVER_A, "policyTypes": ["Egress"]}),
-                                       np("allow-to-b", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{}]}, "y")],
-    "egress: [] isolates ingress only": [np("e", {"podSelector": {}, "egress": []})],
-    "another node by ipBlock": [np("from-node2", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": f"{NODE2}/32"}}]}]})],
-}
+from netpol_e2e import E2E, NODE2
 
 
 def lab(*policies: dict[str, Any]) -> cluster.Lab:

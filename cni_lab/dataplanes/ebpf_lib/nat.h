@@ -41,7 +41,8 @@ static __always_inline int needs_masquerade(struct node_config *cfg, struct pack
 		return 0;
 	if ((p->tuple.daddr & cfg->native_mask) == cfg->native_cidr)
 		return 0;
-	return !info || info->sec_identity == WORLD_ID;
+	/* the world: no entry, reserved:world, or a policy's CIDR prefix (a local-scope identity, 1 << 24) */
+	return !info || info->sec_identity == WORLD_ID || (info->sec_identity >> 24) == 1;
 }
 
 /* The connection's source becomes `addr` (the node's) and a port of the node's (the one it had

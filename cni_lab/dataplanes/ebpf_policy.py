@@ -1,0 +1,397 @@
+"""NetworkPolicy as Cilium's datapath holds it, for the `ebpf` data plane, worked out without a
+kernel: the security identities, what each node's cilium_ipcache_v2 holds (a prefix → its
+identity), what each endpoint's policy map cilium_policy_v2_<id> holds (identity, direction,
+protocol and port prefix → allow), and the lookup bpf/lib/policy.h's __policy_can_access makes in
+it. Pure: values in, values out (the maps are written by the kernel layer).
+
+The lab runs Cilium as with `policy-cidr-match-mode: nodes`, so that an ipBlock selects node
+addresses as Kubernetes says it does (Cilium's default keeps node addresses out of CIDR selectors):
+
+    pods          one identity per label set and namespace (cluster-local, from 256)
+    this node     each address of its own (eth0's, cilium_host's router IP): reserved:host, 1
+    other nodes   each address its own identity, from the remote-node scope (2<<24 | n): in nodes
+                  mode every node address carries its own cidr: labels (pkg/node/manager), and
+                  a label set with reserved:remote-node is allocated there (pkg/identity,
+                  ScopeForLabels; bpf/lib/identity.h's identity_is_remote_node knows the scope)
+    ipBlocks      every cidr and except prefix of every policy its own identity, from the local
+                  scope (1<<24 | n), as the agent upserts policies' prefixes into the ipcache with
+                  cidr: labels (pkg/policy/cell/policy_importer.go); 0.0.0.0/0 is reserved:world
+    the rest      reserved:world, 2 (in tunnel mode, other nodes' pod CIDRs too: PR #38015)
+
+The policy map selects identities, not addresses, so a policy is exact only where every address
+of an identity falls on the same side of each of its ipBlocks and every pod of an identity gives a
+named port the same number. `problems(lab)` names the policies where that fails. Addresses of a
+pod CIDR that no pod and no router holds are nobody's and never decide it: nothing sends from
+them, nothing answers there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, ip_network
+from typing import Iterable, NamedTuple
+
+from cni_lab import policy
+from cni_lab.cluster import Lab, Node, Pod
+
+# Reserved security identities (pkg/identity/numericidentity.go)
+ANY_ID, HOST_ID, WORLD_ID, REMOTE_NODE_ID = 0, 1, 2, 6  # 0: reserved:unknown, ANY in a policy key
+CLUSTER_IDENTITY_MIN = 256  # GetMinimalAllocationIdentity(0)
+LOCAL_SCOPE = 1 << 24  # IdentityScopeLocal: CIDR identities, MinLocalIdentity = LOCAL_SCOPE | 1
+REMOTE_NODE_SCOPE = 2 << 24  # IdentityScopeRemoteNode: node addresses in policy-cidr-match-mode nodes
+# IP protocol numbers, as struct policy_key's protocol byte holds them
+PROTOCOL_NUMBERS = {"ICMP": 1, "TCP": 6, "UDP": 17, "SCTP": 132}
+LPM_PROTO_PREFIX_BITS = 8  # a policy entry's lpm_prefix_length: protocol given
+LPM_FULL_PREFIX_BITS = LPM_PROTO_PREFIX_BITS + 16  # protocol and port given
+STATIC_PREFIX_BITS = 40  # sec_label and the direction byte, never wildcarded
+
+
+class IpcacheEntry(NamedTuple):
+    """One cilium_ipcache_v2 entry: a prefix, its identity, the node it lives behind (tunnel mode)."""
+
+    prefix: IPv4Network
+    identity: int
+    tunnel_endpoint: IPv4Address | None
+
+
+@dataclass(frozen=True, order=True)
+class PolicyEntry:
+    """One cilium_policy_v2 entry (all of them allow: Kubernetes' policies need no deny). Its key
+    is {sec_label: identity, egress, protocol, dport} with key.prefixlen 40 + `prefix`; `prefix` is
+    the entry's lpm_prefix_length: 0 any protocol and port, 8 the protocol only, 8 + N the
+    protocol and the port's top N bits, 24 the exact port. Sorted as `cilium bpf policy get`
+    prints them: Ingress first, then by identity."""
+
+    egress: bool
+    identity: int  # 0: ANY
+    protocol: int = 0  # 0 any, 6 TCP, 17 UDP, 132 SCTP
+    port: int = 0  # host order here; the key holds it in network order
+    prefix: int = 0
+
+    @property
+    def key_prefixlen(self) -> int:
+        return STATIC_PREFIX_BITS + self.prefix
+
+    def matches(self, protocol: int, port: int) -> bool:
+        """Its key's first `key_prefixlen` bits are those of a lookup for this protocol and port."""
+        if self.prefix == 0:
+            return True
+        if protocol != self.protocol:
+            return False
+        wildcard = LPM_FULL_PREFIX_BITS - self.prefix
+        return port >> wildcard == self.port >> wildcard
+
+
+# -- identities -----------------------------------------------------------------------------------
+
+def identity_labels(pod: Pod) -> tuple[tuple[str, str], ...]:
+    """The labels a pod's identity is derived from, Cilium's way: its own, and its namespace's
+    name as k8s:io.kubernetes.pod.namespace."""
+    return tuple(sorted({("io.kubernetes.pod.namespace", pod.namespace), *pod.labels}))
+
+
+def identities(lab: Lab) -> dict[str, int]:
+    """Every pod's security identity: pods with the same labels share one; cluster-local
+    identities numbered from 256 in the labels' sorted order (Cilium allocates them as pods
+    appear; the lab's order is stable)."""
+    sets = sorted({identity_labels(p) for p in lab.pods})
+    number = {labels: CLUSTER_IDENTITY_MIN + i for i, labels in enumerate(sets)}
+    return {p.id: number[identity_labels(p)] for p in lab.pods}
+
+
+def node_identities(lab: Lab) -> dict[IPv4Address, int]:
+    """Each node address's identity as the other nodes see it (its own node sees reserved:host):
+    the underlay IP, then the router IP, node after node, from the remote-node scope."""
+    addresses = [a for n in lab.nodes for a in (n.ip, n.gateway)]
+    return {_a4(a): REMOTE_NODE_SCOPE | i for i, a in enumerate(dict.fromkeys(addresses), 1)}
+
+
+def cidr_prefixes(lab: Lab) -> list[IPv4Network]:
+    """Every IPv4 cidr and except prefix of every policy's ipBlocks (the agent's GetCIDRPrefixes)."""
+    found = {_v4(net) for block in _ip_blocks(lab) for net in (block.cidr, *block.excepted) if net.version == 4}
+    return sorted(found, key=lambda n: (int(n.network_address), n.prefixlen))
+
+
+def cidr_identities(lab: Lab) -> dict[IPv4Network, int]:
+    """An identity per policy prefix: 0.0.0.0/0 is world; a /32 that is a pod's or a node's keeps
+    that one (an endpoint's entry outranks a CIDR's); the others from the local scope."""
+    endpoints = {_a4(p.ip) for p in lab.pods} | set(node_identities(lab))
+    out: dict[IPv4Network, int] = {}
+    for net in cidr_prefixes(lab):
+        if net.prefixlen == 0:
+            out[net] = WORLD_ID
+        elif not (net.prefixlen == 32 and net.network_address in endpoints):
+            out[net] = LOCAL_SCOPE | (1 + sum(i != WORLD_ID for i in out.values()))
+    return out
+
+
+def ipcache(lab: Lab, node: Node) -> list[IpcacheEntry]:
+    """What `node`'s cilium_ipcache_v2 holds: every node's underlay IP (its own: host), then per
+    node (its own first) its pod CIDR in tunnel mode (world, behind the node: PR #38839), its
+    router IP (cilium_host's, the source of its packets to pods; behind the node in tunnel mode,
+    as Cilium's nodeAddressHasTunnelIP gives a CiliumInternalIP) and its pods; then the policies'
+    prefixes (one that is a pod CIDR keeps its tunnel endpoint, as the metadata merge does)."""
+    ids, nodes = identities(lab), node_identities(lab)
+    others = [o for o in lab.nodes if o is not node and not o.pod_cidr.overlaps(node.pod_cidr)]
+    out = [IpcacheEntry(_host(o.ip), HOST_ID if o is node else nodes[_a4(o.ip)], None) for o in lab.nodes]
+    for other in [node, *others]:
+        behind = _a4(other.ip) if lab.tunnelled and other is not node else None
+        if behind is not None:
+            out.append(IpcacheEntry(_v4(other.pod_cidr), WORLD_ID, behind))
+        out.append(IpcacheEntry(_host(other.gateway), HOST_ID if other is node else nodes[_a4(other.gateway)], behind))
+        out += [IpcacheEntry(_host(p.ip), ids[p.id], behind) for p in other.pods]
+    index = {e.prefix: i for i, e in enumerate(out)}
+    for net, identity in cidr_identities(lab).items():
+        if net not in index:
+            out.append(IpcacheEntry(net, identity, None))
+        elif out[index[net]].identity == WORLD_ID:  # a pod CIDR: the policy's labels win, the tunnel stays
+            out[index[net]] = out[index[net]]._replace(identity=identity)
+    return out
+
+
+def lookup(entries: Iterable[IpcacheEntry], address: IPv4Address) -> int:
+    """The identity of the longest prefix holding `address` (world where none does), as the
+    datapath's ipcache lookup gives it."""
+    best = max((e for e in entries if address in e.prefix), key=lambda e: e.prefix.prefixlen, default=None)
+    return WORLD_ID if best is None else best.identity
+
+
+def identity_of(lab: Lab, node: Node, address: IPv4Address) -> int:
+    """The identity `node`'s datapath gives `address` (LPM over its ipcache)."""
+    return lookup(ipcache(lab, node), _a4(address))
+
+
+# -- policy maps ----------------------------------------------------------------------------------
+
+def port_prefixes(first: int, last: int) -> list[tuple[int, int]]:
+    """The fewest (port, N) covering first..last exactly, N the port bits each keeps: what a
+    port range becomes in an LPM policy map (one entry each, lpm_prefix_length 8 + N)."""
+    out = []
+    while first <= last:
+        size = first & -first if first else 1 << 16  # the largest aligned block starting here
+        while size > last - first + 1:
+            size >>= 1
+        out.append((first, 17 - size.bit_length()))
+        first += size
+    return out
+
+
+def policy_entries(lab: Lab, node: Node, pod: Pod) -> list[PolicyEntry]:
+    """The policy map of `pod` (an endpoint on `node`), as the agent computes it (pkg/policy)."""
+    return _Endpoint(_View(lab, node), pod).entries()
+
+
+def problems(lab: Lab) -> list[str]:
+    """Where the lab's policies cannot be held by identity exactly: one line per policy and cause."""
+    if lab.families != (4,):
+        return []  # ebpf forwards IPv4 only: such a lab is refused before its policies matter
+    found: dict[str, None] = {}
+    for node in lab.nodes:
+        view = _View(lab, node)
+        for pod in node.pods:
+            endpoint = _Endpoint(view, pod)
+            endpoint.entries()
+            found |= dict.fromkeys(endpoint.problems)
+    return list(found)
+
+
+def allows(entries: Iterable[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> bool:
+    """__policy_can_access: the longest entry for the exact identity, then for ANY (identity 0);
+    the ANY one wins when longer (no precedences but allow here), and either allows."""
+    entries = entries if isinstance(entries, list) else list(entries)
+    exact = _longest(entries, egress, identity, protocol, port)
+    wildcard = _longest(entries, egress, ANY_ID, protocol, port)
+    chosen = wildcard if exact is None or (wildcard is not None and wildcard.prefix > exact.prefix) else exact
+    return chosen is not None
+
+
+def _longest(entries: list[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> PolicyEntry | None:
+    found = [e for e in entries if e.egress == egress and e.identity == identity and e.matches(protocol, port)]
+    return max(found, key=lambda e: e.prefix, default=None)
+
+
+# -- how the agent gets there ---------------------------------------------------------------------
+
+class _View:
+    """One node's agent: its ipcache, and the addresses each identity stands for there."""
+
+    def __init__(self, lab: Lab, node: Node) -> None:
+        self.lab, self.node = lab, node
+        self.pod_ids = identities(lab)
+        self.pods_of: dict[int, list[Pod]] = {}
+        for p in lab.pods:
+            self.pods_of.setdefault(self.pod_ids[p.id], []).append(p)
+        self.spans = self._spans(ipcache(lab, node))
+
+    def _spans(self, entries: list[IpcacheEntry]) -> dict[int, list[tuple[int, int]]]:
+        """identity → the address ranges it holds here: the ipcache's prefixes cut at every
+        prefix's edge (the policies' and pod CIDRs' too), each piece its LPM identity; the
+        unused addresses of pod CIDRs left out."""
+        nets = [(int(e.prefix.network_address), int(e.prefix.broadcast_address), e.prefix.prefixlen, e.identity)
+                for e in entries]
+        pod_cidrs = [_v4(n.pod_cidr) for n in self.lab.nodes]
+        used = {int(a) for n in self.lab.nodes for a in (n.gateway, *(p.ip for p in n.pods))}
+        cuts = {0, 1 << 32} | {b for lo, hi, _, _ in nets for b in (lo, hi + 1)}
+        cuts |= {b for net in (*pod_cidrs, *cidr_prefixes(self.lab))
+                 for b in (int(net.network_address), int(net.broadcast_address) + 1)}
+        cuts |= {b for a in used for b in (a, a + 1)}
+        out: dict[int, list[tuple[int, int]]] = {}
+        edges = sorted(cuts)
+        for first, end in zip(edges, edges[1:]):
+            last = end - 1
+            if any(int(c.network_address) <= first and last <= int(c.broadcast_address) for c in pod_cidrs) \
+                    and not (first == last and first in used):
+                continue  # nobody's
+            held = [n for n in nets if n[0] <= first and last <= n[1]]
+            identity = max(held, key=lambda n: n[2])[3] if held else WORLD_ID
+            out.setdefault(identity, []).append((first, last))
+        return out
+
+    def name(self, identity: int) -> str:
+        """An identity in words, for a problem's line."""
+        if identity == HOST_ID:
+            return f"reserved:host (node {self.node.name}'s addresses)"
+        if identity == WORLD_ID:
+            return "reserved:world"
+        if identity in self.pods_of:
+            return "pods " + ", ".join(p.qualified for p in self.pods_of[identity])
+        named = {i: f"node address {a}" for a, i in node_identities(self.lab).items()}
+        named |= {i: f"cidr:{net}" for net, i in cidr_identities(self.lab).items()}
+        return named.get(identity, f"identity {identity}")
+
+    def by_block(self, block: policy.IPBlock) -> tuple[set[int], dict[int, tuple[str, str]]]:
+        """The identities all of whose addresses the block holds, and those it holds in part
+        (identity → some addresses in it, some out of it)."""
+        whole, part = set(), {}
+        underlay = int(_a4(self.node.ip))
+        for identity, spans in self.spans.items():
+            if identity == HOST_ID:
+                # the node's own identity is only ever a pod's destination at its eth0 address (its
+                # router IP is the pods' gateway, not a peer): that address alone decides
+                spans = [s for s in spans if s[0] <= underlay <= s[1]]
+            inside = [s for s in spans if block.matches(IPv4Address(s[0]))]
+            if len(inside) == len(spans):
+                whole.add(identity)
+            elif inside:
+                part[identity] = (_shown(inside), _shown([s for s in spans if s not in inside]))
+        return whole, part
+
+
+class _Endpoint:
+    """One endpoint's policy map, and what keeps it from being exact."""
+
+    def __init__(self, view: _View, pod: Pod) -> None:
+        self.view, self.pod, self.lab = view, pod, view.lab
+        self.problems: list[str] = []
+        self.workload = policy.Workload(pod.id, pod.namespace, pod.labels, pod.ips, pod.ports)
+
+    def entries(self) -> list[PolicyEntry]:
+        out: set[PolicyEntry] = set()
+        for direction in policy.POLICY_TYPES:
+            egress = direction == "Egress"
+            selecting = self.lab.evaluator.selecting(self.workload, direction)
+            if not selecting:  # not isolated: allow-any-ingress / allow-any-egress (mapstate.go's allKey)
+                out.add(PolicyEntry(egress, ANY_ID))
+            for pol in selecting:
+                for rule in pol.egress if egress else pol.ingress:
+                    out |= self._rule(pol, rule, egress)
+        # allow-localhost=always (the agent's choice under Kubernetes), Kubernetes' own-node rule too
+        out.add(PolicyEntry(False, HOST_ID))
+        return sorted(out)
+
+    def _rule(self, pol: policy.Policy, rule: policy.Rule, egress: bool) -> set[PolicyEntry]:
+        peers: set[int] | None = None  # None: every identity (no `from`/`to`)
+        if rule.peers:
+            peers = set()
+            for peer in rule.peers:
+                peers |= self._peer(pol, peer, egress)
+        targets = peers if peers is not None else {ANY_ID}
+        if not rule.ports:
+            return {PolicyEntry(egress, i) for i in targets}
+        out = set()
+        for port in rule.ports:
+            protocol = PROTOCOL_NUMBERS[port.protocol]
+            if port.port is None:
+                out |= {PolicyEntry(egress, i, protocol, 0, LPM_PROTO_PREFIX_BITS) for i in targets}
+            elif isinstance(port.port, int):
+                out |= {PolicyEntry(egress, i, protocol, number, LPM_PROTO_PREFIX_BITS + bits) for i in targets
+                        for number, bits in port_prefixes(port.port, port.end_port or port.port)}
+            else:
+                out |= self._named(pol, port, protocol, peers, egress)
+        return out
+
+    def _named(self, pol: policy.Policy, port: policy.PortRange, protocol: int, peers: set[int] | None,
+               egress: bool) -> set[PolicyEntry]:
+        """A named port: ingress, this pod's number for it; egress, each destination identity's
+        (only pods declare ports: a rule without peers means every pod identity)."""
+        name = str(port.port)
+        if not egress:
+            number = self.pod.find_port(name, port.protocol)
+            return set() if number is None else {PolicyEntry(False, i, protocol, number, LPM_FULL_PREFIX_BITS)
+                                                 for i in (peers if peers is not None else {ANY_ID})}
+        out = set()
+        for identity in sorted(peers if peers is not None else self.view.pods_of):
+            numbers = {p.find_port(name, port.protocol) for p in self.view.pods_of.get(identity, [])}
+            if len(numbers) > 1:
+                apart = ", ".join(sorted(str(n) if n is not None else "none" for n in numbers))
+                self.problems.append(
+                    f"policy {pol.qualified}: egress port {name}/{port.protocol}: {self.view.name(identity)} share "
+                    f"identity {identity} but number it differently ({apart}), and a policy map entry gives one "
+                    "port per identity")
+            number = next(iter(numbers), None) if len(numbers) == 1 else None
+            if number is not None:
+                out.add(PolicyEntry(True, identity, protocol, number, LPM_FULL_PREFIX_BITS))
+        return out
+
+    def _peer(self, pol: policy.Policy, peer: policy.Peer, egress: bool) -> set[int]:
+        block = peer.ip_block
+        if block is None:
+            return {self.view.pod_ids[p.id] for p in self.lab.pods if _selects(self.lab, pol, peer, p)}
+        if block.cidr.version != 4:
+            return set()
+        whole, part = self.view.by_block(block)
+        for identity, (inside, outside) in part.items():
+            if identity == HOST_ID and not egress:
+                continue  # reserved:host gets in anyway (allow-localhost), as a pod's own node does
+            cidr = str(block.cidr) + (" except " + ", ".join(str(e) for e in block.excepted) if block.excepted else "")
+            self.problems.append(
+                f"policy {pol.qualified}: {'egress' if egress else 'ingress'} ipBlock {cidr}: it holds "
+                f"{inside} but not {outside}, which {self.view.name(identity)} share as identity {identity}: "
+                "a policy map selects identities, not addresses")
+        return whole
+
+
+def _selects(lab: Lab, pol: policy.Policy, peer: policy.Peer, pod: Pod) -> bool:
+    """A pod peer (podSelector, namespaceSelector or both) selects `pod`, as the evaluator reads it."""
+    if peer.namespace_selector is not None:
+        if not peer.namespace_selector.matches(lab.evaluator.namespaces.get(pod.namespace, ())):
+            return False
+    elif pod.namespace != pol.namespace:
+        return False
+    return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
+
+
+def _ip_blocks(lab: Lab) -> list[policy.IPBlock]:
+    return [peer.ip_block for pol in lab.policies for rule in (*pol.ingress, *pol.egress) for peer in rule.peers
+            if peer.ip_block is not None]
+
+
+def _shown(spans: list[tuple[int, int]]) -> str:
+    """Address ranges in words: 10.244.0.1, 192.168.1.2-192.168.1.9 (the first three)."""
+    words = [str(IPv4Address(a)) if a == b else f"{IPv4Address(a)}-{IPv4Address(b)}" for a, b in spans[:3]]
+    return ", ".join(words) + (" ..." if len(spans) > 3 else "")
+
+
+def _a4(address: object) -> IPv4Address:
+    """An IPv4 address as it is (the lab's are already), made once otherwise."""
+    return address if isinstance(address, IPv4Address) else IPv4Address(str(address))
+
+
+def _host(address: object) -> IPv4Network:
+    return IPv4Network((_a4(address), 32))
+
+
+def _v4(net: object) -> IPv4Network:
+    found = net if isinstance(net, IPv4Network) else ip_network(str(net))
+    assert isinstance(found, IPv4Network), net  # ebpf is IPv4 only (plan.build refuses IPv6 labs)
+    return found

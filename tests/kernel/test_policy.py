@@ -31,9 +31,16 @@ ALLOW_B_TO_A = np("allow-b-to-a", {"podSelector": {"matchLabels": {"pod": "a"}},
 DENY_EGRESS_Y_C = np("deny-egress", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"]}, "y")
 
 
+def plane(name: str) -> dict[str, Any]:
+    """A data plane by name, or ebpf-native: ebpf in native routing (ebpf alone is its tunnel mode)."""
+    if name == "ebpf-native":
+        return {"dataplane": "ebpf", "ebpf": {"routing": "native"}}
+    return {"dataplane": name}
+
+
 def scenario(dataplane: str, *policies: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """x/a and x/b share node1 (bridged or routed on one node), the rest are elsewhere."""
-    return {"dataplane": dataplane, "namespaces": {"x": {"labels": {"ns": "x"}}, "y": {"labels": {"ns": "y"}}},
+    return {**plane(dataplane), "namespaces": {"x": {"labels": {"ns": "x"}}, "y": {"labels": {"ns": "y"}}},
             "nodes": [{"name": "node1", "pods": [{"name": "a", "namespace": "x", "labels": {"pod": "a"}},
                                                  {"name": "b", "namespace": "x", "labels": {"pod": "b"}}]},
                       {"name": "node2", "pods": [{"name": "c", "namespace": "x", "labels": {"pod": "c"}},
@@ -45,7 +52,7 @@ def verdicts(result: matrix.CheckResult) -> dict[tuple[str, str], str]:
     return {(r.pair.src.id, r.pair.dst.id): r.verdict for r in result.results}
 
 
-@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni"])
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf", "ebpf-native"])
 def test_check_sees_exactly_what_the_policies_allow(make_lab: MakeLab, dataplane: str) -> None:
     lab = make_lab(scenario(dataplane, DENY_INGRESS_X, ALLOW_B_TO_A, DENY_EGRESS_Y_C))
     result = matrix.run(lab)
@@ -62,7 +69,7 @@ def test_check_sees_exactly_what_the_policies_allow(make_lab: MakeLab, dataplane
         assert seen[("node1/x/a", "node2/y/c")] == "ok"  # y/c's ingress is open, and replies pass
 
 
-@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni"])
+@pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf", "ebpf-native"])
 def test_a_node_reaches_its_own_pods_under_default_deny_ingress_and_other_nodes_do_not(make_lab: MakeLab,
                                                                                      dataplane: str) -> None:
     """NetworkPolicySpec.ingress: allowed "if the traffic source is the pod's local node". The node
@@ -148,10 +155,11 @@ def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: Mak
     assert "cni-lab-policy" not in run_in(ns_of(lab, "node2"), "nft", "list", "tables").stdout  # no pod of node2 is selected
 
 
-def test_ebpf_refuses_policies_before_building(make_lab: MakeLab) -> None:
+def test_ebpf_refuses_policies_with_ipv6_before_building(make_lab: MakeLab) -> None:
     before = netns.listing()
-    with pytest.raises(LabError, match="dataplane ebpf does not enforce NetworkPolicy"):
-        make_lab(scenario("ebpf", DENY_INGRESS_X))
+    with pytest.raises(LabError, match="dataplane ebpf enforces NetworkPolicy over IPv4 only"):
+        make_lab(scenario("ebpf", DENY_INGRESS_X, networking={"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"],
+                                                              "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}))
     assert netns.listing() == before
     assert subprocess.run(["true"]).returncode == 0
 
@@ -220,14 +228,14 @@ def test_e2e_cases_on_the_suites_model(make_lab: MakeLab, case: str, policies: l
         assert seen[probe] == "timeout", (case, probe)
 
 
-@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni"])
+@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan", "bgp", "cni", "ebpf", "ebpf-native"])
 def test_e2e_cases_named_ports_included_on_every_data_plane(make_lab: MakeLab, dataplane: str) -> None:
     """The suite's cases, its three named-port cases included, applied one after another to one
     running lab (as `policy apply` does): check's every port probe agrees with the evaluator, and
     the cells the suite names are as it expects."""
     from cni_lab import lifecycle
 
-    lab = make_lab({**E2E_MODEL, "dataplane": dataplane, "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}})
+    lab = make_lab({**E2E_MODEL, **plane(dataplane), "probe": {"ports": ["tcp/80", "tcp/81", "udp/80", "udp/81"]}})
     qualified = {p.id: p.qualified for p in lab.pods}
     for case, policies, allowed, denied in [*E2E_CASES, *E2E_NAMED_PORT_CASES]:
         sources = tuple(model.PolicySource(f"<{case}>[{i}]", d) for i, d in enumerate(policies))

@@ -168,7 +168,10 @@ class Ebpf:
                   for _, _, router in filter(None, (four, six))]
         # NOARP: the node's packets to its router IP need no neighbour; cil_from_host sets the MACs
         steps += [LinkUp(ns, names.CILIUM_NET, arp=False), LinkUp(ns, names.CILIUM_HOST, arp=False)]
-        steps += [AddRoute(ns, cidr, names.CILIUM_HOST, via=router, src=router) for _, cidr, router in filter(None, (four, six))]
+        # IPv6 refuses a gateway that is the node's own address: the route names the device alone
+        # (cilium_host is NOARP, cil_from_host sets the MACs)
+        steps += [AddRoute(ns, cidr, names.CILIUM_HOST, via=router if router.version == 4 else None, src=router)
+                  for _, cidr, router in filter(None, (four, six))]
         if tunnel:
             steps += [
                 AddFlowVxlan(ns, names.CILIUM_VXLAN, names.VXLAN_PORT, lab.scenario.underlay_mtu),
@@ -225,8 +228,8 @@ class Ebpf:
                     if mine is None or theirs is None:
                         continue
                     if lab.tunnelled:  # the node's own packets to them through cil_from_host
-                        steps.append(AddRoute(ns, theirs[1], names.CILIUM_HOST, via=mine[2], src=mine[2],
-                                              mtu=lab.overlay_mtu))
+                        steps.append(AddRoute(ns, theirs[1], names.CILIUM_HOST, via=mine[2] if version == 4 else None,
+                                              src=mine[2], mtu=lab.overlay_mtu))
                     else:  # autoDirectNodeRoutes: to the node's address in that family
                         steps.append(AddRoute(ns, theirs[1], names.NODE_UPLINK, via=theirs[0]))
         return steps

@@ -274,7 +274,7 @@ NAT_ENTRY = struct.Struct("=QQQQ4s2s2x")  # struct ipv4_nat_entry: created, need
 NODE_CONFIG = struct.Struct("=II4sII4sI4s4s16s")  # uplink, vxlan ifindexes, router IP, vni, tunnel, node IP,
 #                                                masquerade, native-routing CIDR and mask, router IPv6
 METRICS = ("local delivery (bpf_redirect_peer)", "fib redirect (bpf_redirect)", "fib redirect (bpf_redirect_neigh)",
-           "tunnel (bpf_skb_set_tunnel_key)", "to the node's stack", "ARP replies", "drops",
+           "tunnel (bpf_skb_set_tunnel_key)", "to the node's stack", "ARP replies and neighbour advertisements", "drops",
            "service (lb4 DNAT to a backend)", "reverse NAT (reply from the frontend)", "masquerade (SNAT to the node)",
            "reverse SNAT (reply to a masqueraded client)", "drops: no service backend", "drops: no NAT port left",
            "drops: policy denied", "drops: invalid identity")

@@ -94,7 +94,7 @@ enum {
 	METRIC_FIB_NEIGH,          /* bpf_fib_lookup, then bpf_redirect_neigh (neighbour unresolved) */
 	METRIC_TUNNEL,             /* bpf_skb_set_tunnel_key + bpf_redirect to cilium_vxlan */
 	METRIC_TO_STACK,           /* TC_ACT_OK: handed to the node's stack */
-	METRIC_ARP_REPLY,          /* answered a pod's ARP for the router IP */
+	METRIC_ARP_REPLY,          /* answered a pod's ARP (or IPv6 neighbour solicitation) for the router IP */
 	METRIC_DROP,               /* TTL exceeded, a rewrite failed */
 	METRIC_LB,                 /* a Service's frontend translated to a backend (DNAT) */
 	METRIC_REV_NAT,            /* a reply's source translated back to the Service frontend */

@@ -156,9 +156,15 @@ def _capture(lab: Lab, bpf_filter: str, ping_from: str, ping_to: str) -> str:
 
 
 def test_underlay_sees_vxlan_in_tunnel_mode_and_pod_addresses_in_native(make_lab: MakeLab) -> None:
-    tunnel = _capture(make_lab(ebpf("tunnel")), "udp port 8472", "node1/web", "10.244.1.2")
+    from cni_lab.dataplanes import ebpf_policy
+
+    lab = make_lab(ebpf("tunnel"))
+    tunnel = _capture(lab, "udp port 8472", "node1/web", "10.244.1.2")
     assert re.search(r"192\.168\.1\.2\.\d+ > 192\.168\.1\.3\.8472: VXLAN", tunnel), tunnel
     assert "10.244.0.2 > 10.244.1.2: ICMP echo request" in tunnel  # the inner packet
+    # the sender's security identity travels as the VNI, as Cilium's encap does it
+    vnis = set(re.findall(r"vni (\d+)", tunnel))
+    assert vnis == {str(ebpf_policy.identities(lab)["node1/web"]), str(ebpf_policy.identities(lab)["node2/api"])}, tunnel
     native = _capture(make_lab(ebpf("native")), "icmp", "node1/web", "10.244.1.2")
     assert "10.244.0.2 > 10.244.1.2: ICMP echo request" in native
     assert "VXLAN" not in native

@@ -34,7 +34,8 @@
  *
  * The parts every program shares are in ebpf_lib/, named after Cilium's bpf/lib: common.h (the
  * endpoints map, node_config, metrics, a packet's tuple and its rewrite), eps.h (the ipcache),
- * conntrack.h, lb.h (Services), nat.h (BPF masquerade).
+ * conntrack.h, lb.h (Services), nat.h (BPF masquerade), policy.h (NetworkPolicy by identity),
+ * events.h (the ring buffer), ipv6.h, fib.h (forwarding by the node's FIB).
  *
  * Cilium compiles one object per endpoint with its addresses as constants; cni-lab compiles once
  * and puts them in maps, so the object is built once per source version and cached.
@@ -47,22 +48,9 @@
 #include "ebpf_lib/nat.h"
 #include "ebpf_lib/policy.h"
 #include "ebpf_lib/ipv6.h"
+#include "ebpf_lib/fib.h"
 
 /* -- forwarding ------------------------------------------------------------------------------------ */
-
-/* A router forwards: TTL - 1, checksum fixed (Cilium's ipv4_dec_ttl). Returns -1 when it ran out. */
-static __always_inline int dec_ttl(struct __sk_buff *skb, struct iphdr *ip)
-{
-	__u8 ttl = ip->ttl;
-	__u8 new_ttl = ttl - 1;
-
-	if (ttl <= 1)
-		return -1;
-	/* the checksum covers TTL and protocol as one 16-bit word */
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, bpf_htons((__u16)ttl << 8), bpf_htons((__u16)new_ttl << 8), 2);
-	bpf_skb_store_bytes(skb, IP_TTL_OFF, &new_ttl, 1, 0);
-	return 0;
-}
 
 /* Ethernet addresses as the pod expects them (from its router, the lxc device, to its eth0), and
  * bpf_redirect_peer: the packet appears on the pod's eth0 without passing the node's routing,
@@ -135,50 +123,6 @@ static __always_inline int encap(struct __sk_buff *skb, struct node_config *cfg,
 static __always_inline int tunnelled(struct node_config *cfg, struct remote_endpoint_info *info)
 {
 	return cfg->tunnel && info && info->flag_has_tunnel_ep && !info->flag_skip_tunnel;
-}
-
-/* The node's FIB decides (the routes autoDirectNodeRoutes installs, the default route), the
- * program sends the packet straight out of the chosen device (Cilium's fib_redirect). */
-static __always_inline int fib_redirect(struct __sk_buff *skb, struct node_config *cfg)
-{
-	struct bpf_fib_lookup fib = {};
-	struct iphdr *ip = ipv4(skb);
-	int ret;
-
-	if (!ip)
-		return TC_ACT_OK;
-	fib.family = AF_INET;
-	fib.ifindex = cfg->uplink_ifindex; /* looked up as the node would route it (see ebpf.py) */
-	fib.ipv4_src = ip->saddr;
-	fib.ipv4_dst = ip->daddr;
-	fib.tos = ip->tos;
-	fib.l4_protocol = ip->protocol;
-	/* tot_len stays 0: no MTU check here. A TCP stream's GSO packets are far larger than the
-	 * MTU and are cut to size on the way out; the pod's own route MTU bounds the rest. */
-
-	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* for this node itself (not forwarded), or no route: the stack answers */
-		count(METRIC_TO_STACK);
-		return TC_ACT_OK;
-	}
-	ip = ipv4(skb);
-	if (!ip)
-		return TC_ACT_OK;
-	if (dec_ttl(skb, ip) < 0)
-		return drop(METRIC_DROP);
-	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {};
-
-		nh.nh_family = fib.family;
-		nh.ipv4_nh = fib.ipv4_dst;
-		count(METRIC_FIB_NEIGH);
-		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-	}
-	bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0);
-	bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0);
-	count(METRIC_FIB_REDIRECT);
-	return bpf_redirect(fib.ifindex, 0);
 }
 
 /* -- the way on -------------------------------------------------------------------------------------- */

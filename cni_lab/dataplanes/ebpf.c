@@ -7,9 +7,11 @@
  * lib/nodeport.h, lib/nat.h, lib/conntrack.h); not Cilium's code. The names and the maps' key and
  * value layouts are Cilium's, the programs are much smaller:
  *
- *   cil_from_container  tc ingress of every pod's lxc device (what the pod sends): ARP for the
- *                       router, Services (lb4: DNAT to a backend), replies of NodePort connections,
- *                       then local delivery, the tunnel, or a FIB lookup (masqueraded to the world)
+ *   cil_from_container  tc ingress of every pod's lxc device (what the pod sends): ARP (and IPv6
+ *                       neighbour solicitation) for the router, Services (lb4: DNAT to a
+ *                       backend), replies of NodePort connections, egress policy, then local
+ *                       delivery (ingress policy), the tunnel (the sender's identity as VNI), or a
+ *                       FIB lookup (masqueraded to the world)
  *   cil_from_netdev     tc ingress of the node's eth0: NodePort (the node's address), replies to
  *                       what the node masqueraded, and pod traffic from other nodes (native routing)
  *   cil_from_overlay    tc ingress of cilium_vxlan (tunnel mode: decapsulated pod traffic)
@@ -24,8 +26,12 @@
  *   cilium_lb4_services_v2   Service frontend (address, port, protocol, slot) -> backend count or
  *                            backend ID; cilium_lb4_backends_v3 backend ID -> address and port;
  *                            cilium_lb4_reverse_nat rev_nat_index -> the frontend, for replies
- *   cilium_ct4_global        connection tracking (TCP; cilium_ct_any4_global the rest): Service
- *                            connections (their backend) and the translated connections' reverse NAT
+ *   cilium_ct4_global        connection tracking (TCP; cilium_ct_any4_global the rest): every
+ *                            connection a pod opens or is opened to (so replies pass its policy),
+ *                            Service connections (their backend) and the reverse NAT
+ *   cilium_policy_v2         endpoint ID -> its policy map, cilium_policy_v2_<id> (identity,
+ *                            direction, protocol, port -> allow), looked up on egress and ingress
+ *   cilium_events            a ring buffer of drops and policy verdicts (Cilium's notify messages)
  *   cilium_snat_v4_external  BPF masquerade: a pod's connection to the world <-> the node's address
  *                            and port; NodePort connections SNATed to a remote backend likewise
  *   node_config              what Cilium compiles into node_config.h: ifindexes, the router IP,
@@ -39,7 +45,7 @@
  *
  * Cilium compiles one object per endpoint with its addresses as constants; cni-lab compiles once
  * and puts them in maps, so the object is built once per source version and cached.
- * IPv4 only: IPv6 and everything else is passed to the kernel's stack untouched.
+ * IPv6 is forwarded as IPv4 is (ipv6.h); Services, masquerade and policy are IPv4's.
  */
 #include "ebpf_lib/common.h"
 #include "ebpf_lib/eps.h"

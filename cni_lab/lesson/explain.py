@@ -46,6 +46,9 @@ class BpfFacts:
     nat: list[bpf.NatEntry] = field(default_factory=list)
     reverse_nat: dict[int, tuple[str, int]] = field(default_factory=dict)  # rev_nat_index → the frontend
     now: int | None = None  # the monotonic clock's second when the maps were read (what their entries are stamped with)
+    # endpoint ID → its policy map's entries; an endpoint whose map could not be read is left out
+    # (the programs allow everything for an endpoint without a map)
+    policy: dict[int, list[bpf.PolicyRow]] = field(default_factory=dict)
 
     def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
         return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
@@ -70,10 +73,17 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
         return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
     try:
         # bpf_ktime_get_ns, which the programs stamp entries with, is CLOCK_MONOTONIC: Python's monotonic clock
-        return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
-                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin), int(time.monotonic()))
+        facts = BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
+                         bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin),
+                         int(time.monotonic()))
     except OSError as e:
         return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
+    for lxc_id in dict.fromkeys(e.lxc_id for e in facts.endpoints if e.lxc_id):  # one per endpoint, not per address
+        try:
+            facts.policy[lxc_id] = bpf.policy(pin, lxc_id)
+        except OSError:
+            pass  # not made yet (or gone): left out, as the programs pass everything for it
+    return facts
 
 
 @dataclass

@@ -216,11 +216,15 @@ def problems(lab: Lab) -> list[str]:
 def allows(entries: Iterable[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> bool:
     """__policy_can_access: the longest entry for the exact identity, then for ANY (identity 0);
     the ANY one wins when longer (no precedences but allow here), and either allows."""
+    return deciding(entries, egress, identity, protocol, port) is not None
+
+
+def deciding(entries: Iterable[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> PolicyEntry | None:
+    """The entry that allows it (`allows`'s choice), None where none does: DROP_POLICY."""
     entries = entries if isinstance(entries, list) else list(entries)
     exact = _longest(entries, egress, identity, protocol, port)
     wildcard = _longest(entries, egress, ANY_ID, protocol, port)
-    chosen = wildcard if exact is None or (wildcard is not None and wildcard.prefix > exact.prefix) else exact
-    return chosen is not None
+    return wildcard if exact is None or (wildcard is not None and wildcard.prefix > exact.prefix) else exact
 
 
 def port_proto(protocol: int, port: int, prefix: int) -> str:

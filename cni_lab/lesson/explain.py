@@ -13,6 +13,7 @@ from cni_lab import names, state
 from cni_lab.cluster import Lab
 from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
 from cni_lab.dataplanes.ebpf import FROM_CONTAINER, FROM_NETDEV, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_NODEPORT
+from cni_lab.dataplanes.ebpf_policy import WORLD_ID
 from cni_lab.errors import LabError
 from cni_lab.kernel import bpf, daemons, readback
 from cni_lab.kernel.readback import NetnsView, Route
@@ -58,12 +59,22 @@ class BpfFacts:
         """The ipcache's entries behind a tunnel endpoint (what the tunnel map used to hold)."""
         return [e for e in self.ipcache if e.tunnel_endpoint != "0.0.0.0"]
 
-    def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
-        """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
+    def ipcache_entry(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
+        """The ipcache's longest prefix holding `address` (the datapath's LPM lookup)."""
         found = [e for e in self.ipcache if ip_network(e.prefix).version == address.version
                  and address in ip_network(e.prefix)]
-        best = max(found, key=lambda e: ip_network(e.prefix).prefixlen, default=None)
+        return max(found, key=lambda e: ip_network(e.prefix).prefixlen, default=None)
+
+    def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
+        """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
+        best = self.ipcache_entry(address)
         return best if best is not None and best.tunnel_endpoint != "0.0.0.0" else None
+
+    def identity_of(self, address: IPv4Address | IPv6Address) -> int:
+        """The identity the programs give `address` (identity_of in ebpf_lib/policy.h): its
+        ipcache entry's, reserved:world where none holds it."""
+        best = self.ipcache_entry(address)
+        return best.identity if best is not None else WORLD_ID
 
 
 def read_bpf(ns: str, pin: str) -> BpfFacts:

@@ -1,12 +1,13 @@
 """An ebpf lab's NetworkPolicy as its nodes hold it, in Cilium's words: each endpoint's identity
 and labels and its policy map as `cilium bpf policy get` prints it (report/cilium_view.py, `explain`
-and `explain --json`). From hand-made map rows, and from a lab built without root whose maps are
-the plan's own, read back through the kernel layer's readers over in-memory maps. No kernel."""
+and `explain --json`), and `trace`'s words for the lookups the programs make on a packet's way
+(lesson/policy_lookup.py). From hand-made map rows, and from a lab built without root whose maps
+are the plan's own, read back through the kernel layer's readers over in-memory maps. No kernel."""
 
 from __future__ import annotations
 
 import io
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 from typing import Any, Iterator
 
 import pytest
@@ -18,8 +19,9 @@ from cni_lab.dataplanes import ebpf, ebpf_policy
 from cni_lab.kernel import bpf, readback
 from cni_lab.kernel.bpf import PolicyRow
 from cni_lab.kernel.readback import Decision, Link, NetnsView, Route
-from cni_lab.lesson import explain, trace
-from cni_lab.report import cilium_view, explain_view
+from cni_lab.lesson import explain, policy_lookup, trace
+from cni_lab.lesson.policy_lookup import Judged
+from cni_lab.report import cilium_view, explain_view, trace_view
 
 from labs import make_lab, network_policy as np, pod
 
@@ -246,3 +248,126 @@ def test_read_bpf_reads_each_endpoints_map_and_leaves_out_one_it_cannot_read(mon
     monkeypatch.setattr(bpf, "policy", policy)
     found = explain.read_bpf("ns", "/pin")
     assert found.error == "" and found.policy == {1: A_MAP} and read == [1, 2]  # once per endpoint, none for ID 0
+
+
+# -- the verdict's words -----------------------------------------------------------------------------
+
+def test_the_entry_that_allows_is_the_one_allows_decides_by() -> None:
+    lab = policy_lab()
+    entries = ebpf_policy.policy_entries(lab, lab.node("node1"), lab.node("node1").pods[0])
+    assert ebpf_policy.deciding(entries, False, B, 6, 80) == ebpf_policy.PolicyEntry(False, B, 6, 80, 24)
+    assert ebpf_policy.deciding(entries, False, B, 1, 0) is None and not ebpf_policy.allows(entries, False, B, 1, 0)
+    assert ebpf_policy.deciding(entries, True, C, 1, 0) == ebpf_policy.PolicyEntry(True, 0)
+
+
+def test_the_verdict_names_the_entry_that_allows_or_the_one_missing() -> None:
+    name = "cilium_policy_v2_00001"
+    assert policy_lookup.verdict(name, A_MAP, False, B, 6, 80) == (
+        True, "allowed by cilium_policy_v2_00001: Allow Ingress 257 80/TCP")
+    assert policy_lookup.verdict(name, A_MAP, True, C, 1, 0) == (
+        True, "allowed by cilium_policy_v2_00001: Allow Egress ANY ANY")
+    assert policy_lookup.verdict(name, A_MAP, False, B, 6, 81) == (
+        False, "no entry in cilium_policy_v2_00001 allows identity 257 on 81/TCP (Ingress): dropped (DROP_POLICY, "
+               "counted in cilium_metrics)")
+    assert policy_lookup.verdict(name, A_MAP, False, C, 1, 0)[1].startswith(
+        "no entry in cilium_policy_v2_00001 allows identity 258 on ICMP (Ingress)")
+    # a port range's entry, and a deny entry the lab never writes is not taken for an allow
+    assert policy_lookup.verdict(name, [row(False, C, 6, 8080, 20)], False, C, 6, 8090)[1].endswith("8080-8095/TCP")
+    assert not policy_lookup.verdict(name, [row(False, C, deny=True)], False, C, 1, 0)[0]
+
+
+def facts(rows: dict[int, list[PolicyRow]], ipcache: list[bpf.IpcacheEntry], *endpoints: bpf.Endpoint) -> explain.BpfFacts:
+    return explain.BpfFacts("/pin", [], list(endpoints), ipcache, {}, policy=rows)
+
+
+def test_the_lookups_name_the_identity_from_the_ipcache_or_the_vni() -> None:
+    a = bpf.Endpoint("10.244.0.2", 10, "m", "m", 1, A)
+    here = facts({1: A_MAP}, [bpf.IpcacheEntry("10.244.0.3/32", B, "0.0.0.0"), bpf.IpcacheEntry("192.168.1.3/32", 7, "0.0.0.0"),
+                              bpf.IpcacheEntry("10.244.1.0/24", 2, "192.168.1.3")], a)
+    judged = Judged(ip_address("10.244.0.3"), LABELS)
+    said = "ipcache: 10.244.0.3 → identity 257 (k8s:io.kubernetes.pod.namespace=x, k8s:pod=b)"
+    assert policy_lookup.ingress(here, a, "node1/x/a", ebpf.FROM_CONTAINER, judged, None) == policy_lookup.Check(
+        False, f"ingress policy of endpoint 1 (node1/x/a) for ICMP (trace has no port option): {said}",
+        "no entry in cilium_policy_v2_00001 allows identity 257 on ICMP (Ingress): dropped (DROP_POLICY, counted in "
+        "cilium_metrics)")
+    on_80 = Judged(ip_address("10.244.0.3"), LABELS, protocol=6, port=80)
+    assert policy_lookup.ingress(here, a, "node1/x/a", ebpf.FROM_NETDEV, on_80, None) == policy_lookup.Check(
+        True, f"ingress policy of endpoint 1 (node1/x/a) for 80/TCP: {said}, allowed by cilium_policy_v2_00001: "
+              "Allow Ingress 257 80/TCP")
+    # out of the tunnel: the sender's identity is the VNI its node set from its own ipcache
+    there = facts({}, [bpf.IpcacheEntry("10.244.1.9/32", 4242, "0.0.0.0")])
+    denied = policy_lookup.ingress(here, a, "node1/x/a", ebpf.FROM_OVERLAY, Judged(ip_address("10.244.1.9")),
+                                   ("node2", there))
+    assert not denied.allowed and "VNI 4242, from node2's ipcache: 10.244.1.9 → identity 4242" in denied.words
+    assert denied.reason.startswith("no entry in cilium_policy_v2_00001 allows identity 4242 on ICMP (Ingress)")
+    # a node's own address goes as remote-node (6), which the receiving node's ipcache refines
+    node = facts({}, [bpf.IpcacheEntry("192.168.1.3/32", 1, "0.0.0.0")])
+    refined = policy_lookup.ingress(here, a, "node1/x/a", ebpf.FROM_OVERLAY, Judged(ip_address("192.168.1.3")),
+                                    ("node2", node))
+    assert "ipcache: 192.168.1.3 → identity 7" in refined.words and "VNI" not in refined.words
+    # a reply looks nothing up; an endpoint without a map passes everything
+    assert policy_lookup.ingress(here, a, "node1/x/a", ebpf.FROM_CONTAINER, Judged(ip_address("10.9.9.9"), reply=True),
+                                 None).words == "ingress: a reply of a tracked connection (CT_REPLY), no policy lookup"
+    mapless = policy_lookup.ingress(facts({}, []), a, "node1/x/a", ebpf.FROM_CONTAINER, judged, None)
+    assert mapless.allowed and "no cilium_policy_v2_00001 could be read" in mapless.words
+    # egress: only for what an endpoint of this node sends, the destination's identity from the ipcache
+    assert policy_lookup.egress(here, ip_address("10.244.0.3"), judged, "node1/x/b") is None
+    out = policy_lookup.egress(here, ip_address("10.244.1.5"), Judged(ip_address("10.244.0.2")), "node1/x/a")
+    assert out is not None and out.words.endswith("ipcache: 10.244.1.5 → identity 2, allowed by "
+                                                  "cilium_policy_v2_00001: Allow Egress ANY ANY")
+
+
+def test_nothing_is_judged_without_policies_or_where_the_data_plane_does_not_look_them_up() -> None:
+    assert policy_lookup.judged(policy_lab(), ip_address("10.244.0.3")) is not None
+    assert policy_lookup.judged(policy_lab(policies=None), ip_address("10.244.0.3")) is None
+    host_gw = make_lab([{"name": "n1", "pods": [pod("a", "x")]}], dataplane="host-gw", namespaces={"x": {}},
+                       policies=[A_FROM_B_ON_80])
+    assert policy_lookup.judged(host_gw, ip_address("10.244.0.2")) is None
+
+
+# -- trace -------------------------------------------------------------------------------------------
+
+def test_trace_says_which_entry_is_missing_where_the_ingress_lookup_drops(world: Lab) -> None:
+    t = trace.trace(world, "node2/x/c", "node1/x/a")
+    assert t.outcome == "dropped" and t.back is None
+    out, over = t.there.hops[1], t.there.hops[2]
+    assert out.where == "node2" and out.bpf is not None and out.bpf.startswith(
+        "cil_from_container on lxc") and (
+        ": egress policy of endpoint 1 (node2/x/c) for ICMP (trace has no port option): ipcache: 10.244.0.2 → "
+        "identity 256 (k8s:io.kubernetes.pod.namespace=x, k8s:pod=a), allowed by cilium_policy_v2_00001: Allow Egress "
+        "ANY ANY; 10.244.0.2/32 is behind tunnel endpoint 192.168.1.2") in out.bpf
+    assert over.where == "node1" and over.action == "drop"
+    assert over.bpf == ("cil_from_overlay on cilium_vxlan: 10.244.0.2 is in cilium_lxc → local_delivery: ingress "
+                        "policy of endpoint 1 (node1/x/a) for ICMP (trace has no port option): VNI 258, from node2's "
+                        "ipcache: 10.244.1.2 → identity 258 (k8s:io.kubernetes.pod.namespace=x, k8s:pod=c)")
+    assert trace_view.summary(t) == ("dropped at node1: no entry in cilium_policy_v2_00001 allows identity 258 on ICMP "
+                                     "(Ingress): dropped (DROP_POLICY, counted in cilium_metrics)")
+    # x/b has an entry, for 80/TCP only: the echo is dropped too
+    same = trace.trace(world, "node1/x/b", "node1/x/a")
+    assert [h.where for h in same.there.hops] == ["node1/x/b", "node1"] and same.outcome == "dropped"
+    assert "ipcache: 10.244.0.3 → identity 257 (k8s:io.kubernetes.pod.namespace=x, k8s:pod=b)" in (same.there.hops[1].bpf or "")
+    assert same.there.hops[1].reason.startswith("no entry in cilium_policy_v2_00001 allows identity 257 on ICMP (Ingress)")
+
+
+def test_trace_names_the_entries_that_allow_and_the_reply_passes_without_a_lookup(world: Lab) -> None:
+    t = trace.trace(world, "node1/x/a", "node1/x/b")
+    assert t.outcome == "ok"
+    hop = t.there.hops[1].bpf or ""
+    assert hop.startswith("cil_from_container on lxc") and "allowed by cilium_policy_v2_00001: Allow Egress ANY ANY; " in hop
+    assert ("10.244.0.3 is in cilium_lxc → local_delivery: ingress policy of endpoint 2 (node1/x/b) for ICMP (trace has "
+            "no port option): ipcache: 10.244.0.2 → identity 256 (k8s:io.kubernetes.pod.namespace=x, k8s:pod=a), "
+            "allowed by cilium_policy_v2_00002: Allow Ingress ANY ANY → bpf_redirect_peer → node1/x/b eth0") in hop
+    assert t.back is not None
+    reply = t.back.hops[1].bpf or ""
+    assert reply.count("a reply of a tracked connection (CT_REPLY), no policy lookup") == 2
+    assert "cilium_policy_v2" not in reply
+    # across the tunnel to an endpoint that is not isolated
+    far = trace.trace(world, "node1/x/a", "node2/x/c")
+    assert far.outcome == "ok" and "allowed by cilium_policy_v2_00001: Allow Ingress ANY ANY" in (far.there.hops[2].bpf or "")
+    assert "VNI 256, from node1's ipcache" in (far.there.hops[2].bpf or "")
+
+
+def test_without_policies_the_hops_are_as_they_were(world: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_lookup, "judged", lambda lab, src_ip: None)
+    t = trace.trace(world, "node2/x/c", "node1/x/a")
+    assert t.outcome == "ok" and not any("policy" in (h.bpf or "") for leg in (t.there, t.back) if leg for h in leg.hops)

@@ -39,8 +39,9 @@ ANY_ID, HOST_ID, WORLD_ID, REMOTE_NODE_ID = 0, 1, 2, 6  # 0: reserved:unknown, A
 CLUSTER_IDENTITY_MIN = 256  # GetMinimalAllocationIdentity(0)
 LOCAL_SCOPE = 1 << 24  # IdentityScopeLocal: CIDR identities, MinLocalIdentity = LOCAL_SCOPE | 1
 REMOTE_NODE_SCOPE = 2 << 24  # IdentityScopeRemoteNode: node addresses in policy-cidr-match-mode nodes
-# IP protocol numbers, as struct policy_key's protocol byte holds them
+# IP protocol numbers, as struct policy_key's protocol byte holds them, and their names (pkg/u8proto)
 PROTOCOL_NUMBERS = {"ICMP": 1, "TCP": 6, "UDP": 17, "SCTP": 132}
+PROTOCOL_NAMES = {0: "ANY", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 LPM_PROTO_PREFIX_BITS = 8  # a policy entry's lpm_prefix_length: protocol given
 LPM_FULL_PREFIX_BITS = LPM_PROTO_PREFIX_BITS + 16  # protocol and port given
 STATIC_PREFIX_BITS = 40  # sec_label and the direction byte, never wildcarded
@@ -97,6 +98,23 @@ def identities(lab: Lab) -> dict[str, int]:
     sets = sorted({identity_labels(p) for p in lab.pods})
     number = {labels: CLUSTER_IDENTITY_MIN + i for i, labels in enumerate(sets)}
     return {p.id: number[identity_labels(p)] for p in lab.pods}
+
+
+def labels_by_identity(lab: Lab) -> dict[int, tuple[str, ...]]:
+    """identity → the labels it stands for, as Cilium prints them (`source:key=value`, sorted):
+    pods' own and their namespace's (k8s:), the reserved ones, every node address (in nodes mode
+    an address of another node carries its cidr: label with reserved:remote-node; this node's
+    own are reserved:host), every policy prefix (cidr:, reserved:world). 0 is reserved:unknown,
+    what a policy map's ANY is."""
+    out: dict[int, tuple[str, ...]] = {ANY_ID: ("reserved:unknown",), HOST_ID: ("reserved:host",),
+                                       WORLD_ID: ("reserved:world",), REMOTE_NODE_ID: ("reserved:remote-node",)}
+    pod_ids = identities(lab)
+    out |= {pod_ids[p.id]: tuple(sorted(f"k8s:{k}={v}" if v else f"k8s:{k}" for k, v in identity_labels(p)))
+            for p in lab.pods}
+    if 4 in lab.families:  # the lab's identities by address are IPv4's (IPv6 nodes are remote-node, 6)
+        out |= {i: (f"cidr:{a}/32", "reserved:remote-node") for a, i in node_identities(lab).items()}
+        out |= {i: (f"cidr:{net}", "reserved:world") for net, i in cidr_identities(lab).items() if i != WORLD_ID}
+    return out
 
 
 def node_identities(lab: Lab) -> dict[IPv4Address, int]:
@@ -198,11 +216,29 @@ def problems(lab: Lab) -> list[str]:
 def allows(entries: Iterable[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> bool:
     """__policy_can_access: the longest entry for the exact identity, then for ANY (identity 0);
     the ANY one wins when longer (no precedences but allow here), and either allows."""
+    return deciding(entries, egress, identity, protocol, port) is not None
+
+
+def deciding(entries: Iterable[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> PolicyEntry | None:
+    """The entry that allows it (`allows`'s choice), None where none does: DROP_POLICY."""
     entries = entries if isinstance(entries, list) else list(entries)
     exact = _longest(entries, egress, identity, protocol, port)
     wildcard = _longest(entries, egress, ANY_ID, protocol, port)
-    chosen = wildcard if exact is None or (wildcard is not None and wildcard.prefix > exact.prefix) else exact
-    return chosen is not None
+    return wildcard if exact is None or (wildcard is not None and wildcard.prefix > exact.prefix) else exact
+
+
+def port_proto(protocol: int, port: int, prefix: int) -> str:
+    """A policy key's protocol and port as PolicyKey.PortProtoString words them (pkg/maps/policymap):
+    the protocol's name alone (ANY for none) while the port is wildcarded, `80/TCP` for one port,
+    `%d-%d/%s` for a port prefix (the range it covers)."""
+    name = PROTOCOL_NAMES.get(protocol, str(protocol))
+    if prefix in (0, LPM_PROTO_PREFIX_BITS):
+        return name
+    if LPM_PROTO_PREFIX_BITS < prefix < LPM_FULL_PREFIX_BITS:
+        return f"{port}-{port + (0xFFFF >> (prefix - LPM_PROTO_PREFIX_BITS))}/{name}"
+    if prefix == LPM_FULL_PREFIX_BITS:
+        return f"{port}/{name}"
+    return f"<INVALID PREFIX LENGTH: {prefix}>"
 
 
 def _longest(entries: list[PolicyEntry], egress: bool, identity: int, protocol: int, port: int) -> PolicyEntry | None:

@@ -348,9 +348,13 @@ POLICY_MAP_SIZE = 16384
 POLICY_OUTER = "cilium_policy_v2"  # endpoint ID → its map (the lab's one object finds each endpoint's map here)
 
 
-def policy_map_path(pin: str, lxc_id: int) -> str:
+def policy_map_name(lxc_id: int) -> str:
     """pkg/maps/policymap: cilium_policy_v2_ and the endpoint ID in five digits."""
-    return f"{pin}/{POLICY_OUTER}_{lxc_id:05d}"
+    return f"{POLICY_OUTER}_{lxc_id:05d}"
+
+
+def policy_map_path(pin: str, lxc_id: int) -> str:
+    return f"{pin}/{policy_map_name(lxc_id)}"
 
 
 def _create_lpm(name: str, key_size: int, value_size: int, entries_max: int) -> int:

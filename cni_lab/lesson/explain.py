@@ -13,6 +13,7 @@ from cni_lab import names, state
 from cni_lab.cluster import Lab
 from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
 from cni_lab.dataplanes.ebpf import FROM_CONTAINER, FROM_NETDEV, SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_NODEPORT
+from cni_lab.dataplanes.ebpf_policy import WORLD_ID
 from cni_lab.errors import LabError
 from cni_lab.kernel import bpf, daemons, readback
 from cni_lab.kernel.readback import NetnsView, Route
@@ -46,6 +47,9 @@ class BpfFacts:
     nat: list[bpf.NatEntry] = field(default_factory=list)
     reverse_nat: dict[int, tuple[str, int]] = field(default_factory=dict)  # rev_nat_index → the frontend
     now: int | None = None  # the monotonic clock's second when the maps were read (what their entries are stamped with)
+    # endpoint ID → its policy map's entries; an endpoint whose map could not be read is left out
+    # (the programs allow everything for an endpoint without a map)
+    policy: dict[int, list[bpf.PolicyRow]] = field(default_factory=dict)
 
     def program_on(self, ifname: str, direction: str = "ingress") -> str | None:
         return next((a.program for a in self.attached if a.ifname == ifname and a.direction == direction), None)
@@ -55,12 +59,22 @@ class BpfFacts:
         """The ipcache's entries behind a tunnel endpoint (what the tunnel map used to hold)."""
         return [e for e in self.ipcache if e.tunnel_endpoint != "0.0.0.0"]
 
-    def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
-        """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
+    def ipcache_entry(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
+        """The ipcache's longest prefix holding `address` (the datapath's LPM lookup)."""
         found = [e for e in self.ipcache if ip_network(e.prefix).version == address.version
                  and address in ip_network(e.prefix)]
-        best = max(found, key=lambda e: ip_network(e.prefix).prefixlen, default=None)
+        return max(found, key=lambda e: ip_network(e.prefix).prefixlen, default=None)
+
+    def tunnel_of(self, address: IPv4Address | IPv6Address) -> bpf.IpcacheEntry | None:
+        """The ipcache's longest prefix holding `address`, when it is behind a tunnel endpoint."""
+        best = self.ipcache_entry(address)
         return best if best is not None and best.tunnel_endpoint != "0.0.0.0" else None
+
+    def identity_of(self, address: IPv4Address | IPv6Address) -> int:
+        """The identity the programs give `address` (identity_of in ebpf_lib/policy.h): its
+        ipcache entry's, reserved:world where none holds it."""
+        best = self.ipcache_entry(address)
+        return best.identity if best is not None else WORLD_ID
 
 
 def read_bpf(ns: str, pin: str) -> BpfFacts:
@@ -70,10 +84,17 @@ def read_bpf(ns: str, pin: str) -> BpfFacts:
         return BpfFacts(pin, [], [], [], {}, f"cannot read tc filters: {e.strerror or e}")
     try:
         # bpf_ktime_get_ns, which the programs stamp entries with, is CLOCK_MONOTONIC: Python's monotonic clock
-        return BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
-                        bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin), int(time.monotonic()))
+        facts = BpfFacts(pin, attached, bpf.endpoints(pin), bpf.ipcache(pin), bpf.metrics(pin), "",
+                         bpf.lb_services(pin), bpf.conntrack(pin), bpf.nat(pin), bpf.reverse_nat(pin),
+                         int(time.monotonic()))
     except OSError as e:
         return BpfFacts(pin, attached, [], [], {}, f"cannot read the pinned maps in {pin}: {e.strerror or e}")
+    for lxc_id in dict.fromkeys(e.lxc_id for e in facts.endpoints if e.lxc_id):  # one per endpoint, not per address
+        try:
+            facts.policy[lxc_id] = bpf.policy(pin, lxc_id)
+        except OSError:
+            pass  # not made yet (or gone): left out, as the programs pass everything for it
+    return facts
 
 
 @dataclass

@@ -3,23 +3,27 @@
 At every namespace the packet reaches, `ip route get` (with the interface it came in on, so
 forwarding is judged as the kernel would) says where it goes next. In an `ebpf` lab a device
 with a program at its tc hook decides first: the hop is then the program's own decision, made
-from its maps as read from the kernel (cilium_lxc, cilium_ipcache_v2) and, for native routing,
-the FIB lookup it asks for (bpf_fib_lookup). Which namespace receives it
-is followed over the wiring read from the kernel: veth pairs and bridge ports. The trace then
-goes back the other way, because a reply needs a route too.
+from its maps as read from the kernel (cilium_lxc, cilium_ipcache_v2, and in a lab with policies
+each endpoint's cilium_policy_v2_<id>: lesson/policy_lookup.py) and, for native routing, the FIB
+lookup it asks for (bpf_fib_lookup). Which namespace receives it is followed over the wiring
+read from the kernel: veth pairs and bridge ports. The trace then goes back the other way,
+because a reply needs a route too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from cni_lab import names
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
+from cni_lab.dataplanes.ebpf import FROM_CONTAINER
 from cni_lab.kernel import readback
 from cni_lab.kernel.readback import NetnsView
+from cni_lab.lesson import policy_lookup
 from cni_lab.lesson.explain import BpfFacts, read_bpf
+from cni_lab.lesson.policy_lookup import Judged
 from cni_lab.probe.pairs import Endpoint, endpoints
 
 MAX_HOPS = 16
@@ -222,10 +226,33 @@ def resolve_endpoint(lab: Lab, text: str, family: int = 4) -> Endpoint:
 NOT_CONSULTED = "the node's routing table and netfilter are not consulted"
 
 
-def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6Address) -> tuple[Hop, str, str] | Hop | None:
+def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6Address, judged: Judged | None = None,
+             sender: str | None = None) -> tuple[Hop, str, str] | Hop | None:
     """What the node's BPF programs do with a packet arriving on `came_in` (or sent by the node
     itself): (the hop, the namespace and interface it reaches next), a final hop, or None when
-    no program takes it (the kernel's routing decides, as elsewhere)."""
+    no program takes it (the kernel's routing decides, as elsewhere). `judged`: the packet whose
+    policy is looked up (a lab with policies), `sender` the namespace of the hop before."""
+    found = _bpf_way(w, ns, came_in, dst_ip, judged, sender)
+    facts = w.bpf.get(ns)
+    if judged is None or found is None or facts is None or came_in is None or facts.program_on(came_in) != FROM_CONTAINER:
+        return found
+    # cil_from_container's egress lookup comes first: its words go before what the program did next
+    peer = w._peer(ns, came_in)
+    check = policy_lookup.egress(facts, dst_ip, judged, w.label.get(peer[0], "?") if peer else "?")
+    if check is None:
+        return found
+    hop = found if isinstance(found, Hop) else found[0]
+    at = f"{FROM_CONTAINER} on {came_in}"
+    if not check.allowed:
+        return Hop(hop.where, ns, came_in, "drop", bpf=f"{at}: {check.words}", reason=check.reason)
+    rest = (hop.bpf or "")[len(at):].removeprefix(": ")
+    hop.bpf = f"{at}: {check.words}" + (f"; {rest}" if rest else "")
+    return found
+
+
+def _bpf_way(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6Address, judged: Judged | None,
+             sender: str | None) -> tuple[Hop, str, str] | Hop | None:
+    """_bpf_hop's way on, with the ingress lookup where a pod of this node gets the packet."""
     facts = w.bpf.get(ns)
     if facts is None:
         return None
@@ -253,8 +280,16 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
                        f"to ifindex {endpoint.ifindex}, which has no pod behind it")
         helper = "bpf_redirect_peer" if came_in is not None else f"bpf_redirect out of {lxc.name if lxc else '?'}"
         target = f"{w.label.get(peer[0], peer[0])} {peer[1]}"
+        delivery = ""
+        if judged is not None and came_in is not None:  # cil_from_host's way in: allow-localhost, no lookup
+            sending = (w.label.get(sender, sender), w.bpf[sender]) if sender in w.bpf else None
+            check = policy_lookup.ingress(facts, endpoint, w.label.get(peer[0], peer[0]), program, judged, sending)
+            if not check.allowed:
+                return Hop(where, ns, came_in, "drop", bpf=f"{program} on {hook}: {dst_ip} is in cilium_lxc → "
+                           f"local_delivery: {check.words}", reason=check.reason)
+            delivery = f"local_delivery: {check.words} → "
         return (Hop(where, ns, came_in, "forward", out=lxc.name if lxc else None, bpf=f"{program} on {hook}: "
-                    f"{dst_ip} is in cilium_lxc → {helper} → {target}; {NOT_CONSULTED}"), peer[0], peer[1])
+                    f"{dst_ip} is in cilium_lxc → {delivery}{helper} → {target}; {NOT_CONSULTED}"), peer[0], peer[1])
     tunnel = facts.tunnel_of(dst_ip)
     if tunnel is not None and program in ("cil_from_container", "cil_from_host"):
         cidr, node_ip = tunnel.prefix, tunnel.tunnel_endpoint
@@ -296,11 +331,13 @@ def _bpf_hop(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
 
 
 def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tuple[str, str | None] | None = None,
-         stop_at: frozenset[str] = frozenset(), src_ip: IPv4Address | IPv6Address | None = None) -> Leg:
+         stop_at: frozenset[str] = frozenset(), src_ip: IPv4Address | IPv6Address | None = None,
+         judged: Judged | None = None) -> Leg:
     """From the source (or from `start`: a namespace and the interface the packet came in on) to
     where the kernel delivers or drops it; a namespace in `stop_at` ends the leg on arrival (the
     caller decides what happens there: a Service's DNAT). `src_ip`: the packet's source once a
-    NAT on the way out of the first namespace has rewritten it (a masqueraded hairpin)."""
+    NAT on the way out of the first namespace has rewritten it (a masqueraded hairpin).
+    `judged`: the packet the BPF programs' policy lookups are said for (an ebpf lab's policies)."""
     ns, came_in = start or (src.netns, None)
     hops: list[Hop] = []
     for _ in range(MAX_HOPS):
@@ -308,7 +345,7 @@ def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tupl
         if came_in is not None and ns in stop_at:
             hops.append(Hop(where, ns, came_in, "arrive"))
             break
-        by_bpf = _bpf_hop(w, ns, came_in, dst_ip)
+        by_bpf = _bpf_hop(w, ns, came_in, dst_ip, judged, hops[-1].netns if hops else None)
         if isinstance(by_bpf, Hop):
             hops.append(by_bpf)
             break
@@ -361,11 +398,13 @@ def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
     if src == dst:
         raise LabError("source and destination are the same endpoint")
     w = Wiring(lab)
-    there = leg(w, src, dst.ip)
+    judged = policy_lookup.judged(lab, src.ip)
+    there = leg(w, src, dst.ip, judged=judged)
     back = None
     if there.delivered_to == dst.id:
         answering = next(e for e in endpoints(lab, dst.family) if e.id == there.delivered_to)
-        back = leg(w, answering, src.ip)
+        reply = None if judged is None else replace(judged, src_ip=answering.ip, reply=True)
+        back = leg(w, answering, src.ip, judged=reply)
     return Trace(src, dst, there, back)
 
 

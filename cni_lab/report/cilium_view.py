@@ -5,6 +5,8 @@ real node reads the same lines here:
     cilium bpf ct list global    cilium_ct4_global, cilium_ct_any4_global (pkg/maps/ctmap/types.go)
     cilium bpf nat list          cilium_snat_v4_external (pkg/maps/nat/ipv4.go)
     cilium bpf ipcache list      cilium_ipcache_v2 (pkg/maps/ipcache/ipcache.go)
+    cilium bpf policy get <id>   cilium_policy_v2_<id> (cilium-dbg/cmd/bpf_policy_get.go)
+    cilium identity list         the identities and their labels (cilium-dbg/cmd/identity.go)
 
 and the same entries as JSON objects named after Cilium's fields. Cilium's format strings are
 followed; where they differ, on purpose:
@@ -15,6 +17,11 @@ followed; where they differ, on purpose:
 - A CT entry shows the fields the lab's programs keep (expires, Packets, Bytes, Flags, RevNAT,
   BackendID); RxFlagsSeen, LastRxReport, TxFlagsSeen, LastTxReport, SourceSecurityID and NatPort
   are never set by them, and a 0 there would read as something seen.
+- A policy map's entries of one kind, direction and identity (Cilium sorts by no more, and its
+  sort is not stable) are ordered by protocol, port and prefix.
+- `cilium bpf policy get`: BYTES and PACKETS are `-`, as Cilium prints them without policy
+  accounting (the lab's programs keep no cilium_policystats); the COOKIE column newer releases
+  add is left out (the lab's entries carry no cookie).
 - Trailing blanks (Cilium's tabwriter pads every cell, and ends a CT line with a space) are cut.
 
 Pure: the kernel layer's values in, strings and dicts out.
@@ -23,10 +30,11 @@ Pure: the kernel layer's values in, strings and dicts out.
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from cni_lab.dataplanes.ebpf import SVC_FLAG_EXT_LOCAL_SCOPE, SVC_FLAG_NODEPORT, SVC_FLAG_ROUTABLE
-from cni_lab.kernel.bpf import CT_LB_LOOPBACK, CT_NODE_PORT, CtEntry, IpcacheEntry, LbEntry, NatEntry, Tuple
+from cni_lab.dataplanes.ebpf_policy import ANY_ID, port_proto
+from cni_lab.kernel.bpf import CT_LB_LOOPBACK, CT_NODE_PORT, CtEntry, IpcacheEntry, LbEntry, NatEntry, PolicyRow, Tuple
 
 NO_TUNNEL = "0.0.0.0"  # what Cilium prints as the tunnel endpoint of an entry without one
 
@@ -36,11 +44,23 @@ LB_TITLES = ("SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)")
 IPCACHE_TITLES = ("IP PREFIX/ADDRESS", "IDENTITY")
 
 
+POLICY_TITLES = ("POLICY", "DIRECTION", "LABELS (source:key[=value])", "PORT/PROTO", "PROXY PORT", "AUTH TYPE",
+                 "BYTES", "PACKETS", "PREFIX")
+POLICY_EMPTY = "Policy stats empty. Perhaps the policy enforcement is disabled?"
+IDENTITY_TITLES, IDENTITY_MIN_WIDTH = ("ID", "LABELS"), 2  # identity list's tabwriter: minwidth 2
+
+
+def _columns(lines: Sequence[Sequence[str]], min_width: int = MIN_WIDTH) -> list[str]:
+    """Lines of cells as Go's tabwriter aligns them: each cell ended by a tab as wide as the
+    widest of its column, title included, plus the padding (at least `min_width`); a line's last
+    cell (what follows its last tab: "" when the format ends its cells with a tab) as it is."""
+    widths = [max(min_width, *(len(line[c]) + PADDING for line in lines)) for c in range(len(lines[0]) - 1)]
+    return [("".join(cell.ljust(w) for cell, w in zip(line, widths)) + line[-1]).rstrip() for line in lines]
+
+
 def _table(titles: tuple[str, str], rows: Sequence[tuple[str, str]]) -> list[str]:
-    """Two columns as Go's tabwriter aligns them: the first as wide as its widest cell, title
-    included, plus the padding."""
-    width = max(MIN_WIDTH, *(len(key) + PADDING for key, _ in [titles, *rows]))
-    return [f"{key:<{width}}{value}".rstrip() for key, value in [titles, *rows]]
+    """Two columns: the first as wide as its widest cell plus the padding, the second as it is."""
+    return _columns([titles, *rows])
 
 
 # -- cilium bpf lb list ----------------------------------------------------------------------------
@@ -200,3 +220,53 @@ def ipcache_json(entries: Sequence[IpcacheEntry]) -> list[dict[str, Any]]:
     return [{"prefix": e.prefix, "identity": e.identity, "encryptKey": 0, "tunnelEndpoint": e.tunnel_endpoint,
              "flags": ipcache_flags(e)}
             for e in sorted(entries, key=_prefix_order)]
+
+
+# -- cilium bpf policy get, cilium identity list ---------------------------------------------------
+
+def _labels_of(identity: int, labels: Mapping[int, Sequence[str]]) -> list[str]:
+    """An identity's labels, one a line, sorted (Labels.GetPrintableModel), reserved:unknown (0)
+    as ANY; the number where its labels are not known (as Cilium prints an identity it cannot get)."""
+    found = sorted(labels.get(identity) or (("reserved:unknown",) if identity == ANY_ID else ()))
+    return ["ANY" if label == "reserved:unknown" else label for label in found] or [str(identity)]
+
+
+def _policy_order(r: PolicyRow) -> tuple[Any, ...]:
+    """PolicyEntriesDump.Less: Deny before Allow, Ingress before Egress, then by identity."""
+    return (not r.deny, r.egress, r.identity, r.protocol, r.port, r.prefix)
+
+
+def _policy_cells(r: PolicyRow) -> tuple[str, str, str, str]:
+    return ("Deny" if r.deny else "Allow", "Egress" if r.egress else "Ingress",
+            port_proto(r.protocol, r.port, r.prefix), str(r.prefix))
+
+
+def policy_get(rows: Sequence[PolicyRow], labels: Mapping[int, Sequence[str]]) -> list[str]:
+    """`cilium bpf policy get <endpoint id>`: an entry a line with its identity's first label, its
+    other labels on lines of their own; no proxy, no auth, no stats."""
+    lines: list[tuple[str, ...]] = [(*POLICY_TITLES, "")]  # every cell ends with a tab
+    for r in sorted(rows, key=_policy_order):
+        kind, direction, port, prefix = _policy_cells(r)
+        first, *more = _labels_of(r.identity, labels)
+        lines.append((kind, direction, first, port, "NONE", "disabled", "-", "-", prefix, ""))
+        lines += [("", "", label, "", "", "", "", "", "", "") for label in more]
+    return _columns(lines) + ([] if rows else [POLICY_EMPTY])
+
+
+def policy_json(rows: Sequence[PolicyRow], labels: Mapping[int, Sequence[str]]) -> list[dict[str, Any]]:
+    return [{"policy": kind, "direction": direction, "identity": r.identity, "labels": _labels_of(r.identity, labels),
+             "portProto": port, "prefix": r.prefix}
+            for r in sorted(rows, key=_policy_order) for kind, direction, port, _ in [_policy_cells(r)]]
+
+
+def identity_list(labels: Mapping[int, Sequence[str]]) -> list[str]:
+    """`cilium identity list`: every identity (0, which nobody has, left out) with its first label,
+    its other labels on lines of their own."""
+    rows: list[tuple[str, str]] = [IDENTITY_TITLES]
+    for identity in sorted(i for i in labels if i != ANY_ID):
+        rows += [(str(identity) if n == 0 else "", label) for n, label in enumerate(_labels_of(identity, labels))]
+    return _columns(rows, IDENTITY_MIN_WIDTH)
+
+
+def identity_json(labels: Mapping[int, Sequence[str]]) -> list[dict[str, Any]]:
+    return [{"id": i, "labels": _labels_of(i, labels)} for i in sorted(labels) if i != ANY_ID]

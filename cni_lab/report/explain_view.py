@@ -11,6 +11,8 @@ from rich.tree import Tree
 
 from cni_lab import names
 from cni_lab.cluster import Lab
+from cni_lab.dataplanes.ebpf_policy import labels_by_identity
+from cni_lab.kernel import bpf
 from cni_lab.kernel.readback import NetnsView, Route
 from cni_lab.lesson.explain import BpfFacts, NodeFacts, calico_status, datapath_story, meaning
 from cni_lab.report import cilium_view
@@ -69,7 +71,7 @@ def view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 branch.add(Text(f"CNI ADD result (cniVersion {res.get('cniVersion')}): ips {ips}; interfaces {ifs}",
                              style="magenta"))
         if nf.bpf is not None:
-            _bpf_branches(tree, nf)
+            _bpf_branches(lab, tree, nf)
             story = tree.add(Text("the datapath, in words", style="bold"))
             for line in datapath_story(lab, nf):
                 story.add(Text(line, style="cyan"))
@@ -127,9 +129,10 @@ def _nat_branches(tree: Tree, nf: NodeFacts) -> None:
             svc.add(Text(line, style="cyan"))
 
 
-def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
+def _bpf_branches(lab: Lab, tree: Tree, nf: NodeFacts) -> None:
     assert nf.bpf is not None
     facts = nf.bpf
+    labels = labels_by_identity(lab)
     progs = tree.add(Text.assemble(("BPF programs", "bold"), ("  (bpftool net; pinned in " + facts.pin + ")", "dim")))
     if facts.error:
         progs.add(Text(facts.error, style="red"))
@@ -140,8 +143,23 @@ def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
     eps = tree.add(Text.assemble(("cilium_lxc", "bold"), " (endpoints map: pod IP → lxc device, MACs)"))
     for e in facts.endpoints:
         lxc = by_index.get(e.ifindex, f"ifindex {e.ifindex} (gone)")
-        eps.add(f"{e.ip} → {lxc} (pod {pod_of.get(lxc, '?')}), pod mac {e.mac}, lxc mac {e.node_mac}")
-    for command, maps, lines, empty in _cilium_lists(facts):
+        eps.add(f"{e.ip} → {lxc} (pod {pod_of.get(lxc, '?')}), pod mac {e.mac}, lxc mac {e.node_mac}"
+                + (f", endpoint {e.lxc_id}, identity {e.identity}" if e.lxc_id else ""))
+    for e, pod in _endpoints(lab, nf):
+        shown = ", ".join(labels.get(e.identity, ())) or "labels the lab does not know"
+        branch = tree.add(Text.assemble((f"endpoint {e.lxc_id}", "bold"), f" (pod {pod or '?'}): identity {e.identity} ",
+                                        (f"({shown})", "cyan")))
+        rows = facts.policy.get(e.lxc_id)
+        if rows is None:
+            branch.add(Text(f"no {bpf.policy_map_name(e.lxc_id)} could be read: the programs let everything through "
+                            "for an endpoint without a policy map", style="red"))
+            continue
+        policy = branch.add(Text.assemble((f"cilium bpf policy get {e.lxc_id}", "bold"),
+                                          f"  ({bpf.policy_map_name(e.lxc_id)}: what the endpoint may send and hear, "
+                                          "by identity)"))
+        for line in cilium_view.policy_get(rows, labels):
+            policy.add(Text(line))
+    for command, maps, lines, empty in _cilium_lists(facts, labels):
         branch = tree.add(Text.assemble((command, "bold"), f"  ({maps})"))
         for line in lines or [empty]:
             branch.add(Text(line, style="dim" if not lines else ""))
@@ -149,7 +167,20 @@ def _bpf_branches(tree: Tree, nf: NodeFacts) -> None:
     tree.add(Text(f"cilium_metrics: {counted or 'no packets yet'}", style="dim"))
 
 
-def _cilium_lists(facts: BpfFacts) -> list[tuple[str, str, list[str], str]]:
+def _pod_ids(lab: Lab, node: str) -> dict[str, str]:
+    """Each address of the node's pods → its pod's id."""
+    return {str(a): p.id for p in lab.node(node).pods for a in p.ips}
+
+
+def _endpoints(lab: Lab, nf: NodeFacts) -> list[tuple[bpf.Endpoint, str | None]]:
+    """Each endpoint of the node once (cilium_lxc has an entry per address), with its pod's id."""
+    pods = _pod_ids(lab, nf.name)
+    assert nf.bpf is not None
+    first = {e.lxc_id: e for e in reversed(nf.bpf.endpoints) if e.lxc_id}  # its IPv4 entry where it has one
+    return [(e, pods.get(e.ip)) for _, e in sorted(first.items())]
+
+
+def _cilium_lists(facts: BpfFacts, labels: dict[int, tuple[str, ...]]) -> list[tuple[str, str, list[str], str]]:
     """The node's maps as Cilium's commands print them: (command, maps, lines, what to say when
     there are none); the conntrack and NAT tables only where there is something to translate."""
     out = []
@@ -164,6 +195,8 @@ def _cilium_lists(facts: BpfFacts) -> list[tuple[str, str, list[str], str]]:
     if facts.ipcache:
         out.append(("cilium bpf ipcache list", "cilium_ipcache_v2: prefix → identity, tunnel endpoint",
                     cilium_view.ipcache_list(facts.ipcache), ""))
+        out.append(("cilium identity list", "the labels each identity stands for",
+                    cilium_view.identity_list(labels), ""))
     return out
 
 
@@ -194,7 +227,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "peers": [{"peerAddress": p.address, "family": p.family, "peerType": p.type, "state": p.state,
                            "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
             },
-            "bpf": None if nf.bpf is None else _bpf_json(nf),
+            "bpf": None if nf.bpf is None else _bpf_json(lab, nf),
             "nat": None if nf.nat is None else {
                 "masqueradeTable": nf.nat.masquerade_table,
                 "masquerade": [{"chain": c, "rule": r, "meaning": m} for c, r, m in nf.nat.masquerade],
@@ -226,20 +259,27 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
     return {"lab": lab.name, "dataplane": lab.dataplane, "nodes": nodes}
 
 
-def _bpf_json(nf: NodeFacts) -> dict[str, Any]:
+def _bpf_json(lab: Lab, nf: NodeFacts) -> dict[str, Any]:
     assert nf.bpf is not None
     names_by_index = {lk.index: lk.name for lk in nf.view.links}
+    labels, pods = labels_by_identity(lab), _pod_ids(lab, nf.name)
     return {
         "pinned": nf.bpf.pin,
         "error": nf.bpf.error or None,
         "programs": [{"ifname": a.ifname, "hook": f"tc {a.direction}", "program": a.program} for a in nf.bpf.attached],
+        # cilium_lxc's entries (one per address), each with its endpoint: the ID, the identity and its
+        # labels, the policy map as `cilium bpf policy get` shows it (null: no map could be read)
         "endpoints": [{"ip": e.ip, "ifindex": e.ifindex, "lxc": names_by_index.get(e.ifindex), "mac": e.mac,
-                       "nodeMac": e.node_mac} for e in nf.bpf.endpoints],
+                       "nodeMac": e.node_mac, "id": e.lxc_id, "pod": pods.get(e.ip), "identity": e.identity,
+                       "labels": list(labels.get(e.identity, ())),
+                       "policy": None if e.lxc_id not in nf.bpf.policy else
+                       cilium_view.policy_json(nf.bpf.policy[e.lxc_id], labels)} for e in nf.bpf.endpoints],
         # as `cilium bpf lb list`, `ct list global`, `nat list` and `ipcache list` show them (report/cilium_view.py)
         "services": cilium_view.lb_json(nf.bpf.services),
         "conntrack": cilium_view.ct_json(nf.bpf.conntrack),
         "nat": cilium_view.nat_json(nf.bpf.nat, nf.bpf.now),
         "ipcache": cilium_view.ipcache_json(nf.bpf.ipcache),
+        "identities": cilium_view.identity_json(labels),
         "metrics": nf.bpf.metrics,
     }
 

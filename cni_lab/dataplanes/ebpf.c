@@ -255,7 +255,7 @@ static __always_inline int forward6(struct __sk_buff *skb, struct node_config *c
 	__builtin_memcpy(daddr, &ip6->daddr, 16);
 	ep = local_endpoint6(daddr);
 	if (ep)
-		return local_delivery6(skb, ep);
+		return local_delivery6(skb, ep, 0);
 	info = ipcache_lookup6(daddr);
 	if (info && tunnelled(cfg, info)) {
 		if (dec_hop_limit(skb, ip6) < 0)
@@ -270,8 +270,10 @@ static __always_inline int forward6(struct __sk_buff *skb, struct node_config *c
 static __always_inline int from_container6(struct __sk_buff *skb, struct node_config *cfg)
 {
 	struct ipv6hdr *ip6 = ipv6(skb);
-	struct remote_endpoint_info *info;
+	struct ipv6_ct_tuple t = {};
+	struct endpoint_info *src;
 	void *end = (void *)(long)skb->data_end;
+	__u32 identity;
 	__u8 *icmp;
 
 	if (!ip6)
@@ -279,12 +281,19 @@ static __always_inline int from_container6(struct __sk_buff *skb, struct node_co
 	icmp = (void *)(ip6 + 1);
 	if (ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(icmp + 1) <= end && icmp[0] == ICMP6_NS)
 		return ndp_respond(skb, cfg);
-	info = ipcache_lookup6(ip6->saddr.in6_u.u6_addr8);
-	return forward6(skb, cfg, info ? info->sec_identity : WORLD_ID);
+	if (parse6(skb, &t) < 0)
+		return TC_ACT_OK;
+	identity = identity_of6(t.saddr);
+	src = local_endpoint6(t.saddr);
+	/* egress policy, multicast aside (router solicitations, MLD: the node's stack takes them) */
+	if (src && t.daddr[0] != 0xff && policy_enforce6(skb, &t, src, identity_of6(t.daddr), 1))
+		return TC_ACT_SHOT;
+	return forward6(skb, cfg, identity);
 }
 
-/* IPv6 from other nodes (native routing) into a pod of this node; the rest is the node's. */
-static __always_inline int to_local_pod6(struct __sk_buff *skb)
+/* IPv6 from other nodes into a pod of this node (the sender's identity from the tunnel, or 0:
+ * the ipcache's); the rest is the node's. */
+static __always_inline int to_local_pod6(struct __sk_buff *skb, __u32 identity)
 {
 	struct ipv6hdr *ip6 = ipv6(skb);
 	struct endpoint_info *ep;
@@ -292,22 +301,24 @@ static __always_inline int to_local_pod6(struct __sk_buff *skb)
 	if (!ip6)
 		return TC_ACT_OK;
 	ep = local_endpoint6(ip6->daddr.in6_u.u6_addr8);
-	return ep ? local_delivery6(skb, ep) : TC_ACT_OK;
+	return ep ? local_delivery6(skb, ep, identity) : TC_ACT_OK;
 }
 
 /* IPv6 out of the tunnel: for the router IP, the node's (as for IPv4); else into its pod. */
-static __always_inline int from_overlay6(struct __sk_buff *skb, struct node_config *cfg)
+static __always_inline int from_overlay6(struct __sk_buff *skb, struct node_config *cfg, __u32 identity)
 {
 	struct ipv6hdr *ip6 = ipv6(skb);
 
 	if (!ip6)
 		return TC_ACT_OK;
+	if (identity == REMOTE_NODE_ID) /* a node: refined by its address */
+		identity = identity_of6(ip6->saddr.in6_u.u6_addr8);
 	if (ipv6_equal(&ip6->daddr, cfg->router_ip6)) {
 		bpf_skb_change_type(skb, PACKET_HOST);
 		count(METRIC_TO_STACK);
 		return TC_ACT_OK;
 	}
-	return to_local_pod6(skb);
+	return to_local_pod6(skb, identity);
 }
 
 /* What the node's stack routes to pods over IPv6: out of a local pod's lxc device, or tunnelled. */
@@ -315,6 +326,7 @@ static __always_inline int from_host6(struct __sk_buff *skb, struct node_config 
 {
 	struct ipv6hdr *ip6 = ipv6(skb);
 	struct remote_endpoint_info *info;
+	struct ipv6_ct_tuple t = {};
 	struct endpoint_info *ep;
 	__u8 daddr[16];
 
@@ -323,6 +335,9 @@ static __always_inline int from_host6(struct __sk_buff *skb, struct node_config 
 	__builtin_memcpy(daddr, &ip6->daddr, 16);
 	ep = local_endpoint6(daddr);
 	if (ep) {
+		/* the local node may always reach its pods: tracked, so replies pass the pod's egress */
+		if (parse6(skb, &t) == 0 && ct_state6(&t, TUPLE_F_IN) == CT_NEW)
+			ct_create6(skb, &t, TUPLE_F_IN, HOST_ID);
 		bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
 		bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
 		count(METRIC_LOCAL_DELIVERY);
@@ -451,7 +466,7 @@ int cil_from_netdev(struct __sk_buff *skb)
 	if (!cfg)
 		return TC_ACT_OK;
 	if (ipv6(skb))
-		return to_local_pod6(skb);
+		return to_local_pod6(skb, 0);
 	if (!ipv4(skb) || parse(skb, &p) < 0)
 		return TC_ACT_OK;
 	if (p.tuple.daddr == cfg->node_ip) {
@@ -488,17 +503,19 @@ int cil_from_overlay(struct __sk_buff *skb)
 
 	if (!cfg)
 		return TC_ACT_OK;
-	if (!ip)
-		return from_overlay6(skb, cfg);
-	saddr = ip->saddr;
-	daddr = ip->daddr;
-	/* the sender's identity, from the VNI (bpf_overlay.c); a node's is refined by its address */
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+	/* the sender's identity, from the VNI (bpf_overlay.c), over an IPv4 or IPv6 underlay; a
+	 * node's is refined by its address */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0 ||
+	    bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6) == 0)
 		identity = key.tunnel_id;
 	if (identity == HOST_ID) {
 		send_drop_notify(skb, identity, 0, 0, DROP_INVALID_IDENTITY, skb->ifindex);
 		return drop(METRIC_DROP_IDENTITY);
 	}
+	if (!ip)
+		return from_overlay6(skb, cfg, identity);
+	saddr = ip->saddr;
+	daddr = ip->daddr;
 	if (identity == REMOTE_NODE_ID)
 		identity = identity_of(saddr);
 	if (daddr == cfg->router_ip) {

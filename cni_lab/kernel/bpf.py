@@ -460,6 +460,12 @@ class Event:
 
 
 def _addresses(data: bytes) -> tuple[int, str, str]:
+    if len(data) >= 54 and data[12:14] == b"\x86\xdd":  # IPv6 (no extension headers, as the programs read it)
+        protocol, src6, dst6 = data[20], str(IPv6Address(data[22:38])), str(IPv6Address(data[38:54]))
+        if protocol in (6, 17, 132) and len(data) >= 58:
+            sport, dport = struct.unpack_from(">HH", data, 54)
+            return protocol, f"[{src6}]:{sport}", f"[{dst6}]:{dport}"
+        return protocol, src6, dst6
     if len(data) < 34 or data[12:14] != b"\x08\x00":
         return 0, "", ""
     ihl = (data[14] & 0x0F) * 4

@@ -109,8 +109,8 @@ static __always_inline void send_drop_notify(struct __sk_buff *skb, __u32 src, _
 	bpf_ringbuf_submit(msg, 0);
 }
 
-static __always_inline void send_policy_verdict(struct __sk_buff *skb, struct packet *p, __u16 lxc_id, __u32 remote,
-						int egress, int allowed)
+static __always_inline void send_policy_verdict(struct __sk_buff *skb, __u8 proto, __be16 dport, int ipv6, __u16 lxc_id,
+						__u32 remote, int egress, int allowed)
 {
 	struct policy_verdict_notify *msg = bpf_ringbuf_reserve(&cilium_events, sizeof(*msg), 0);
 
@@ -123,8 +123,9 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, struct pa
 	msg->version = 1;
 	msg->remote_label = remote;
 	msg->verdict = allowed ? 0 : -DROP_POLICY;
-	msg->dst_port = bpf_ntohs(p->tuple.dport);
-	msg->proto = p->tuple.nexthdr;
+	msg->dst_port = bpf_ntohs(dport);
+	msg->proto = proto;
+	msg->ipv6 = ipv6;
 	msg->dir = egress ? POLICY_EGRESS : POLICY_INGRESS;
 	msg->len_cap = capture(skb, msg->data);
 	bpf_ringbuf_submit(msg, 0);

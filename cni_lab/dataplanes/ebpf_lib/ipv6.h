@@ -5,6 +5,7 @@
 #pragma once
 #include <linux/ipv6.h>
 #include "eps.h"
+#include "policy.h"
 
 #define AF_INET6 10
 #define ICMP6_NS 135
@@ -113,10 +114,147 @@ static __always_inline int ndp_respond(struct __sk_buff *skb, struct node_config
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* Into a pod of this node (ipv6_local_delivery): hop limit, Ethernet addresses, bpf_redirect_peer. */
-static __always_inline int local_delivery6(struct __sk_buff *skb, struct endpoint_info *ep)
+/* -- connection tracking and policy over IPv6 (the same policy maps: identities have no family) -- */
+
+#define ICMP6_ECHO_REQUEST 128
+#define ICMP6_ECHO_REPLY 129
+
+struct ipv6_ct_tuple {
+	__u8 daddr[16];
+	__u8 saddr[16];
+	__be16 dport;
+	__be16 sport;
+	__u8 nexthdr;
+	__u8 flags;
+} __attribute__((packed));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ipv6_ct_tuple);
+	__type(value, struct ct_entry);
+} cilium_ct6_global SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ipv6_ct_tuple);
+	__type(value, struct ct_entry);
+} cilium_ct_any6_global SEC(".maps");
+
+static __always_inline void *ct_map6(__u8 nexthdr)
 {
-	struct ipv6hdr *ip6 = ipv6(skb);
+	if (nexthdr == IPPROTO_TCP)
+		return &cilium_ct6_global;
+	return &cilium_ct_any6_global;
+}
+
+/* An IPv6 packet's tuple (no extension headers: the next header is the transport; an echo's id
+ * is its port, as for IPv4). -1: not IPv6, or truncated. */
+static __always_inline int parse6(struct __sk_buff *skb, struct ipv6_ct_tuple *t)
+{
+	struct ipv6hdr ip6;
+	__u32 l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+	__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+	t->nexthdr = ip6.nexthdr;
+	t->dport = 0;
+	t->sport = 0;
+	t->flags = 0;
+	if (ip6.nexthdr == IPPROTO_TCP || ip6.nexthdr == IPPROTO_UDP || ip6.nexthdr == IPPROTO_SCTP) {
+		__be16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+			return -1;
+		t->sport = ports[0];
+		t->dport = ports[1];
+	} else if (ip6.nexthdr == IPPROTO_ICMPV6) {
+		__u8 icmp[8];
+		__be16 id;
+
+		if (bpf_skb_load_bytes(skb, l4, icmp, sizeof(icmp)) < 0)
+			return -1;
+		__builtin_memcpy(&id, icmp + 4, 2);
+		if (icmp[0] == ICMP6_ECHO_REQUEST)
+			t->sport = id;
+		else if (icmp[0] == ICMP6_ECHO_REPLY)
+			t->dport = id;
+	}
+	return 0;
+}
+
+/* ct_state for IPv6: a reply of a connection tracked the other way, established, or new. */
+static __always_inline int ct_state6(struct ipv6_ct_tuple *t, __u8 dir)
+{
+	struct ipv6_ct_tuple key = *t;
+	struct ipv6_ct_tuple reverse = {};
+
+	__builtin_memcpy(reverse.daddr, t->saddr, 16);
+	__builtin_memcpy(reverse.saddr, t->daddr, 16);
+	reverse.dport = t->sport;
+	reverse.sport = t->dport;
+	reverse.nexthdr = t->nexthdr;
+	reverse.flags = dir == TUPLE_F_OUT ? TUPLE_F_IN : TUPLE_F_OUT;
+	if (bpf_map_lookup_elem(ct_map6(reverse.nexthdr), &reverse))
+		return CT_REPLY;
+	key.flags = dir;
+	if (bpf_map_lookup_elem(ct_map6(key.nexthdr), &key))
+		return CT_ESTABLISHED;
+	return CT_NEW;
+}
+
+static __always_inline void ct_create6(struct __sk_buff *skb, struct ipv6_ct_tuple *t, __u8 dir, __u32 identity)
+{
+	struct ipv6_ct_tuple key = *t;
+	struct ct_entry entry = {};
+
+	key.flags = dir;
+	entry.packets = 1;
+	entry.bytes = skb->len;
+	entry.src_sec_id = identity;
+	entry.lifetime = now_seconds() + (t->nexthdr == IPPROTO_TCP ? CT_CONNECTION_LIFETIME_TCP
+								    : CT_CONNECTION_LIFETIME_NONTCP);
+	bpf_map_update_elem(ct_map6(key.nexthdr), &key, &entry, BPF_NOEXIST);
+}
+
+/* The identity an IPv6 address has for this node. */
+static __always_inline __u32 identity_of6(const __u8 *addr)
+{
+	struct remote_endpoint_info *info = ipcache_lookup6(addr);
+
+	return info ? info->sec_identity : WORLD_ID;
+}
+
+/* Policy over IPv6 (what is not a reply), the connection tracked when new. 0: go on. */
+static __always_inline int policy_enforce6(struct __sk_buff *skb, struct ipv6_ct_tuple *t, struct endpoint_info *ep,
+					   __u32 identity, int egress)
+{
+	int state = ct_state6(t, egress ? TUPLE_F_OUT : TUPLE_F_IN);
+	__be16 dport = t->nexthdr == IPPROTO_ICMPV6 ? 0 : t->dport;
+
+	if (state == CT_REPLY)
+		return 0;
+	if (policy_verdict(skb, t->nexthdr, dport, 1, ep, identity, egress, state))
+		return TC_ACT_SHOT;
+	if (state == CT_NEW)
+		ct_create6(skb, t, egress ? TUPLE_F_OUT : TUPLE_F_IN, egress ? ep->sec_id : identity);
+	return 0;
+}
+
+/* Into a pod of this node (ipv6_local_delivery): its ingress policy for the sender's identity
+ * (`identity`, from the tunnel; 0: the ipcache's), hop limit, Ethernet addresses, bpf_redirect_peer. */
+static __always_inline int local_delivery6(struct __sk_buff *skb, struct endpoint_info *ep, __u32 identity)
+{
+	struct ipv6_ct_tuple t = {};
+	struct ipv6hdr *ip6;
+
+	if (parse6(skb, &t) == 0 &&
+	    policy_enforce6(skb, &t, ep, identity ? identity : identity_of6(t.saddr), 0))
+		return TC_ACT_SHOT;
+	ip6 = ipv6(skb);
 
 	if (!ip6)
 		return TC_ACT_OK;

@@ -103,7 +103,7 @@ static __always_inline __u32 identity_of(__u32 addr)
 /* May this endpoint talk to `identity` (egress) or hear from it (ingress) on this protocol and
  * port? The exact identity first, then any (0), as __policy_can_access looks them up; a match
  * that is not a deny allows. An endpoint without a map (not written yet) allows everything. */
-static __always_inline int policy_can_access(__u16 lxc_id, __u32 identity, int egress, struct packet *p)
+static __always_inline int policy_can_access(__u16 lxc_id, __u32 identity, int egress, __u8 proto, __be16 dport)
 {
 	__u32 id = lxc_id;
 	void *map = bpf_map_lookup_elem(&cilium_policy_v2, &id);
@@ -111,8 +111,8 @@ static __always_inline int policy_can_access(__u16 lxc_id, __u32 identity, int e
 		.prefixlen = POLICY_FULL_PREFIX,
 		.sec_label = identity,
 		.egress = egress,
-		.protocol = p->tuple.nexthdr,
-		.dport = p->tuple.nexthdr == IPPROTO_ICMP ? 0 : p->tuple.dport,
+		.protocol = proto,
+		.dport = dport,
 	};
 	struct policy_entry *entry;
 
@@ -126,21 +126,32 @@ static __always_inline int policy_can_access(__u16 lxc_id, __u32 identity, int e
 	return entry && !entry->deny;
 }
 
-/* The verdict on a packet that is not a reply, its verdict event for a new connection, and the
- * connection tracked when it is allowed and new. 0: go on; TC_ACT_SHOT: denied. */
-static __always_inline int policy_enforce(struct __sk_buff *skb, struct packet *p, struct endpoint_info *ep,
-					  __u32 identity, int egress, int state)
+/* The verdict on a packet (either family) that is not a reply, and its verdict event for a new
+ * connection. 0: allowed; TC_ACT_SHOT: denied, counted and reported. */
+static __always_inline int policy_verdict(struct __sk_buff *skb, __u8 proto, __be16 dport, int ipv6,
+					  struct endpoint_info *ep, __u32 identity, int egress, int state)
 {
-	int allowed = policy_can_access(ep->lxc_id, identity, egress, p);
+	int allowed = policy_can_access(ep->lxc_id, identity, egress, proto, dport);
 
 	if (state == CT_NEW)
-		send_policy_verdict(skb, p, ep->lxc_id, identity, egress, allowed);
+		send_policy_verdict(skb, proto, dport, ipv6, ep->lxc_id, identity, egress, allowed);
 	if (!allowed) {
 		count(METRIC_DROP_POLICY);
 		send_drop_notify(skb, egress ? ep->sec_id : identity, egress ? identity : ep->sec_id, ep->lxc_id,
 				 DROP_POLICY, ep->ifindex);
 		return TC_ACT_SHOT;
 	}
+	return 0;
+}
+
+/* IPv4: the verdict, and the connection tracked when it is allowed and new. */
+static __always_inline int policy_enforce(struct __sk_buff *skb, struct packet *p, struct endpoint_info *ep,
+					  __u32 identity, int egress, int state)
+{
+	__be16 dport = p->tuple.nexthdr == IPPROTO_ICMP ? 0 : p->tuple.dport;
+
+	if (policy_verdict(skb, p->tuple.nexthdr, dport, 0, ep, identity, egress, state))
+		return TC_ACT_SHOT;
 	if (state == CT_NEW)
 		ct_create(skb, p, egress ? TUPLE_F_OUT : TUPLE_F_IN, egress ? ep->sec_id : identity);
 	return 0;

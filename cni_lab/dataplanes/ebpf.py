@@ -46,7 +46,8 @@ Where the lab differs from Cilium, on purpose:
   each other node address its own (remote-node scope), the policies' ipBlock prefixes theirs; the
   sender's identity travels in the VNI, and each endpoint's policy map (cilium_policy_v2_<id>,
   filled from the lab's NetworkPolicy evaluator, ebpf_policy.py) is looked up by it on egress and
-  ingress, with connection tracking so replies pass. IPv6 is forwarded, not policed.
+  ingress, with connection tracking so replies pass. The same for IPv6 (its ipcache entries,
+  its addresses' identities: the policy map's key has no family).
 - Left out: socket LB (the node's own connections to a ClusterIP are not balanced), Maglev (random
   only), DSR, XDP acceleration, session affinity, health checks, the NodePort "surrogate" 0.0.0.0
   frontend and the internal-scope (LB_LOOKUP_SCOPE_INT) entries; conntrack only for translated
@@ -91,7 +92,7 @@ from cni_lab.steps import (
 
 
 def v4(address: object) -> Any:
-    """An IPv4 address or network: Services, masquerade and policy are IPv4's (cluster.py refuses
+    """An IPv4 address or network: Services and masquerade are IPv4's (cluster.py refuses
     Services, and masquerade.py an outside host, in labs with IPv6)."""
     assert getattr(address, "version", 4) == 4, address
     return address
@@ -121,7 +122,7 @@ PROGRAMS = (FROM_CONTAINER, FROM_NETDEV, FROM_OVERLAY, FROM_HOST)
 
 NATIVE = Capabilities(
     ipam="host-local",  # the pod CIDR's first address is the router IP, pods from .2
-    ipv6=None,  # IPv6 forwarding too; Services, masquerade and policy are IPv4's
+    ipv6=None,  # IPv6 forwarding and policy too; Services and masquerade are IPv4's
     pods_meet="bpf-redirect",
     pod_gateway="cilium_host",
     sets_hairpin=False,  # no bridge
@@ -236,11 +237,7 @@ class Ebpf:
 
     def policy_steps(self, lab: Lab) -> list[Step]:
         """Every endpoint's policy map and every node's ipcache (the policies' ipBlock prefixes
-        come and go with them), made exactly what the lab's policies say."""
-        if lab.has_ipv6:
-            raise LabError(f"{lab.scenario.source}: policies: dataplane ebpf enforces NetworkPolicy over IPv4 only "
-                           "(its policy path has no IPv6 connection tracking yet): use an IPv4 lab, or host-gw for "
-                           "policies with IPv6")
+        come and go with them), made exactly what the lab's policies say, in both families."""
         problems = ebpf_policy.problems(lab)
         if problems:
             raise LabError(*(f"{lab.scenario.source}: {line}" for line in problems))
@@ -271,34 +268,17 @@ NO_POLICY = ((False, 0, 0, 0, 0), (False, ebpf_policy.HOST_ID, 0, 0, 0), (True, 
 
 def policy_rows(lab: Lab, node: Node, pod: Pod) -> tuple[tuple[bool, int, int, int, int], ...]:
     """The endpoint's policy map (ebpf_policy.policy_entries), as its steps carry it."""
-    if not lab.scenario.policies or lab.has_ipv6:
+    if not lab.scenario.policies:
         return NO_POLICY
     return tuple((e.egress, e.identity, e.protocol, e.port, e.prefix)
                  for e in ebpf_policy.policy_entries(lab, node, pod))
 
 
 def ipcache_entries(lab: Lab, node: Node) -> list[tuple[Any, int, Any]]:
-    """What the node's ipcache holds: IPv4 as ebpf_policy.ipcache computes it (identities in
-    Cilium's nodes mode, the policies' prefixes), and in a lab with IPv6 the same for IPv6 without
-    policy: every node's addresses (host, or remote-node), pods with their identities, and in
-    tunnel mode other nodes' pod CIDRs, behind the node's underlay address."""
-    out: list[tuple[Any, int, Any]] = []
-    if 4 in lab.families and node.pod_cidr.version == 4:
-        out += [(e.prefix, e.identity, e.tunnel_endpoint) for e in ipcache(lab, node)]
-    if 6 not in lab.families:
-        return out
-    ids = identities(lab)
-    for other in lab.nodes:
-        six = family(other, 6)
-        if six is None or (other is not node and other.pod_cidr.overlaps(node.pod_cidr)):
-            continue
-        behind = other.ip if lab.tunnelled and other is not node else None
-        who = ebpf_policy.HOST_ID if other is node else ebpf_policy.REMOTE_NODE_ID
-        out += [(ip_network(f"{a}/128"), who, None if a == six[0] else behind) for a in (six[0], six[2]) if a is not None]
-        if behind is not None:
-            out.append((six[1], WORLD_ID, behind))
-        out += [(ip_network(f"{p.ip6 or p.ip}/128"), ids[p.id], behind) for p in other.pods]
-    return out
+    """What the node's ipcache holds, both families (ebpf_policy.ipcache): identities as Cilium's
+    nodes mode gives them, in tunnel mode other nodes' pod CIDRs and pods behind their node's
+    first-family address, the policies' prefixes."""
+    return [(e.prefix, e.identity, e.tunnel_endpoint) for e in ipcache(lab, node)]
 
 
 def lb_maps(lab: Lab, services: Sequence[Service]) -> tuple[dict[str, tuple[LbFrontend, ...]], tuple[LbBackend, ...]]:

@@ -25,7 +25,7 @@ from cni_lab import catalog, cluster, dataplanes, model, names, plan
 from cni_lab.dataplanes import cni, registry
 from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.errors import LabError
-from cni_lab.steps import LoadNftables
+from cni_lab.steps import BpfIpcache, LoadNftables
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cni_lab"
 NAMES = frozenset(registry.NAMES)
@@ -269,17 +269,25 @@ def refusal(reason: str) -> str:
     return "^" + re.escape(f"s.yaml: {reason}") + "$"
 
 
-def test_ebpf_refuses_sctp_services_and_policies_with_ipv6_in_its_words() -> None:
+def test_ebpf_refuses_sctp_services_and_ip_blocks_its_maps_cannot_hold_in_its_words() -> None:
     ebpf = CAPS["ebpf+tunnel"]
     assert ebpf.ipv6 is None and (ebpf.policy, ebpf.services, ebpf.masquerade) == ("cilium-bpf",) * 3
     assert not [k for k, c in CAPS.items() if any(isinstance(r, Refused) for r in (c.ipv6, c.policy, c.services, c.masquerade))]
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny", "namespace": "default"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    steps = plan.build(lab(dataplane="ebpf", networking=DUAL, policies=[deny])).steps  # policed in both families
+    assert [s for s in steps if isinstance(s, BpfIpcache) and s.prefix.version == 6]
+    # web's IPv4 address alone: its identity (one for both its addresses) would let its IPv6 in too
+    labelled = [{"name": "node1", "pods": [{"name": "web", "labels": {"app": "web"}}, {"name": "db", "labels": {"app": "db"}}]}]
+    from_web = {**deny, "metadata": {"name": "from-web", "namespace": "default"},
+                "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.2/32"}}]}]}}
     with pytest.raises(LabError, match=refusal(
-            "policies: dataplane ebpf enforces NetworkPolicy over IPv4 only (its policy path has no IPv6 connection "
-            "tracking yet): use an IPv4 lab, or host-gw for policies with IPv6")):
-        plan.build(lab(dataplane="ebpf", networking=DUAL, policies=[deny]))
-    plan.build(lab(dataplane="ebpf", networking=DUAL))  # IPv6 itself is carried
+            "policy default/from-web: ingress ipBlock 10.244.0.2/32: it holds 10.244.0.2 but not fd00:10:244::2, which pods "
+            "default/web share as identity 257: a policy map selects identities, not addresses")):
+        plan.build(lab(dataplane="ebpf", networking=DUAL, nodes=labelled, policies=[from_web]))
+    both = {**from_web, "spec": {**from_web["spec"], "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.244.0.2/32"}}, {"ipBlock": {"cidr": "fd00:10:244::2/128"}}]}]}}
+    plan.build(lab(dataplane="ebpf", networking=DUAL, nodes=labelled, policies=[both]))  # a block of each family: exact
     with pytest.raises(LabError, match=refusal(
             "services[0].ports[0]: SCTP on dataplane ebpf: its BPF load balancer rewrites ports without recomputing "
             "SCTP's CRC32c checksum; use TCP or UDP, or another data plane")):

@@ -11,18 +11,24 @@ compared as well, so the maps are right whichever one the kernel picks.
 
 Cases `problems` names (a policy the maps cannot hold by identity) are compared too: every cell
 must still agree, except a pod's to its own node where a problem names that node's reserved:host,
-whose two addresses (eth0's and the router IP's) an ipBlock split."""
+whose two addresses (eth0's and the router IP's) an ipBlock split.
+
+The e2e cases run on a dual-stack and an IPv6-only model lab as well, every cell of every family
+(IPv6 cells on the IPv6 addresses, the echo as ICMPv6): as written (IPv4 ipBlocks) and with their
+ipBlocks' IPv6 twins beside them (dual stack) or in their place (IPv6 only). There a case whose
+policies `problems` names is left out and counted: on the dual-stack lab only "egress ipBlock
+except", whose IPv4 block holds pods' IPv4 addresses and none of their IPv6 ones."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from typing import Any, Mapping, Sequence
 
 import pytest
 
 from cni_lab import conformance, policy
-from cni_lab.cluster import Lab
+from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.dataplanes import ebpf, ebpf_policy as ep
 from cni_lab.dataplanes.ebpf_policy import PolicyEntry
 from cni_lab.policy import cases as policy_cases
@@ -41,6 +47,7 @@ PROBES: tuple[tuple[str, int | None], ...] = (
     ("ICMP", None), ("UDP", 31999), ("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81), ("SCTP", 80), ("TCP", 82))
 
 Ports = Mapping[str, Sequence[dict[str, Any]]]
+ICMPV6 = 58
 
 
 def named(number: Any, protocol: Any, name: Any) -> dict[str, Any]:
@@ -55,13 +62,19 @@ VARIED_PORTS: Ports = {
     "c": tuple({"containerPort": p["containerPort"], "protocol": p["protocol"]} for p in policy_cases.CONTAINER_PORTS)}
 
 
-def model_lab(mode: str, ports: Ports | None = None, policies: Sequence[dict[str, Any]] = ()) -> Lab:
-    """The e2e model (scenarios/netpol.yaml) on dataplane ebpf."""
+DUAL = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+IPV6_ONLY = {"clusterCIDR": "fd00:10:244::/56", "underlay": "fd00:192:168:1::/64"}
+
+
+def model_lab(mode: str, ports: Ports | None = None, policies: Sequence[dict[str, Any]] = (),
+              networking: dict[str, Any] | None = None) -> Lab:
+    """The e2e model (scenarios/netpol.yaml) on dataplane ebpf (IPv4, unless `networking` says
+    dual-stack or IPv6 only)."""
     served = ports or {p: policy_cases.CONTAINER_PORTS for p in policy_cases.PODS}
     return make_lab([{"name": f"node{i + 1}", "pods": [{**pod(p, n, policy_cases.POD_LABELS[p]), "ports": list(served[p])}
                                                        for n in policy_cases.NAMESPACES]}
                      for i, p in enumerate(policy_cases.PODS)],
-                    name="np", dataplane="ebpf", ebpf={"routing": mode}, policies=list(policies),
+                    name="np", dataplane="ebpf", ebpf={"routing": mode}, policies=list(policies), networking=networking,
                     namespaces={n: {"labels": policy_cases.NAMESPACE_LABELS[n]} for n in policy_cases.NAMESPACES})
 
 
@@ -69,8 +82,28 @@ def model_lab(mode: str, ports: Ports | None = None, policies: Sequence[dict[str
 class End:
     id: str
     node: str
-    address: IPv4Address
+    address: IPv4Address | IPv6Address
     pod: bool
+
+
+def of_family(lab: Lab, first: Any, second: Any, family: int) -> IPv4Address | IPv6Address:
+    """An address of `family`: the lab's first family's field (ip, gateway: IPv6 in an IPv6-only
+    lab), else the dual-stack one (ip6, gateway6)."""
+    found = ip_address(first if family == lab.families[0] else second)
+    assert found.version == family, (first, second, family)
+    return found
+
+
+def underlay(lab: Lab, node: Node, family: int) -> IPv4Address | IPv6Address:
+    return of_family(lab, node.ip, node.ip6, family)
+
+
+def router(lab: Lab, node: Node, family: int) -> IPv4Address | IPv6Address:
+    return of_family(lab, node.gateway, node.gateway6, family)
+
+
+def pod_address(lab: Lab, p: Pod, family: int) -> IPv4Address | IPv6Address:
+    return of_family(lab, p.ip, p.ip6, family)
 
 
 @dataclass(frozen=True)
@@ -83,22 +116,26 @@ class Cell:
     cilium: bool
 
 
-def node_source(lab: Lab, node: str, pod_node: str) -> IPv4Address:
-    """The address a node's kernel sends from towards a pod of `pod_node` (probe/matrix.py's node_sources)."""
+def node_source(lab: Lab, node: str, pod_node: str, family: int = 4) -> IPv4Address | IPv6Address:
+    """The address a node's kernel sends from towards a pod of `pod_node` (probe/matrix.py's
+    node_sources): its router IP of that family to its own pods and in tunnel mode to every pod
+    (`<pod CIDR> dev cilium_host src <router>`), its underlay address of that family to other
+    nodes' pods in native mode (`<pod CIDR> via <node Y> dev eth0`)."""
     sender = lab.node(node)
-    return IPv4Address(sender.gateway if node == pod_node or lab.tunnelled else sender.ip)
+    return router(lab, sender, family) if node == pod_node or lab.tunnelled else underlay(lab, sender, family)
 
 
-def cells(lab: Lab) -> list[Cell]:
-    """Every probed cell of the lab, with both verdicts."""
-    ends = [End(n.name, n.name, IPv4Address(n.ip), False) for n in lab.nodes]
-    ends += [End(p.id, p.node, IPv4Address(p.ip), True) for p in lab.pods]
+def cells(lab: Lab, family: int = 4) -> list[Cell]:
+    """Every probed cell of the lab in one family (its addresses, ICMPv6's protocol number for an
+    echo in IPv6), with both verdicts."""
+    ends = [End(n.name, n.name, underlay(lab, n, family), False) for n in lab.nodes]
+    ends += [End(p.id, p.node, pod_address(lab, p, family), True) for p in lab.pods]
     maps = {p.id: ep.policy_entries(lab, lab.node(p.node), p) for p in lab.pods}
     caches = {n.name: ep.ipcache(lab, n) for n in lab.nodes}
     workloads = {w.id: w for w in lab.workloads} | {n.name: policy.Workload(n.name, "", (), n.ips) for n in lab.nodes}
-    seen: dict[tuple[str, IPv4Address], int] = {}
+    seen: dict[tuple[str, IPv4Address | IPv6Address], int] = {}
 
-    def identity(node: str, address: IPv4Address) -> int:  # identity_of, its ipcache read once per node
+    def identity(node: str, address: IPv4Address | IPv6Address) -> int:  # identity_of, its ipcache read once per node
         if (node, address) not in seen:
             seen[(node, address)] = ep.lookup(caches[node], address)
         return seen[(node, address)]
@@ -108,18 +145,20 @@ def cells(lab: Lab) -> list[Cell]:
         for dst in ends:
             if src is dst or not (src.pod or dst.pod):
                 continue
-            routed = src.address if src.pod else node_source(lab, src.node, dst.node)
+            routed = src.address if src.pod else node_source(lab, src.node, dst.node, family)
             # a node's other address too: the maps agree with the evaluator whichever one it sends from
-            other = [] if src.pod else [a for a in map(IPv4Address, (lab.node(src.node).ip, lab.node(src.node).gateway))
-                                        if a != routed]
+            other = [] if src.pod else [a for a in (underlay(lab, lab.node(src.node), family),
+                                                    router(lab, lab.node(src.node), family)) if a != routed]
             for source in (routed, *other):
                 sender = workloads[src.id] if src.pod else policy.Workload(src.id, "", (), (source,))
                 for protocol, port in PROBES:
                     number, dport = ep.PROTOCOL_NUMBERS[protocol], port or 0
+                    if family == 6 and protocol == "ICMP":
+                        number = ICMPV6  # the echo is ICMPv6's; the key's protocol is the next header
                     cilium = ((not src.pod or ep.allows(maps[src.id], True, identity(src.node, dst.address), number, dport))
                               and (not dst.pod or ep.allows(maps[dst.id], False, identity(dst.node, source), number, dport)))
                     out.append(Cell(f"{src.id}" + ("" if source == routed else f" (from {source})"), dst.id, protocol,
-                                    port, lab.evaluator.allowed(sender, workloads[dst.id], protocol, port), cilium))
+                                    port, lab.evaluator.allowed(sender, workloads[dst.id], protocol, port, family), cilium))
     return out
 
 
@@ -142,18 +181,23 @@ class Tally:
     with_problems: int = 0
     own_node_differences: int = 0
 
-    def check(self, lab: Lab, name: str) -> list[str]:
-        """The case's differing cells in words; those a named problem explains are counted, not returned."""
+    def check(self, lab: Lab, name: str, families: Sequence[int] = (4,)) -> list[str]:
+        """The case's differing cells (of each family) in words; those a named problem explains are
+        counted, not returned."""
         problems = ep.problems(lab)
-        found = cells(lab)
         self.cases += 1
-        self.cells += len(found)
         self.with_problems += bool(problems)
-        wrong = [c for c in found if c.kubernetes != c.cilium]
-        explained = [c for c in wrong if own_node(c) and any(f"reserved:host (node {c.dst}'s" in p for p in problems)]
-        self.own_node_differences += len(explained)
-        return [f"{name}: {c.src} → {c.dst} {c.protocol}/{c.port}: Kubernetes {c.kubernetes}, Cilium {c.cilium}"
-                + (f" (problems: {problems})" if problems else "") for c in wrong if c not in explained]
+        out = []
+        for family in families:
+            found = cells(lab, family)
+            self.cells += len(found)
+            wrong = [c for c in found if c.kubernetes != c.cilium]
+            explained = [c for c in wrong if own_node(c) and any(f"reserved:host (node {c.dst}'s" in p for p in problems)]
+            self.own_node_differences += len(explained)
+            out += [f"{name} (IPv{family}): {c.src} → {c.dst} {c.protocol}/{c.port}: Kubernetes {c.kubernetes}, "
+                    f"Cilium {c.cilium}" + (f" (problems: {problems})" if problems else "")
+                    for c in wrong if c not in explained]
+        return out
 
     def __str__(self) -> str:
         return (f"{self.cases} cases, {self.cells} cells; {self.with_problems} cases with problems, "
@@ -177,6 +221,84 @@ def test_the_maps_give_the_evaluators_answer_on_the_e2e_cases(mode: str) -> None
     # (the e2e "egress ipBlock except" holds node1's router IP in 10.244.0.0/16, not its eth0 address)
     assert tally.with_problems == 0, tally
     print(f"{mode}: {tally}")
+
+
+def translated(lab: Lab, v4: Lab) -> dict[str, str]:
+    """The e2e cases' IPv4 prefixes → the same things' IPv6 ones in `lab`: a pod's or a node's /32
+    its IPv6 address's /128, the cluster CIDR the IPv6 cluster CIDR."""
+    out = {str(v4.scenario.cluster_cidr): str(lab.scenario.cluster_cidr6 or lab.scenario.cluster_cidr)}
+    pods = {p.id: p for p in lab.pods}
+    out |= {f"{p.ip}/32": f"{pod_address(lab, pods[p.id], 6)}/128" for p in v4.pods}
+    for n in v4.nodes:
+        out |= {f"{n.ip}/32": f"{underlay(lab, lab.node(n.name), 6)}/128",
+                f"{n.gateway}/32": f"{router(lab, lab.node(n.name), 6)}/128"}
+    return out
+
+
+def with_ipv6_blocks(policies: Sequence[dict[str, Any]], names: dict[str, str], keep: bool) -> list[dict[str, Any]]:
+    """The policies with each ipBlock peer's IPv6 twin (`names`' prefixes) in its place, or after
+    it (`keep`: a rule naming both families' blocks, as a dual-stack policy names them)."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if not isinstance(value, list):
+            return value
+        out: list[Any] = []
+        for item in value:
+            if isinstance(item, dict) and "ipBlock" in item:
+                block = item["ipBlock"]
+                twin = {"cidr": names[block["cidr"]], **({"except": [names[e] for e in block["except"]]}
+                                                         if "except" in block else {})}
+                out += [item, {"ipBlock": twin}] if keep else [{"ipBlock": twin}]
+            else:
+                out.append(walk(item))
+        return out
+    return [walk(p) for p in policies]
+
+
+def has_ip_block(policies: Sequence[dict[str, Any]]) -> bool:
+    return "ipBlock" in repr(policies)
+
+
+# the e2e cases' ipBlocks are IPv4's: on a dual-stack lab the one that holds pods' IPv4 addresses
+# holds none of their IPv6 ones, and the pods' identities stand for both (a problem); its variant
+# with the IPv6 twins beside them is exact
+DUAL_STACK_PROBLEMS = {"egress ipBlock except"}
+
+
+def e2e_cases(lab: Lab) -> dict[str, list[dict[str, Any]]]:
+    """The e2e cases (named ports, no policy) for a lab with IPv6: as written (IPv4 ipBlocks),
+    and with ipBlocks in IPv6 (in a dual-stack lab both families' blocks side by side, in an
+    IPv6-only lab the IPv6 ones in their place)."""
+    cases = {**E2E, **E2E_NAMED_PORTS, "no policy": []}
+    names = translated(lab, model_lab("native"))
+    twin = "with IPv6 blocks beside" if lab.dual_stack else "with IPv6 blocks"
+    return cases | {f"{name} ({twin})": with_ipv6_blocks(policies, names, keep=lab.dual_stack)
+                    for name, policies in cases.items() if has_ip_block(policies)}
+
+
+@pytest.mark.parametrize("networking", [DUAL, IPV6_ONLY], ids=["dual-stack", "ipv6-only"])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_maps_give_the_evaluators_answer_on_the_e2e_cases_in_both_families(mode: str, networking: dict[str, Any]) -> None:
+    """Every cell of every family of the lab (family 6 on the IPv6 addresses: pods', nodes'
+    underlay and router IPv6s). Cases whose policies `problems` names are counted and left out."""
+    base = model_lab(mode, networking=networking)
+    families = base.families
+    tally, wrong, skipped = Tally(), [], {}
+    for name, policies in e2e_cases(base).items():
+        lab = with_policies(base, policies, name)
+        problems = ep.problems(lab)
+        if problems:
+            skipped[name] = problems
+            continue
+        wrong += tally.check(lab, name, families)
+    assert not wrong, f"{len(wrong)} cells differ ({tally}, {len(skipped)} cases with problems left out):\n" + "\n".join(wrong[:20])
+    expected = DUAL_STACK_PROBLEMS if base.dual_stack else set()
+    assert set(skipped) == expected, f"cases with problems: {skipped} ({tally})"
+    assert tally.cases == len(e2e_cases(base)) - len(expected) and tally.cells == tally.cases * CELLS * len(families), tally
+    assert tally.with_problems == tally.own_node_differences == 0, tally
+    print(f"{mode} {'dual-stack' if base.dual_stack else 'IPv6 only'}: {tally}; {len(skipped)} left out with problems: "
+          f"{skipped}")
 
 
 GENERATED = policy_cases.cases(SEED, COUNT, named_ports=True)
@@ -352,14 +474,16 @@ def test_the_ipcache_gives_every_node_address_its_own_identity() -> None:
     assert all(str(IPv4Network(k)) == k for k in cache)
 
 
-def test_the_plan_writes_the_ipcache_the_simulator_reads() -> None:
+@pytest.mark.parametrize("networking", [None, DUAL, IPV6_ONLY], ids=["ipv4", "dual-stack", "ipv6-only"])
+def test_the_plan_writes_the_ipcache_the_simulator_reads(networking: dict[str, Any] | None) -> None:
     from cni_lab.steps import BpfIpcache
 
-    lab = model_lab("tunnel")
+    lab = model_lab("tunnel", networking=networking)
     steps = [s for s in ebpf.Ebpf().cluster_steps(lab) if isinstance(s, BpfIpcache)]
     for node in lab.nodes:
         mine = [(s.prefix, s.identity, s.tunnel_endpoint) for s in steps if s.netns.endswith(f".{node.name}")]
         assert mine == [tuple(e) for e in ep.ipcache(lab, node)]
+        assert {e.prefix.version for e in ep.ipcache(lab, node)} == set(lab.families)
     assert ebpf.identities is ep.identities  # kept importable where it was
 
 
@@ -370,3 +494,49 @@ def test_the_lookup_takes_the_exact_identity_and_then_any_as_policy_h_does() -> 
     assert ep.allows(entries, True, 301, 17, 53) and ep.allows(entries, True, 300, 17, 1)  # ANY's, for every identity
     assert not ep.allows(entries, False, 300, 17, 53)  # the direction is part of the key
     assert ep.allows(entries, False, 1, 132, 9) and not ep.allows(entries, False, 2, 132, 9)
+
+
+def test_a_dual_stack_ipcache_gives_each_node_address_its_own_identity_and_world_a_half_per_family() -> None:
+    lab = model_lab("tunnel", networking=DUAL, policies=[np("v6", {"podSelector": {}, "egress": [{"to": [
+        {"ipBlock": {"cidr": "fd00:10:244:1::/64", "except": ["fd00:10:244:1::3/128"]}}]}]})])
+    node1, node2 = lab.node("node1"), lab.node("node2")
+    cache = {str(e.prefix): (e.identity, str(e.tunnel_endpoint or "")) for e in ep.ipcache(lab, node1)}
+    remote = ep.REMOTE_NODE_SCOPE
+    # node1's own four addresses are host; node2's each its own, behind its IPv4 address in the tunnel
+    assert [cache[f"{a}/{a.max_prefixlen}"] for a in ep.node_addresses(node1)] == [(1, "")] * 4
+    assert [cache[f"{a}/{a.max_prefixlen}"] for a in ep.node_addresses(node2)] == [
+        (remote | 5, ""), (remote | 6, "192.168.1.3"), (remote | 7, ""), (remote | 8, "192.168.1.3")]
+    assert cache["fd00:10:244:1::/64"] == (ep.LOCAL_SCOPE | 1, "192.168.1.3")  # the policy's prefix, the tunnel kept
+    assert cache["fd00:10:244:1::3/128"][0] == cache["10.244.1.3/32"][0] == ep.identities(lab)["node2/y/b"]
+    assert cache["fd00:10:244:2::/64"] == (ep.WORLD_IPV6_ID, "192.168.1.4") and cache["10.244.2.0/24"][0] == ep.WORLD_IPV4_ID
+    assert (cache["0.0.0.0/0"], cache["::/0"]) == ((ep.WORLD_IPV4_ID, ""), (ep.WORLD_IPV6_ID, ""))
+    assert ep.identity_of(lab, node1, IPv6Address("2001:db8::1")) == ep.WORLD_IPV6_ID
+    assert ep.identity_of(lab, node1, IPv4Address("203.0.113.9")) == ep.WORLD_IPV4_ID
+    labels = ep.labels_by_identity(lab)
+    assert labels[remote | 7] == ("cidr:fd00:192:168:1::3/128", "reserved:remote-node")
+    assert labels[ep.LOCAL_SCOPE | 1] == ("cidr:fd00:10:244:1::/64", "reserved:world-ipv6")
+    # the block holds x/b's and z/b's IPv6 addresses (y/b's it excepts) and neither's IPv4 one
+    assert [line.split(": it holds ")[1].split(",")[0] for line in ep.problems(lab)] == [
+        "fd00:10:244:1::2 but not 10.244.1.2", "fd00:10:244:1::4 but not 10.244.1.4"]
+
+
+def test_reserved_host_is_a_pods_peer_at_its_nodes_eth0_addresses_of_both_families() -> None:
+    """A pod reaches its own node at eth0's IPv4 and IPv6 addresses, both reserved:host: one entry
+    for identity 1 lets it reach either, so an IPv4 block holding eth0's IPv4 address alone splits
+    it (egress); with the IPv6 address's block beside it, it is exact. Ingress from reserved:host is
+    allowed anyway (allow-localhost, as Kubernetes lets a pod's node in)."""
+    def lab_with(*cidrs: str, direction: str = "egress") -> Lab:
+        peers = [{"ipBlock": {"cidr": c}} for c in cidrs]
+        rule = {"to": peers} if direction == "egress" else {"from": peers}
+        return model_lab("native", networking=DUAL, policies=[np("own", {
+            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": [direction.capitalize()], direction: [rule]})])
+
+    split = lab_with("192.168.1.2/32")
+    assert [line.split(": it holds ")[1] for line in ep.problems(split)] == [
+        "192.168.1.2 but not fd00:192:168:1::2, which reserved:host (node node1's addresses) share as identity 1: "
+        "a policy map selects identities, not addresses"]
+    both = lab_with("192.168.1.2/32", "fd00:192:168:1::2/128")
+    assert ep.problems(both) == []
+    xa = next(p for p in both.pods if p.qualified == "x/a")
+    assert PolicyEntry(True, ep.HOST_ID) in ep.policy_entries(both, both.node("node1"), xa)
+    assert ep.problems(lab_with("192.168.1.2/32", direction="ingress")) == []

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, pings, run_in
 
-from cni_lab import model
+from cni_lab import names, model
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab
 from cni_lab.kernel import netns
@@ -155,13 +155,16 @@ def test_tcp_ports_are_enforced_and_the_rules_read_like_the_policy(make_lab: Mak
     assert "cni-lab-policy" not in run_in(ns_of(lab, "node2"), "nft", "list", "tables").stdout  # no pod of node2 is selected
 
 
-def test_ebpf_refuses_policies_with_ipv6_before_building(make_lab: MakeLab) -> None:
+def test_ebpf_refuses_a_policy_its_identities_cannot_hold_before_building(make_lab: MakeLab) -> None:
+    """In a dual-stack lab an IPv4 ipBlock holding x/a's IPv4 address does not hold its IPv6 one:
+    a map keyed by identity would let x/a's IPv6 traffic through as well, so ebpf refuses it."""
+    dual = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
+    to_a = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "to-a", "namespace": "y"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.2/32"}}]}]}}
     before = netns.listing()
-    with pytest.raises(LabError, match="dataplane ebpf enforces NetworkPolicy over IPv4 only"):
-        make_lab(scenario("ebpf", DENY_INGRESS_X, networking={"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"],
-                                                              "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}))
+    with pytest.raises(LabError, match="policy y/to-a: egress ipBlock 10.244.0.2/32"):
+        make_lab(scenario("ebpf", to_a, networking=dual))
     assert netns.listing() == before
-    assert subprocess.run(["true"]).returncode == 0
 
 
 # the e2e model's containers serve each port and protocol on a port named serve-<port>-<protocol> (model.go)
@@ -409,14 +412,21 @@ def test_explain_says_which_policies_select_a_pod_and_what_they_allow(make_lab: 
     assert doc["nodes"][0]["policies"][0]["pod"] == "node1/x/a"
 
 
-def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab) -> None:
+@pytest.mark.parametrize("dataplane", ["host-gw", "ebpf", "ebpf-native"])
+def test_policies_hold_over_ipv6_in_a_dual_stack_lab(make_lab: MakeLab, dataplane: str) -> None:
     dual = {"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"], "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}
-    lab = make_lab(scenario("host-gw", DENY_INGRESS_X, ALLOW_B_TO_A, networking=dual))
+    lab = make_lab(scenario(dataplane, DENY_INGRESS_X, ALLOW_B_TO_A, DENY_EGRESS_Y_C, networking=dual))
     result = matrix.run(lab)
-    assert result.passed and result.ipv6 is not None
+    assert result.passed and result.ipv6 is not None, [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures]
     seen6 = verdicts(result.ipv6)
     assert seen6[("node1/x/b", "node1/x/a")] == "ok"
     assert seen6[("node2/x/c", "node1/x/a")] in ("timeout", "unreachable")
+    assert seen6[("node2/y/c", "node2")] in ("timeout", "unreachable")  # y/c's egress, over IPv6 too
+    if lab.capabilities.policy == "cilium-bpf":  # the same maps, by identity, for both families
+        from cni_lab.kernel import bpf
+        assert bpf.metrics(names.bpf_node_dir(lab.name, "node1"))["drops: policy denied"] > 0
+        assert run_in(ns_of(lab, "node1"), "nft", "list", "ruleset", check=True).stdout.strip() == ""
+        return
     ruleset = run_in(ns_of(lab, "node1"), "nft", "list", "table", "inet", "cni-lab-policy", check=True).stdout
     assert "ip6 daddr fd00:10:244::2 jump to-wl-x/a" in ruleset
 

@@ -5,14 +5,16 @@ forwarding is judged as the kernel would) says where it goes next. In an `ebpf` 
 with a program at its tc hook decides first: the hop is then the program's own decision, made
 from its maps as read from the kernel (cilium_lxc, cilium_ipcache_v2, and in a lab with policies
 each endpoint's cilium_policy_v2_<id>: lesson/policy_lookup.py) and, for native routing, the FIB
-lookup it asks for (bpf_fib_lookup). Which namespace receives it is followed over the wiring
+lookup it asks for (bpf_fib_lookup). On the data planes that enforce NetworkPolicy in the nodes'
+nftables, each node hook the packet passes (forward, routed or bridged, input, output) is judged
+by the chains the node's table jumps to (lesson/policy_hooks.py). Which namespace receives it is followed over the wiring
 read from the kernel: veth pairs and bridge ports. The trace then goes back the other way,
 because a reply needs a route too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from cni_lab import names
@@ -21,38 +23,14 @@ from cni_lab.cluster import Lab
 from cni_lab.dataplanes.ebpf import FROM_CONTAINER
 from cni_lab.kernel import readback
 from cni_lab.kernel.readback import NetnsView
-from cni_lab.lesson import policy_lookup
+from cni_lab.lesson import policy_hooks, policy_lookup
 from cni_lab.lesson.explain import BpfFacts, read_bpf
+from cni_lab.lesson.hops import Hop, Leg
+from cni_lab.lesson.policy_hooks import Bridged, Hooks
 from cni_lab.lesson.policy_lookup import Judged
 from cni_lab.probe.pairs import Endpoint, endpoints
 
 MAX_HOPS = 16
-
-
-@dataclass
-class Hop:
-    where: str  # a lesson name: node1, node1/web, underlay
-    netns: str
-    came_in: str | None  # interface the packet arrived on (None where it was sent)
-    action: str  # forward | deliver | drop
-    route: str | None = None  # the route that matched, as `ip route` prints it
-    out: str | None = None  # interface it leaves by
-    next_hop: str | None = None
-    wire: list[str] = field(default_factory=list)  # the L2 path to the next namespace
-    reason: str = ""
-    bpf: str | None = None  # a BPF program decided this hop instead of the kernel's routing
-
-
-@dataclass
-class Leg:
-    src: Endpoint
-    dst_ip: IPv4Address | IPv6Address
-    hops: list[Hop]
-
-    @property
-    def delivered_to(self) -> str | None:
-        last = self.hops[-1] if self.hops else None
-        return last.where if last and last.action == "deliver" else None
 
 
 @dataclass
@@ -187,6 +165,16 @@ class Wiring:
                         f"{other.name} ({self.label.get(other_ns, other_ns)})"]
                 return other_ns, other.name, wire
         return None
+
+    def bridged(self, ns: str, out: str, next_ns: str, next_if: str) -> Bridged | None:
+        """Where the way from (ns, out) to (next_ns, next_if) crosses a bridge in a third
+        namespace (two pods on their node's cni0): that namespace, its ports in and out, the bridge."""
+        entry, leaving = self._peer(ns, out), self._peer(next_ns, next_if)
+        link = self.views[entry[0]].link(entry[1]) if entry is not None else None
+        if entry is None or link is None or not link.master or entry[0] == next_ns:
+            return None
+        out_port = leaving[1] if leaving is not None and leaving[0] == entry[0] else None
+        return Bridged(entry[0], self.label.get(entry[0], entry[0]), entry[1], out_port, link.master)
 
     def matched_route(self, ns: str, dst: IPv4Address | IPv6Address) -> str | None:
         """The route the lookup used, found by longest prefix match over the table read back."""
@@ -332,12 +320,13 @@ def _bpf_way(w: Wiring, ns: str, came_in: str | None, dst_ip: IPv4Address | IPv6
 
 def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tuple[str, str | None] | None = None,
          stop_at: frozenset[str] = frozenset(), src_ip: IPv4Address | IPv6Address | None = None,
-         judged: Judged | None = None) -> Leg:
+         judged: Judged | None = None, hooks: Hooks | None = None) -> Leg:
     """From the source (or from `start`: a namespace and the interface the packet came in on) to
     where the kernel delivers or drops it; a namespace in `stop_at` ends the leg on arrival (the
     caller decides what happens there: a Service's DNAT). `src_ip`: the packet's source once a
     NAT on the way out of the first namespace has rewritten it (a masqueraded hairpin).
-    `judged`: the packet the BPF programs' policy lookups are said for (an ebpf lab's policies)."""
+    `judged`: the packet the BPF programs' policy lookups are said for (an ebpf lab's policies),
+    `hooks`: the nodes' policy hooks it meets (an nftables data plane's policies)."""
     ns, came_in = start or (src.netns, None)
     hops: list[Hop] = []
     for _ in range(MAX_HOPS):
@@ -358,7 +347,8 @@ def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tupl
         decision = readback.route_get(ns, dst_ip, src=source if came_in else None, iif=came_in)
         route = w.matched_route(ns, dst_ip)
         if decision.type == "local":
-            hops.append(Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}"))
+            hop = Hop(where, ns, came_in, "deliver", route=f"local {dst_ip}")
+            hops.append(hop if hooks is None else hooks.police(hop, "input"))
             break
         if decision.type != "unicast":
             reason = _no_route(w.lab, dst_ip) if decision.type in ("error", "unreachable") else decision.type
@@ -374,7 +364,10 @@ def leg(w: Wiring, src: Endpoint, dst_ip: IPv4Address | IPv6Address, start: tupl
                             reason=f"nobody on {decision.dev}'s segment has {next_hop} (ARP gets no answer)"))
             break
         next_ns, next_if, wire = owner
-        hops.append(Hop(where, ns, came_in, "forward", route=route, out=decision.dev, next_hop=str(next_hop), wire=wire))
+        hop = Hop(where, ns, came_in, "forward", route=route, out=decision.dev, next_hop=str(next_hop), wire=wire)
+        hops += [hop] if hooks is None else hooks.forwarded(hop, w.bridged(ns, decision.dev, next_ns, next_if))
+        if hops[-1].action == "drop":
+            break
         ns, came_in = next_ns, next_if
     else:
         hops.append(Hop(w.label.get(ns, ns), ns, came_in, "drop", reason=f"more than {MAX_HOPS} hops: a routing loop"))
@@ -399,12 +392,13 @@ def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
         raise LabError("source and destination are the same endpoint")
     w = Wiring(lab)
     judged = policy_lookup.judged(lab, src.ip)
-    there = leg(w, src, dst.ip, judged=judged)
+    hooks = policy_hooks.hooks(lab, src, dst)
+    there = leg(w, src, dst.ip, judged=judged, hooks=hooks)
     back = None
     if there.delivered_to == dst.id:
         answering = next(e for e in endpoints(lab, dst.family) if e.id == there.delivered_to)
         reply = None if judged is None else replace(judged, src_ip=answering.ip, reply=True)
-        back = leg(w, answering, src.ip, judged=reply)
+        back = leg(w, answering, src.ip, judged=reply, hooks=hooks.back() if hooks is not None else None)
     return Trace(src, dst, there, back)
 
 

@@ -89,16 +89,21 @@ def _leg_tree(title: str, leg: Leg, arrive: str = "arrives at kube-proxy's table
                 node.add(Text(" → ".join(hop.wire), style="dim"))
             continue
         if hop.action == "arrive":
-            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", (arrive, "bold")))
+            node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", (arrive, "bold")))
         elif hop.action == "deliver":
-            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
+            node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("delivered", "bold green"), f" ({hop.route})"))
         elif hop.action == "drop":
-            tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("dropped", "bold red"), f": {hop.reason}"))
+            node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: ", ("dropped", "bold red"), f": {hop.reason}"))
+        elif hop.bridge is not None:
+            node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: bridged on ", (hop.bridge, "cyan"),
+                                          f" → out {hop.out}, to {hop.next_hop}"))
         else:
             node = tree.add(Text.assemble(f"{i}. {hop.where}{came}: route ", (hop.route or "?", "cyan"),
                                           f" → out {hop.out}, next hop {hop.next_hop}"))
-            if hop.wire:
-                node.add(Text(" → ".join(hop.wire), style="dim"))
+        if hop.policy is not None and hop.action != "drop":  # a drop's reason is the hook's words already
+            node.add(Text.assemble(("policy ", "bold magenta"), hop.policy.words))
+        if hop.wire and hop.action == "forward":
+            node.add(Text(" → ".join(hop.wire), style="dim"))
     return tree
 
 
@@ -167,7 +172,8 @@ def leg_json(lg: Leg | None) -> list[dict[str, Any]] | None:
     if lg is None:
         return None
     return [{"at": h.where, "netns": h.netns, "in": h.came_in, "action": h.action, "route": h.route,
-             "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf}
+             "out": h.out, "nextHop": h.next_hop, "wire": h.wire, "reason": h.reason, "bpf": h.bpf,
+             "bridge": h.bridge, "policy": h.policy.to_json() if h.policy is not None else None}
             for h in lg.hops]
 
 

@@ -52,7 +52,8 @@ def test_a_trace_is_said_and_written_as_json_from_its_hops() -> None:
     assert doc["outcome"] == "dropped" and doc["summary"] == trace_view.summary(t)
     assert doc["there"][0] == {"at": src.id, "netns": "ns-a", "in": None, "action": "forward",
                                "route": "default via 10.244.0.1 dev eth0", "out": "eth0", "nextHop": "10.244.0.1",
-                               "wire": ["cni0 (node1)"], "reason": "", "bpf": None}
+                               "wire": ["cni0 (node1)"], "reason": "", "bpf": None,
+                               "bridge": None, "policy": None}
     assert [h["action"] for h in doc["back"]] == ["drop"]
     # `trace --json` adds the real probe; the programs' counters only where there are programs
     probed = trace_view.probed_json(lab, t, "timeout", True, {"node1": {"forwarded": 1}})

@@ -381,16 +381,18 @@ def _no_route(lab: Lab, dst: IPv4Address | IPv6Address) -> str:
     return f"no route to {dst}: the kernel answers 'network unreachable'"
 
 
-def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4) -> Trace:
+def trace(lab: Lab, src_text: str, dst_text: str, family: int = 4, wiring: Wiring | None = None) -> Trace:
     """The path of one packet and its reply. `family` 6 traces IPv6 (the kernel's IPv6 route
-    lookups); an address given as DST decides the family itself."""
+    lookups); an address given as DST decides the family itself. `wiring`: the lab's wiring read
+    already, for many traces of one lab (the nodes' nftables are read per trace, so policies
+    changed since on those data planes are seen; an ebpf node's maps are the wiring's)."""
     dst = resolve_endpoint(lab, dst_text, family)
     src = resolve_endpoint(lab, src_text, dst.family)
     if src.family != dst.family:
         raise LabError(f"{src_text} and {dst_text} are of different families (IPv{src.family}, IPv{dst.family})")
     if src == dst:
         raise LabError("source and destination are the same endpoint")
-    w = Wiring(lab)
+    w = wiring or Wiring(lab)
     judged = policy_lookup.judged(lab, src.ip)
     hooks = policy_hooks.hooks(lab, src, dst)
     there = leg(w, src, dst.ip, judged=judged, hooks=hooks)

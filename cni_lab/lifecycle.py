@@ -248,7 +248,9 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         readings = faults.readings(lab)
         if readings:
             result = dataclasses.replace(result, faults=tuple(readings))
-        return result
+        from cni_lab.lesson import causes  # traces the failing pairs: the kernel read while the lab is locked
+
+        return causes.attach(result)
 
 
 def record_check(result: CheckResult) -> str:

@@ -28,12 +28,25 @@ from cni_lab.probe.engine import NAT, OK, TIMEOUT, UNREACHABLE, Extra, Outcomes,
 from cni_lab.probe.pairs import AllPairs, Endpoint, Pair, PairCause
 from cni_lab.probe.workers import Picked, Workers
 
-if TYPE_CHECKING:  # the evaluator's values: a lab with policies loads them
+if TYPE_CHECKING:  # the evaluator's values: a lab with policies loads them; a fault as recorded
+    from cni_lab.faults import Fault
     from cni_lab.policy import Workload
     from cni_lab.policy.cause import Cause
 
 PARALLEL_FROM = 2_000  # pairs; below, one process is faster than forking
 MAX_WORKERS = 4
+FAILURE_KINDS = ("fault", "route", "policy", "nat", "unexplained")
+
+
+@dataclass(frozen=True)
+class FailureCause:
+    """Why a pair (or a Service probe) is not as expected, as check found it after probing
+    (lesson/causes.py): a recorded fault, the drop a trace meets (no route, no neighbour, a
+    policy chain), the policies or a NAT, or, never empty, that nothing found explains it."""
+
+    kind: str  # one of FAILURE_KINDS
+    words: str
+    fault: Fault | None = None  # kind "fault": the first recorded fault that explains it
 
 
 @dataclass
@@ -46,6 +59,7 @@ class PairResult:
     detail: str = ""
     # a policy lab's: works out `cause` when it is first asked for (pairs.Expected.cause)
     explain: Callable[[], PairCause | None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    failure: FailureCause | None = None  # a pair not as expected: why (lesson/causes.py), once attached
 
     @property
     def met(self) -> bool:
@@ -107,6 +121,9 @@ class CheckResult:
     services: tuple[ServiceProbe, ...] = ()  # pod → Service: every pod to every Service port
     # (node, destination) ids → the source the node's kernel picks for it: what policies see (ipBlock)
     node_sources: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    # why each pair (by index) and Service probe (by its index in `services`) failed: lesson/causes.attach
+    causes: dict[int, FailureCause] = dataclasses.field(default_factory=dict)
+    service_causes: dict[int, FailureCause] = dataclasses.field(default_factory=dict)
 
     def port_expected(self, r: PortResult) -> bool:
         """Whether the policies let this port probe through (no policies: every probe must pass)."""
@@ -155,13 +172,14 @@ class CheckResult:
         extra = self.outcomes.extra.get(i)
         expected = self._expected
         why = None if expected.evaluator is None else functools.partial(expected.cause, pair.src, pair.dst, pair.rule)
+        failure = self.causes.get(i)
         if code == OK:  # a node's source is the kernel's choice: any of its addresses (engine.Prober.owns)
             seen = extra.observed if extra is not None and extra.observed else pair.src.address
-            return PairResult(pair, "ok", rtt, seen, identity(self.lab.name, pair.dst), explain=why)
+            return PairResult(pair, "ok", rtt, seen, identity(self.lab.name, pair.dst), explain=why, failure=failure)
         verdict = verdict_of(code)
         if extra is None:
-            return PairResult(pair, verdict, rtt, explain=why)
-        return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail, why)
+            return PairResult(pair, verdict, rtt, explain=why, failure=failure)
+        return PairResult(pair, verdict, rtt, extra.observed, extra.answered_by, extra.detail, why, failure)
 
     def _met_flags(self) -> Iterator[tuple[int, str, bool, bool]]:
         """(index, rule, met, expected ok) per pair, without building result objects."""

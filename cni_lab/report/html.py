@@ -42,9 +42,11 @@ def _matrix(check: dict[str, Any]) -> str:
                 continue
             rtt = f", {p['rttMs']:.2f} ms" if p.get("rttMs") else ""
             seen = f", receiver saw {p['observedSource']}" if p.get("observedSource") else ""
-            # then why: the probe's detail, and in a policy lab why the policies say what they say
+            # then why: the probe's detail, in a policy lab why the policies say what they say, and
+            # for a pair not as expected what check found broke it
+            failed = (p.get("failureCause") or {}).get("words")
             title = f"{src} → {dst}: {p['verdict']}{rtt}{seen}." + "".join(
-                f" {why}" for why in (p.get("detail"), p.get("cause")) if why)
+                f" {why}" for why in (p.get("detail"), p.get("cause"), failed and f"Cause: {failed}.") if why)
             cls = "" if p["met"] else ' class="miss"'
             tds.append(f'<td{cls} style="background:{VERDICT_COLORS[p["verdict"]]}" title="{escape(title)}"></td>')
         rows.append(f"<tr><th>{i + 1} {escape(src)}</th>{''.join(tds)}</tr>")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from cni_lab import names
 from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
-from cni_lab.report.terminal import service_words
+from cni_lab.report.terminal import grouped, service_words
 
 if TYPE_CHECKING:  # results are made by `check`; `up --json` needs no prober
-    from cni_lab.probe.matrix import CheckResult, PairResult
+    from cni_lab.probe.matrix import CheckResult, FailureCause, PairResult
     from cni_lab.probe.pairs import PairCause
 from cni_lab.state import Status
 
@@ -40,7 +40,18 @@ def pair_json(r: PairResult) -> dict[str, Any]:
     }
     if r.explain is not None and (cause := r.cause) is not None:  # a policy lab's pairs only
         out["cause"] = cause.describe()
+    if r.failure is not None:  # a pair not as expected: why (lesson/causes.py)
+        out["failureCause"] = failure_json(r.failure)
     return out
+
+
+def failure_json(cause: FailureCause) -> dict[str, Any]:
+    return {"kind": cause.kind, "fault": None if cause.fault is None else cause.fault.to_dict(), "words": cause.words}
+
+
+def counted(causes: list[FailureCause | None]) -> str:
+    """`fault link-down at node2: node2's eth0 is down (4); ...`: what a JUnit failure message ends with."""
+    return "; ".join(f"{words} ({n})" for words, n in grouped(causes))
 
 
 def port_json(result: CheckResult, r: Any) -> dict[str, Any]:
@@ -129,8 +140,9 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                       "targetPort": s.target_port, "targetPorts": dict(s.targets),
                       "unconfirmed": s.unconfirmed, "busy": list(s.busy),
                       "answers": [{"answeredBy": a.endpoint, "observedSource": a.seen, "reachedPort": a.port}
-                                  for a in s.answers]}
-                     for s in result.services],
+                                  for a in s.answers],
+                      **({"failureCause": failure_json(result.service_causes[i])} if i in result.service_causes else {})}
+                     for i, s in enumerate(result.services)],
         "mtu": None if result.mtu is None else [
             {"src": m.src.id, "dst": m.dst.id, "family": m.src.family, "size": m.size, "passed": m.passed,
              "largest": m.largest}
@@ -181,10 +193,15 @@ def check_junit(result: CheckResult) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"cni-lab.{result.lab.name}", name=title, time="0")
         if not s.passed:
             bad = [r for r in one.failures if r.pair.rule == s.rule]
-            failure = ET.SubElement(case, "failure", message=f"{s.total - s.met}/{s.total} pairs not as expected")
+            causes = [r.failure for r in bad]
+            message = f"{s.total - s.met}/{s.total} pairs not as expected"
+            if any(causes):
+                message += f": {counted(causes)}"
+            failure = ET.SubElement(case, "failure", message=message)
             failure.text = "\n".join(
                 f"{r.pair.src.id} → {r.pair.dst.id}: {r.verdict} (expected {'/'.join(sorted(r.pair.expected))})"
                 + (f" {r.detail}" if r.detail else "") + _because(r.cause)
+                + (f" — cause: {r.failure.words}" if r.failure is not None else "")
                 for r in bad
             )
         else:
@@ -205,10 +222,14 @@ def check_junit(result: CheckResult) -> str:
     for service in result.services:
         by_service.setdefault(service.title, []).append(service)
     standard = service_words(result.lab).standard  # as kube-proxy, or Cilium's replacement of it, does it
+    why = {id(s): result.service_causes.get(i) for i, s in enumerate(result.services)}
     for name, probes in by_service.items():  # Services: a case per port dialled (they count in `passed`)
         wrong = [p for p in probes if not p.ok]
-        _extra_case(suite, classname, name, f"{len(wrong)}/{len(probes)} not {standard}",
-                    [f"{p.via or p.src}: {p.problem}" for p in wrong], f"{len(probes)}/{len(probes)} {standard}")
+        causes = [why[id(p)] for p in wrong]
+        _extra_case(suite, classname, name, f"{len(wrong)}/{len(probes)} not {standard}"
+                    + (f": {counted(causes)}" if any(causes) else ""),
+                    [f"{p.via or p.src}: {p.problem}" + (f" — cause: {c.words}" if (c := why[id(p)]) else "")
+                     for p in wrong], f"{len(probes)}/{len(probes)} {standard}")
     if result.lab.capabilities.runs_cni_plugins:  # the runtime's CNI CHECK of every pod counts in `passed` too
         _extra_case(suite, classname, "CNI CHECK", f"{len(result.cni_problems)} CNI CHECK problems",
                     list(result.cni_problems))

@@ -17,7 +17,7 @@ from cni_lab.plan import Plan
 from cni_lab.probe.pairs import endpoints
 
 if TYPE_CHECKING:  # results are made by `check`; `up` renders a table without loading the prober
-    from cni_lab.probe.matrix import CheckResult
+    from cni_lab.probe.matrix import CheckResult, FailureCause
     from cni_lab.probe.service_probes import ServiceProbe
 
 
@@ -180,6 +180,7 @@ def services_view(result: CheckResult) -> list[RenderableType]:
         groups.setdefault(s.title, []).append(s)
     parts: list[RenderableType] = []
     words = service_words(result.lab)
+    why = {id(s): c for i, s in enumerate(result.services) if (c := result.service_causes.get(i)) is not None}
     for title, probes in groups.items():
         spread: dict[str, int] = {}
         for p in probes:
@@ -200,7 +201,8 @@ def services_view(result: CheckResult) -> list[RenderableType]:
             silent = [p.via for p in probes if p.ok and not p.answers and not p.unconfirmed]
             parts.append(Text.assemble((title, "bold"), head + f"nodes {words.standard} ({shares}"
                                        + (f"; silent: {', '.join(silent)}" if silent else "") + f"), {how}  ", mark))
-        parts += [Text(f"  {p.via or p.src}: {p.problem}", style="red") for p in bad]
+        parts += [Text(f"  {p.via or p.src}: {p.problem}" + (f" — cause: {c.words}" if (c := why.get(id(p))) else ""),
+                       style="red") for p in bad]
     for busy in sorted({b for s in result.services for b in s.busy}):
         pod, _, port = busy.partition(" ")
         accepted = "datagrams it answered" if port.endswith("/UDP") else "connections it accepted"
@@ -249,6 +251,18 @@ def ports_view(result: CheckResult) -> list[RenderableType]:
     return parts
 
 
+def grouped(causes: list[FailureCause | None]) -> list[tuple[str, int]]:
+    """The causes' words with how many said them, most first (unknown: not looked for)."""
+    counts: dict[str, int] = {}
+    for c in causes:
+        words = c.words if c is not None else "cause not looked for"
+        counts[words] = counts.get(words, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])
+
+
+CAUSES_LISTED = 5  # per rule, under the rules' table; --json has every pair's
+
+
 def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
     lab = result.lab
     parts: list[RenderableType] = []
@@ -267,6 +281,13 @@ def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
             text += f" · {s.failed_as_expected}/{s.must_fail} expected failures seen"
         mark = Text("✓", style="bold green") if s.passed else Text("✗", style="bold red")
         rules.add_row(Text(s.title, style="bold"), text, mark)
+        causes = [r.failure for r in result.failures if r.pair.rule == s.rule]
+        if any(causes):  # why this rule's pairs failed, the commonest cause first
+            counts = grouped(causes)
+            for words, n in counts[:CAUSES_LISTED]:
+                rules.add_row("", Text(f"{n} × {words}", style="red"), "")
+            if len(counts) > CAUSES_LISTED:
+                rules.add_row("", Text(f"… and {len(counts) - CAUSES_LISTED} more causes (see --json)", style="red"), "")
     parts.append(rules)
     failures = result.failures
     if failures:
@@ -274,7 +295,8 @@ def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
         for col in ("from", "to", "verdict", "expected", "why"):
             table.add_column(col)
         for r in failures[:50]:
-            why = " · ".join(w for w in (r.detail, r.cause.describe() if r.cause is not None else "") if w)
+            policy = r.cause.describe() if r.cause is not None and r.failure is None else ""
+            why = " · ".join(w for w in (r.detail, r.failure.words if r.failure is not None else policy) if w)
             table.add_row(f"{r.pair.src.id} {r.pair.src.ip}", f"{r.pair.dst.id} {r.pair.dst.ip}",
                           Text(r.verdict, style=VERDICT_STYLE[r.verdict]), "/".join(sorted(r.pair.expected)), why)
         if len(failures) > 50:

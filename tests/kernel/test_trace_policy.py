@@ -35,7 +35,7 @@ def pod_pairs(lab: Lab) -> list[tuple[int, int]]:
     return [(s, d) for s in pods for d in pods if s != d]
 
 
-@pytest.mark.parametrize("dataplane", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("dataplane", ["host-gw"])  # vxlan: the same chains (test_policy.py)
 def test_trace_agrees_with_the_probe_on_every_e2e_case_and_names_the_dropping_policy(make_lab: MakeLab,
                                                                                     dataplane: str) -> None:
     lab = make_lab({**E2E_MODEL, **plane(dataplane)})

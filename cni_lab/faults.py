@@ -50,16 +50,23 @@ class Fault:
     route: SavedRoute | None = None  # the deleted route, as read from the kernel
 
     def describe(self) -> str:
-        if self.route is not None:
-            return f"route-del: {self.target.split('>')[0]} lost `{self.route.text}`"
+        """The fault in words: what `fault` and `status` say, and what check names as a cause."""
+        if self.kind == "link-down":
+            return f"link-down at {self.target}: {self.target}'s {self.ifname} is down"
+        if self.kind == "route-del":
+            holder = self.target.split(">")[0]
+            lost = f"`{self.route.text}`" if self.route is not None and self.route.text else "its route to the other node's pods"
+            return f"route-del {self.target}: {holder} lost {lost}"
+        if self.kind == "pod-down":
+            return f"pod-down {self.target}: its {self.ifname} is down"
         if self.kind == "forward-drop":
-            return f"forward-drop: {self.target} drops forwarded pod traffic (nft table inet {FAULT_TABLE})"
+            return f"forward-drop at {self.target}: nft table inet {FAULT_TABLE} drops the pod traffic it forwards"
         if self.kind == "bpf-detach":
-            return f"bpf-detach: {self.target} (cil_from_container off {self.ifname})"
+            return f"bpf-detach {self.target}: cil_from_container is off {self.ifname}"
         if self.kind == "bpf-backend-del":
             node, pod = self.target.split(">")
-            return f"bpf-backend-del: {pod}'s backends gone from {node}'s cilium_lb4_backends_v3 (its slots stay)"
-        return f"{self.kind}: {self.target} ({self.ifname} down)"
+            return f"bpf-backend-del {self.target}: {pod}'s backends are gone from {node}'s cilium_lb4_backends_v3 (its slots stay)"
+        return f"{self.kind} {self.target}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "netns": self.netns, "ifname": self.ifname,

@@ -45,7 +45,7 @@
  *
  * Cilium compiles one object per endpoint with its addresses as constants; cni-lab compiles once
  * and puts them in maps, so the object is built once per source version and cached.
- * IPv6 is forwarded as IPv4 is (ipv6.h); Services, masquerade and policy are IPv4's.
+ * IPv6 is forwarded and policed as IPv4 is (ipv6.h); Services and masquerade are IPv4's.
  */
 #include "ebpf_lib/common.h"
 #include "ebpf_lib/eps.h"
@@ -241,7 +241,17 @@ static __always_inline int lb4_local(struct __sk_buff *skb, struct packet *p, st
 	return 0;
 }
 
-/* -- IPv6: forwarding only (the lab's Services, masquerade and policy are IPv4's) --------------------- */
+/* The node's own packet to a pod of this node: out of the pod's lxc device (bpf_redirect_peer
+ * works from tc ingress only, and this is cilium_host's egress), with the MACs the pod expects. */
+static __always_inline int out_of_lxc(struct __sk_buff *skb, struct endpoint_info *ep)
+{
+	bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
+	bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
+	count(METRIC_LOCAL_DELIVERY);
+	return bpf_redirect(ep->ifindex, 0);
+}
+
+/* -- IPv6: forwarding and policy (the lab's Services and masquerade are IPv4's) ----------------------- */
 
 static __always_inline int forward6(struct __sk_buff *skb, struct node_config *cfg, __u32 identity)
 {
@@ -338,10 +348,7 @@ static __always_inline int from_host6(struct __sk_buff *skb, struct node_config 
 		/* the local node may always reach its pods: tracked, so replies pass the pod's egress */
 		if (parse6(skb, &t) == 0 && ct_state6(&t, TUPLE_F_IN) == CT_NEW)
 			ct_create6(skb, &t, TUPLE_F_IN, HOST_ID);
-		bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
-		bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
-		count(METRIC_LOCAL_DELIVERY);
-		return bpf_redirect(ep->ifindex, 0);
+		return out_of_lxc(skb, ep);
 	}
 	info = ipcache_lookup6(daddr);
 	if (info && tunnelled(cfg, info))
@@ -558,11 +565,7 @@ int cil_from_host(struct __sk_buff *skb)
 		/* the local node may always reach its pods (allow-localhost): tracked, so replies pass */
 		if (parse(skb, &p) == 0 && ct_state(&p, TUPLE_F_IN) == CT_NEW)
 			ct_create(skb, &p, TUPLE_F_IN, HOST_ID);
-		/* bpf_redirect_peer works from tc ingress only: out of the lxc device, into the pod */
-		bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0);
-		bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0);
-		count(METRIC_LOCAL_DELIVERY);
-		return bpf_redirect(ep->ifindex, 0);
+		return out_of_lxc(skb, ep);
 	}
 	info = ipcache_lookup4(ip->daddr);
 	if (info && tunnelled(cfg, info))

@@ -35,22 +35,7 @@ TRACE_CAP = 200  # failing pairs traced per family; a trace reads a few tables p
 
 def fault_words(f: Fault) -> str:
     """The fault as a cause names it: `fault link-down at node2: node2's eth0 is down`."""
-    if f.kind == "link-down":
-        return f"fault link-down at {f.target}: {f.target}'s {f.ifname} is down"
-    if f.kind == "route-del":
-        holder = f.target.split(">")[0]
-        lost = f"`{f.route.text}`" if f.route is not None and f.route.text else "its route to the other node's pods"
-        return f"fault route-del {f.target}: {holder} lost {lost}"
-    if f.kind == "pod-down":
-        return f"fault pod-down {f.target}: its {f.ifname} is down"
-    if f.kind == "forward-drop":
-        return f"fault forward-drop at {f.target}: nft table inet {faults.FAULT_TABLE} drops the pod traffic it forwards"
-    if f.kind == "bpf-detach":
-        return f"fault bpf-detach {f.target}: cil_from_container is off {f.ifname}"
-    if f.kind == "bpf-backend-del":
-        node, pod = f.target.split(">")
-        return f"fault bpf-backend-del {f.target}: {pod}'s backends are gone from {node}'s cilium_lb4_backends_v3 (its slots stay)"
-    return f"fault {f.kind} {f.target}"
+    return f"fault {f.describe()}"
 
 
 def _pod_netns(lab: Lab, target: str) -> str:

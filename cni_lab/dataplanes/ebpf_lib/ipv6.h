@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* cni-lab's ebpf data plane: IPv6, as the programs carry it (bpf/lib/ipv6.h, icmp6.h, fib.h):
  * the pod's neighbour solicitation for its router answered in BPF, hop limits, local delivery,
- * the FIB and the tunnel. Services, masquerade and policy are IPv4-only in the lab. */
+ * connection tracking and policy (the same maps), the tunnel. Services and masquerade are IPv4's. */
 #pragma once
 #include <linux/ipv6.h>
 #include "eps.h"

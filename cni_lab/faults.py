@@ -34,6 +34,7 @@ from cni_lab.cluster import Lab
 from cni_lab.executor import apply
 from cni_lab.kernel import daemons, edit, readback
 from cni_lab.kernel.edit import SavedRoute
+from cni_lab.rulesets import observe
 from cni_lab.steps import BpfServices
 
 KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach", "bpf-backend-del")
@@ -146,7 +147,8 @@ def forward_drop_rules(lab: Lab) -> str:
     for cluster in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6):
         if cluster is not None:
             ip = "ip6" if cluster.version == 6 else "ip"
-            rules += f"    {ip} saddr {cluster} counter drop\n    {ip} daddr {cluster} counter drop\n"
+            for field in ("saddr", "daddr"):
+                rules += f"    {ip} {field} {cluster} {observe.log('fault forward-drop')} counter drop\n"
     return (
         f"table inet {FAULT_TABLE} {{\n"
         "  chain forward {\n"

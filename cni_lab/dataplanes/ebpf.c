@@ -93,9 +93,12 @@ static __always_inline int local_delivery(struct __sk_buff *skb, struct endpoint
 			if (ct && ct->rev_nat_index && !ct->node_port && !ct->lb_loopback &&
 			    lb4_rev_nat(skb, &p, ct->rev_nat_index) < 0)
 				return drop(METRIC_DROP);
-		} else if (p.tuple.saddr != IPV4_LOOPBACK &&
-			   policy_enforce(skb, &p, ep, identity ? identity : identity_of(p.tuple.saddr), 0, state)) {
-			return TC_ACT_SHOT;
+		} else if (p.tuple.saddr != IPV4_LOOPBACK) {
+			identity = identity ? identity : identity_of(p.tuple.saddr);
+			if (policy_enforce(skb, &p, ep, identity, 0, state))
+				return TC_ACT_SHOT;
+			if (state == CT_NEW)
+				send_trace_notify(skb, TRACE_TO_LXC, identity, ep->sec_id, ep->lxc_id, 0);
 		}
 	}
 	return redirect_to_pod(skb, ep);
@@ -152,8 +155,15 @@ static __always_inline int forward(struct __sk_buff *skb, struct packet *p, stru
 			return drop(METRIC_DROP);
 		return encap(skb, cfg, info, identity_of(p->tuple.saddr));
 	}
-	if (needs_masquerade(cfg, p, info) && snat_v4(skb, p, cfg->node_ip) < 0)
-		return drop(METRIC_DROP_NAT);
+	if (needs_masquerade(cfg, p, info)) {
+		__be32 pod = p->tuple.saddr;
+		int fresh = snat_v4(skb, p, cfg->node_ip);
+
+		if (fresh < 0)
+			return drop(METRIC_DROP_NAT);
+		if (fresh) /* a connection masqueraded: what observe reports as its translation */
+			send_trace_notify(skb, TRACE_TO_NETWORK, identity_of(pod), WORLD_ID, 0, pod);
+	}
 	return fib_redirect(skb, cfg);
 }
 
@@ -366,6 +376,7 @@ int cil_from_container(struct __sk_buff *skb)
 	struct endpoint_info *src;
 	struct ct_entry *ct;
 	int ret, state, created = 0;
+	__be32 frontend;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -380,6 +391,7 @@ int cil_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (p.tuple.daddr == IPV4_LOOPBACK)
 		return lb4_loopback_reply(skb, &p, cfg);
+	frontend = p.tuple.daddr;
 	state = ct_state(&p, TUPLE_F_OUT); /* a reply, before any translation: no policy for it */
 	ct = ct_lookup_reply(&p);
 	if (ct && ct->node_port) {
@@ -402,6 +414,9 @@ int cil_from_container(struct __sk_buff *skb)
 			state = ct_state(&p, TUPLE_F_OUT);
 		if (policy_enforce(skb, &p, src, identity_of(p.tuple.daddr), 1, created ? CT_NEW : state))
 			return TC_ACT_SHOT;
+		if (created || state == CT_NEW) /* a connection's first packet; a Service's: its frontend too */
+			send_trace_notify(skb, TRACE_FROM_LXC, src->sec_id, identity_of(p.tuple.daddr), 0,
+					  created ? frontend : 0);
 	}
 	return forward(skb, &p, cfg);
 }
@@ -430,7 +445,9 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct packet *p,
 	port = backend->port;
 	if (rewrite4(skb, p, 0, address, port) < 0)
 		return drop(METRIC_DROP);
-	ct_account(skb, p, TUPLE_F_OUT, backend_id, svc->rev_nat_index, 0, 1);
+	if (ct_account(skb, p, TUPLE_F_OUT, backend_id, svc->rev_nat_index, 0, 1))
+		send_trace_notify(skb, TRACE_FROM_NETWORK, identity_of(p->tuple.saddr), identity_of(address), 0,
+				  cfg->node_ip);
 	count(METRIC_LB);
 	ep = local_endpoint(address);
 	if (ep)

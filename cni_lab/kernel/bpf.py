@@ -438,8 +438,12 @@ NOTIFY_HDR = struct.Struct("=BBHIIHBB")  # type, subtype, source, hash, len_orig
 DROP_NOTIFY = struct.Struct("=III HBbI B3xQ".replace(" ", ""))  # src_label, dst_label, dst_id, line, file, ext_error,
 #                                                                  ifindex, flags, ip_trace_id
 POLICY_VERDICT = struct.Struct("=IiHBBB3xII")  # remote_label, verdict, dst_port, proto, dir|ipv6|match|audited|l3, auth, cookie, pad
+TRACE_NOTIFY = struct.Struct("=IIHBBI4s12xQ")  # src_label, dst_label, dst_id, reason, flags, ifindex, orig_ip4, ip_trace_id
 CAPTURE_LEN = 64
-NOTIFY_DROP, NOTIFY_POLICY_VERDICT = 1, 5
+NOTIFY_DROP, NOTIFY_TRACE, NOTIFY_POLICY_VERDICT = 1, 4, 5
+# bpf/lib/notify.h enum trace_point: where a trace was sent from
+TRACE_POINTS = ("TO_ENDPOINT", "TO_PROXY", "TO_HOST", "TO_STACK", "TO_OVERLAY", "FROM_ENDPOINT", "FROM_PROXY",
+                "FROM_HOST", "FROM_STACK", "FROM_OVERLAY", "FROM_NETWORK", "TO_NETWORK")
 DROP_REASONS = {133: "Policy denied", 158: "Service backend not found", 167: "No mapping for NAT masquerade",
                 171: "Invalid identity"}
 
@@ -448,7 +452,7 @@ DROP_REASONS = {133: "Policy denied", 158: "Service backend not found", 167: "No
 class Event:
     """A drop or a policy verdict the programs reported, with the packet's addresses and ports."""
 
-    type: str  # drop | policy-verdict
+    type: str  # drop | policy-verdict | trace
     reason: int  # a drop's reason (133 policy denied ...); a verdict's: 0 allowed, 133 denied
     endpoint: int  # the endpoint ID (source)
     src_identity: int  # drop: the sender's; verdict: the remote end's
@@ -457,6 +461,8 @@ class Event:
     protocol: int
     src: str  # address:port from the captured packet
     dst: str
+    point: str = ""  # a trace's observation point, Hubble's name (TRACE_POINTS: TO_ENDPOINT for TRACE_TO_LXC ...)
+    orig: str = ""  # a trace's address before the program translated the packet (a frontend, a pod masqueraded)
 
 
 def _addresses(data: bytes) -> tuple[int, str, str]:
@@ -520,6 +526,14 @@ def _event(record: bytes) -> Event | None:
         data = record[body + DROP_NOTIFY.size:][:len_cap]
         protocol, a, b = _addresses(data)
         return Event("drop", subtype, dst_id, src, dst, "", protocol, a, b)
+    if kind == NOTIFY_TRACE:
+        src, dst, dst_id, _, _, _, orig, _ = TRACE_NOTIFY.unpack_from(record, body)
+        data = record[body + TRACE_NOTIFY.size:][:len_cap]
+        protocol, a, b = _addresses(data)
+        point = TRACE_POINTS[subtype] if subtype < len(TRACE_POINTS) else str(subtype)
+        direction = "egress" if point in ("FROM_ENDPOINT", "TO_NETWORK") else "ingress"
+        return Event("trace", 0, source, src, dst, direction, protocol, a, b, point,
+                     str(IPv4Address(orig)) if orig != bytes(4) else "")
     if kind == NOTIFY_POLICY_VERDICT:
         remote, verdict, _, proto, bits, *_ = POLICY_VERDICT.unpack_from(record, body)
         data = record[body + POLICY_VERDICT.size:][:len_cap]

@@ -9,7 +9,8 @@ plan step applies it in the node's namespace; `nft list ruleset` there reads lik
                        ip daddr 10.244.0.3 jump to-wl-x/a }         # what goes to them
       chain input    { ... the pods' egress to the node itself }
       chain to-wl-x/a   { meta mark set meta mark & ~ALLOW; jump pi-x/deny-ingress; jump pi-x/allow-b
-                          meta mark & ALLOW == ALLOW return; counter drop }
+                          meta mark & ALLOW == ALLOW return
+                          log prefix "cni-lab policy-drop ingress" group 1 counter drop }
       chain pi-x/allow-b { ip saddr { 10.244.1.2 } tcp dport 80 meta mark set meta mark | ALLOW return }
     }
 
@@ -49,7 +50,7 @@ import base64
 import hashlib
 from ipaddress import IPv4Address, IPv6Address
 
-from cni_lab.rulesets import nft
+from cni_lab.rulesets import nft, observe
 from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.policy import IPBlock, Peer, Policy, PortRange, Rule, Workload
 
@@ -187,7 +188,8 @@ class Rules:
         lines = [f"meta mark set meta mark & {~ALLOW & 0xFFFFFFFF:#x}"]
         lines += [f"jump {policy_chain_name(p, direction)}" for p in policies]
         lines += [f"meta mark & {ALLOW:#x} == {ALLOW:#x} return",
-                  f'counter drop comment "{pod.qualified}: no {direction.lower()} policy allows this"']
+                  f'{observe.log("policy-drop " + direction.lower())} counter drop '
+                  f'comment "{pod.qualified}: no {direction.lower()} policy allows this"']
         return name, lines
 
     def node_table(self, node: Node) -> str:

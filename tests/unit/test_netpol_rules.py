@@ -124,6 +124,9 @@ def run_rule(chains: dict[str, list[str]], rule: str, packet: Packet) -> str | N
             return None
         elif word == "counter":
             i += 1
+        elif word == "log":  # log prefix "cni-lab policy-drop ..." group 1: observe's, no verdict
+            assert tokens[i + 1] == "prefix" and tokens[i + 3] == "group", rule
+            i += 5
         elif word == "comment":
             i += 2
         elif word == "jump":
@@ -239,13 +242,15 @@ def test_felix_shape_chains_per_workload_and_policy_with_the_accept_mark() -> No
     assert chains["input"][2:] == []  # no pod here is isolated for egress
     assert chains["to-wl-x/a"] == ["meta mark set meta mark & 0xfffeffff", "jump pi-x/allow-b",
                                    "meta mark & 0x10000 == 0x10000 return",
-                                   'counter drop comment "x/a: no ingress policy allows this"']
+                                   'log prefix "cni-lab policy-drop ingress" group 1 counter drop '
+                                   'comment "x/a: no ingress policy allows this"']
     assert chains["pi-x/allow-b"] == [f"ip saddr {{ {b.ip} }} tcp dport 80 meta mark set meta mark | 0x10000 return"]
     assert str(y_a.ip) not in node1
     node2 = nft.parse_chains(netpol.ruleset(lab, lab.node("node2")))
     assert list(node2) == ["forward", "input", "from-wl-x/c", "po-x/egress-c"]
     assert node2["forward"][2:] == node2["input"][2:] == [f"ip saddr {c.ip} jump from-wl-x/c"]
-    assert node2["from-wl-x/c"][-1] == 'counter drop comment "x/c: no egress policy allows this"'
+    assert node2["from-wl-x/c"][-1] == ('log prefix "cni-lab policy-drop egress" group 1 counter drop '
+                                        'comment "x/c: no egress policy allows this"')
     y_pods = sorted((p for p in lab.pods if p.namespace == "y"), key=lambda p: p.id)
     assert node2["po-x/egress-c"] == [
         f"ip daddr {{ {', '.join(str(p.ip) for p in y_pods)} }} meta mark set meta mark | 0x10000 return",

@@ -6,6 +6,7 @@
 #include "common.h"
 
 #define CAPTURE_LEN 64 /* bytes of the packet after each message: Ethernet, IPv4, ports */
+#define EVENTS_SIZE (256 * 1024) /* the ring's bytes (kernel/bpf.py EVENTS_SIZE) */
 
 /* Drop reasons, as their absolute values (bpf/lib/drop_reasons.h: DROP_POLICY is -133) */
 #define DROP_POLICY 133           /* "Policy denied" */
@@ -75,7 +76,7 @@ struct policy_verdict_notify {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, EVENTS_SIZE);
 } cilium_events SEC(".maps");
 
 /* The packet's first bytes after the message (len_cap of them). */
@@ -127,6 +128,72 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, __u8 prot
 	msg->proto = proto;
 	msg->ipv6 = ipv6;
 	msg->dir = egress ? POLICY_EGRESS : POLICY_INGRESS;
+	msg->len_cap = capture(skb, msg->data);
+	bpf_ringbuf_submit(msg, 0);
+}
+
+/* Observation points (bpf/lib/notify.h enum trace_point) the lab reports a trace at */
+enum {
+	TRACE_TO_LXC,
+	TRACE_TO_PROXY,
+	TRACE_TO_HOST,
+	TRACE_TO_STACK,
+	TRACE_TO_OVERLAY,
+	TRACE_FROM_LXC,
+	TRACE_FROM_PROXY,
+	TRACE_FROM_HOST,
+	TRACE_FROM_STACK,
+	TRACE_FROM_OVERLAY,
+	TRACE_FROM_NETWORK,
+	TRACE_TO_NETWORK,
+};
+
+#define TRACE_REASON_POLICY 0 /* CT_NEW: a connection's first packet (bpf/lib/trace.h) */
+
+/* bpf/lib/trace.h's struct trace_notify (version 1: no ip_trace_id use). A trace is sent for a
+ * connection's first packet only (as MONITOR_AGGREGATION medium reports new connections), where
+ * it leaves a pod (TRACE_FROM_LXC), is delivered to one (TRACE_TO_LXC), leaves SNATed
+ * (TRACE_TO_NETWORK) or enters as a NodePort (TRACE_FROM_NETWORK). orig_ip4: the address before
+ * the program translated it (a Service's frontend, a masqueraded pod), 0 if none. */
+struct trace_notify {
+	NOTIFY_CAPTURE_HDR
+	__u32 src_label;
+	__u32 dst_label;
+	__u16 dst_id;
+	__u8 reason;
+	__u8 flags;
+	__u32 ifindex;
+	__be32 orig_ip4;
+	__u32 orig_pad1;
+	__u32 orig_pad2;
+	__u32 orig_pad3;
+	__u64 ip_trace_id;
+	__u8 data[CAPTURE_LEN];
+};
+
+static __always_inline void send_trace_notify(struct __sk_buff *skb, __u8 obs_point, __u32 src, __u32 dst,
+					      __u16 dst_id, __be32 orig_ip4)
+{
+	struct trace_notify *msg;
+
+	/* traces keep to half the ring: unread, they must not crowd out the drops */
+	if (bpf_ringbuf_query(&cilium_events, BPF_RB_AVAIL_DATA) > EVENTS_SIZE / 2)
+		return;
+	msg = bpf_ringbuf_reserve(&cilium_events, sizeof(*msg), 0);
+	if (!msg)
+		return;
+	__builtin_memset(msg, 0, sizeof(*msg));
+	msg->type = CILIUM_NOTIFY_TRACE;
+	msg->subtype = obs_point;
+	msg->source = dst_id;
+	msg->len_orig = skb->len;
+	msg->version = 1;
+	msg->src_label = src;
+	msg->dst_label = dst;
+	msg->dst_id = dst_id;
+	msg->reason = TRACE_REASON_POLICY;
+	msg->ifindex = skb->ifindex;
+	msg->orig_ip4 = orig_ip4;
 	msg->len_cap = capture(skb, msg->data);
 	bpf_ringbuf_submit(msg, 0);
 }

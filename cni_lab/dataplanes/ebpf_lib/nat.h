@@ -48,7 +48,8 @@ static __always_inline int needs_masquerade(struct node_config *cfg, struct pack
 /* The connection's source becomes `addr` (the node's) and a port of the node's (the one it had
  * when that is in range and free; an ICMP echo's id is not clamped), both directions recorded in
  * cilium_snat_v4_external: OUT (the original tuple -> the new source), IN (the reply's tuple ->
- * the original source). On a collision a random port, then the next ones (snat_v4_new_mapping). */
+ * the original source). On a collision a random port, then the next ones (snat_v4_new_mapping).
+ * 1: a new mapping was made (the connection's first packet), 0: an existing one used, -1: failed. */
 static __always_inline int snat_v4(struct __sk_buff *skb, struct packet *p, __be32 addr)
 {
 	struct ipv4_ct_tuple out = p->tuple, in = {};
@@ -56,7 +57,7 @@ static __always_inline int snat_v4(struct __sk_buff *skb, struct packet *p, __be
 	__u16 port = bpf_ntohs(p->tuple.sport);
 	__be32 to_addr;
 	__be16 to_port;
-	int i;
+	int i, fresh = 0;
 
 	out.flags = TUPLE_F_OUT;
 	state = bpf_map_lookup_elem(&cilium_snat_v4_external, &out);
@@ -91,6 +92,7 @@ static __always_inline int snat_v4(struct __sk_buff *skb, struct packet *p, __be
 			return -1;
 		to_addr = addr;
 		to_port = bpf_htons(port);
+		fresh = 1;
 		fwd.common.created = rev.common.created;
 		fwd.to_addr = to_addr;
 		fwd.to_port = to_port;
@@ -99,7 +101,7 @@ static __always_inline int snat_v4(struct __sk_buff *skb, struct packet *p, __be
 	if (rewrite4(skb, p, 1, to_addr, to_port) < 0)
 		return -1;
 	count(METRIC_SNAT);
-	return 0;
+	return fresh;
 }
 
 /* A reply to the node's address: to the connection's original source when the node SNATed it

@@ -30,6 +30,7 @@ Where the lab differs, and why:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -137,8 +138,10 @@ _ICMP_NAMES = {("ICMPv4", 8): "EchoRequest", ("ICMPv4", 0): "EchoReply", ("ICMPv
 
 def rfc3339(t: float) -> str:
     """2024-05-01T12:00:00.123456789Z: UTC, nanoseconds, as protojson writes a Timestamp."""
-    ns = round(t * 1_000_000_000)
-    seconds, rest = divmod(ns, 1_000_000_000)
+    seconds = math.floor(t)  # apart, as a float holds an epoch's seconds to about 0.2 µs
+    rest = round((t - seconds) * 1_000_000_000)
+    if rest == 1_000_000_000:
+        seconds, rest = seconds + 1, 0
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
 
 

@@ -230,7 +230,8 @@ class Decoder:
             src, dst = (src, replace(dst, identity=e.src_identity)) if direction == "egress" else (
                 replace(src, identity=e.src_identity), dst)
         else:
-            src, dst = replace(src, identity=e.src_identity or src.identity), replace(dst, identity=e.dst_identity or dst.identity)
+            src = replace(src, identity=e.src_identity or src.identity)
+            dst = replace(dst, identity=e.dst_identity or dst.identity)
         protocol = packets.PROTOCOL_NAMES.get(e.protocol, f"IP/{e.protocol}")
         flow = Flow(time=r.time, verdict="FORWARDED", ip_version=version, protocol=protocol, source=src,
                     destination=dst, node=node, event_source="bpf", rule=e.type,
@@ -261,7 +262,8 @@ class Decoder:
     def _bpf_drop(self, flow: Flow, reason: int, node: str) -> Flow:
         text = DROP_REASONS.get(reason, f"drop reason {reason}")
         if reason == 158:
-            program = "cil_from_container (lb4_local)" if flow.source.kind == "pod" else "cil_from_netdev (nodeport_lb4)"
+            program = ("cil_from_container (lb4_local)" if flow.source.kind == "pod"
+                       else "cil_from_netdev (nodeport_lb4)")
             front = self._frontend_of(flow.destination) or flow.destination.describe()
             words = (f"{text}: {program} picked a backend of {front} that {node}'s cilium_lb4_backends_v3 "
                      "does not hold")

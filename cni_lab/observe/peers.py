@@ -71,12 +71,12 @@ class Directory:
         self.pod_devices: dict[tuple[str, str], Pod] = {}  # (node, host-side device) → pod
         for node in lab.nodes:
             for pod in node.pods:
-                for dev in (names.pod_host_veth(lab.name, node.name, pod.name), names.cali_veth(lab.name, node.name, pod.name),
-                            names.lxc_veth(lab.name, node.name, pod.name)):
+                for host_side in (names.pod_host_veth, names.cali_veth, names.lxc_veth):  # whichever the plane made
+                    dev = host_side(lab.name, node.name, pod.name)
                     self.pod_devices[(node.name, dev)] = pod
 
     def _pod_peer(self, pod: Pod, address: str, endpoint: int) -> Peer:
-        labels = tuple(sorted(f"k8s:{k}={v}" for k, v in pod.labels)) + (f"k8s:io.kubernetes.pod.namespace={pod.namespace}",)
+        labels = (*sorted(f"k8s:{k}={v}" for k, v in pod.labels), f"k8s:io.kubernetes.pod.namespace={pod.namespace}")
         return Peer("pod", pod.id, address, namespace=pod.namespace, pod_name=pod.pod_name, node=pod.node,
                     labels=labels, identity=self.identities.get(pod.id), endpoint_id=endpoint if self.bpf else None)
 

@@ -25,46 +25,13 @@ from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
 from cni_lab.faults import Fault
 from cni_lab.lesson import trace as tracing
+from cni_lab.lesson.fault_rules import fault_words, pod_netns, touches_pair
 from cni_lab.lesson.hops import Hop
 from cni_lab.probe.matrix import CheckResult, FailureCause, PairResult
 from cni_lab.probe.pairs import Decided, Endpoint, PairCause
 from cni_lab.probe.service_probes import ServiceProbe
 
 TRACE_CAP = 200  # failing pairs traced per family; a trace reads a few tables per hop
-
-
-def fault_words(f: Fault) -> str:
-    """The fault as a cause names it: `fault link-down at node2: node2's eth0 is down`."""
-    return f"fault {f.describe()}"
-
-
-def _pod_netns(lab: Lab, target: str) -> str:
-    """A fault's NODE/POD as the pod's namespace (what an endpoint carries)."""
-    node, _, pod = target.partition("/")
-    return names.pod_netns(lab.name, node, pod)
-
-
-def _nodes(*ends: Endpoint) -> set[str]:
-    return {e.node for e in ends if e.kind != "outside"}
-
-
-def touches_pair(lab: Lab, f: Fault, src: Endpoint, dst: Endpoint) -> bool:
-    """The rule per kind: whether the fault lies on the pair's way, either direction (a probe
-    needs its reply). Asked of failing pairs only, so a rule may be generous."""
-    nodes = _nodes(src, dst)
-    if f.kind == "link-down":
-        return f.target in nodes
-    if f.kind == "route-del":
-        holder, other = f.target.split(">")
-        if holder == "router":  # the fabric's router: every way into the other node's pods from off it
-            return other in nodes and any(e.node != other for e in (src, dst))
-        return nodes == {holder, other}
-    if f.kind in ("pod-down", "bpf-detach"):
-        return _pod_netns(lab, f.target) in (src.netns, dst.netns)
-    if f.kind == "forward-drop":  # the node forwards for its pods, but not its own packets to them
-        pod_here = any(e.kind == "pod" and e.node == f.target for e in (src, dst))
-        return pod_here and not any(e.kind == "node" and e.node == f.target for e in (src, dst))
-    return False  # bpf-backend-del: Service probes only
 
 
 def touched_by_hops(f: Fault, hops: Sequence[Hop]) -> bool:
@@ -92,11 +59,11 @@ def touches_service(lab: Lab, f: Fault, probe: ServiceProbe) -> bool:
         holder, other = f.target.split(">")
         return other in nodes and (holder == "router" or holder in nodes)
     if f.kind in ("pod-down", "bpf-detach"):
-        return _pod_netns(lab, f.target) in pods
+        return pod_netns(lab, f.target) in pods
     if f.kind == "bpf-backend-del":
         node, pod = f.target.split(">")
         by = {client.node if client else None, probe.via or None}
-        return node in by and _pod_netns(lab, pod) in pods
+        return node in by and pod_netns(lab, pod) in pods
     return False
 
 

@@ -120,6 +120,19 @@ def _kernel_features(flag: str) -> list[Check]:
         if nft is not None:
             out.append(Check("kernel: nftables", nft.returncode == 0, "works" if nft.returncode == 0 else nft.stderr.strip(),
                              "sudo modprobe nf_tables", False))
+        out.append(_flow_sources())
     finally:
         netns.remove(PROBE_NS)
     return out
+
+
+def _flow_sources() -> Check:
+    """What `observe` reads: an nflog group and conntrack events, bound in the probe namespace."""
+    from cni_lab.kernel import flowsources
+
+    try:
+        flowsources.Reader([PROBE_NS]).close()
+    except OSError as e:
+        return Check("kernel: nflog, conntrack events", False, e.strerror or str(e),
+                     "sudo modprobe nfnetlink_log nf_conntrack_netlink (observe reads its flows there)", False)
+    return Check("kernel: nflog, conntrack events", True, "an nflog group and ctnetlink events bound")

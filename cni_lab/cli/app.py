@@ -36,6 +36,7 @@ COMMANDS = {
     "graph": "pictures", "report": "pictures",
     "doctor": "host_commands", "completion": "host_commands",
     "policy": "policies",
+    "observe": "flows",
 }
 
 

@@ -98,7 +98,7 @@ static __always_inline int local_delivery(struct __sk_buff *skb, struct endpoint
 			if (policy_enforce(skb, &p, ep, identity, 0, state))
 				return TC_ACT_SHOT;
 			if (state == CT_NEW)
-				send_trace_notify(skb, TRACE_TO_LXC, identity, ep->sec_id, ep->lxc_id, 0);
+				send_trace_notify(skb, TRACE_TO_LXC, identity, ep->sec_id, ep->lxc_id, 0, 0);
 		}
 	}
 	return redirect_to_pod(skb, ep);
@@ -157,12 +157,13 @@ static __always_inline int forward(struct __sk_buff *skb, struct packet *p, stru
 	}
 	if (needs_masquerade(cfg, p, info)) {
 		__be32 pod = p->tuple.saddr;
+		__be16 sport = p->tuple.sport;
 		int fresh = snat_v4(skb, p, cfg->node_ip);
 
 		if (fresh < 0)
 			return drop(METRIC_DROP_NAT);
 		if (fresh) /* a connection masqueraded: what observe reports as its translation */
-			send_trace_notify(skb, TRACE_TO_NETWORK, identity_of(pod), WORLD_ID, 0, pod);
+			send_trace_notify(skb, TRACE_TO_NETWORK, identity_of(pod), WORLD_ID, 0, pod, sport);
 	}
 	return fib_redirect(skb, cfg);
 }
@@ -377,6 +378,7 @@ int cil_from_container(struct __sk_buff *skb)
 	struct ct_entry *ct;
 	int ret, state, created = 0;
 	__be32 frontend;
+	__be16 frontend_port;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -392,6 +394,7 @@ int cil_from_container(struct __sk_buff *skb)
 	if (p.tuple.daddr == IPV4_LOOPBACK)
 		return lb4_loopback_reply(skb, &p, cfg);
 	frontend = p.tuple.daddr;
+	frontend_port = p.tuple.dport;
 	state = ct_state(&p, TUPLE_F_OUT); /* a reply, before any translation: no policy for it */
 	ct = ct_lookup_reply(&p);
 	if (ct && ct->node_port) {
@@ -416,7 +419,7 @@ int cil_from_container(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		if (created || state == CT_NEW) /* a connection's first packet; a Service's: its frontend too */
 			send_trace_notify(skb, TRACE_FROM_LXC, src->sec_id, identity_of(p.tuple.daddr), 0,
-					  created ? frontend : 0);
+					  created ? frontend : 0, created ? frontend_port : 0);
 	}
 	return forward(skb, &p, cfg);
 }
@@ -433,8 +436,8 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct packet *p,
 	struct lb4_backend *backend;
 	struct endpoint_info *ep;
 	__u32 backend_id = 0;
-	__be32 address;
-	__be16 port;
+	__be32 address, frontend = p->tuple.daddr;
+	__be16 port, frontend_port = p->tuple.dport;
 
 	backend = lb4_select(skb, p, svc, &backend_id);
 	if (!backend) {
@@ -447,7 +450,7 @@ static __always_inline int nodeport_lb4(struct __sk_buff *skb, struct packet *p,
 		return drop(METRIC_DROP);
 	if (ct_account(skb, p, TUPLE_F_OUT, backend_id, svc->rev_nat_index, 0, 1))
 		send_trace_notify(skb, TRACE_FROM_NETWORK, identity_of(p->tuple.saddr), identity_of(address), 0,
-				  cfg->node_ip);
+				  frontend, frontend_port);
 	count(METRIC_LB);
 	ep = local_endpoint(address);
 	if (ep)

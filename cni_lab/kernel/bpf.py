@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import shutil
+import socket
 import struct
 import subprocess
 import sysconfig
@@ -438,7 +439,8 @@ NOTIFY_HDR = struct.Struct("=BBHIIHBB")  # type, subtype, source, hash, len_orig
 DROP_NOTIFY = struct.Struct("=III HBbI B3xQ".replace(" ", ""))  # src_label, dst_label, dst_id, line, file, ext_error,
 #                                                                  ifindex, flags, ip_trace_id
 POLICY_VERDICT = struct.Struct("=IiHBBB3xII")  # remote_label, verdict, dst_port, proto, dir|ipv6|match|audited|l3, auth, cookie, pad
-TRACE_NOTIFY = struct.Struct("=IIHBBI4s12xQ")  # src_label, dst_label, dst_id, reason, flags, ifindex, orig_ip4, ip_trace_id
+TRACE_NOTIFY = struct.Struct("=IIHBBI4sH10xQ")  # src_label, dst_label, dst_id, reason, flags, ifindex, orig_ip4,
+#                                                 its port (the lab's, in orig_pad1), ip_trace_id
 CAPTURE_LEN = 64
 NOTIFY_DROP, NOTIFY_TRACE, NOTIFY_POLICY_VERDICT = 1, 4, 5
 # bpf/lib/notify.h enum trace_point: where a trace was sent from
@@ -462,7 +464,7 @@ class Event:
     src: str  # address:port from the captured packet
     dst: str
     point: str = ""  # a trace's observation point, Hubble's name (TRACE_POINTS: TO_ENDPOINT for TRACE_TO_LXC ...)
-    orig: str = ""  # a trace's address before the program translated the packet (a frontend, a pod masqueraded)
+    orig: str = ""  # a trace's address[:port] before the program translated the packet (a frontend, a pod masqueraded)
 
 
 def _addresses(data: bytes) -> tuple[int, str, str]:
@@ -527,13 +529,15 @@ def _event(record: bytes) -> Event | None:
         protocol, a, b = _addresses(data)
         return Event("drop", subtype, dst_id, src, dst, "", protocol, a, b)
     if kind == NOTIFY_TRACE:
-        src, dst, dst_id, _, _, _, orig, _ = TRACE_NOTIFY.unpack_from(record, body)
+        src, dst, dst_id, _, _, _, orig, orig_port, _ = TRACE_NOTIFY.unpack_from(record, body)
         data = record[body + TRACE_NOTIFY.size:][:len_cap]
         protocol, a, b = _addresses(data)
         point = TRACE_POINTS[subtype] if subtype < len(TRACE_POINTS) else str(subtype)
         direction = "egress" if point in ("FROM_ENDPOINT", "TO_NETWORK") else "ingress"
-        return Event("trace", 0, source, src, dst, direction, protocol, a, b, point,
-                     str(IPv4Address(orig)) if orig != bytes(4) else "")
+        front = str(IPv4Address(orig)) if orig != bytes(4) else ""
+        if front and orig_port:
+            front += f":{socket.ntohs(orig_port)}"
+        return Event("trace", 0, source, src, dst, direction, protocol, a, b, point, front)
     if kind == NOTIFY_POLICY_VERDICT:
         remote, verdict, _, proto, bits, *_ = POLICY_VERDICT.unpack_from(record, body)
         data = record[body + POLICY_VERDICT.size:][:len_cap]

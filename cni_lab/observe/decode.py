@@ -30,7 +30,7 @@ from cni_lab.kernel.bpf import DROP_REASONS
 from cni_lab.kernel.flowsources import Logged, Raw, Reported, Tracked
 from cni_lab.lesson.fault_rules import fault_words, touches_pair
 from cni_lab.observe import icmp_errors, packets
-from cni_lab.observe.flows import EVENT_DROP, EVENT_POLICY_VERDICT, HUBBLE_DROPS, Flow, Peer, PolicyRef
+from cni_lab.observe.flows import EVENT_DROP, EVENT_POLICY_VERDICT, EVENT_TRACE, HUBBLE_DROPS, Flow, Peer, PolicyRef
 from cni_lab.observe.peers import Directory
 from cni_lab.probe.pairs import Endpoint
 from cni_lab.rulesets import kubeproxy, masquerade, netpol
@@ -233,6 +233,8 @@ class Decoder:
             src = replace(src, identity=e.src_identity or src.identity)
             dst = replace(dst, identity=e.dst_identity or dst.identity)
         protocol = packets.PROTOCOL_NAMES.get(e.protocol, f"IP/{e.protocol}")
+        if e.type == "trace":
+            return self._bpf_trace(r, src, dst, node, version, protocol)
         flow = Flow(time=r.time, verdict="FORWARDED", ip_version=version, protocol=protocol, source=src,
                     destination=dst, node=node, event_source="bpf", rule=e.type,
                     point={"egress": "FROM_ENDPOINT", "ingress": "TO_ENDPOINT"}.get(direction, "UNKNOWN_POINT"),
@@ -243,6 +245,32 @@ class Decoder:
                            event_subtype=0 if e.type == "policy-verdict" else POLICY_DENIED)
             return self._bpf_policy(flow, pod, direction, e.endpoint, denied)
         return self._bpf_drop(flow, e.reason, node)
+
+    def _bpf_trace(self, r: Reported, src: Peer, dst: Peer, node: str, version: int, protocol: str) -> Flow:
+        """A connection's first packet where a program let it out of a pod, into one, out to the
+        world SNATed, or in as a NodePort: FORWARDED, or TRANSLATED where it rewrote an address
+        (`orig`: the frontend, or the pod before its masquerade)."""
+        e = r.event
+        egress = e.point in ("FROM_ENDPOINT", "TO_NETWORK")
+        flow = Flow(time=r.time, verdict="FORWARDED", ip_version=version, protocol=protocol,
+                    source=replace(src, identity=e.src_identity or src.identity),
+                    destination=replace(dst, identity=e.dst_identity or dst.identity), node=node,
+                    event_source="bpf", rule=f"trace {e.point}", point=e.point,
+                    direction="EGRESS" if egress else "INGRESS", event_type=EVENT_TRACE, event_subtype=0)
+        if not e.orig:
+            return flow
+        orig_addr, orig_port = split(e.orig)
+        if e.point == "TO_NETWORK":  # masquerade: the packet already left as the node
+            pod = self.dir.peer(orig_addr, orig_port, node)
+            translated = flow.source
+            return replace(flow, verdict="TRANSLATED", source=pod, translated=translated, source_xlated=src.address,
+                           cause=f"masquerade at {node}: {pod.address} → {translated.describe().rpartition(' ')[2]} "
+                                 f"({self._masquerader(False)})")
+        front = self.dir.peer(orig_addr, orig_port, node)
+        program = "cil_from_container (lb4_local)" if e.point == "FROM_ENDPOINT" else "cil_from_netdev (nodeport_lb4)"
+        words = self._frontend_of(front) or f"DNAT {front.describe()}"
+        return replace(flow, verdict="TRANSLATED", destination=front, translated=flow.destination,
+                       cause=f"{words} → endpoint {flow.destination.describe()} ({program})")
 
     def _bpf_policy(self, flow: Flow, pod: Pod | None, direction: str, endpoint: int, denied: bool) -> Flow:
         egress = direction == "egress"

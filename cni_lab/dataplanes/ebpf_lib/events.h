@@ -154,7 +154,8 @@ enum {
  * connection's first packet only (as MONITOR_AGGREGATION medium reports new connections), where
  * it leaves a pod (TRACE_FROM_LXC), is delivered to one (TRACE_TO_LXC), leaves SNATed
  * (TRACE_TO_NETWORK) or enters as a NodePort (TRACE_FROM_NETWORK). orig_ip4: the address before
- * the program translated it (a Service's frontend, a masqueraded pod), 0 if none. */
+ * the program translated it (a Service's frontend, a masqueraded pod), 0 if none; its port in
+ * orig_pad1 (the lab's addition: a frontend is an address and a port). */
 struct trace_notify {
 	NOTIFY_CAPTURE_HDR
 	__u32 src_label;
@@ -164,7 +165,7 @@ struct trace_notify {
 	__u8 flags;
 	__u32 ifindex;
 	__be32 orig_ip4;
-	__u32 orig_pad1;
+	__u32 orig_pad1; /* the lab's: the port before translation, network byte order (Cilium's is 0) */
 	__u32 orig_pad2;
 	__u32 orig_pad3;
 	__u64 ip_trace_id;
@@ -172,7 +173,7 @@ struct trace_notify {
 };
 
 static __always_inline void send_trace_notify(struct __sk_buff *skb, __u8 obs_point, __u32 src, __u32 dst,
-					      __u16 dst_id, __be32 orig_ip4)
+					      __u16 dst_id, __be32 orig_ip4, __be16 orig_port)
 {
 	struct trace_notify *msg;
 
@@ -194,6 +195,7 @@ static __always_inline void send_trace_notify(struct __sk_buff *skb, __u8 obs_po
 	msg->reason = TRACE_REASON_POLICY;
 	msg->ifindex = skb->ifindex;
 	msg->orig_ip4 = orig_ip4;
+	msg->orig_pad1 = orig_port;
 	msg->len_cap = capture(skb, msg->data);
 	bpf_ringbuf_submit(msg, 0);
 }

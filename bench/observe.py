@@ -79,7 +79,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_rate(rate: int, seconds: float) -> dict[str, Any]:
-    node1, client, server = f"cnilab-{LAB}.node1", f"cnilab-{LAB}.node1.pod-1", f"cnilab-{LAB}.node2.pod-1"
+    node1, client = f"cnilab-{LAB}.node1", f"cnilab-{LAB}.node1.pod-1"
     observer = subprocess.Popen([*CLI, "observe", LAB, "--json", "--node", "node1", "--protocol", "udp",
                                  "--verdict", "FORWARDED"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = [0]

@@ -221,9 +221,12 @@ def status(name: str | None) -> state.Status:
 
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,
           neighbour_cap: int | None = None, notice: Callable[[str], None] | None = None,
-          ports: tuple[str, ...] | None = None) -> CheckResult:
+          ports: tuple[str, ...] | None = None, observe: bool | None = None) -> CheckResult:
     """Probe every pair of a running lab (holding its lock, so it is not torn down meanwhile).
-    `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py)."""
+    `neighbour_cap` raises the host's neighbour table limits; `down` puts them back (neighbours.py).
+    `observe`: read the lab's flow sources while probing (observing.py), for the causes and `report`;
+    None: where the lab has at most OBSERVE_ENDPOINTS pods and nodes (a larger matrix's flows are
+    millions, too many to read)."""
     require_root("check")
     privileges.require_raw_sockets("check")
     lab_name = pick(name)
@@ -238,7 +241,12 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
         transports.require(lab.scenario.protocol_uses(), lab.scenario.source)  # what check dials, the kernel opens
         from cni_lab.probe import matrix
 
-        result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
+        if observe is None:
+            observe = len(lab.pods) + len(lab.nodes) <= OBSERVE_ENDPOINTS
+        if observe:
+            result = _observed_run(lab, lambda: matrix.run(lab, progress=progress, mtu=mtu, notice=notice))
+        else:
+            result = matrix.run(lab, progress=progress, mtu=mtu, notice=notice)
         if lab.capabilities.runs_cni_plugins:
             # as a runtime may: ask every plugin to CHECK what it set up for each pod
             problems = [p for record in sorted(folder.glob(names.CNI_RESULTS)) for p in cni_runtime.check(record, folder)]
@@ -250,7 +258,31 @@ def check(name: str | None, progress: Callable[[int, int], None] | None = None, 
             result = dataclasses.replace(result, faults=tuple(readings))
         from cni_lab.lesson import causes  # traces the failing pairs: the kernel read while the lab is locked
 
-        return causes.attach(result)
+        return causes.attach_observed(causes.attach(result))
+
+
+OBSERVE_ENDPOINTS = 200  # check observes labs up to this size unless told (--observe / --no-observe)
+FLOW_CAP = 20_000  # flows check decodes and keeps of one run (a 1000-pod matrix sends millions)
+
+
+def _observed_run(lab: Lab, run: Callable[[], CheckResult]) -> CheckResult:
+    """`run` (the matrix) with the lab's flow sources read meanwhile (observing.Recording), and
+    what they saw decoded into the result's flows."""
+    from cni_lab import faults, observing
+    from cni_lab.observe.decode import Decoder
+
+    with observing.Recording(lab) as recording:
+        result = run()
+    if recording.busy:
+        return dataclasses.replace(result, flows_note="another observer (`cni-lab observe`) held the lab's flow "
+                                                      "sources: check recorded no flows")
+    decoder = Decoder(lab, faults.recorded(lab.name))
+    raw = recording.raw(FLOW_CAP)
+    flows = [f for r in raw if (f := decoder.flow(r)) is not None]
+    note = ""
+    if len(raw) >= FLOW_CAP or recording.drained:
+        note = f"flows: the first {len(raw)} packets and events read were decoded; more were not kept"
+    return dataclasses.replace(result, flows=tuple(flows), flows_note=note)
 
 
 def record_check(result: CheckResult) -> str:

@@ -49,17 +49,23 @@ def sources(lab: Lab, conntrack: bool = True) -> Iterator[flowsources.Reader]:
         reader.close()
 
 
+KEEP_BYTES = 32 << 20  # what a recording keeps of the sources' datagrams; past it, it drains and counts
+
+
 class Recording:
     """What the lab's sources report while a block runs (check's probing), kept raw on a thread
-    of its own (reading is cheap; decoding waits until the block is over, so it takes no time
-    from the probes). Where another observer holds the lab's nflog groups (`observe` running),
-    nothing is recorded, and `busy` says so: two readers would split the BPF rings' events."""
+    of its own (receiving is cheap; decoding waits until the block is over and is asked for, so
+    it takes no time from the probes), up to KEEP_BYTES. Where another observer holds the lab's
+    nflog groups (`observe` running), nothing is recorded, and `busy` says so: two readers would
+    split the BPF rings' events."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.chunks: list[flowsources.Chunk] = []
+        self.kept = 0  # bytes of datagrams kept
+        self.drained = 0  # datagrams and events received past KEEP_BYTES, not kept
         self.busy = False
-        self.raw: list[flowsources.Raw] = []  # decoded once the block is over
+        self._reader: flowsources.Reader | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stack = contextlib.ExitStack()
@@ -70,15 +76,31 @@ class Recording:
             self.busy = True
             self._stack.close()
             return self
+        self._reader = reader
         self._thread = threading.Thread(target=self._run, args=(reader,), name="cni-lab-observe", daemon=True)
         self._thread.start()
         return self
 
+    def _keep(self, chunks: list[flowsources.Chunk]) -> None:
+        for chunk in chunks:
+            size = len(chunk[3]) if isinstance(chunk[3], bytes) else 128
+            if self.kept + size > KEEP_BYTES:
+                self.drained += 1
+                continue
+            self.kept += size
+            self.chunks.append(chunk)
+
     def _run(self, reader: flowsources.Reader) -> None:
         while not self._stop.is_set():
-            self.chunks += reader.receive(0.1)
-        self.chunks += reader.receive(0)  # what the last probes left
-        self.raw = reader.decode(self.chunks)
+            self._keep(reader.receive(0.1))
+        self._keep(reader.receive(0))  # what the last probes left
+
+    def raw(self, limit: int | None = None) -> list[flowsources.Raw]:
+        """What was kept, decoded (the first `limit` packets and events)."""
+        if self._reader is None:
+            return []
+        decoded = self._reader.decode(self.chunks)
+        return decoded if limit is None else decoded[:limit]
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

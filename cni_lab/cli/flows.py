@@ -34,7 +34,10 @@ def _recorded(lab_name: str) -> Iterable[Flow]:
     document = lifecycle.last_check(lab_name)
     if document is None:
         raise LabError(f"lab {lab_name} has no check on record: run `sudo cni-lab check {lab_name}` first")
-    return [from_json(f) for f in document.get("flows", [])]  # type: ignore[union-attr]
+    recorded = document.get("flows") or []
+    if not isinstance(recorded, list):
+        raise LabError(f"lab {lab_name}'s last check holds no flows: run `sudo cni-lab check {lab_name} --observe`")
+    return [from_json(f) for f in recorded]
 
 
 @cli.command()

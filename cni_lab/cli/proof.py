@@ -25,11 +25,12 @@ def _notice(text: str) -> None:
 
 
 def _check(lab: str | None, mtu: bool, neighbour_cap: int | None,
-           ports: tuple[str, ...] | None = None) -> tuple[CheckResult, str]:
+           ports: tuple[str, ...] | None = None, observe: bool | None = None) -> tuple[CheckResult, str]:
     """Probe the lab and record the result for `report`; the JSON comes back as recorded, and
     --json prints that same text."""
     with _progress("probing pairs") as progress:
-        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice, ports=ports)
+        result = lifecycle.check(lab, progress, mtu=mtu, neighbour_cap=neighbour_cap, notice=_notice, ports=ports,
+                                 observe=observe)
     return result, lifecycle.record_check(result)
 
 
@@ -55,8 +56,11 @@ def _report_check(result: CheckResult, document: str, as_json: bool, junit: str 
                    "puts it back. Not needed: without it, check probes big labs in batches that fit the table.")
 @click.option("--port", "ports", multiple=True, metavar="PROTO/PORT",
               help="Probe every pod pair on this port (tcp/80, udp/81; repeat it) instead of the scenario's probe.ports.")
+@click.option("--observe/--no-observe", default=None,
+              help="Record the flows the probes make, as `observe` sees them (default: labs of up to 200 pods and "
+                   "nodes): each failure's cause quotes the drop seen; `report` and `observe --last-check` show them.")
 def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbour_cap: int | None,
-          ports: tuple[str, ...]) -> None:
+          ports: tuple[str, ...], observe: bool | None) -> None:
     """Prove the Kubernetes network model: probe every ordered pair of pods and nodes.
 
     Each pair gets an ICMP echo and a UDP probe whose reply says which source address the
@@ -66,7 +70,7 @@ def check(lab: str | None, as_json: bool, junit: str | None, mtu: bool, neighbou
     \b
     Example: sudo cni-lab check --junit check.xml
     """
-    result, document = _check(lab, mtu, neighbour_cap, ports or None)
+    result, document = _check(lab, mtu, neighbour_cap, ports or None, observe)
     _report_check(result, document, as_json, junit)
     sys.exit(0 if result.passed else 1)
 

@@ -175,7 +175,7 @@ class Reader:
     """The lab's flow sources, open: per namespace an nflog listener bound to GROUP and a
     conntrack event listener; per ebpf node its ring buffer (polled: `bpf.events` consumes it).
     `read()` hands over what arrived. A namespace whose nflog group already has a listener (another
-    `observe`, or `check` observing) is refused by the kernel (EBUSY): `busy` names them, and
+    `observe`, or `check` observing) is refused by the kernel (EPERM): `busy` names them, and
     that namespace's nflog is not read here."""
 
     def __init__(self, namespaces: Sequence[str], rings: dict[str, str] | None = None,
@@ -197,7 +197,9 @@ class Reader:
                 self._bind_group(log, name)
             except OSError as e:
                 log.close()
-                if e.errno != errno.EBUSY:
+                # a group bound by another socket: EPERM (nfulnl_recv_config: the instance's peer
+                # is not us); as root nothing else refuses a bind with it
+                if e.errno not in (errno.EPERM, errno.EBUSY):
                     raise
                 self.busy.append(name)
             else:

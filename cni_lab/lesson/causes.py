@@ -189,3 +189,30 @@ def attach(result: CheckResult, cap: int = TRACE_CAP) -> CheckResult:
         first = dataclasses.replace(first, ipv6=_family(result.ipv6, recorded, tracer))
     bad = {i: service_cause(result.lab, recorded, s) for i, s in enumerate(result.services) if not s.ok}
     return dataclasses.replace(first, service_causes=bad) if bad else first
+
+
+def attach_observed(result: CheckResult) -> CheckResult:
+    """Each failing pair's cause with what check's observation saw of it (result.flows): the
+    first flow dropped or answered with an ICMP error between its two addresses, the pair's own
+    direction before its reply's. A pair nothing was seen of keeps its cause as it is."""
+    if not result.flows:
+        return result
+    seen: dict[tuple[str, str], str] = {}
+    for f in result.flows:
+        if f.verdict in ("DROPPED", "ERROR"):
+            seen.setdefault((f.source.address, f.destination.address), f"{f.verdict} at {f.node}: {f.cause}")
+
+    def family(one: CheckResult) -> CheckResult:
+        causes = dict(one.causes)
+        for r in one.failures:
+            cause = causes.get(r.pair.index)
+            src, dst = r.pair.src.address, r.pair.dst.address
+            words = seen.get((src, dst)) or seen.get((dst, src))
+            if cause is not None and words:
+                causes[r.pair.index] = dataclasses.replace(cause, observed=words)
+        return dataclasses.replace(one, causes=causes)
+
+    out = family(result)
+    if result.ipv6 is not None:
+        out = dataclasses.replace(out, ipv6=family(result.ipv6))
+    return out

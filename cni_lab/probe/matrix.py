@@ -30,6 +30,7 @@ from cni_lab.probe.workers import Picked, Workers
 
 if TYPE_CHECKING:  # the evaluator's values: a lab with policies loads them; a fault as recorded
     from cni_lab.faults import Fault
+    from cni_lab.observe.flows import Flow
     from cni_lab.policy import Workload
     from cni_lab.policy.cause import Cause
 
@@ -47,6 +48,7 @@ class FailureCause:
     kind: str  # one of FAILURE_KINDS
     words: str
     fault: Fault | None = None  # kind "fault": the first recorded fault that explains it
+    observed: str = ""  # what check's observation saw of it: `DROPPED at node2: policy: ...` (lesson/causes.py)
 
 
 @dataclass
@@ -124,6 +126,9 @@ class CheckResult:
     # why each pair (by index) and Service probe (by its index in `services`) failed: lesson/causes.attach
     causes: dict[int, FailureCause] = dataclasses.field(default_factory=dict)
     service_causes: dict[int, FailureCause] = dataclasses.field(default_factory=dict)
+    # what check observed while probing (observing.py): every flow, decoded; a note where none was read
+    flows: tuple[Flow, ...] = ()
+    flows_note: str = ""
 
     def port_expected(self, r: PortResult) -> bool:
         """Whether the policies let this port probe through (no policies: every probe must pass)."""

@@ -46,7 +46,10 @@ def pair_json(r: PairResult) -> dict[str, Any]:
 
 
 def failure_json(cause: FailureCause) -> dict[str, Any]:
-    return {"kind": cause.kind, "fault": None if cause.fault is None else cause.fault.to_dict(), "words": cause.words}
+    out = {"kind": cause.kind, "fault": None if cause.fault is None else cause.fault.to_dict(), "words": cause.words}
+    if cause.observed:
+        out["observed"] = cause.observed
+    return out
 
 
 def counted(causes: list[FailureCause | None]) -> str:
@@ -148,7 +151,27 @@ def check_json(result: CheckResult) -> dict[str, Any]:
              "largest": m.largest}
             for m in mtu
         ],
+        **flows_json(result),
     }
+
+
+FLOWS_KEPT = 2000  # flows a check's document keeps (what `report` and `observe --last-check` show)
+
+
+def flows_json(result: CheckResult) -> dict[str, Any]:
+    """What check observed while it probed: the flows (the dropped and errored first, then the
+    rest, up to FLOWS_KEPT), as `observe --json` writes them; nothing where check did not observe."""
+    if not result.flows and not result.flows_note:
+        return {}
+    from cni_lab.observe.flows import to_json
+
+    bad = [f for f in result.flows if f.verdict in ("DROPPED", "ERROR")]
+    rest = [f for f in result.flows if f.verdict not in ("DROPPED", "ERROR")]
+    kept = sorted((bad + rest)[:FLOWS_KEPT], key=lambda f: f.time)
+    note = result.flows_note
+    if len(result.flows) > FLOWS_KEPT:
+        note = (note + "; " if note else "") + f"{FLOWS_KEPT} of {len(result.flows)} flows kept, drops and errors first"
+    return {"flows": [to_json(f) for f in kept], "flowsSeen": len(result.flows), "flowsNote": note}
 
 
 def neighbours_json(result: CheckResult) -> dict[str, Any]:

@@ -296,7 +296,8 @@ def _family_view(result: CheckResult, dual: bool) -> list[RenderableType]:
             table.add_column(col)
         for r in failures[:50]:
             policy = r.cause.describe() if r.cause is not None and r.failure is None else ""
-            why = " · ".join(w for w in (r.detail, r.failure.words if r.failure is not None else policy) if w)
+            seen = f"seen: {r.failure.observed}" if r.failure is not None and r.failure.observed else ""
+            why = " · ".join(w for w in (r.detail, r.failure.words if r.failure is not None else policy, seen) if w)
             table.add_row(f"{r.pair.src.id} {r.pair.src.ip}", f"{r.pair.dst.id} {r.pair.dst.ip}",
                           Text(r.verdict, style=VERDICT_STYLE[r.verdict]), "/".join(sorted(r.pair.expected)), why)
         if len(failures) > 50:

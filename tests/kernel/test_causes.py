@@ -44,6 +44,9 @@ def assert_attributed(result: CheckResult, injected: faults.Fault) -> None:
     wrong = [(s, d, c) for s, d, c in bad
              if c is None or c.kind != "fault" or c.fault != injected or causes.fault_words(injected) not in c.words]
     assert wrong == [], wrong
+    # what check observed of them, where it saw a drop or an ICMP error, names the same fault
+    observed = [c.observed for _, _, c in bad if c is not None and c.observed]
+    assert all(causes.fault_words(injected) in words for words in observed), observed
     document = json.loads(json_junit.dumps(json_junit.check_json(result)))
     jsonschema.validate(document, SCHEMA)
     said = [p["failureCause"] for p in document["pairs"] if not p["met"]]

@@ -28,6 +28,8 @@ from cni_lab.cluster import Lab, Node
 CONNECT_DELAY = 1
 TUNNEL_DEVICES = ("*.cali", "*.calico", "tunl0")  # IBGPExportFilterForTunnelRoutes, Felix programming IPIP
 DIRECT_INTERFACES = '-"cali*", -"kube-ipvs*", "*"'  # DirectInterfaces without ignored interfaces
+BIRD_INT_MAX = 2147483647  # template.BirdIntMaxValue
+NORMAL_PRIORITY = 1024  # BGPConfiguration's IPv4NormalRoutePriority default
 
 
 def mesh_name(peer: IPv4Address | IPv6Address) -> str:
@@ -60,15 +62,39 @@ def kernel_pool_line(lab: Lab) -> str:
     return f"  if (net ~ {pool}) then {{ accept; }}"
 
 
+GR_COMMENT = """  graceful restart;  # Turn on graceful restart to reduce potential flaps in
+                     # routes when reloading BIRD configuration.  With a full
+                     # automatic mesh, there is no way to prevent BGP from
+                     # flapping since multiple nodes update their BGP
+                     # configuration at the same time, GR is not guaranteed to
+                     # work correctly in this scenario."""
+DIRECT_COMMENT = """ # Exclude cali* and kube-ipvs* but
+                                          # include everything else.  In
+                                          # IPVS-mode, kube-proxy creates a
+                                          # kube-ipvs0 interface. We exclude
+                                          # kube-ipvs0 because this interface
+                                          # gets an address for every in use
+                                          # cluster IP. We use static routes
+                                          # for when we legitimately want to
+                                          # export cluster IPs."""
+# BIRD 2 puts a protocol's routes through a channel: the options BIRD 1.6 takes in the protocol go
+# inside `ipv4 { ... };`, the lines themselves kept as Calico's template writes them
+CHANNEL, END = "  ipv4 {  # BIRD 2: the IPv4 channel", "  };"
+
+
 def bird_aggr(node: Node) -> str:
     """bird_aggr.cfg: the node's block as a static blackhole, and calico_aggr, which exports the
     block and nothing beneath it."""
     block = node.pod_cidr
     return f"""# ------------- bird_aggr.cfg -------------
-protocol static {{
-  ipv4;
+template static static_template {{
+{CHANNEL}
+{END}
    # IP blocks for this host.
    route {block} blackhole;
+}}
+
+protocol static from static_template {{
 }}
 
 # Aggregation of routes on this host; export the block, nothing beneath it.
@@ -87,6 +113,15 @@ def bird_ipam(lab: Lab) -> str:
     pool = lab.scenario.cluster_cidr
     tunnels = " || ".join(f'(ifname ~ "{d}")' for d in TUNNEL_DEVICES)
     return f"""# ------------- bird_ipam.cfg -------------
+function reject_local_routes () {{
+  # Don't export local routes learned via BPF as they should never leave the node.
+  if (defined(ifname)) then {{
+     if (ifname ~ "bpf*.cali") then {{
+        reject;
+     }}
+  }}
+}}
+
 function calico_export_to_bgp_peers(bool internal_peer) {{
   # filter code terminates when it calls `accept;` or `reject;`,
   if (internal_peer) then {{
@@ -96,6 +131,7 @@ function calico_export_to_bgp_peers(bool internal_peer) {{
       }}
     }}
   }}
+  reject_local_routes();
   apply_communities();
   calico_aggr();
   if (net ~ {pool}) then {{ accept; }}
@@ -103,50 +139,78 @@ function calico_export_to_bgp_peers(bool internal_peer) {{
 
 filter calico_kernel_programming {{
 {kernel_pool_line(lab)}
-  if (source = RTS_STATIC || source = RTS_BGP) then {{ accept; }}  # BIRD 2 would program protocol direct's routes too
+  if (source = RTS_STATIC || source = RTS_BGP) then {{ accept; }}  # not protocol direct's routes
   reject;
 }}
 """
 
 
 def mesh_peer(lab: Lab, node: Node, peer: Node) -> str:
+    """One node-to-node mesh session (bgp_processor.go, processMeshPeers): multihop with TTL
+    security off, the node's own address as the source, passive where the peer's address sorts
+    after the node's, Calico's import and export filters."""
     asn = lab.scenario.as_number
-    lines = [f"protocol bgp {mesh_name(peer.ip)} from bgp_template {{  # {peer.name}",
+    lines = [f"protocol bgp {mesh_name(peer.ip)} from bgp_template {{",
              f"  neighbor {peer.ip} as {asn};",
              f"  source address {node.ip};  # The local address we use for the TCP connection",
              "  ttl security off;",
              "  multihop;",
-             "  ipv4 {",
-             "    import all;",
-             "    export filter {",
-             "      calico_export_to_bgp_peers(true);",
-             "      reject;",
-             "    };  # Only want to export routes for workloads.",
-             "  };"]
+             CHANNEL,
+             "  import filter {",
+             f"    if (defined(bgp_local_pref)&&(bgp_local_pref > {BIRD_INT_MAX - NORMAL_PRIORITY})) then",
+             "      preference = 200;",
+             "    accept;",
+             "  };",
+             "  export filter {",
+             "    if (defined(source) && source = RTS_BGP && defined(bgp_local_pref)) then {",
+             f"      krt_metric = {BIRD_INT_MAX} - bgp_local_pref;",
+             "    } else {",
+             f"      if (!defined(krt_metric)) then {{ krt_metric = {NORMAL_PRIORITY}; }}",
+             f"      bgp_local_pref = {BIRD_INT_MAX} - krt_metric;",
+             "    }",
+             "    calico_export_to_bgp_peers(true);",
+             "    reject;",
+             "  };  # Only want to export routes for workloads.",
+             END]
     if passive(node.ip, peer.ip):
         lines.append("  passive on;")
     return "\n".join([*lines, "}"])
 
 
+def bird_cfg_head() -> str:
+    """bird.cfg up to its includes: the kernel and direct templates."""
+    return f"""template kernel kernel_template {{
+  learn;             # Learn all alien routes from the kernel
+  persist;           # Don't remove routes on bird shutdown
+  scan time 2;       # Scan kernel routing table every 2 seconds
+{CHANNEL}
+  import all;
+{END}
+}}
+
+template direct direct_template {{
+{CHANNEL}
+{END}
+  interface {DIRECT_INTERFACES};{DIRECT_COMMENT}
+}}
+"""
+
+
 def bird_cfg(lab: Lab, node: Node) -> str:
-    """bird.cfg proper: kernel, device and direct protocols, the BGP template, the mesh."""
+    """bird.cfg after its includes: kernel, device and direct protocols, the BGP template, the mesh."""
     asn = lab.scenario.as_number
     peers = "\n".join(mesh_peer(lab, node, o) for o in lab.nodes if o is not node)
     return f"""# ------------- bird.cfg -------------
 router id {router_id(lab, node)};
 
 # Configure synchronization between routing tables and kernel.
-protocol kernel {{
-  learn;             # Learn all alien routes from the kernel
-  persist;           # Don't remove routes on bird shutdown
-  scan time 2;       # Scan kernel routing table every 2 seconds
-  ipv4 {{
-    import all;
-    export filter calico_kernel_programming; # Default is export none
-  }};
-  graceful restart;  # Turn on graceful restart to reduce potential flaps in routes
+protocol kernel from kernel_template {{
+{CHANNEL}
+  export filter calico_kernel_programming; # Default is export none
+{END}
+{GR_COMMENT}
   merge paths on;    # Allow export multipath routes (ECMP)
-  metric 0;          # no metric on the routes, as BIRD 1.6 installs them
+  metric 0;          # BIRD 2's default is 32: no metric, as the lab's routes have none
 }}
 
 # Watch interface up/down events.
@@ -154,25 +218,25 @@ protocol device {{
   scan time 2;    # Scan interfaces every 2 seconds
 }}
 
-protocol direct {{
-  ipv4;
-  interface {DIRECT_INTERFACES}; # Exclude cali* and kube-ipvs* but include everything else.
+protocol direct from direct_template {{
 }}
 
 # Template for all BGP clients
 template bgp bgp_template {{
   description "Connection to BGP peer";
   local as {asn};
+{CHANNEL}
+  gateway recursive; # This should be the default, but just in case.
+  add paths on;
+{END}
   graceful restart;  # See comment in kernel section about graceful restart.
   connect delay time {CONNECT_DELAY};
   connect retry time 5;
   error wait time 5,30;
-  ipv4 {{
-    gateway recursive; # This should be the default, but just in case.
-    add paths on;
-  }};
 }}
 
+# -------------- BGP Filters ------------------
+# No v4 BGPFilters configured
 # BGP Protocol Configurations
 {peers}
 """
@@ -231,8 +295,8 @@ template bgp bgp_template6 {{
 
 
 def bird_conf(lab: Lab, node: Node) -> str:
-    """The whole file BIRD reads: Calico's three IPv4 files in the order bird.cfg includes them
-    (bird_aggr.cfg, bird_ipam.cfg, then the rest of bird.cfg), then the IPv6 part."""
+    """The whole file BIRD reads: bird.cfg with its two includes (bird_aggr.cfg, bird_ipam.cfg)
+    put where it includes them, then the IPv6 part."""
     head = f"""# Generated by cni-lab for node {node.name} of lab {lab.name}, after Calico's confd templates.
 log "bird.log" all;  # BIRD runs in its own folder of the lab's state
 
@@ -242,4 +306,4 @@ function apply_communities ()
 """
     if node.ip.version == 6:
         return head + f"router id {router_id(lab, node)};\n\nprotocol device {{\n  scan time 2;\n}}\n" + v6_part(lab, node)
-    return "\n".join([head, bird_aggr(node), bird_ipam(lab), bird_cfg(lab, node)]) + v6_part(lab, node)
+    return "\n".join([head, bird_cfg_head(), bird_aggr(node), bird_ipam(lab), bird_cfg(lab, node)]) + v6_part(lab, node)

@@ -94,6 +94,23 @@ def vtep_mac6(lab: str, node: str) -> str:
     return vtep_mac(lab, f"{node}/v6")
 
 
+# Calico's tunnel devices and Felix's numbers (felix/dataplane/linux/dataplanedefs/dataplane_defs.go,
+# felix/config/config_params.go: VXLANVNI 4096, VXLANPort 4789)
+CALICO_VXLAN = "vxlan.calico"
+CALICO_VXLAN_VNI = 4096
+CALICO_VXLAN_PORT = 4789  # IANA's VXLAN port (flannel keeps the kernel's old 8472)
+CALICO_IPIP = "tunl0"  # the ipip module's fallback device, which Felix configures
+FELIX_PROTO = 80  # dataplanedefs.DefaultRouteProto: Felix's same-subnet, blackhole and IPIP routes
+
+
+def calico_vtep_mac(node: str) -> str:
+    """The MAC of a node's vxlan.calico as Felix derives it when the Node resource gives none
+    (felix/calc/vxlan_resolver.go, vtepMACForHost): the byte 'f' (0x66: locally administered,
+    unicast) and the first five bytes of the SHA-1 of the node's name."""
+    digest = hashlib.sha1(node.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (ord("f"), *digest[:5]))
+
+
 CALICO_HOST_MAC = "ee:ee:ee:ee:ee:ee"  # what Calico gives every cali veth's host end
 CALICO_GATEWAY6 = "fe80::ecee:eeff:feee:eeee"  # that MAC's link-local address: a Calico pod's IPv6 next hop
 CALICO_GATEWAY = "169.254.1.1"  # the link-local next hop every Calico pod routes through (proxy ARP answers)

@@ -102,6 +102,7 @@ class AddRoute:
     scope_link: bool = False
     src: IPv4Address | IPv6Address | None = None  # the preferred source of what the node itself sends this way
     mtu: int | None = None  # a route MTU (the overlay's, where the device's own is larger)
+    proto: int | None = None  # the route's protocol; None: boot, what `ip route add` leaves (80: Felix's)
 
     def describe(self) -> str:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst.network_address if self.dst.prefixlen == 32 else self.dst)
@@ -111,7 +112,35 @@ class AddRoute:
         src = f" src {self.src}" if self.src else ""
         mtu = f" mtu {self.mtu}" if self.mtu else ""
         family = " -6" if self.dst.version == 6 and self.dst.prefixlen == 0 else ""
-        return f"ip{family} -n {self.netns} route add {dst}{via} dev {self.dev}{scope}{onlink}{src}{mtu}"
+        proto = f" proto {self.proto}" if self.proto is not None else ""
+        return f"ip{family} -n {self.netns} route add {dst}{via} dev {self.dev}{proto}{scope}{onlink}{src}{mtu}"
+
+
+@dataclass(frozen=True)
+class AddBlackhole:
+    """A blackhole route: traffic to addresses of a node's own IPAM block that no pod holds stops
+    here instead of following the default route (Felix's, proto 80, in Calico's tunnel modes)."""
+
+    netns: str
+    dst: IPv4Network | IPv6Network
+    proto: int | None = None  # None: boot
+
+    def describe(self) -> str:
+        proto = f" proto {self.proto}" if self.proto is not None else ""
+        return f"ip -n {self.netns} route add blackhole {self.dst}{proto}"
+
+
+@dataclass(frozen=True)
+class AddIpip:
+    """The node's IPIP device: `tunl0`, the fallback device the ipip module gives every namespace,
+    which Felix sets up (MTU, address, up); made here if the module did not make it already."""
+
+    netns: str
+    ifname: str
+    mtu: int
+
+    def describe(self) -> str:
+        return f"ip -n {self.netns} link add {self.ifname} mtu {self.mtu} type ipip"
 
 
 @dataclass(frozen=True)
@@ -441,7 +470,7 @@ class CniAdd:
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
              BpfEndpoint, BpfIpcache, BpfIpcacheSync, BpfServices, BpfPolicy, LoadNftables,
-             SetHairpin]
+             SetHairpin, AddBlackhole, AddIpip]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

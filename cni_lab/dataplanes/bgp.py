@@ -16,16 +16,38 @@ veth with proxy_ndp and forwarding on, `<pod IPv6> dev caliX` on the node; BIRD 
 channel and a session per peer's IPv6 address (Mesh_fd00_192_168_1__3), and peers learn each
 other's /122 blocks. Calico runs two daemons (bird, bird6, BIRD 1.6); BIRD 2 does both in one.
 
-BGP sessions here are direct (one segment). Across routed segments Calico needs IPIP or VXLAN
-encapsulation or BGP peering with the fabric; the lab refuses that combination plainly.
+The IP pool's encapsulation (`calico: {vxlanMode, ipipMode}`, Calico's IPPool fields) and
+calico_backend (`calico: {backend: bird | vxlan}`) decide who programs the routes to other nodes'
+blocks (felix/dataplane/linux: vxlan_mgr.go, ipip_mgr.go, route_mgr.go; confd's kernel filter):
+
+    Never        BIRD: `10.244.Y.0/26 via <node Y IP> dev eth0 proto bird`, the blackhole `proto bird`
+    VXLAN        Felix: vxlan.calico (VNI 4096, UDP 4789, local = node IP, no learning, MTU underlay − 50,
+                 address = the block's first address, MAC 66:<SHA-1 of the node name>), per remote node
+                 `10.244.Y.0/26 via <Y's VTEP> dev vxlan.calico onlink mtu 1450`, a permanent neighbour
+                 (Y's VTEP → Y's VTEP MAC) and an fdb entry (Y's VTEP MAC → Y's node IP); the block's
+                 blackhole `proto 80`; BIRD still runs the mesh but programs none of the pool's routes
+    IPIP         Felix: tunl0 (MTU underlay − 20, address = the block's first address), per remote node
+                 `10.244.Y.0/26 via <node Y IP> dev tunl0 proto 80 onlink mtu 1480`
+    CrossSubnet  as Always towards nodes on another subnet; towards nodes on the node's own subnet
+                 Felix's unencapsulated route `10.244.Y.0/26 via <node Y IP> dev eth0 proto 80 onlink`
+    backend vxlan  VXLAN without BGP: the same routes from IPAM, and no BIRD at all
+
+Across routed segments (two racks) with the pool at Never the lab builds what a cluster would: the
+mesh is multihop, so every session comes up through the router; BIRD resolves a peer's next hop
+in another subnet recursively (`gateway recursive`), through the node's default route, and
+installs `10.244.Y.0/26 via <router> dev eth0 proto bird`. The router knows nothing of pod
+addresses: `check` shows every cross-rack pod pair unreachable (the router answers "net
+unreachable"), while node-to-node and same-rack pairs pass. CrossSubnet or Always fixes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 from cni_lab import names
-from cni_lab.dataplanes.capabilities import Capabilities
+from cni_lab.dataplanes.calico_bird import bird_conf, mesh_name, router_id
+from cni_lab.dataplanes.capabilities import Capabilities, Refused, Tunnel
 from cni_lab.errors import LabError
 from cni_lab.cluster import Lab, Node, Pod
 from cni_lab.model import Scenario
@@ -33,8 +55,13 @@ from cni_lab.steps import (
     DEFAULT_ROUTE,
     DEFAULT_ROUTE6,
     AddAddress,
+    AddBlackhole,
+    AddFdb,
+    AddIpip,
+    AddNeighbour,
     AddRoute,
     AddVeth,
+    AddVxlan,
     LinkUp,
     SetSysctl,
     StartBird,
@@ -42,6 +69,8 @@ from cni_lab.steps import (
     WaitBgp,
     WriteFile,
 )
+
+__all__ = ["Bgp", "CAPABILITIES", "bird_conf", "mesh_name", "router_id", "same_subnet", "vtep_address"]
 
 GATEWAY = IPv4Address(names.CALICO_GATEWAY)
 GATEWAY6 = IPv6Address(names.CALICO_GATEWAY6)
@@ -62,152 +91,59 @@ CAPABILITIES = Capabilities(
     services="kube-proxy-nftables",
     masquerade="calico",
 )
+VXLAN_TUNNEL = Tunnel(names.CALICO_VXLAN)  # 50 bytes, as flannel's
+IPIP_TUNNEL = Tunnel(names.CALICO_IPIP, overhead=20, overhead6=20)  # the outer IPv4 header alone
+ENCAPSULATED_IPV6 = ("the lab's Calico encapsulates IPv4 only (Calico's IPIP carries IPv4 alone; its "
+                     "vxlan-v6.calico is not modelled); for IPv6 keep vxlanMode and ipipMode Never")
 
 
-def mesh_name(peer: IPv4Address | IPv6Address) -> str:
-    """A mesh session's name, as Calico's template makes it: Mesh_ and the peer's address with
-    its dots (IPv6: colons) turned into underscores."""
-    return "Mesh_" + str(peer).replace(".", "_").replace(":", "_")
+def capabilities_of(scenario: Scenario) -> Capabilities:
+    """What the lab's Calico does with this IP pool and backend."""
+    calico = scenario.calico
+    if calico.encapsulation is None:
+        return CAPABILITIES
+    tunnel = VXLAN_TUNNEL if calico.encapsulation == "vxlan" else IPIP_TUNNEL
+    key = "vxlanMode" if calico.encapsulation == "vxlan" else "ipipMode"
+    return dataclasses.replace(CAPABILITIES, tunnel=tunnel, ipv6=Refused(f"calico.{key}: {ENCAPSULATED_IPV6}"),
+                               daemons=("bird",) if calico.runs_bird else ())
 
 
-def router_id(lab: Lab, node: Node) -> str:
-    """BGP's router ID is a 32-bit number written as an IPv4 address: the node's IPv4 address, or
-    on an IPv6-only node one made from its position (Calico: CALICO_ROUTER_ID=hash)."""
-    if node.ip.version == 4:
-        return str(node.ip)
-    return str(IPv4Address((10 << 24) + lab.nodes.index(node) + 1))
+def vtep_address(node: Node) -> IPv4Address:
+    """The address of the node's tunnel device (vxlan.calico or tunl0). Calico gives it the first
+    address IPAM hands out on the node, from the node's block; the lab's IPAM starts pods at the
+    block's first host, so the block's own first address (10.244.X.0) is free for it, as it is
+    on most Calico nodes."""
+    return IPv4Address(node.pod_cidr.network_address)
 
 
-def bird_conf(lab: Lab, node: Node) -> str:
-    """BIRD 2 configuration after Calico's confd templates (bird.cfg.template, bird6.cfg.template),
-    wherever BIRD 2 takes the same words: a static blackhole per block (bird_ipam.cfg), a kernel
-    protocol that learns, persists, scans every 2 s, restarts gracefully and merges paths, the
-    bgp_template, one Mesh_ session per peer. BIRD 2 has no metric-free export by default: metric 0
-    gives routes without one, as Calico's BIRD 1.6 installs them. Timers: connect delay 1 s
-    instead of Calico's 2, so a lab converges in about a second."""
-    asn = lab.scenario.as_number
-    v6_only = node.ip.version == 6
-    ip6, block6 = (node.ip, node.pod_cidr) if v6_only else (node.ip6, node.pod_cidr6)
-    peers = "\n\n".join(
-        f"# For peer {o.name}\nprotocol bgp {mesh_name(o.ip)} from bgp_template {{\n"
-        f"  local {node.ip} as {asn};  # the source address of the TCP session\n"
-        f"  neighbor {o.ip} as {asn};\n}}"
-        for o in lab.nodes if o is not node
-    )
-    v6 = ""
-    if ip6 is not None and block6 is not None:
-        peers6 = "\n\n".join(
-            f"# For peer {o.name}\nprotocol bgp {mesh_name(o6)} from bgp_template6 {{\n"
-            f"  local {ip6} as {asn};\n  neighbor {o6} as {asn};\n}}"
-            for o in lab.nodes if o is not node and (o6 := o.ip if v6_only else o.ip6) is not None
-        )
-        v6 = f"""
-# ------------- IPv6 (Calico's bird6.cfg.template) -------------
-protocol static blocks6 {{
-  ipv6;
-  route {block6} blackhole;
-}}
+def same_subnet(node: Node, other: Node) -> bool:
+    """Felix's SameSubnet: the other node's address is in this node's own subnet (its address
+    with its prefix), so it is reached without a router."""
+    return other.ip in node.underlay.network
 
-protocol kernel kernel6 {{
-  learn;
-  persist;
-  scan time 2;
-  ipv6 {{
-    import all;
-    export where source = RTS_STATIC || source = RTS_BGP;
-  }};
-  graceful restart;
-  merge paths on;
-  metric 0;
-}}
 
-template bgp bgp_template6 {{
-  description "Connection to BGP peer";
-  direct;
-  graceful restart;
-  connect delay time 1;
-  connect retry time 5;
-  error wait time 5, 30;
-  ipv6 {{
-    import all;
-    export where proto = "blocks6";
-    next hop self;
-    add paths on;
-  }};
-}}
-
-{peers6}
-"""
-    head = f"""# Generated by cni-lab for node {node.name} of lab {lab.name}, after Calico's confd template.
-log "bird.log" all;  # BIRD runs in its own folder of the lab's state
-router id {router_id(lab, node)};
-
-# Watch interface up/down events.
-protocol device {{
-  scan time 2;  # Scan interfaces every 2 seconds
-}}
-"""
-    if v6_only:
-        return head + v6
-    return head + f"""
-
-# The node's IPAM block: a blackhole so traffic to unused addresses of the block stops here.
-protocol static blocks {{
-  ipv4;
-  route {node.pod_cidr} blackhole;
-}}
-
-# Configure synchronization between routing tables and kernel.
-protocol kernel {{
-  learn;             # Learn all alien routes from the kernel
-  persist;           # Don't remove routes on bird shutdown
-  scan time 2;       # Scan kernel routing table every 2 seconds
-  ipv4 {{
-    import all;
-    export where source = RTS_STATIC || source = RTS_BGP;  # the blackhole and what peers announce
-  }};
-  graceful restart;  # Turn on graceful restart to reduce potential flaps in routes
-  merge paths on;    # Allow export multipath routes (ECMP)
-  metric 0;          # no metric on the routes, as a Calico node has them
-}}
-
-# Template for all BGP clients
-template bgp bgp_template {{
-  description "Connection to BGP peer";
-  direct;            # peers share the segment (Calico's template says multihop)
-  graceful restart;  # See comment in kernel section about graceful restart.
-  connect delay time 1;
-  connect retry time 5;
-  error wait time 5, 30;
-  ipv4 {{
-    import all;      # Import all routes: the peers are trusted
-    export where proto = "blocks";  # Only want to export routes for workloads.
-    next hop self;
-    add paths on;
-  }};
-}}
-
-# ------------- Node-to-node mesh -------------
-{peers}
-{v6}"""
+def direct(lab: Lab, node: Node, other: Node) -> bool:
+    """Whether `node` sends to `other`'s pods unencapsulated, straight to other's node IP:
+    CrossSubnet and the other node on the same subnet."""
+    return lab.scenario.calico.cross_subnet and same_subnet(node, other)
 
 
 class Bgp:
     name = "bgp"
 
     def capabilities(self, scenario: Scenario) -> Capabilities:
-        return CAPABILITIES
+        return capabilities_of(scenario)
 
     def needs(self, lab: Lab) -> tuple[tuple[str, str], ...]:
+        if "bird" not in lab.capabilities.daemons:
+            return ()
         return (("bird", "bird2"), ("birdc", "bird2"))
 
     def runs_as_root(self, lab: Lab) -> tuple[str, ...]:
         return ()  # BIRD is the system's own program
 
     def validate(self, lab: Lab) -> None:
-        if len(lab.segments) > 1:
-            raise LabError(f"{lab.scenario.source}: dataplane: bgp peers nodes directly on one segment; across "
-                           "routed segments Calico needs IPIP/VXLAN encapsulation (use dataplane vxlan)")
+        # Across routed segments a pool at Never builds and fails as a cluster does (the module's docstring)
         seen: list[Node] = []
         for node in lab.nodes:
             for other in seen:
@@ -217,7 +153,22 @@ class Bgp:
             seen.append(node)
 
     def node_steps(self, lab: Lab, node: Node) -> list[Step]:
-        return []
+        """Felix's tunnel device and the block's blackhole, in the encapsulated modes (at Never,
+        BIRD installs the blackhole from its static protocol)."""
+        encap = lab.scenario.calico.encapsulation
+        if encap is None:
+            return []
+        ns = names.node_netns(lab.name, node.name)
+        dev = names.CALICO_VXLAN if encap == "vxlan" else names.CALICO_IPIP
+        vtep = IPv4Interface(f"{vtep_address(node)}/32")
+        steps: list[Step]
+        if encap == "vxlan":
+            steps = [AddVxlan(ns, dev, names.CALICO_VXLAN_VNI, names.CALICO_VXLAN_PORT, node.ip, names.NODE_UPLINK,
+                              names.calico_vtep_mac(node.name), lab.overlay_mtu)]
+        else:
+            steps = [AddIpip(ns, dev, lab.overlay_mtu)]
+        return [*steps, AddAddress(ns, dev, vtep), LinkUp(ns, dev),
+                AddBlackhole(ns, node.pod_cidr, names.FELIX_PROTO)]
 
     def pod_steps(self, lab: Lab, node: Node, pod: Pod) -> list[Step]:
         node_ns = names.node_netns(lab.name, node.name)
@@ -254,7 +205,9 @@ class Bgp:
         return steps
 
     def cluster_steps(self, lab: Lab) -> list[Step]:
-        steps: list[Step] = []
+        steps = [s for node in lab.nodes for s in self.felix_routes(lab, node)]
+        if "bird" not in lab.capabilities.daemons:
+            return steps
         for node in lab.nodes:
             ns = names.node_netns(lab.name, node.name)
             folder = names.bird_dir(node.name)
@@ -262,13 +215,42 @@ class Bgp:
                 WriteFile(ns, f"{folder}/bird.conf", bird_conf(lab, node)),
                 StartBird(ns, folder),
             ]
+        birds_blocks = lab.scenario.calico.encapsulation is None  # else Felix programs them (above)
         for node in lab.nodes:
             others = [o for o in lab.nodes if o is not node]
             peers = [mesh_name(o.ip) for o in others]
-            blocks: list[IPv4Network | IPv6Network] = [o.pod_cidr for o in others]
+            blocks: list[IPv4Network | IPv6Network] = [o.pod_cidr for o in others] if birds_blocks else []
             if node.ip6 is not None:
                 peers += [mesh_name(o.ip6) for o in others if o.ip6 is not None]
                 blocks += [o.pod_cidr6 for o in others if o.pod_cidr6 is not None]
             steps.append(WaitBgp(names.node_netns(lab.name, node.name), node.name, names.bird_dir(node.name),
                                  tuple(peers), tuple(blocks)))
+        return steps
+
+    def felix_routes(self, lab: Lab, node: Node) -> list[Step]:
+        """What Felix programs on `node` for every other node's block in the encapsulated modes
+        (route_mgr.go's updateRoutes: an unencapsulated route where the node is on the same subnet
+        and the pool is CrossSubnet, else the tunnel's; vxlan_mgr.go: the VTEP's neighbour and fdb
+        entries, for every remote VTEP, whichever way its block is routed)."""
+        encap = lab.scenario.calico.encapsulation
+        if encap is None:
+            return []
+        ns = names.node_netns(lab.name, node.name)
+        steps: list[Step] = []
+        for other in lab.nodes:
+            if other is node or other.pod_cidr.overlaps(node.pod_cidr):
+                continue
+            if encap == "vxlan":
+                mac = names.calico_vtep_mac(other.name)
+                steps += [AddNeighbour(ns, names.CALICO_VXLAN, vtep_address(other), mac),
+                          AddFdb(ns, names.CALICO_VXLAN, mac, other.ip)]
+            if direct(lab, node, other):
+                steps.append(AddRoute(ns, other.pod_cidr, names.NODE_UPLINK, via=other.ip, onlink=True,
+                                      proto=names.FELIX_PROTO))
+            elif encap == "vxlan":  # proto boot: Felix's DeviceRouteProtocol default (3) for VXLAN's routes
+                steps.append(AddRoute(ns, other.pod_cidr, names.CALICO_VXLAN, via=vtep_address(other), onlink=True,
+                                      mtu=lab.overlay_mtu))
+            else:
+                steps.append(AddRoute(ns, other.pod_cidr, names.CALICO_IPIP, via=other.ip, onlink=True,
+                                      mtu=lab.overlay_mtu, proto=names.FELIX_PROTO))
         return steps

@@ -3,7 +3,8 @@ never compares a data plane's name (containerlab's core never compares a node ki
 netlab declares what each device can do as data).
 
 Every data plane answers `capabilities(scenario)`. Most answers are its own whatever the
-scenario; `cni` answers after its `cni.routing` and `ebpf` after its `ebpf.routing`. The lab is
+scenario; `cni` answers after its `cni.routing`, `ebpf` after its `ebpf.routing` and `bgp` after
+its `calico:` pool modes and backend. The lab is
 resolved with its data plane's answers (catalog.resolve) and carries them (`Lab.capabilities`,
 recorded with the lab); ipam and the lab are handed the value, so they import no data plane:
 a data plane's module sits above the lab it wires.
@@ -64,11 +65,13 @@ class Refused:
 
 @dataclass(frozen=True)
 class Tunnel:
-    """Pod packets between nodes travel in VXLAN (UDP 8472) between node IPs, so nodes need only
-    reach each other's IPs: it works across routed segments too."""
+    """Pod packets between nodes travel encapsulated between node IPs (VXLAN: flannel's UDP 8472,
+    Calico's 4789; IPIP: Calico's tunl0), so nodes need only reach each other's IPs: it works
+    across routed segments too."""
 
-    device: str  # the node's VXLAN device: flannel.1 (a VTEP with an address), cilium_vxlan (flow-based)
-    overhead: int = 50  # outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14
+    device: str  # the node's tunnel device: flannel.1 or vxlan.calico (a VTEP with an address), cilium_vxlan
+                 # (flow-based), tunl0 (IPIP)
+    overhead: int = 50  # VXLAN: outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14; IPIP: the outer IPv4 header, 20
     overhead6: int = 70  # over IPv6, whose header is 40
 
     def mtu(self, underlay_mtu: int, ipv6: bool) -> int:

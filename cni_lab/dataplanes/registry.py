@@ -25,9 +25,15 @@ PLANES = {  # name → "module:class", in the order the model lists them
 NAMES = tuple(PLANES)
 DEFAULT = "host-gw"  # flannel's host-gw: the lesson's first working network
 
-# `cni:` and `ebpf:` are scenario sections named after the data plane they configure.
-SECTIONS = ("cni", "ebpf")
+# `cni:` and `ebpf:` are scenario sections named after the data plane they configure; `calico:`
+# configures `bgp` (Calico's IP pool and calico_backend, by Calico's names).
+SECTIONS = ("cni", "ebpf", "calico")
+SECTION_PLANE = {"cni": "cni", "ebpf": "ebpf", "calico": "bgp"}  # which data plane reads each section
 CNI_ROUTING = ("host-gw", "vxlan", "none")  # cni.routing: how nodes reach each other's pods
 CNI_DEFAULT_ROUTING = "host-gw"
 EBPF_ROUTING = ("tunnel", "native")  # ebpf.routing: Cilium's routingMode
 EBPF_DEFAULT_ROUTING = "tunnel"  # Cilium's default
+CALICO_MODES = ("Never", "Always", "CrossSubnet")  # an IPPool's ipipMode and vxlanMode
+CALICO_DEFAULT_MODE = "Never"
+CALICO_BACKENDS = ("bird", "vxlan")  # calico_backend: BGP with BIRD, or VXLAN without BGP
+CALICO_DEFAULT_BACKEND = "bird"

@@ -26,6 +26,7 @@ from cni_lab.steps import (
     AddAddress,
     AddFdb,
     AddNeighbour,
+    AddBlackhole,
     AddRoute,
     CniAdd,
     CreateNetns,
@@ -115,8 +116,8 @@ def _namespace_wide(key: str) -> bool:
     return True
 
 
-BATCHED = (LinkUp, AddAddress, AddRoute, AddNeighbour, AddFdb)  # answered by an acknowledgement alone
-EXISTING_IS_FINE = (AddAddress, AddRoute)  # applying a plan twice meets them again
+BATCHED = (LinkUp, AddAddress, AddRoute, AddBlackhole, AddNeighbour, AddFdb)  # answered by an acknowledgement alone
+EXISTING_IS_FINE = (AddAddress, AddRoute, AddBlackhole)  # applying a plan twice meets them again
 
 
 class Batches:

@@ -10,10 +10,12 @@ import json
 from typing import Any, Callable
 
 from cni_lab.errors import LabError
-from cni_lab.kernel import cni_runtime, daemons, netns
+from cni_lab.kernel import cni_runtime, daemons, netns, rtnl
 from cni_lab.kernel.session import Session, exists_ok
 from cni_lab.steps import (
     AddAddress,
+    AddBlackhole,
+    AddIpip,
     AddBridge,
     AddFdb,
     AddFlowVxlan,
@@ -75,8 +77,20 @@ def _add_address(session: Session, step: AddAddress) -> None:
 
 def _add_route(session: Session, step: AddRoute) -> None:
     oif = session.index(step.netns, step.dev)
+    proto = rtnl.RTPROT_BOOT if step.proto is None else step.proto
     exists_ok(lambda: session.rtnl(step.netns).add_route(step.dst, oif, gateway=step.via, onlink=step.onlink,
-                                                         scope_link=step.scope_link, src=step.src, mtu=step.mtu))
+                                                         scope_link=step.scope_link, src=step.src, mtu=step.mtu,
+                                                         proto=proto))
+
+
+def _add_blackhole(session: Session, step: AddBlackhole) -> None:
+    proto = rtnl.RTPROT_BOOT if step.proto is None else step.proto
+    exists_ok(lambda: session.rtnl(step.netns).add_blackhole(step.dst, proto))
+
+
+def _add_ipip(session: Session, step: AddIpip) -> None:
+    # the ipip module gives every namespace a tunl0 of its own: an existing one of kind ipip is accepted
+    session.add_link(step.netns, step.ifname, "ipip", lambda r: r.add_link(step.ifname, "ipip", mtu=step.mtu))
 
 
 def _add_vxlan(session: Session, step: AddVxlan) -> None:
@@ -214,6 +228,8 @@ HANDLERS: dict[type[Step], Handler] = {
     LinkUp: _link_up,
     AddAddress: _add_address,
     AddRoute: _add_route,
+    AddBlackhole: _add_blackhole,
+    AddIpip: _add_ipip,
     AddVxlan: _add_vxlan,
     AddFlowVxlan: _add_flow_vxlan,
     AddNeighbour: _add_neighbour,

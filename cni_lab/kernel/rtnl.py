@@ -42,7 +42,7 @@ IFA_F_NODAD = 0x02
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what `ip route add` and flannel leave: shown without a "proto" by `ip route`
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
-RTN_UNICAST = 1
+RTN_UNICAST, RTN_BLACKHOLE = 1, 6
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -141,16 +141,16 @@ def address_msg(index: int, ip: IPv4Address | IPv6Address, prefixlen: int) -> if
 
 def route_msg(dst: IPv4Address | IPv6Address, dst_len: int, oif: int, gateway: IPv4Address | IPv6Address | None = None,
               onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
-              mtu: int | None = None) -> rtmsg:
+              mtu: int | None = None, proto: int = RTPROT_BOOT, blackhole: bool = False) -> rtmsg:
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     msg = rtmsg()
     msg["family"] = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
     msg["dst_len"], msg["table"] = dst_len, RT_TABLE_MAIN
-    msg["proto"], msg["type"] = RTPROT_BOOT, RTN_UNICAST
+    msg["proto"], msg["type"] = proto, RTN_BLACKHOLE if blackhole else RTN_UNICAST
     msg["scope"] = RT_SCOPE_LINK if scope_link else RT_SCOPE_UNIVERSE
     msg["flags"] = RTNH_F_ONLINK if onlink else 0
-    attrs: list[tuple[str, Any]] = [("RTA_OIF", oif)]
+    attrs: list[tuple[str, Any]] = [] if blackhole else [("RTA_OIF", oif)]  # a blackhole has no device
     if dst_len:
         attrs.append(("RTA_DST", str(dst)))
     if gateway is not None:
@@ -300,13 +300,18 @@ class Rtnl:
 
     def add_route(self, dst: IPv4Network | IPv6Network, oif: int, *, gateway: IPv4Address | IPv6Address | None = None,
                   onlink: bool = False, scope_link: bool = False, src: IPv4Address | IPv6Address | None = None,
-                  mtu: int | None = None) -> None:
+                  mtu: int | None = None, proto: int = RTPROT_BOOT) -> None:
         # the destination's address is a field only where the message carries it (not for a default route)
         dst_field = templates.ip(dst.network_address) if dst.prefixlen else dst.network_address
         self._send(self._encode(route_msg, RTM_NEWROUTE, CREATE, dst=dst_field, dst_len=templates.u8(dst.prefixlen)
                                 if dst.prefixlen else 0, oif=templates.u32(oif), gateway=_maybe(templates.ip, gateway),
                                 onlink=onlink, scope_link=scope_link, src=_maybe(templates.ip, src),
-                                mtu=_maybe(templates.u32, mtu)))
+                                mtu=_maybe(templates.u32, mtu), proto=proto))
+
+    def add_blackhole(self, dst: IPv4Network | IPv6Network, proto: int = RTPROT_BOOT) -> None:
+        """`ip route add blackhole DST proto PROTO` (Felix's for a node's own IPAM block)."""
+        self._send(self._encode(route_msg, RTM_NEWROUTE, CREATE, dst=templates.ip(dst.network_address),
+                                dst_len=templates.u8(dst.prefixlen), oif=0, proto=proto, blackhole=True))
 
     def delete_route(self, dst: IPv4Network, oif: int | None = None) -> None:
         from pyroute2.netlink.rtnl.rtmsg import rtmsg

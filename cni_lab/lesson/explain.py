@@ -253,6 +253,40 @@ def calico_status(lab: Lab, facts: NodeFacts) -> list[Peer]:
     return sorted(peers, key=lambda p: p.family)
 
 
+def calico_paths(lab: Lab, node_name: str) -> list[str]:
+    """How a `bgp` node reaches each other node's pods, in words, from the lab alone: straight
+    over eth0 to the node (same subnet, or a pool that never encapsulates) or through the tunnel
+    (VXLAN's vxlan.calico, IPIP's tunl0), as the IP pool's mode decides; empty for other labs."""
+    if lab.capabilities.pods_meet != "routed":
+        return []
+    from cni_lab.dataplanes.bgp import direct, same_subnet, vtep_address
+
+    tunnel = lab.capabilities.tunnel
+    node = lab.node(node_name)
+    subnet = node.underlay.network
+    out = []
+    for other in lab.nodes:
+        if other is node:
+            continue
+        where = f"same subnet {subnet}" if same_subnet(node, other) else "other subnet"
+        if tunnel is None:
+            if same_subnet(node, other):
+                how = f"direct via eth0 ({where}): BIRD's route via {other.ip}, learned over BGP"
+            else:
+                how = (f"via eth0 to the router ({where}): BIRD resolves the next hop {other.ip} through the "
+                       "default route, and the router has no route to pods: blackholed there (use vxlanMode "
+                       "CrossSubnet or Always)")
+        elif direct(lab, node, other):
+            how = f"direct via eth0 ({where}): Felix's route via {other.ip}, not encapsulated (CrossSubnet)"
+        elif tunnel.device == names.CALICO_VXLAN:
+            how = (f"VXLAN via {names.CALICO_VXLAN} ({where}): to its VTEP {vtep_address(other)}, UDP "
+                   f"{names.CALICO_VXLAN_PORT} to {other.ip}")
+        else:
+            how = f"IPIP via {names.CALICO_IPIP} ({where}): IP in IP to {other.ip}"
+        out.append(f"{other.name} {other.pod_cidr}: {how}")
+    return out
+
+
 def routing(lab: Lab, facts: list[NodeFacts]) -> dict[str, list[Route]]:
     """Each node's routes as read (and the router's, where the lab has one): what `graph` draws."""
     out = {f.name: [*f.view.routes, *f.view.routes6] for f in facts}
@@ -284,6 +318,8 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
         return f"everything else goes to {route.gateway or route.dev}"
     if route.type == "blackhole":
         return "this node's IPAM block: addresses of it no pod has are dropped here, not sent on"
+    if route.dev in (names.CALICO_VXLAN, names.CALICO_IPIP) and route.gateway is None:
+        return f"this node's own tunnel address, on {route.dev}"
     try:
         dst = ip_network(route.dst)
     except ValueError:
@@ -307,10 +343,13 @@ def meaning(lab: Lab, node_name: str, route: Route, in_pod: bool = False) -> str
                 return f"the pod network: pods of this node are reached directly ({resolve} over cni0)"
             if n.name == node_name and route.gateway is None:
                 return f"this node's {v6}pod CIDR, on the bridge {route.dev}"
-            if route.dev in (names.FLANNEL_DEVICE, names.FLANNEL_DEVICE6):
+            if route.dev in (names.FLANNEL_DEVICE, names.FLANNEL_DEVICE6, names.CALICO_VXLAN):
                 return f"route to {n.name}'s {v6}pods through the VXLAN tunnel (its VTEP {route.gateway})"
+            if route.dev == names.CALICO_IPIP:
+                return f"route to {n.name}'s pods through the IPIP tunnel to {route.gateway}"
             if route.gateway in node_by_ip:
-                how = ", learned over BGP" if route.proto == "bird" else ""
+                how = (", learned over BGP" if route.proto == "bird" else
+                       ", programmed by Felix: same subnet, not encapsulated" if route.proto == str(names.FELIX_PROTO) else "")
                 if lab.capabilities.loads_bpf:
                     how = " (autoDirectNodeRoutes; cil_from_container's bpf_fib_lookup follows it)"
                 return f"route to {node_by_ip[route.gateway]}'s {v6}pods via {route.gateway}{how}"

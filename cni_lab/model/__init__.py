@@ -16,7 +16,7 @@ once, each naming the file and the key (rule 6 of the house style).
     policy_sources.py      policies (inline or files; policy/reading.py reads the objects)
     probe_ports.py         probe.ports, and check --port
     expectations.py        expect
-    dataplane_sections.py  dataplane, cni, ebpf
+    dataplane_sections.py  dataplane, cni, ebpf, calico
 
 Import from here: `from cni_lab.model import Scenario, load_document`.
 """
@@ -32,11 +32,11 @@ from cni_lab.model.networking import MAX_NODE_MASK_DIFF, NETWORKING_KEYS, SEGMEN
 from cni_lab.model.nodes import MAX_BRIDGE_PORTS, MAX_NODES, NODE_KEYS, NODE_NAME, POD_KEYS, POD_NAME, RESERVED_NODE_NAMES
 from cni_lab.model.probe_ports import PROBE_KEYS, PROBE_PORT
 from cni_lab.model.scenario import (
-    CNI_KEYS, CNI_ROUTING, DATAPLANE_SECTIONS, DATAPLANES, DEFAULT_AS, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_SIZE6,
+    CALICO_BACKENDS, CALICO_KEYS, CALICO_MODES, CNI_KEYS, CNI_ROUTING, DATAPLANE_SECTIONS, DATAPLANES, DEFAULT_AS, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_SIZE6,
     DEFAULT_CLUSTER_CIDR, DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING, DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING, DEFAULT_MTU,
     DEFAULT_NAMESPACE, DEFAULT_NODE_MASK, DEFAULT_NODE_MASK6, DEFAULT_OUTSIDE_IP, DEFAULT_SEGMENT, DEFAULT_SERVICE_CIDR,
     DEFAULT_UNDERLAY, DEFAULT_UNDERLAY6, EBPF_KEYS, EBPF_ROUTING, NAMESPACE_LABEL, NODE_PORT_RANGE, OUTSIDE_NETWORK, RULES,
-    VERDICTS, CniSpec, ContainerPort, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
+    VERDICTS, CalicoSpec, CniSpec, ContainerPort, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
     ServicePort, ServiceSpec, find_port, plugin_types)
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
 
@@ -54,5 +54,5 @@ __all__ = [
     "CniSpec", "Expectation", "Labels", "NamespaceSpec", "NodeSpec", "PodSpec", "PolicySource", "ProbePort",
     "Scenario", "Segment", "ServicePort", "ServiceSpec", "plugin_types", "SERVICE_KEYS", "SERVICE_PORT_KEYS",
     "SERVICE_TYPES", "CILIUM_VALUES", "CONTAINER_PORT_KEYS", "is_port_number", "port_name_refusal", "ContainerPort",
-    "find_port",
+    "find_port", "CALICO_BACKENDS", "CALICO_KEYS", "CALICO_MODES", "CalicoSpec",
 ]

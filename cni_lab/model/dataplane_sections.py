@@ -1,5 +1,6 @@
 """`dataplane:` and the sections only one data plane reads: `cni:` (the reference plugins, how
-the nodes are joined) and `ebpf:` (Cilium's routing mode, and the Helm values the lab runs with).
+the nodes are joined), `ebpf:` (Cilium's routing mode, and the Helm values the lab runs with) and
+`calico:` (the IP pool's encapsulation and calico_backend, for `bgp`).
 Their names and defaults are in the marked block at the top of scenario.py."""
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cni_lab.dataplanes.registry as registry  # the module alone: the package sits above the model
 from cni_lab.model.problems import Problems, hint
-from cni_lab.model.scenario import (CNI_KEYS, CNI_ROUTING, DATAPLANES, DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING,
-                                    DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING, EBPF_KEYS, EBPF_ROUTING, CniSpec,
-                                    plugin_types)
+from cni_lab.model.scenario import (CALICO_BACKENDS, CALICO_KEYS, CALICO_MODES, CNI_KEYS, CNI_ROUTING, DATAPLANES,
+                                    DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING, DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING,
+                                    EBPF_KEYS, EBPF_ROUTING, CalicoSpec, CniSpec, plugin_types)
 
 
 def read_dataplane(problems: Problems, document: dict[str, Any]) -> Any:
@@ -156,3 +158,40 @@ def read_cilium_values(problems: Problems, raw: dict[str, Any]) -> None:
 def yaml_word(value: bool | str) -> str:
     """A value as the scenario file spells it (true, not Python's True)."""
     return str(value).lower() if isinstance(value, bool) else value
+
+
+def read_calico(problems: Problems, raw: Any, dataplane: Any) -> CalicoSpec:
+    """The `calico` section: the IP pool's vxlanMode and ipipMode (Never, Always, CrossSubnet; at
+    most one not Never, as Calico's IPPool validation says) and calico_backend (bird, or vxlan:
+    VXLAN without BGP, which needs the pool to encapsulate)."""
+    if raw is None:
+        return CalicoSpec()
+    reader = registry.SECTION_PLANE["calico"]
+    if dataplane != reader:
+        problems.add("calico", f"only dataplane {reader} reads it (Calico's IP pool and backend); this lab's "
+                               f"dataplane is {dataplane}")
+        return CalicoSpec()
+    if not isinstance(raw, dict):
+        problems.add("calico", "must be a mapping with keys " + ", ".join(CALICO_KEYS))
+        return CalicoSpec()
+    problems.unknown_keys(raw, CALICO_KEYS, "calico.")
+    chosen: dict[str, str] = {}
+    for key, choices, default in (("vxlanMode", CALICO_MODES, registry.CALICO_DEFAULT_MODE),
+                                  ("ipipMode", CALICO_MODES, registry.CALICO_DEFAULT_MODE),
+                                  ("backend", CALICO_BACKENDS, registry.CALICO_DEFAULT_BACKEND)):
+        value = raw.get(key, default)
+        if value not in choices:
+            problems.add(f"calico.{key}", f"{value!r} is not one of {', '.join(choices)}{hint(value, choices)}")
+            value = default
+        chosen[key] = str(value)
+    spec = CalicoSpec(vxlan_mode=chosen["vxlanMode"], ipip_mode=chosen["ipipMode"], backend=chosen["backend"])
+    if spec.vxlan_mode != "Never" and spec.ipip_mode != "Never":
+        problems.add("calico.ipipMode", f"ipipMode and vxlanMode cannot both be enabled (Calico's IPPool "
+                                        f"validation): {spec.ipip_mode} and {spec.vxlan_mode}; set one to Never")
+    elif not spec.runs_bird and spec.ipip_mode != "Never":
+        problems.add("calico.ipipMode", f"{spec.ipip_mode} with backend vxlan: IPIP needs BGP (calico_backend "
+                                        "bird); use vxlanMode instead")
+    elif not spec.runs_bird and spec.vxlan_mode == "Never":
+        problems.add("calico.vxlanMode", "Never with backend vxlan: without BGP the only way to another node's "
+                                         "pods is the VXLAN tunnel; use Always or CrossSubnet")
+    return spec

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import yaml
 
 from cni_lab.errors import LabError
-from cni_lab.model.dataplane_sections import read_cni, read_dataplane, read_ebpf
+from cni_lab.model.dataplane_sections import read_calico, read_cni, read_dataplane, read_ebpf
 from cni_lab.model.expectations import read_expectations
 from cni_lab.model.namespaces import read_namespaces
 from cni_lab.model.networking import (NETWORKING_KEYS, check_families, read_cluster, read_integer, read_mtu,
@@ -112,6 +112,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     expect = read_expectations(p, document.get("expect", "full"))
     cni, document = read_cni(p, document, source)
     ebpf_routing = read_ebpf(p, document.get("ebpf"))
+    calico = read_calico(p, document.get("calico"), dataplane)
     p.raise_if_any()
     assert name is not None and cluster is not None
     return Scenario(
@@ -127,6 +128,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         as_number=as_number,
         cni=cni,
         ebpf_routing=ebpf_routing,
+        calico=calico,
         cluster_cidr6=cluster6,
         namespaces=namespaces,
         probe_ports=probe_ports,

@@ -28,6 +28,10 @@ EBPF_KEYS = ("routing", "routingMode", "kubeProxyReplacement", "bpf", "socketLB"
              "nodePort")
 EBPF_ROUTING = registry.EBPF_ROUTING  # Cilium's routingMode; tunnel is its default
 DEFAULT_EBPF_ROUTING = registry.EBPF_DEFAULT_ROUTING
+# `calico:` takes an IPPool's encapsulation by Calico's names, and calico_backend (bird, or vxlan: no BGP)
+CALICO_KEYS = ("vxlanMode", "ipipMode", "backend")
+CALICO_MODES = registry.CALICO_MODES
+CALICO_BACKENDS = registry.CALICO_BACKENDS
 # -----------------------------------------------------------------------------------------------------
 
 DEFAULT_NAMESPACE = "default"
@@ -72,6 +76,31 @@ class Segment:
     name: str
     cidr: IPv4Network | IPv6Network  # the lab's first family (IPv6 in an IPv6-only lab)
     cidr6: IPv6Network | None = None  # dual-stack: the segment's IPv6 network
+
+
+@dataclass(frozen=True)
+class CalicoSpec:
+    """`dataplane: bgp`: the IP pool's encapsulation (Calico's IPPool vxlanMode and ipipMode: Never,
+    Always or CrossSubnet, at most one not Never) and calico_backend (bird: BGP; vxlan: VXLAN
+    without BGP, routes from IPAM alone)."""
+
+    vxlan_mode: str = registry.CALICO_DEFAULT_MODE
+    ipip_mode: str = registry.CALICO_DEFAULT_MODE
+    backend: str = registry.CALICO_DEFAULT_BACKEND
+
+    @property
+    def encapsulation(self) -> str | None:
+        """"vxlan", "ipip", or None for a pool that never encapsulates."""
+        return "vxlan" if self.vxlan_mode != "Never" else "ipip" if self.ipip_mode != "Never" else None
+
+    @property
+    def cross_subnet(self) -> bool:
+        """Encapsulate only towards nodes on another subnet."""
+        return "CrossSubnet" in (self.vxlan_mode, self.ipip_mode)
+
+    @property
+    def runs_bird(self) -> bool:
+        return self.backend == "bird"
 
 
 @dataclass(frozen=True)
@@ -223,6 +252,7 @@ class Scenario:
     as_number: int = DEFAULT_AS  # bgp: the iBGP mesh's AS
     cni: CniSpec = field(default_factory=CniSpec)
     ebpf_routing: str = DEFAULT_EBPF_ROUTING  # ebpf: Cilium's routingMode (tunnel: VXLAN; native: autoDirectNodeRoutes)
+    calico: CalicoSpec = field(default_factory=CalicoSpec)  # bgp: the IP pool's encapsulation, calico_backend
     cluster_cidr6: IPv6Network | None = None  # dual-stack: the cluster's IPv6 CIDR (the second family)
     namespaces: tuple[NamespaceSpec, ...] = ()  # every namespace of the lab with its labels (default first)
     probe_ports: tuple[ProbePort, ...] = ()  # `probe.ports`: what check probes besides ICMP

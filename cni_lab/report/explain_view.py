@@ -14,7 +14,7 @@ from cni_lab.cluster import Lab
 from cni_lab.dataplanes.ebpf_policy import labels_by_identity
 from cni_lab.kernel import bpf
 from cni_lab.kernel.readback import NetnsView, Route
-from cni_lab.lesson.explain import BpfFacts, NodeFacts, calico_status, datapath_story, meaning
+from cni_lab.lesson.explain import BpfFacts, NodeFacts, calico_paths, calico_status, datapath_story, meaning
 from cni_lab.report import cilium_view
 
 
@@ -43,10 +43,10 @@ def view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                 pod = next((p for p in nf.pods if p.host_veth == port.name), None)
                 label = f"port {port.name} ⇄ veth pair ⇄ " + (f"eth0 of pod {pod.name}" if pod else "?")
                 br.add(label)
-        vx = nf.view.link("flannel.1")
+        vx = nf.view.link(names.FLANNEL_DEVICE) or nf.view.link(names.CALICO_VXLAN)  # flannel's, or Felix's
         if vx is not None and vx.vxlan is not None:
             v = vx.vxlan
-            tun = tree.add(Text.assemble(("flannel.1", "bold"), f" VXLAN VTEP {_addr(nf.view, 'flannel.1')} mac {vx.mac}, "
+            tun = tree.add(Text.assemble((vx.name, "bold"), f" VXLAN VTEP {_addr(nf.view, vx.name)} mac {vx.mac}, "
                                          f"VNI {v['id']}, UDP {v['port']}, local {v['local']}, mtu {vx.mtu}"
                                          + ("" if v["learning"] else ", no learning")))
             for ip, mac, state in vx.neighbours:
@@ -103,6 +103,11 @@ def view(lab: Lab, facts: list[NodeFacts]) -> RenderableType:
                         style = "green" if p.info.startswith("Established") else "red"
                         status.add(Text.assemble(f"{p.address:<24} {p.type:<18} {p.state:<6} {p.since:<13} ",
                                                  (p.info, style)))
+        paths = calico_paths(lab, nf.name)
+        if paths:
+            reach = tree.add(Text("other nodes' pods, as the IP pool's mode routes them", style="bold"))
+            for line in paths:
+                reach.add(Text(line, style="cyan"))
         routes = tree.add(Text("routing table", style="bold"))
         for r in nf.view.routes:
             routes.add(Text.assemble(r.describe(), ("  ← " + meaning(lab, nf.name, r), "cyan")))
@@ -227,6 +232,7 @@ def to_json(lab: Lab, facts: list[NodeFacts]) -> dict[str, Any]:
                 "peers": [{"peerAddress": p.address, "family": p.family, "peerType": p.type, "state": p.state,
                            "since": p.since, "info": p.info} for p in calico_status(lab, nf)],
             },
+            "calicoPaths": calico_paths(lab, nf.name),  # bgp labs: each other node, direct or through the tunnel
             "bpf": None if nf.bpf is None else _bpf_json(lab, nf),
             "nat": None if nf.nat is None else {
                 "masqueradeTable": nf.nat.masquerade_table,
@@ -285,7 +291,7 @@ def _bpf_json(lab: Lab, nf: NodeFacts) -> dict[str, Any]:
 
 
 def _vxlan_json(view: NetnsView) -> dict[str, Any] | None:
-    link = view.link(names.FLANNEL_DEVICE)
+    link = view.link(names.FLANNEL_DEVICE) or view.link(names.CALICO_VXLAN)
     if link is None or link.vxlan is None:
         return None
     return {

@@ -98,7 +98,7 @@ def test_bgp_plan_routes_pods_like_calico_and_configures_bird() -> None:
     assert [str(n.pod_cidr) for n in lab.nodes] == ["10.244.0.0/26", "10.244.0.64/26", "10.244.0.128/26"]
     conf = bgp.bird_conf(lab, lab.nodes[0])
     assert "route 10.244.0.0/26 blackhole;" in conf
-    assert "local 192.168.1.2 as 64512;" in conf
+    assert "source address 192.168.1.2;" in conf and "local as 64512;" in conf
     assert "neighbor 192.168.1.3 as 64512;" in conf and "neighbor 192.168.1.4 as 64512;" in conf
     assert "neighbor 192.168.1.2" not in conf
 

@@ -128,10 +128,21 @@ def route() -> None:  # AddRoute: default or not, via or not, onlink, scope link
     oif, gateway = random.randrange(1, 1 << 20), random.choice([None, address()])
     onlink, scope_link = random.choice([True, False]), random.choice([True, False])
     src, mtu = random.choice([None, address()]), random.choice([None, random.randrange(68, 9000)])
-    got = _queued(lambda r: r.add_route(dst, oif, gateway=gateway, onlink=onlink, scope_link=scope_link, src=src, mtu=mtu))
+    proto = random.choice([rtnl.RTPROT_BOOT, 80])  # Felix's routes are proto 80
+    got = _queued(lambda r: r.add_route(dst, oif, gateway=gateway, onlink=onlink, scope_link=scope_link, src=src, mtu=mtu,
+                                        proto=proto))
     assert got == _pyroute2(rtnl.route_msg, rtnl.RTM_NEWROUTE, rtnl.CREATE, got, dst=dst.network_address,
                             dst_len=dst.prefixlen, oif=oif, gateway=gateway, onlink=onlink, scope_link=scope_link,
-                            src=src, mtu=mtu)
+                            src=src, mtu=mtu, proto=proto)
+
+
+@case
+def blackhole() -> None:  # AddBlackhole: a node's IPAM block, Felix's proto 80 (or boot)
+    dst = IPv4Network((random.randrange(1 << 32) >> 6 << 6, 26))
+    proto = random.choice([rtnl.RTPROT_BOOT, 80])
+    got = _queued(lambda r: r.add_blackhole(dst, proto))
+    assert got == _pyroute2(rtnl.route_msg, rtnl.RTM_NEWROUTE, rtnl.CREATE, got, dst=dst.network_address,
+                            dst_len=dst.prefixlen, oif=0, proto=proto, blackhole=True)
 
 
 @case

@@ -14,7 +14,7 @@ from cni_lab.cli.app import _complete_labs, cli, err, out
 from cni_lab.errors import LabError
 from cni_lab.observe import filters, summary as flow_summary
 from cni_lab.observe.decode import Decoder
-from cni_lab.observe.flows import Flow, to_json
+from cni_lab.observe.flows import Flow, recorded, to_json
 from cni_lab.report import flow_view
 
 RELOAD_SECONDS = 2.0  # how often the lab (its policies, Services) and its faults are read again
@@ -29,15 +29,10 @@ def _emit(flow: Flow, as_json: bool) -> None:
 
 def _recorded(lab_name: str) -> Iterable[Flow]:
     """The flows the lab's last `check` recorded (observed while it probed)."""
-    from cni_lab.observe.flows import from_json
-
     document = lifecycle.last_check(lab_name)
     if document is None:
         raise LabError(f"lab {lab_name} has no check on record: run `sudo cni-lab check {lab_name}` first")
-    recorded = document.get("flows") or []
-    if not isinstance(recorded, list):
-        raise LabError(f"lab {lab_name}'s last check holds no flows: run `sudo cni-lab check {lab_name} --observe`")
-    return [from_json(f) for f in recorded]
+    return recorded(document)
 
 
 @cli.command()

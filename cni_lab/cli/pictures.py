@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -12,7 +12,8 @@ from cni_lab import catalog, lifecycle, plan, privileges
 from cni_lab.cli.app import _complete_labs, _complete_scenarios, cli, err
 from cni_lab.errors import LabError
 from cni_lab.lesson import explain as explain_lesson
-from cni_lab.report import explain_view, html, topology
+from cni_lab.observe.flows import recorded
+from cni_lab.report import explain_view, flow_path, html, topology
 
 
 def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None]:
@@ -26,19 +27,32 @@ def _topology(target: str) -> tuple[topology.Topology, dict[str, Any] | None]:
 
 
 @cli.command()
-@click.argument("target", shell_complete=_complete_scenarios)
+@click.argument("target", required=False, shell_complete=_complete_scenarios)
 @click.option("-o", "--output", metavar="FILE", help="Write here (.svg, .png, .dot, .mmd); default: print the text.")
 @click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot", "mermaid"]), help="Default: from the file name, else svg.")
-def graph(target: str, output: str | None, fmt: str | None) -> None:
+@click.option("--flow", nargs=2, metavar="SRC DST", help="Highlight where the last check observed flows between "
+              "SRC and DST (pods like node1/a, nodes, addresses), in order, drops in red with their cause.")
+def graph(target: str | None, output: str | None, fmt: str | None, flow: tuple[str, str] | None) -> None:
     """Draw a lab like the course's slides: graph SCENARIO|LAB -o lab.svg
 
     From a scenario file it needs no root (drawn from the plan); from a running lab it reads
-    the kernel. PNG needs Graphviz (`dot`).
+    the kernel. PNG needs Graphviz (`dot`). With --flow, LAB is a running lab (default: the
+    only one) whose last `check` recorded the flows it observed.
 
     \b
     Example: cni-lab graph scenarios/conflict.yaml -o conflict.svg
+    Example: sudo cni-lab graph netpol --flow node2/x/b node1/x/a -o path.svg
     """
-    topo, _ = _topology(target)
+    if flow:
+        topo, path = _flow_path(target, *flow)
+        draw: dict[str, Callable[[topology.Topology], str]] = {
+            "svg": lambda t: flow_path.svg(t, path), "dot": lambda t: flow_path.dot(t, path),
+            "mermaid": lambda t: flow_path.mermaid(t, path)}
+    elif target is None:
+        raise click.UsageError("Missing argument 'TARGET'.")
+    else:
+        topo, _ = _topology(target)
+        draw = {"svg": topology.svg, "dot": topology.dot, "mermaid": topology.mermaid}
     if fmt is None:
         suffix = os.path.splitext(output or "")[1].lower()
         fmt = {".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}.get(suffix, "svg")
@@ -46,14 +60,14 @@ def graph(target: str, output: str | None, fmt: str | None) -> None:
         if not output:
             raise LabError("a PNG needs a file: cni-lab graph TARGET -o lab.png")
         try:
-            done = subprocess.run(["dot", "-Tpng", "-o", output], input=topology.dot(topo), text=True,
+            done = subprocess.run(["dot", "-Tpng", "-o", output], input=draw["dot"](topo), text=True,
                                   capture_output=True, timeout=60)
         except FileNotFoundError:
             raise LabError("a PNG is drawn by Graphviz: sudo apt-get install graphviz (or use -o lab.svg)") from None
         if done.returncode != 0:
             raise LabError(f"dot -Tpng: {done.stderr.strip()}")
     else:
-        text = {"svg": topology.svg, "dot": topology.dot, "mermaid": topology.mermaid}[fmt](topo)
+        text = draw[fmt](topo)
         if output:
             with open(output, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -61,6 +75,20 @@ def graph(target: str, output: str | None, fmt: str | None) -> None:
             click.echo(text, nl=False)
             return
     err.print(f"[green]✓[/] {fmt} written to {output}")
+
+
+def _flow_path(target: str | None, src: str, dst: str) -> tuple[topology.Topology, flow_path.FlowPath]:
+    """A running lab's picture and the flows its last check recorded between src and dst."""
+    name = lifecycle.pick(target)
+    document = lifecycle.last_check(name)
+    if document is None:
+        raise LabError(f"lab {name} has no check on record: run `sudo cni-lab check {name}` first")
+    if "flows" not in document:
+        raise LabError(f"lab {name}'s last check recorded no flows: run `sudo cni-lab check {name}` again")
+    path = flow_path.path(recorded(document), src, dst)
+    if os.geteuid() == 0:
+        return _topology(name)[0], path
+    return topology.of_plan(plan.build(lifecycle.running_lab(name)[0])), path
 
 
 @cli.command()

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 from cni_lab.errors import LabError
 from cni_lab.observe.flows import VERDICTS, Flow, Peer
@@ -63,6 +63,18 @@ def build(pod: Iterable[str] = (), node: Iterable[str] = (), from_: Iterable[str
                   protocols=tuple(dict.fromkeys(name for p in protocol for name in _protocol(p))),
                   verdicts=tuple(_verdict(v) for v in verdict),
                   since=None if since is None else _since(since, now))
+
+
+def between(src: str, dst: str, option: str = "--flow") -> Callable[[Flow], bool]:
+    """Is a flow one from `src` to `dst` (each a pod or node name, an address or a CIDR)? `dst`
+    also matches the endpoint a Service's DNAT chose, so a pod's flows to a Service's pod include
+    the translation on the way."""
+    a, b = _who(src, option), _who(dst, option)
+
+    def matches(f: Flow) -> bool:
+        return _is(f.source, a) and (_is(f.destination, b) or (f.translated is not None and _is(f.translated, b)))
+
+    return matches
 
 
 def _name(value: str, option: str) -> str:

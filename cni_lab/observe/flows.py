@@ -25,15 +25,22 @@ Where the lab differs, and why:
   - `identity` and `ID` are set in ebpf labs only: other data planes have no security identities.
   - Extras, not Hubble's: `cause` (why, in words: never empty for DROPPED, ERROR, TRANSLATED),
     `translated` (the endpoint a Service chose, or the address a masquerade gave), `cni_lab`
-    (what read the flow: nflog | conntrack | bpf, the rule's prefix or event, the ends' names).
+    (what read the flow: nflog | conntrack | bpf, the rule's prefix or event, the ends' names,
+    kinds and nodes, the protocol as the lab names it).
+  - `from_json` reads a flow back (`check` records what it observed, `observe --last-check`
+    shows it): everything a Flow holds is in its JSON, so the two are exact inverses.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from fractions import Fraction
+from typing import Any, Mapping
+
+from cni_lab.errors import LabError
 
 VERDICTS = ("FORWARDED", "DROPPED", "TRANSLATED", "ERROR")
 DIRECTIONS = ("INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN")
@@ -188,9 +195,11 @@ def to_json(f: Flow) -> dict[str, Any]:
         "event_type": {"type": f.event_type, **({"sub_type": f.event_subtype} if f.event_subtype else {})},
         "traffic_direction": f.direction, "trace_observation_point": f.point,
         "Summary": f.summary(), "cause": f.cause,
-        "cni_lab": {"source": f.event_source, "rule": f.rule, "source_name": f.source.name,
+        "cni_lab": {"source": f.event_source, "rule": f.rule, "protocol": f.protocol, "source_name": f.source.name,
                     "source_kind": f.source.kind, "destination_name": f.destination.name,
                     "destination_kind": f.destination.kind,
+                    **({"source_node": f.source.node} if f.source.node else {}),
+                    **({"destination_node": f.destination.node} if f.destination.node else {}),
                     **({"icmp_error": {"type": f.icmp_type, "code": f.icmp_code or 0}}
                        if f.verdict == "ERROR" and f.icmp_type is not None else {})},
     }
@@ -211,5 +220,85 @@ def to_json(f: Flow) -> dict[str, Any]:
         t = f.translated
         flow["translated"] = {"kind": t.kind, "name": t.name, "address": t.address,
                               **({"port": t.port} if t.port is not None else {}),
-                              **({"namespace": t.namespace, "pod_name": t.pod_name} if t.kind == "pod" else {})}
+                              **({"namespace": t.namespace, "pod_name": t.pod_name} if t.namespace else {}),
+                              **({"node": t.node} if t.node else {}), **_endpoint_ids(t)}
     return {"flow": flow, "node_name": f.node, "time": time}
+
+
+def _endpoint_ids(p: Peer) -> dict[str, Any]:
+    out: dict[str, Any] = {"labels": list(p.labels)} if p.labels else {}
+    if p.identity is not None:
+        out["identity"] = p.identity
+    if p.endpoint_id is not None:
+        out["ID"] = p.endpoint_id
+    return out
+
+
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z$")
+
+
+def epoch(text: str) -> float:
+    """The inverse of `rfc3339`: the float nearest the nanoseconds written (so a time read back
+    is the float that was written, a float holding an epoch's seconds to about 0.2 µs)."""
+    m = _TIME.match(text)
+    if m is None:
+        raise ValueError(f"time {text!r} is not RFC 3339 UTC")
+    seconds = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return float(int(seconds) + Fraction(int((m.group(2) or "0").ljust(9, "0")), 1_000_000_000))
+
+
+def _peer(end: dict[str, Any], extra: dict[str, Any], side: str, address: str, port: int | None,
+          service: dict[str, Any] | None) -> Peer:
+    namespace, pod_name = end.get("namespace", ""), end.get("pod_name", "")
+    if service is not None:  # a Service's frontend: Hubble names it in destination_service
+        namespace, pod_name = service["namespace"], service["name"]
+    return Peer(kind=extra[f"{side}_kind"], name=extra[f"{side}_name"], address=address, port=port,
+                namespace=namespace, pod_name=pod_name, node=extra.get(f"{side}_node", ""),
+                labels=tuple(end.get("labels", ())), identity=end.get("identity"), endpoint_id=end.get("ID"))
+
+
+def _translated(t: dict[str, Any]) -> Peer:
+    return Peer(kind=t["kind"], name=t["name"], address=t["address"], port=t.get("port"),
+                namespace=t.get("namespace", ""), pod_name=t.get("pod_name", ""), node=t.get("node", ""),
+                labels=tuple(t.get("labels", ())), identity=t.get("identity"), endpoint_id=t.get("ID"))
+
+
+def from_json(doc: dict[str, Any]) -> Flow:
+    """A flow back from its JSON (`to_json`'s, or just its `flow` object): `from_json(to_json(f)) == f`.
+    A document cni-lab did not write is a one-line LabError."""
+    try:
+        return _read(doc.get("flow", doc))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise LabError(f"a recorded flow is not one cni-lab wrote ({type(e).__name__}: {e})") from None
+
+
+def recorded(check: Mapping[str, object]) -> list[Flow]:
+    """The flows a `check` document recorded while it probed (its `flows`, oldest first)."""
+    found = check.get("flows", [])
+    if not isinstance(found, list):
+        raise LabError("the last check's `flows` is not a list: not a document cni-lab wrote")
+    return [from_json(f) for f in found]
+
+
+def _read(flow: dict[str, Any]) -> Flow:
+    extra, ip, l4 = flow["cni_lab"], flow["IP"], flow["l4"]
+    ports: dict[str, Any] = next((l4[p] for p in ("TCP", "UDP", "SCTP") if p in l4), {})
+    icmp: dict[str, Any] = extra.get("icmp_error") or next((l4[p] for p in ("ICMPv4", "ICMPv6") if p in l4), {})
+    service = flow.get("destination_service")
+    return Flow(
+        time=epoch(flow["time"]), verdict=flow["verdict"], ip_version=6 if ip["ipVersion"] == "IPv6" else 4,
+        protocol=extra["protocol"],
+        source=_peer(flow["source"], extra, "source", ip["source"], ports.get("source_port"), None),
+        destination=_peer(flow["destination"], extra, "destination", ip["destination"], ports.get("destination_port"),
+                          service),
+        node=flow["node_name"], event_source=extra["source"], rule=extra["rule"], cause=flow["cause"],
+        point=flow["trace_observation_point"], direction=flow["traffic_direction"],
+        translated=_translated(flow["translated"]) if "translated" in flow else None,
+        source_xlated=ip.get("source_xlated", ""), drop_reason=flow.get("drop_reason", 0),
+        drop_reason_desc=flow.get("drop_reason_desc", ""),
+        ingress_denied_by=tuple(PolicyRef(**r) for r in flow.get("ingress_denied_by", ())),
+        egress_denied_by=tuple(PolicyRef(**r) for r in flow.get("egress_denied_by", ())),
+        is_reply=flow.get("is_reply"), tcp_flags=tuple(ports.get("flags", {})),
+        icmp_type=icmp.get("type"), icmp_code=icmp.get("code"),
+        event_type=flow["event_type"]["type"], event_subtype=flow["event_type"].get("sub_type", 0),
+        interface=flow.get("interface", {}).get("name", ""))

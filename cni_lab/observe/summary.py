@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from cni_lab.observe.flows import VERDICTS, Flow
 
@@ -33,3 +33,10 @@ def summarize(flows: Iterable[Flow], top: int = 5) -> Summary:
             drops[f.cause or f.drop_reason_desc or "unexplained"] += 1
     return Summary(total, tuple((v, verdicts[v]) for v in VERDICTS if verdicts[v]),
                    tuple((a, b, n) for (a, b), n in talkers.most_common(top)), tuple(drops.most_common(top)))
+
+
+def to_json(s: Summary) -> dict[str, Any]:
+    """`observe --summary --json`: the counts, top talkers and top drop causes, most first."""
+    return {"total": s.total, "verdicts": dict(s.verdicts),
+            "topTalkers": [{"source": a, "destination": b, "flows": n} for a, b, n in s.talkers],
+            "topDropCauses": [{"cause": cause, "flows": n} for cause, n in s.drops]}

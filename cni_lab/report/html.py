@@ -1,14 +1,20 @@
 """`cni-lab report`: one self-contained HTML page (no network fetches) with the topology picture,
-the last `check` as a heat-map matrix, the summary per Kubernetes rule, and each node's
-addresses and routes. CI can keep it as an artifact."""
+the last `check` as a heat-map matrix, the summary per Kubernetes rule, the flows it observed
+(report/flow_table.py), and each node's addresses and routes. CI can keep it as an artifact."""
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
 
+from cni_lab.report import flow_table
+
 VERDICT_COLORS = {"ok": "#34a853", "nat": "#a142f4", "wrong-peer": "#d93025", "timeout": "#f9ab00",
                   "unreachable": "#e8710a"}
+# a flow's verdict coloured as a pair's: forwarded as ok, translated as NAT, dropped as a wrong
+# answer, an ICMP error as unreachable
+FLOW_COLORS = {"FORWARDED": VERDICT_COLORS["ok"], "TRANSLATED": VERDICT_COLORS["nat"],
+               "DROPPED": VERDICT_COLORS["wrong-peer"], "ERROR": VERDICT_COLORS["unreachable"]}
 GRID_LIMIT = 80  # endpoints; larger labs get the summary and the failing pairs only
 
 STYLE = """
@@ -115,7 +121,7 @@ def _lb_slot(entry: dict[str, Any]) -> str:
 
 def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: dict[str, Any]) -> str:
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>cni-lab {escape(lab_name)}</title>"
-             f"<style>{STYLE}</style></head><body>",
+             f"<style>{STYLE}{flow_table.STYLE}</style></head><body>",
              f"<h1>cni-lab · lab {escape(lab_name)} · {escape(facts.get('dataplane', ''))}</h1>",
              "<h2>Topology</h2>", topology_svg]
     if check is None:
@@ -144,6 +150,7 @@ def page(lab_name: str, topology_svg: str, check: dict[str, Any] | None, facts: 
             parts += [f"<tr><td>{escape(p['src'])}</td><td>{escape(p['dst'])}</td><td>{escape(p['verdict'])}</td>"
                       f"<td>{escape(p['detail'])}</td></tr>" for p in bad[:500]]
             parts.append("</table>")
+        parts += flow_table.section(check, FLOW_COLORS)
     parts.append("<h2>Nodes</h2>")
     for node in facts.get("nodes", []):
         parts.append(f"<h3>{escape(node['name'])} · eth0 {escape(str(node['underlay']['address']))}</h3>")

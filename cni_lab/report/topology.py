@@ -381,12 +381,14 @@ def dot(topo: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mermaid_id(text: str) -> str:
+    """A node's, pod's or segment's id in the Mermaid text (Mermaid ids take no / - . or space)."""
+    return text.replace("/", "__").replace("-", "_").replace(".", "_").replace(" ", "_")
+
+
 def mermaid(topo: Topology) -> str:
     lab = topo.lab
-
-    def ident(text: str) -> str:
-        return text.replace("/", "__").replace("-", "_").replace(".", "_").replace(" ", "_")
-
+    ident = mermaid_id
     lines = ["flowchart TB"]
     for node in lab.nodes:
         lines.append(f'  subgraph {ident(node.name)}_box["{node.name} · eth0 {node.ip} · {node.pod_cidr}"]')

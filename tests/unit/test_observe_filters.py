@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from rich.console import Console
 from cni_lab.errors import LabError
 from cni_lab.observe import filters
 from cni_lab.observe.flows import Flow
-from cni_lab.observe.summary import summarize
+from cni_lab.observe.summary import summarize, to_json as summary_json
 from cni_lab.report.flow_view import clock, flow_line, summary_view
 
 from test_observe_json import FLOWS
@@ -97,6 +98,19 @@ def test_summary_counts_verdicts_talkers_and_drop_causes() -> None:
 def test_summary_of_nothing() -> None:
     s = summarize([])
     assert (s.total, s.verdicts, s.talkers, s.drops) == (0, (), (), ())
+    assert summary_json(s) == {"total": 0, "verdicts": {}, "topTalkers": [], "topDropCauses": []}
+
+
+def test_summary_json_keeps_the_order_most_first() -> None:
+    doubled = FLOWS + [f for f in FLOWS if f.rule == "cni-lab fault forward-drop"]
+    doc = json.loads(json.dumps(summary_json(summarize(doubled, top=2))))
+    assert doc["total"] == len(doubled)
+    assert list(doc["verdicts"]) == ["FORWARDED", "DROPPED", "TRANSLATED", "ERROR"]
+    assert doc["verdicts"]["DROPPED"] == sum(f.verdict == "DROPPED" for f in doubled)
+    assert doc["topTalkers"][0] == {"source": "node1/client", "destination": "node2/web2", "flows": 5}
+    assert doc["topDropCauses"][0] == {"cause": "fault forward-drop at node1: nft table inet cni-lab-fault drops the pod "
+                                                "traffic it forwards", "flows": 2}
+    assert len(doc["topTalkers"]) == len(doc["topDropCauses"]) == 2
 
 
 def render(renderable: object) -> str:

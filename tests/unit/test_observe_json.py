@@ -107,7 +107,8 @@ def test_ebpf_flows_carry_identities_and_endpoint_ids() -> None:
 def test_translations_in_json() -> None:
     dnat, snat = [to_json(f)["flow"] for f in FLOWS if f.verdict == "TRANSLATED"]
     assert dnat["translated"] == {"kind": "pod", "name": "node2/web2", "address": "10.244.1.2", "port": 8080,
-                                  "namespace": "default", "pod_name": "web2"}
+                                  "namespace": "default", "pod_name": "web2", "node": "node2",
+                                  "labels": ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"]}
     assert dnat["destination_service"] == {"name": "web", "namespace": "default"}
     assert snat["IP"]["source_xlated"] == "192.168.1.2" and snat["cni_lab"]["source"] == "conntrack"
 

@@ -106,13 +106,15 @@ def _kernel_features(flag: str) -> list[Check]:
                 ("veth", lambda: rtnl.add_veth("dr0", "dr1", os.open(netns.netns_path(PROBE_NS), os.O_RDONLY), mtu=1500)),
                 ("bridge", lambda: rtnl.add_link("drbr", "bridge")),
                 ("vxlan", lambda: rtnl.add_link("drvx", "vxlan", data=[("IFLA_VXLAN_ID", 42), ("IFLA_VXLAN_PORT", 8472)])),
+                ("ipip", lambda: rtnl.add_link("drip", "ipip")),
             ):
                 try:
                     add()
                     out.append(Check(f"kernel: {kind}", True, "works"))
                 except OSError as e:
                     out.append(Check(f"kernel: {kind}", False, e.strerror or str(e),
-                                     f"sudo modprobe {kind}", kind != "vxlan"))
+                                     f"sudo modprobe {kind}" + (" (Calico's ipipMode: tunl0)" if kind == "ipip" else ""),
+                                     kind not in ("vxlan", "ipip")))
         finally:
             rtnl.close()
         nft = subprocess.run(["ip", "netns", "exec", PROBE_NS, "nft", "add", "table", "ip", "doctor"],
@@ -136,3 +138,23 @@ def _flow_sources() -> Check:
         return Check("kernel: nflog, conntrack events", False, e.strerror or str(e),
                      "sudo modprobe nfnetlink_log nf_conntrack_netlink (observe reads its flows there)", False)
     return Check("kernel: nflog, conntrack events", True, "an nflog group and ctnetlink events bound")
+
+
+def ipip_missing() -> str | None:
+    """Why this kernel cannot make Calico's tunl0 (no ipip module), or None: an ipip link made
+    and removed in a namespace of the lab's prefix (module autoloading included, as `up` meets it)."""
+    from cni_lab.kernel.rtnl import Rtnl
+
+    name = f"{names.PREFIX}doctor.ipip"
+    netns.create(name)
+    try:
+        rtnl = Rtnl(name)
+        try:
+            rtnl.add_link("drip", "ipip")
+        except OSError as e:
+            return f"this kernel makes no ipip device ({e.strerror or e}): Calico's ipipMode needs tunl0; use vxlanMode"
+        finally:
+            rtnl.close()
+    finally:
+        netns.remove(name)
+    return None

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, pings, run_in
 
-from cni_lab import names, state
+from cni_lab import doctor, names, state
 from cni_lab.cluster import Lab
 from cni_lab.lesson import explain
 from cni_lab.probe import matrix
@@ -157,19 +157,10 @@ def test_never_across_racks_builds_and_fails_at_the_router(make_lab: MakeLab) ->
     assert not result.passed
 
 
-def ipip_missing() -> str | None:
-    """Why IPIP cannot run here, or None: the module is loaded, built in, or loadable."""
-    if Path("/sys/module/ipip").exists():
-        return None
-    builtin = Path(f"/lib/modules/{os.uname().release}/modules.builtin")
-    if builtin.exists() and "/ipip.ko" in builtin.read_text():
-        return None
-    if subprocess.run(["modprobe", "-n", "ipip"], capture_output=True).returncode == 0:
-        return None
-    return "this kernel has no ipip module (not loaded, not built in, modprobe -n ipip fails): no tunl0"
+IPIP_MISSING = "needs root" if os.geteuid() != 0 else doctor.ipip_missing()  # what `up` says, one line
 
 
-@pytest.mark.skipif(ipip_missing() is not None, reason=ipip_missing() or "")
+@pytest.mark.skipif(IPIP_MISSING is not None, reason=IPIP_MISSING or "")
 @pytest.mark.parametrize("mode", ["Always", "CrossSubnet"])
 def test_ipip_routes_through_tunl0(make_lab: MakeLab, mode: str) -> None:
     lab = make_lab(calico({"ipipMode": mode}, racks=True))

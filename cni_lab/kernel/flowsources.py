@@ -124,6 +124,38 @@ def _messages() -> tuple[type, type]:
     return nflog_config, nflog_packet
 
 
+NLA = struct.Struct("=HH")  # struct nlattr: length, type (NLA_F_* bits in the type's top two)
+NLMSG_HDR, NFGEN_HDR = 16, 4
+NFULA_PACKET_HDR, NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV, NFULA_PAYLOAD, NFULA_PREFIX = 1, 4, 5, 9, 10
+
+
+def packet_fields(chunk: bytes) -> tuple[int | None, int, int, bytes, str]:
+    """(hook, in ifindex, out ifindex, payload, prefix) of one nflog packet message: its
+    attributes walked with struct, not decoded by pyroute2's nflog_packet (which defines them):
+    ~2 µs a message against ~60, what lets `observe` keep up with 5,000 flows a second
+    (bench/observe.py; a unit test holds both readings equal)."""
+    hook, indev, outdev, payload, prefix = None, 0, 0, b"", ""
+    at, end = NLMSG_HDR + NFGEN_HDR, len(chunk)
+    while at + 4 <= end:
+        length, kind = NLA.unpack_from(chunk, at)
+        if length < 4 or at + length > end:  # garbage, or cut inside the attribute
+            break
+        kind &= 0x3FFF
+        value = chunk[at + 4:at + length]
+        if kind == NFULA_PACKET_HDR and len(value) >= 3:
+            hook = value[2]
+        elif kind == NFULA_IFINDEX_INDEV and len(value) == 4:
+            indev = int.from_bytes(value, "big")
+        elif kind == NFULA_IFINDEX_OUTDEV and len(value) == 4:
+            outdev = int.from_bytes(value, "big")
+        elif kind == NFULA_PAYLOAD:
+            payload = bytes(value)
+        elif kind == NFULA_PREFIX:
+            prefix = value.split(b"\0", 1)[0].decode(errors="replace")
+        at += (length + 3) & ~3
+    return hook, indev, outdev, payload, prefix
+
+
 def config_request(sequence: int, family: int, group: int, attrs: list[tuple[str, object]]) -> bytes:
     from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_ULOG
 
@@ -185,7 +217,6 @@ class Reader:
         self.rings = dict(rings or {})
         self.busy: list[str] = []
         self.sequence = 0
-        self._packet = _messages()[1]
 
         def open_here(name: str) -> None:
             self.ifnames[name] = {i: n for i, n in socket.if_nameindex()}
@@ -299,15 +330,11 @@ class Reader:
         return out
 
     def _logged(self, name: str, chunk: bytes, now: float) -> Logged:
-        msg = self._packet(chunk)
-        msg.decode()
-        hdr = msg.get_attr("NFULA_PACKET_HDR")
+        hook, indev, outdev, payload, prefix = packet_fields(chunk)
         names = self.ifnames.get(name, {})
-        indev, outdev = msg.get_attr("NFULA_IFINDEX_INDEV"), msg.get_attr("NFULA_IFINDEX_OUTDEV")
-        return Logged(now, name, (msg.get_attr("NFULA_PREFIX") or "").rstrip("\0"),
-                      HOOKS.get(hdr["hook"], "") if hdr else "",
+        return Logged(now, name, prefix, HOOKS.get(hook, "") if hook is not None else "",
                       names.get(indev, str(indev)) if indev else "", names.get(outdev, str(outdev)) if outdev else "",
-                      bytes(msg.get_attr("NFULA_PAYLOAD") or b""))
+                      payload)
 
     @staticmethod
     def _tracked(name: str, chunk: bytes, now: float) -> Tracked | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv6Address
+from socket import inet_ntoa
 from typing import Any
 
 TCP, UDP, ICMP, ICMPV6, SCTP = 6, 17, 1, 58, 132
@@ -76,7 +77,7 @@ def _ipv4(data: bytes, quoted: bool) -> Packet | None:
     if ihl < 20 or len(data) < ihl:
         return None
     fragment_offset = struct.unpack_from(">H", data, 6)[0] & 0x1FFF
-    base = Packet(4, data[9], str(IPv4Address(data[12:16])), str(IPv4Address(data[16:20])), ttl=data[8])
+    base = Packet(4, data[9], inet_ntoa(data[12:16]), inet_ntoa(data[16:20]), ttl=data[8])
     if fragment_offset:  # a later fragment: no upper-layer header in it
         return base
     return _upper(base, data[ihl:], quoted)

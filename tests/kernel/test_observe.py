@@ -154,3 +154,16 @@ def test_the_cli_streams_json_lines_and_a_running_observer_changes_no_verdict(ma
     dropped = [line for line in lines if line["flow"]["verdict"] == "DROPPED"]
     assert dropped and dropped[0]["flow"]["ingress_denied_by"] == [
         {"name": "deny-to-api", "namespace": "default", "kind": "NetworkPolicy"}], lines
+
+
+def test_the_bench_quick_mode_counts_flows_against_the_rules_counters(tmp_path: Path) -> None:
+    """bench/observe.py --quick: observe, as a user runs it, against the nft counters of the
+    rules that log; no figure is asserted (tests never judge speed), only that it measured."""
+    out = tmp_path / "observe.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "bench/observe.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert [r["rate"] for r in report["rates"]] == [2500, 5000]
+    assert all(r["counted"] > 0 and 0 < r["observed"] <= r["counted"] for r in report["rates"]), report
+    assert "observed without loss, against the rules' own counters" in done.stdout

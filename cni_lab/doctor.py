@@ -138,23 +138,3 @@ def _flow_sources() -> Check:
         return Check("kernel: nflog, conntrack events", False, e.strerror or str(e),
                      "sudo modprobe nfnetlink_log nf_conntrack_netlink (observe reads its flows there)", False)
     return Check("kernel: nflog, conntrack events", True, "an nflog group and ctnetlink events bound")
-
-
-def ipip_missing() -> str | None:
-    """Why this kernel cannot make Calico's tunl0 (no ipip module), or None: an ipip link made
-    and removed in a namespace of the lab's prefix (module autoloading included, as `up` meets it)."""
-    from cni_lab.kernel.rtnl import Rtnl
-
-    name = f"{names.PREFIX}doctor.ipip"
-    netns.create(name)
-    try:
-        rtnl = Rtnl(name)
-        try:
-            rtnl.add_link("drip", "ipip")
-        except OSError as e:
-            return f"this kernel makes no ipip device ({e.strerror or e}): Calico's ipipMode needs tunl0; use vxlanMode"
-        finally:
-            rtnl.close()
-    finally:
-        netns.remove(name)
-    return None

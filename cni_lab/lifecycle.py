@@ -54,9 +54,9 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)
     if lab.capabilities.tunnel is not None and lab.capabilities.tunnel.device == names.CALICO_IPIP:
-        from cni_lab import doctor
+        from cni_lab.kernel import features
 
-        if (missing := doctor.ipip_missing()) is not None:
+        if (missing := features.ipip_missing()) is not None:
             raise LabError(f"{lab.scenario.source}: {missing}")
     for source in sorted({s.source for s in built.steps if isinstance(s, LoadBpf)}):
         from cni_lab.kernel import bpf  # ebpf labs alone

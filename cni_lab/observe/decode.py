@@ -106,6 +106,7 @@ class Decoder:
         return self._judged(replace(
             flow, verdict="DROPPED", drop_reason=POLICY_DENIED, drop_reason_desc=HUBBLE_DROPS[POLICY_DENIED],
             event_type=EVENT_DROP, event_subtype=POLICY_DENIED, direction="INGRESS" if ingress else "EGRESS",
+            point="TO_ENDPOINT" if ingress else "FROM_ENDPOINT",  # the pod's chain, whichever devices it came by
             ingress_denied_by=refs if ingress else (), egress_denied_by=() if ingress else refs, cause=words))
 
     def policy_words(self, pod: Peer, other: Peer, direction: str, protocol: str, port: int | None,

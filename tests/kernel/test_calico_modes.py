@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,8 +17,9 @@ from typing import Any, Callable
 import pytest
 from helpers import ns_of, pings, run_in
 
-from cni_lab import doctor, names, state
+from cni_lab import names, state
 from cni_lab.cluster import Lab
+from cni_lab.kernel import features
 from cni_lab.lesson import explain
 from cni_lab.probe import matrix
 
@@ -157,7 +159,7 @@ def test_never_across_racks_builds_and_fails_at_the_router(make_lab: MakeLab) ->
     assert not result.passed
 
 
-IPIP_MISSING = "needs root" if os.geteuid() != 0 else doctor.ipip_missing()  # what `up` says, one line
+IPIP_MISSING = "needs root" if os.geteuid() != 0 else features.ipip_missing()  # what `up` says, one line
 
 
 @pytest.mark.skipif(IPIP_MISSING is not None, reason=IPIP_MISSING or "")
@@ -173,3 +175,14 @@ def test_ipip_routes_through_tunl0(make_lab: MakeLab, mode: str) -> None:
     assert "10.244.0.128/26 via 192.168.2.2 dev tunl0 proto 80 onlink mtu 1480" in routes
     same_rack = "eth0 proto 80 onlink" if mode == "CrossSubnet" else "tunl0 proto 80 onlink mtu 1480"
     assert f"10.244.0.64/26 via 192.168.1.3 dev {same_rack}" in routes
+
+
+@pytest.mark.skipif(IPIP_MISSING is None or os.geteuid() != 0, reason="this kernel makes ipip devices")
+def test_ipip_where_the_kernel_has_none_is_one_line_exit_2_and_nothing_made(tmp_path: Path) -> None:
+    scenario = tmp_path / "ipip.yaml"
+    scenario.write_text("name: ipipno\ndataplane: bgp\ncalico: {ipipMode: Always}\n"
+                        "nodes:\n  - {name: node1, pods: 1}\n  - {name: node2, pods: 1}\n")
+    done = subprocess.run([sys.executable, "-m", "cni_lab", "up", str(scenario)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {scenario}: {IPIP_MISSING}"]
+    assert not [n for n in os.listdir("/run/netns") if "ipipno" in n or "features" in n]

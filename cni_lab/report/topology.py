@@ -130,6 +130,11 @@ def build(lab: Lab, hops: dict[str, list[Hop]]) -> Topology:
                 topo.links.append(Link(ROUTER, other, f"{hop.dst} via {hop.gateway}", "fabric"))
             elif hop.dev in (names.FLANNEL_DEVICE, names.FLANNEL_DEVICE6):
                 topo.links.append(Link(holder, other, f"VXLAN VNI {names.VXLAN_VNI} → {hop.dst}", "tunnel"))
+            elif hop.dev == names.CALICO_VXLAN:  # Calico's VXLAN (Always, or CrossSubnet across subnets)
+                topo.links.append(Link(holder, other, f"VXLAN VNI {names.CALICO_VXLAN_VNI} ({names.CALICO_VXLAN}) → {hop.dst}",
+                                       "tunnel"))
+            elif hop.dev == names.CALICO_IPIP:
+                topo.links.append(Link(holder, other, f"IPIP ({names.CALICO_IPIP}) → {hop.dst}", "tunnel"))
             elif hop.dev == names.CILIUM_HOST:  # ebpf tunnel mode: cil_from_host tunnels it, as pods' packets are
                 topo.links.append(Link(holder, other, f"{names.CILIUM_VXLAN} (BPF tunnel key) → {hop.dst}", "tunnel"))
             elif hop.proto == "bird":
@@ -247,8 +252,9 @@ def svg(topo: Topology) -> str:
                    "cilium_host": f"router IP {node.gateway} ({names.CILIUM_HOST})"}.get(lab.capabilities.pod_gateway, f"gateway {node.gateway}")
         out.append(f'<text x="{x + 18}" y="{net_y + 18}">{escape(_pod_network(topo))} · {node.pod_cidr}</text>')
         out.append(f'<text x="{x + 18}" y="{net_y + 34}" fill="#5f6368">{escape(gateway)}</text>')
-        if lab.capabilities.tunnel is not None and lab.capabilities.tunnel.device == names.FLANNEL_DEVICE:
-            out.append(f'<text x="{x + 18}" y="{net_y + 50}" fill="{COLORS["tunnel"]}">{names.FLANNEL_DEVICE} '
+        device = lab.capabilities.tunnel.device if lab.capabilities.tunnel is not None else ""
+        if device in (names.FLANNEL_DEVICE, names.CALICO_VXLAN, names.CALICO_IPIP):  # a device with an address
+            out.append(f'<text x="{x + 18}" y="{net_y + 50}" fill="{COLORS["tunnel"]}">{device} '
                        f'{node.pod_cidr.network_address}/32, mtu {lab.overlay_mtu}</text>')
         for j, pod in enumerate(node.pods):
             py = net_y + 62 + j * POD_H

@@ -65,3 +65,15 @@ def test_dot_puts_one_label_on_each_pair_of_nodes() -> None:
     edges = [line.split(" [")[0].strip() for line in dot.splitlines() if "constraint=false" in line]
     assert len(edges) == len(set(edges)) == 3
     assert all("dir=both" in line for line in dot.splitlines() if "constraint=false" in line)
+
+
+def test_calico_cross_subnet_draws_tunnels_across_racks_and_routes_within() -> None:
+    """CrossSubnet: node1 and node2 share rack1, node3 and node4 rack2; only pairs across racks go
+    through vxlan.calico, and each node's box names its VTEP."""
+    topo = topology.of_plan(plan.build(catalog.load("calico-vxlan-racks")))
+    kinds = {(lk.src, lk.dst): lk.kind for lk in topo.links}
+    rack = {"node1": 1, "node2": 1, "node3": 2, "node4": 2}
+    assert kinds and all((kind == "tunnel") == (rack[a] != rack[b]) for (a, b), kind in kinds.items()), kinds
+    assert all("VXLAN VNI 4096 (vxlan.calico)" in lk.label for lk in topo.links if lk.kind == "tunnel")
+    svg = topology.svg(topo)
+    assert "vxlan.calico 10.244.0.0/32, mtu 1450" in svg

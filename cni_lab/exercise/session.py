@@ -6,6 +6,7 @@ is not: its folder, and the record, went with it)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from typing import Any
@@ -69,8 +70,10 @@ def _break(ex: Exercise, i: int, step: Step) -> None:
     where = f"{ex.source}: break[{i}]"
     if step.kind == "run":
         ns = target_netns.target_netns(lab, step.target)
+        # $LAB and $LAB_STATE: the lab's name and state folder (its BIRD and CNI files), wherever it is
+        env = {**os.environ, "LAB": ex.name, "LAB_STATE": str(state.lab_dir(ex.name))}
         done = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", step.command], capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, env=env)
         if done.returncode != 0:
             said = (done.stderr or done.stdout).strip().splitlines()
             raise LabError(f"{where}: `{step.command}` in {step.target} failed: {said[-1] if said else done.returncode}")

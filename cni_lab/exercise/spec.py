@@ -7,6 +7,7 @@
     scenario: two-nodes          # a shipped scenario's name, a file (relative to this one), or a mapping
     break:                       # what `exercise start` does to the running lab, in order
       - run: {node: node1, command: "ip route del 10.244.1.0/24"}   # sh -c, in a node's or pod's namespace
+                                 # ($LAB: the lab's name, $LAB_STATE: its state folder)
       - fault: route-del node1 node2                                # a `cni-lab fault`, not recorded
       - policy: policies/deny.yaml                                   # NetworkPolicies applied (file or inline)
     task: ...                    # what the learner is told: the symptom, never the cause

@@ -24,8 +24,10 @@ SHIPPED = [p.stem for p in library.files()]
 
 
 def runnable(command: str) -> str:
-    """A solution's line as this test runs it: as root already (no sudo), cni-lab from this tree."""
+    """A solution's line as this test runs it: as root already (no sudo), cni-lab from this tree,
+    the lab's state wherever this run keeps it (CNI_LAB_STATE_DIR)."""
     command = re.sub(r"(^|[;&|]\s*)sudo\s+", r"\1", command.strip())
+    command = command.replace("/run/cni-lab/", f"{state.STATE_ROOT}/")
     return re.sub(r"(^|[\s;&|(])cni-lab(?=\s)", rf"\1{sys.executable} -m cni_lab", command)
 
 

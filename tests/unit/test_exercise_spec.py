@@ -187,3 +187,14 @@ def test_the_other_kinds() -> None:
     assert not judged("lb", {"node": "node1"}, (slots, wanted))
     slots[2] = LbSlot("10.96.0.2:80/TCP", 2, 2, ("10.244.1.2", 8080))
     assert judged("lb", {"node": "node1"}, (slots, wanted))
+
+
+def test_heal_refuses_while_an_exercise_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni_lab import lifecycle, privileges
+    from cni_lab.exercise import session
+
+    monkeypatch.setattr(privileges, "require_root", lambda command: None)
+    monkeypatch.setattr(lifecycle, "pick", lambda name: "hostgw-route")
+    monkeypatch.setattr(session, "recorded", lambda lab: {"name": lab, "hints": 0})
+    code, output = run("heal", "hostgw-route")
+    assert code == 2 and "runs exercise hostgw-route" in output and len(output.strip().splitlines()) == 1

@@ -30,6 +30,7 @@ from typing import Any
 
 from cni_lab import names, plan, state
 from cni_lab.errors import LabError
+from cni_lab.fault_kinds import KINDS
 from cni_lab.cluster import Lab
 from cni_lab.executor import apply
 from cni_lab.kernel import daemons, edit, readback
@@ -37,7 +38,6 @@ from cni_lab.kernel.edit import SavedRoute
 from cni_lab.rulesets import observe
 from cni_lab.steps import BpfServices
 
-KINDS = ("link-down", "route-del", "pod-down", "forward-drop", "bpf-detach", "bpf-backend-del")
 RECORD = "faults.json"
 FAULT_TABLE = "cni-lab-fault"  # forward-drop's nftables table (inet family), in the node's namespace
 
@@ -95,7 +95,9 @@ def _save(lab_name: str, faults: list[Fault]) -> None:
         path.unlink(missing_ok=True)
 
 
-def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
+def inject(lab: Lab, kind: str, args: tuple[str, ...], record: bool = True) -> Fault:
+    """Break one thing. `record=False` leaves no record (an exercise's break: `status` and `check`
+    must not tell the learner the cause; `heal` applies the plan again all the same)."""
     if kind == "link-down":
         if len(args) != 1:
             raise LabError("usage: cni-lab fault [LAB] link-down NODE")
@@ -125,8 +127,9 @@ def inject(lab: Lab, kind: str, args: tuple[str, ...]) -> Fault:
         fault = _backend_del(lab, args)
     else:
         raise LabError(f"unknown fault {kind!r}: use one of {', '.join(KINDS)}")
-    _save(lab.name, [*recorded(lab.name), fault])
-    if kind == "pod-down" and lab.scenario.services:
+    if record:
+        _save(lab.name, [*recorded(lab.name), fault])
+    if record and kind == "pod-down" and lab.scenario.services:
         _follow_endpoints(lab)
     return fault
 

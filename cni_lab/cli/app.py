@@ -37,6 +37,7 @@ COMMANDS = {
     "doctor": "host_commands", "completion": "host_commands",
     "policy": "policies",
     "observe": "flows",
+    "exercise": "exercises",
 }
 
 

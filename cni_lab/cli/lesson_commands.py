@@ -164,6 +164,12 @@ def heal(lab: str | None) -> None:
     """
     privileges.require_root("heal")
     name = lifecycle.pick(lab)
+    from cni_lab.exercise import session
+
+    if session.recorded(name) is not None:
+        # heal applies the plan again: it would undo the exercise's break, not teach its fix
+        raise LabError(f"lab {name} runs exercise {name}: fix it with the node's own tools (ip, nft, sysctl ...); "
+                       f"`sudo cni-lab exercise hint {name}` helps, `sudo cni-lab exercise stop {name}` ends it")
     with lifecycle.state.locked(name):
         the_lab, _ = lifecycle.running_lab(name)
         undone = faults.heal(the_lab)

@@ -30,7 +30,9 @@ from cni_lab.model.loader import LAB_NAME, TOP_KEYS, load_document, load_file, l
 from cni_lab.model.namespaces import NAMESPACE_NAME
 from cni_lab.model.networking import MAX_NODE_MASK_DIFF, NETWORKING_KEYS, SEGMENT_NAME, Net
 from cni_lab.model.nodes import MAX_BRIDGE_PORTS, MAX_NODES, NODE_KEYS, NODE_NAME, POD_KEYS, POD_NAME, RESERVED_NODE_NAMES
+from cni_lab.model.policy_sources import read_policies
 from cni_lab.model.probe_ports import PROBE_KEYS, PROBE_PORT
+from cni_lab.model.problems import Problems, hint, read_name
 from cni_lab.model.scenario import (
     CALICO_BACKENDS, CALICO_KEYS, CALICO_MODES, CNI_KEYS, CNI_ROUTING, DATAPLANE_SECTIONS, DATAPLANES, DEFAULT_AS, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_SIZE6,
     DEFAULT_CLUSTER_CIDR, DEFAULT_CNI_PATH, DEFAULT_CNI_ROUTING, DEFAULT_DATAPLANE, DEFAULT_EBPF_ROUTING, DEFAULT_MTU,
@@ -55,4 +57,5 @@ __all__ = [
     "Scenario", "Segment", "ServicePort", "ServiceSpec", "plugin_types", "SERVICE_KEYS", "SERVICE_PORT_KEYS",
     "SERVICE_TYPES", "CILIUM_VALUES", "CONTAINER_PORT_KEYS", "is_port_number", "port_name_refusal", "ContainerPort",
     "find_port", "CALICO_BACKENDS", "CALICO_KEYS", "CALICO_MODES", "CalicoSpec",
+    "Problems", "hint", "read_name", "read_policies",  # for other inputs read as the model reads its own (exercises)
 ]

@@ -137,3 +137,25 @@ def test_the_rule_dns_in_json_and_junit_and_none_without_dns() -> None:
     assert case.find("failure") is not None
     plain = hand_made("host-gw", [])
     assert "dns" not in json_junit.check_json(plain) and "dns:" not in json_junit.check_junit(plain)
+
+
+def test_explain_and_trace_say_each_step_of_the_search() -> None:
+    from rich.console import Console
+
+    from cni_lab.lesson import name_lookups
+    from cni_lab.report import dns_view
+
+    lab = _lab()
+    assert name_lookups.is_name(lab, "web") and name_lookups.is_name(lab, "web.default.svc.cluster.local")
+    assert not name_lookups.is_name(lab, "n1/a") and not name_lookups.is_name(lab, "10.96.0.2:80")
+    assert name_lookups.sample_names(lab, next(p for p in lab.pods if p.id == "n1/x/b")) == [
+        "web.default", "kube-dns.kube-system"]
+    found = dns_probes.Lookup((("web.x.svc.cluster.local", "NXDOMAIN"), ("web.svc.cluster.local", "NXDOMAIN"),
+                               ("web.cluster.local", "NXDOMAIN"), ("web", "REFUSED")), ())
+    facts = name_lookups.PodNames("n1/x/b", "search x.svc.cluster.local\nnameserver 10.96.0.10\n", (("web", found),))
+    console = Console(width=200, record=True, color_system=None)
+    console.print(dns_view.pod_view(facts))
+    shown = console.export_text()
+    assert "nameserver 10.96.0.10" in shown and "web: 0 dots < ndots 5, so the search list first" in shown
+    assert "1. web.x.svc.cluster.local  → NXDOMAIN: no such name: the next search domain" in shown
+    assert "4. web  → REFUSED: not the cluster's (no upstream: nothing leaves the machine)" in shown

@@ -134,8 +134,8 @@ def request_response(server: str, port: int, client: str, targets: list[tuple[st
 
 def service_scenario(name: str, plane: str) -> str:
     """Two nodes: a client pod on node1, and on node2 the one endpoint of the ClusterIP Service
-    `web` (port 80 to the pod's 8080)."""
-    return (f"name: {name}\n{PLANES[plane]}nodes:\n"
+    `web` (port 80 to the pod's 8080). No cluster DNS: the benchmark measures the Service alone."""
+    return (f"name: {name}\n{PLANES[plane]}dns: false\nnodes:\n"
             "  - {name: node1, pods: [client]}\n"
             "  - {name: node2, pods: [{name: web, labels: {app: web}}]}\n"
             "services:\n"

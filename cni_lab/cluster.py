@@ -21,8 +21,8 @@ from typing import NamedTuple, Union
 from cni_lab import ipam, policy
 from cni_lab.dataplanes.capabilities import Capabilities, Refused
 from cni_lab.errors import LabError
-from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, Labels, ProbePort, Scenario, Segment, ServicePort,
-                           ServiceSpec, find_port)
+from cni_lab.model import (DEFAULT_NAMESPACE, ContainerPort, DnsSpec, Labels, ProbePort, Scenario, Segment,
+                           ServicePort, ServiceSpec, find_port, is_cluster_dns)
 
 AnyAddress = Union[IPv4Address, IPv6Address]
 
@@ -146,16 +146,36 @@ class Service:
         return f"{self.spec.namespace}/{self.spec.name}"
 
     def backends(self, port: ServicePort) -> tuple[Backend, ...]:
-        """The endpoints of one port, each with its own number: a numbered targetPort is every
-        endpoint's; a named one is each pod's port of that name and the Service port's protocol,
-        and a pod without one is no endpoint of that port, as the EndpointSlice controller's
-        getEndpointPorts skips it (FindPort's error: "no suitable port")."""
-        out = []
-        for pod in self.endpoints:
-            number = port.target_port if isinstance(port.target_port, int) else pod.find_port(port.target_port, port.protocol)
-            if number is not None:
-                out.append(Backend(pod, number))
-        return tuple(out)
+        return backends(self.endpoints, port)
+
+
+@dataclass(frozen=True)
+class HeadlessService:
+    """A Service with `clusterIP: None`: no ClusterIP, nothing balances it; its name in DNS
+    answers with its endpoints' addresses (kubernetes/dns specification 2.4)."""
+
+    spec: ServiceSpec
+    endpoints: tuple[Pod, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.spec.namespace}/{self.spec.name}"
+
+    def backends(self, port: ServicePort) -> tuple[Backend, ...]:
+        return backends(self.endpoints, port)
+
+
+def backends(endpoints: tuple[Pod, ...], port: ServicePort) -> tuple[Backend, ...]:
+    """The endpoints of one port, each with its own number: a numbered targetPort is every
+    endpoint's; a named one is each pod's port of that name and the Service port's protocol,
+    and a pod without one is no endpoint of that port, as the EndpointSlice controller's
+    getEndpointPorts skips it (FindPort's error: "no suitable port")."""
+    out = []
+    for pod in endpoints:
+        number = port.target_port if isinstance(port.target_port, int) else pod.find_port(port.target_port, port.protocol)
+        if number is not None:
+            out.append(Backend(pod, number))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -259,15 +279,38 @@ class Lab:
         return policy.Evaluator({ns.name: ns.labels for ns in self.scenario.namespaces}, self.policies)
 
     @cached_property
-    def services(self) -> tuple[Service, ...]:
-        """Every Service with its ClusterIP and endpoints; LabError where the lab cannot have them."""
+    def _all_services(self) -> tuple[Service | HeadlessService, ...]:
         return _services(self)
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """Every Service with its ClusterIP and endpoints (what kube-proxy balances); LabError where
+        the lab cannot have them. Headless Services are `headless_services`."""
+        return tuple(s for s in self._all_services if isinstance(s, Service))
+
+    @property
+    def headless_services(self) -> tuple[HeadlessService, ...]:
+        return tuple(s for s in self._all_services if isinstance(s, HeadlessService))
 
     def services_without(self, gone: frozenset[str]) -> tuple[Service, ...]:
         """The Services once the pods in `gone` (by id) are not ready: the EndpointSlice
         controller drops them from every Service's endpoints."""
         return tuple(dataclasses.replace(s, endpoints=tuple(p for p in s.endpoints if p.id not in gone))
                      for s in self.services)
+
+    def headless_without(self, gone: frozenset[str]) -> tuple[HeadlessService, ...]:
+        return tuple(dataclasses.replace(s, endpoints=tuple(p for p in s.endpoints if p.id not in gone))
+                     for s in self.headless_services)
+
+    @property
+    def dns(self) -> DnsSpec | None:
+        """Its cluster DNS (on by default where there are Services), or None."""
+        return self.scenario.dns
+
+    @property
+    def dns_service(self) -> Service | None:
+        """kube-system/kube-dns, the ClusterIP every pod's resolv.conf names."""
+        return next((s for s in self.services if is_cluster_dns(s.spec)), None) if self.dns is not None else None
 
     @property
     def workloads(self) -> list[policy.Workload]:
@@ -302,7 +345,7 @@ def resolve(scenario: Scenario, capabilities: Capabilities) -> Lab:
     return lab
 
 
-def _services(lab: Lab) -> tuple[Service, ...]:
+def _services(lab: Lab) -> tuple[Service | HeadlessService, ...]:
     specs = lab.scenario.services
     if not specs:
         return ()
@@ -332,12 +375,12 @@ def _services(lab: Lab) -> tuple[Service, ...]:
                                 f"not the Service's {spec.namespace}")
     if problems:
         raise LabError(*problems)
-    out = []
+    out: list[Service | HeadlessService] = []
     for spec, cluster_ip in zip(ipam.node_ports(specs), cluster_ips):
         if spec.pods:  # named: as an EndpointSlice written by hand
             chosen = tuple(by_id[ref] for ref in spec.pods)
         else:
             selector = policy.Selector(match_labels=spec.selector)  # a Service's selector: equality on every label
             chosen = tuple(p for p in lab.pods if p.namespace == spec.namespace and selector.matches(p.labels))
-        out.append(Service(spec, cluster_ip, chosen))
+        out.append(HeadlessService(spec, chosen) if cluster_ip is None else Service(spec, cluster_ip, chosen))
     return tuple(out)

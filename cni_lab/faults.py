@@ -239,8 +239,11 @@ def _follow_endpoints(lab: Lab) -> None:
     a pod that is not ready out: kube-proxy's table (or the BPF Service maps) is made again on
     every node without it. (`heal` applies the plan again, which puts every endpoint back.)"""
     gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
+    steps = plan.service_steps(lab, lab.services_without(gone))
+    if lab.dns_service is not None:  # kube-dns's records follow: a headless Service answers without it
+        steps += plan.dns_steps(lab, lab.services_without(gone), lab.headless_without(gone))
     with apply.Session(state.lab_dir(lab.name)) as session:
-        for step in plan.service_steps(lab, lab.services_without(gone)):
+        for step in steps:
             apply.apply_step(session, step)
 
 
@@ -268,6 +271,10 @@ def _reapply(lab: Lab) -> None:
     built = plan.build(lab)
     folder = state.lab_dir(lab.name)
     apply.reapply(built, folder)
+    if lab.dns_service is not None:  # every record back, dnsmasq restarted
+        with apply.Session(folder) as session:
+            for step in plan.dns_steps(lab, lab.services, lab.headless_services):
+                apply.apply_step(session, step)
     if lab.capabilities.runs_cni_plugins:
         _reapply_cni_routes(lab)
     if "bird" in lab.capabilities.daemons:

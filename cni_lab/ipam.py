@@ -116,13 +116,28 @@ def allocate(scenario: Scenario, capabilities: Capabilities) -> Allocation:
     return Allocation(tuple(nodes), tuple(warnings))
 
 
-def cluster_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address]:
-    """Each Service's ClusterIP, in order from the Service CIDR's .2."""
+def cluster_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address | None]:
+    """Each Service's ClusterIP: the one given (kube-dns's, the CIDR's tenth), None for a headless
+    Service, else the next free one in order from the Service CIDR's .2."""
     cidr = scenario.service_cidr
-    if len(scenario.services) > cidr.num_addresses - 3:
+    given: dict[IPv4Address, int] = {}
+    for i, spec in enumerate(scenario.services):
+        ip = spec.cluster_ip
+        if ip is None:
+            continue
+        if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address, cidr.network_address + 1):
+            problems.append(f"{scenario.source}: services[{i}].clusterIP: {ip} is not in the range "
+                            f"{cidr} (.1 is the `kubernetes` Service's)")
+        elif ip in given:
+            problems.append(f"{scenario.source}: services[{i}].clusterIP: {ip}: provided IP is already allocated")
+        given[ip] = i
+    wanted = sum(1 for s in scenario.services if s.cluster_ip is None and not s.headless)
+    if wanted + len(given) > cidr.num_addresses - 3:
         problems.append(f"{scenario.source}: networking.serviceCIDR: {cidr} has no room for {len(scenario.services)} Services")
         return []
-    return [cidr.network_address + 2 + i for i in range(len(scenario.services))]  # type: ignore[misc]
+    free = (a for a in (cidr.network_address + 2 + i for i in range(cidr.num_addresses - 3)) if a not in given)
+    return [None if s.headless else s.cluster_ip if s.cluster_ip is not None else next(free)
+            for s in scenario.services]
 
 
 def node_ports(specs: tuple[ServiceSpec, ...]) -> tuple[ServiceSpec, ...]:

@@ -53,6 +53,10 @@ def up(lab: Lab, progress: Callable[[int, int], None] | None = None) -> UpResult
     built = plan.build(lab)
     dataplane = dataplanes.get(lab.dataplane)
     daemons.require(dataplane.needs(lab), lab.dataplane)
+    if lab.dns_service is not None:
+        from cni_lab.kernel import dns
+
+        dns.require(lab.scenario.source)
     if lab.capabilities.tunnel is not None and lab.capabilities.tunnel.device == names.CALICO_IPIP:
         from cni_lab.kernel import features
 
@@ -146,8 +150,10 @@ def _teardown(name: str, recorded: state.LabState | None) -> list[str]:
         if neighbours.raised(state.lab_dir(name)):
             # the cap goes back below once the lab's entries are gone: let them go now
             neighbours.release_neighbours(namespaces, (names.POD_IFNAME, names.NODE_UPLINK, names.CNI_BRIDGE))
-        removed = netns.remove_namespaces(namespaces)
-        from cni_lab.kernel import bpf
+        removed = netns.remove_namespaces(namespaces)  # kube-dns's dnsmasq with the DNS pod's
+        from cni_lab.kernel import bpf, dns
+
+        removed += dns.remove_resolv_confs(name)  # /etc/netns/<each pod's namespace>/
 
         if bpf.remove_pins(names.bpf_dir(name)):  # the ebpf data plane's programs and maps
             removed.append(names.bpf_dir(name))

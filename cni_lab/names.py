@@ -155,3 +155,19 @@ def bpf_dir(lab: str) -> str:
 
 def bpf_node_dir(lab: str, node: str) -> str:
     return f"{bpf_dir(lab)}/{node}"
+
+
+# -- cluster DNS ---------------------------------------------------------------------------------
+DNS_DIR = "dns"  # kube-dns's files (dnsmasq's config, pid file, log), relative to the lab's state folder
+NETNS_ETC = "/etc/netns"  # `ip netns exec NS` bind-mounts /etc/netns/NS/<file> over /etc/<file>
+
+
+def dns_file(lab: str, suffix: str) -> str:
+    """One of dnsmasq's files, `dns/names.<lab>.conf` (`.pid`, `.log`): carries the lab's name."""
+    return f"{DNS_DIR}/names.{lab}.{suffix}"
+
+
+def resolv_conf_dir(netns: str) -> str:
+    """The folder whose resolv.conf a pod's namespace sees as /etc/resolv.conf (`ip netns exec`'s
+    convention); named after the namespace, so it carries the lab's prefix."""
+    return f"{NETNS_ETC}/{netns}"

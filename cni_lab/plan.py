@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from ipaddress import IPv6Interface, ip_interface
 from typing import Sequence
 
-from cni_lab import dataplanes, names
+from cni_lab import dataplanes, dns_records, names
 from cni_lab.rulesets import kubeproxy, masquerade, netpol
 from cni_lab.errors import LabError
-from cni_lab.cluster import Lab, Service
+from cni_lab.cluster import HeadlessService, Lab, Service
 from cni_lab.dataplanes.capabilities import Refused
 from cni_lab.model import OUTSIDE_NETWORK
 from cni_lab.steps import (
@@ -27,7 +27,10 @@ from cni_lab.steps import (
     LoadNftables,
     SetHairpin,
     SetSysctl,
+    StartDnsmasq,
     Step,
+    WriteFile,
+    WriteResolvConf,
     default_route,
 )
 
@@ -96,9 +99,25 @@ def build(lab: Lab) -> Plan:
         if lab.capabilities.sets_hairpin:  # pods on cni0: hairpin for their Services
             steps += [SetHairpin(names.node_netns(lab.name, n.name), names.pod_host_veth(lab.name, n.name, p.name))
                       for n in lab.nodes for p in n.pods]
+    if lab.dns_service is not None:
+        steps += dns_steps(lab, lab.services, lab.headless_services)
+        steps += [WriteResolvConf(names.pod_netns(lab.name, p.node, p.name), dns_records.resolv_conf(lab, p))
+                  for p in lab.pods]
     if lab.policies:
         steps += policy_steps(lab)
     return Plan(lab=lab, steps=tuple(steps))
+
+
+def dns_steps(lab: Lab, services: Sequence[Service], headless: Sequence[HeadlessService]) -> list[Step]:
+    """kube-dns with the records of these Services: dnsmasq's config written and dnsmasq (re)started
+    in the DNS pod. Applied again with other endpoints (a pod taken down), the records follow."""
+    server = dns_records.dns_pod(lab)
+    if server is None:
+        return []
+    return [WriteFile(names.pod_netns(lab.name, server.node, server.name), names.dns_file(lab.name, "conf"),
+                      dns_records.dnsmasq_conf(lab, services, headless)),
+            StartDnsmasq(names.pod_netns(lab.name, server.node, server.name), names.dns_file(lab.name, "conf"),
+                         names.dns_file(lab.name, "pid"), names.dns_file(lab.name, "log"))]
 
 
 def service_steps(lab: Lab, services: Sequence[Service]) -> list[Step]:

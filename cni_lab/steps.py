@@ -430,6 +430,35 @@ class StartBird:
 
 
 @dataclass(frozen=True)
+class StartDnsmasq:
+    """(Re)start dnsmasq, kube-dns's server, in the DNS pod's namespace: its config, pid file and
+    log under the lab's state folder (`conf` relative to it), nothing read from /etc. dnsmasq
+    daemonizes once it listens; a dnsmasq the pid file names is stopped first (new records: a
+    restart takes milliseconds, and SIGHUP would not re-read host-record lines)."""
+
+    netns: str
+    conf: str
+    pidfile: str
+    log: str
+
+    def describe(self) -> str:
+        return (f"ip netns exec {self.netns} dnsmasq --conf-file=<lab state>/{self.conf} "
+                f"--pid-file=<lab state>/{self.pidfile} --log-facility=<lab state>/{self.log}")
+
+
+@dataclass(frozen=True)
+class WriteResolvConf:
+    """A pod's /etc/resolv.conf as `ip netns exec` shows it: /etc/netns/<netns>/resolv.conf."""
+
+    netns: str
+    content: str
+
+    def describe(self) -> str:
+        return f"mkdir -p /etc/netns/{self.netns} && write /etc/netns/{self.netns}/resolv.conf  # " + next(
+            (line for line in self.content.splitlines() if line.startswith("nameserver")), "")
+
+
+@dataclass(frozen=True)
 class WaitBgp:
     """Wait until the node's BGP sessions are Established and the kernel has learned every block."""
 
@@ -470,7 +499,7 @@ class CniAdd:
 Step = Union[CreateNetns, SetSysctl, AddBridge, AddVeth, LinkUp, AddAddress, AddRoute, AddVxlan, AddNeighbour,
              AddFdb, WriteFile, StartBird, WaitBgp, CniAdd, AddFlowVxlan, LoadBpf, AttachBpf, BpfNodeConfig,
              BpfEndpoint, BpfIpcache, BpfIpcacheSync, BpfServices, BpfPolicy, LoadNftables,
-             SetHairpin, AddBlackhole, AddIpip]
+             SetHairpin, AddBlackhole, AddIpip, StartDnsmasq, WriteResolvConf]
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 DEFAULT_ROUTE6 = IPv6Network("::/0")
 

@@ -24,15 +24,17 @@ esac
 # iproute2: ip netns exec for `cni-lab exec`; iputils-ping/tcpdump: tools learners run in pods;
 # nftables/conntrack: NAT experiments; bird2: the BGP daemon of `bgp`; containernetworking-plugins:
 # the CNI reference plugins of `cni` (iptables: what their bridge plugin's ipMasq calls); graphviz: `graph -o x.png`; clang, llvm, libbpf-dev (headers)
-# and bpftool: the `ebpf` data plane compiles, loads and pins its tc programs. The same names on
-# Debian and Ubuntu.
+# and bpftool: the `ebpf` data plane compiles, loads and pins its tc programs; dnsmasq-base: the
+# cluster DNS server behind kube-dns (the program alone: no service unit, it starts nothing by
+# itself). The same names on Debian and Ubuntu.
 packages=(python3 python3-venv python3-pip iproute2 iputils-ping nftables conntrack tcpdump bird2
-          containernetworking-plugins iptables graphviz clang llvm libbpf-dev bpftool)
+          containernetworking-plugins iptables graphviz clang llvm libbpf-dev bpftool dnsmasq-base)
 # The tests: a browser renders the HTML report, ruby checks the Vagrantfile's syntax, mininet and
 # bridge-utils are the benchmark's comparison, util-linux's setpriv drops a capability, podman,
 # runc and debootstrap build and run the container image from a local Debian base; iperf3: the
-# benchmark's throughput between pods.
-test_packages=(ruby mininet bridge-utils util-linux podman runc debootstrap debian-archive-keyring iperf3)
+# benchmark's throughput between pods; bind9-dnsutils: dig, which the DNS tests ask kube-dns with.
+test_packages=(ruby mininet bridge-utils util-linux podman runc debootstrap debian-archive-keyring iperf3
+               bind9-dnsutils)
 
 available() {  # a package apt can install here (Ubuntu 24.04 has no `chromium`, only a snap stub)
   apt-cache policy "$1" 2>/dev/null | grep "Candidate: [0-9]" >/dev/null  # not -q: with pipefail, an early exit fails the pipe

@@ -38,16 +38,24 @@ def lab_objects() -> set[str]:
     found = {f"netns {n}" for n in netns.listing() if n.startswith(names.PREFIX)}
     found |= {f"state {n}" for n in state.names()}
     found |= {f"pinned BPF {names.bpf_dir(n)}" for n in bpf.pinned_labs()}
-    # daemons (BIRD) run in a folder of the lab's state: any process still there is a leak
+    # daemons (BIRD) run in a folder of the lab's state: any process still there is a leak; dnsmasq
+    # (kube-dns) daemonizes into / but names its config and pid file there on its command line
     root = str(state.STATE_ROOT)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cwd = os.readlink(f"/proc/{entry}/cwd")
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             if cwd == root or cwd.startswith(root + "/"):
                 found.add(f"process {entry} in {cwd}")
+            elif command[0].endswith(b"dnsmasq") and any(root.encode() + b"/" in arg for arg in command):
+                found.add(f"dnsmasq {entry}: {b' '.join(command).decode(errors='replace')}")
+    # every pod's resolv.conf folder, /etc/netns/cnilab-<lab>...
+    from cni_lab.kernel import dns
+
+    found |= {f"resolv.conf folder {f}" for f in dns.leftovers()}
     return found
 
 

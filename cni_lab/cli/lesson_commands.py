@@ -29,18 +29,26 @@ def _lab_and_rest(args: tuple[str, ...], rest: int, usage: str) -> tuple[str | N
 @click.option("--raw", is_flag=True, help="Show `ip addr`, `ip route` and `bridge link` from inside each namespace.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable facts.")
 def explain(args: tuple[str, ...], raw: bool, as_json: bool) -> None:
-    """Each node as the kernel has it, in the words of the lesson: explain [LAB] [NODE]
+    """Each node as the kernel has it, in the words of the lesson: explain [LAB] [NODE | NODE/POD]
+
+    A pod (node1/web): its resolv.conf, and what its resolver asks kube-dns for each Service's name.
 
     \b
     Example: sudo cni-lab explain node1
     """
     privileges.require_root("explain")
     if len(args) > 2:
-        raise LabError("usage: cni-lab explain [LAB] [NODE]")
+        raise LabError("usage: cni-lab explain [LAB] [NODE | NODE/POD]")
     lab_name, node = (args[0], args[1]) if len(args) == 2 else (None, None)
     if len(args) == 1:
         lab_name, node = (args[0], None) if args[0] in lifecycle.running() else (None, args[0])
     lab, _ = lifecycle.running_lab(lab_name)
+    if node is not None and "/" in node:  # a pod: its resolv.conf and what its resolver asks
+        from cni_lab.lesson import name_lookups
+        from cni_lab.report import dns_view
+
+        out.print(dns_view.pod_view(name_lookups.explain_pod(lab, node)))
+        return
     facts = explain_lesson.read(lab, node)
     if as_json:
         _json(explain_view.to_json(lab, facts))
@@ -70,10 +78,19 @@ def trace(args: tuple[str, ...], as_json: bool, no_probe: bool, ipv6: bool) -> N
     \b
     Example: sudo cni-lab trace node1/web node2/api
     Example: sudo cni-lab trace node1/client 10.96.0.2:80
+    Example: sudo cni-lab trace node1/client web    (a name: the lookup through kube-dns, then the connection)
     """
     privileges.require_root("trace")
     lab_name, (src, dst) = _lab_and_rest(args, 2, "trace [LAB] SRC DST")
     lab, _ = lifecycle.running_lab(lab_name)
+    from cni_lab.lesson import name_lookups
+
+    if name_lookups.is_name(lab, dst):  # a name: the lookup through kube-dns, then the connection
+        from cni_lab.report import dns_view
+
+        nt = name_lookups.trace_name(lab, src, dst)
+        out.print(dns_view.name_trace_view(nt))
+        sys.exit(0 if nt.address else 1)
     service = service_trace.parse_destination(lab, dst)
     if service is not None:  # a ClusterIP: through the DNAT, the endpoint from conntrack (or the BPF maps)
         st = service_trace.trace(lab, src, *service)

@@ -33,6 +33,7 @@ from cni_lab.steps import (
     LinkUp,
     SetSysctl,
     StartBird,
+    StartDnsmasq,
     Step,
     WaitBgp,
     WriteFile,
@@ -80,7 +81,7 @@ def reapply(plan: Plan, files: Path) -> None:
     dropped with a link that went down. Daemons, CNI ADD and files are not repeated."""
     with Session(files) as session:
         for step in plan.steps:
-            if not isinstance(step, (StartBird, WaitBgp, CniAdd, WriteFile)):
+            if not isinstance(step, (StartBird, WaitBgp, CniAdd, WriteFile, StartDnsmasq)):
                 apply_step(session, step)
 
 

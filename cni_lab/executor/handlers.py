@@ -38,9 +38,11 @@ from cni_lab.steps import (
     SetHairpin,
     SetSysctl,
     StartBird,
+    StartDnsmasq,
     Step,
     WaitBgp,
     WriteFile,
+    WriteResolvConf,
 )
 
 Handler = Callable[[Session, Any], None]  # called with the step type its table entry names
@@ -126,6 +128,18 @@ def _write_file(session: Session, step: WriteFile) -> None:
 
 def _start_bird(session: Session, step: StartBird) -> None:
     daemons.start_bird(step.netns, session.folder(step.folder))
+
+
+def _start_dnsmasq(session: Session, step: StartDnsmasq) -> None:
+    from cni_lab.kernel import dns  # labs with cluster DNS alone
+
+    dns.start_dnsmasq(step.netns, session.folder(step.conf), session.folder(step.pidfile), session.folder(step.log))
+
+
+def _write_resolv_conf(session: Session, step: WriteResolvConf) -> None:
+    from cni_lab.kernel import dns
+
+    dns.write_resolv_conf(step.netns, step.content)
 
 
 def _wait_bgp(session: Session, step: WaitBgp) -> None:
@@ -238,6 +252,8 @@ HANDLERS: dict[type[Step], Handler] = {
     WriteFile: _write_file,
     StartBird: _start_bird,
     WaitBgp: _wait_bgp,
+    StartDnsmasq: _start_dnsmasq,
+    WriteResolvConf: _write_resolv_conf,
     CniAdd: _cni_add,
     LoadBpf: _load_bpf,
     AttachBpf: _attach_bpf,

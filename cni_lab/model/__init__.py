@@ -40,6 +40,9 @@ from cni_lab.model.scenario import (
     DEFAULT_UNDERLAY, DEFAULT_UNDERLAY6, EBPF_KEYS, EBPF_ROUTING, NAMESPACE_LABEL, NODE_PORT_RANGE, OUTSIDE_NETWORK, RULES,
     VERDICTS, CalicoSpec, CniSpec, ContainerPort, Expectation, Labels, NamespaceSpec, NodeSpec, PodSpec, PolicySource, ProbePort, Scenario, Segment,
     ServicePort, ServiceSpec, find_port, plugin_types)
+from cni_lab.model.scenario import (DEFAULT_CLUSTER_DOMAIN, DNS_CLUSTER_IP_INDEX, DNS_LABELS, DNS_NAMESPACE, DNS_POD,
+                                    DNS_SERVICE, DnsSpec)
+from cni_lab.model.dns_section import DNS_KEYS, DNS_PORTS, is_cluster_dns
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
 
 __all__ = [
@@ -58,4 +61,6 @@ __all__ = [
     "SERVICE_TYPES", "CILIUM_VALUES", "CONTAINER_PORT_KEYS", "is_port_number", "port_name_refusal", "ContainerPort",
     "find_port", "CALICO_BACKENDS", "CALICO_KEYS", "CALICO_MODES", "CalicoSpec",
     "Problems", "hint", "read_name", "read_policies",  # for other inputs read as the model reads its own (exercises)
+    "DEFAULT_CLUSTER_DOMAIN", "DNS_CLUSTER_IP_INDEX", "DNS_LABELS", "DNS_NAMESPACE", "DNS_POD", "DNS_SERVICE",
+    "DnsSpec", "DNS_KEYS", "DNS_PORTS", "is_cluster_dns",
 ]

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import yaml
 
 from cni_lab.errors import LabError
+from cni_lab.model.dns_section import read_dns, with_cluster_dns
 from cni_lab.model.dataplane_sections import read_calico, read_cni, read_dataplane, read_ebpf
 from cni_lab.model.expectations import read_expectations
 from cni_lab.model.namespaces import read_namespaces
@@ -32,7 +33,7 @@ from cni_lab.model.service_specs import read_services
 # A lab's name becomes part of namespace and interface names (names.py): 12 leaves room for the rest.
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}\Z")
 TOP_KEYS = ("name", "description", "dataplane", "networking", "nodes", "allowOverlap", "expect", *DATAPLANE_SECTIONS,
-            "namespaces", "probe", "policies", "outside", "services")
+            "namespaces", "probe", "policies", "outside", "services", "dns")
 
 
 def load_file(path: str | Path, name_override: str | None = None) -> Scenario:
@@ -113,9 +114,10 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
     cni, document = read_cni(p, document, source)
     ebpf_routing = read_ebpf(p, document.get("ebpf"))
     calico = read_calico(p, document.get("calico"), dataplane)
+    dns = read_dns(p, document.get("dns"))
     p.raise_if_any()
     assert name is not None and cluster is not None
-    return Scenario(
+    scenario = Scenario(
         name=name,
         dataplane=dataplane,
         cluster_cidr=cluster,
@@ -136,6 +138,7 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         services=services,
         service_cidr=service_cidr,
         masquerade=masquerade,
+        dns=dns,
         policies=policies,
         node_cidr_mask_size6=mask6,
         allow_overlap=allow_overlap,
@@ -144,6 +147,9 @@ def load_document(document: Any, source: str, name_override: str | None = None) 
         source=source,
         document=document,
     )
+    scenario = with_cluster_dns(p, scenario)  # its pod and Service, where it has Services
+    p.raise_if_any()
+    return scenario
 
 
 def load_probe_ports(ports: Iterable[str], source: str) -> tuple[ProbePort, ...]:

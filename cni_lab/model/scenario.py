@@ -50,6 +50,15 @@ DEFAULT_BLOCK_SIZE6 = 122  # Calico's IPv6 IPAM block
 DEFAULT_AS = 64512  # Calico's default AS number
 DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")  # kube-apiserver's --service-cluster-ip-range default
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver's --service-node-port-range default
+# Cluster DNS (kube-dns as kubeadm deploys it): the Service's name and namespace, the label its
+# pods carry (CoreDNS's deployment), the ClusterIP kubeadm's clusterDNS gives it (the tenth
+# address of the Service CIDR) and the domain kubelet's clusterDomain defaults to.
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DNS_NAMESPACE = "kube-system"
+DNS_SERVICE = "kube-dns"
+DNS_POD = "coredns"
+DNS_LABELS: Labels = (("k8s-app", "kube-dns"),)
+DNS_CLUSTER_IP_INDEX = 10
 OUTSIDE_NETWORK = IPv4Network("198.51.100.0/24")  # TEST-NET-2 (RFC 5737): documentation's "internet"
 DEFAULT_OUTSIDE_IP = IPv4Address("198.51.100.10")
 
@@ -151,10 +160,21 @@ class ServiceSpec:
     type: str = "ClusterIP"
     external_traffic_policy: str = "Cluster"  # NodePort only: Local keeps the client's address
     pods: tuple[str, ...] = ()  # pod references (`node1/web`) instead of a selector
+    cluster_ip: IPv4Address | None = None  # `clusterIP: 10.96.0.20` given (kube-dns's: the CIDR's tenth)
+    headless: bool = False  # `clusterIP: None`: no ClusterIP, not balanced; DNS answers with the endpoints
 
     @property
     def node_port(self) -> bool:
         return self.type == "NodePort"
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    """`dns:` cluster DNS, on by default in a lab with Services: a DNS server (dnsmasq) in a
+    `kube-system/coredns` pod behind the `kube-system/kube-dns` Service, and every pod's
+    resolv.conf as kubelet writes it for dnsPolicy ClusterFirst."""
+
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -260,6 +280,7 @@ class Scenario:
     outside_ip: IPv4Address | None = None  # `outside:`: a host behind the router, standing for the internet
     services: tuple[ServiceSpec, ...] = ()
     service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
+    dns: DnsSpec | None = None  # cluster DNS; None: off (`dns: false`, or a lab without Services)
     masquerade: bool = False  # traffic leaving the cluster is masqueraded (default: when there is an outside)
     node_cidr_mask_size6: int = DEFAULT_NODE_MASK6
     allow_overlap: bool = False
@@ -287,6 +308,8 @@ class Scenario:
         what `up` and `check` hold against the kernel's sockets (kernel/transports.py)."""
         uses: dict[str, list[str]] = {}
         for i, svc in enumerate(self.services):
+            if (svc.namespace, svc.name) == (DNS_NAMESPACE, DNS_SERVICE) and self.dns is not None:
+                continue  # the lab's kube-dns: UDP and TCP, which every kernel has; no key of the file
             for j, port in enumerate(svc.ports):
                 uses.setdefault(port.protocol, []).append(f"services[{i}].ports[{j}].protocol")
         declared = "" if self.probe_ports else " (a port the pods declare)"

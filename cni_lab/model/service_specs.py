@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from cni_lab.model.container_ports import is_port_number, port_name_refusal
@@ -11,7 +12,7 @@ from cni_lab.model.namespaces import NAMESPACE_NAME, read_labels
 from cni_lab.model.problems import Problems
 from cni_lab.model.scenario import DEFAULT_NAMESPACE, NODE_PORT_RANGE, Labels, ServicePort, ServiceSpec
 
-SERVICE_KEYS = ("name", "namespace", "selector", "pods", "ports", "type", "externalTrafficPolicy")
+SERVICE_KEYS = ("name", "namespace", "selector", "pods", "ports", "type", "externalTrafficPolicy", "clusterIP")
 SERVICE_PORT_KEYS = ("port", "targetPort", "protocol", "name", "nodePort")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")  # the API server's supportedPortProtocols; up refuses SCTP where the kernel has none
@@ -77,12 +78,28 @@ def _service(problems: Problems, raw: dict[str, Any], key: str, taken: set[tuple
         if not selector:
             problems.add(f"{key}.selector", "required: the labels of the pods that serve it (or pods: [node1/web])")
             return None
+    given = raw.get("clusterIP")
+    headless = given == "None"  # the API's word for a headless Service (ClusterIPNone)
+    cluster_ip: IPv4Address | None = None
+    if given is not None and not headless:
+        try:
+            address = ip_address(str(given))
+        except ValueError:
+            address = None
+        if not isinstance(address, IPv4Address):
+            problems.add(f"{key}.clusterIP", f"{given!r} is not an IPv4 address or None (a headless Service)")
+            return None
+        cluster_ip = address  # ipam holds it against the Service CIDR and the others
+    if headless and kind != "ClusterIP":
+        problems.add(f"{key}.clusterIP", f"may not be None for {kind} Services, as the API server says "
+                     "(a headless Service has no ClusterIP to reach on a node port)")
+        return None
     ports = _ports(problems, raw, key, kind, taken)
     if not ports:
         if not raw.get("ports"):  # (ports given but each refused: their own lines say why)
             problems.add(f"{key}.ports", "a Service needs at least one port")
         return None
-    return ServiceSpec(name, namespace, selector, ports, kind, policy or "Cluster", tuple(pods))
+    return ServiceSpec(name, namespace, selector, ports, kind, policy or "Cluster", tuple(pods), cluster_ip, headless)
 
 
 def _ports(problems: Problems, raw: dict[str, Any], key: str, kind: str,

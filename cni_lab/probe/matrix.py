@@ -19,7 +19,8 @@ from cni_lab.kernel import neighbours, netns
 from cni_lab.probe import budget
 from cni_lab.probe import mtu as mtu_check
 from cni_lab.probe import ports as port_probes
-from cni_lab.probe import service_probes
+from cni_lab.probe import dns_probes, service_probes
+from cni_lab.probe.dns_probes import DnsProbe
 from cni_lab.probe.ports import PortResult
 from cni_lab.probe.service_probes import ServiceProbe
 from cni_lab.probe import pairs as pairing
@@ -121,6 +122,7 @@ class CheckResult:
     ipv6: CheckResult | None = None  # a dual-stack lab's matrix over IPv6 (this one is IPv4's)
     ports: tuple[PortResult, ...] = ()  # probe.ports: every pod pair on each port (NetworkPolicy labs)
     services: tuple[ServiceProbe, ...] = ()  # pod → Service: every pod to every Service port
+    dns: tuple[DnsProbe, ...] = ()  # pod → name: every pod looks every Service up (a lab with cluster DNS)
     # (node, destination) ids → the source the node's kernel picks for it: what policies see (ipBlock)
     node_sources: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     # why each pair (by index) and Service probe (by its index in `services`) failed: lesson/causes.attach
@@ -238,7 +240,7 @@ class CheckResult:
     def passed(self) -> bool:
         return (not self.failures and all(m.passed for m in self.mtu or []) and not self.cni_problems
                 and (self.ipv6 is None or self.ipv6.passed) and not self.port_failures
-                and all(s.ok for s in self.services))
+                and all(s.ok for s in self.services) and all(d.ok for d in self.dns))
 
 
 def table_room(table: neighbours.Table = neighbours.ARP) -> Budget:
@@ -317,6 +319,12 @@ def run(lab: Lab, settings: Settings | None = None, progress: Callable[[int, int
         result = dataclasses.replace(result, ports=tuple(port_probes.run(pods, wanted)))
     if lab.services:
         result = dataclasses.replace(result, services=tuple(service_probes.run(lab, lab.services)))
+    if lab.dns_service is not None:  # then names: resolved, and the ClusterIP they give reached (above)
+        reached: dict[tuple[str, str], bool] = {}
+        for s in result.services:
+            if not s.via:
+                reached[(s.src, s.service)] = reached.get((s.src, s.service), True) and s.ok
+        result = dataclasses.replace(result, dns=tuple(dns_probes.run(lab, reached)))
     return result
 
 

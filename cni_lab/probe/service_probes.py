@@ -31,6 +31,7 @@ from typing import NamedTuple, Sequence
 from cni_lab import names
 from cni_lab.cluster import Lab, Node, Service
 from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
+from cni_lab.model import is_cluster_dns
 from cni_lab.probe.service_exchange import Dial, Exchange, Reply, exchange
 
 __all__ = ["Answer", "Dial", "Exchange", "Reply", "ServiceProbe", "dials", "exchange", "judge", "node_addresses",
@@ -91,7 +92,8 @@ class ServiceProbe:
 def dials(lab: Lab, services: Sequence[Service]) -> list[Dial]:
     """Every pod to every port's ClusterIP of every Service port with endpoints; the outside host
     (when the lab has one) to every NodePort on every node."""
-    ports = [(s, p) for s in services for p in s.spec.ports]
+    # kube-dns's endpoint port is dnsmasq's, not a responder's: check's dns rule proves that Service
+    ports = [(s, p) for s in services if not is_cluster_dns(s.spec) for p in s.spec.ports]
     out = [Dial(pod.id, names.pod_netns(lab.name, pod.node, pod.name), svc, port, str(svc.cluster_ip), port.port)
            for pod in lab.pods for svc, port in ports if svc.backends(port)]
     if lab.scenario.outside_ip is not None:

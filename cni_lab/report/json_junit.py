@@ -128,7 +128,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
             {"rule": s.rule, "title": s.title, "family": one.family, "total": s.total, "ok": s.ok, "met": s.met,
              "passed": s.passed}
             for one in families for s in one.summaries()
-        ],
+        ] + ([dns_rule(result)] if result.dns else []),
         # every pair for labs up to PAIRS_IN_FULL; beyond, only those not as expected (see pairsOmitted)
         "pairs": pairs + [port_json(result, r) for r in result.ports],
         "pairsOmitted": 0 if full else result.total - sum(len(one.failures) for one in families),
@@ -152,7 +152,31 @@ def check_json(result: CheckResult) -> dict[str, Any]:
             for m in mtu
         ],
         **flows_json(result),
+        **dns_json(result),
     }
+
+
+DNS_TITLE = "pod → Service by name (cluster DNS)"
+
+
+def dns_rule(result: CheckResult) -> dict[str, Any]:
+    """The rule "dns" as the rules list holds the pair rules: every lookup, those answered with the
+    ClusterIP, those as expected (a lookup the policies block: no answer)."""
+    found = result.dns
+    return {"rule": "dns", "title": DNS_TITLE, "family": 4, "total": len(found),
+            "ok": sum(d.lookup.addresses == (d.expected,) for d in found), "met": sum(d.ok for d in found),
+            "passed": all(d.ok for d in found)}
+
+
+def dns_json(result: CheckResult) -> dict[str, Any]:
+    """Only where the lab has cluster DNS: the document of a lab without it stays as it was."""
+    if not result.dns:
+        return {}
+    return {"dns": [{"src": d.src, "service": d.service, "name": d.name, "transport": d.transport,
+                     "expected": d.expected, "addresses": list(d.lookup.addresses),
+                     "asked": [{"name": n, "rcode": code} for n, code in d.lookup.asked],
+                     "allowed": d.allowed, "policy": d.policy or None, "reached": d.reached, "ok": d.ok,
+                     "problem": d.problem or None} for d in result.dns]}
 
 
 FLOWS_KEPT = 2000  # flows a check's document keeps (what `report` and `observe --last-check` show)
@@ -253,6 +277,11 @@ def check_junit(result: CheckResult) -> str:
                     + (f": {counted(causes)}" if any(causes) else ""),
                     [f"{p.via or p.src}: {p.problem}" + (f" — cause: {c.words}" if (c := why[id(p)]) else "")
                      for p in wrong], f"{len(probes)}/{len(probes)} {standard}")
+    if result.dns:  # the rule "dns": a case, failing with each lookup that is not as expected
+        wrong = [d for d in result.dns if not d.ok]
+        _extra_case(suite, classname, f"dns: {DNS_TITLE}", f"{len(wrong)}/{len(result.dns)} lookups not as expected",
+                    [f"{d.src}: {d.name} over {d.transport}: {d.problem}" for d in wrong],
+                    f"{len(result.dns)}/{len(result.dns)} lookups as expected")
     if result.lab.capabilities.runs_cni_plugins:  # the runtime's CNI CHECK of every pod counts in `passed` too
         _extra_case(suite, classname, "CNI CHECK", f"{len(result.cni_problems)} CNI CHECK problems",
                     list(result.cni_problems))

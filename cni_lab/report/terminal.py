@@ -19,6 +19,7 @@ from cni_lab.probe.pairs import endpoints
 if TYPE_CHECKING:  # results are made by `check`; `up` renders a table without loading the prober
     from cni_lab.probe.matrix import CheckResult, FailureCause
     from cni_lab.probe.service_probes import ServiceProbe
+    from cni_lab.probe.dns_probes import DnsProbe
 
 
 PODS_LISTED = 8  # a node with more pods shows them as a range
@@ -113,6 +114,7 @@ def check_view(result: CheckResult) -> RenderableType:
     parts += ports_view(result)
     parts += [Text(line, style="cyan") for line in masquerade_lines(result)]
     parts += services_view(result)
+    parts += dns_view(result)
     parts += [Text(f"note: {n}", style="yellow") for n in result.notes]
     parts += [Text(f"fault: {f}", style="yellow") for f in result.faults]
     verdict = Text("PASS", style="bold green") if result.passed else Text("FAIL", style="bold red")
@@ -126,6 +128,8 @@ def check_view(result: CheckResult) -> RenderableType:
         summary += ", but CNI CHECK failed"
     if result.port_failures:
         summary += f", but {len(result.port_failures)} port probes are not as the policies say"
+    if any(not d.ok for d in result.dns):
+        summary += f", but {sum(not d.ok for d in result.dns)} name lookups are not as expected (dns)"
     parts.append(Text.assemble(verdict, summary))
     return Group(*parts)
 
@@ -208,6 +212,33 @@ def services_view(result: CheckResult) -> list[RenderableType]:
         accepted = "datagrams it answered" if port.endswith("/UDP") else "connections it accepted"
         parts.append(Text(f"note: {pod} has a server of its own on {port}: the {accepted} count as reached, but which "
                           "endpoint answered and the source it saw are not confirmed", style="yellow"))
+    return parts
+
+
+def dns_view(result: CheckResult) -> list[RenderableType]:
+    """The rule dns: per Service, how many lookups got its ClusterIP over UDP and TCP; the lookups
+    the policies block, said as such (DNS blocked, the ClusterIP itself still works); each one not
+    as expected in red."""
+    if not result.dns:
+        return []
+    from cni_lab.probe.dns_probes import summary
+
+    svc = result.lab.dns_service
+    where = f"kube-dns {svc.cluster_ip}" if svc is not None else "kube-dns"
+    parts: list[RenderableType] = []
+    groups: dict[str, list[DnsProbe]] = {}
+    for d in result.dns:
+        groups.setdefault(d.service, []).append(d)
+    for service, probes in groups.items():
+        bad = [d for d in probes if not d.ok]
+        blocked = [d for d in probes if d.ok and not d.allowed]
+        mark = Text("✓", style="bold green") if not bad else Text("✗", style="bold red")
+        answered = sum(d.ok and d.allowed for d in probes)
+        text = (f" {answered}/{len(probes)} lookups (UDP and TCP, through the search path) answered {probes[0].expected} "
+                f"by {where}" + (f", {len(blocked)} blocked as the policies say" if blocked else "") + "  ")
+        parts.append(Text.assemble((f"dns: pod → name {service}", "bold"), text, mark))
+        parts += [Text(f"  {d.src}: {d.name} over {d.transport}: {d.problem}", style="red") for d in bad]
+        parts += [Text(f"  {summary(d)}", style="cyan") for d in blocked]
     return parts
 
 

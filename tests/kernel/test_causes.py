@@ -83,7 +83,7 @@ def test_a_backend_gone_from_a_nodes_map_is_named_as_the_cause_of_its_clients_se
     lab = make_lab({"dataplane": "ebpf", "ebpf": {"routing": "tunnel"},
                     "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                               {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
-                    "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]})
+                    "dns": False, "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]})
     injected = faults.inject(lab, "bpf-backend-del", ("node1", "node2/web2"))
     try:
         for _ in range(3):

@@ -32,7 +32,7 @@ def services_doc(dataplane: str = "ebpf", routing: str = "tunnel", racks: bool =
                   {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}},
                                              {"name": "solo", "labels": {"app": "solo"}}]},
                   {"name": "node3", "pods": ["idle"]}],
-        "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+        "dns": False, "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
                       "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
                      {"name": "solo", "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "solo"},
                       "ports": [{"port": 81, "targetPort": 8080, "nodePort": 30081, "protocol": "UDP"}]},

@@ -24,7 +24,7 @@ def doc() -> dict[str, Any]:
     return {"dataplane": "ebpf",
             "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                       {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
-            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
+            "dns": False, "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
 
 
 def traced(lab: Lab, src: str) -> BpfServiceTrace:

@@ -37,7 +37,7 @@ def doc(dataplane: str) -> dict[str, Any]:
             "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                       {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}},
                                                  {"name": "api", "labels": {"app": "api"}}]}],
-            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
+            "dns": False, "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
 
 
 def described(flows: tuple[Flow, ...]) -> list[str]:

@@ -1,6 +1,8 @@
 """ClusterIP Services as kube-proxy's nftables mode makes them (and Cilium's kube-proxy
 replacement on ebpf): load spread over the endpoints, the client's address kept, hairpin
-masqueraded (on ebpf seen from Cilium's 169.254.42.1), on every data plane."""
+masqueraded (on ebpf seen from Cilium's 169.254.42.1), on every data plane.
+The labs here run without cluster DNS (`dns: false`): these tests count Services, probes and
+endpoints; kube-dns on every data plane is test_dns.py's."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def doc(dataplane: str) -> dict[str, Any]:
     return {"dataplane": dataplane,
             "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                       {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
-            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
+            "dns": False, "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
 
 
 def serve(lab: Lab, pods: list[str], stop: threading.Event) -> list[socket.socket]:
@@ -146,7 +148,7 @@ def nodeport_doc(dataplane: str) -> dict[str, Any]:
             "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                       {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]},
                       {"name": "node3", "pods": ["idle"]}],
-            "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+            "dns": False, "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
                           "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
                          {"name": "solo", "type": "NodePort", "externalTrafficPolicy": "Local", "pods": ["node1/web1"],
                           "ports": [{"port": 81, "targetPort": 8080, "nodePort": 30081}]}]}
@@ -251,7 +253,7 @@ def corners_doc(dataplane: str) -> dict[str, Any]:
     return {"dataplane": dataplane, "outside": {},
             "nodes": [{"name": "node1", "pods": [{"name": "web1", "labels": {"app": "web"}}, "client"]},
                       {"name": "node2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
-            "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
+            "dns": False, "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},
                           "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
                                     {"name": "metrics", "port": 81, "targetPort": 9090, "nodePort": 30081},
                                     {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP",
@@ -366,7 +368,7 @@ def named_doc(dataplane: str) -> dict[str, Any]:
                       {"name": "node2", "pods": [
                           {"name": "web2", "labels": web, "ports": [{"name": "http", "containerPort": 9090}]},
                           {"name": "web3", "labels": web, "ports": [{"name": "metrics", "containerPort": 8080}]}]}],
-            "services": [{"name": "web", "type": "NodePort", "selector": web,
+            "dns": False, "services": [{"name": "web", "type": "NodePort", "selector": web,
                           "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
                                     {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP", "nodePort": 30053}]}]}
 

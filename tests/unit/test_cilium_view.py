@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 from rich.console import Console, RenderableType
 
-from cni_lab import catalog, names, plan
+from cni_lab import catalog, model, names, plan
 from cni_lab.cluster import Lab
 from cni_lab.executor import apply
 from cni_lab.kernel import bpf
@@ -197,8 +197,15 @@ def facts_of(lab: Lab, node: str, services: list[bpf.LbEntry], reverse: dict[int
     return explain.NodeFacts(node, f"ns-{node}", view, pods, "u-" + node, bpf=facts)
 
 
+def ebpf_svc() -> Lab:
+    """The shipped ebpf-svc lab without its cluster DNS: these tests hold the numbering of its own two
+    Services (kube-dns's UDP and TCP 53 frontends are test_dns_records.py's)."""
+    shipped = catalog.load("ebpf-svc").scenario
+    return catalog.resolve(model.load_document({**shipped.document, "dns": False}, shipped.source))
+
+
 def test_the_plans_maps_read_back_print_as_cilium_bpf_lb_list(read_maps: Any) -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     services, reverse = read_maps(kernel_maps(lab, "node1"))
     assert cilium_view.lb_list(services) == [
         "SERVICE ADDRESS             BACKEND ADDRESS (REVNAT_ID) (SLOT)",
@@ -216,7 +223,7 @@ def test_the_plans_maps_read_back_print_as_cilium_bpf_lb_list(read_maps: Any) ->
 
 
 def test_the_lesson_says_how_each_frontend_is_balanced_and_where_masquerade_happens(read_maps: Any) -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     story = explain.datapath_story(lab, facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1"))))
     assert ("a pod's packet to ClusterIP 10.96.0.2:80/TCP (default/web) is DNATed by cil_from_container to one of 2 "
             "backends chosen at random (cilium_lb4_services_v2 slots 1-2), its connection remembered in cilium_ct4_global; "
@@ -245,7 +252,7 @@ def test_the_lesson_says_how_each_frontend_is_balanced_and_where_masquerade_happ
 
 def test_a_slot_whose_backend_is_gone_is_named(read_maps: Any) -> None:
     """`fault bpf-backend-del node1 node2/web2`: node1's backends map loses backend 2, its slots stay."""
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
     assert "10.96.0.2:80/TCP (2)        backend 2 not found" in cilium_view.lb_list(services)
     story = explain.datapath_story(lab, facts_of(lab, "node1", services, reverse))
@@ -267,7 +274,7 @@ def test_native_routing_snats_a_nodeport_to_the_nodes_ip_and_no_outside_means_no
 
 
 def test_explain_shows_the_maps_as_ciliums_commands_and_in_json(read_maps: Any) -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
     nat = [bpf.NatEntry(bpf.Tuple("TCP", "OUT", "10.244.0.3:40000", "198.51.100.10:80"), "192.168.1.2:40000", 90)]
     conns = [ct("SVC", "10.244.0.3:41234", "10.96.0.2:80", backend_id=1)]
@@ -292,14 +299,14 @@ def test_explain_shows_the_maps_as_ciliums_commands_and_in_json(read_maps: Any) 
 
 
 def test_explain_says_so_when_no_connection_was_translated_yet(read_maps: Any) -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     shown = text(explain_view.view(lab, [facts_of(lab, "node1", *read_maps(kernel_maps(lab, "node1")))]))
     assert "cilium bpf ct list global" in shown and "no translated connection yet" in shown
     assert "cilium bpf nat list" not in shown
 
 
 def test_a_bpf_services_step_is_a_command_per_map_entry() -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     step = next(s for s in plan.service_steps(lab, lab.services) if isinstance(s, BpfServices))
     lines = step.describe().splitlines()
     pin = names.bpf_node_dir(lab.name, "node1")
@@ -367,7 +374,10 @@ def test_an_ebpf_labs_services_are_drawn_as_any_other_data_planes() -> None:
     ebpf, hostgw = lab_on("ebpf"), lab_on("host-gw")
     rows = [topology._services(lab) for lab in (ebpf, hostgw)]
     assert rows[0] == rows[1] == [("Service default/web · ClusterIP 10.96.0.2 · 80/TCP NodePort :30080 (Cluster) → "
-                                   "node1/web1, node2/web2", ["node1/web1", "node2/web2"])]
+                                   "node1/web1, node2/web2", ["node1/web1", "node2/web2"]),
+                                  # the lab's cluster DNS, drawn as any Service: kube-dns over the DNS pod
+                                  ("Service kube-system/kube-dns · ClusterIP 10.96.0.10 · 53/UDP, 53/TCP → "
+                                   "node1/kube-system/coredns", ["node1/kube-system/coredns"])]
     svg = topology.svg(topology.of_plan(plan.build(ebpf)))
     assert rows[0][0][0] in svg and "Services: every node's BPF maps (Cilium's kube-proxy replacement) DNAT them" in svg
     assert "Services: kube-proxy's table on every node" in topology.svg(topology.of_plan(plan.build(hostgw)))
@@ -394,7 +404,7 @@ def test_explain_reads_no_kube_proxy_table_where_bpf_balances_services(monkeypat
 
 
 def test_the_html_report_shows_an_ebpf_nodes_service_slots_where_kube_proxys_rules_would_be(read_maps: Any) -> None:
-    lab = catalog.load("ebpf-svc")
+    lab = ebpf_svc()
     services, reverse = read_maps(kernel_maps(lab, "node1", gone=(2,)))
     facts = explain_view.to_json(lab, [facts_of(lab, "node1", services, reverse)])
     facts["nodes"][0]["nat"] = {"masqueradeTable": None, "masquerade": [], "services": []}  # nothing in netfilter

@@ -40,7 +40,7 @@ def lab_of(*specs: dict[str, Any]) -> Lab:
                      {"name": "n2", "pods": [{**pod("c", labels={"app": "web"}), "ports": [
                          {"name": "http", "containerPort": 9090}, {"name": "dns", "containerPort": 53}]},
                                              pod("d", labels={"app": "web"})]}],
-                    name="s", outside={}, services=list(specs or [WEB]))
+                    name="s", outside={}, services=list(specs or [WEB]), dns=False)  # the Services alone
 
 
 def port_of(lab: Lab, name: str) -> Any:

@@ -79,14 +79,16 @@ def test_services_get_cluster_ips_in_order_and_their_endpoints() -> None:
            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
                         {"name": "none", "selector": {"app": "db"}, "ports": [{"port": 5432}]}]}
     found = lab_of(doc).services
-    assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3"]
+    # and kube-dns, the lab's cluster DNS, at the tenth address (kubeadm's clusterDNS), over its DNS pod
+    assert [str(s.cluster_ip) for s in found] == ["10.96.0.2", "10.96.0.3", "10.96.0.10"]
     assert [p.id for p in found[0].endpoints] == ["n1/a"] and found[1].endpoints == ()
+    assert found[2].qualified == "kube-system/kube-dns" and [p.id for p in found[2].endpoints] == ["n1/kube-system/coredns"]
 
 
 def _services(*specs: dict) -> list:
     lab = make_lab([{"name": "n1", "pods": [pod("a", labels={"app": "web"}), "b"]},
                     {"name": "n2", "pods": [pod("c", labels={"app": "web"})]}],
-                   name="s", outside={}, services=list(specs))
+                   name="s", outside={}, services=list(specs), dns=False)  # these Services alone
     return [lab, lab.services]
 
 

@@ -38,11 +38,11 @@ def test_interface_names_fit_ifnamsiz() -> None:
             assert value is None or len(value) <= 15, step
 
 
-PURE = ["model", "ipam.py", "cluster.py", "plan.py", "steps.py", "names.py", "codec.py", "policy",
+PURE = ["model", "ipam.py", "cluster.py", "dns_records.py", "dns_message.py", "plan.py", "steps.py", "names.py", "codec.py", "policy",
         "conformance.py", "rulesets", "report/topology.py", "dataplanes", "probe/pairs.py",
         "probe/budget.py", "fault_kinds.py", "exercise/spec.py", "exercise/assertions.py"]
 # what a pure module may import from cni_lab: other pure modules, and the one error type
-PURE_MODULES = {"cni_lab.errors", "cni_lab.model", "cni_lab.ipam", "cni_lab.cluster", "cni_lab.plan", "cni_lab.steps", "cni_lab.names",
+PURE_MODULES = {"cni_lab.errors", "cni_lab.model", "cni_lab.ipam", "cni_lab.cluster", "cni_lab.dns_records", "cni_lab.dns_message", "cni_lab.plan", "cni_lab.steps", "cni_lab.names",
                 "cni_lab.policy", "cni_lab.conformance", "cni_lab.rulesets",
                 "cni_lab.dataplanes", "cni_lab.probe.pairs", "cni_lab.probe.budget", "cni_lab.codec",
                 "cni_lab.catalog", "cni_lab.fault_kinds", "cni_lab.exercise.assertions"}
@@ -169,7 +169,7 @@ def test_ebpf_plan_is_cilium_shaped() -> None:
 def test_ebpf_services_are_cilium_maps_per_node_and_no_kube_proxy() -> None:
     from cni_lab.steps import BpfNodeConfig, BpfServices, LoadNftables
 
-    doc = {"name": "lab", "dataplane": "ebpf", "outside": {},
+    doc = {"name": "lab", "dataplane": "ebpf", "outside": {}, "dns": False,  # these Services' numbering alone
            "nodes": [{"name": "n1", "pods": [{"name": "web", "labels": {"app": "web"}}, "c"]},
                      {"name": "n2", "pods": [{"name": "web2", "labels": {"app": "web"}}]}],
            "services": [{"name": "web", "type": "NodePort", "selector": {"app": "web"},

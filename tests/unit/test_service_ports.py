@@ -19,9 +19,10 @@ from labs import make_lab, pod
 
 
 def services_lab(*specs: dict[str, Any], **keys: Any) -> Lab:
+    """Three pods and these Services alone (no cluster DNS: these tests are about ports and chains)."""
     return make_lab([{"name": "n1", "pods": [pod("a", labels={"app": "web"}), "b"]},
                      {"name": "n2", "pods": [pod("c", labels={"app": "web"})]}],
-                    name="s", services=list(specs), **keys)
+                    name="s", services=list(specs), **{"dns": False, **keys})
 
 
 TWO_PORTS = {"name": "web", "selector": {"app": "web"},

@@ -60,7 +60,8 @@ def test_every_port_is_dialled_udp_and_sctp_too() -> None:
     by_kind = {(d.port.protocol, d.via is None) for d in found}
     assert by_kind == {(p, inside) for p in ("TCP", "UDP", "SCTP") for inside in (True, False)}
     inside = [d for d in found if d.via is None and d.port.protocol == "UDP"]
-    assert sorted(d.src for d in inside) == ["n1/a", "n1/b", "n2/c"] and {d.number for d in inside} == {53}
+    # every pod dials, the DNS pod too (kube-dns itself is proven by check's dns rule: its endpoint is dnsmasq)
+    assert sorted(d.src for d in inside) == ["n1/a", "n1/b", "n1/kube-system/coredns", "n2/c"] and {d.number for d in inside} == {53}
     outside = [d for d in found if d.via is not None and d.port.protocol == "UDP"]
     assert {(d.via.name, d.address) for d in outside if d.via} == {("n1", "192.168.1.2"), ("n2", "192.168.1.3")}
 

@@ -139,9 +139,10 @@ def _pod(lab: Lab, args: tuple[str, ...], kind: str) -> tuple[str, str]:
         raise LabError(f"usage: cni-lab fault [LAB] {kind} NODE/POD")
     node_name, pod_name = args[0].split("/", 1)
     node = lab.node(node_name)
-    if not any(p.name == pod_name for p in node.pods):
+    found = next((p for p in node.pods if p.name == pod_name or p.id == args[0]), None)  # node1/web, node1/x/a
+    if found is None:
         raise LabError(f"node {node_name} of lab {lab.name} has no pod {pod_name!r}")
-    return node_name, pod_name
+    return node_name, found.name
 
 
 def forward_drop_rules(lab: Lab) -> str:

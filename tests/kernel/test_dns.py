@@ -104,20 +104,25 @@ def test_pods_resolve_services_pods_and_addresses_through_kube_dns(make_lab: Mak
     assert result.passed
 
 
-def test_ndots_asks_a_five_dot_name_as_it_is_first(make_lab: MakeLab) -> None:
-    """dnsmasq's log (log-queries) shows what glibc asked, in order."""
+def test_ndots_five_searches_a_four_dot_name_first_and_asks_a_five_dot_name_as_it_is(make_lab: MakeLab) -> None:
+    """dnsmasq's log (log-queries) shows what glibc asked, in order: ndots:5 sends a pod record
+    (4 dots) through the search list before asking it as written, the classic cost of ndots:5;
+    a name with 5 dots is asked as written first."""
     lab = make_lab(doc("host-gw"))
     log = state.lab_dir(lab.name) / names.dns_file(lab.name, "log")
-    pod_name = f"{ip(lab, 'node1/web1').replace('.', '-')}.default.pod.cluster.local"  # 5 dots
+    pod_name = f"{ip(lab, 'node1/web1').replace('.', '-')}.default.pod.cluster.local"  # 4 dots
     assert getent(lab, "node1/client", pod_name) == [ip(lab, "node1/web1")]
+    assert getent(lab, "node1/client", "a.b.c.d.e.example") == []  # 5 dots, nowhere
     assert getent(lab, "node1/client", "web") != []
     for _ in range(50):  # dnsmasq writes its log from a queue: a moment after it answers
         asked = re.findall(r"query\[A\] (\S+) from", log.read_text())
-        if pod_name in asked and any(a.startswith("web.") for a in asked):
+        if pod_name in asked and any(a.startswith("web.") for a in asked) and "a.b.c.d.e.example" in asked:
             break
         time.sleep(0.02)
-    five = asked.index(pod_name)
-    assert not any(a.startswith(pod_name + ".") for a in asked[:five])  # not searched before itself
+    mine = [a for a in asked if a.startswith(pod_name)]
+    assert mine[0] == pod_name + ".default.svc.cluster.local" and pod_name in mine  # searched, then as written
+    five = [a for a in asked if a.startswith("a.b.c.d.e.example")]
+    assert five[0] == "a.b.c.d.e.example"  # 5 dots: as written first, then the search list
     short = [a for a in asked if a.startswith("web.")]
     assert short[0] == "web.default.svc.cluster.local"  # the short name: the search list first
 

@@ -40,8 +40,11 @@ def doc(dataplane: str, name: str) -> dict[str, Any]:
     return d
 
 
+CYCLES = 25  # a leak shows in the first cycle; the repeats are for the races between one and the next
+
+
 @pytest.mark.parametrize("dataplane", ["bridge", "host-gw", "vxlan", "fabric", "bgp", "cni", "ebpf"])
-def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
+def test_cycles_leave_nothing(dataplane: str) -> None:
     from cni_lab import catalog, model
 
     name = f"tcyc-{dataplane[:6]}".rstrip("-")
@@ -54,7 +57,7 @@ def test_fifty_cycles_leave_nothing(dataplane: str) -> None:
     # CI run, and two 0.1 s apart once more, while the kernel was still freeing the previous cycle's
     # namespaces; the failure now says which pairs and how)
     settings = Settings(attempts=3, interval=0.2, settle=0.3) if dataplane == "bridge" else None
-    for _ in range(50):
+    for _ in range(CYCLES):
         lifecycle.up(lab)
         result = matrix.run(lab, settings)
         if dataplane == "bridge":

@@ -45,7 +45,7 @@ from cni_lab.model.scenario import (DEFAULT_CLUSTER_DOMAIN, DNS_CLUSTER_IP_INDEX
                                     DNS_SERVICE, DnsSpec)
 from cni_lab.model.dns_section import DNS_KEYS, DNS_PORTS, is_cluster_dns
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
-from cni_lab.model.service_files import load_service_file, read_service_values
+from cni_lab.model.service_files import load_service_file, read_service_documents, read_service_values
 
 __all__ = [
     "cidr_warnings", "parse_cidr_sloppy", "EXPECT_KEYS", "LABEL_KEY", "LABEL_VALUE", "is_dns_subdomain",
@@ -65,5 +65,5 @@ __all__ = [
     "Problems", "hint", "read_name", "read_policies",  # for other inputs read as the model reads its own (exercises)
     "DEFAULT_CLUSTER_DOMAIN", "DNS_CLUSTER_IP_INDEX", "DNS_LABELS", "DNS_NAMESPACE", "DNS_POD", "DNS_SERVICE",
     "DnsSpec", "DNS_KEYS", "DNS_PORTS", "is_cluster_dns",
-    "load_service_file", "read_service_values",  # `service apply` and an exercise's `service:` step
+    "load_service_file", "read_service_documents", "read_service_values",  # `service apply` and an exercise's `service:` step
 ]

@@ -76,7 +76,7 @@ def read_service_documents(p: Problems, documents: list[Any], namespaces: set[st
 
 def read_service_values(p: Problems, value: Any, source: str, namespaces: set[str], key: str) -> tuple[ServiceSpec, ...]:
     """An exercise's `service:` value: a file (relative to `source`), a Service (entry or
-    manifest), or a list of these."""
+    manifest), or a list of these; its problems named after `key` (`break[0].service: services[1].name`)."""
     documents: list[Any] = []
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, str):
@@ -87,7 +87,10 @@ def read_service_values(p: Problems, value: Any, source: str, namespaces: set[st
             documents += found
         else:
             documents.append(item)
-    return read_service_documents(p, documents, namespaces)
+    within = Problems(f"{p.source}: {key}")
+    specs = read_service_documents(within, documents, namespaces)
+    p.lines += within.lines
+    return specs
 
 
 def _documents(p: Problems, path: Path, key: str) -> list[Any] | None:

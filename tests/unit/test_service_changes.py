@@ -114,7 +114,7 @@ def test_a_new_service_takes_the_next_free_clusterip_and_the_others_keep_theirs(
 
 def load_service_file_of(*entries: dict[str, Any]) -> tuple[Any, ...]:
     from cni_lab.model import Problems
-    from cni_lab.model.service_files import read_service_documents
+    from cni_lab.model import read_service_documents
 
     p = Problems("f.yaml")
     specs = read_service_documents(p, list(entries), {"default"})
@@ -172,7 +172,7 @@ def test_what_the_api_server_refuses_on_an_update_is_refused(entry: dict[str, An
 
 def _in_kube_system(entry: dict[str, Any]) -> tuple[Any, ...]:
     from cni_lab.model import Problems
-    from cni_lab.model.service_files import read_service_documents
+    from cni_lab.model import read_service_documents
 
     return read_service_documents(Problems("f.yaml"), [entry], {"default", "kube-system"})
 

@@ -17,7 +17,7 @@ def service() -> None:
     existing Services keep their ClusterIPs and NodePorts.
 
     \b
-    Example: sudo cni-lab service apply services exercises/files/web-service.yaml && sudo cni-lab check services
+    Example: sudo cni-lab service apply services api.yaml && sudo cni-lab check services
     """
 
 

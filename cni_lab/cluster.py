@@ -283,6 +283,11 @@ class Lab:
         return _services(self)
 
     @property
+    def all_services(self) -> tuple[Service | HeadlessService, ...]:
+        """Every Service, headless ones too, in the order of `scenario.services`."""
+        return self._all_services
+
+    @property
     def services(self) -> tuple[Service, ...]:
         """Every Service with its ClusterIP and endpoints (what kube-proxy balances); LabError where
         the lab cannot have them. Headless Services are `headless_services`."""

@@ -36,7 +36,7 @@ from cni_lab.executor import apply
 from cni_lab.kernel import daemons, edit, readback
 from cni_lab.kernel.edit import SavedRoute
 from cni_lab.rulesets import observe
-from cni_lab.steps import BpfServices
+from cni_lab.steps import BpfServices, Step
 
 RECORD = "faults.json"
 FAULT_TABLE = "cni-lab-fault"  # forward-drop's nftables table (inet family), in the node's namespace
@@ -235,14 +235,23 @@ def _route_del(lab: Lab, args: tuple[str, ...]) -> Fault:
     return Fault("route-del", f"{holder}>{other}", ns, saved.dev, saved)
 
 
-def _follow_endpoints(lab: Lab) -> None:
-    """A pod taken down leaves its Services' endpoints, as the EndpointSlice controller takes
-    a pod that is not ready out: kube-proxy's table (or the BPF Service maps) is made again on
-    every node without it. (`heal` applies the plan again, which puts every endpoint back.)"""
+def endpoint_steps(lab: Lab) -> list[Step]:
+    """Every node's Service steps (kube-proxy's table, or the BPF Service maps) and kube-dns's
+    records, for the lab's Services as they are now: a pod the recorded `pod-down` faults took
+    down is no endpoint of any, as the EndpointSlice controller takes a pod that is not ready out.
+    What `fault pod-down` and `service apply` (lifecycle.set_services) apply."""
     gone = frozenset(f.target for f in recorded(lab.name) if f.kind == "pod-down")
     steps = plan.service_steps(lab, lab.services_without(gone))
     if lab.dns_service is not None:  # kube-dns's records follow: a headless Service answers without it
         steps += plan.dns_steps(lab, lab.services_without(gone), lab.headless_without(gone))
+    return steps
+
+
+def _follow_endpoints(lab: Lab) -> None:
+    """A pod taken down leaves its Services' endpoints: kube-proxy's table (or the BPF Service
+    maps) is made again on every node without it. (`heal` applies the plan again, which puts
+    every endpoint back.)"""
+    steps = endpoint_steps(lab)
     with apply.Session(state.lab_dir(lab.name)) as session:
         for step in steps:
             apply.apply_step(session, step)

@@ -125,7 +125,7 @@ def cluster_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address | N
         ip = spec.cluster_ip
         if ip is None:
             continue
-        if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address, cidr.network_address + 1):
+        if not in_service_range(cidr, ip):
             problems.append(f"{scenario.source}: services[{i}].clusterIP: {ip} is not in the range "
                             f"{cidr} (.1 is the `kubernetes` Service's)")
         elif ip in given:
@@ -138,6 +138,12 @@ def cluster_ips(scenario: Scenario, problems: list[str]) -> list[IPv4Address | N
     free = (a for a in (cidr.network_address + 2 + i for i in range(cidr.num_addresses - 3)) if a not in given)
     return [None if s.headless else s.cluster_ip if s.cluster_ip is not None else next(free)
             for s in scenario.services]
+
+
+def in_service_range(cidr: IPv4Network, ip: IPv4Address) -> bool:
+    """Whether a ClusterIP may be given: in the Service CIDR, not its first two addresses (.1 is
+    the `kubernetes` Service's) nor its broadcast address."""
+    return ip in cidr and ip not in (cidr.network_address, cidr.broadcast_address, cidr.network_address + 1)
 
 
 def node_ports(specs: tuple[ServiceSpec, ...]) -> tuple[ServiceSpec, ...]:

@@ -330,6 +330,32 @@ def set_policies(name: str | None, change: Callable[[Lab], tuple[model.PolicySou
     return before, after
 
 
+def set_services(name: str | None, change: Callable[[Lab], tuple[model.ServiceSpec, ...]]) -> tuple[Lab, Lab]:
+    """Change a running lab's Services without rebuilding it (`service apply`, `delete`): `change`
+    gives the new list (service_changes.py keeps every existing ClusterIP and nodePort), which is
+    checked whole before any node is touched; then every node's Service steps are made anew
+    (kube-proxy's table, one `nft -f` each, or the BPF Service maps synced), kube-dns's records
+    rewritten and dnsmasq restarted, a recorded `pod-down`'s pod left out of every endpoint list
+    (faults.endpoint_steps), and the record follows, so `check`, `status`, `explain` and `graph`
+    see the new Services. Returns the lab before and after."""
+    require_root("service")
+    lab_name = pick(name)
+    with state.locked(lab_name):
+        before, st = running_lab(lab_name)
+        if not st.document.get("services"):  # `up` made no kube-proxy table, no DNS pod: nothing to follow
+            raise LabError(f"lab {before.name} was built without Services: add one to the scenario and `up` again")
+        after = dataclasses.replace(before, scenario=dataclasses.replace(before.scenario, services=change(before)))
+        transports.require(after.scenario.protocol_uses(), after.scenario.source)  # an SCTP port: a kernel without it
+        from cni_lab import faults
+
+        steps = faults.endpoint_steps(after)  # every Service resolved and checked here, as `up` checks them
+        with apply.Session(state.lab_dir(lab_name)) as session:
+            for step in steps:
+                apply.apply_step(session, step)
+        state.write(dataclasses.replace(st, lab=codec.encode(after)))
+    return before, after
+
+
 def run_cases(name: str | None, selection: conformance.Selection,
               progress: Callable[[int, int, str, int], None] | None = None) -> conformance.Run:
     """Generated NetworkPolicy cases on a running lab of the e2e model, one after another, live:

@@ -36,6 +36,7 @@ COMMANDS = {
     "graph": "pictures", "report": "pictures",
     "doctor": "host_commands", "completion": "host_commands",
     "policy": "policies",
+    "service": "service_commands",
     "observe": "flows",
     "exercise": "exercises",
 }

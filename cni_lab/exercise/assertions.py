@@ -22,6 +22,9 @@ Each assertion is one kind with a mapping (or, for `check`, the word `pass`):
     lb: {node: node1}                                    every slot of the node's Service map names a
                                                          backend, at the address and port the lab's
                                                          Services give it (ebpf)
+    service: {name: default/web, endpoints: 2}           the Service's ClusterIP leads to that many
+                                                         endpoint pods on every node (or on `node`):
+                                                         kube-proxy's chains, or the BPF Service map
 
 facts.py reads one fact per assertion from the kernel; `judge` here says whether it holds, in words.
 """
@@ -34,6 +37,7 @@ from typing import Any
 
 from cni_lab import model
 from cni_lab.cluster import Lab
+from cni_lab.errors import LabError
 from cni_lab.model import Problems, hint
 
 # kind → (keys, required keys)
@@ -49,6 +53,7 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fdb": (("node", "device", "neighbour", "dst"), ("node", "device", "neighbour", "dst")),
     "bpf": (("pod",), ("pod",)),
     "lb": (("node",), ("node",)),
+    "service": (("name", "endpoints", "node"), ("name", "endpoints")),
 }
 VERDICTS = (*model.VERDICTS, "fail")  # fail: any verdict but ok
 
@@ -144,6 +149,8 @@ def read(p: Problems, value: Any, lab: Lab | None) -> tuple[Assertion, ...]:
         for key in required:
             if key not in args:
                 p.add(f"{at}.{kind}.{key}", "missing")
+        if kind == "service" and isinstance(args.get("name"), str) and args["name"] and "/" not in args["name"]:
+            args = {**args, "name": f"{model.DEFAULT_NAMESPACE}/{args['name']}"}  # kubectl's default namespace
         _arguments(p, kind, args, lab, f"{at}.{kind}")
         out.append(Assertion(kind, dict(args), at))
     return tuple(out)
@@ -154,7 +161,7 @@ def _arguments(p: Problems, kind: str, args: dict[str, Any], lab: Lab | None, at
     for key in ("node", "from", "to", "pod"):
         if key in args and not (kind == "route" and key == "to"):
             _endpoint(p, lab, args[key], f"{at}.{key}", pods_only=kind in ("mtu", "bpf"))
-    if kind in ("route", "sysctl", "nft", "bgp", "fdb", "lb") and isinstance(args.get("node"), str) and "/" in args["node"]:
+    if kind in ("route", "sysctl", "nft", "bgp", "fdb", "lb", "service") and isinstance(args.get("node"), str) and "/" in args["node"]:
         p.add(f"{at}.node", "must name a node, not a pod")
     verdict = args.get("verdict", "ok")
     if kind in ("check", "pair") and verdict not in VERDICTS:
@@ -170,7 +177,9 @@ def _arguments(p: Problems, kind: str, args: dict[str, Any], lab: Lab | None, at
                 p.add(f"{at}.{key}", f"{args[key]!r} is not an {'IP network' if key == 'to' else 'IP address'}")
     if kind == "nft" and len([k for k in ("has", "absent") if isinstance(args.get(k), str) and args[k]]) != 1:
         p.add(at, "give one of has: TEXT or absent: TEXT")
-    for key in ("mtu", "established"):
+    if kind == "service":
+        _service(p, args, lab, at)
+    for key in ("mtu", "established", "endpoints"):
         if key in args and not (isinstance(args[key], int) and not isinstance(args[key], bool) and args[key] >= 0):
             p.add(f"{at}.{key}", f"{args[key]!r} is not a number")
     for key in ("up", "present"):
@@ -185,6 +194,24 @@ def _arguments(p: Problems, kind: str, args: dict[str, Any], lab: Lab | None, at
         p.add(at, f"the scenario's data plane ({lab.dataplane}) loads no BPF programs")
     if lab is not None and kind == "bgp" and "bird" not in lab.capabilities.daemons:
         p.add(at, f"the scenario's data plane ({lab.dataplane}) runs no BGP daemon")
+
+
+def _service(p: Problems, args: dict[str, Any], lab: Lab | None, at: str) -> None:
+    """A Service of the lab (once the exercise's `service:` steps are applied), namespace/name or
+    a name of namespace default."""
+    name = args.get("name")
+    if not isinstance(name, str) or not name:
+        p.add(f"{at}.name", "must name a Service (default/web)")
+        return
+    if lab is None:
+        return
+    try:
+        known = tuple(s.qualified for s in lab.all_services)
+    except LabError:
+        return  # the Services' own problems are said where they are read
+    if args["name"] not in known:
+        p.add(f"{at}.name", f"the lab has no Service {args['name']!r}{hint(args['name'], known)} "
+              f"(Services: {', '.join(known) or 'none'})")
 
 
 # -- judging: one pure function per kind, fact in, Outcome out --------------------------------------
@@ -316,5 +343,23 @@ def _lb(a: Assertion, fact: tuple[list[LbSlot], dict[int, tuple[str, int]]]) -> 
                                                                       f"all {count} slots name their backend"))
 
 
+def _service_endpoints(a: Assertion, fact: dict[str, list[str]]) -> Outcome:
+    """fact: node → the endpoints (address:port) its data plane leads the Service's ClusterIP to."""
+    wanted = a.arg("endpoints")
+    wrong, shown = [], []
+    for node, found in fact.items():
+        pods = sorted({e.rpartition(":")[0] for e in found})
+        shown.append(f"{node}: {len(pods)} ({', '.join(found) or 'none'})")
+        if len(pods) != wanted:
+            wrong.append(node)
+    head = f"Service {a.arg('name')} has {wanted} endpoint{'s' if wanted != 1 else ''}"
+    if not fact:
+        return Outcome(a, False, f"{head}: no node was read")
+    if wrong:
+        return Outcome(a, False, f"not as wanted ({head}) on {', '.join(wrong)}: " + "; ".join(shown))
+    return Outcome(a, True, f"{head}: " + "; ".join(shown))
+
+
 _JUDGES: dict[str, Any] = {"check": _check, "pair": _pair, "route": _route, "sysctl": _sysctl, "nft": _nft,
-                           "bgp": _bgp, "link": _link, "mtu": _mtu, "fdb": _fdb, "bpf": _bpf, "lb": _lb}
+                           "bgp": _bgp, "link": _link, "mtu": _mtu, "fdb": _fdb, "bpf": _bpf, "lb": _lb,
+                           "service": _service_endpoints}

@@ -114,6 +114,25 @@ class Reader:
         return slots, wanted
 
 
+    def _service(self, a: Assertion) -> dict[str, list[str]]:
+        """node → the endpoints (address:port) its data plane leads the Service's ClusterIP to:
+        the kube-proxy table's endpoint chains, or the BPF Service map's slots and backends. The
+        lab's record says only which ClusterIP the Service has (for the BPF map's key)."""
+        nodes = [a.arg("node")] if a.arg("node") else [n.name for n in self.lab.nodes]
+        if self.lab.capabilities.services == "kube-proxy-nftables":
+            from cni_lab.rulesets import kubeproxy
+
+            return {node: kubeproxy.endpoints(_in(self.ns(node), "nft", "list", "table", "ip", kubeproxy.TABLE).stdout,
+                                              a.arg("name"))
+                    for node in nodes}
+        from cni_lab.kernel import bpf
+
+        address = next((str(s.cluster_ip) for s in self.lab.services if s.qualified == a.arg("name")), None)
+        return {node: sorted({f"{e.backend[0]}:{e.backend[1]}" for e in bpf.lb_services(names.bpf_node_dir(self.lab.name, node))
+                              if e.address == address and e.slot and e.backend is not None})
+                for node in nodes}
+
+
 def _in(ns: str, *command: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(["ip", "netns", "exec", ns, *command], capture_output=True, text=True, timeout=10)

@@ -11,7 +11,7 @@ import subprocess
 import time
 from typing import Any
 
-from cni_lab import faults, lifecycle, privileges, state, target_netns
+from cni_lab import faults, lifecycle, privileges, service_changes, state, target_netns
 from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
 from cni_lab.exercise.spec import Exercise, Step
@@ -81,6 +81,11 @@ def _break(ex: Exercise, i: int, step: Step) -> None:
         kind, *args = step.command.split()
         with state.locked(ex.name):
             faults.inject(lab, kind, tuple(args), record=False)  # the learner finds the cause, not `status`
+    elif step.kind == "service":
+        try:  # as `cni-lab service apply` does: existing ClusterIPs and NodePorts kept, kube-dns follows
+            lifecycle.set_services(ex.name, lambda current: service_changes.applied(current, step.services, step.where))
+        except LabError as e:
+            raise LabError(*(p if p.startswith(step.where) else f"{where}: {p}" for p in e.problems)) from None
     else:
         def add(current: Lab) -> tuple[Any, ...]:
             keys = {_key(s.document) for s in step.policies}

@@ -10,6 +10,8 @@
                                  # ($LAB: the lab's name, $LAB_STATE: its state folder)
       - fault: route-del node1 node2                                # a `cni-lab fault`, not recorded
       - policy: policies/deny.yaml                                   # NetworkPolicies applied (file or inline)
+      - service: files/web-typo.yaml                                 # Services applied (file or inline), as
+                                                                     # `cni-lab service apply` applies them
     task: ...                    # what the learner is told: the symptom, never the cause
     hints: [...]                 # each more direct than the last
     solution: [...]              # shell commands, runnable as written from the repository's root
@@ -29,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from cni_lab import catalog, fault_kinds, model, plan
+from cni_lab import catalog, fault_kinds, model, plan, service_changes
 from cni_lab.cluster import Lab
 from cni_lab.errors import LabError
 from cni_lab.exercise.assertions import Assertion, read as read_assertions
@@ -39,7 +41,7 @@ KEYS = ("name", "title", "level", "dataplane", "scenario", "break", "task", "hin
         "grade", "lesson")
 REQUIRED = ("name", "title", "level", "scenario", "break", "task", "hints", "solution", "grade")
 LEVELS = ("beginner", "intermediate", "advanced")
-STEP_KINDS = ("run", "fault", "policy")
+STEP_KINDS = ("run", "fault", "policy", "service")
 RUN_KEYS = ("node", "command")
 
 
@@ -47,16 +49,20 @@ RUN_KEYS = ("node", "command")
 class Step:
     """One thing `exercise start` does to break the lab."""
 
-    kind: str  # run | fault | policy
+    kind: str  # run | fault | policy | service
     target: str = ""  # run: node or node/pod whose namespace runs the command
     command: str = ""  # run: a shell command; fault: "route-del node1 node2"
     policies: tuple[model.PolicySource, ...] = ()
+    services: tuple[model.ServiceSpec, ...] = ()
+    where: str = ""  # service: the file (or the exercise) its Services come from, for their problems
 
     def describe(self) -> str:
         if self.kind == "run":
             return f"in {self.target}: {self.command}"
         if self.kind == "fault":
             return f"fault {self.command}"
+        if self.kind == "service":
+            return f"service apply ({', '.join(f'{s.namespace}/{s.name}' for s in self.services)})"
         return f"policy apply ({len(self.policies)} NetworkPolicies)"
 
 
@@ -175,7 +181,7 @@ def _fault(p: Problems, lab: Lab | None, value: Any, key: str) -> str:
 
 def _steps(p: Problems, value: Any, lab: Lab | None, source: str) -> tuple[Step, ...]:
     if not isinstance(value, list) or not value:
-        p.add("break", "must be a non-empty list of steps (run:, fault: or policy:)")
+        p.add("break", "must be a non-empty list of steps (run:, fault:, policy: or service:)")
         return ()
     steps = []
     for i, raw in enumerate(value):
@@ -195,6 +201,11 @@ def _steps(p: Problems, value: Any, lab: Lab | None, source: str) -> tuple[Step,
             steps.append(Step("run", _target(p, lab, body.get("node"), f"{at}.run.node"), str(command or "").strip()))
         elif kind == "fault":
             steps.append(Step("fault", command=_fault(p, lab, body, f"{at}.fault")))
+        elif kind == "service":
+            # as `service apply` reads a file (relative to the exercise), against the lab's namespaces
+            spaces = {ns.name for ns in lab.scenario.namespaces} if lab is not None else {model.DEFAULT_NAMESPACE}
+            steps.append(Step("service", services=model.read_service_values(p, body, source, spaces, f"{at}.service"),
+                              where=f"{source}: {at}.service"))
         else:
             entries = body if isinstance(body, list) else [body]
             # a file is read relative to the exercise, as a scenario's policies are to the scenario
@@ -212,6 +223,27 @@ def _check_policies(p: Problems, lab: Lab | None, steps: tuple[Step, ...]) -> No
     except LabError as e:
         for problem in e.problems:
             p.add("break", problem)
+
+
+def _with_services(p: Problems, lab: Lab | None, steps: tuple[Step, ...]) -> Lab | None:
+    """The lab once its `service:` steps are applied, as `service apply` would change it (what it
+    refuses, said here), for the assertions to name the Services it has then."""
+    if lab is None:
+        return None
+    for step in (s for s in steps if s.kind == "service"):
+        if not lab.scenario.services:
+            p.add("break", "a service: step needs a scenario with Services (`service apply` refuses a lab built "
+                  "without them)")
+            return lab
+        try:
+            after = dataclasses.replace(lab, scenario=dataclasses.replace(
+                lab.scenario, services=service_changes.applied(lab, step.services, step.where)))
+            plan.service_steps(after, after.services)  # every Service resolved, as `up` resolves them
+        except LabError as e:  # each line names the exercise's step already (step.where) or the scenario
+            p.lines += [line if line.startswith(step.where) else f"{step.where}: {line}" for line in e.problems]
+            return lab
+        lab = after
+    return lab
 
 
 def load_document(document: Any, source: str, shipped: bool = False) -> Exercise:
@@ -238,7 +270,7 @@ def load_document(document: Any, source: str, shipped: bool = False) -> Exercise
         p.add("wrong_fixes", "must be a list of fixes, each a list of shell commands")
         wrong = []
     wrong_fixes = tuple(_texts(p, w, f"wrong_fixes[{i}]") for i, w in enumerate(wrong))
-    grade = read_assertions(p, document.get("grade"), lab) if "grade" in document else ()
+    grade = read_assertions(p, document.get("grade"), _with_services(p, lab, breaks)) if "grade" in document else ()
     exercise = Exercise(
         name=name or "", title=_text(p, document, "title"), level=str(level), source=source, lab=lab,  # type: ignore[arg-type]
         breaks=breaks, task=_text(p, document, "task"), hints=_texts(p, document.get("hints"), "hints"),

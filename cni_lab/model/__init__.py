@@ -13,6 +13,7 @@ once, each naming the file and the key (rule 6 of the house style).
     nodes.py               nodes and their pods
     container_ports.py     a pod's container ports; port names (IANA_SVC_NAME) wherever a name stands for a port
     service_specs.py       services
+    service_files.py       Services from a file (`service apply`): scenario entries or kind: Service manifests
     policy_sources.py      policies (inline or files; policy/reading.py reads the objects)
     probe_ports.py         probe.ports, and check --port
     expectations.py        expect
@@ -44,6 +45,7 @@ from cni_lab.model.scenario import (DEFAULT_CLUSTER_DOMAIN, DNS_CLUSTER_IP_INDEX
                                     DNS_SERVICE, DnsSpec)
 from cni_lab.model.dns_section import DNS_KEYS, DNS_PORTS, is_cluster_dns
 from cni_lab.model.service_specs import SERVICE_KEYS, SERVICE_PORT_KEYS, SERVICE_TYPES
+from cni_lab.model.service_files import load_service_file, read_service_documents, read_service_values
 
 __all__ = [
     "cidr_warnings", "parse_cidr_sloppy", "EXPECT_KEYS", "LABEL_KEY", "LABEL_VALUE", "is_dns_subdomain",
@@ -63,4 +65,5 @@ __all__ = [
     "Problems", "hint", "read_name", "read_policies",  # for other inputs read as the model reads its own (exercises)
     "DEFAULT_CLUSTER_DOMAIN", "DNS_CLUSTER_IP_INDEX", "DNS_LABELS", "DNS_NAMESPACE", "DNS_POD", "DNS_SERVICE",
     "DnsSpec", "DNS_KEYS", "DNS_PORTS", "is_cluster_dns",
+    "load_service_file", "read_service_documents", "read_service_values",  # `service apply` and an exercise's `service:` step
 ]

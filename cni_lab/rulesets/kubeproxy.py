@@ -188,6 +188,32 @@ def _named(chain: str) -> str:
     return f"{namespace}/{name}" + (f":{port}" if port else "")
 
 
+def _dnat_targets(chains: dict[str, list[str]], chain: str) -> list[tuple[str, str]]:
+    """(address, port) of every endpoint chain a Service chain's numgen vmap leads to."""
+    found = []
+    for rule in chains.get(chain, []):
+        for target in re.findall(r"goto (endpoint-\S+?)(?:,| \})", rule + " }"):
+            for line in chains.get(target, []):
+                m = re.search(r"dnat to ([\d.]+):(\d+)", line)
+                if m:
+                    found.append((m[1], m[2]))
+    return found
+
+
+def endpoints(listing: str, service: str) -> list[str]:
+    """The endpoints (`address:port`) the table leads a Service's ClusterIPs to, every port of it:
+    read from the `service-ips` map and the chains, as `nft list table ip kube-proxy` printed
+    them. `service`: namespace/name (a Service without endpoints: none, it is in
+    no-endpoint-services)."""
+    chains = nft.parse_chains(listing)
+    found = []
+    for element in nft.parse_elements(listing, "service-ips"):
+        m = re.match(r"[\d.]+ \. \w+ \. \d+ : goto (\S+)", element)
+        if m and _named(m[1]).partition(":")[0] == service:
+            found += [f"{address}:{port}" for address, port in _dnat_targets(chains, m[1])]
+    return sorted(set(found))
+
+
 def describe(lab: Lab, node: Node, listing: str) -> list[str]:
     """kube-proxy's table on a node, as `nft list table ip kube-proxy` printed it, in the
     lesson's words: one line per ClusterIP and NodePort, read from the kernel's maps and chains
@@ -196,14 +222,7 @@ def describe(lab: Lab, node: Node, listing: str) -> list[str]:
     who = {str(p.ip): p.id for p in lab.pods}
 
     def endpoints_of(chain: str) -> str:
-        found = []
-        for rule in chains.get(chain, []):
-            for target in re.findall(r"goto (endpoint-\S+?)(?:,| \})", rule + " }"):
-                for line in chains.get(target, []):
-                    m = re.search(r"dnat to ([\d.]+):(\d+)", line)
-                    if m:
-                        found.append(f"{m[1]}:{m[2]} ({who.get(m[1], '?')})")
-        return ", ".join(found) or "no endpoint"
+        return ", ".join(f"{a}:{p} ({who.get(a, '?')})" for a, p in _dnat_targets(chains, chain)) or "no endpoint"
 
     words = []
     cluster = lab.scenario.cluster_cidr

@@ -41,7 +41,7 @@ def test_a_shipped_exercise_is_complete_and_runnable_as_written(ex: spec.Exercis
     for command in [*ex.solution, *(c for fix in ex.wrong_fixes for c in fix)]:
         # from the repository's root, with sudo; a lab named must be the exercise's
         assert command.startswith("sudo "), command
-        for lab in re.findall(r"cni-lab (?:exec|heal|policy \w+) ([a-z][a-z0-9-]*)", command):
+        for lab in re.findall(r"cni-lab (?:exec|heal|policy \w+|service \w+) ([a-z][a-z0-9-]*)", command):
             assert lab == ex.name, command
     # the task says the symptom: never the break's own command
     for step in ex.breaks:
@@ -92,7 +92,9 @@ def test_a_good_file_has_no_problem(tmp_path: Path) -> None:
     ({"break": [{"fault": "route-del node1"}]}, "break[0].fault: usage: route-del NODE NODE"),
     ({"break": [{"run": {"node": "node3", "command": "true"}}]}, "break[0].run.node: the scenario has no node 'node3'"),
     ({"break": [{"run": {"node": "node1/api", "command": "true"}}]}, "break[0].run.node: node node1 has no pod 'api'"),
-    ({"break": [{"reboot": "node1"}]}, "break[0]: a step is one of run:, fault:, policy:"),
+    ({"break": [{"reboot": "node1"}]}, "break[0]: a step is one of run:, fault:, policy:, service:"),
+    ({"break": [{"service": {"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80}]}}]},
+     "break: a service: step needs a scenario with Services"),
     ({"scenario": "no-such-scenario"}, "scenario:"),
     ({"scenario": {"dataplane": "host-gw", "nodes": [{"name": "node1", "podCIDR": "10.244.0.0/33"}]}}, "nodes[0].podCIDR"),
     ({"dataplane": "vxlan"}, "dataplane: 'vxlan', but the scenario's data plane is host-gw"),
@@ -198,3 +200,49 @@ def test_heal_refuses_while_an_exercise_runs(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(session, "recorded", lambda lab: {"name": lab, "hints": 0})
     code, output = run("heal", "hostgw-route")
     assert code == 2 and "runs exercise hostgw-route" in output and len(output.strip().splitlines()) == 1
+
+
+SERVICES = {"dataplane": "host-gw",
+            "nodes": [{"name": "node1", "pods": [{"name": "web", "labels": {"app": "web"}}]},
+                      {"name": "node2", "pods": [{"name": "api", "labels": {"app": "api"}}]}],
+            "services": [{"name": "web", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}]}
+
+
+@pytest.mark.parametrize("changes, line", [
+    ({"break": [{"service": {"name": "web", "selector": {"app": "web"}, "ports": [{"port": 0}]}}]},
+     "break[0].service: services[0].ports[0]: port 0"),
+    ({"break": [{"service": {"name": "web", "clusterIP": "10.96.0.9", "selector": {"app": "x"}, "ports": [{"port": 80}]}}]},
+     "break[0].service: services[0].clusterIP: 10.96.0.9: field is immutable (default/web has 10.96.0.2)"),
+    ({"break": [{"service": "files/nope.yaml"}]}, "break[0].service: cannot read"),
+    ({"grade": [{"service": {"name": "db", "endpoints": 1}}]}, "grade[0].service.name: the lab has no Service 'default/db'"),
+    ({"grade": [{"service": {"name": "web", "endpoints": "two"}}]}, "grade[0].service.endpoints: 'two' is not a number"),
+    ({"grade": [{"service": {"name": "web", "endpoints": 1, "node": "node1/web"}}]}, "grade[0].service.node: must name a node"),
+])
+def test_a_service_step_and_assertion_are_checked_as_service_apply_checks(tmp_path: Path, changes: dict[str, Any],
+                                                                          line: str) -> None:
+    found = problems(tmp_path, scenario=SERVICES, **changes)
+    assert len(found) == 1 and line in found[0], found
+
+
+def test_a_service_step_adds_the_services_the_grade_names(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+                                                       "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}}))
+    assert problems(tmp_path, scenario=SERVICES, **{"break": [{"service": "api.yaml"}]},
+                    grade=[{"service": {"name": "api", "endpoints": 1}}]) == []
+    ex = library.find("svc-selector")
+    [step] = ex.breaks
+    assert step.kind == "service" and step.services[0].selector == (("app", "wbe"),)
+    assert step.describe() == "service apply (default/web)"
+    assert next(a for a in ex.grade if a.kind == "service").args == {"name": "default/web", "endpoints": 2}
+
+
+def test_service_endpoints_are_judged_on_every_node_read() -> None:
+    args = {"name": "default/web", "endpoints": 2}
+    both = {"node1": ["10.244.0.2:8080", "10.244.1.2:8080"], "node2": ["10.244.0.2:8080", "10.244.1.2:8080"]}
+    assert judged("service", args, both)
+    assert not judged("service", args, {**both, "node2": []})
+    outcome = assertions.judge(Assertion("service", args, "grade[1]"), {"node1": [], "node2": []})
+    assert not outcome.ok and "node1, node2" in outcome.words and "none" in outcome.words
+    # two ports of one pod are one endpoint
+    assert judged("service", {"name": "default/web", "endpoints": 1}, {"node1": ["10.244.0.2:8080", "10.244.0.2:9090"]})
+    assert not judged("service", args, {})

@@ -40,12 +40,12 @@ def test_interface_names_fit_ifnamsiz() -> None:
 
 PURE = ["model", "ipam.py", "cluster.py", "dns_records.py", "dns_message.py", "plan.py", "steps.py", "names.py", "codec.py", "policy",
         "conformance.py", "rulesets", "report/topology.py", "dataplanes", "probe/pairs.py",
-        "probe/budget.py", "fault_kinds.py", "exercise/spec.py", "exercise/assertions.py"]
+        "probe/budget.py", "fault_kinds.py", "exercise/spec.py", "exercise/assertions.py", "service_changes.py"]
 # what a pure module may import from cni_lab: other pure modules, and the one error type
 PURE_MODULES = {"cni_lab.errors", "cni_lab.model", "cni_lab.ipam", "cni_lab.cluster", "cni_lab.dns_records", "cni_lab.dns_message", "cni_lab.plan", "cni_lab.steps", "cni_lab.names",
                 "cni_lab.policy", "cni_lab.conformance", "cni_lab.rulesets",
                 "cni_lab.dataplanes", "cni_lab.probe.pairs", "cni_lab.probe.budget", "cni_lab.codec",
-                "cni_lab.catalog", "cni_lab.fault_kinds", "cni_lab.exercise.assertions"}
+                "cni_lab.catalog", "cni_lab.fault_kinds", "cni_lab.exercise.assertions", "cni_lab.service_changes"}
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -117,6 +117,9 @@ def test_two_ports_of_one_service_never_share_a_chain() -> None:
     assert "service-" + kubeproxy.chain_base("default/web/tcp/http") in table
     listing = re.sub(r"\n((?:  )+)", lambda m: "\n" + "\t" * (len(m[1]) // 2), table)  # as `nft list` indents
     words = kubeproxy.describe(lab, lab.node("n1"), listing)
+    assert kubeproxy.endpoints(listing, "default/web") == ["10.244.0.2:8080", "10.244.0.2:9090", "10.244.1.2:8080",
+                                                           "10.244.1.2:9090"]  # every port's, as the kernel lists them
+    assert kubeproxy.endpoints(listing, "default/other") == []
     assert len(words) == 2 and words[0].startswith(f"ClusterIP {svc.cluster_ip}:80/tcp (default/web:http) → DNAT to one of "
                                                    "10.244.0.2:8080 (n1/a), 10.244.1.2:8080 (n2/c)")
     # the same targetPort behind two ports: two endpoint chains per pod all the same

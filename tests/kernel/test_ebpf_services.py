@@ -6,6 +6,7 @@ the netfilter bypass with Services, and the faults a learner diagnoses from the 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from typing import Any, Callable, Iterator
@@ -16,7 +17,7 @@ from helpers import ns_of, run_in
 from cni_lab import faults, names
 from cni_lab.cluster import Lab
 from cni_lab.dataplanes.capabilities import CILIUM_LB_LOOPBACK
-from cni_lab.kernel import bpf
+from cni_lab.kernel import bpf, netns
 from cni_lab.probe import matrix, service_probes as probes
 
 MakeLab = Callable[..., Lab]
@@ -108,14 +109,35 @@ def test_the_maps_hold_what_cilium_holds_after_check(make_lab: MakeLab) -> None:
            and e.tuple.dst in (f"{web1}:8080", f"{web2}:8080")]
     frontends = bpf.reverse_nat(node1)  # each DNATed connection names the ClusterIP to answer from
     assert out and all(frontends[e.rev_nat_index][0] in ("10.96.0.2", "10.96.0.4") for e in out)
+    if not any(e.lb_loopback for e in ct):  # web1's 4 tries all drew web2 (once in 16 checks): 16 more
+        syns(ns_of(lab, "node1/web1"), "10.96.0.2", 80)
+        ct = bpf.conntrack(node1)
     assert any(e.lb_loopback for e in ct)  # web1 → self → web1
-    # the NodePort on node1 handed to web2 on node2: SNATed, both directions in the NAT map
+    # the NodePort on node1 handed to web2 on node2: SNATed, both directions in the NAT map (check
+    # dials it 4 times, each drawing a backend at random: all 4 drew web1 once in 16 checks)
+    if not any(n.tuple.direction == "OUT" for n in bpf.nat(node1)):
+        syns(names.outside_netns(lab.name), str(lab.node("node1").ip), 30080)
     nat = bpf.nat(node1)
     assert any(n.tuple.direction == "OUT" and n.tuple.src.startswith(OUTSIDE + ":") for n in nat)
     assert any(n.tuple.direction == "IN" and n.to.startswith(OUTSIDE + ":") for n in nat)
     counted = bpf.metrics(node1)
     assert counted["service (lb4 DNAT to a backend)"] > 0 and counted["reverse NAT (reply from the frontend)"] > 0
     assert counted["masquerade (SNAT to the node)"] > 0 and counted["reverse SNAT (reply to a masqueraded client)"] > 0
+
+
+def syns(netns_name: str, address: str, port: int, count: int = 16) -> None:
+    """`count` new TCP connections from a namespace (a SYN each, from a port of its own): each
+    draws a Service backend anew. Where check's few tries all drew the same one, these reach
+    the rest, but for one time in 2^count."""
+    opened = []
+    for _ in range(count):
+        s = netns.open_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((address, port))
+        opened.append(s)
+    time.sleep(0.3)
+    for s in opened:
+        s.close()
 
 
 def _backend_ids(pin_dir: str) -> set[int]:

@@ -128,6 +128,23 @@ def test_cross_subnet_encapsulates_only_across_racks(make_lab: MakeLab) -> None:
     assert "10.244." not in run_in(names.router_netns(lab.name), "ip", "route", check=True).stdout
 
 
+@pytest.mark.parametrize("mode,racks", [("Always", True), ("CrossSubnet", False)])
+def test_always_tunnels_across_racks_too_and_cross_subnet_on_one_rack_tunnels_nothing(
+        make_lab: MakeLab, mode: str, racks: bool) -> None:
+    """The other two of {Always, CrossSubnet} × {one rack, two racks}: Always puts every other
+    node's block behind vxlan.calico wherever it is; CrossSubnet on one segment is plain routes."""
+    lab = make_lab(calico({"vxlanMode": mode}, racks=racks))
+    result = matrix.run(lab, mtu=True)
+    assert result.passed, [(r.pair.src.id, r.pair.dst.id, r.verdict) for r in result.failures]
+    assert result.mtu and {m.size for m in result.mtu} == {1450} and all(m.passed for m in result.mtu)
+    routes = run_in(ns_of(lab, "node1"), "ip", "route", check=True).stdout
+    for other in ("node2", "node3"):
+        block = lab.node(other).pod_cidr
+        tunnelled = f"{block} via {block.network_address} dev vxlan.calico onlink mtu 1450"
+        direct = f"{block} via {lab.node(other).ip} dev eth0 proto 80 onlink"
+        assert (tunnelled if mode == "Always" else direct) in routes, routes
+
+
 def test_vxlan_without_bgp_runs_no_bird(make_lab: MakeLab) -> None:
     lab = make_lab(calico({"vxlanMode": "CrossSubnet", "backend": "vxlan"}, racks=True))
     result = matrix.run(lab)

@@ -356,8 +356,8 @@ def _services(lab: Lab) -> tuple[Service | HeadlessService, ...]:
         return ()
     src, cidr = lab.scenario.source, lab.scenario.service_cidr
     problems = []
-    if lab.scenario.cluster_cidr.version != 4 or lab.dual_stack:
-        problems.append(f"{src}: services: IPv4-only labs for now")
+    if lab.scenario.cluster_cidr.version != 4:  # a dual-stack lab's Services are IPv4 SingleStack
+        problems.append(f"{src}: services: IPv4 or dual-stack labs for now (an IPv6-only lab has no IPv4 ClusterIPs)")
     for net, what in [(lab.scenario.cluster_cidr, "the cluster CIDR"), *((s.cidr, "the underlay") for s in lab.segments)]:
         if net.version == 4 and cidr.overlaps(net):  # type: ignore[arg-type]
             problems.append(f"{src}: networking.serviceCIDR: {cidr} overlaps {what} {net}")

@@ -9,6 +9,7 @@ Records follow the Kubernetes DNS specification (kubernetes/dns, docs/specificat
     2.3.2  _<port>._<proto>.<svc>.<ns>.svc.<zone>      SRV  10 100 <port> <svc>.<ns>.svc.<zone>  (named ports only)
     2.3.3  <d>.<c>.<b>.<a>.in-addr.arpa                PTR  <svc>.<ns>.svc.<zone>
     2.4.1  <svc>.<ns>.svc.<zone> (headless)            A    <each ready endpoint>; none ready: NXDOMAIN
+                                                       AAAA <each one's IPv6 address> (dual-stack)
            <hostname>.<svc>.<ns>.svc.<zone>            A    <endpoint>
     2.4.2  _<port>._<proto>.<svc>.<ns>.svc.<zone>      SRV  10 100 <endpoint port> <hostname>.<svc>.<ns>.svc.<zone>
     2.4.3  <endpoint reversed>.in-addr.arpa            PTR  <hostname>.<svc>.<ns>.svc.<zone>
@@ -90,6 +91,11 @@ def _entries(lab: Lab, services: Sequence[Service], headless: Sequence[HeadlessS
             out += [(Record(name, "A", str(pod.ip), "2.4.1"), f"host-record={host},{name},{pod.ip}"),
                     (Record(host, "A", str(pod.ip), "2.4.1"), ""),
                     (Record(reverse_name(pod.ip), "PTR", f"{host}.", "2.4.3"), "")]
+            if pod.ip6 is not None:  # dual-stack: each address of the endpoint in its family, named by it
+                host6 = f"{dashed(pod.ip6)}.{name}"
+                out += [(Record(name, "AAAA", str(pod.ip6), "2.4.1"), f"host-record={host6},{name},{pod.ip6}"),
+                        (Record(host6, "AAAA", str(pod.ip6), "2.4.1"), ""),
+                        (Record(reverse_name(pod.ip6), "PTR", f"{host6}.", "2.4.3"), "")]
         # the endpoint's own port (nothing rewrites a headless Service's traffic), as CoreDNS answers
         out += [_srv(f"_{p.name}._{p.protocol.lower()}.{name}", b.port, f"{dashed(b.pod.ip)}.{name}", "2.4.2")
                 for p in hl.spec.ports if p.name for b in hl.backends(p)]

@@ -104,6 +104,27 @@ def test_pods_resolve_services_pods_and_addresses_through_kube_dns(make_lab: Mak
     assert result.passed
 
 
+def test_a_dual_stack_lab_answers_aaaa_for_headless_endpoints_and_their_ptr(make_lab: MakeLab) -> None:
+    """Dual-stack: Services are IPv4 SingleStack (kube-dns among them, as kubeadm makes it), a
+    headless Service answers each endpoint in both families (2.4.1), and an IPv6 endpoint's PTR
+    names it (2.4.3); check passes in both families with its dns rule."""
+    lab = make_lab(doc("host-gw", networking={"clusterCIDR": ["10.244.0.0/16", "fd00:10:244::/56"],
+                                              "underlay": ["192.168.1.0/24", "fd00:192:168:1::/64"]}))
+    pods = {p.id: p for p in lab.pods}
+    v6 = sorted(str(pods[i].ip6) for i in ("node1/x/db2", "node2/x/db1"))
+    assert dig(lab, "node1/client", "db.x.svc.cluster.local", "AAAA") == ("NOERROR", v6)
+    assert dig(lab, "node1/client", "db.x.svc.cluster.local", "A")[1] == sorted(
+        str(pods[i].ip) for i in ("node1/x/db2", "node2/x/db1"))
+    db1 = pods["node2/x/db1"].ip6
+    assert db1 is not None
+    assert dig(lab, "node1/client", "-x", str(db1))[1] == [f"{str(db1).replace(':', '-')}.db.x.svc.cluster.local."]
+    assert dig(lab, "node1/client", "web.default.svc.cluster.local", "AAAA") == ("NOERROR", [])  # SingleStack IPv4
+    from cni_lab.probe import matrix
+
+    result = matrix.run(lab)
+    assert result.passed and result.ipv6 is not None and result.dns and all(d.ok for d in result.dns)
+
+
 def test_ndots_five_searches_a_four_dot_name_first_and_asks_a_five_dot_name_as_it_is(make_lab: MakeLab) -> None:
     """dnsmasq's log (log-queries) shows what glibc asked, in order: ndots:5 sends a pod record
     (4 dots) through the search list before asking it as written, the classic cost of ndots:5;

@@ -54,7 +54,7 @@ def grade_view(g: Grade) -> RenderableType:
         lines.append(Text.assemble(("FIXED", "bold green"), f": exercise {g.exercise.name}, every check holds "
                                    f"({len(g.outcomes)}/{len(g.outcomes)}; graded in {g.seconds:.1f} s)"))
         if g.exercise.lesson:
-            lines += [Text(""), Text.assemble(("What was wrong: ", "bold"), g.exercise.lesson)]
+            lines += [Text(""), Text.assemble(("What was wrong: ", "bold"), " ".join(g.exercise.lesson.split()))]
         lines.append(Text(f"Done: sudo cni-lab exercise stop {g.exercise.name}", style="dim"))
     else:
         lines.append(Text.assemble(("NOT FIXED", "bold red"), f": {failed} of {len(g.outcomes)} checks fail "

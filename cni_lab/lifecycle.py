@@ -227,7 +227,23 @@ def status(name: str | None) -> state.Status:
     from cni_lab import faults
 
     return state.Status(lab=lab, status=st.status, present={n: netns.is_netns(n) for n in st.namespaces},
-                  daemons=daemon_status(lab), faults=[f.describe() for f in faults.recorded(lab.name)])
+                        daemons=daemon_status(lab), faults=[f.describe() for f in faults.recorded(lab.name)],
+                        dns=dns_status(lab))
+
+
+def dns_status(lab: Lab) -> tuple[str, int | None, bool] | None:
+    """kube-dns's dnsmasq: (the DNS pod, its pid, running in that pod's namespace), or None where
+    the lab has no cluster DNS."""
+    from cni_lab.dns_records import dns_pod
+
+    pod = dns_pod(lab) if lab.dns_service is not None else None
+    if pod is None:
+        return None
+    from cni_lab.kernel import dns as dns_server
+
+    pidfile = state.lab_dir(lab.name) / names.dns_file(lab.name, "pid")
+    pid = dns_server.running(pidfile, names.pod_netns(lab.name, pod.node, pod.name))
+    return pod.id, pid if pid is not None else daemons.read_pid(pidfile), pid is not None
 
 
 def check(name: str | None, progress: Callable[[int, int], None] | None = None, mtu: bool = False,

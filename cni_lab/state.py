@@ -148,8 +148,9 @@ class Status:
     present: dict[str, bool]  # netns name → exists in the kernel
     daemons: dict[str, tuple[int | None, bool]] = field(default_factory=dict)  # node → (pid, running)
     faults: list[str] = field(default_factory=list)  # injected with `cni-lab fault`, until `heal`
+    dns: tuple[str, int | None, bool] | None = None  # kube-dns's dnsmasq: (its pod, pid, running); None: no DNS
 
     @property
     def healthy(self) -> bool:
         return (self.status == "up" and all(self.present.values()) and all(ok for _, ok in self.daemons.values())
-                and not self.faults)
+                and (self.dns is None or self.dns[2]) and not self.faults)

@@ -311,7 +311,9 @@ def lab_json(lab: Lab, st: Status | None = None) -> dict[str, object]:
         "clusterCIDRs": [str(c) for c in (lab.scenario.cluster_cidr, lab.scenario.cluster_cidr6) if c is not None],
         "underlays": {seg.name: [str(c) for c in (seg.cidr, seg.cidr6) if c is not None] for seg in lab.segments},
         "warnings": list(lab.all_warnings),
-        "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in (st.daemons if st else {}).items()],
+        "daemons": [{"node": n, "name": "bird", "pid": pid, "running": ok} for n, (pid, ok) in (st.daemons if st else {}).items()]
+        + ([{"node": st.dns[0].split("/")[0], "pod": st.dns[0], "name": "dnsmasq", "pid": st.dns[1], "running": st.dns[2]}]
+           if st and st.dns else []),
         "faults": list(st.faults) if st else [],
         "nodes": [
             {

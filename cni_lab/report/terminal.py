@@ -93,6 +93,10 @@ def status_view(st: Status) -> RenderableType:
     lines = [Text.assemble(f"bird on {node}: ", ("running", "green") if ok else ("NOT RUNNING", "bold red"),
                            f" (pid {pid})" if pid else "")
              for node, (pid, ok) in st.daemons.items()]
+    if st.dns is not None:
+        pod, pid, ok = st.dns
+        lines.append(Text.assemble(f"dnsmasq (kube-dns) in {pod}: ", ("running", "green") if ok else
+                                   ("NOT RUNNING", "bold red"), f" (pid {pid})" if pid else ""))
     lines += [Text(f"fault: {f} (undo with `sudo cni-lab heal`)", style="yellow") for f in st.faults]
     return Group(lab_table(st.lab, st.present), *lines, header, *warnings(st.lab))
 

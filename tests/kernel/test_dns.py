@@ -196,3 +196,28 @@ def test_records_follow_pod_down_and_heal_and_down_leaves_nothing(make_lab: Make
     leftover = [e for e in os.listdir("/etc/netns") if names.lab_of_netns(e) == lab.name] \
         if os.path.isdir("/etc/netns") else []
     assert leftover == []
+
+
+def test_status_shows_kube_dns_dnsmasq_and_is_degraded_when_it_dies(make_lab: MakeLab) -> None:
+    from cni_lab.report import json_junit, terminal
+
+    lab = make_lab(doc("host-gw"))
+    st = lifecycle.status(lab.name)
+    assert st.dns is not None and st.dns[0] == "node1/kube-system/coredns" and st.dns[2] and st.healthy
+    pid = st.dns[1]
+    assert pid is not None and Path(f"/proc/{pid}/comm").read_text().strip() == "dnsmasq"
+    daemons = json_junit.lab_json(lab, st)["daemons"]
+    assert {"node": "node1", "pod": "node1/kube-system/coredns", "name": "dnsmasq", "pid": pid,
+            "running": True} in daemons  # type: ignore[operator]
+    os.kill(pid, 9)
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            break
+        time.sleep(0.02)
+    dead = lifecycle.status(lab.name)
+    assert dead.dns is not None and not dead.dns[2] and not dead.healthy
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(terminal.status_view(dead))
+    assert "dnsmasq (kube-dns) in node1/kube-system/coredns: NOT RUNNING" in console.export_text()

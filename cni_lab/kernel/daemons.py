@@ -28,22 +28,25 @@ def require(programs: tuple[tuple[str, str], ...], dataplane: str) -> None:
                        f"run `sudo apt-get install {' '.join(packages)}` (or `sudo ./scripts/setup.sh`)")
 
 
-def start_bird(netns: str, folder: Path) -> int:
-    """Start BIRD in `netns`; it daemonizes, so its pid comes from its pid file."""
-    pidfile = folder / "bird.pid"
-    pidfile.unlink(missing_ok=True)
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, "bird", "-c", "bird.conf", "-s", "bird.ctl", "-P", "bird.pid"],
-        cwd=folder, capture_output=True, text=True, timeout=30,
-    )
+def start_daemon(name: str, netns: str, argv: list[str], pidfile: Path, cwd: Path | None = None) -> int:
+    """Start a program that daemonizes in `netns` (BIRD, dnsmasq): its pid comes from its pid file."""
+    done = subprocess.run(["ip", "netns", "exec", netns, *argv], cwd=cwd, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
-        raise LabError(f"bird in {netns} did not start: {(done.stderr or done.stdout).strip()}")
+        raise LabError(f"{name} in {netns} did not start: {(done.stderr or done.stdout).strip()}")
     for _ in range(100):
         pid = read_pid(pidfile)
         if pid is not None:
             return pid
         time.sleep(0.01)
-    raise LabError(f"bird in {netns} started but wrote no pid file ({pidfile})")
+    raise LabError(f"{name} in {netns} started but wrote no pid file ({pidfile})")
+
+
+def start_bird(netns: str, folder: Path) -> int:
+    """Start BIRD in `netns`, its files in `folder`."""
+    pidfile = folder / "bird.pid"
+    pidfile.unlink(missing_ok=True)
+    return start_daemon("bird", netns, ["bird", "-c", "bird.conf", "-s", "bird.ctl", "-P", "bird.pid"], pidfile,
+                        cwd=folder)
 
 
 def read_pid(pidfile: Path) -> int | None:

@@ -14,13 +14,12 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from cni_lab import names
 from cni_lab.errors import LabError
-from cni_lab.kernel.daemons import alive, read_pid
+from cni_lab.kernel.daemons import alive, read_pid, start_daemon
 
 PACKAGE = "dnsmasq-base"
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -42,16 +41,8 @@ def start_dnsmasq(netns: str, conf: Path, pidfile: Path, log: Path) -> int:
     binary = program()
     if binary is None:
         raise LabError(f"dnsmasq is not installed here: run `sudo apt-get install {PACKAGE}`")
-    done = subprocess.run(["ip", "netns", "exec", netns, binary, f"--conf-file={conf}", f"--pid-file={pidfile}",
-                           f"--log-facility={log}"], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise LabError(f"dnsmasq in {netns} did not start: {(done.stderr or done.stdout).strip()}")
-    for _ in range(100):
-        pid = read_pid(pidfile)
-        if pid is not None:
-            return pid
-        time.sleep(0.01)
-    raise LabError(f"dnsmasq in {netns} started but wrote no pid file ({pidfile})")
+    return start_daemon("dnsmasq", netns, [binary, f"--conf-file={conf}", f"--pid-file={pidfile}",
+                                           f"--log-facility={log}"], pidfile)
 
 
 def stop_dnsmasq(pidfile: Path, netns: str | None = None) -> bool:
